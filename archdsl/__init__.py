@@ -1,0 +1,43 @@
+"""archdsl: a declarative language for neural-network architectures, and its compiler.
+
+Python API::
+
+    import archdsl
+    model = archdsl.build("specs/resnet.arch:resnet50", num_classes=10)   # a torch.nn.Module
+    graph = archdsl.graph("specs/resnet.arch:resnet50")                  # the shape-checked IR
+    print(archdsl.source("specs/resnet.arch:resnet50"))                  # the generated PyTorch code
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ArchError, Diagnostic
+from .ir import Graph
+from .lower import Limits
+from .pipeline import compile_graph, generate_source
+
+__all__ = ["build", "graph", "source", "ArchError", "Diagnostic", "Graph", "Limits", "__version__"]
+__version__ = "0.1.0"
+
+
+def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
+          **params: Any) -> Graph:
+    """Parse, expand and shape-check ``spec``; return the annotated graph IR (no torch needed)."""
+    return compile_graph(spec, params, input_shape=input_shape, limits=limits)
+
+
+def source(spec: str, **params: Any) -> str:
+    """The generated PyTorch source for ``spec`` (depends only on torch)."""
+    return generate_source(compile_graph(spec, params))
+
+
+def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
+          **params: Any) -> Any:
+    """Compile ``spec`` (a path, ``path:network``, or spec text) into a ``torch.nn.Module``.
+
+    Keyword arguments override the network's parameters, e.g. ``num_classes=10``.
+    Raises :class:`ArchError` with every problem found if the spec is invalid.
+    """
+    g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
+    from .torch_build import instantiate  # torch is imported only when a module is built
+    return instantiate(g)

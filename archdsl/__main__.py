@@ -1,0 +1,4 @@
+"""``python -m archdsl`` runs archc."""
+from .cli import main
+
+main()

@@ -1,0 +1,239 @@
+"""The .arch abstract syntax tree: plain dataclasses, each carrying its source span."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+from .source import Span
+
+__all__ = [
+    "Expr", "Num", "Str", "Name", "InputRef", "ListExpr", "ListComp", "CompFor", "Call", "Kwarg",
+    "Index", "Attr", "BinOp", "UnaryOp", "Compare", "BoolOp", "Ternary", "OptionalExpr",
+    "CombinatorCall", "PipeItem", "Pipeline",
+    "Stmt", "InputStmt", "OutputStmt", "LetStmt", "LayerStmt", "CombinatorStmt", "SeqStmt", "IfStmt",
+    "Param", "BlockDef", "NetworkDef", "Import", "SpecFile",
+]
+
+
+@dataclass
+class Node:
+    span: Span
+
+
+# ---- expressions -------------------------------------------------------------------------------
+@dataclass
+class Num(Node):
+    value: int | float
+
+
+@dataclass
+class Str(Node):
+    value: str
+
+
+@dataclass
+class Name(Node):
+    id: str
+
+
+@dataclass
+class InputRef(Node):
+    """``in``: the shape of the enclosing block's input."""
+
+
+@dataclass
+class ListExpr(Node):
+    items: list["Expr"]
+
+
+@dataclass
+class CompFor(Node):
+    var: str
+    iter: "Expr"
+    cond: "Expr | None"
+
+
+@dataclass
+class ListComp(Node):
+    elt: "Expr"
+    fors: list[CompFor]
+
+
+@dataclass
+class Kwarg(Node):
+    name: str
+    value: "Expr"
+
+
+@dataclass
+class Call(Node):
+    func: "Expr"
+    args: list["Expr"]
+    kwargs: list[Kwarg]
+
+
+@dataclass
+class Index(Node):
+    obj: "Expr"
+    index: "Expr"
+
+
+@dataclass
+class Attr(Node):
+    obj: "Expr"
+    name: str
+
+
+@dataclass
+class BinOp(Node):
+    op: str
+    left: "Expr"
+    right: "Expr"
+    op_span: Span
+
+
+@dataclass
+class UnaryOp(Node):
+    op: str
+    operand: "Expr"
+
+
+@dataclass
+class Compare(Node):
+    first: "Expr"
+    rest: list[tuple[str, "Expr"]]
+
+
+@dataclass
+class BoolOp(Node):
+    op: str
+    values: list["Expr"]
+
+
+@dataclass
+class Ternary(Node):
+    value: "Expr"
+    cond: "Expr"
+    orelse: "Expr"
+
+
+@dataclass
+class OptionalExpr(Node):
+    """``value if cond`` without ``else``: the value, or nothing."""
+
+    value: "Expr"
+    cond: "Expr"
+
+
+@dataclass
+class CombinatorCall(Node):
+    """``add(a, b)`` / ``concat(a, b, dim=...)`` over named tensors."""
+
+    kind: str
+    args: list["Expr"]
+    kwargs: list[Kwarg]
+
+
+@dataclass
+class PipeItem(Node):
+    label: str | None
+    label_span: Span | None
+    expr: "Expr"
+
+
+@dataclass
+class Pipeline(Node):
+    items: list[PipeItem]
+
+
+Expr = Union[Num, Str, Name, InputRef, ListExpr, ListComp, Call, Index, Attr, BinOp, UnaryOp, Compare,
+             BoolOp, Ternary, OptionalExpr, CombinatorCall]
+
+
+# ---- statements ------------------------------------------------------------------------------------
+@dataclass
+class InputStmt(Node):
+    shape: "Expr"
+
+
+@dataclass
+class OutputStmt(Node):
+    names: list[tuple[str, Span]]
+
+
+@dataclass
+class LetStmt(Node):
+    names: list[tuple[str, Span]]
+    value: Pipeline
+
+
+@dataclass
+class LayerStmt(Node):
+    label: str | None
+    label_span: Span | None
+    value: Pipeline
+
+
+@dataclass
+class CombinatorStmt(Node):
+    label: str | None
+    label_span: Span | None
+    reparam: bool
+    kind: str
+    args: list["Expr"]
+    kwargs: list[Kwarg]
+    body: list["Stmt"]
+
+
+@dataclass
+class SeqStmt(Node):
+    """``seq:`` (label None: names belong to the enclosing block) or ``name:`` + indented body."""
+
+    label: str | None
+    label_span: Span | None
+    body: list["Stmt"]
+
+
+@dataclass
+class IfStmt(Node):
+    branches: list[tuple["Expr", list["Stmt"]]]
+    orelse: list["Stmt"] | None
+
+
+Stmt = Union[InputStmt, OutputStmt, LetStmt, LayerStmt, CombinatorStmt, SeqStmt, IfStmt]
+
+
+# ---- top level -------------------------------------------------------------------------------------
+@dataclass
+class Param(Node):
+    name: str
+    default: "Expr | None"
+
+
+@dataclass
+class BlockDef(Node):
+    name: str
+    params: list[Param]
+    body: list[Stmt]
+    name_span: Span
+    path: str = ""
+
+
+@dataclass
+class NetworkDef(BlockDef):
+    reference: str | None = None
+    reference_span: Span | None = None
+
+
+@dataclass
+class Import(Node):
+    path: str
+    names: list[tuple[str, Span]] | None  # None: import everything
+
+
+@dataclass
+class SpecFile:
+    path: str
+    imports: list[Import] = field(default_factory=list)
+    blocks: dict[str, BlockDef] = field(default_factory=dict)
+    networks: dict[str, NetworkDef] = field(default_factory=dict)

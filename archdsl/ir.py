@@ -1,0 +1,106 @@
+"""The graph IR: a networkx DiGraph whose nodes carry pydantic-typed records.
+
+Every node is one operation applied to the outputs of its input nodes. Shapes are per sample
+(the batch dimension is symbolic and left out): ``[C, H, W]`` for feature maps, ``[F]`` after flatten.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["Loc", "ScopeFrame", "Node", "Graph"]
+
+
+class Loc(BaseModel):
+    """A source location that survives serialisation (the Span without its Source)."""
+
+    model_config = ConfigDict(frozen=True)
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class ScopeFrame(BaseModel):
+    """One level of the block hierarchy a node was expanded from (for summaries and diagrams)."""
+
+    model_config = ConfigDict(frozen=True)
+    path: str            # module path of the container ('' for the network itself)
+    kind: str            # 'network', 'block', 'group', 'combinator', 'reparam'
+    name: str            # block name, label, or combinator kind
+    args: str = ""       # e.g. "c=64, stride=2"
+    loc: Loc | None = None
+
+
+class Node(BaseModel):
+    """One operation. ``module`` is set when the op owns parameters or buffers."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+    id: int
+    op: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[int] = Field(default_factory=list)
+    in_shapes: list[tuple[int, ...]] = Field(default_factory=list)
+    shape: tuple[int, ...]
+    name: str = ""                  # dotted display/module path
+    module: str | None = None       # dotted module path for stateful ops
+    scope: list[ScopeFrame] = Field(default_factory=list)
+    loc: Loc | None = None
+    params: int = 0
+    macs: int = 0
+    reparam: str | None = None      # path of the reparam group this node belongs to
+    label: str | None = None
+
+
+class Graph:
+    """A network after expansion and shape inference."""
+
+    def __init__(self, name: str, reference: str | None = None) -> None:
+        self.name = name
+        self.reference = reference
+        self.g: nx.DiGraph = nx.DiGraph()
+        self.inputs: list[int] = []
+        self.outputs: list[tuple[str, int]] = []
+        self.params_used: dict[str, Any] = {}
+        self.loc: Loc | None = None
+        self.reparam_groups: dict[str, dict[str, Any]] = {}
+
+    def add(self, node: Node) -> Node:
+        self.g.add_node(node.id, rec=node)
+        for pos, src in enumerate(node.inputs):
+            self.g.add_edge(src, node.id, index=pos)
+        return node
+
+    def node(self, nid: int) -> Node:
+        return self.g.nodes[nid]["rec"]
+
+    def __len__(self) -> int:
+        return self.g.number_of_nodes()
+
+    def nodes(self) -> Iterator[Node]:
+        """Nodes in a deterministic topological order (creation order breaks ties)."""
+        for nid in nx.lexicographical_topological_sort(self.g):
+            yield self.node(nid)
+
+    def consumers(self, nid: int) -> list[int]:
+        return sorted(self.g.successors(nid))
+
+    @property
+    def total_params(self) -> int:
+        return sum(n.params for n in self.nodes())
+
+    @property
+    def total_macs(self) -> int:
+        return sum(n.macs for n in self.nodes())
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.node(self.inputs[0]).shape
+
+    @property
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: self.node(nid).shape for name, nid in self.outputs}

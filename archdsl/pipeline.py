@@ -1,0 +1,218 @@
+"""The pipeline: spec address -> program -> graph -> {source, summary}. No torch here.
+
+Everything the CLI does without PyTorch goes through these functions, so ``archc check``,
+``summary``, ``list`` and ``compile`` never import torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import ast as A
+from .codegen import generate
+from .errors import ArchError, Diagnostic, Reporter, did_you_mean
+from .ir import Graph
+from .loader import Program, find_specs, load_program, load_source, split_address
+from .lower import Limits, lower_network
+from .source import Source, Span
+
+__all__ = ["Resolved", "resolve", "compile_graph", "check_paths", "list_networks", "parse_set",
+           "generate_source", "atomic_write", "network_address"]
+
+
+@dataclass
+class Resolved:
+    program: Program
+    network: A.NetworkDef
+    address: str
+
+
+def _pick_network(spec: A.SpecFile, name: str | None, source: Source) -> A.NetworkDef:
+    if name is not None:
+        if name in spec.networks:
+            return spec.networks[name]
+        hint = did_you_mean(name, spec.networks) or (
+            "networks here: " + ", ".join(spec.networks) if spec.networks else "this file defines no network")
+        raise ArchError(f"no network '{name}' in {source.path}", None, hint=hint)
+    if len(spec.networks) == 1:
+        return next(iter(spec.networks.values()))
+    if not spec.networks:
+        raise ArchError(f"{source.path} defines no network", None,
+                        hint="a spec to build needs 'network name(...):' with an input line")
+    raise ArchError(f"{source.path} defines {len(spec.networks)} networks; say which one", None,
+                    hint="use " + " or ".join(f"{source.path}:{n}" for n in list(spec.networks)[:3]))
+
+
+def resolve(spec: str, *, allow_outside: bool = False) -> Resolved:
+    """Parse the spec at ``spec`` (path, ``path:network`` or text) and pick its network."""
+    path, name = split_address(spec)
+    source = load_source(path)
+    program = load_program(source, allow_outside=allow_outside)
+    net = _pick_network(program.root, name, source)
+    return Resolved(program, net, network_address(source.path, net.name))
+
+
+def network_address(path: str, name: str) -> str:
+    return f"{path}:{name}"
+
+
+def compile_graph(spec: str | Resolved, params: dict[str, Any] | None = None, *,
+                  limits: Limits | None = None, input_shape: tuple[int, ...] | None = None,
+                  allow_outside: bool = False) -> Graph:
+    """Spec -> validated, shape-annotated graph. ``params`` override the network's parameters."""
+    r = spec if isinstance(spec, Resolved) else resolve(spec, allow_outside=allow_outside)
+    net = r.network
+    if input_shape is not None:
+        net = _with_input(net, input_shape)
+    g = lower_network(r.program, net, params or {}, limits=limits)
+    g.address = r.address  # type: ignore[attr-defined]
+    return g
+
+
+def _with_input(net: A.NetworkDef, shape: tuple[int, ...]) -> A.NetworkDef:
+    """A copy of ``net`` whose input line is replaced by ``shape`` (for --input)."""
+    import copy
+    body = list(net.body)
+    if body and isinstance(body[0], A.InputStmt):
+        sp = body[0].span
+        body[0] = A.InputStmt(sp, A.ListExpr(sp, [A.Num(sp, int(v)) for v in shape]))
+    new = copy.copy(net)
+    new.body = body
+    return new
+
+
+def generate_source(graph: Graph) -> str:
+    return generate(graph, source_note=getattr(graph, "address", graph.name))
+
+
+def check_paths(paths: list[str], limits: Limits | None = None,
+                params: dict[str, Any] | None = None) -> tuple[list[Diagnostic], int]:
+    """Check every network in every file under ``paths``. Returns (diagnostics, networks checked)."""
+    diags: list[Diagnostic] = []
+    count = 0
+    files: list[Path] = []
+    for p in paths:
+        if "\n" not in p and not Path(split_address(p)[0]).exists():
+            diags.append(Diagnostic(f"no such file or directory: '{p}'", None))
+            continue
+        if ":" in p and split_address(p)[1]:
+            try:
+                compile_graph(p, params, limits=limits)
+                count += 1
+            except ArchError as e:
+                diags.extend(e.diagnostics)
+            continue
+        found = find_specs(p)
+        if not found:
+            diags.append(Diagnostic(f"no .arch files under '{p}'", None, "warning"))
+        files.extend(found)
+    for f in files:
+        try:
+            src = load_source(str(f))
+            program = load_program(src)
+        except ArchError as e:
+            diags.extend(e.diagnostics)
+            continue
+        for net in program.root.networks.values():
+            try:
+                lower_network(program, net, _applicable(net, params), limits=limits)
+                count += 1
+            except ArchError as e:
+                diags.extend(e.diagnostics)
+        if not program.root.networks:
+            # a block library: make sure every block's defaults and names at least parse and resolve
+            count += 0
+    return diags, count
+
+
+def _applicable(net: A.NetworkDef, params: dict[str, Any] | None) -> dict[str, Any]:
+    if not params:
+        return {}
+    names = {p.name for p in net.params}
+    return {k: v for k, v in params.items() if k in names}
+
+
+def list_networks(path: str) -> list[dict[str, Any]]:
+    """Every network under ``path``: its address, default input shape and reference."""
+    out: list[dict[str, Any]] = []
+    for f in find_specs(path):
+        src = load_source(str(f))
+        program = load_program(src)
+        for net in program.root.networks.values():
+            entry: dict[str, Any] = {"spec": network_address(src.path, net.name), "name": net.name,
+                                     "reference": net.reference, "input": None,
+                                     "params": {p.name: None for p in net.params}}
+            try:
+                g = lower_network(program, net)
+                entry["input"] = list(g.input_shape)
+                entry["params"] = {k: v for k, v in g.params_used.items() if _jsonable(v)}
+                entry["outputs"] = {k: list(v) for k, v in g.output_shapes.items()}
+            except ArchError as e:
+                entry["error"] = e.diagnostics[0].format().splitlines()[0]
+            out.append(entry)
+    return out
+
+
+def _jsonable(v: Any) -> bool:
+    try:
+        json.dumps(v)
+        return True
+    except TypeError:
+        return False
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["num_classes=10", "width=0.5", "act=\\"relu\\""]`` -> values, parsed as .arch literals."""
+    out: dict[str, Any] = {}
+    for it in items:
+        if "=" not in it:
+            raise ArchError(f"--set expects name=value, got '{it}'", None, hint="e.g. --set num_classes=10")
+        k, _, v = it.partition("=")
+        k, v = k.strip(), v.strip()
+        if not k.isidentifier():
+            raise ArchError(f"--set: '{k}' is not a parameter name", None)
+        out[k] = _literal(v)
+    return out
+
+
+def _literal(v: str) -> Any:
+    low = {"true": True, "false": False, "none": None}
+    if v in low:
+        return low[v]
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    if v.startswith("["):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            raise ArchError(f"--set: cannot read the list '{v}'", None, hint="e.g. --set sizes=[1,2,3]") from None
+    if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
+        return v[1:-1]
+    return v
+
+
+def atomic_write(path: str | Path, data: str | bytes) -> None:
+    """Write via a temporary file in the same directory and rename: never a partial file."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + p.name + ".", dir=str(p.parent))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
