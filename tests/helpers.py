@@ -1,0 +1,73 @@
+"""Helpers shared by the test modules: reference counts and model-equivalence checks."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+
+@lru_cache(maxsize=1)
+def reference_counts() -> dict[str, Any]:
+    """../shared/reference/reference-counts.json, keyed 'torchvision.<builder>' / 'timm.<name>'."""
+    return json.loads((SHARED / "reference" / "reference-counts.json").read_text())
+
+
+def make_reference(ref: str, num_classes: int | None = None) -> Any:
+    """Build the reference model named like 'torchvision.resnet50' or 'timm.repvgg_a0' (random weights)."""
+    family, _, name = ref.partition(".")
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        kwargs["num_classes"] = num_classes
+    if family == "torchvision":
+        import torchvision
+        if name in ("googlenet", "inception_v3"):
+            kwargs.update(aux_logits=False, init_weights=False)
+        return getattr(torchvision.models, name)(weights=None, **kwargs)
+    if family == "timm":
+        import timm
+        return timm.create_model(name, pretrained=False, **kwargs)
+    raise ValueError(f"unknown reference family in {ref!r}")
+
+
+def randomize_bn(model: Any, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial running statistics and affine params (so eval mode is a real test)."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+            with torch.no_grad():
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
+                if m.weight is not None:
+                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+def assert_same_outputs(ours: Any, ref: Any, shape: tuple[int, ...], batch: int = 1, seed: int = 0) -> float:
+    """Eval-mode outputs equal within 1e-4 x max(1, max|ref|). Returns the max abs difference."""
+    import torch
+    ours.eval()
+    ref.eval()
+    x = torch.randn((batch, *shape), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        a = ours(x)
+        b = ref(x)
+    if isinstance(b, (list, tuple)):
+        b = b[0]
+    assert a.shape == b.shape, f"output shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}"
+    diff = (a - b).abs().max().item()
+    tol = 1e-4 * max(1.0, b.abs().max().item())
+    assert diff <= tol, f"max abs diff {diff:.3g} > tolerance {tol:.3g}"
+    return diff
+
+
+def run_archc(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a subprocess (as a user would)."""
+    return subprocess.run([sys.executable, "-m", "archdsl", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
