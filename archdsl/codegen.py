@@ -68,10 +68,23 @@ def _ctor(n: Node) -> str:
         if not a["track_running_stats"]:
             parts.append("track_running_stats=False")
         return f"nn.{cls}({', '.join(parts)})"
+    if n.op == "layernorm":
+        parts = [str(a["normalized"])]
+        if a["eps"] != 1e-5:
+            parts.append(f"eps={a['eps']!r}")
+        if not a["affine"]:
+            parts.append("elementwise_affine=False")
+        return f"nn.LayerNorm({', '.join(parts)})"
+    if n.op == "layer_scale":
+        from .ops import layer_scale_shape
+        shape = layer_scale_shape(n.in_shapes[0], a["dim"])
+        return f"nn.Parameter(torch.full({shape!r}, {float(a['init'])!r}))"
     raise KeyError(n.op)  # every stateful op in ops.py has a constructor above
 
 
 STATEFUL_CTORS = {"conv2d", "linear", "batchnorm"}
+# Stateful ops that are a bare nn.Parameter rather than a module (registered with register_parameter).
+PARAMETER_OPS = {"layer_scale"}
 
 
 def _call(n: Node, ins: list[str], mod: str, inplace: bool) -> str:
@@ -129,6 +142,19 @@ def _call(n: Node, ins: list[str], mod: str, inplace: bool) -> str:
         return f"torch.cat([{', '.join(ins)}], {a['dim']})"
     if op == "stack":
         return f"torch.stack([{', '.join(ins)}], {a['dim']})"
+    if op == "layernorm":
+        if a["dim"] != len(n.shape):
+            # torchvision's LayerNorm2d: normalize the channels of [C, H, W] in channels-last layout
+            return f"{mod}({x}.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)"
+        return f"{mod}({x})"
+    if op == "layer_scale":
+        return f"{mod} * {x}"
+    if op == "permute":
+        return f"{x}.permute{tuple(a['dims'])!r}"
+    if op == "drop_path":
+        if a["p"] == 0.0:
+            return x
+        return f"_stochastic_depth({x}, {a['p']!r}, {a['mode']!r}, self.training)"
     if op == "narrow":
         if a["dim"] == 1:
             return f"{x}[:, {a['start']}:{a['start'] + a['length']}]"
@@ -141,6 +167,18 @@ _HELPERS = {
 def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     b, c, h, w = x.shape
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+''',
+    "drop_path": '''
+def _stochastic_depth(x: torch.Tensor, p: float, mode: str, training: bool) -> torch.Tensor:
+    # torchvision.ops.stochastic_depth: keep each sample ('row') or the whole batch with prob 1 - p
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.ndim - 1) if mode == "row" else [1] * x.ndim
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    if keep > 0.0:
+        noise.div_(keep)
+    return x * noise
 ''',
 }
 
@@ -179,6 +217,20 @@ class _ModuleTree:
         self._ensure(path.rpartition(".")[0], lines)
         self.emitted.add(path)
         lines.append(self._assign(path, "nn.Sequential()" if path in self.sequential else "nn.Module()"))
+
+    def emit_param(self, path: str, ctor: str, lines: list[str]) -> None:
+        """Register a bare parameter (e.g. layer_scale) under ``path``; its parent stays a module."""
+        parent, _, name = path.rpartition(".")
+        self._ensure(parent, lines)
+        lines.append(f"{self.ref(parent)}.register_parameter({name!r}, {ctor})")
+
+    def param_ref(self, path: str) -> str:
+        """A Python expression for the parameter at ``path`` (never indexed: Sequential holds modules only)."""
+        parent, _, name = path.rpartition(".")
+        owner = self.ref(parent)
+        if name.isidentifier() and not keyword.iskeyword(name):
+            return f"{owner}.{name}"
+        return f"getattr({owner}, {name!r})"
 
     def _assign(self, path: str, value: str) -> str:
         parent, _, name = path.rpartition(".")
@@ -245,7 +297,10 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "") -> 
             continue
         ins = [var[res(i)] for i in n.inputs]
         mod = ""
-        if n.module:
+        if n.module and n.op in PARAMETER_OPS:
+            tree.emit_param(n.module, _ctor(n), init)
+            mod = tree.param_ref(n.module)
+        elif n.module:
             tree.emit_leaf(n.module, _ctor(n), init)
             mod = tree.ref(n.module)
         inplace = False

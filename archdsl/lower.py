@@ -1017,6 +1017,8 @@ def _check_type(a: ArgSpec, v: Any) -> str | None:
         ok, want = _is_int(v), "an integer"
     elif t == "int2":
         ok, want = pair_ok(v), "an integer or a pair [h, w]"
+    elif t == "int?":
+        ok, want = v is None or _is_int(v), "an integer or none"
     elif t == "int2?":
         ok, want = v is None or pair_ok(v), "an integer, a pair [h, w] or none"
     elif t == "float":

@@ -173,9 +173,9 @@ def _divisors(n: int) -> list[int]:
 
 # ---- linear / norm ---------------------------------------------------------------------------------
 def _linear_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
-    _need_rank(shapes, 1, "linear")
+    # nn.Linear works on the last dim of any rank (ConvNeXt applies it to channels-last [H, W, C]).
     _check_positive(a, ["out_features"])
-    return (a["out_features"],)
+    return (*shapes[0][:-1], a["out_features"])
 
 
 def _linear_params(shapes: list[Shape], a: dict[str, Any]) -> int:
@@ -323,8 +323,8 @@ _register(
     ], _conv_shape, "2-D convolution; input channels are inferred.", params=_conv_params, macs=_conv_macs,
         stateful=True, normalize=_conv_norm, key_args=("kernel_size", "stride", "groups")),
     OpDef("linear", "linear", [_A("out_features", "int"), _A("bias", "bool", True)], _linear_shape,
-          "Fully connected layer on a vector [F].", params=_linear_params,
-          macs=lambda s, o, a: s[0][-1] * a["out_features"], stateful=True, key_args=("out_features",)),
+          "Fully connected layer on the last dim ([F], or e.g. channels-last [H, W, C]).", params=_linear_params,
+          macs=lambda s, o, a: math.prod(s[0]) * a["out_features"], stateful=True, key_args=("out_features",)),
     OpDef("batchnorm", "norm", [_A("eps", "float", 1e-5), _A("momentum", "float", 0.1), _A("affine", "bool", True),
                                  _A("track_running_stats", "bool", True)], _bn_shape,
           "Batch normalization over channels (2-D for [C,H,W], 1-D for [F]).",
@@ -370,3 +370,103 @@ MULTI_OUTPUT_OPS = {
     "split": [ArgSpec("sizes", "list"), ArgSpec("dim", "int", 1)],
 }
 __all__ += ["MULTI_OUTPUT_OPS", "broadcast"]
+
+
+# ---- transformer-style ops (ConvNeXt): layernorm, permute, layer_scale, drop_path ---------------------
+def _feature_dim(shapes: list[Shape], a: dict[str, Any], what: str) -> dict[str, Any]:
+    """Resolve ``dim`` (batch is dim 0) to the 1-based dim the op works on.
+
+    ``none`` means the channels of a [C, H, W] map and the last dim of any other rank: a rank-3 shape
+    cannot tell channels-first from channels-last by itself, so after a ``permute`` to [H, W, C] the
+    spec says ``dim=-1``.
+    """
+    a = dict(a)
+    rank = len(shapes[0])
+    d = a["dim"]
+    if d is None:
+        d = 1 if rank == 3 else rank
+    elif isinstance(d, bool) or not isinstance(d, int):
+        raise ShapeError(f"dim must be an integer or none, got {d!r}", arg="dim")
+    elif d < 0:
+        d = rank + 1 + d
+    if not 1 <= d <= rank:
+        raise ShapeError(f"{what} dim={a['dim']} is out of range for {list(shapes[0])} (batch is dim 0)", arg="dim",
+                         hint=f"use dim=1 for channels or dim=-1 for the last dim (here {rank})")
+    a["dim"] = d
+    return a
+
+
+def _layernorm_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = _feature_dim(shapes, a, "layernorm")
+    rank = len(shapes[0])
+    # nn.LayerNorm normalizes trailing dims; channels-first maps are permuted around it (LayerNorm2d),
+    # any other non-last dim has no torchvision counterpart.
+    if a["dim"] != rank and not (a["dim"] == 1 and rank == 3):
+        raise ShapeError(f"layernorm normalizes the channels of [C, H, W] or the last dim; dim={a['dim']} "
+                         f"is neither for {list(shapes[0])}", arg="dim", hint="permute the dim to the end first")
+    a["normalized"] = shapes[0][a["dim"] - 1]
+    return a
+
+
+def _layernorm_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if a["eps"] <= 0:
+        raise ShapeError(f"eps must be positive, got {a['eps']}", arg="eps")
+    return shapes[0]
+
+
+def _permute_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    dims = a["dims"]
+    rank = len(shapes[0])
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise ShapeError(f"permute dims must be integers, got {dims}", arg="dims")
+    if sorted(dims) != list(range(rank + 1)):
+        raise ShapeError(f"permute dims {dims} are not a permutation of 0..{rank} for {list(shapes[0])} "
+                         "(batch is dim 0)", arg="dims",
+                         hint="e.g. permute([0, 2, 3, 1]) turns [C, H, W] into [H, W, C]")
+    if dims[0] != 0:
+        raise ShapeError(f"permute must keep the batch dim first, got {dims}", arg="dims",
+                         hint="start the list with 0")
+    a["dims"] = tuple(dims)
+    return a
+
+
+def _permute_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return tuple(shapes[0][d - 1] for d in a["dims"][1:])
+
+
+def layer_scale_shape(shape: Shape, dim: int) -> Shape:
+    """Shape of the learnable scale: (C, 1, 1) for channels of [C, H, W] (torchvision), (F,) for the last dim."""
+    if dim == len(shape):
+        return (shape[-1],)
+    return (shape[dim - 1],) + (1,) * (len(shape) - dim)
+
+
+def _drop_path_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if not 0.0 <= a["p"] <= 1.0:
+        raise ShapeError(f"drop_path probability must be between 0 and 1, got {a['p']}", arg="p")
+    return shapes[0]
+
+
+_register(
+    OpDef("layernorm", "norm", [_A("eps", "float", 1e-5), _A("affine", "bool", True), _A("dim", "int?", None)],
+          _layernorm_shape,
+          "Layer normalization over one dim: the channels of [C, H, W] (torchvision LayerNorm2d) or the last dim "
+          "(nn.LayerNorm, e.g. after permute to [H, W, C]: dim=-1).",
+          params=lambda s, a: 2 * a["normalized"] if a["affine"] else 0, stateful=True,
+          normalize=_layernorm_norm, aliases=("layer_norm",)),
+    OpDef("permute", "shape", [_A("dims", "list")], _permute_shape,
+          "Reorder dims, batch included (torch.permute): permute([0, 2, 3, 1]) makes [C, H, W] channels-last.",
+          normalize=_permute_norm, key_args=("dims",)),
+    OpDef("layer_scale", "norm", [_A("init", "float", 1e-6), _A("dim", "int?", None)], _same,
+          "A learnable per-channel scale (ConvNeXt), stored as a parameter named by the label; shape (C, 1, 1) "
+          "for the channels of [C, H, W], (F,) for the last dim.",
+          params=lambda s, a: s[0][a["dim"] - 1], stateful=True,
+          normalize=lambda s, a: _feature_dim(s, a, "layer_scale"), key_args=("init",)),
+    OpDef("drop_path", "dropout", [_A("p", "float", 0.0), _A("mode", "str", "row", ("row", "batch"))],
+          _drop_path_shape,
+          "Stochastic depth (torchvision StochasticDepth): in training, zero whole samples ('row') or the whole "
+          "batch ('batch') with probability p and rescale by 1/(1-p); identity in eval.",
+          aliases=("stochastic_depth",), key_args=("p",)),
+)
+__all__ += ["layer_scale_shape"]
