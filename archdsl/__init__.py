@@ -6,6 +6,7 @@ Python API::
     model = archdsl.build("specs/resnet.arch:resnet50", num_classes=10)   # a torch.nn.Module
     graph = archdsl.graph("specs/resnet.arch:resnet50")                  # the shape-checked IR
     print(archdsl.source("specs/resnet.arch:resnet50"))                  # the generated PyTorch code
+    fast = archdsl.deploy(model)       # inference form: reparam groups fused, BatchNorms folded
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from .errors import ArchError, Diagnostic
 from .ir import Graph
 from .lower import Limits
 from .pipeline import compile_graph, generate_source
+from . import deploy  # a callable module: archdsl.deploy(model); torch is imported only when called
 
-__all__ = ["build", "graph", "source", "ArchError", "Diagnostic", "Graph", "Limits", "__version__"]
+__all__ = ["build", "graph", "source", "deploy", "ArchError", "Diagnostic", "Graph", "Limits", "__version__"]
 __version__ = "0.1.0"
 
 
@@ -32,12 +34,21 @@ def source(spec: str, **params: Any) -> str:
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
-          **params: Any) -> Any:
+          backends: str | None = None, batch: int = 1, **params: Any) -> Any:
     """Compile ``spec`` (a path, ``path:network``, or spec text) into a ``torch.nn.Module``.
 
     Keyword arguments override the network's parameters, e.g. ``num_classes=10``.
+    ``backends`` (``"auto"``, ``"autotune"`` or a backend name) swaps every conv for the selected kernel
+    backend, chosen for a CPU float32 input of ``batch`` samples (see :mod:`archdsl.backends`; for another
+    device or dtype call ``archdsl.backends.apply`` on the moved model instead).
     Raises :class:`ArchError` with every problem found if the spec is invalid.
     """
     g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
     from .torch_build import instantiate  # torch is imported only when a module is built
-    return instantiate(g)
+    model = instantiate(g)
+    if backends is not None:
+        import torch
+
+        from .backends import apply
+        apply(model, torch.zeros((batch, *g.input_shape)), method=backends)
+    return model

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import ArchError, Diagnostic
+from .lower import Limits
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
 from .summary import format_count, summary_dict
 
@@ -24,6 +25,9 @@ out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 SetOpt = typer.Option([], "--set", help="override a network parameter: --set num_classes=10 (repeatable)")
+LimitOpt = typer.Option([], "--limit", help="raise or lower a resource bound: --limit max_nodes=50000 "
+                        "(repeatable; names: " + ", ".join(Limits.names()) + ")")
+OutsideOpt = typer.Option(False, "--allow-outside", help="let imports leave the spec's directory tree")
 
 
 def _print_diags(diags: list[Diagnostic]) -> None:
@@ -73,14 +77,37 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     return vals
 
 
+def _limits(items: list[str]) -> Limits:
+    return Limits().with_overrides(items)
+
+
+def _as_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """--strict / -W error: every warning becomes an error (same message, marked as promoted)."""
+    return [Diagnostic(d.message + " [-W error]", d.span, "error", d.hint, d.notes) if d.severity == "warning"
+            else d for d in diags]
+
+
 @app.command()
 def check(specs: List[str] = typer.Argument(..., help="files, directories or file.arch:network"),
           set_: List[str] = SetOpt,
-          quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing when all is well")) -> None:
-    """Check specs: parse, expand and shape-check every network. Exit 1 on any error."""
+          quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing when all is well"),
+          strict: bool = typer.Option(False, "--strict", help="treat warnings as errors (same as -W error)"),
+          warn_as: Optional[str] = typer.Option(None, "-W", help="'-W error': treat warnings as errors"),
+          limit: List[str] = LimitOpt,
+          allow_outside: bool = OutsideOpt) -> None:
+    """Check specs: parse, expand and shape-check every network. Exit 1 on any error.
+
+    Warnings (unused values, dead layers, windows that skip input pixels) are printed but do not
+    fail the check unless --strict or -W error is given.
+    """
     def run() -> int:
         t = time.perf_counter()
-        diags, count = check_paths(specs, params=parse_set(set_))
+        if warn_as is not None and warn_as != "error":
+            raise ArchError(f"-W expects 'error', got '{warn_as}'", None, hint="write -W error (or --strict)")
+        diags, count = check_paths(specs, limits=_limits(limit), params=parse_set(set_),
+                                   allow_outside=allow_outside)
+        if strict or warn_as == "error":
+            diags = _as_errors(diags)
         if diags:
             _print_diags(diags)
         if any(d.severity == "error" for d in diags):
@@ -116,11 +143,29 @@ def list_(directory: str = typer.Argument("specs", help="directory (or file) to 
 def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             input_: Optional[str] = typer.Option(None, "--input", help="input shape C,H,W (overrides the spec's)"),
             set_: List[str] = SetOpt,
-            as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+            limit: List[str] = LimitOpt,
+            allow_outside: bool = OutsideOpt,
+            as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+            backends: bool = typer.Option(False, "--backends", help="also show the conv backend plan "
+                                          "(cost model + cached autotuning; see docs/backends.md)"),
+            batch: int = typer.Option(1, "--batch", min=1, help="batch size the backend plan is made for"),
+            dtype: str = typer.Option("float32", "--dtype", help="dtype for the backend plan"),
+            device: str = typer.Option("cpu", "--device", help="device type for the backend plan: cpu or cuda")
+            ) -> None:
     """Per-layer table (module name, op, output shape, params, MACs) and totals."""
     def run() -> int:
-        g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_))
+        g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
+                          allow_outside=allow_outside)
         data = summary_dict(g)
+        plan = None
+        if backends:  # torch-free: the registry, cost model and cache only (archdsl.backends.plan_graph)
+            from .backends import plan_graph
+            from .backends.spec import DTYPES, dtype_name
+            if dtype_name(dtype) not in DTYPES or device not in ("cpu", "cuda"):
+                raise ArchError(f"--dtype {dtype} / --device {device} is not a backend target", None,
+                                hint=f"dtypes: {', '.join(DTYPES)}; devices: cpu, cuda")
+            plan = plan_graph(g, batch=batch, dtype=dtype_name(dtype), device=device)
+            data["backends"] = plan.to_dict()
         if as_json:
             out.print(json.dumps(data, indent=2), markup=False)
             return 0
@@ -138,6 +183,10 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
         out.print(f"total: {tot['params']:,} params ({format_count(tot['params'])}), "
                   f"{tot['macs']:,} MACs ({format_count(tot['macs'])}), {tot['layers']} layers; "
                   f"output {next(iter(data['outputs'].values())) if len(data['outputs']) == 1 else data['outputs']}")
+        if plan is not None:
+            from .backends.report import plan_footer, plan_table
+            out.print(plan_table(plan))
+            out.print(plan_footer(plan))
         return 0
     _guard(run)
 
@@ -145,13 +194,137 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
 @app.command("compile")
 def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
              output: Path = typer.Option(..., "-o", "--output", help="where to write the generated .py"),
-             set_: List[str] = SetOpt) -> None:
-    """Write the generated PyTorch source (depends only on torch)."""
+             set_: List[str] = SetOpt,
+             limit: List[str] = LimitOpt,
+             allow_outside: bool = OutsideOpt,
+             deploy: bool = typer.Option(False, "--deploy", help="write the deploy (inference) form: reparam "
+                                         "groups fused into one conv, BatchNorms folded; its weights come from "
+                                         "'archc deploy'"),
+             fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="with --deploy: fold BatchNorms "
+                                          "(--keep-bn fuses only reparam groups, e.g. RepLKNet's official form)"),
+             channels_last: bool = typer.Option(False, "--channels-last", help="with --deploy: convert the input "
+                                                "to channels-last in forward")) -> None:
+    """Write the generated PyTorch source (depends only on torch). On any error nothing is written."""
     def run() -> int:
-        g = compile_graph(spec, parse_set(set_))
-        src = generate_source(g)
+        g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+        if g.warnings:
+            _print_diags(g.warnings)
+        if deploy:
+            from .deploy import deploy_source  # graph-level pass: no torch needed
+            src = deploy_source(g, fold_bn=fold_bn,
+                                memory_format="channels_last" if channels_last else "contiguous")
+        else:
+            src = generate_source(g)
         atomic_write(output, src)
         out.print(f"wrote {output} ({len(src.splitlines())} lines, {g.total_params:,} params)")
+        return 0
+    _guard(run)
+
+
+@app.command("deploy")
+def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weights were trained with"),
+            weights: Path = typer.Option(..., "--weights", "-w", help="train-form state_dict (torch.save'd .pt)"),
+            output: Path = typer.Option(..., "-o", "--output", help="where to write the deploy-form state_dict"),
+            set_: List[str] = SetOpt,
+            fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorms (--keep-bn fuses "
+                                         "only reparam groups, e.g. RepLKNet's official deploy keys)"),
+            source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py")) -> None:
+    """Convert trained train-form weights into the deploy form (matching 'archc compile --deploy').
+
+    Output is written atomically: on any error nothing is written.
+    """
+    def run() -> int:
+        g = compile_graph(spec, parse_set(set_))
+        if not weights.is_file():
+            raise ArchError(f"no such weights file: '{weights}'", None,
+                            hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
+        import io
+
+        import torch
+
+        from .deploy import deploy_plan, deploy_source, deploy_state_dict
+        try:
+            sd = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # a corrupt or foreign file: say so in one line
+            raise ArchError(f"cannot read weights from '{weights}': {type(e).__name__}: {e}", None) from None
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+        plan = deploy_plan(g, fold_bn=fold_bn)
+        from .torch_build import instantiate
+        train = instantiate(g)
+        want = {k: tuple(v.shape) for k, v in train.state_dict().items()}
+        if not isinstance(sd, dict):
+            raise ArchError(f"'{weights}' does not hold a state_dict", None,
+                            hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
+        missing = [k for k in want if k not in sd]
+        unexpected = [k for k in sd if k not in want]
+        wrong = [f"{k} {list(sd[k].shape)} (expected {list(s)})" for k, s in want.items()
+                 if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != s]
+        if missing or unexpected or wrong:
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+            if wrong:
+                parts.append(f"{len(wrong)} shapes differ (e.g. {wrong[0]})")
+            raise ArchError(f"the weights do not match {spec}: " + ", ".join(parts), None,
+                            hint="pass the same --set values the model was trained with")
+        train.load_state_dict(sd)
+        dsd = deploy_state_dict(plan, {k: v.detach() for k, v in train.state_dict().items()})
+        buf = io.BytesIO()
+        torch.save(dsd, buf)
+        atomic_write(output, buf.getvalue())
+        if source is not None:
+            atomic_write(source, deploy_source(g, fold_bn=fold_bn))
+        out.print(f"wrote {output} ({len(dsd)} tensors, {plan.graph.total_params:,} params; "
+                  f"{len(plan.fused_groups)} reparam groups fused, {plan.folded_bn} BatchNorms folded)")
+        return 0
+    _guard(run)
+
+
+@app.command()
+def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+        markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table")) -> None:
+    """List the built-in ops with their arguments."""
+    from .opdocs import op_entries, ops_markdown
+
+    def run() -> int:
+        if markdown:
+            out.print(ops_markdown(), markup=False)
+        elif as_json:
+            out.print(json.dumps(op_entries(), indent=2), markup=False)
+        else:
+            table = Table(show_edge=False, header_style="bold")
+            for col in ("op", "arguments", "family", "what it does"):
+                table.add_column(col)
+            for e in op_entries():
+                table.add_row(e["name"], e["signature"], e["family"], e["doc"])
+            out.print(table)
+        return 0
+    _guard(run)
+
+
+@app.command()
+def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
+           output: Path = typer.Option(..., "-o", "--output",
+                                       help="diagram file: .svg, .png, .pdf, .dot (DOT source) or .html"),
+           depth: Optional[int] = typer.Option(None, "--depth", help="collapse blocks below this many levels "
+                                               "(1: stem/stages/head); default every layer"),
+           expand: bool = typer.Option(False, "--expand", help="draw every repeated block (no 'Block x5' folding)"),
+           rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)"),
+           deploy: bool = typer.Option(False, "--deploy", help="draw the deploy form (reparam groups fused)"),
+           as_html: bool = typer.Option(False, "--html", help="write one self-contained interactive HTML page "
+                                        "(also chosen by a .html output)"),
+           set_: List[str] = SetOpt) -> None:
+    """Draw the architecture: blocks as nested clusters, edges labelled with tensor shapes."""
+    def run() -> int:
+        from .render import write_diagram  # graphviz is needed only here; torch never is
+
+        g = compile_graph(spec, parse_set(set_))
+        kind = write_diagram(g, output, fmt="html" if as_html else None, depth=depth, expand=expand,
+                             deploy=deploy, rankdir=rankdir.upper())
+        out.print(f"wrote {output} ({kind}, {len(g)} layers)")
         return 0
     _guard(run)
 

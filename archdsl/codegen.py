@@ -12,7 +12,7 @@ from typing import Any
 
 from .ir import Graph, Node
 
-__all__ = ["generate", "class_name", "STATEFUL_CTORS"]
+__all__ = ["generate", "class_name", "STATEFUL_CTORS", "PARAMETER_OPS"]
 
 # Producers whose backward does not need their output, so a following ReLU/add may work in place.
 _INPLACE_SAFE_PRODUCERS = {"conv2d", "batchnorm", "linear", "add"}
@@ -155,6 +155,17 @@ def _call(n: Node, ins: list[str], mod: str, inplace: bool) -> str:
         if a["p"] == 0.0:
             return x
         return f"_stochastic_depth({x}, {a['p']!r}, {a['mode']!r}, self.training)"
+    if op == "softmax":
+        return f"torch.softmax({x}, {a['dim']})"
+    if op in ("mean", "reduce_sum"):
+        fn = "mean" if op == "mean" else "sum"
+        dims = _tuple_or_int(a["dim"]) if not isinstance(a["dim"], tuple) or len(a["dim"]) == 1 else repr(a["dim"])
+        return f"{x}.{fn}({dims}, keepdim=True)" if a["keepdim"] else f"{x}.{fn}({dims})"
+    if op == "reshape":
+        # the target is resolved at compile time; only the batch size is read at run time
+        return f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in a['shape'])})"
+    if op == "scale":
+        return f"{x} * {a['factor']!r}"
     if op == "narrow":
         if a["dim"] == 1:
             return f"{x}[:, {a['start']}:{a['start'] + a['length']}]"
@@ -252,8 +263,13 @@ class _ModuleTree:
         return f"getattr({owner}, {name!r})"
 
 
-def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "") -> str:
-    """Return the Python source of an ``nn.Module`` equivalent to ``graph``."""
+def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
+             memory_format: str = "contiguous") -> str:
+    """Return the Python source of an ``nn.Module`` equivalent to ``graph``.
+
+    ``memory_format="channels_last"`` (chosen by the deploy pass) makes ``forward`` convert its input to
+    channels-last first; the weights are converted when the module is built.
+    """
     nodes = list(graph.nodes())
     # identity nodes vanish: consumers read the identity's input directly
     alias: dict[int, int] = {}
@@ -341,11 +357,14 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "") -> 
         "",
         f"    input_shape = {tuple(in_shape)!r}",
         f"    reference = {graph.reference!r}",
+        *([f"    memory_format = {memory_format!r}"] if memory_format != "contiguous" else []),
         "",
         "    def __init__(self) -> None:",
         "        super().__init__()",
     ]
     lines += ["        " + s for s in init]
+    if memory_format == "channels_last" and len(graph.input_shape) == 3:
+        fwd.insert(0, "x = x.contiguous(memory_format=torch.channels_last)  # chosen by the deploy pass")
     lines += ["", "    def forward(self, x: torch.Tensor):"]
     lines += ["        " + s for s in fwd]
     lines.append("")

@@ -68,6 +68,7 @@ class Graph:
         self.params_used: dict[str, Any] = {}
         self.loc: Loc | None = None
         self.reparam_groups: dict[str, dict[str, Any]] = {}
+        self.warnings: list[Any] = []   # archdsl.errors.Diagnostic, severity "warning" (archdsl.lint)
 
     def add(self, node: Node) -> Node:
         self.g.add_node(node.id, rec=node)
@@ -104,3 +105,13 @@ class Graph:
     @property
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: self.node(nid).shape for name, nid in self.outputs}
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter shows a graph as its architecture diagram (None, i.e. plain repr, without Graphviz)."""
+        from .errors import ArchError
+        from .render import render_svg  # graphviz only when a diagram is asked for
+
+        try:
+            return render_svg(self)
+        except ArchError:
+            return None

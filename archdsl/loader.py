@@ -88,7 +88,8 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
             d.path = k
         files[k] = spec
         if len(files) > max_files:
-            raise ArchError(f"more than {max_files} files imported", None, hint="check for runaway imports")
+            raise ArchError(f"more than {max_files} files imported", None,
+                            hint="check for runaway imports; the limit is Limits.max_files")
         for imp in spec.imports:
             target = _resolve_import(src, imp, root_dir, allow_outside, rep)
             if target is None:
@@ -141,7 +142,8 @@ def _resolve_import(src: Source, imp: A.Import, root_dir: Path, allow_outside: b
     if not raw.endswith(".arch"):
         rep.error(f"can only import .arch files, not '{raw}'", imp.span)
         return None
-    if os.path.isabs(raw) and not allow_outside:
+    if os.path.isabs(raw) or raw.startswith("~"):
+        # even with --allow-outside: a spec that names absolute paths does not work on another machine
         rep.error(f"absolute import path '{raw}' is not allowed", imp.span,
                   hint="import relative to the importing file, e.g. import \"blocks.arch\"")
         return None
@@ -151,8 +153,9 @@ def _resolve_import(src: Source, imp: A.Import, root_dir: Path, allow_outside: b
         try:
             target.relative_to(root_dir)
         except ValueError:
-            rep.error(f"import '{raw}' leaves the project directory {root_dir}", imp.span,
-                      hint="keep imported files beside or below the spec (or allow it with --allow-outside)")
+            rep.error(f"import '{raw}' leaves the spec's directory", imp.span,
+                      hint="keep imported files in the spec's directory or below it "
+                           "(or allow it with --allow-outside)")
             return None
     if not target.is_file():
         near = [p.name for p in target.parent.glob("*.arch")] if target.parent.is_dir() else []

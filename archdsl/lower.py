@@ -8,13 +8,15 @@ independent mistake.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Iterable, Iterator
 
 from . import ast as A
 from .errors import ArchError, Diagnostic, Reporter, did_you_mean
 from .ir import Graph, Loc, Node, ScopeFrame
+from .lint import lint_graph
 from .loader import Namespace, Program
+from .parser import KEYWORDS
 from .ops import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec, OpDef, ShapeError, broadcast
 from .source import Span
 
@@ -23,13 +25,46 @@ __all__ = ["Limits", "LayerSpec", "TensorVal", "lower_network", "network_params"
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource bounds: a spec that would expand past these stops with an error, before any weight."""
+    """Resource bounds: a spec that would expand past these stops with an error, before any weight.
 
-    max_nodes: int = 200_000
-    max_depth: int = 64           # nested block instantiations
-    max_repeat: int = 10_000      # one repetition / range / list
-    max_channels: int = 1 << 20   # any single dimension
+    Every bound is checked while the spec is expanded, so a runaway spec fails in bounded time and
+    memory (well under 2 s with the defaults). Override them from the API (``Limits(max_nodes=50_000)``)
+    or the CLI (``archc check --limit max_nodes=50000``); ``docs/diagnostics.md`` lists them.
+    """
+
+    max_nodes: int = 10_000       # graph nodes; the specs in specs/ need at most about 1,000
+    max_depth: int = 64           # nested block instantiations (catches recursive blocks)
+    max_repeat: int = 10_000      # items made by one repetition, range(...), or list comprehension
+    max_channels: int = 1 << 20   # any single dimension of any shape
     max_params: int = 20_000_000_000
+    max_steps: int = 500_000      # expression evaluations; big specs need ~5,000 (catches huge loops)
+    max_files: int = 256          # files reachable through imports
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The names accepted by :meth:`with_overrides` (and ``--limit``)."""
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, items: Iterable[str]) -> "Limits":
+        """A copy with ``name=value`` overrides (from ``--limit``); bad input is an :class:`ArchError`."""
+        changes: dict[str, int] = {}
+        for it in items:
+            name, sep, value = it.partition("=")
+            name = name.strip()
+            if not sep:
+                raise ArchError(f"--limit expects name=value, got '{it}'", None,
+                                hint="e.g. --limit max_nodes=50000")
+            if name not in self.names():
+                raise ArchError(f"unknown limit '{name}'", None,
+                                hint=did_you_mean(name, self.names()) or "limits: " + ", ".join(self.names()))
+            try:
+                n = int(value.strip().replace("_", ""))
+            except ValueError:
+                raise ArchError(f"--limit {name} expects a positive integer, got '{value.strip()}'", None) from None
+            if n <= 0:
+                raise ArchError(f"--limit {name} expects a positive integer, got {n}", None)
+            changes[name] = n
+        return replace(self, **changes)
 
 
 class _Poison:
@@ -55,6 +90,7 @@ class LayerSpec:
     kwargs: dict[str, tuple[Any, Span]] = field(default_factory=dict)
     called: bool = False
     call_span: Span | None = None
+    label: str | None = None        # a computed label from named("...", layer); an explicit 'label:' wins
 
     def describe(self) -> str:
         if not self.called:
@@ -125,6 +161,17 @@ def _type_name(v: Any) -> str:
     return {int: "int", float: "float", str: "string", list: "list"}.get(type(v), type(v).__name__)
 
 
+def _named(label: Any, layer: Any) -> "LayerSpec":
+    """``named(label, layer)``: the layer, to be named ``label`` where it is applied (when not labelled there)."""
+    if not isinstance(label, str) or not label:
+        raise TypeError(f"the label must be a non-empty string, got {_type_name(label)} {_fmt(label)}")
+    if "." in label or any(ch.isspace() for ch in label):
+        raise ValueError(f"the label \"{label}\" may not contain '.' or spaces (it is one module name)")
+    if not isinstance(layer, LayerSpec):
+        raise TypeError(f"the second argument must be a layer, got {_type_name(layer)}")
+    return replace(layer, label=label)
+
+
 def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``v`` to a multiple of ``divisor``, never going below 90% of it (MobileNet's rule)."""
     if min_value is None:
@@ -138,6 +185,11 @@ def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) ->
 BUILTINS: dict[str, Callable[..., Any]] = {
     "min": min, "max": max, "abs": abs, "round": round, "int": int, "float": float, "len": len,
     "sum": sum, "range": lambda *a: list(range(*a)), "make_divisible": _make_divisible,
+    # EfficientNet's depth multiplier rounds repeat counts up: ceil(n * depth_mult)
+    "ceil": math.ceil, "floor": math.floor,
+    # computed labels, for module names built from loop indices (RegNet's 'block1-0'): named("b" + str(i), layer)
+    "str": lambda v: _fmt(v) if isinstance(v, (bool, type(None))) else str(v),
+    "named": lambda label, layer: _named(label, layer),
 }
 CONSTANTS = {"true": True, "false": False, "none": None}
 
@@ -181,10 +233,12 @@ class Lowerer:
         self.graph: Graph | None = None
         self.next_id = 0
         self.depth = 0
+        self.steps = 0
         self.paths: dict[str, tuple[Span, str]] = {}   # module/container path -> (span, what)
         self.total_params = 0
         self._scope = _Scope("", [])   # the naming scope expressions are evaluated in
         self._reparam: str | None = None
+        self._open_groups: dict[str, _Scope] = {}   # labelled groups by path, so a later 'name:' reopens one
 
     # ------------------------------------------------------------------ diagnostics helpers
     def err(self, msg: str, span: Span | None, hint: str | None = None,
@@ -248,6 +302,9 @@ class Lowerer:
                              hint=did_you_mean(name, [k for k, x in env.vars.items() if isinstance(x, TensorVal)]))
         elif isinstance(cur, TensorVal):
             g.outputs.append(("out", cur.nid))
+        elif isinstance(cur, list) and cur and all(isinstance(t, TensorVal) for t in cur):
+            self.err(f"network '{net.name}' ends with {len(cur)} tensors, not one", net.name_span,
+                     hint="bind them ('a, b = x -> chunk(2)') and merge them, or list them with 'output a, b'")
         return g
 
     def _check_input_shape(self, v: Any, span: Span) -> tuple[int, ...] | None:
@@ -263,7 +320,8 @@ class Lowerer:
             self.err(f"input shape {v} has a non-positive size", span)
             return None
         if any(x > self.limits.max_channels for x in v):
-            self.err(f"input shape {v} exceeds the size limit {self.limits.max_channels}", span)
+            self.err(f"input shape {v} exceeds the size limit {self.limits.max_channels:,}", span,
+                     hint="the limit is Limits.max_channels")
             return None
         return tuple(v)
 
@@ -301,7 +359,7 @@ class Lowerer:
             if c is POISON:
                 return None
             if not isinstance(c, (bool, int)) or isinstance(c, float):
-                self.err(f"a condition must be true or false, got {_type_name(c)}", cond.span)
+                self.err(f"a condition must be true or false, got {_type_name(c)} {_fmt(c)}", cond.span)
                 return None
             if c:
                 return body
@@ -354,6 +412,8 @@ class Lowerer:
         vals: list[tuple[A.PipeItem, Any]] = []
         head = items[0]
         v0 = first if first is not ABSENT else self.eval(head.expr, env)
+        if v0 is POISON and first is not ABSENT:
+            return POISON   # a named value whose start already failed (reported there)
         if _is_tensorish(v0):
             if head.label:
                 self.err(f"the label '{head.label}' names a layer, but this is a tensor value", head.label_span,
@@ -382,8 +442,13 @@ class Lowerer:
             return self.exec_body(st.body, env, cur, scope)
         name = scope.next_name(st.label)
         path = scope.prefix + name
-        self._claim(path, st.label_span or st.span, "group")
-        inner = scope.child(name, ScopeFrame(path=path, kind="group", name=st.label, loc=self.loc(st.span)))
+        # A labelled group written again in the same block reopens it and goes on numbering its items:
+        # that is how two containers interleave in the forward (RepLKNet: stages.0, transitions.0, stages.1).
+        inner = self._open_groups.get(path)
+        if inner is None or self.paths.get(path, (None, ""))[1] != "group":
+            self._claim(path, st.label_span or st.span, "group")
+            inner = scope.child(name, ScopeFrame(path=path, kind="group", name=st.label, loc=self.loc(st.span)))
+            self._open_groups[path] = inner
         return self.exec_body(st.body, env, cur, inner)
 
     def run_combinator(self, st: A.CombinatorStmt, env: _Env, cur: Any, scope: _Scope) -> Any:
@@ -401,16 +466,20 @@ class Lowerer:
         if st.label is None:
             inner.counter = scope.counter
         outer_reparam = self._reparam
+        st_kwargs = list(st.kwargs)
         if st.reparam:
+            if path in self.graph.reparam_groups:   # several unlabelled groups in one scope: keep keys unique
+                path = f"{path}#{sum(1 for p in self.graph.reparam_groups if p.split('#')[0] == path)}"
             self._reparam = path
             self.graph.reparam_groups[path] = {"kind": kind, "loc": self.loc(st.span), "label": st.label}
+            st_kwargs = self._reparam_fused_name(st, env, scope, path)
         try:
             branches = self._branches(st.body, env, cur, inner)
         finally:
             self._reparam = outer_reparam
         if st.label is None:
             scope.counter = inner.counter
-        kwargs = {k.name: (self.eval(k.value, env), k.span) for k in st.kwargs}
+        kwargs = {k.name: (self.eval(k.value, env), k.span) for k in st_kwargs}
         if st.args:
             self.err(f"'{kind}:' takes keyword arguments only (e.g. dim=1)", st.args[0].span)
         if any(b is POISON for b in branches) or cur is POISON:
@@ -420,9 +489,57 @@ class Lowerer:
         if len(branches) == 1:
             if st.reparam:
                 self.graph.reparam_groups[path]["single"] = True
+                return self._check_reparam(st, path, cur, branches[0])
             return branches[0]
-        return self.merge(kind, branches, kwargs, scope.prefix + (st.label or kind), st.span, path if st.reparam else None,
-                          scope.frames + [frame])
+        out = self.merge(kind, branches, kwargs, scope.prefix + (st.label or kind), st.span,
+                         path if st.reparam else None, scope.frames + [frame])
+        return self._check_reparam(st, path, cur, out) if st.reparam else out
+
+    def _reparam_fused_name(self, st: A.CombinatorStmt, env: _Env, scope: _Scope, path: str) -> list[A.Kwarg]:
+        """Take ``fused="name"`` off a reparam group's arguments and claim the fused conv's module path.
+
+        The deploy form replaces the group by one conv named ``fused`` (default ``reparam_conv``, timm's
+        name) inside the group's container: the labelled group itself, or the enclosing block.
+        """
+        from .reparam import DEFAULT_FUSED_NAME
+        name, span = DEFAULT_FUSED_NAME, st.span
+        rest: list[A.Kwarg] = []
+        for k in st.kwargs:
+            if k.name != "fused":
+                rest.append(k)
+                continue
+            v = self.eval(k.value, env)
+            span = k.span
+            if v is POISON:
+                continue
+            if not isinstance(v, str) or not v.isidentifier():
+                self.err(f"fused= names the deploy conv and must be an identifier string, got {_fmt(v)}", k.span,
+                         hint='e.g. reparam add(fused="lkb_reparam"):')
+                continue
+            name = v
+        prefix = scope.prefix + (st.label + "." if st.label is not None else "")
+        self.graph.reparam_groups[path]["fused_path"] = prefix + name
+        self._claim(prefix + name, span, "fused reparam conv")
+        return rest
+
+    def _check_reparam(self, st: A.CombinatorStmt, path: str, cur: Any, out: Any) -> Any:
+        """Prove the group fuses into one conv (archdsl.reparam); otherwise an error at the group's line."""
+        if not isinstance(cur, TensorVal) or not isinstance(out, TensorVal):
+            return out
+        from .reparam import FusionError, plan_group
+        info = self.graph.reparam_groups[path]
+        info["input"], info["output"] = cur.nid, out.nid
+        try:
+            plan_group(self.graph, path)
+        except FusionError as e:
+            notes = []
+            if e.nid is not None:
+                n = self.graph.node(e.nid)
+                notes.append((f"{n.name or n.op} ({n.op}) is here", self._span_from_loc(n.loc)))
+            return self.err(f"reparam group cannot be fused into one conv: {e.message}", st.span,
+                            hint=e.hint or "every branch must be linear (conv2d, batchnorm, avgpool, identity)",
+                            notes=notes)
+        return out
 
     def _branches(self, stmts: list[A.Stmt], env: _Env, cur: Any, scope: _Scope) -> list[Any]:
         out: list[Any] = []
@@ -479,18 +596,18 @@ class Lowerer:
         notes: list[tuple[str, Span | None]] = []
         for t in tensors[:4]:
             n = self.graph.node(t.nid)
-            notes.append((f"{list(t.shape)} comes from {n.name or n.op} ({n.op})",
-                          self._span_from_loc(n.loc)))
+            what = "the network input" if n.op == "input" else f"the output of {n.op} '{n.name}'"
+            notes.append((f"{list(t.shape)} is {what}", self._span_from_loc(n.loc)))
         return notes
 
     def _span_from_loc(self, loc: Loc | None) -> Span | None:
         if loc is None:
             return None
         for spec in self.program.files.values():
-            if spec.path == loc.file:
-                src = next(iter([*spec.blocks.values(), *spec.networks.values()]), None)
-                if src is not None:
-                    return Span(src.span.source, loc.line, loc.col)
+            for d in [*spec.blocks.values(), *spec.networks.values()]:
+                # the Source's own path: a file's key in program.files may be spelt differently
+                if d.span.source.path == loc.file:
+                    return Span(d.span.source, loc.line, loc.col)
         return None
 
     # ------------------------------------------------------------------ applying layers
@@ -501,7 +618,7 @@ class Lowerer:
         if v is None:
             return x
         if isinstance(v, list):
-            flat = _flatten(v)
+            flat = _iter_flat(v)  # lazily: nested repetitions reach Limits.max_nodes before memory runs out
             if label is not None:
                 name = scope.next_name(label)
                 path = scope.prefix + name
@@ -513,8 +630,14 @@ class Lowerer:
                 x = self.apply(item, x, inner, None, None, span)
             return x
         if isinstance(v, LayerSpec):
+            if label is None and v.label is not None:
+                label, label_span = v.label, span
             if x is POISON:
                 scope.next_name(label)
+                if v.kind == "op" and v.target.arity == 1:
+                    # the input failed earlier, but the arguments can still be checked on their own:
+                    # one run then reports the independent mistakes further down too
+                    self._bind_args(v.name, v.target.args, v.args, v.kwargs, v.call_span or span)
                 return POISON
             if not isinstance(x, TensorVal):
                 return self.err(f"cannot apply {v.describe()} to {_type_name(x)}", span)
@@ -533,7 +656,7 @@ class Lowerer:
                    kwargs: dict[str, tuple[Any, Span]], span: Span) -> dict[str, Any] | None:
         out: dict[str, Any] = {}
         ok = True
-        sig = ", ".join(a.name if a.default is REQUIRED else f"{a.name}={_fmt(a.default)}" for a in spec)
+        sig = _LazySig(spec)  # formatted only if a message needs it: this runs for every layer
         if len(args) > len(spec):
             self.err(f"{fname} takes {len(spec)} argument{'s' if len(spec) != 1 else ''}, got {len(args)}",
                      args[len(spec)][1], hint=f"{fname}({sig})")
@@ -587,10 +710,13 @@ class Lowerer:
                 args = opdef.normalize([x.shape], args)
             shape = opdef.shape([x.shape], args)
         except ShapeError as e:
-            return self.err(f"{v.name}: {e.message}", argspans.get(e.arg or "", v.call_span or span), e.hint,
-                            notes=self._provenance([x]))
+            msg = e.message if e.message.startswith(v.name + " ") else f"{v.name}: {e.message}"
+            # provenance only when the input shape is part of the problem, not for a bad argument alone
+            about_input = e.arg in (None, "kernel_size", "groups", "dim", "output_size")
+            return self.err(msg, argspans.get(e.arg or "", v.call_span or span), e.hint,
+                            notes=self._provenance([x]) if about_input else None)
         if any(d > self.limits.max_channels for d in shape):
-            return self.err(f"{v.name}: output shape {list(shape)} exceeds the size limit {self.limits.max_channels}",
+            return self.err(f"{v.name}: output shape {list(shape)} exceeds the size limit {self.limits.max_channels:,}",
                             v.call_span or span, hint="the limit is set by Limits.max_channels")
         params = opdef.params([x.shape], args)
         macs = opdef.macs([x.shape], shape, args)
@@ -653,7 +779,9 @@ class Lowerer:
         bound: dict[str, Any] = {}
         ok = True
         if len(v.args) > len(bdef.params):
-            self.err(f"block {bdef.name} takes {len(bdef.params)} arguments, got {len(v.args)}", v.args[len(bdef.params)][1],
+            n_params = len(bdef.params)
+            self.err(f"block {bdef.name} takes {n_params} argument{'s' if n_params != 1 else ''}, got {len(v.args)}",
+                     v.args[n_params][1],
                      hint=f"{bdef.name}({_sig(bdef)}) at {bdef.name_span.location()}")
             ok = False
         for p, (val, _) in zip(bdef.params, v.args):
@@ -713,6 +841,13 @@ class Lowerer:
 
     # ------------------------------------------------------------------ expressions
     def eval(self, e: A.Expr, env: _Env) -> Any:
+        # Every evaluation counts against Limits.max_steps: comprehensions are the only loops, and a
+        # filtered one can spin without producing items, so counting items alone would not bound time.
+        self.steps += 1
+        if self.steps > self.limits.max_steps:
+            raise ArchError(Diagnostic(
+                f"the spec takes more than {self.limits.max_steps:,} evaluation steps to expand", e.span,
+                hint="look for large range(...) loops or nested comprehensions; the limit is Limits.max_steps"))
         meth = getattr(self, "_e_" + type(e).__name__)
         return meth(e, env)
 
@@ -736,6 +871,9 @@ class Lowerer:
             return LayerSpec("multi", n, MULTI_OUTPUT_OPS[n], e.span)
         if n in BUILTINS:
             return BUILTINS[n]
+        if n in KEYWORDS:
+            return self.err(f"'{n}' is a keyword, not a value", e.span,
+                            hint="keywords start statements and expressions ('if', 'for', 'in', ...)")
         hint = did_you_mean(n, env.names())
         if n in ("True", "False", "None"):
             hint = f"write {n.lower()}"
@@ -769,7 +907,8 @@ class Lowerer:
                     return False
                 out.append(v)
                 if len(out) > self.limits.max_repeat:
-                    self.err(f"list comprehension produces more than {self.limits.max_repeat} items", e.span)
+                    self.err(f"list comprehension produces more than {self.limits.max_repeat:,} items", e.span,
+                             hint="the limit is Limits.max_repeat")
                     return False
                 return True
             f = e.fors[i]
@@ -816,11 +955,26 @@ class Lowerer:
                                 hint=f"write 'y = x -> {f.name}(...)'")
             return LayerSpec(f.kind, f.name, f.target, f.span, args, kwargs, True, e.span)
         if callable(f):
+            if f is BUILTINS["range"]:
+                too_long = self._range_too_long([v for v, _ in args])
+                if too_long is not None:
+                    return self.err(f"range(...) would make {too_long:,} items, more than the limit "
+                                    f"{self.limits.max_repeat:,}", e.span, hint="the limit is Limits.max_repeat")
             try:
                 return f(*[v for v, _ in args], **{k: v for k, (v, _) in kwargs.items()})
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
                 return self.err(f"{getattr(e.func, 'id', 'call')}(...): {ex}", e.span)
         return self.err(f"{_type_name(f)} is not callable", e.func.span)
+
+    def _range_too_long(self, args: list[Any]) -> int | None:
+        """The length of ``range(*args)`` when it exceeds Limits.max_repeat (checked before building it)."""
+        if not args or len(args) > 3 or not all(_is_int(a) for a in args):
+            return None  # range itself reports the wrong arguments
+        try:
+            n = len(range(*args))
+        except (ValueError, OverflowError):
+            return None
+        return n if n > self.limits.max_repeat else None
 
     def _e_Index(self, e: A.Index, env: _Env) -> Any:
         obj = self.eval(e.obj, env)
@@ -863,16 +1017,22 @@ class Lowerer:
         if op == "*" and (isinstance(a, (LayerSpec, list)) or isinstance(b, (LayerSpec, list))) and \
                 (_is_int(a) or _is_int(b)):
             seq, n = (a, b) if _is_int(b) else (b, a)
-            if isinstance(seq, list) and not any(isinstance(s, LayerSpec) for s in _flatten(seq)) and seq:
-                pass
             if n < 0:
                 return self.err(f"repetition count must be >= 0, got {n}", e.right.span if _is_int(b) else e.left.span)
             if n > self.limits.max_repeat:
-                return self.err(f"repetition count {n} exceeds the limit {self.limits.max_repeat}", e.span,
+                return self.err(f"repetition count {n:,} exceeds the limit {self.limits.max_repeat:,}", e.span,
                                 hint="the limit is Limits.max_repeat")
             items = seq if isinstance(seq, list) else [seq]
+            if n * len(items) > self.limits.max_repeat:
+                return self.err(f"repetition makes {n * len(items):,} items, more than the limit "
+                                f"{self.limits.max_repeat:,}", e.span, hint="the limit is Limits.max_repeat")
             return [x for _ in range(n) for x in items]
+        if op == "+" and isinstance(a, str) and isinstance(b, str):
+            return a + b
         if op == "+" and isinstance(a, list) and isinstance(b, list):
+            if len(a) + len(b) > self.limits.max_repeat:
+                return self.err(f"the list would have {len(a) + len(b):,} items, more than the limit "
+                                f"{self.limits.max_repeat:,}", e.op_span, hint="the limit is Limits.max_repeat")
             return a + b
         if not _is_num(a) or not _is_num(b):
             return self.err(f"cannot apply '{op}' to {_type_name(a)} and {_type_name(b)}", e.op_span)
@@ -891,7 +1051,8 @@ class Lowerer:
                 return a % b
             if op == "**":
                 if abs(b) > 64 or abs(a) > 1 << 20:
-                    return self.err("exponent too large", e.span)
+                    return self.err("exponent too large", e.span,
+                                    hint="powers are limited to |base| <= 2**20 and |exponent| <= 64")
                 return a ** b
         except ZeroDivisionError:
             return self.err("division by zero", e.op_span, hint=f"the right side '{_fmt(b)}' is zero here")
@@ -971,6 +1132,16 @@ class Lowerer:
         return self.merge(e.kind, flat, kwargs, scope.prefix + e.kind, e.span, self._reparam, scope.frames)
 
 
+class _LazySig:
+    """An op's signature text, formatted on first use (``f"{fname}({sig})"`` in hints)."""
+
+    def __init__(self, spec: list[ArgSpec]) -> None:
+        self.spec = spec
+
+    def __str__(self) -> str:
+        return ", ".join(a.name if a.default is REQUIRED else f"{a.name}={_fmt(a.default)}" for a in self.spec)
+
+
 def _sig(b: A.BlockDef) -> str:
     return ", ".join(p.name if p.default is None else f"{p.name}=..." for p in b.params)
 
@@ -995,6 +1166,15 @@ def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, str) != isinstance(b, str):
         return False
     return bool(a == b)
+
+
+def _iter_flat(v: list[Any]) -> Iterator[Any]:
+    """The layers of a nested list, in order, without building the flattened list."""
+    for x in v:
+        if isinstance(x, list):
+            yield from _iter_flat(x)
+        elif x is not None:
+            yield x
 
 
 def _flatten(v: list[Any]) -> list[Any]:
@@ -1031,6 +1211,9 @@ def _check_type(a: ArgSpec, v: Any) -> str | None:
         ok, want = pair_ok(v) or v in ("same", "valid"), "an integer, a pair, \"same\" or \"valid\""
     elif t == "list":
         ok, want = isinstance(v, list), "a list"
+    elif t == "dims":   # one dim or several (reductions): an integer or a non-empty list of integers
+        ok = _is_int(v) or (isinstance(v, list) and bool(v) and all(_is_int(i) for i in v))
+        want = "an integer or a list of integers"
     if not ok:
         return f"'{a.name}' must be {want}, got {_type_name(v)} {_fmt(v)}"
     if a.choices is not None and v not in a.choices:
@@ -1054,4 +1237,5 @@ def lower_network(program: Program, net: A.NetworkDef, overrides: dict[str, Any]
         raise ArchError(Diagnostic("the spec nests too deeply to expand", net.name_span,
                                    hint="check for recursive blocks")) from None
     rep.raise_if_errors()
+    g.warnings = [*rep.warnings, *lint_graph(program, net, g)]
     return g

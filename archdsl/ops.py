@@ -470,3 +470,93 @@ _register(
           aliases=("stochastic_depth",), key_args=("p",)),
 )
 __all__ += ["layer_scale_shape"]
+
+
+# ---- attention and tensor-arithmetic ops (SK/ResNeSt split attention, SE, Inception-ResNet) -----------
+# Dims follow torch with the batch as dim 0 (1 = channels); negative dims count from the end. None of these
+# own parameters, and none count MACs: the reference counts (fvcore) include only conv/linear/matmul.
+def _norm_dim(d: int, rank: int, what: str, arg: str = "dim") -> int:
+    """A torch dim (batch 0, negatives from the end) -> its 1-based index into the per-sample shape."""
+    full = d + rank + 1 if d < 0 else d
+    if full == 0:
+        raise ShapeError(f"{what} over the batch dim (0) is not supported", arg=arg,
+                         hint="dims count the batch as 0: use 1 for channels, 2 and 3 for height and width")
+    if not 1 <= full <= rank:
+        raise ShapeError(f"{what} dim={d} is out of range: a sample has {rank} dims, numbered 1..{rank} "
+                         "after the batch (dim 0)", arg=arg, hint=f"valid dims here: 1..{rank} or -{rank}..-1")
+    return full
+
+
+def _dims_norm(what: str) -> Callable[[list[Shape], dict[str, Any]], dict[str, Any]]:
+    def norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+        a = dict(a)
+        raw = a["dim"] if isinstance(a["dim"], list) else [a["dim"]]
+        dims = [_norm_dim(d, len(shapes[0]), what) for d in raw]
+        if len(set(dims)) != len(dims):
+            raise ShapeError(f"{what} dims {raw} name the same dim twice", arg="dim")
+        a["dim"] = tuple(sorted(dims)) if isinstance(a["dim"], list) else dims[0]
+        return a
+    return norm
+
+
+def _reduce_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    dims = a["dim"] if isinstance(a["dim"], tuple) else (a["dim"],)
+    if a["keepdim"]:
+        return tuple(1 if i + 1 in dims else s for i, s in enumerate(shapes[0]))
+    out = tuple(s for i, s in enumerate(shapes[0]) if i + 1 not in dims)
+    if not out:
+        raise ShapeError(f"reducing every dim of {list(shapes[0])} leaves only the batch", arg="dim",
+                         hint="use keepdim=true, or flatten and reduce fewer dims")
+    return out
+
+
+def _softmax_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    a["dim"] = _norm_dim(a["dim"], len(shapes[0]), "softmax")
+    return a
+
+
+def _reshape_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    """Resolve a per-sample target shape with at most one -1 against the input's size."""
+    a = dict(a)
+    target = a["shape"]
+    if not target or not all(isinstance(d, int) and not isinstance(d, bool) for d in target):
+        raise ShapeError(f"reshape needs a non-empty list of integers (batch left out), got {target}", arg="shape",
+                         hint="e.g. reshape([2, -1, 1, 1])")
+    size = math.prod(shapes[0])
+    free = [i for i, d in enumerate(target) if d == -1]
+    if len(free) > 1:
+        raise ShapeError(f"reshape {target} has more than one -1", arg="shape",
+                         hint="only one dim can be inferred")
+    if any(d == 0 or d < -1 for d in target):
+        raise ShapeError(f"reshape {target}: sizes must be positive (or -1 for the inferred one)", arg="shape")
+    known = math.prod(d for d in target if d != -1)
+    if free:
+        if size % known:
+            raise ShapeError(f"reshape {target}: {list(shapes[0])} has {size} elements per sample, "
+                             f"not a multiple of {known}", arg="shape")
+        target = [size // known if d == -1 else d for d in target]
+    elif known != size:
+        raise ShapeError(f"reshape {target} holds {known} elements per sample but {list(shapes[0])} has {size}",
+                         arg="shape", hint="use -1 for the dim to infer")
+    a["shape"] = tuple(target)
+    return a
+
+
+_register(
+    OpDef("softmax", "act", [_A("dim", "int", 1)], _same,
+          "Softmax along dim (batch is dim 0; 1 = channels), e.g. over the radix of split attention.",
+          normalize=_softmax_norm, key_args=("dim",)),
+    OpDef("mean", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
+          "Mean over one dim or a list of dims (batch is dim 0): mean([2, 3], keepdim=true) is global average "
+          "pooling to [C, 1, 1].", normalize=_dims_norm("mean"), key_args=("dim",)),
+    # not called `sum`: that name is the built-in sum of a list of numbers
+    OpDef("reduce_sum", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
+          "Sum over one dim or a list of dims (batch is dim 0): reduce_sum(1) adds the branches of a stack.",
+          normalize=_dims_norm("reduce_sum"), key_args=("dim",)),
+    OpDef("reshape", "shape", [_A("shape", "list")], lambda s, a: a["shape"],
+          "Reshape each sample (batch kept): one size may be -1 and is inferred.", normalize=_reshape_norm,
+          aliases=("view",), key_args=("shape",)),
+    OpDef("scale", "act", [_A("factor", "float")], _same,
+          "Multiply by a constant (Inception-ResNet's residual scaling).", key_args=("factor",)),
+)

@@ -184,7 +184,15 @@ class _ToAst(Transformer):
         return A.LetStmt(self._meta(meta), [(str(t), self._tok(t)) for t in names], value)
 
     def label(self, c: list[Token]) -> Token:
-        return c[0]
+        tok = c[0]
+        if tok.type != "STRING":
+            return tok
+        # "convs.0": a module path below the current container (timm's ModuleLists of paired layers)
+        path = str(tok)[1:-1]
+        if not all(s.isidentifier() or s.isdigit() for s in path.split(".")):
+            raise ArchError(Diagnostic(f"a quoted label must be a dotted module path, got {tok}", self._tok(tok),
+                                       hint='parts are names or numbers separated by dots, e.g. "convs.0"'))
+        return Token.new_borrow_pos("NAME", path, tok)
 
     @v_args(meta=True)
     def layer_stmt(self, meta: Any, c: list[Any]) -> A.LayerStmt:
@@ -367,44 +375,97 @@ def _unquote(tok: Any) -> str:
 
 
 def parse(source: Source) -> A.SpecFile:
-    """Parse one source into an AST. Raises :class:`ArchError` with every syntax error found."""
+    """Parse one source into an AST. Raises :class:`ArchError` with every syntax error found.
+
+    Recovery works by statements, not tokens: after a syntax error the offending statement is
+    replaced by a neutral one of the same indentation (``identity``, or ``seq:`` when it heads an
+    indented body) and the file is parsed again. Line numbers never change, so every later error is
+    reported where it really is, and no error is a cascade of an earlier one.
+    """
     diags: list[Diagnostic] = []
-    lines_with_errors: set[int] = set()
-
-    def record(e: UnexpectedInput) -> bool:
-        diag = _syntax_diag(source, e)
-        if diag.span is None or diag.span.line not in lines_with_errors:
-            diags.append(diag)
-            if diag.span is not None:
-                lines_with_errors.add(diag.span.line)
-        # Keep going only on ordinary token errors: indentation errors cascade.
-        return isinstance(e, UnexpectedToken) and len(diags) < 20 and \
-            e.token.type not in ("_INDENT", "_DEDENT", "$END")
-
     text = source.text if source.text.endswith("\n") else source.text + "\n"
-    try:
-        tree = _parser().parse(text, on_error=record)
-    except UnexpectedInput as e:
-        if not diags or _syntax_diag(source, e).span != diags[-1].span:
-            record(e)
-        raise ArchError(diags) from None
-    except Exception as e:  # lark's indenter raises DedentError (a plain Exception subclass)
-        if diags:  # error recovery lost its footing after a real error: report what we have
-            raise ArchError(diags) from None
-        if type(e).__name__ == "DedentError":
-            line = _dedent_line(text)
-            diags.append(Diagnostic("unindent does not match any outer indentation level",
-                                    Span(source, line, 1), hint="indent with the same spaces as an enclosing block"))
-            raise ArchError(diags) from None
-        raise
-    if diags:
-        raise ArchError(diags)
+    lines = text.split("\n")
+    tree = None
+    for _ in range(_MAX_SYNTAX_ERRORS):
+        cur = Source("\n".join(lines), source.path)
+        try:
+            tree = _parser().parse(cur.text)
+            break
+        except UnexpectedInput as e:
+            d = _syntax_diag(cur, e)
+            sp = d.span
+            if sp is not None:  # point into the original text (same lines), for the snippet
+                d.span = Span(source, sp.line, sp.col, sp.end_line, sp.end_col)
+            if d.span is None or all(d.span.line != x.span.line for x in diags if x.span is not None):
+                diags.append(d)
+            if not _neutralize(lines, d, e):
+                break
+        except RecursionError:
+            diags.append(_too_deep(source))
+            break
+        except Exception as e:  # lark's indenter raises DedentError (a plain Exception subclass)
+            if type(e).__name__ != "DedentError":
+                raise
+            if not diags:
+                line = _dedent_line(cur.text)
+                diags.append(Diagnostic("unindent does not match any outer indentation level",
+                                        Span(source, line, 1),
+                                        hint="indent with the same spaces as an enclosing block"))
+            break
+    if diags or tree is None:
+        raise ArchError(diags or [Diagnostic("too many syntax errors", Span(source, 1, 1))])
     try:
         return _ToAst(source).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, ArchError):
             raise e.orig_exc from None
+        if isinstance(e.orig_exc, RecursionError):
+            raise ArchError(_too_deep(source)) from None
         raise
+    except RecursionError:
+        raise ArchError(_too_deep(source)) from None
+
+
+_MAX_SYNTAX_ERRORS = 20
+
+
+def _too_deep(source: Source) -> Diagnostic:
+    """Nesting too deep for the parser's tree walk: point at the most nested-looking line."""
+    def depth(line: str) -> int:
+        return sum(line.count(ch) for ch in "([-+")
+    n = max(range(1, len(source.lines) + 1), key=lambda i: depth(source.line(i)), default=1)
+    return Diagnostic("the expression nests too deeply", Span(source, n, 1),
+                      hint="split it with named values: 'a = ...' then use 'a'")
+
+
+def _neutralize(lines: list[str], d: Diagnostic, e: UnexpectedInput) -> bool:
+    """Replace the statement holding error ``d`` by a neutral one, in place. False: cannot recover."""
+    tok = getattr(e, "token", None)
+    if d.span is None or isinstance(e, UnexpectedEOF) or "never closed" in d.message:
+        return False
+    if isinstance(tok, Token) and tok.type in ("_INDENT", "_DEDENT", "$END"):
+        return False  # indentation errors would only cascade
+    cur = Source("\n".join(lines), "")
+    first = d.span.line
+    br = _unclosed_bracket(cur, first, 1)
+    if br is not None:
+        first = br[1]          # the statement started on the line that opened the bracket
+    while first > 1 and lines[first - 2].rstrip().endswith("\\"):
+        first -= 1             # or on an earlier line continued with a backslash
+    last = d.span.line
+    while last < len(lines) and (_unclosed_bracket(cur, last + 1, 1) is not None or
+                                 lines[last - 1].rstrip().endswith("\\")):
+        last += 1
+    head = lines[first - 1]
+    indent = head[: len(head) - len(head.lstrip(" \t"))]
+    if not indent:
+        return False           # a top-level line (block/network header): nothing neutral to put there
+    nxt = next((ln for ln in lines[last:] if ln.strip() and not ln.lstrip().startswith("#")), "")
+    opens_body = len(nxt) - len(nxt.lstrip(" \t")) > len(indent)
+    lines[first - 1] = indent + ("seq:" if opens_body else "identity")
+    for i in range(first, last):
+        lines[i] = ""
+    return True
 
 
 def _dedent_line(text: str) -> int:
@@ -425,9 +486,59 @@ def _dedent_line(text: str) -> int:
     return 1
 
 
+def _unclosed_bracket(source: Source, line: int, col: int) -> tuple[str, int, int] | None:
+    """The innermost bracket still open at (line, col), skipping strings and comments, or None."""
+    closing = {"(": ")", "[": "]"}
+    stack: list[tuple[str, int, int]] = []
+    for ln, text in enumerate(source.lines, 1):
+        if ln > line:
+            break
+        quote = None
+        for c, ch in enumerate(text, 1):
+            if ln == line and c >= col:
+                break
+            if quote:
+                if ch == quote:
+                    quote = None
+            elif ch in "\"'":
+                quote = ch
+            elif ch == "#":
+                break
+            elif ch in closing:
+                stack.append((ch, ln, c))
+            elif ch in ")]":
+                if stack and closing[stack[-1][0]] == ch:
+                    stack.pop()
+                else:
+                    return None  # unbalanced the other way: the ordinary message is clearer
+    return stack[-1] if stack else None
+
+
+def _indent_position(source: Source, after_line: int) -> tuple[int, int]:
+    """Where an unexpected indent really is: the first non-blank line after ``after_line``."""
+    for ln in range(after_line + 1, len(source.lines) + 1):
+        text = source.line(ln)
+        stripped = text.lstrip(" \t")
+        if stripped and not stripped.startswith("#"):
+            return ln, len(text) - len(stripped) + 1
+    return after_line, 1
+
+
 def _syntax_diag(source: Source, e: UnexpectedInput) -> Diagnostic:
     line = getattr(e, "line", None) or 1
     col = getattr(e, "column", None) or 1
+    tok = getattr(e, "token", None)
+    at_line_end = isinstance(e, UnexpectedEOF) or (
+        isinstance(tok, Token) and tok.type in ("_NL", "_INDENT", "_DEDENT", "$END"))
+    if at_line_end or isinstance(e, UnexpectedToken):
+        # brackets still open where parsing stopped (the end of the file when lark gives no position)
+        upto = (line, col) if tok is not None and tok.line else (len(source.lines) + 1, 1)
+        open_br = _unclosed_bracket(source, *upto)
+        if open_br is not None and (at_line_end or open_br[1] < line):
+            ch, bl, bc = open_br
+            return Diagnostic(f"'{ch}' is never closed", Span(source, bl, bc, bl, bc + 1),
+                              hint=f"add the matching '{')' if ch == '(' else ']'}'; "
+                                   "a line break inside brackets continues the line")
     if isinstance(e, UnexpectedCharacters):
         ch = source.line(line)[col - 1: col] or "?"
         return Diagnostic(f"unexpected character '{ch}'", Span(source, line, col),
@@ -448,11 +559,16 @@ def _syntax_diag(source: Source, e: UnexpectedInput) -> Diagnostic:
         span = Span(source, line, col, line, col + max(1, len(str(tok))) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else None)
         hint = None
         if tok.type == "_INDENT":
+            line, col = _indent_position(source, tok.line or 1)
+            span = Span(source, line, col)
             msg = "unexpected indent"
             hint = "only a line ending in ':' opens an indented block"
         elif tok.type == "NAME" and str(tok) in KEYWORDS:
             msg = f"'{tok}' is a keyword and cannot be used here"
             hint = f"expected {_describe_expected(expected)}"
+        elif tok.type in ("RPAR", "RSQB") and _unclosed_bracket(source, line, col) is None:
+            msg = f"unmatched {_token_text(tok)}"
+            hint = "remove it, or add the opening bracket it closes"
         else:
             msg = f"unexpected {_token_text(tok)}"
             hint = f"expected {_describe_expected(expected)}" if expected else None

@@ -47,11 +47,11 @@ def _pick_network(spec: A.SpecFile, name: str | None, source: Source) -> A.Netwo
                     hint="use " + " or ".join(f"{source.path}:{n}" for n in list(spec.networks)[:3]))
 
 
-def resolve(spec: str, *, allow_outside: bool = False) -> Resolved:
+def resolve(spec: str, *, allow_outside: bool = False, limits: Limits | None = None) -> Resolved:
     """Parse the spec at ``spec`` (path, ``path:network`` or text) and pick its network."""
     path, name = split_address(spec)
     source = load_source(path)
-    program = load_program(source, allow_outside=allow_outside)
+    program = load_program(source, allow_outside=allow_outside, max_files=(limits or Limits()).max_files)
     net = _pick_network(program.root, name, source)
     return Resolved(program, net, network_address(source.path, net.name))
 
@@ -64,7 +64,7 @@ def compile_graph(spec: str | Resolved, params: dict[str, Any] | None = None, *,
                   limits: Limits | None = None, input_shape: tuple[int, ...] | None = None,
                   allow_outside: bool = False) -> Graph:
     """Spec -> validated, shape-annotated graph. ``params`` override the network's parameters."""
-    r = spec if isinstance(spec, Resolved) else resolve(spec, allow_outside=allow_outside)
+    r = spec if isinstance(spec, Resolved) else resolve(spec, allow_outside=allow_outside, limits=limits)
     net = r.network
     if input_shape is not None:
         net = _with_input(net, input_shape)
@@ -90,8 +90,13 @@ def generate_source(graph: Graph) -> str:
 
 
 def check_paths(paths: list[str], limits: Limits | None = None,
-                params: dict[str, Any] | None = None) -> tuple[list[Diagnostic], int]:
-    """Check every network in every file under ``paths``. Returns (diagnostics, networks checked)."""
+                params: dict[str, Any] | None = None, *,
+                allow_outside: bool = False) -> tuple[list[Diagnostic], int]:
+    """Check every network in every file under ``paths``. Returns (diagnostics, networks checked).
+
+    The diagnostics are errors and warnings (see archdsl.lint), each reported once even when several
+    networks share the block it points into.
+    """
     diags: list[Diagnostic] = []
     count = 0
     files: list[Path] = []
@@ -101,7 +106,7 @@ def check_paths(paths: list[str], limits: Limits | None = None,
             continue
         if ":" in p and split_address(p)[1]:
             try:
-                compile_graph(p, params, limits=limits)
+                diags.extend(compile_graph(p, params, limits=limits, allow_outside=allow_outside).warnings)
                 count += 1
             except ArchError as e:
                 diags.extend(e.diagnostics)
@@ -113,20 +118,30 @@ def check_paths(paths: list[str], limits: Limits | None = None,
     for f in files:
         try:
             src = load_source(str(f))
-            program = load_program(src)
+            program = load_program(src, allow_outside=allow_outside, max_files=(limits or Limits()).max_files)
         except ArchError as e:
             diags.extend(e.diagnostics)
             continue
         for net in program.root.networks.values():
             try:
-                lower_network(program, net, _applicable(net, params), limits=limits)
+                diags.extend(lower_network(program, net, _applicable(net, params), limits=limits).warnings)
                 count += 1
             except ArchError as e:
                 diags.extend(e.diagnostics)
-        if not program.root.networks:
-            # a block library: make sure every block's defaults and names at least parse and resolve
-            count += 0
-    return diags, count
+    return _dedupe(diags), count
+
+
+def _dedupe(diags: list[Diagnostic]) -> list[Diagnostic]:
+    """Drop repeats: a warning inside a shared block is found once per network that uses it."""
+    seen: set[tuple[str, str, str | None, int | None, int | None]] = set()
+    out = []
+    for d in diags:
+        key = (d.severity, d.message, d.span.path if d.span else None, d.span.line if d.span else None,
+               d.span.col if d.span else None)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
 
 
 def _applicable(net: A.NetworkDef, params: dict[str, Any] | None) -> dict[str, Any]:

@@ -32,7 +32,15 @@ def module_class(graph: Graph, source: str | None = None) -> type:
     return cls
 
 
+def _module_svg(self: Any) -> str | None:
+    """``_repr_svg_`` of compiled modules: the diagram of ``self.arch_graph`` (None without Graphviz)."""
+    graph = getattr(self, "arch_graph", None)
+    return graph._repr_svg_() if isinstance(graph, Graph) else None
+
+
 def instantiate(graph: Graph, source: str | None = None) -> Any:
     model = module_class(graph, source)()
     model.arch_graph = graph  # keep the IR at hand for summaries, rendering and deploy
+    if not hasattr(type(model), "_repr_svg_"):
+        type(model)._repr_svg_ = _module_svg  # Jupyter displays the module as its diagram
     return model

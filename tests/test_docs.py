@@ -34,3 +34,9 @@ def test_readme_example_is_the_resnet50_in_specs() -> None:
     g = archdsl.graph(body)
     counts = reference_counts()["torchvision.resnet50"]
     assert (g.total_params, g.total_macs) == (counts["params"], counts["macs"])
+
+
+def test_ops_reference_is_generated_from_the_registry() -> None:
+    from archdsl.opdocs import ops_markdown
+    assert (ROOT / "docs" / "ops.md").read_text() == ops_markdown(), \
+        "docs/ops.md is stale: regenerate with  archc ops --markdown > docs/ops.md"

@@ -1,0 +1,242 @@
+"""Re-parameterization groups: the compile-time proof that a ``reparam add:`` group fuses into one conv.
+
+A group is fusable when every branch is a *linear* map from the group's input that a single
+convolution can express, and all branches agree on where that convolution looks:
+
+- a branch is a chain of conv2d / avgpool / batchnorm (eval-mode BN is a per-channel affine map),
+  identity, dropout and drop_path (both identity in eval), optionally a bias-free 1x1 conv (groups 1,
+  stride 1) in front of the spatial op (the DBB "1x1 -> kxk" branch);
+- every spatial branch has the same stride; identity-like branches (identity, BN alone) have stride 1
+  and need the input and output shapes to agree;
+- the fused kernel is the largest branch's; every smaller kernel must sit inside it at the same
+  position, which with zero padding means ``kernel // 2 - padding`` is the same in every branch
+  (``padding = kernel // 2`` everywhere is the usual way);
+- the fused conv's groups is the smallest conv ``groups``; every other conv's ``groups`` must be a
+  multiple of it (identity, BN and avgpool are depthwise and fit any grouping).
+
+This module only reads the IR (no torch): lowering calls :func:`plan_group` to report a
+non-fusable group at its spec line, and :mod:`archdsl.deploy` calls it again to build the fused conv.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .ir import Graph, Node
+from .ops import conv_out
+
+__all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "TRANSPARENT_OPS"]
+
+DEFAULT_FUSED_NAME = "reparam_conv"      # timm's name for the fused conv of a RepVGG block
+TRANSPARENT_OPS = frozenset({"identity", "dropout", "drop_path"})   # identity in eval mode
+_LINEAR_OPS = frozenset({"conv2d", "avgpool", "batchnorm"})
+
+
+class FusionError(Exception):
+    """Why a group cannot be fused; ``nid`` is the node to point at (if any)."""
+
+    def __init__(self, message: str, hint: str | None = None, nid: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.nid = nid
+
+
+@dataclass(frozen=True)
+class BranchPlan:
+    """One branch as a conv: its steps (node ids, input side first) and its window geometry."""
+
+    steps: tuple[int, ...]           # conv2d / avgpool / batchnorm nodes, in order
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    groups: int | None               # None: depthwise-like (identity, BN, avgpool): fits any grouping
+    offset: tuple[int, int] = (0, 0)  # where this branch's kernel sits inside the fused kernel
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """How a reparam group becomes one ``conv2d``: its geometry and the nodes it replaces."""
+
+    path: str
+    input_nid: int
+    output_nid: int
+    nodes: frozenset[int]            # every node of the group (branches, merge, transparent ops)
+    branches: tuple[BranchPlan, ...]
+    in_channels: int
+    out_channels: int
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    groups: int
+    fused_path: str                  # module path of the fused conv in the deploy form
+    out_shape: tuple[int, ...] = field(default_factory=tuple)
+
+
+def _where(n: Node) -> str:
+    return f"{n.name or n.op} ({n.op})"
+
+
+def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | None, idx: int) -> list[Node]:
+    """Walk from a branch's output back to the group input; return the chain input-side first."""
+    chain: list[Node] = []
+    nid = out_nid
+    while nid != start:
+        n = g.node(nid)
+        if n.op == "input" or n.reparam != path:
+            inner = n.reparam if n.reparam and n.reparam != path and n.reparam.startswith(path) else None
+            if inner:
+                raise FusionError(f"branch {idx} holds another reparam group ('{inner}'); groups do not nest",
+                                  hint="fuse the inner group into a plain conv in the spec, or drop one 'reparam'",
+                                  nid=nid)
+            raise FusionError(f"branch {idx} does not start from the group's input (it reads {_where(n)})",
+                              hint="every branch of a reparam group must be computed from the group's input only",
+                              nid=nid)
+        if len(n.inputs) != 1:
+            raise FusionError(f"branch {idx} combines several tensors at {_where(n)}, which one conv cannot do",
+                              hint="a reparam branch is a chain: conv2d/avgpool, batchnorm, identity", nid=nid)
+        if n.op not in _LINEAR_OPS and n.op not in TRANSPARENT_OPS:
+            raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, which is not linear",
+                              hint="only conv2d, avgpool, batchnorm and identity (dropout, drop_path) fuse; "
+                                   "put activations after the group", nid=nid)
+        expected = [merge] if nid == out_nid and merge is not None else ([] if nid == out_nid else None)
+        users = g.consumers(nid)
+        if nid != out_nid and len(users) != 1:
+            raise FusionError(f"the value of {_where(n)} in branch {idx} is also used outside its branch",
+                              hint="a fused group keeps only its sum; compute other uses outside the group", nid=nid)
+        if expected and any(u not in expected for u in users):
+            raise FusionError(f"the output of branch {idx} ({_where(n)}) is also used outside the group",
+                              hint="a fused group keeps only its sum", nid=nid)
+        chain.append(n)
+        nid = n.inputs[0]
+    chain.reverse()
+    return chain
+
+
+def _branch_plan(chain: list[Node], idx: int) -> BranchPlan:
+    steps = [n for n in chain if n.op in _LINEAR_OPS]
+    spatial = [n for n in steps if n.op in ("conv2d", "avgpool")]
+    for n in steps:
+        a = n.args
+        if n.op == "batchnorm" and not a["track_running_stats"]:
+            raise FusionError(f"batchnorm {n.name} in branch {idx} has track_running_stats=false, so it uses "
+                              "batch statistics in eval mode and is not a fixed linear map",
+                              hint="drop track_running_stats=false", nid=n.id)
+        if n.op == "conv2d":
+            if tuple(a["dilation"]) != (1, 1):
+                raise FusionError(f"conv {n.name} in branch {idx} is dilated ({list(a['dilation'])}); "
+                                  "dilated branches cannot be fused", hint="use dilation=1 in reparam groups", nid=n.id)
+            if a["padding_mode"] != "zeros":
+                raise FusionError(f"conv {n.name} in branch {idx} pads with '{a['padding_mode']}'; only zero "
+                                  "padding fuses", hint="use the default padding_mode", nid=n.id)
+        if n.op == "avgpool":
+            if a["ceil_mode"] or not a["count_include_pad"]:
+                raise FusionError(f"avgpool {n.name} in branch {idx} uses ceil_mode or count_include_pad=false, "
+                                  "which a conv cannot express", hint="use avgpool(k, stride, k // 2)", nid=n.id)
+    if not spatial:
+        shape_in, shape_out = chain[0].in_shapes[0] if chain else None, chain[-1].shape if chain else None
+        if chain and shape_in != shape_out:
+            raise FusionError(f"identity-like branch {idx} changes the shape {list(shape_in)} -> "
+                              f"{list(shape_out)}", nid=chain[-1].id)
+        return BranchPlan(tuple(n.id for n in steps), (1, 1), (1, 1), (0, 0), None)
+    if len(spatial) > 2:
+        raise FusionError(f"branch {idx} chains {len(spatial)} convolutions/poolings; at most a 1x1 conv followed "
+                          "by one kxk op fuses", hint="split the branch, or drop 'reparam'", nid=spatial[2].id)
+    first_spatial = steps.index(spatial[0])
+    last = spatial[-1]
+    la = last.args
+    # a bias or BN in front of a padded window is padded with zeros, not with the shifted value: not exact
+    if len(spatial) == 2:
+        pre = spatial[0]
+        pa = pre.args
+        if pre.op != "conv2d" or tuple(pa["kernel_size"]) != (1, 1) or tuple(pa["stride"]) != (1, 1) \
+                or tuple(pa["padding"]) != (0, 0) or pa["groups"] != 1:
+            raise FusionError(f"branch {idx} chains {pre.op} {pre.name} before {last.op} {last.name}; only a 1x1 "
+                              "conv with stride 1, no padding and groups=1 may come first",
+                              hint="write the branch as [conv2d(c, 1, bias=false), conv2d(c, k, ...)]", nid=pre.id)
+        if last.op == "conv2d" and la["groups"] != 1:
+            raise FusionError(f"branch {idx}: the kxk conv after a 1x1 conv must have groups=1", nid=last.id)
+        between = steps[steps.index(pre) + 1: steps.index(last)]
+        biased = bool(between) or pa["bias"]
+        if biased and tuple(la["padding"]) != (0, 0):
+            raise FusionError(f"branch {idx} adds a bias (bias=true or batchnorm) between the 1x1 and the padded "
+                              f"{last.op} {last.name}; zero padding makes that inexact at the borders",
+                              hint="use bias=false and no batchnorm on the 1x1 conv", nid=last.id)
+    if first_spatial > 0 and tuple(spatial[0].args["padding"]) != (0, 0):
+        raise FusionError(f"branch {idx} applies batchnorm before the padded {spatial[0].op} {spatial[0].name}; "
+                          "zero padding makes that inexact at the borders",
+                          hint="put the batchnorm after the conv", nid=steps[0].id)
+    kernel = tuple(la["kernel_size"])
+    stride = tuple(la["stride"])
+    padding = tuple(la["padding"])
+    if len(spatial) == 2:
+        groups: int | None = 1
+    elif last.op == "conv2d":
+        groups = la["groups"]
+    else:
+        groups = None
+    return BranchPlan(tuple(n.id for n in steps), kernel, stride, padding, groups)  # type: ignore[arg-type]
+
+
+def plan_group(g: Graph, path: str) -> GroupPlan:
+    """Prove the group at ``path`` fuses into one conv and return how; raise :class:`FusionError` if not."""
+    info = g.reparam_groups[path]
+    if info.get("kind", "add") != "add":
+        raise FusionError(f"only 'reparam add:' groups fuse, not '{info['kind']}'",
+                          hint="branches of a reparam group are summed; write 'reparam add:'")
+    start, out = info["input"], info["output"]
+    out_node = g.node(out)
+    merge = out if (out_node.op == "add" and out_node.reparam == path and not info.get("single")) else None
+    outs = list(out_node.inputs) if merge is not None else [out]
+    in_shape = g.node(start).shape
+    if len(in_shape) != 3:
+        raise FusionError(f"a reparam group works on feature maps [C, H, W], its input is {list(in_shape)}")
+    chains = [_branch_chain(g, path, start, o, merge, i + 1) for i, o in enumerate(outs)]
+    out_shape = out_node.shape
+    for i, o in enumerate(outs):
+        s = g.node(o).shape
+        if s != out_shape:
+            raise FusionError(f"branch {i + 1} has shape {list(s)} but the sum is {list(out_shape)}; a broadcast "
+                              "add cannot be fused", nid=o)
+    plans = [_branch_plan(ch, i + 1) for i, ch in enumerate(chains)]
+    for i, (p, ch) in enumerate(zip(plans, chains)):
+        if p.groups is None and p.kernel == (1, 1) and not any(g.node(s).op == "avgpool" for s in p.steps):
+            if in_shape != out_shape:
+                raise FusionError(f"identity branch {i + 1} needs the input and output shapes to agree, got "
+                                  f"{list(in_shape)} -> {list(out_shape)}",
+                                  hint="use the identity branch only where channels and stride stay the same",
+                                  nid=ch[-1].id if ch else out)
+    strides = {p.stride for p in plans}
+    if len(strides) > 1:
+        desc = ", ".join(f"branch {i + 1}: {list(p.stride)}" for i, p in enumerate(plans))
+        raise FusionError(f"branches use different strides ({desc})", hint="all branches need the same stride")
+    big = max(range(len(plans)), key=lambda i: plans[i].kernel[0] * plans[i].kernel[1])
+    K, P = plans[big].kernel, plans[big].padding
+    fixed: list[BranchPlan] = []
+    for i, p in enumerate(plans):
+        off = (P[0] - p.padding[0], P[1] - p.padding[1])
+        if any(o < 0 or o + k > KK for o, k, KK in zip(off, p.kernel, K)):
+            raise FusionError(
+                f"branch {i + 1} (kernel {p.kernel[0]}x{p.kernel[1]}, padding {p.padding[0]}x{p.padding[1]}) is not "
+                f"centred inside the {K[0]}x{K[1]} kernel of branch {big + 1} (padding {P[0]}x{P[1]})",
+                hint="give every branch padding = kernel_size // 2 (odd kernels)",
+                nid=p.steps[-1] if p.steps else None)
+        fixed.append(BranchPlan(p.steps, p.kernel, p.stride, p.padding, p.groups, off))
+    conv_groups = sorted({p.groups for p in fixed if p.groups is not None})
+    G = conv_groups[0] if conv_groups else in_shape[0]
+    for gr in conv_groups[1:]:
+        if gr % G:
+            raise FusionError(f"branches with groups={G} and groups={gr} cannot share one conv: one groups count "
+                              "must divide the other", hint="use the same groups in every conv branch")
+    stride = next(iter(strides))
+    oh = conv_out(in_shape[1], K[0], stride[0], P[0], 1)
+    ow = conv_out(in_shape[2], K[1], stride[1], P[1], 1)
+    if (oh, ow) != tuple(out_shape[1:]):
+        raise FusionError(f"the fused {K[0]}x{K[1]} conv would produce {oh}x{ow}, the branches produce "
+                          f"{out_shape[1]}x{out_shape[2]}", hint="give every branch padding = kernel_size // 2")
+    nodes = {o for o in ([merge] if merge is not None else [])}
+    for ch in chains:
+        nodes.update(n.id for n in ch)
+    fused_path = info.get("fused_path") or DEFAULT_FUSED_NAME
+    return GroupPlan(path=path, input_nid=start, output_nid=out, nodes=frozenset(nodes), branches=tuple(fixed),
+                     in_channels=in_shape[0], out_channels=out_shape[0], kernel=K, stride=stride, padding=P,
+                     groups=G, fused_path=fused_path, out_shape=tuple(out_shape))

@@ -1,0 +1,93 @@
+"""How long `archc render` takes on the largest spec in specs/ at full depth (target: < 5 s).
+
+Finds the network with the most IR nodes under specs/, then times, in this process (median of N runs):
+building the view (``build_view``), writing DOT (``to_dot``) and running Graphviz (``dot -Tsvg``), with
+identical blocks folded (the default) and with ``--expand``; plus one fresh-process run of the real CLI
+(`archc render SPEC -o OUT.svg`), which includes interpreter start-up, parsing and shape inference.
+Results go to bench/results/render.md. Usage: .venv/bin/python bench/bench_render.py [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import archdsl  # noqa: E402
+from archdsl.pipeline import list_networks  # noqa: E402
+from archdsl.render import build_view, render_bytes, to_dot  # noqa: E402
+
+
+def _median(fn: Callable[[], object], runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def largest_spec() -> tuple[str, int]:
+    """The network in specs/ with the most IR nodes."""
+    best = ("", -1)
+    for net in list_networks("specs"):
+        if "error" in net:
+            continue
+        n = len(archdsl.graph(net["spec"]))
+        if n > best[1]:
+            best = (net["spec"], n)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "render.md"))
+    args = ap.parse_args()
+    os.chdir(ROOT)  # spec addresses relative to the repository, as a user types them
+    spec, size = largest_spec()
+    g = archdsl.graph(spec)
+    rows = []
+    for label, expand in (("folded (default)", False), ("--expand", True)):
+        view = build_view(g, expand=expand)
+        src = to_dot(view)
+        t_view = _median(lambda: build_view(g, expand=expand), args.runs)
+        t_dot = _median(lambda: to_dot(view), args.runs)
+        t_gv = _median(lambda: render_bytes(src, "svg"), args.runs)
+        total = t_view + t_dot + t_gv
+        rows.append(f"| {label} | {len(view.nodes)} | {len(view.visible_clusters())} | {len(view.edges)} | "
+                    f"{t_view:.2f} s | {t_dot:.2f} s | {t_gv:.2f} s | **{total:.2f} s** | "
+                    f"{'yes' if total < 5 else 'NO'} |")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "archdsl", "render", spec, "-o", str(Path(tmp) / "out.svg")]
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        t_cli = time.perf_counter() - t
+        if proc.returncode != 0:
+            raise SystemExit(proc.stderr)
+    gv = subprocess.run(["dot", "-V"], capture_output=True, text=True).stderr.strip()
+    report = (
+        f"# archc render: largest spec at full depth\n\n"
+        f"spec: `{spec}` ({size} IR nodes); {args.runs} runs per figure (median), {platform.processor() or platform.machine()}, "
+        f"{gv}\n\n"
+        "| mode | nodes drawn | clusters | edges | build_view | to_dot | dot -Tsvg | total | < 5 s |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"Real CLI in a fresh process (`archc render {spec} -o out.svg`, start-up, parsing, shape inference "
+        f"and rendering): {t_cli:.2f} s.\n\n"
+        "Reproduce: `.venv/bin/python bench/bench_render.py`\n")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

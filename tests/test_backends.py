@@ -1,0 +1,330 @@
+"""Kernel backends: exactness against F.conv2d, the selector, the decision cache, and integration."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402
+
+import archdsl  # noqa: E402
+from archdsl import backends as B  # noqa: E402
+from archdsl.backends.cache import DecisionCache  # noqa: E402
+from archdsl.backends.cost import CostModel, fit  # noqa: E402
+from archdsl.backends.plan import make_plan  # noqa: E402
+from archdsl.backends.registry import BACKENDS, get, triton_available  # noqa: E402
+from archdsl.backends.spec import ConvSpec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TINY = textwrap.dedent("""\
+    block LK(c, k):
+        add:
+            seq:
+                pw1: conv2d(c, 1, bias=false)
+                bn1: batchnorm
+                relu
+                lk: conv2d(c, k, padding=k // 2, groups=c)
+                relu
+                pw2: conv2d(c, 1)
+            identity
+
+    network tiny(num_classes=10):
+        input [3, 32, 32]
+        stem: conv2d(16, 3, stride=2, padding=1)
+        relu
+        blocks: [LK(16, 7), LK(16, 5)]
+        adaptive_avgpool(1)
+        flatten
+        fc: linear(num_classes)
+    """)
+
+# (channels, h, w, kernel, padding, dilation, bias, channels_last input)
+DW_CASES = [
+    (4, 9, 11, (3, 3), (1, 1), (1, 1), True, False),
+    (6, 8, 8, (5, 5), (2, 2), (1, 1), False, True),
+    (3, 7, 10, (7, 7), (3, 3), (2, 2), True, False),
+    (5, 10, 6, (4, 4), (1, 2), (1, 1), True, True),   # even kernel, uneven padding
+    (8, 12, 12, (13, 13), (6, 6), (1, 1), False, False),
+    (2, 6, 9, (3, 5), (0, 2), (1, 1), True, False),   # non-square kernel, valid rows
+    (7, 5, 5, (9, 9), (4, 4), (1, 1), True, True),    # kernel larger than the image
+]
+
+
+def _tol(ref: torch.Tensor, dtype: torch.dtype) -> float:
+    rel = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 2e-2}[dtype]
+    return rel * max(1.0, ref.abs().max().item()) * 4
+
+
+def _case_tensors(case, dtype, seed=0):
+    c, h, w, k, p, d, bias, cl = case
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, c, h, w, generator=g).to(dtype)
+    if cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    wt = (torch.randn(c, 1, *k, generator=g) / (k[0] * k[1]) ** 0.5).to(dtype)
+    b = torch.randn(c, generator=g).to(dtype) if bias else None
+    return x, wt, b
+
+
+@pytest.mark.parametrize("backend", ["torch_nchw", "torch_channels_last", "fft"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("case", DW_CASES, ids=[f"c{c[0]}_{c[1]}x{c[2]}_k{c[3][0]}x{c[3][1]}_d{c[5][0]}"
+                                                 f"{'_cl' if c[7] else ''}" for c in DW_CASES])
+def test_depthwise_backend_matches_conv2d(backend, dtype, case):
+    x, wt, b = _case_tensors(case, dtype)
+    c, _, _, k, p, d, _, _ = case
+    spec = B.spec_of(torch.nn.Conv2d(c, c, k, padding=p, dilation=d, groups=c, bias=b is not None), x)
+    assert get(backend).supports(spec), get(backend).why_not(spec)
+    y = get(backend).function()(x, wt, b, (1, 1), p, d, c)
+    ref = F.conv2d(x.double(), wt.double(), None if b is None else b.double(), 1, p, d, c)
+    assert y.shape == ref.shape and y.dtype == dtype
+    assert (y.double() - ref).abs().max().item() <= _tol(ref, dtype)
+
+
+@pytest.mark.parametrize("backend", ["torch_nchw", "torch_channels_last"])
+@pytest.mark.parametrize("cfg", [(8, 16, 3, 2, 1, 1, 1), (6, 6, 1, 1, 0, 1, 1), (8, 12, 3, 1, 2, 2, 4),
+                                 (9, 9, 5, 2, 2, 1, 3)], ids=["3x3s2", "1x1", "dil2_g4", "5x5s2_g3"])
+def test_dense_backend_matches_conv2d(backend, cfg):
+    cin, cout, k, s, p, d, g = cfg
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, cin, 11, 13, generator=gen)
+    wt = torch.randn(cout, cin // g, k, k, generator=gen)
+    y = get(backend).function()(x, wt, None, (s, s), (p, p), (d, d), g)
+    ref = F.conv2d(x, wt, None, s, p, d, g)
+    assert torch.allclose(y, ref, atol=1e-4, rtol=1e-4)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (backend == "torch_channels_last")
+
+
+# ---- Triton, under the interpreter, in a subprocess (TRITON_INTERPRET must be set before triton loads) ---
+_TRITON_SCRIPT = textwrap.dedent("""\
+    import json, torch, torch.nn.functional as F
+    from archdsl.backends.registry import get
+    fn = get("triton_dw").function()
+    out = []
+    for c, h, w, k, p, d, bias, cl, dt in json.loads(__import__("sys").argv[1]):
+        dtype = getattr(torch, dt)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(2, c, h, w, generator=g).to(dtype)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        wt = (torch.randn(c, 1, k, k, generator=g) / k).to(dtype)
+        b = torch.randn(c, generator=g).to(dtype) if bias else None
+        y = fn(x, wt, b, (1, 1), (p, p), (d, d), c)
+        ref = F.conv2d(x.double(), wt.double(), None if b is None else b.double(), 1, p, d, c)
+        out.append({"shape_ok": tuple(y.shape) == tuple(ref.shape), "dtype_ok": y.dtype == dtype,
+                    "layout_kept": y.is_contiguous(memory_format=torch.channels_last) == cl,
+                    "err": (y.double() - ref).abs().max().item(), "scale": ref.abs().max().item()})
+    print(json.dumps(out))
+    """)
+TRITON_CASES = [
+    (4, 6, 7, 3, 1, 1, True, False, "float32"),
+    (8, 5, 6, 5, 2, 1, False, True, "float32"),
+    (3, 6, 6, 3, 2, 2, True, False, "float16"),
+    (6, 5, 5, 5, 2, 1, True, True, "float16"),
+    (5, 7, 6, 7, 3, 1, False, False, "float32"),   # kernel wider than the tap tile (BLOCK_K = 4 for NCHW)
+]
+
+
+@pytest.fixture(scope="module")
+def triton_results():
+    if not triton_available():
+        pytest.skip("triton is not installed (pip install triton)")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", _TRITON_SCRIPT, json.dumps(TRITON_CASES)], capture_output=True,
+                       text=True, env=env, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("i", range(len(TRITON_CASES)),
+                         ids=[f"k{c[3]}_d{c[5]}_{c[8]}{'_nhwc' if c[7] else '_nchw'}" for c in TRITON_CASES])
+def test_triton_matches_conv2d(triton_results, i):
+    res = triton_results[i]
+    rel = 1e-5 if TRITON_CASES[i][8] == "float32" else 2e-3
+    assert res["shape_ok"] and res["dtype_ok"] and res["layout_kept"]
+    assert res["err"] <= rel * max(1.0, res["scale"]) * 4, res
+
+
+# ---- the selector ------------------------------------------------------------------------------------------
+def _specs():
+    out = []
+    for dev in ("cpu", "cuda"):
+        for dt in ("float32", "float16", "bfloat16", "float64"):
+            for (c, cout, k, s, g) in ((32, 32, 31, 1, 32), (32, 32, 3, 2, 32), (32, 64, 3, 1, 1),
+                                       (32, 32, 13, 1, 32), (32, 64, 1, 1, 1), (32, 32, 7, 1, 4)):
+                out.append(ConvSpec(2, c, cout, 28, 28, (k, k), (s, s), (k // 2, k // 2), (1, 1), g, True,
+                                    "zeros", dt, dev))
+    return out
+
+
+@pytest.mark.parametrize("method", ["auto", "default"])
+def test_selector_only_picks_supported_backends(method, tmp_path):
+    specs = _specs()
+    cache = DecisionCache(tmp_path)
+    # poison the cache: claim every backend (supported or not) runs in 0 ms; unsupported ones must still lose
+    for s in specs:
+        for name in BACKENDS:
+            for lay in ("nchw", "nhwc"):
+                cache.put_time("dev", s.dtype, s.key(), f"{name}@{lay}", 0.0 if name != "torch_nchw" else 5.0)
+    for dev in ("cpu", "cuda"):
+        layers = [(f"l{i}", s) for i, s in enumerate(specs) if s.device == dev]
+        plan = make_plan(layers, method=method, device_key="dev", cache=cache)
+        assert len(plan.layers) == len(layers)
+        for ch, (_, s) in zip(plan.layers, layers):
+            assert get(ch.backend).supports(s), (ch.backend, s.describe())
+            if method == "default":
+                assert ch.backend == "torch_nchw"
+
+
+def test_selector_counts_layout_changes():
+    """A backend slightly faster in another layout is not worth a conversion on every layer."""
+    cal = {"torch_nchw": {"overhead_ms": 0.0, "dw_ns_per_mac": {"3": 1.0}, "dense_ns_per_mac": 1.0},
+           "torch_channels_last": {"overhead_ms": 0.0, "dw_ns_per_mac": {"3": 0.9}, "dense_ns_per_mac": 10.0},
+           "fft": {"overhead_ms": 1e6, "ns_per_unit": 1.0}}
+    dw = ConvSpec(1, 64, 64, 32, 32, (3, 3), padding=(1, 1), groups=64)
+    dense = ConvSpec(1, 64, 64, 32, 32, (1, 1))
+    layers = [(f"l{i}", dw if i % 2 == 0 else dense) for i in range(6)]
+    cheap = make_plan(layers, model=CostModel("cpu", dict(cal, convert={"ns_per_byte": 0.0})), device_key="x")
+    dear = make_plan(layers, model=CostModel("cpu", dict(cal, convert={"ns_per_byte": 1e3})), device_key="x")
+    assert [c.backend for c in cheap.layers[::2]] == ["torch_channels_last"] * 3
+    assert all(c.backend == "torch_nchw" for c in dear.layers)
+    assert dear.total_ms == pytest.approx(dear.baseline_ms)
+    prev, changes = "nchw", 0
+    for c in cheap.layers:
+        changes += c.layout_in != prev
+        prev = c.layout_out
+    assert changes == 6  # into NHWC before each depthwise, back to NCHW before each dense layer
+
+
+def test_cost_model_fit_recovers_rates():
+    rows = []
+    for k, rate in ((3, 0.5), (13, 2.0), (31, 4.0)):
+        for r in (16, 32, 64):
+            s = ConvSpec(2, 64, 64, r, r, (k, k), padding=(k // 2, k // 2), groups=64)
+            rows.append({"backend": "torch_nchw", "layout": "nchw", "spec": s.to_dict(),
+                         "ms": 0.25 + rate * s.macs * 1e-6})
+    cal = fit(rows)
+    m = cal["torch_nchw"]
+    assert m["overhead_ms"] == pytest.approx(0.25, rel=1e-6)
+    assert m["dw_ns_per_mac"] == pytest.approx({"3": 0.5, "13": 2.0, "31": 4.0}, rel=1e-6)
+    s = ConvSpec(2, 64, 64, 20, 20, (22, 22), padding=(11, 11), groups=64)  # k=22: halfway between 13 and 31
+    assert CostModel("cpu", cal).estimate("torch_nchw", s) == pytest.approx(0.25 + 3.0 * s.macs * 1e-6)
+
+
+def test_shipped_cpu_calibration_prefers_nhwc_for_large_kernels():
+    s = ConvSpec(8, 128, 128, 56, 56, (31, 31), padding=(15, 15), groups=128)
+    plan = make_plan([("lk", s)], device_key="x")
+    assert plan.layers[0].backend != "torch_nchw" and plan.total_ms < plan.baseline_ms
+
+
+# ---- cache, apply, integration -----------------------------------------------------------------------
+def test_cache_round_trip(tmp_path):
+    c = DecisionCache(tmp_path)
+    c.put_time("cpu-X-t1", "float32", "b1,k3", "fft@nchw", 1.5)
+    c.put_choice("cpu-X-t1", "float32", "b1,k3", "fft", "autotune")
+    c.put_convert_time("cpu-X-t1", "float32", 4096, 0.01)
+    (path,) = c.save()
+    data = json.loads(path.read_text())
+    assert data["device"] == "cpu-X-t1" and "float32|b1,k3" in data["entries"]
+    again = DecisionCache(tmp_path)
+    assert again.time("cpu-X-t1", "float32", "b1,k3", "fft@nchw") == 1.5
+    assert again.choice("cpu-X-t1", "float32", "b1,k3") == "fft"
+    assert again.convert_time("cpu-X-t1", "float32", 4096) == 0.01
+    assert again.time("cpu-X-t1", "float16", "b1,k3", "fft@nchw") is None  # dtype is part of the key
+    assert DecisionCache(tmp_path).time("cpu-Y-t1", "float32", "b1,k3", "fft@nchw") is None  # and the device
+
+
+def _tiny():
+    torch.manual_seed(0)
+    m = archdsl.build(TINY)
+    m.eval()
+    return m
+
+
+def test_autotune_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
+    model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    plan = B.apply(model, x, method="autotune", cache_dir=tmp_path, budget_s=0.01)
+    assert {c.source for c in plan.layers} == {"measured"}
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1
+    entries = json.loads(files[0].read_text())["entries"]
+    assert len(entries) == len({c.spec.key() for c in plan.layers})
+    assert all(e["choice"] == plan.backend_for(n) for n, e in
+               ((c.name, entries["float32|" + c.spec.key()]) for c in plan.layers))
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref, atol=1e-5)
+
+    import archdsl.backends.impl as impl
+
+    def no_measuring(*a, **k):
+        raise AssertionError("measured again despite the cache")
+    monkeypatch.setattr(impl, "measure", no_measuring)
+    monkeypatch.setattr(impl, "measure_convert", no_measuring)
+    again = B.apply(_tiny(), x, method="autotune", cache_dir=tmp_path, budget_s=0.01)
+    assert [c.backend for c in again.layers] == [c.backend for c in plan.layers]
+
+
+def test_state_dict_compatible_and_same_outputs():
+    model = _tiny()
+    keys = {k: v.shape for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    plan = B.apply(model, x, method="fft")
+    assert plan.backend_for("blocks.0.lk") == "fft" and plan.backend_for("stem") == "torch_nchw"
+    assert isinstance(model.blocks[0].lk, B.BackendConv2d) and isinstance(model.blocks[0].lk, torch.nn.Conv2d)
+    assert {k: v.shape for k, v in model.state_dict().items()} == keys
+    fresh = _tiny()
+    fresh.load_state_dict(model.state_dict())      # swapped -> plain
+    model.load_state_dict(fresh.state_dict())      # plain -> swapped
+    with torch.no_grad():
+        assert torch.allclose(model(x), ref, atol=1e-5)
+    assert B.restore(model) == 2  # only the 2 depthwise convs were swapped (fft does not run the others)
+    assert not any(isinstance(m, B.BackendConv2d) for m in model.modules())
+
+
+def test_build_with_backends_auto():
+    model = archdsl.build(TINY, backends="auto", batch=2)
+    plan = model.backend_plan
+    assert len(plan.layers) == 7  # stem + 3 convs in each of the 2 blocks
+    assert all(get(c.backend).supports(c.spec) for c in plan.layers)
+
+
+@pytest.mark.xdist_group("torch_compile")
+def test_torch_compile_with_backends():
+    model = _tiny()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = model(x)
+    B.apply(model, x, force={"blocks.0.lk": "fft", "blocks.1.lk": "torch_channels_last"})
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), ref, atol=1e-4)
+
+
+def test_summary_backends_cli(tmp_path):
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(TINY)
+    r = subprocess.run([sys.executable, "-m", "archdsl", "summary", str(spec), "--backends", "--batch", "8"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120,
+                       env=dict(os.environ, ARCHDSL_CACHE_DIR=str(tmp_path / "cache")))
+    assert r.returncode == 0, r.stderr
+    assert "backend" in r.stdout and "blocks.0.lk" in r.stdout and "predicted" in r.stdout
+
+
+def test_planning_does_not_import_torch():
+    code = ("import sys, archdsl, archdsl.backends as B; "
+            "g = archdsl.graph('specs/resnet.arch:resnet50'); p = B.plan_graph(g, batch=4); "
+            "assert len(p.layers) == 53; assert 'torch' not in sys.modules, 'torch imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
