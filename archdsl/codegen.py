@@ -162,8 +162,8 @@ def _call(n: Node, ins: list[str], mod: str, inplace: bool) -> str:
         dims = _tuple_or_int(a["dim"]) if not isinstance(a["dim"], tuple) or len(a["dim"]) == 1 else repr(a["dim"])
         return f"{x}.{fn}({dims}, keepdim=True)" if a["keepdim"] else f"{x}.{fn}({dims})"
     if op == "reshape":
-        # the target is resolved at compile time; only the batch size is read at run time
-        return f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in a['shape'])})"
+        # the target as written (a -1 stays inferred at run time); the batch size is read from the input
+        return f"{x}.reshape({x}.shape[0], {', '.join(str(d) for d in a.get('written', a['shape']))})"
     if op == "scale":
         return f"{x} * {a['factor']!r}"
     if op == "narrow":

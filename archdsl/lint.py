@@ -54,8 +54,21 @@ def unused_names(d: A.BlockDef) -> list[tuple[str, Span, A.LetStmt]]:
     return sorted(out, key=lambda t: (t[1].line, t[1].col))
 
 
-# ops after which a linear on a rank-3 tensor is deliberate (channels-last layouts)
-_CHANNELS_LAST_OPS = frozenset({"permute", "transpose", "reshape", "view", "linear", "layernorm"})
+# ops that change the layout: a linear after one of them on a rank-3 tensor is deliberate
+_LAYOUT_OPS = frozenset({"permute", "transpose", "reshape", "view"})
+
+
+def _channels_last(g: Graph, nid: int) -> bool:
+    """Whether the tensor ``nid`` comes from a layout change through single-input ops only
+    (ConvNeXt: permute -> layernorm -> linear -> gelu -> linear)."""
+    for _ in range(64):
+        n = g.node(nid)
+        if n.op in _LAYOUT_OPS:
+            return True
+        if len(n.inputs) != 1:
+            return False
+        nid = n.inputs[0]
+    return False
 
 
 def _window_args(node: Node) -> tuple[tuple[int, int], ...] | None:
@@ -137,7 +150,7 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
     #    classifier head that forgot 'flatten' looks exactly like this
     for n in g.nodes():
         if n.op == "linear" and n.in_shapes and len(n.in_shapes[0]) == 3 and n.inputs and \
-                g.node(n.inputs[0]).op not in _CHANNELS_LAST_OPS:
+                not _channels_last(g, n.inputs[0]):
             warnings.append(Diagnostic(
                 f"linear on the feature map {list(n.in_shapes[0])} acts on its last dimension (width)", spans(n.loc),
                 "warning", hint="for a classifier add 'flatten' (or adaptive_avgpool(1) -> flatten) before it"))
@@ -167,7 +180,14 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
             f"({'; '.join(dict.fromkeys(sums))})", spans(n.loc), "warning",
             hint=f"the output is {list(n.shape)}; change the padding or the input size"
                  + (", or use ceil_mode=true" if "ceil_mode" in n.args else "")))
-    warnings = [d for d in warnings if not _silenced(d)]
+    # one warning per rule and place: a block instantiated many times would repeat it with other shapes
+    unique: dict[tuple[str, str | None, int | None, int | None], Diagnostic] = {}
+    for d in warnings:
+        rule = d.message.split(" ", 2)[:2]
+        key = (" ".join(rule), d.span.path if d.span else None, d.span.line if d.span else None,
+               d.span.col if d.span else None)
+        unique.setdefault(key, d)
+    warnings = [d for d in unique.values() if not _silenced(d)]
     warnings.sort(key=lambda d: (d.span.path, d.span.line, d.span.col) if d.span else ("", 0, 0))
     return warnings
 

@@ -539,6 +539,7 @@ def _reshape_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     elif known != size:
         raise ShapeError(f"reshape {target} holds {known} elements per sample but {list(shapes[0])} has {size}",
                          arg="shape", hint="use -1 for the dim to infer")
+    a["written"] = tuple(a["shape"])   # as the spec wrote it: codegen keeps the -1, so any input size works
     a["shape"] = tuple(target)
     return a
 

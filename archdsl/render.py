@@ -787,7 +787,9 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
             with sub.subgraph(name=f"cluster_{cid}") as s:
                 style, border, fill = _CLUSTER_STYLE.get(c.frame.kind, _CLUSTER_STYLE["group"])
                 s.attr(label=_left(c.title), id=cid, style=style, color=border, fillcolor=fill, fontname=_FONT,
-                       fontsize="10", labeljust="l", penwidth="1.0" if c.frame.kind != "reparam" else "1.6")
+                       fontsize="10", labeljust="l", penwidth="1.0" if c.frame.kind != "reparam" else "1.6",
+                       # a wider margin keeps Graphviz from drawing a cluster's last node on its border
+                       margin="14")
                 if c.count > 1:
                     s.attr(peripheries="1", style=style + ",bold")
                 if tooltips:

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 import archdsl  # noqa: E402
 from archdsl import backends as B  # noqa: E402
+from archdsl.backends import impl  # noqa: E402,F401  (load every module now: edits during a run are not seen)
 
 # RepLKNet-31B's stages in deploy form (one merged large kernel per block), for --stack
 STACK = """\

@@ -203,6 +203,27 @@ def test_selector_counts_layout_changes():
     assert changes == 6  # into NHWC before each depthwise, back to NCHW before each dense layer
 
 
+def test_autotune_skips_hopeless_candidates():
+    cal = {"torch_nchw": {"overhead_ms": 0.0, "dw_ns_per_mac": {"3": 100.0}, "dense_ns_per_mac": 1.0},
+           "torch_channels_last": {"overhead_ms": 0.0, "dw_ns_per_mac": {"3": 1.0}, "dense_ns_per_mac": 1.0},
+           "fft": {"overhead_ms": 0.0, "ns_per_unit": 0.1}, "convert": {"ns_per_byte": 0.0}}
+    dw = ConvSpec(1, 64, 64, 32, 32, (3, 3), padding=(1, 1), groups=64)
+    measured: list[str] = []
+
+    def fake(spec, backend, layout):
+        measured.append(backend)
+        return 1.0
+
+    plan = make_plan([("dw", dw)], method="autotune", model=CostModel("cpu", cal), device_key="x",
+                     measure=fake, measure_convert=lambda s: 0.0)
+    assert "torch_nchw" not in measured and "torch_channels_last" in measured
+    assert plan.layers[0].options["torch_nchw@nchw"] == pytest.approx(100 * dw.macs * 1e-6)  # the model's
+    measured.clear()
+    make_plan([("dw", dw)], method="autotune", model=CostModel("cpu", cal), device_key="x", measure=fake,
+              measure_convert=lambda s: 0.0, prune=0)
+    assert "torch_nchw" in measured
+
+
 def test_cost_model_fit_recovers_rates():
     rows = []
     for k, rate in ((3, 0.5), (13, 2.0), (31, 4.0)):
@@ -253,7 +274,7 @@ def test_autotune_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         ref = model(x)
-    plan = B.apply(model, x, method="autotune", cache_dir=tmp_path, budget_s=0.01)
+    plan = B.apply(model, x, method="autotune", cache_dir=tmp_path, budget_s=0.01, prune=0)
     assert {c.source for c in plan.layers} == {"measured"}
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1
@@ -270,7 +291,7 @@ def test_autotune_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
         raise AssertionError("measured again despite the cache")
     monkeypatch.setattr(impl, "measure", no_measuring)
     monkeypatch.setattr(impl, "measure_convert", no_measuring)
-    again = B.apply(_tiny(), x, method="autotune", cache_dir=tmp_path, budget_s=0.01)
+    again = B.apply(_tiny(), x, method="autotune", cache_dir=tmp_path, budget_s=0.01, prune=0)
     assert [c.backend for c in again.layers] == [c.backend for c in plan.layers]
 
 

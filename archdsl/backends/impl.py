@@ -154,12 +154,22 @@ def trace_convs(model: nn.Module, example_input: Any) -> list[tuple[str, nn.Conv
     real = dict(model.named_modules())
     if isinstance(example_input, torch.Tensor):
         try:
-            order = _trace(copy.deepcopy(model).to("meta"), example_input.to("meta"))
+            order = _trace(_meta_copy(model), example_input.to("meta"))
             return [(n, real[n], replace(s, device=example_input.device.type))  # type: ignore[misc]
                     for n, _, s in order]
         except Exception:  # noqa: BLE001 - e.g. a forward that creates CPU tensors itself: trace for real
             pass
     return _trace(model, example_input)
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy whose parameters and buffers live on ``meta`` (no memory for the weights is copied)."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
 
 
 def _trace(model: nn.Module, example_input: Any) -> list[tuple[str, nn.Conv2d, ConvSpec]]:
@@ -250,14 +260,16 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 
 def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_dir: str | Path | None = None,
           allowed: Sequence[str] | None = None, force: dict[str, str] | None = None,
-          calibration: dict[str, Any] | None = None, save: bool = True, budget_s: float = 0.5) -> Plan:
+          calibration: dict[str, Any] | None = None, save: bool = True, budget_s: float = 0.5,
+          prune: float = 8.0) -> Plan:
     """Choose a backend for every ``nn.Conv2d`` of ``model`` and swap in :class:`BackendConv2d` modules.
 
     ``example_input`` fixes the shapes, dtype and device the choice is made for (use the real batch size).
     ``method``: ``"auto"`` (cost model, plus cached measurements), ``"autotune"`` (measure each distinct
     layer shape on this device, cached on disk), ``"default"`` (PyTorch's NCHW path everywhere), or
     the name of one backend to use wherever it applies. Layers whose best choice is ``torch_nchw`` keep
-    their plain ``nn.Conv2d``. ``budget_s`` bounds the timing of each (layer shape, backend) when autotuning.
+    their plain ``nn.Conv2d``. ``budget_s`` bounds the timing of each (layer shape, backend) when autotuning;
+    candidates predicted more than ``prune`` times slower than the best are not measured (0: measure all).
     Returns the :class:`Plan` (also stored as ``model.backend_plan``); the model is changed in place.
     """
     restore(model)
@@ -270,7 +282,7 @@ def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_d
     devkey = device_key(example_input.device if isinstance(example_input, torch.Tensor) else dev)
     cache = DecisionCache(cache_dir)
     plan = make_plan([(n, s) for n, _, s in layers], method=method, device_key=devkey, cache=cache,
-                     model=CostModel(dev, calibration), allowed=allowed, force=force,
+                     model=CostModel(dev, calibration), allowed=allowed, force=force, prune=prune,
                      measure=lambda s, b, lay: _measure_hook()(s, b, lay, budget_s),
                      measure_convert=lambda s: _measure_convert_hook()(s, min(budget_s, 0.2)))
     if save:

@@ -43,9 +43,15 @@ class LayerChoice:
     options: dict[str, float] = field(default_factory=dict)  # backend@layout -> ms, every candidate
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "layer": self.spec.describe(), "backend": self.backend,
-                "layout_in": self.layout_in, "layout_out": self.layout_out, "ms": self.ms,
-                "convert_ms": self.convert_ms, "source": self.source, "options": self.options}
+        """JSON-ready (an infinite estimate, i.e. a backend that is never a choice here, becomes null)."""
+        return {"name": self.name, "layer": self.spec.describe(), "spec": self.spec.to_dict(),
+                "backend": self.backend, "layout_in": self.layout_in, "layout_out": self.layout_out,
+                "ms": _finite(self.ms), "convert_ms": self.convert_ms, "source": self.source,
+                "options": {k: _finite(v) for k, v in self.options.items()}}
+
+
+def _finite(v: float) -> float | None:
+    return v if v != float("inf") else None
 
 
 @dataclass
@@ -91,13 +97,15 @@ def make_plan(layers: Sequence[tuple[str, ConvSpec]], *, method: str = "auto", d
               cache: DecisionCache | None = None, model: CostModel | None = None,
               allowed: Sequence[str] | None = None, force: dict[str, str] | None = None,
               input_layout: str = "nchw", measure: Measure | None = None,
-              measure_convert: MeasureConvert | None = None) -> Plan:
+              measure_convert: MeasureConvert | None = None, prune: float = 8.0) -> Plan:
     """Choose a backend for every ``(name, spec)`` layer.
 
     ``method``: ``auto``/``cost`` use cached measurements and otherwise the cost model; ``autotune`` also
     measures (through ``measure``/``measure_convert``) every candidate the cache does not know and stores it;
     ``default`` keeps PyTorch's default (``torch_nchw``) everywhere. ``allowed`` restricts the backends;
-    ``force`` maps layer names to a backend (used as long as it supports the layer).
+    ``force`` maps layer names to a backend (used as long as it supports the layer). When autotuning,
+    a candidate the cost model predicts to be more than ``prune`` times slower than the layer's best
+    prediction is not measured (large-kernel NCHW layers take seconds each on a CPU); ``prune=0`` measures all.
     """
     if method not in METHODS:
         raise ValueError(f"unknown selection method '{method}'; expected one of {', '.join(METHODS)}")
@@ -108,18 +116,20 @@ def make_plan(layers: Sequence[tuple[str, ConvSpec]], *, method: str = "auto", d
     model = model or CostModel(device)
     force = force or {}
 
-    def conv_time(spec: ConvSpec, b: Backend, lay: str) -> tuple[float, str]:
+    def conv_time(spec: ConvSpec, b: Backend, lay: str, best_model: float = 0.0) -> tuple[float, str]:
         variant = f"{b.name}@{lay}"
         if cache is not None:
             t = cache.time(devkey, spec.dtype, spec.key(), variant)
             if t is not None:
                 return t, "measured"
-        if method == "autotune" and b.autotune_default and measure is not None:
+        predicted = model.estimate(b.name, spec, lay)
+        hopeless = prune > 0 and predicted > prune * best_model
+        if method == "autotune" and b.autotune_default and measure is not None and not hopeless:
             t = measure(spec, b.name, lay)
             if cache is not None:
                 cache.put_time(devkey, spec.dtype, spec.key(), variant, t)
             return t, "measured"
-        return model.estimate(b.name, spec, lay), "model"
+        return predicted, "model"
 
     def convert_time(spec: ConvSpec) -> float:
         if cache is not None:
@@ -150,16 +160,15 @@ def make_plan(layers: Sequence[tuple[str, ConvSpec]], *, method: str = "auto", d
         if not cands:
             raise ValueError(f"no conv backend supports layer '{name}' ({spec.describe()}, {spec.dtype} on "
                              f"{spec.device}); registered: {', '.join(BACKENDS)}")
-        ref = BACKENDS.get("torch_nchw")
-        if ref is not None and ref.supports(spec):
-            baseline += conv_time(spec, ref, "nchw")[0]
         conv_ms = convert_time(spec) if any(b.layout != "any" for b in cands) else 0.0
         options: dict[str, float] = {}
         new: dict[str, tuple[float, list[LayerChoice]]] = {}
+        best_model = min(model.estimate(b.name, spec, lay) for b in cands
+                         for lay in ((b.layout,) if b.layout != "any" else ("nchw", "nhwc")))
         for lay_prev, (acc, hist) in states.items():
             for b in cands:
                 lay_in, lay_out = _out_layouts(b, lay_prev)
-                t, src = conv_time(spec, b, lay_in)
+                t, src = conv_time(spec, b, lay_in, best_model)
                 options[f"{b.name}@{lay_in}"] = t
                 change = conv_ms if lay_in != lay_prev else 0.0
                 total = acc + change + t
@@ -168,6 +177,11 @@ def make_plan(layers: Sequence[tuple[str, ConvSpec]], *, method: str = "auto", d
                                          "forced" if forced == b.name else src)
                     new[lay_out] = (total, hist + [choice])
         states = new
+        ref = BACKENDS.get("torch_nchw")
+        if "torch_nchw@nchw" in options:
+            baseline += options["torch_nchw@nchw"]
+        elif ref is not None and ref.supports(spec):
+            baseline += model.estimate(ref.name, spec, "nchw")
         for lay in states:
             states[lay][1][-1].options = dict(sorted(options.items(), key=lambda kv: kv[1]))
     total, hist = min(states.values(), key=lambda s: s[0]) if states else (0.0, [])

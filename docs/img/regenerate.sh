@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Regenerates the diagrams embedded in docs/render.md (deterministic: same specs -> same bytes).
+# Usage: bash docs/img/regenerate.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ARCHC=".venv/bin/python -m archdsl"
+OUT=docs/img
+$ARCHC render specs/lenet.arch:lenet -o $OUT/lenet.svg --rankdir LR
+$ARCHC render specs/resnet.arch:resnet50 -o $OUT/resnet50_depth1.svg --depth 1
+$ARCHC render specs/resnet.arch:resnet50 -o $OUT/resnet50_depth2.svg --depth 2
+$ARCHC render specs/resnet.arch:resnet50 -o $OUT/resnet50_full.svg
+$ARCHC render specs/resnet.arch:resnet50 -o $OUT/resnet50.html --depth 2
+$ARCHC render examples/inception_block.arch -o $OUT/inception_block.svg
+$ARCHC render examples/dense_block.arch -o $OUT/dense_block.svg --set layers=3
+$ARCHC render examples/repvgg_block.arch -o $OUT/repvgg_train.svg
+$ARCHC render examples/repvgg_block.arch -o $OUT/repvgg_deploy.svg --deploy
+$ARCHC render examples/replknet_stage.arch -o $OUT/replknet_stage.svg
+$ARCHC render examples/replknet_stage.arch -o $OUT/replknet_stage_deploy.svg --deploy
