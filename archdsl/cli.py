@@ -77,6 +77,16 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     return vals
 
 
+def _write_output(path: Path, text: str) -> None:
+    """Atomic write; an unwritable destination is the user's mistake, not an internal error."""
+    if path.is_dir():
+        raise ArchError(f"output '{path}' is a directory", None, hint="give a file name, e.g. -o model.py")
+    try:
+        atomic_write(path, text)
+    except OSError as e:
+        raise ArchError(f"cannot write '{path}': {e.strerror or e}", None) from None
+
+
 def _limits(items: list[str]) -> Limits:
     return Limits().with_overrides(items)
 
@@ -209,14 +219,18 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
         g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
         if g.warnings:
             _print_diags(g.warnings)
+        n_params = g.total_params
         if deploy:
-            from .deploy import deploy_source  # graph-level pass: no torch needed
-            src = deploy_source(g, fold_bn=fold_bn,
-                                memory_format="channels_last" if channels_last else "contiguous")
+            from .deploy import deploy_graph, deploy_note  # graph-level pass: no torch needed
+            from .codegen import generate
+            dg = deploy_graph(g, fold_bn=fold_bn)
+            src = generate(dg, source_note=deploy_note(g),
+                           memory_format="channels_last" if channels_last else "contiguous")
+            n_params = dg.total_params
         else:
             src = generate_source(g)
-        atomic_write(output, src)
-        out.print(f"wrote {output} ({len(src.splitlines())} lines, {g.total_params:,} params)")
+        _write_output(output, src)
+        out.print(f"wrote {output} ({len(src.splitlines())} lines, {n_params:,} params)")
         return 0
     _guard(run)
 

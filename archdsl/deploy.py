@@ -31,7 +31,8 @@ from .ir import Graph, Node
 from .ops import OPS
 from .reparam import TRANSPARENT_OPS, GroupPlan, plan_group
 
-__all__ = ["Recipe", "DeployPlan", "deploy_graph", "deploy_plan", "deploy", "deploy_state_dict", "deploy_source"]
+__all__ = ["Recipe", "DeployPlan", "deploy_graph", "deploy_plan", "deploy", "deploy_state_dict", "deploy_source",
+           "deploy_note"]
 
 
 @dataclass
@@ -179,10 +180,15 @@ def _pre_foldable(n: Node) -> bool:
             and tuple(n.args["dilation"]) == (1, 1))
 
 
+def deploy_note(graph: Graph) -> str:
+    """The provenance line of a generated deploy module."""
+    return f"{getattr(graph, 'address', graph.name)} (deploy form)"
+
+
 def deploy_source(graph: Graph, *, fold_bn: bool = True, memory_format: str = "contiguous") -> str:
     """The generated source of the deploy form of ``graph`` (no torch needed)."""
-    note = f"{getattr(graph, 'address', graph.name)} (deploy form)"
-    return generate(deploy_graph(graph, fold_bn=fold_bn), source_note=note, memory_format=memory_format)
+    return generate(deploy_graph(graph, fold_bn=fold_bn), source_note=deploy_note(graph),
+                    memory_format=memory_format)
 
 
 # ---------------------------------------------------------------------------------------- weights (torch)
@@ -349,7 +355,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     plan = deploy_plan(graph, fold_bn=fold_bn)
     sd = deploy_state_dict(plan, {k: v.detach().cpu() for k, v in module.state_dict().items()})
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
-    note = f"{getattr(graph, 'address', graph.name)} (deploy form)"
+    note = deploy_note(graph)
 
     def make(fmt: str) -> Any:
         src = generate(plan.graph, source_note=note, memory_format=fmt)

@@ -118,7 +118,9 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
     # 1. named values never used, in the network and in every block it instantiates
     defs: list[A.BlockDef] = [net]
     seen_blocks = {id(net)}
-    block_names = {f.name for n in g.nodes() for f in n.scope if f.kind == "block"}
+    # creation order is a topological order; sorting the networkx graph again per rule is costly
+    nodes = [g.g.nodes[i]["rec"] for i in sorted(g.g.nodes)]
+    block_names = {f.name for n in nodes for f in n.scope if f.kind == "block"}
     for spec in program.files.values():
         for name, bd in spec.blocks.items():
             if name in block_names and id(bd) not in seen_blocks:
@@ -138,8 +140,8 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
 
     # 2. layers whose output goes nowhere (not consumed, not a network output)
     outputs = {nid for _, nid in g.outputs}
-    for n in g.nodes():
-        if n.op == "input" or n.id in outputs or g.consumers(n.id):
+    for n in nodes:
+        if n.op == "input" or n.id in outputs or g.g.out_degree(n.id):
             continue
         if n.loc is not None and (n.loc.file, n.loc.line) in unused_lines:
             continue  # already reported as an unused name
@@ -148,7 +150,7 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
 
     # 3. linear on a feature map: legal (it acts on the last dim, for channels-last blocks) but a
     #    classifier head that forgot 'flatten' looks exactly like this
-    for n in g.nodes():
+    for n in nodes:
         if n.op == "linear" and n.in_shapes and len(n.in_shapes[0]) == 3 and n.inputs and \
                 not _channels_last(g, n.inputs[0]):
             warnings.append(Diagnostic(
@@ -156,7 +158,7 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
                 "warning", hint="for a classifier add 'flatten' (or adaptive_avgpool(1) -> flatten) before it"))
 
     # 4. conv/pool windows that never read the last rows/columns of real input
-    for n in g.nodes():
+    for n in nodes:
         lost = dropped_pixels(n)
         if not lost:
             continue
@@ -168,9 +170,8 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
             eff = n.args.get("dilation", (1, 1))[i] * (k - 1) + 1
             parts.append((axis if count != 1 else axis[:-1], count))
             sums.append(f"({size} + 2*{p} - {eff}) % {s} = {(size + 2 * p - eff) % s}")
-        if len(parts) == 2 and parts[0][1] == parts[1][1]:
-            what = f"{parts[0][1]} {parts[0][0]} and {parts[1][0]}" if parts[0][1] == 1 else \
-                f"{parts[0][1]} {parts[0][0]} and {parts[1][0]}"
+        if len(parts) == 2 and parts[0][1] == parts[1][1]:  # "the last 1 row and column"
+            what = f"{parts[0][1]} {parts[0][0]} and {parts[1][0]}"
             many = True
         else:
             what = " and ".join(f"{cnt} {unit}" for unit, cnt in parts)

@@ -953,7 +953,7 @@ class Lowerer:
             if any(isinstance(v, TensorVal) for v, _ in args):
                 return self.err(f"{f.name} is a layer; apply it to a tensor with '->'", e.span,
                                 hint=f"write 'y = x -> {f.name}(...)'")
-            return LayerSpec(f.kind, f.name, f.target, f.span, args, kwargs, True, e.span)
+            return LayerSpec(f.kind, f.name, f.target, f.span, args, kwargs, True, e.span, label=f.label)
         if callable(f):
             if f is BUILTINS["range"]:
                 too_long = self._range_too_long([v for v, _ in args])

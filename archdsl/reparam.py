@@ -98,14 +98,14 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
             raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, which is not linear",
                               hint="only conv2d, avgpool, batchnorm and identity (dropout, drop_path) fuse; "
                                    "put activations after the group", nid=nid)
-        expected = [merge] if nid == out_nid and merge is not None else ([] if nid == out_nid else None)
         users = g.consumers(nid)
-        if nid != out_nid and len(users) != 1:
+        if nid == out_nid:
+            if merge is not None and any(u != merge for u in users):
+                raise FusionError(f"the output of branch {idx} ({_where(n)}) is also used outside the group",
+                                  hint="a fused group keeps only its sum", nid=nid)
+        elif len(users) != 1:
             raise FusionError(f"the value of {_where(n)} in branch {idx} is also used outside its branch",
                               hint="a fused group keeps only its sum; compute other uses outside the group", nid=nid)
-        if expected and any(u not in expected for u in users):
-            raise FusionError(f"the output of branch {idx} ({_where(n)}) is also used outside the group",
-                              hint="a fused group keeps only its sum", nid=nid)
         chain.append(n)
         nid = n.inputs[0]
     chain.reverse()
@@ -133,10 +133,9 @@ def _branch_plan(chain: list[Node], idx: int) -> BranchPlan:
                 raise FusionError(f"avgpool {n.name} in branch {idx} uses ceil_mode or count_include_pad=false, "
                                   "which a conv cannot express", hint="use avgpool(k, stride, k // 2)", nid=n.id)
     if not spatial:
-        shape_in, shape_out = chain[0].in_shapes[0] if chain else None, chain[-1].shape if chain else None
-        if chain and shape_in != shape_out:
-            raise FusionError(f"identity-like branch {idx} changes the shape {list(shape_in)} -> "
-                              f"{list(shape_out)}", nid=chain[-1].id)
+        if chain and chain[0].in_shapes[0] != chain[-1].shape:
+            raise FusionError(f"identity-like branch {idx} changes the shape {list(chain[0].in_shapes[0])} -> "
+                              f"{list(chain[-1].shape)}", nid=chain[-1].id)
         return BranchPlan(tuple(n.id for n in steps), (1, 1), (1, 1), (0, 0), None)
     if len(spatial) > 2:
         raise FusionError(f"branch {idx} chains {len(spatial)} convolutions/poolings; at most a 1x1 conv followed "

@@ -7,10 +7,11 @@ Two generators, both with hypothesis:
 * random token streams from the language's vocabulary, bare or after a valid network header.
 
 Each case must either compile or raise :class:`ArchError` whose errors all point at a real
-line:col of the file they name, within ``DEADLINE_MS`` of CPU time. Sizes: the default run makes about 2,500
-cases (60-90 s on a 2-core CI machine). For a long run set ``ARCHDSL_FUZZ_EXAMPLES`` (cases per
-test, default 900/800/800), e.g. ``ARCHDSL_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py``;
-``ARCHDSL_FUZZ_DEADLINE_MS`` (default 2000) changes the per-case time limit.
+line:col of the file they name, within ``DEADLINE_MS`` of CPU time (wall-clock deadlines are flaky
+on a busy machine). Sizes: the default run makes about 2,200 cases (60-90 s on a 2-core CI machine)
+with fixed seeds. For a long run with fresh seeds set ``ARCHDSL_FUZZ_EXAMPLES`` (cases per test,
+default 600/800/800), e.g. ``ARCHDSL_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.py``;
+``ARCHDSL_FUZZ_DEADLINE_MS`` (default 2000) changes the per-case limit.
 """
 from __future__ import annotations
 
@@ -123,7 +124,7 @@ def mutated_spec(draw: st.DrawFn) -> tuple[str, str]:
 
 
 @pytest.mark.xdist_group("fuzz")
-@_settings(900)
+@_settings(600)
 @given(mutated_spec())
 def test_mutated_specs_fail_cleanly(case: tuple[str, str]) -> None:
     path, text = case

@@ -290,3 +290,26 @@ def test_checking_these_specs_does_not_import_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch was imported'")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_convnext_block_trains_like_torchvision_cnblock() -> None:
+    """layer_scale + drop_path in train mode: same parameters, same random draws, same output."""
+    from torchvision.models.convnext import CNBlock
+    src = """from "specs/convnext.arch" import CNBlock
+network n():
+    input [8, 6, 6]
+    blk: CNBlock(8, sd_prob=0.5, layer_scale_init=0.5)
+"""
+    ours = archdsl.build(src)
+    ref = CNBlock(8, 0.5, 0.5)
+    randomize(ref, seed=3)
+    ours.load_state_dict({"blk." + k: v for k, v in ref.state_dict().items()}, strict=True)
+    x = torch.randn(16, 8, 6, 6)
+    ours.train()
+    ref.train()
+    torch.manual_seed(11)
+    got = ours(x)
+    torch.manual_seed(11)
+    want = ref(x)
+    torch.testing.assert_close(got, want)
+    assert not torch.equal(got, x + ref.layer_scale * ref.block(x))  # some rows were really dropped

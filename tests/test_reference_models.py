@@ -20,6 +20,7 @@ share one ``xdist_group`` so that, with ``--dist loadgroup``, one worker holds a
 from __future__ import annotations
 
 import gc
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -121,8 +122,11 @@ def _reference_with_head(ref_name: str, base: dict[str, Any], num_classes: int) 
     except Exception:  # e.g. a constructor that reads tensor values (.item(), .tolist())
         ref = None
     if ref is not None:
-        state: dict[str, Any] = {}
-        for key, t in ref.state_dict().items():
+        own = ref.state_dict()
+        state: Any = OrderedDict()
+        # keep the per-module version metadata: some modules (e.g. MNASNet) refuse a state_dict without it
+        state._metadata = getattr(own, "_metadata", None)
+        for key, t in own.items():
             src = base.get(key)
             if src is not None and src.shape == t.shape and src.dtype == t.dtype:
                 state[key] = src
@@ -130,8 +134,11 @@ def _reference_with_head(ref_name: str, base: dict[str, Any], num_classes: int) 
                 state[key] = torch.randn(t.shape, generator=gen, dtype=t.dtype) * 0.05
             else:
                 state[key] = torch.zeros(t.shape, dtype=t.dtype)
-        ref.load_state_dict(state, strict=True, assign=True)
-        if not _has_meta(ref):
+        try:
+            ref.load_state_dict(state, strict=True, assign=True)
+        except Exception:  # a module with its own loading rules: fall back to a real build below
+            ref = None
+        if ref is not None and not _has_meta(ref):
             return ref
     ref = make_reference(ref_name, num_classes=num_classes)
     randomize_bn(ref, seed=2)

@@ -5,7 +5,6 @@ those tests skip only when no Chromium is installed.
 """
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from archdsl.ir import Graph
 from archdsl.pipeline import list_networks
 from archdsl.render import (FAMILY_COLORS, build_view, deploy_graph, family_color, fuse_reparam_groups,
                             render_bytes, render_html, render_svg, require_dot, to_dot, write_diagram)
-from helpers import ROOT, run_archc
+from helpers import ROOT
 
 HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz 'dot' is not installed")
@@ -200,9 +199,10 @@ def _all_networks() -> list[str]:
 @pytest.mark.parametrize("spec", _all_networks())
 def test_every_spec_renders_at_depth_one_and_two(spec: str) -> None:
     g = archdsl.graph(spec)
-    for depth in (1, 2):
-        svg = render_bytes(to_dot(build_view(g, depth=depth)), "svg")
-        assert b"<svg" in svg and b"</svg>" in svg
+    # one dot process lays out both graphs (dot reads a stream of graphs and writes one SVG per graph)
+    src = to_dot(build_view(g, depth=1)) + to_dot(build_view(g, depth=2))
+    svg = render_bytes(src, "svg")
+    assert svg.count(b"<svg") == 2 and svg.count(b"</svg>") == 2
 
 
 @needs_dot
@@ -227,28 +227,39 @@ def test_missing_dot_is_a_readable_error(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert (tmp_path / "x.dot").read_text().startswith("digraph")
 
 
-def test_cli_without_dot_fails_cleanly(tmp_path: Path) -> None:
-    env = dict(os.environ, PATH=str(tmp_path))     # no 'dot' anywhere on PATH
-    r = subprocess.run([sys.executable, "-m", "archdsl", "render", REPVGG, "-o", str(tmp_path / "x.svg")],
-                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 1
-    assert "Traceback" not in r.stderr + r.stdout
-    assert "apt-get install graphviz" in r.stderr
+def _archc(*args: str) -> int:
+    """Run the CLI in this process (as `archc ARGS`); returns the exit code."""
+    from archdsl.cli import main
+    try:
+        main(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    return 0
+
+
+def test_cli_without_dot_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))     # no 'dot' anywhere on PATH
+    assert _archc("render", REPVGG, "-o", str(tmp_path / "x.svg")) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "apt-get install graphviz" in err and "scripts/setup.sh" in err
     assert not (tmp_path / "x.svg").exists()
 
 
 @needs_dot
-def test_cli_render(tmp_path: Path) -> None:
+def test_cli_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "r.svg"
-    r = run_archc("render", RESNET50, "-o", str(out), "--depth", "2", "--rankdir", "LR", "--set", "num_classes=10")
-    assert r.returncode == 0, r.stderr
+    assert _archc("render", RESNET50, "-o", str(out), "--depth", "2", "--rankdir", "LR",
+                  "--set", "num_classes=10") == 0
     svg = out.read_text()
     assert "<svg" in svg and "1024\u00d714\u00d714" in svg and ">10<" in svg.replace("\n", "")
-    r = run_archc("render", REPVGG, "-o", str(tmp_path / "d.dot"), "--deploy", "--expand")
-    assert r.returncode == 0, r.stderr
+    assert _archc("render", REPVGG, "-o", str(tmp_path / "d.dot"), "--deploy", "--expand") == 0
     assert "fused conv2d" in (tmp_path / "d.dot").read_text()
-    r = run_archc("render", RESNET50, "-o", str(tmp_path / "bad.gif"))
-    assert r.returncode == 1 and "cannot tell the diagram format" in r.stderr
+    assert _archc("render", REPVGG, "-o", str(tmp_path / "v.html"), "--depth", "1") == 0
+    assert (tmp_path / "v.html").read_text().startswith("<!DOCTYPE html>")
+    capsys.readouterr()
+    assert _archc("render", RESNET50, "-o", str(tmp_path / "bad.gif")) == 1
+    assert "cannot tell the diagram format" in capsys.readouterr().err
 
 
 def test_render_never_imports_torch(tmp_path: Path) -> None:
