@@ -164,6 +164,8 @@ def deploy_plan(graph: Graph, *, fold_bn: bool = True) -> DeployPlan:
     g.loc = graph.loc
     if hasattr(graph, "address"):
         g.address = graph.address  # type: ignore[attr-defined]
+    # ids of the fused convs (the renderer marks them; same attribute as render.fuse_reparam_groups)
+    g.fused_nodes = {graph.reparam_groups[p]["output"] for p in plan.fused_groups}  # type: ignore[attr-defined]
     for nid, r in recipes.items():
         plan.recipes[nodes[nid].module or ""] = r
     for n in nodes.values():     # untouched stateful modules: copied as they are
@@ -295,11 +297,10 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
         if kind == "group":
             w, b = _group_weights(train_sd, tg, obj)
             is_linear = False
-        elif kind == "bn_affine":
-            s, t = _bn_scale_shift(train_sd, obj)
-            out[path + ".weight"] = s.view(-1, 1, 1, 1).to(dtype)
-            out[path + ".bias"] = t.to(dtype)
-            continue
+        elif kind == "bn_affine":   # a depthwise 1x1 conv; BNs around it may still fold into it below
+            w, b = _bn_scale_shift(train_sd, obj)
+            w = w.view(-1, 1, 1, 1)
+            is_linear = False
         else:
             n: Node = obj
             w = train_sd[n.module + ".weight"].double()

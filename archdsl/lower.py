@@ -91,6 +91,7 @@ class LayerSpec:
     called: bool = False
     call_span: Span | None = None
     label: str | None = None        # a computed label from named("...", layer); an explicit 'label:' wins
+    inline: bool = False            # inline(Block(...)): the block's layers go into the caller's container
 
     def describe(self) -> str:
         if not self.called:
@@ -172,6 +173,13 @@ def _named(label: Any, layer: Any) -> "LayerSpec":
     return replace(layer, label=label)
 
 
+def _inline(layer: Any) -> "LayerSpec":
+    """``inline(Block(...))``: the block's layers are named and numbered as if written where it is applied."""
+    if not isinstance(layer, LayerSpec) or layer.kind != "block":
+        raise TypeError(f"inline(...) takes a block call, got {_type_name(layer)}")
+    return replace(layer, inline=True)
+
+
 def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``v`` to a multiple of ``divisor``, never going below 90% of it (MobileNet's rule)."""
     if min_value is None:
@@ -190,6 +198,8 @@ BUILTINS: dict[str, Callable[..., Any]] = {
     # computed labels, for module names built from loop indices (RegNet's 'block1-0'): named("b" + str(i), layer)
     "str": lambda v: _fmt(v) if isinstance(v, (bool, type(None))) else str(v),
     "named": lambda label, layer: _named(label, layer),
+    # a block expanded in place, without a module level of its own (shared network bodies)
+    "inline": lambda layer: _inline(layer),
 }
 CONSTANTS = {"true": True, "false": False, "none": None}
 
@@ -311,13 +321,15 @@ class Lowerer:
         if v is POISON:
             return None
         if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
-            self.err(f"input shape must be a list of integers like [3, 224, 224], got {_fmt(v)}", span)
+            self.err(f"input shape must be a list of integers like [3, 224, 224], got {_fmt(v)}", span,
+                     hint="the batch dimension is left out: [C, H, W] for images, [F] for vectors")
             return None
         if len(v) not in (1, 3):
-            self.err(f"input shape must be [C, H, W] or [F] (batch left out), got {len(v)} dimensions", span)
+            self.err(f"input shape must be [C, H, W] or [F] (batch left out), got {len(v)} dimensions", span,
+                     hint="e.g. input [3, 224, 224]")
             return None
         if any(x <= 0 for x in v):
-            self.err(f"input shape {v} has a non-positive size", span)
+            self.err(f"input shape {v} has a non-positive size", span, hint="every size must be at least 1")
             return None
         if any(x > self.limits.max_channels for x in v):
             self.err(f"input shape {v} exceeds the size limit {self.limits.max_channels:,}", span,
@@ -359,7 +371,8 @@ class Lowerer:
             if c is POISON:
                 return None
             if not isinstance(c, (bool, int)) or isinstance(c, float):
-                self.err(f"a condition must be true or false, got {_type_name(c)} {_fmt(c)}", cond.span)
+                self.err(f"a condition must be true or false, got {_type_name(c)} {_fmt(c)}", cond.span,
+                         hint="compare it, e.g. 'if stride == 2:'")
                 return None
             if c:
                 return body
@@ -767,7 +780,11 @@ class Lowerer:
     def apply_block(self, v: LayerSpec, x: TensorVal, scope: _Scope, label: str | None, label_span: Span | None,
                     span: Span) -> Any:
         bdef: A.BlockDef = v.target
-        name = scope.next_name(label)
+        if v.inline and label is not None:
+            return self.err(f"inline({bdef.name}(...)) puts the block's layers directly here, so it cannot be "
+                            f"named '{label}'", label_span or span,
+                            hint=f"drop the label, or write '{label}: {bdef.name}(...)' for a module of its own")
+        name = "" if v.inline else scope.next_name(label)
         path = scope.prefix + name
         if self.depth >= self.limits.max_depth:
             raise ArchError(Diagnostic(
@@ -807,8 +824,15 @@ class Lowerer:
                 ok = False
         if not ok:
             return POISON
-        self._claim(path, label_span or span, "block")
         benv.vars["x"] = x
+        if v.inline:
+            # like 'seq:': the caller's naming scope and position counter, no container, no frame
+            self.depth += 1
+            try:
+                return self.exec_body(bdef.body, benv, x, scope)
+            finally:
+                self.depth -= 1
+        self._claim(path, label_span or span, "block")
         args_txt = ", ".join(f"{p.name}={_fmt(benv.vars[p.name])}" for p in bdef.params)
         inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
                                              loc=self.loc(span)))
@@ -916,7 +940,8 @@ class Lowerer:
             if it is POISON:
                 return False
             if not isinstance(it, list):
-                self.err(f"can only loop over a list or range(...), got {_type_name(it)}", f.iter.span)
+                self.err(f"can only loop over a list or range(...), got {_type_name(it)}", f.iter.span,
+                         hint=f"e.g. 'for {f.var} in range(n)'")
                 return False
             for item in it:
                 env.vars[f.var] = item
@@ -953,7 +978,8 @@ class Lowerer:
             if any(isinstance(v, TensorVal) for v, _ in args):
                 return self.err(f"{f.name} is a layer; apply it to a tensor with '->'", e.span,
                                 hint=f"write 'y = x -> {f.name}(...)'")
-            return LayerSpec(f.kind, f.name, f.target, f.span, args, kwargs, True, e.span, label=f.label)
+            return LayerSpec(f.kind, f.name, f.target, f.span, args, kwargs, True, e.span, label=f.label,
+                             inline=f.inline)
         if callable(f):
             if f is BUILTINS["range"]:
                 too_long = self._range_too_long([v for v, _ in args])
@@ -988,7 +1014,9 @@ class Lowerer:
         if not isinstance(idx, int) or isinstance(idx, bool):
             return self.err(f"list index must be an integer, got {_type_name(idx)}", e.index.span)
         if not -len(obj) <= idx < len(obj):
-            return self.err(f"index {idx} is out of range for a list of {len(obj)}", e.index.span)
+            return self.err(f"index {idx} is out of range for a list of {len(obj)}", e.index.span,
+                            hint=f"valid indices are 0 to {len(obj) - 1} (or -{len(obj)} to -1)" if obj else
+                            "the list is empty")
         return obj[idx]
 
     def _e_Attr(self, e: A.Attr, env: _Env) -> Any:
@@ -1035,7 +1063,8 @@ class Lowerer:
                                 f"{self.limits.max_repeat:,}", e.op_span, hint="the limit is Limits.max_repeat")
             return a + b
         if not _is_num(a) or not _is_num(b):
-            return self.err(f"cannot apply '{op}' to {_type_name(a)} and {_type_name(b)}", e.op_span)
+            return self.err(f"cannot apply '{op}' to {_type_name(a)} and {_type_name(b)}", e.op_span,
+                            hint="arithmetic needs numbers; lists and layers only support '+ list' and '* n'")
         try:
             if op == "+":
                 return a + b
@@ -1081,7 +1110,8 @@ class Lowerer:
                 res = eq if op == "==" else not eq
             else:
                 if not (_is_num(left) and _is_num(right)) and not (isinstance(left, str) and isinstance(right, str)):
-                    return self.err(f"cannot compare {_type_name(left)} {op} {_type_name(right)}", e.span)
+                    return self.err(f"cannot compare {_type_name(left)} {op} {_type_name(right)}", e.span,
+                                    hint="order comparisons need two numbers or two strings")
                 res = {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[op]
             if not res:
                 return False

@@ -216,7 +216,7 @@ def _wrap(text: str, width: int = 44) -> list[str]:
     """Split a comma-separated argument list into lines of at most ``width`` characters."""
     lines: list[str] = []
     cur = ""
-    for part in text.split(", "):
+    for part in _top_level_parts(text):
         cand = part if not cur else cur + ", " + part
         if cur and len(cand) > width:
             lines.append(cur + ",")
@@ -226,6 +226,23 @@ def _wrap(text: str, width: int = 44) -> list[str]:
     if cur:
         lines.append(cur)
     return lines
+
+
+def _top_level_parts(text: str) -> list[str]:
+    """Split ``a=1, b=[2, 3]`` at the commas outside brackets: ``['a=1', 'b=[2, 3]']``."""
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(text):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0 and text[i + 1:i + 2] == " ":
+            parts.append(text[start:i])
+            start = i + 2
+    parts.append(text[start:])
+    return parts
 
 
 def _frame_title(f: ScopeFrame) -> str:
@@ -576,6 +593,21 @@ def _hide_below(tree: _Tree, key: str, hidden: set[str]) -> None:
             _hide_below(tree, k, hidden)
 
 
+def _contents(tree: _Tree, key: str) -> str:
+    """The blocks directly inside a frame, run-length encoded: ``Bottleneck \u00d73, Transition``."""
+    names = [tree.keys[k].name for kind, k in tree.children[key] if kind == "cluster" and tree.keys[k].kind == "block"]
+    runs: list[list[Any]] = []
+    for name in names:
+        if runs and runs[-1][0] == name:
+            runs[-1][1] += 1
+        else:
+            runs.append([name, 1])
+    parts = [f"{name} \u00d7{k}" if k > 1 else name for name, k in runs]
+    if len(parts) > 4:
+        parts = parts[:4] + [f"... ({len(names)} blocks)"]
+    return ", ".join(parts)
+
+
 def _tooltip(n: Node) -> str:
     lines = [f"{n.name or n.op} ({n.op})"]
     if n.in_shapes:
@@ -671,6 +703,9 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
                 lines = [_heading(c, short=True)]
                 if f.args:
                     lines.extend(_wrap(f.args, 36))
+                contents = _contents(tree, ck)
+                if contents and f.kind != "block":
+                    lines.extend(_wrap(contents, 36))
                 if c.params:
                     lines.append(f"{format_count(c.params)} params")
                 tip = _heading(c, short=False) + (f" ({f.args})" if f.args else "")

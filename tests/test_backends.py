@@ -129,6 +129,7 @@ TRITON_CASES = [
     (3, 6, 6, 3, 2, 2, True, False, "float16"),
     (6, 5, 5, 5, 2, 1, True, True, "float16"),
     (5, 7, 6, 7, 3, 1, False, False, "float32"),   # kernel wider than the tap tile (BLOCK_K = 4 for NCHW)
+    (20, 3, 4, 3, 1, 1, True, True, "float32"),    # two channel tiles, the second one masked
 ]
 
 

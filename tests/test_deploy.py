@@ -357,6 +357,16 @@ def test_cli_deploy_round_trip(tmp_path: Path) -> None:
     assert bad.returncode == 1 and "shapes differ" in bad.stderr and not (tmp_path / "x.pt").exists()
 
 
+def test_batchnorm_chains_and_vectors_fold_exactly() -> None:
+    """BN after BN, BN between nonlinearities (kept as a depthwise 1x1 conv) and a 1-D BN before a linear."""
+    text = ("network t():\n    input [4, 8, 8]\n    conv2d(4, 3, padding=1)\n    relu\n    batchnorm\n"
+            "    batchnorm\n    relu\n    batchnorm\n    conv2d(6, 1, stride=2, groups=2)\n    relu\n    flatten\n"
+            "    batchnorm\n    linear(5)\n")
+    g = archdsl.graph(text)
+    dep = _assert_deploy_matches(archdsl.build(text), g)
+    assert dep.deploy_info["folded_bn"] == 3 and dep.deploy_info["bn_as_conv"] == 1
+
+
 def test_deploy_needs_a_compiled_module() -> None:
     with pytest.raises(TypeError, match="arch_graph"):
         archdsl.deploy(torch.nn.Conv2d(3, 3, 1))

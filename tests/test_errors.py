@@ -520,3 +520,14 @@ def test_atomic_write_leaves_no_temp_file_on_failure(tmp_path: Path, monkeypatch
         pipeline.atomic_write(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.py"]
+
+
+def test_unwritable_output_is_a_user_error(tmp_path: Path) -> None:
+    good = _write(tmp_path / "spec", {"main.arch": H + "    conv2d(16, 3)\n"})
+    runner = CliRunner()
+    res = runner.invoke(app, ["compile", str(good), "-o", str(tmp_path)])
+    assert res.exit_code == 1 and f"output '{tmp_path}' is a directory" in res.stderr
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    res = runner.invoke(app, ["compile", str(good), "-o", str(blocker / "model.py")])
+    assert res.exit_code == 1 and "cannot write" in res.stderr and "internal error" not in res.stderr

@@ -313,3 +313,34 @@ network n():
     want = ref(x)
     torch.testing.assert_close(got, want)
     assert not torch.equal(got, x + ref.layer_scale * ref.block(x))  # some rows were really dropped
+
+
+def test_inline_expands_a_block_without_a_module_level() -> None:
+    src = """
+block Head(n):
+    fc1: linear(8)
+    relu
+    linear(n)
+
+network n():
+    input [3, 4, 4]
+    conv: conv2d(4, 1)
+    flatten
+    inline(Head(5))
+"""
+    g = archdsl.graph(src)
+    assert g.output_shapes["out"] == (5,)
+    # numbering goes on in the caller: conv, flatten (1), then Head's fc1, relu (3) and linear (4)
+    model = archdsl.build(src)
+    assert [k for k in model.state_dict() if k.endswith("weight")] == ["conv.weight", "fc1.weight", "4.weight"]
+    assert run(model, (3, 4, 4)).shape == (2, 5)
+    # a second copy names its fc1 in the same place: the ordinary duplicate-name error
+    msg = error_of(src + "    inline(Head(2))\n")
+    assert "two layers would be named 'fc1'" in msg
+
+
+def test_inline_errors() -> None:
+    msg = error_of("block B():\n    relu\n\nnetwork n():\n    input [3, 4, 4]\n    head: inline(B())\n")
+    assert "cannot be named 'head'" in msg and ":6:5:" in msg and "hint: drop the label" in msg
+    msg = error_of(net("    inline(conv2d(4, 1))\n", [3, 4, 4]))
+    assert "inline(...) takes a block call, got layer conv2d(4, 1)" in msg
