@@ -133,24 +133,20 @@ TRITON_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def triton_results():
+def test_triton_matches_conv2d():
+    """One subprocess for every case (a parametrized test would start it once per xdist worker)."""
     if not triton_available():
         pytest.skip("triton is not installed (pip install triton)")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     r = subprocess.run([sys.executable, "-c", _TRITON_SCRIPT, json.dumps(TRITON_CASES)], capture_output=True,
                        text=True, env=env, cwd=ROOT, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-@pytest.mark.parametrize("i", range(len(TRITON_CASES)),
-                         ids=[f"k{c[3]}_d{c[5]}_{c[8]}{'_nhwc' if c[7] else '_nchw'}" for c in TRITON_CASES])
-def test_triton_matches_conv2d(triton_results, i):
-    res = triton_results[i]
-    rel = 1e-5 if TRITON_CASES[i][8] == "float32" else 2e-3
-    assert res["shape_ok"] and res["dtype_ok"] and res["layout_kept"]
-    assert res["err"] <= rel * max(1.0, res["scale"]) * 4, res
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(results) == len(TRITON_CASES)
+    for case, res in zip(TRITON_CASES, results):
+        rel = 1e-5 if case[8] == "float32" else 2e-3
+        assert res["shape_ok"] and res["dtype_ok"] and res["layout_kept"], (case, res)
+        assert res["err"] <= rel * max(1.0, res["scale"]) * 4, (case, res)
 
 
 # ---- the selector ------------------------------------------------------------------------------------------
@@ -350,3 +346,27 @@ def test_planning_does_not_import_torch():
             "assert len(p.layers) == 53; assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("method", ["fft", "torch_channels_last"])
+def test_apply_on_plain_torch_modules_with_padding_modes(method):
+    """Any nn.Module works; non-zero padding modes and 'same' are kept exact (or the conv is left alone)."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 4, padding="same", groups=4),   # uneven 'same': untouched
+                            torch.nn.Conv2d(4, 4, 5, padding="same", groups=4),
+                            torch.nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"))
+    x = torch.randn(1, 4, 9, 9)
+    with torch.no_grad():
+        ref = m(x)
+    plan = B.apply(m, x, method=method)
+    assert [c.name for c in plan.layers] == ["1", "2"]
+    assert plan.backend_for("1") == method
+    assert not isinstance(m[0], B.BackendConv2d)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref, atol=1e-5)
+
+
+def test_unknown_method_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown method 'cudnn'.*torch_channels_last"):
+        B.apply(torch.nn.Conv2d(2, 2, 3), torch.randn(1, 2, 5, 5), method="cudnn")

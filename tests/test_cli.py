@@ -90,3 +90,12 @@ def test_check_list_summary_compile_never_import_torch(tmp_path: Path) -> None:
     ) % (RESNET50, RESNET50, str(tmp_path / "m.py"))
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.stdout.strip().endswith("no torch"), p.stderr[-2000:]
+
+
+def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
+    import os
+    out = tmp_path / "model.py"
+    assert run_archc("compile", RESNET50, "-o", str(out)).returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

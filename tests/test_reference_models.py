@@ -13,9 +13,9 @@ is tested as soon as it exists. For each one:
 
 Cost control (the suite runs on 2 CPU workers): the reference is initialised once. Our models are
 constructed on the ``meta`` device and adopt the reference's tensors with ``assign=True`` (no wasted
-weight init, no extra memory), and the 10-class reference reuses the first one's tensors except for its
-new head; anything that cannot be built that way (tensors left on meta) is built normally instead. Big models
-share one ``xdist_group`` so that, with ``--dist loadgroup``, one worker holds at most one at a time.
+weight init, no extra memory), and the 10-class reference reuses the first one's tensors except for
+its new head; anything that cannot be built that way (tensors left on meta) is built normally instead.
+Big models share one ``xdist_group`` so that, with ``--dist loadgroup``, they run one at a time.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ on first use.
 
 Typical use::
 
-    model = archdsl.build("specs/replknet.arch:replknet31b")
+    model = archdsl.build("specs/replknet.arch:replknet_31b")
     plan = archdsl.backends.apply(model, torch.randn(8, 3, 224, 224))          # cost model
     plan = archdsl.backends.apply(model, x, method="autotune")                 # measure, cache on disk
 

@@ -81,7 +81,7 @@ def _numeric_padding(conv: nn.Conv2d) -> Pair:
     if isinstance(p, str):
         if p == "valid":
             return (0, 0)
-        # 'same' (stride 1): total padding d*(k-1), split evenly (odd totals are rejected by the planner)
+        # 'same' (stride 1): total padding d*(k-1), split evenly (odd totals are never swapped: _swappable)
         return tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))  # type: ignore[return-value]
     return (int(p[0]), int(p[1]))
 
@@ -162,6 +162,13 @@ def trace_convs(model: nn.Module, example_input: Any) -> list[tuple[str, nn.Conv
     return _trace(model, example_input)
 
 
+def _swappable(conv: nn.Conv2d) -> bool:
+    """padding='same' with an odd total padding pads one side more: such convs keep their own module."""
+    if isinstance(conv.padding, str) and conv.padding == "same":
+        return all(d * (k - 1) % 2 == 0 for d, k in zip(conv.dilation, conv.kernel_size))
+    return True
+
+
 def _meta_copy(model: nn.Module) -> nn.Module:
     """A deep copy whose parameters and buffers live on ``meta`` (no memory for the weights is copied)."""
     memo: dict[int, Any] = {}
@@ -182,7 +189,8 @@ def _trace(model: nn.Module, example_input: Any) -> list[tuple[str, nn.Conv2d, C
             seen.add(mod)
             order.append((names[mod], mod, spec_of(mod, args[0])))  # type: ignore[arg-type]
 
-    handles = [m.register_forward_pre_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_pre_hook(hook) for m in model.modules()
+               if isinstance(m, nn.Conv2d) and _swappable(m)]
     flags = {m: m.training for m in model.modules()}
     try:
         model.eval()
@@ -275,7 +283,11 @@ def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_d
     restore(model)
     layers = trace_convs(model, example_input)
     if method not in ("auto", "cost", "autotune", "default"):
-        get(method)  # a backend name: unknown names fail here with the list of known ones
+        try:
+            get(method)
+        except KeyError as e:
+            raise ValueError(f"unknown method '{method}': expected auto, autotune, default or a backend name "
+                             f"({e.args[0].split('known: ')[-1]})") from None
         force = {name: method for name, _, _ in layers} | (force or {})
         method = "auto"
     dev = layers[0][2].device if layers else "cpu"
