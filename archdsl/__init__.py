@@ -16,7 +16,6 @@ from .errors import ArchError, Diagnostic
 from .ir import Graph
 from .lower import Limits
 from .pipeline import compile_graph, generate_source
-from . import deploy  # a callable module: archdsl.deploy(model); torch is imported only when called
 
 __all__ = ["build", "graph", "source", "deploy", "ArchError", "Diagnostic", "Graph", "Limits", "__version__"]
 __version__ = "0.1.0"
@@ -31,6 +30,16 @@ def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
 def source(spec: str, **params: Any) -> str:
     """The generated PyTorch source for ``spec`` (depends only on torch)."""
     return generate_source(compile_graph(spec, params))
+
+
+def deploy(module: Any, **kwargs: Any) -> Any:
+    """The inference form of a compiled train-form module: reparam groups fused into one conv each,
+    BatchNorms folded, identities/dropout/drop-path removed; same outputs in eval mode.
+
+    See :func:`archdsl.deployer.deploy` for the options (``fold_bn``, ``memory_format``, ...).
+    """
+    from .deployer import deploy as _deploy  # torch is imported only when a module is deployed
+    return _deploy(module, **kwargs)
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,

@@ -221,7 +221,7 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
             _print_diags(g.warnings)
         n_params = g.total_params
         if deploy:
-            from .deploy import deploy_graph, deploy_note  # graph-level pass: no torch needed
+            from .deployer import deploy_graph, deploy_note  # graph-level pass: no torch needed
             from .codegen import generate
             dg = deploy_graph(g, fold_bn=fold_bn)
             src = generate(dg, source_note=deploy_note(g),
@@ -256,7 +256,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
 
         import torch
 
-        from .deploy import deploy_plan, deploy_source, deploy_state_dict
+        from .deployer import deploy_plan, deploy_source, deploy_state_dict
         try:
             sd = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as e:  # a corrupt or foreign file: say so in one line
@@ -305,7 +305,7 @@ def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable out
 
     def run() -> int:
         if markdown:
-            out.print(ops_markdown(), markup=False)
+            out.print(ops_markdown(), markup=False, end="")
         elif as_json:
             out.print(json.dumps(op_entries(), indent=2), markup=False)
         else:

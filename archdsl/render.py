@@ -302,12 +302,12 @@ def _left(text: str) -> str:
 def deploy_graph(graph: Graph) -> Graph:
     """The deploy form of ``graph`` for drawing.
 
-    Uses the deploy compiler's torch-free graph pass (``archdsl.deploy.deploy_graph``: reparam groups
+    Uses the deploy compiler's torch-free graph pass (``archdsl.deployer.deploy_graph``: reparam groups
     fused, BatchNorms folded, identities dropped) when it is available; otherwise fuses every
     re-parameterization group into one conv here (:func:`fuse_reparam_groups`).
     """
     try:
-        from . import deploy as _deploy
+        from . import deployer as _deploy
     except ImportError:
         return fuse_reparam_groups(graph)
     # deploy_plan also says which groups it fused; deploy_graph gives the graph alone

@@ -15,7 +15,7 @@ convolution can express, and all branches agree on where that convolution looks:
   multiple of it (identity, BN and avgpool are depthwise and fit any grouping).
 
 This module only reads the IR (no torch): lowering calls :func:`plan_group` to report a
-non-fusable group at its spec line, and :mod:`archdsl.deploy` calls it again to build the fused conv.
+non-fusable group at its spec line, and :mod:`archdsl.deployer` calls it again to build the fused conv.
 """
 from __future__ import annotations
 

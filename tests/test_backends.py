@@ -370,3 +370,27 @@ def test_apply_on_plain_torch_modules_with_padding_modes(method):
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown method 'cudnn'.*torch_channels_last"):
         B.apply(torch.nn.Conv2d(2, 2, 3), torch.randn(1, 2, 5, 5), method="cudnn")
+
+
+def test_swapped_modules_train(monkeypatch):
+    """Gradients flow through every backend; a forward-only one falls back to F.conv2d under autograd."""
+    from archdsl.backends import registry
+    model = _tiny()
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    ref = _tiny()
+    ref.train()
+    ref(x).sum().backward()
+    B.apply(model, x, force={"blocks.0.lk": "fft", "blocks.1.lk": "torch_channels_last"})
+    model.train()
+    model(x).sum().backward()
+    for (n, p), (_, q) in zip(model.named_parameters(), ref.named_parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-4, rtol=1e-4), n
+    # a forward-only backend (like triton_dw) must not be called when autograd needs a backward
+    fake = registry.Backend("fwd_only_test", "nchw", "archdsl.backends.impl:conv_nchw", "test", lambda s: None,
+                            tags=("forward-only",))
+    monkeypatch.setitem(registry.BACKENDS, fake.name, fake)
+    conv = B.BackendConv2d(torch.nn.Conv2d(4, 4, 3, padding=1, groups=4), "fwd_only_test")
+    conv._impl = lambda *a: (_ for _ in ()).throw(AssertionError("forward-only kernel used under autograd"))
+    conv(torch.randn(1, 4, 6, 6)).sum().backward()
+    assert conv.weight.grad is not None

@@ -104,12 +104,16 @@ class BackendConv2d(nn.Conv2d):
         self.backend = backend
         self._impl: Callable[..., torch.Tensor] = get(backend).function()
         self._pad: Pair = _numeric_padding(conv)
+        self._forward_only = "forward-only" in get(backend).tags
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self._pad
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             pad = (0, 0)
+        if self._forward_only and torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            # the kernel has no backward: let autograd go through PyTorch's conv for this call
+            return F.conv2d(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
         return self._impl(x, self.weight, self.bias, self.stride, pad, self.dilation, self.groups)
 
     def extra_repr(self) -> str:

@@ -36,6 +36,8 @@ class Backend:
     ``layout`` is the memory layout it reads and writes: ``"nchw"``, ``"nhwc"`` (channels_last), or
     ``"any"`` (works on either and keeps the one it gets, so it never forces a layout change).
     ``check`` returns ``None`` when the layer is supported, otherwise the reason why not.
+    The tag ``forward-only`` marks an implementation without a backward: when autograd needs one, the
+    swapped module falls back to ``F.conv2d`` for that call.
     """
 
     name: str
@@ -142,4 +144,4 @@ register(Backend(
     "triton_dw", "any", "archdsl.backends.triton_dw:conv_triton",
     "Triton direct multiply-accumulate depthwise kernel (tiles over output pixels x channels x taps), "
     "stride 1, NCHW or NHWC, fp32/fp16/bf16 with fp32 accumulation.",
-    _check_triton, tags=("gpu",)))
+    _check_triton, tags=("gpu", "forward-only")))

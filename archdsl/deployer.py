@@ -20,9 +20,7 @@ depthwise-heavy models on CPU; measuring is cheaper than guessing). The choice a
 """
 from __future__ import annotations
 
-import sys
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,17 +385,3 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
                          "bn_as_conv": plan.bn_as_conv, "memory_format": chosen, "timings_s": timings,
                          "fold_bn": fold_bn}
     return model
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``archdsl.deploy(model)`` call :func:`deploy` while ``archdsl.deploy`` stays this module.
-
-    A package attribute and a submodule of the same name collide (importing the submodule rebinds
-    the attribute), so the submodule itself is made callable.
-    """
-
-    def __call__(self, module: Any, **kwargs: Any) -> Any:
-        return deploy(module, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
