@@ -302,6 +302,8 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
         else:
             var[n.id] = f"x{n.id}"
 
+    last_use = {nid: max((order[c] for c in cs), default=-1) for nid, cs in consumers.items()}
+
     init: list[str] = []
     tree = _ModuleTree([n.module for n in live if n.module])
     helpers: set[str] = set()
@@ -329,6 +331,11 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
         comment = f"  # {n.name}" if not n.module and n.name and n.op not in ("add", "concat", "mul") else ""
         shape = list(n.shape)
         fwd.append(f"{var[n.id]} = {_call(n, ins, mod, inplace)}  # {shape}" + (f" {n.name}" if comment else ""))
+        # free long-lived intermediates at their last use, as hand-written code lets them go out of scope
+        dead = sorted({res(i) for i in n.inputs if var[res(i)] != "x" and res(i) not in out_ids
+                       and last_use[res(i)] == k}, key=lambda i: order[i])
+        if dead:
+            fwd.append("del " + ", ".join(var[i] for i in dead))
     if len(graph.outputs) == 1:
         fwd.append(f"return {var[res(graph.outputs[0][1])]}")
     else:
