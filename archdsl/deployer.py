@@ -82,7 +82,7 @@ def deploy_plan(graph: Graph, *, fold_bn: bool = True) -> DeployPlan:
     # shallow copies: only args/inputs are rewritten below (scope frames are immutable)
     nodes: dict[int, Node] = {n.id: n.model_copy(update={"args": dict(n.args), "inputs": list(n.inputs)})
                               for n in graph.nodes()}
-    plan = DeployPlan(Graph(graph.name + "_deploy", graph.reference), train_graph=graph)
+    plan = DeployPlan(graph.derive(graph.name + "_deploy"), train_graph=graph)
     recipes: dict[int, Recipe] = {}       # by node id (module paths are attached at the end)
     removed: set[int] = set()
 
@@ -156,12 +156,6 @@ def deploy_plan(graph: Graph, *, fold_bn: bool = True) -> DeployPlan:
         if n.op in ("conv2d", "linear"):   # folding a BN adds a bias
             n.params = OPS[n.op].params(n.in_shapes, n.args)
         g.add(n)
-    g.inputs = list(graph.inputs)
-    g.outputs = list(graph.outputs)
-    g.params_used = dict(graph.params_used)
-    g.loc = graph.loc
-    if hasattr(graph, "address"):
-        g.address = graph.address  # type: ignore[attr-defined]
     # ids of the fused convs (the renderer marks them; same attribute as render.fuse_reparam_groups)
     g.fused_nodes = {graph.reparam_groups[p]["output"] for p in plan.fused_groups}  # type: ignore[attr-defined]
     for nid, r in recipes.items():

@@ -106,6 +106,18 @@ class Graph:
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: self.node(nid).shape for name, nid in self.outputs}
 
+    def derive(self, name: str | None = None) -> "Graph":
+        """An empty graph with this one's interface (inputs, outputs, parameters, location, address),
+        for passes that rebuild the nodes (deploy, fused rendering)."""
+        g = Graph(name or self.name, self.reference)
+        g.inputs = list(self.inputs)
+        g.outputs = list(self.outputs)
+        g.params_used = dict(self.params_used)
+        g.loc = self.loc
+        if hasattr(self, "address"):
+            g.address = self.address  # type: ignore[attr-defined]
+        return g
+
     def _repr_svg_(self) -> str | None:
         """Jupyter shows a graph as its architecture diagram (None, i.e. plain repr, without Graphviz)."""
         from .errors import ArchError

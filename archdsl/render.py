@@ -408,13 +408,7 @@ def fuse_reparam_groups(graph: Graph) -> Graph:
         replace[out.id] = fused
         removed |= ids
         fused_ids.add(out.id)
-    g = Graph(graph.name, graph.reference)
-    g.inputs = list(graph.inputs)
-    g.outputs = list(graph.outputs)
-    g.params_used = dict(graph.params_used)
-    g.loc = graph.loc
-    if hasattr(graph, "address"):
-        g.address = graph.address  # type: ignore[attr-defined]
+    g = graph.derive()
     for n in graph.nodes():
         if n.id in replace:
             g.add(replace[n.id])
