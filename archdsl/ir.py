@@ -1,5 +1,9 @@
 """The graph IR: a networkx DiGraph whose nodes carry pydantic-typed records.
 
+The records and their edges are also kept in plain dicts, and the networkx view (``Graph.g``) is built
+on first use: importing networkx costs a quarter of a second, and ``archc check`` needs no graph
+algorithm, only the records.
+
 Every node is one operation applied to the outputs of its input nodes. Shapes are per sample
 (the batch dimension is symbolic and left out): ``[C, H, W]`` for feature maps, ``[F]`` after flatten.
 """
@@ -7,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = ["Loc", "ScopeFrame", "Node", "Graph"]
@@ -62,7 +65,9 @@ class Graph:
     def __init__(self, name: str, reference: str | None = None) -> None:
         self.name = name
         self.reference = reference
-        self.g: nx.DiGraph = nx.DiGraph()
+        self._recs: dict[int, Node] = {}          # creation order
+        self._succ: dict[int, list[int]] = {}     # consumers of each node, in creation order
+        self._nx: Any = None                      # networkx.DiGraph, built by the ``g`` property
         self.inputs: list[int] = []
         self.outputs: list[tuple[str, int]] = []
         self.params_used: dict[str, Any] = {}
@@ -70,25 +75,57 @@ class Graph:
         self.reparam_groups: dict[str, dict[str, Any]] = {}
         self.warnings: list[Any] = []   # archdsl.errors.Diagnostic, severity "warning" (archdsl.lint)
 
-    def add(self, node: Node) -> Node:
-        self.g.add_node(node.id, rec=node)
+    @property
+    def g(self) -> Any:
+        """The networkx ``DiGraph`` (node attribute ``rec``: the :class:`Node`; edge attribute ``index``:
+        the input position), built on first use and kept in step with :meth:`add` afterwards."""
+        if self._nx is None:
+            import networkx as nx
+
+            dg = nx.DiGraph()
+            for rec in self._recs.values():
+                self._nx_add(dg, rec)
+            self._nx = dg
+        return self._nx
+
+    @staticmethod
+    def _nx_add(dg: Any, node: Node) -> None:
+        dg.add_node(node.id, rec=node)
         for pos, src in enumerate(node.inputs):
-            self.g.add_edge(src, node.id, index=pos)
+            dg.add_edge(src, node.id, index=pos)
+
+    def add(self, node: Node) -> Node:
+        self._recs[node.id] = node
+        self._succ.setdefault(node.id, [])
+        for src in dict.fromkeys(node.inputs):  # one edge per producer, as in a DiGraph
+            self._succ.setdefault(src, []).append(node.id)
+        if self._nx is not None:
+            self._nx_add(self._nx, node)
         return node
 
     def node(self, nid: int) -> Node:
-        return self.g.nodes[nid]["rec"]
+        return self._recs[nid]
 
     def __len__(self) -> int:
-        return self.g.number_of_nodes()
+        return len(self._recs)
+
+    def records(self) -> list[Node]:
+        """Every node by id (creation order), without a topological sort."""
+        return [self._recs[i] for i in sorted(self._recs)]
 
     def nodes(self) -> Iterator[Node]:
         """Nodes in a deterministic topological order (creation order breaks ties)."""
+        import networkx as nx
+
         for nid in nx.lexicographical_topological_sort(self.g):
             yield self.node(nid)
 
     def consumers(self, nid: int) -> list[int]:
-        return sorted(self.g.successors(nid))
+        return sorted(self._succ.get(nid, []))
+
+    def out_degree(self, nid: int) -> int:
+        """How many nodes read ``nid``'s output."""
+        return len(self._succ.get(nid, []))
 
     @property
     def total_params(self) -> int:

@@ -37,6 +37,9 @@ def unused_names(d: A.BlockDef) -> list[tuple[str, Span, A.LetStmt]]:
     The check is syntactic on purpose: a name read only under a condition that is false for one
     instance is still used by the block, so it must not be reported.
     """
+    cached = d.__dict__.get("_unused_names")
+    if cached is not None:  # a library checks many networks over the same blocks
+        return cached
     used: set[str] = set()
     lets: list[A.LetStmt] = []
     for n in _walk(d.body):
@@ -51,7 +54,9 @@ def unused_names(d: A.BlockDef) -> list[tuple[str, Span, A.LetStmt]]:
         for name, span in st.names:
             if name not in used and not name.startswith("_"):
                 out.append((name, span, st))
-    return sorted(out, key=lambda t: (t[1].line, t[1].col))
+    result = sorted(out, key=lambda t: (t[1].line, t[1].col))
+    d.__dict__["_unused_names"] = result
+    return result
 
 
 # ops that change the layout: a linear after one of them on a rank-3 tensor is deliberate
@@ -119,7 +124,7 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
     defs: list[A.BlockDef] = [net]
     seen_blocks = {id(net)}
     # creation order is a topological order; sorting the networkx graph again per rule is costly
-    nodes = [g.g.nodes[i]["rec"] for i in sorted(g.g.nodes)]
+    nodes = g.records()
     block_names = {f.name for n in nodes for f in n.scope if f.kind == "block"}
     for spec in program.files.values():
         for name, bd in spec.blocks.items():
@@ -141,7 +146,7 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
     # 2. layers whose output goes nowhere (not consumed, not a network output)
     outputs = {nid for _, nid in g.outputs}
     for n in nodes:
-        if n.op == "input" or n.id in outputs or g.g.out_degree(n.id):
+        if n.op == "input" or n.id in outputs or g.out_degree(n.id):
             continue
         if n.loc is not None and (n.loc.file, n.loc.line) in unused_lines:
             continue  # already reported as an unused name

@@ -244,6 +244,7 @@ class Lowerer:
         self.next_id = 0
         self.depth = 0
         self.steps = 0
+        self._locs: dict[tuple[str, int, int], Loc] = {}
         self.paths: dict[str, tuple[Span, str]] = {}   # module/container path -> (span, what)
         self.total_params = 0
         self._scope = _Scope("", [])   # the naming scope expressions are evaluated in
@@ -257,7 +258,14 @@ class Lowerer:
         return POISON
 
     def loc(self, span: Span | None) -> Loc | None:
-        return Loc(file=span.path, line=span.line, col=span.col) if span else None
+        if span is None:
+            return None
+        key = (span.path, span.line, span.col)
+        loc = self._locs.get(key)
+        if loc is None:
+            # built without validation: the fields come straight from a Span, already typed
+            loc = self._locs[key] = Loc.model_construct(file=span.path, line=span.line, col=span.col)
+        return loc
 
     # ------------------------------------------------------------------ network
     def lower(self, net: A.NetworkDef, overrides: dict[str, Any], override_spans: dict[str, Span]) -> Graph:

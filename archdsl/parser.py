@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import os
+import pickle
+import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -375,6 +379,85 @@ def _unquote(tok: Any) -> str:
 
 
 def parse(source: Source) -> A.SpecFile:
+    """Parse one source into an AST (cached). Raises :class:`ArchError` with every syntax error found.
+
+    Like Python's ``.pyc`` files, successful parses are cached, in memory and on disk, keyed by the
+    grammar, the archdsl version, the file name and the exact text: parsing is most of the time of
+    ``archc check``, and a library changes a file at a time. Each call returns a fresh AST.
+    ``ARCHDSL_CACHE_DIR`` moves the disk cache (default ``~/.cache/archdsl``); ``ARCHDSL_NO_CACHE=1``
+    turns it off.
+    """
+    key = _cache_key(source)
+    blob = _MEMO.get(key)
+    if blob is None:
+        blob = _disk_get(key)
+    if blob is not None:
+        try:
+            return pickle.loads(blob)
+        except Exception:  # a stale or damaged cache entry: parse again
+            _MEMO.pop(key, None)
+    spec = _parse_uncached(source)
+    try:
+        blob = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
+    except RecursionError:  # an extremely nested AST: not worth caching
+        return spec
+    if len(_MEMO) >= _MEMO_MAX:  # a long-lived process (fuzzing, a notebook) must not grow without end
+        _MEMO.clear()
+    _MEMO[key] = blob
+    _disk_put(key, blob)
+    return spec
+
+
+_MEMO: dict[str, bytes] = {}
+_MEMO_MAX = 256
+
+
+def _cache_dir() -> Path | None:
+    if os.environ.get("ARCHDSL_NO_CACHE"):
+        return None
+    base = os.environ.get("ARCHDSL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "archdsl")
+    return Path(base) / "ast"
+
+
+@functools.lru_cache(maxsize=1)
+def _grammar_digest() -> str:
+    from . import __version__
+    return hashlib.sha256(grammar_path().read_bytes() + __version__.encode()).hexdigest()
+
+
+def _cache_key(source: Source) -> str:
+    h = hashlib.sha256(_grammar_digest().encode())
+    h.update(source.path.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(source.text.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+def _disk_get(key: str) -> bytes | None:
+    d = _cache_dir()
+    if d is None:
+        return None
+    try:
+        return (d / key[:2] / key).read_bytes()
+    except OSError:
+        return None
+
+
+def _disk_put(key: str, blob: bytes) -> None:
+    d = _cache_dir()
+    if d is None:
+        return
+    target = d / key[:2] / key
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=str(target.parent))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, target)
+    except OSError:  # a read-only home or a full disk must never break compilation
+        pass
+
+
+def _parse_uncached(source: Source) -> A.SpecFile:
     """Parse one source into an AST. Raises :class:`ArchError` with every syntax error found.
 
     Recovery works by statements, not tokens: after a syntax error the offending statement is

@@ -10,6 +10,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 os.chdir(ROOT)  # spec addresses in tests are relative to the repository root
+# keep the parse cache of test runs (fuzzing parses thousands of specs) out of the user's ~/.cache
+if "ARCHDSL_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["ARCHDSL_CACHE_DIR"] = tempfile.mkdtemp(prefix="archdsl-test-cache-")
 
 try:
     import torch

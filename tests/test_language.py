@@ -166,3 +166,23 @@ def test_duplicate_names_are_an_error() -> None:
         archdsl.graph("network n():\n    input [3, 8, 8]\n    a: conv2d(4, 1)\n    a: conv2d(4, 1)\n")
     assert "two layers would be named 'a'" in str(e.value)
     assert e.value.diagnostics[0].span.line == 4
+
+
+def test_parse_cache_returns_fresh_equal_asts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archdsl import parser
+    from archdsl.source import Source
+    monkeypatch.setenv("ARCHDSL_CACHE_DIR", str(tmp_path / "cache"))
+    parser._MEMO.clear()
+    src = Source("network n():\n    input [3, 8, 8]\n    c: conv2d(4, 3)\n", "cached.arch")
+    first = parser.parse(src)
+    assert list((tmp_path / "cache" / "ast").rglob("*")), "nothing was written to the disk cache"
+    parser._MEMO.clear()                      # the next parse comes from disk
+    second = parser.parse(src)
+    assert second is not first and second.networks["n"].body[1].span.line == 3
+    changed = parser.parse(Source(src.text.replace("conv2d(4", "conv2d(5"), "cached.arch"))
+    assert changed.networks["n"].body[1].value.items[0].expr.args[0].value == 5
+    monkeypatch.setenv("ARCHDSL_NO_CACHE", "1")
+    parser._MEMO.clear()
+    before = sorted((tmp_path / "cache" / "ast").rglob("*"))
+    assert parser.parse(Source(src.text + "\n", "other.arch")).networks["n"].name == "n"
+    assert sorted((tmp_path / "cache" / "ast").rglob("*")) == before, "ARCHDSL_NO_CACHE still wrote a file"
