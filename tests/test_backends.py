@@ -277,8 +277,12 @@ def test_autotune_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert len(files) == 1
     entries = json.loads(files[0].read_text())["entries"]
     assert len(entries) == len({c.spec.key() for c in plan.layers})
-    assert all(e["choice"] == plan.backend_for(n) for n, e in
-               ((c.name, entries["float32|" + c.spec.key()]) for c in plan.layers))
+    # layers of the same shape share one cache entry; the chain optimisation may give them different
+    # backends (their layout neighbours differ), so the entry holds one of the backends used for that shape
+    used: dict[str, set[str]] = {}
+    for c in plan.layers:
+        used.setdefault("float32|" + c.spec.key(), set()).add(plan.backend_for(c.name))
+    assert all(entries[k]["choice"] in backends for k, backends in used.items())
     with torch.no_grad():
         assert torch.allclose(model(x), ref, atol=1e-5)
 
