@@ -12,9 +12,8 @@ echo "== archc check specs/"; $ARCHC check specs/
 echo "== archc list specs/";  $ARCHC list specs/
 echo "== archc summary $SPEC"; $ARCHC summary "$SPEC"
 echo "== archc compile $SPEC -o build/$name.py"; $ARCHC compile "$SPEC" -o "build/$name.py"
-if $ARCHC --help | grep -q render; then
-    echo "== archc render $SPEC -o build/$name.svg --depth 1"; $ARCHC render "$SPEC" -o "build/$name.svg" --depth 1
-fi
+echo "== archc render $SPEC -o build/$name.svg --depth 1"; $ARCHC render "$SPEC" -o "build/$name.svg" --depth 1
+echo "== archc render $SPEC -o build/$name.html"; $ARCHC render "$SPEC" -o "build/$name.html"
 echo "== build + forward in PyTorch"
 .venv/bin/python - "$SPEC" <<'PY'
 import sys, torch, archdsl
