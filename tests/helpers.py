@@ -71,3 +71,18 @@ def run_archc(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.
     """Run the real CLI in a subprocess (as a user would)."""
     return subprocess.run([sys.executable, "-m", "archdsl", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def net(body: str, shape: list[int]) -> str:
+    """A one-network spec: ``input shape``, then ``body`` (lines already indented by four spaces)."""
+    return f"network n():\n    input {shape}\n{body}"
+
+
+def error_of(src: str) -> str:
+    """The formatted ArchError that compiling ``src`` must raise."""
+    import pytest
+
+    import archdsl
+    with pytest.raises(archdsl.ArchError) as ei:
+        archdsl.graph(src)
+    return str(ei.value)

@@ -15,18 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from archdsl import ArchError
-from helpers import ROOT
+from helpers import ROOT, error_of, net
 
 torch = pytest.importorskip("torch")
 
 # a small grid per op: every example compiles and execs a module, so keep the count low
 GRID = settings(max_examples=12, deadline=None)
 
-
-def net(body: str, shape: list[int]) -> str:
-    """A one-network spec whose body is ``body`` (already indented by four spaces per line)."""
-    return f"network n():\n    input {shape}\n{body}"
 
 
 def run(model: torch.nn.Module, shape: tuple[int, ...], batch: int = 2) -> torch.Tensor:
@@ -54,11 +49,6 @@ def fvcore_macs(model: torch.nn.Module, shape: tuple[int, ...]) -> int:
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return sum(v for k, v in fca.by_operator().items() if k in ("conv", "linear", "addmm", "matmul", "einsum"))
 
-
-def error_of(src: str) -> str:
-    with pytest.raises(ArchError) as ei:
-        archdsl.graph(src)
-    return str(ei.value)
 
 
 # ---- layernorm ---------------------------------------------------------------------------------------

@@ -14,17 +14,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from archdsl import ArchError
+from helpers import error_of, net
 
 torch = pytest.importorskip("torch")
 
 # every example compiles and execs a module, so keep the count low
 GRID = settings(max_examples=10, deadline=None)
 
-
-def net(body: str, shape: list[int]) -> str:
-    """A one-network spec: ``input shape``, then ``body`` (lines indented by four spaces)."""
-    return f"network n():\n    input {shape}\n{body}"
 
 
 def forward(src: str, x: Any) -> Any:
@@ -45,11 +41,6 @@ def check_op(src: str, shape: list[int], expected: Any) -> None:
     assert y.shape == want.shape
     torch.testing.assert_close(y, want)
 
-
-def error_of(src: str) -> str:
-    with pytest.raises(ArchError) as ei:
-        archdsl.graph(src)
-    return str(ei.value)
 
 
 shapes3 = st.lists(st.integers(1, 5), min_size=3, max_size=3)
