@@ -1,6 +1,7 @@
-"""CPU benchmark: deploy form (archdsl.deploy) vs the reference eager model, same process, same weights.
+"""Benchmark: deploy form (archdsl.deploy) vs the reference eager model, same process, same weights.
 
     .venv/bin/python bench/bench_deploy.py [--threads 1] [--rounds 5] [--out bench/results/deploy_cpu.md]
+    python bench/bench_deploy.py --device cuda --rounds 30        # writes bench/results/deploy_cuda.md
 
 Models: ResNet-50 (vs torchvision eager), RepVGG-A2 (vs timm's train form), RepLKNet-31B (vs our own
 train form: the official code is not a dependency). Each model is timed at batch 8 and batch 1 on
@@ -60,17 +61,29 @@ MODELS: dict[str, tuple[Callable[[], tuple[Any, Any, str]], int]] = {
 }
 
 
-def _bench_pair(ref: Any, dep: Any, x: torch.Tensor, rounds: int) -> tuple[float, float]:
+def _sync(x: torch.Tensor) -> None:
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
+def _bench_pair(ref: Any, dep: Any, x: torch.Tensor, rounds: int, xd: torch.Tensor | None = None
+                ) -> tuple[float, float]:
+    """Median seconds per forward of ``ref(x)`` and ``dep(xd)`` (``xd``: the input in the deploy layout)."""
+    xd = x if xd is None else xd
     with torch.inference_mode():
-        ref(x)
-        dep(x)   # warm-up (allocator, oneDNN primitive cache)
+        for _ in range(2 if x.device.type == "cuda" else 1):   # warm-up (allocator, oneDNN/cuDNN choices)
+            ref(x)
+            dep(xd)
+        _sync(x)
         tr, td = [], []
         for _ in range(rounds):
             t = time.perf_counter()
             ref(x)
+            _sync(x)
             tr.append(time.perf_counter() - t)
             t = time.perf_counter()
-            dep(x)
+            dep(xd)
+            _sync(x)
             td.append(time.perf_counter() - t)
     return statistics.median(tr), statistics.median(td)
 
@@ -81,8 +94,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                     "shared machine)")
     ap.add_argument("--rounds", type=int, default=5, help="timed forwards per model and batch size")
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "deploy_cpu.md")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--batches", default="8,1", help="batch sizes to time (comma-separated)")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/results/deploy_<device>.md")
     args = ap.parse_args(argv)
+    dev = torch.device(args.device)
+    batches = [int(b) for b in args.batches.split(",")]
+    out = args.out or ROOT / "bench" / "results" / f"deploy_{dev.type}.md"
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # the reference gets cuDNN's best algorithms too
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     load0 = os.getloadavg()
@@ -94,20 +114,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         randomize_bn(ref)
         if ours is not ref:
             ours.load_state_dict(ref.state_dict())
-        ref.eval()
-        ours.eval()
+        ref.eval().to(dev)
+        ours.eval().to(dev)
         t = time.perf_counter()
-        dep = archdsl.deploy(ours, memory_format="auto", repeats=1 if div > 1 else 3)
+        # the layout is chosen by timing at the largest batch benchmarked (the deployment batch)
+        dep = archdsl.deploy(ours, memory_format="auto", repeats=1 if div > 1 and dev.type == "cpu" else 3,
+                             batch_size=max(batches))
         deploy_s = time.perf_counter() - t
-        x1 = torch.randn(1, 3, 224, 224)
+        x1 = torch.randn(1, 3, 224, 224, device=dev)
         with torch.inference_mode():
             a, b = ref(x1), dep(x1)
         diff = (a - b).abs().max().item()
         scale = a.abs().max().item()
-        for batch in (8, 1):
-            x = torch.randn(batch, 3, 224, 224)
-            rounds = max(1, args.rounds // div) if batch == 8 else max(3, (2 * args.rounds) // div)
-            tr, td = _bench_pair(ref, dep, x, rounds)
+        channels_last = dep.deploy_info["memory_format"] == "channels_last"
+        for batch in batches:
+            x = torch.randn(batch, 3, 224, 224, device=dev)
+            xd = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+            big = batch == max(batches)
+            rounds = max(1, args.rounds // div) if big else max(3, (2 * args.rounds) // div)
+            tr, td = _bench_pair(ref, dep, x, rounds, xd)
             row = {"model": name, "reference": ref_desc, "batch": batch, "ref_ms": tr * 1e3, "deploy_ms": td * 1e3,
                    "speedup": tr / td, "rounds": rounds, "memory_format": dep.deploy_info["memory_format"],
                    "max_abs_diff": diff, "output_scale": scale, "deploy_s": deploy_s,
@@ -117,12 +142,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                   f"x{tr / td:.2f}  ({dep.deploy_info['memory_format']}, {rounds} rounds)", flush=True)
         del ref, ours, dep
     total = time.perf_counter() - t_start
-    _write(args.out, rows, args.threads, load0, os.getloadavg(), total)
+    _write(out, rows, args.threads, load0, os.getloadavg(), total, dev)
     return rows
 
 
 def _write(path: Path, rows: list[dict[str, Any]], threads: int, load0: tuple[float, ...],
-           load1: tuple[float, ...], total: float) -> None:
+           load1: tuple[float, ...], total: float, dev: torch.device) -> None:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -131,12 +156,13 @@ def _write(path: Path, rows: list[dict[str, Any]], threads: int, load0: tuple[fl
                 break
     except OSError:
         pass
+    where = (f"{torch.cuda.get_device_name(dev)}, cudnn.benchmark on for both" if dev.type == "cuda" else
+             f"{threads} thread{'s' if threads != 1 else ''}, {cpu}, {os.cpu_count()} logical CPUs")
     lines = [
-        "# Deploy form vs reference eager model (CPU)",
+        f"# Deploy form vs reference eager model ({dev.type.upper()})",
         "",
-        "Generated by `.venv/bin/python bench/bench_deploy.py` "
-        f"(torch {torch.__version__}, {threads} thread{'s' if threads != 1 else ''}, {cpu}, "
-        f"{os.cpu_count()} logical CPUs). Input 3x224x224, random weights with randomized BatchNorm statistics, "
+        f"Generated by `bench/bench_deploy.py --device {dev.type}` "
+        f"(torch {torch.__version__}, {where}). Input 3x224x224, random weights with randomized BatchNorm statistics, "
         "eval mode, `torch.inference_mode()`. Reference and deploy form alternate one forward at a time; "
         "times are medians per forward.",
         "",
@@ -152,8 +178,8 @@ def _write(path: Path, rows: list[dict[str, Any]], threads: int, load0: tuple[fl
         lines.append(f"| {r['model']} | {r['reference']} | {r['batch']} | {r['ref_ms']:.1f} | {r['deploy_ms']:.1f} "
                      f"| **{r['speedup']:.2f}x** | {r['rounds']} | {r['memory_format']} | {r['max_abs_diff']:.1e} "
                      f"({r['output_scale']:.2f}) | {r['fused']} | {r['folded_bn']} |")
-    lines += ["", "Layout: chosen per model by `archdsl.deploy(memory_format=\"auto\")`, which times a batch-1 "
-              "forward in both layouts and keeps the faster.", ""]
+    lines += ["", "Layout: chosen per model by `archdsl.deploy(memory_format=\"auto\", batch_size=B)`, which times "
+              "a forward at the largest benchmarked batch B in both layouts and keeps the faster.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     print(f"wrote {path}")

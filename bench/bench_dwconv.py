@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import sys
 import time
@@ -81,8 +82,12 @@ def variants(dev: torch.device) -> list[tuple[str, str, str]]:
         out += [("channels_last+cudnn.benchmark", "torch_channels_last", "nhwc"),
                 ("torch.compile max-autotune", "torch_nchw", "nchw")]
         if registry.triton_available():
-            out += [("triton_dw nchw", "triton_dw", "nchw"), ("triton_dw nhwc", "triton_dw", "nhwc")]
+            out += [("triton_dw nchw", "triton_dw", "nchw"), ("triton_dw nhwc", "triton_dw", "nhwc"),
+                    ("triton_dw_gemm nchw", "triton_dw_gemm", "nchw")]
     return out
+
+
+_LOG_LINE = re.compile(r"R=\s*(?P<R>\d+) k=\s*(?P<k>\d+) (?P<label>.+?)\s+(?P<ms>[\d.]+) ms")
 
 
 def roofline_ms(spec: ConvSpec, layers: int, peak_tflops: float, peak_gbs: float) -> float:
@@ -105,6 +110,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's). On a shared, loaded machine 1 thread is far "
                          "more stable: OpenMP barriers under contention dominate small layers")
+    ap.add_argument("--compile-kernels", default=None,
+                    help="kernel sizes for the torch.compile max-autotune row (default: all; each one compiles "
+                         "and autotunes a stack, about half a minute on an H100)")
+    ap.add_argument("--from-log", default=None,
+                    help="do not measure: rebuild the tables (and --calibrate) from the lines a run printed, e.g. "
+                         "of a run cut short on a lent GPU (give the same --batch/--layers/--device/--dtype)")
+    ap.add_argument("--device-name", default=None, help="with --from-log: the device the log was taken on")
+    ap.add_argument("--env", default=None, help="with --from-log: the software it ran (replaces this machine's)")
     ap.add_argument("--calibrate", action="store_true", help="refit the cost model from these measurements")
     args = ap.parse_args()
 
@@ -120,14 +133,14 @@ def main() -> None:
     C = args.channels
     peak = (args.peak_tflops, args.peak_gbs)
     if gpu and None in peak:
-        name = torch.cuda.get_device_name(dev)
+        name = args.device_name or torch.cuda.get_device_name(dev)
         known = next((v for k, v in _KNOWN_GPUS.items() if k in name), None)
         peak = (args.peak_tflops or (known[0] if known else 0.0), args.peak_gbs or (known[1] if known else 0.0))
     g = torch.Generator().manual_seed(0)
     results: dict[tuple[int, str], dict[int, tuple[float, float]]] = {}
     rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
-    for R in sizes:
+    for R in ([] if args.from_log else sizes):
         x0 = torch.randn(batch, C, R, R, generator=g).to(dev, dt)
         for k in kernels:
             weights = [(torch.randn(C, 1, k, k, generator=g) / k).to(dev, dt) for _ in range(layers)]
@@ -135,6 +148,9 @@ def main() -> None:
                             args.dtype, dev.type)
             for label, backend, layout in variants(dev):
                 if not registry.get(backend).supports(spec):
+                    continue
+                if "torch.compile" in label and args.compile_kernels and \
+                        str(k) not in args.compile_kernels.split(","):
                     continue
                 torch.backends.cudnn.benchmark = "cudnn.benchmark" in label
                 fn = registry.get(backend).function()
@@ -168,17 +184,38 @@ def main() -> None:
         ms = time_stack(lambda: x0.contiguous(memory_format=torch.channels_last), dev, 0.3)
         rows.append({"backend": "convert", "spec": cspec.to_dict(), "ms": ms})
     elapsed = time.perf_counter() - t_start
+    if args.from_log:
+        labels_of = {lab: (b, lay) for lab, b, lay in variants(dev) + [("triton_dw_gemm nchw", "triton_dw_gemm",
+                                                                            "nchw")]}
+        for line in Path(args.from_log).read_text().splitlines():
+            m = _LOG_LINE.match(line)
+            if not m or m["label"] not in labels_of:
+                continue
+            R, k, ms = int(m["R"]), int(m["k"]), float(m["ms"])
+            spec = ConvSpec(batch, C, C, R, R, (k, k), (1, 1), (k // 2, k // 2), (1, 1), C, False, "zeros",
+                            args.dtype, dev.type)
+            results.setdefault((R, m["label"]), {})[k] = (ms, 2 * spec.macs * layers / (ms * 1e-3) / 1e9)
+            backend, layout = labels_of[m["label"]]
+            if m["label"] in ("torch_nchw", "torch_channels_last", "fft") or m["label"].startswith("triton_dw"):
+                rows.append({"backend": backend, "layout": layout, "spec": spec.to_dict(), "ms": ms / layers})
+        sizes = sorted({R for R, _ in results})
+        kernels = sorted({k for v in results.values() for k in v})
 
-    devname = torch.cuda.get_device_name(dev) if gpu else (cpu_device_key(torch.get_num_threads()))
+    devname = args.device_name or (torch.cuda.get_device_name(dev) if gpu else cpu_device_key(torch.get_num_threads()))
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"dwconv_{dev.type}.md"
     lines = [f"# Depthwise conv backends, RepLKNet Table-1 grid ({dev.type})", "",
-             f"Device: {devname}; torch {torch.__version__}; Python {platform.python_version()}; "
-             f"{torch.get_num_threads()} threads.", "",
+             f"Device: {devname}; "
+             + (args.env or f"torch {torch.__version__}; Python {platform.python_version()}; "
+                            f"{torch.get_num_threads()} threads") + ".", "",
              f"Stack of {layers} depthwise convs (stride 1, padding k//2, no bias) on ({batch}, {C}, R, R) "
              f"{args.dtype}; median latency of the whole stack in ms (warm-up excluded), then effective GFLOP/s "
-             f"= 2 x MACs / time. Whole run: {elapsed:.0f} s.", "",
+             f"= 2 x MACs / time. "
+             + (f"Rebuilt from the lines printed by a run that was cut short (`--from-log {args.from_log}`); "
+                "cells it did not reach are '-'." if args.from_log else f"Whole run: {elapsed:.0f} s."), "",
              f"Reproduce: `.venv/bin/python bench/bench_dwconv.py --batch {batch} --layers {layers} "
-             f"--device {dev.type}" + (f" --threads {args.threads}" if args.threads else "") + "`", ""]
+             f"--device {dev.type} --dtype {args.dtype}" + (f" --threads {args.threads}" if args.threads else "")
+             + (f" --compile-kernels {args.compile_kernels}" if args.compile_kernels else "")
+             + (f" --from-log {args.from_log}" if args.from_log else "") + "`", ""]
     labels = [lab for lab, _, _ in variants(dev)]
     for title, idx in (("Latency (ms)", 0), ("Effective GFLOP/s", 1)):
         lines += [f"## {title}", "", "| R | backend | " + " | ".join(f"k={k}" for k in kernels) + " |",
@@ -199,6 +236,9 @@ def main() -> None:
         cells = []
         for k in kernels:
             opts = {lab: results[(R, lab)][k][0] for lab in labels if k in results.get((R, lab), {})}
+            if not opts:
+                cells.append("-")
+                continue
             best = min(opts, key=opts.get)  # type: ignore[arg-type]
             base = opts.get("torch_nchw")
             cells.append(f"{best} ({base / opts[best]:.1f}x)" if base else best)
@@ -226,7 +266,8 @@ def main() -> None:
                                                     "channels": C, "rows": rows}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json')} ({elapsed:.0f} s)")
     if args.calibrate:
-        cal = fit(rows, device_key=devname, source=f"bench/bench_dwconv.py --batch {batch} --layers {layers}")
+        cal = fit(rows, device_key=devname, source=f"bench/bench_dwconv.py --batch {batch} --layers {layers} --device {dev.type}"
+                  + (f" --from-log {args.from_log}" if args.from_log else ""))
         p = CALIBRATION_DIR / f"{dev.type}.json"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(json.dumps(cal, indent=1) + "\n")

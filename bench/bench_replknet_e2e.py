@@ -13,6 +13,10 @@ batch-1 forward (it creates the oneDNN primitives); timed forwards use the full 
 or deploy is unavailable, ``--stack`` benchmarks RepLKNet-31B-shaped large-kernel blocks defined below.
 
     .venv/bin/python bench/bench_replknet_e2e.py --batch 8 --threads 1 --out bench/results/replknet_e2e_cpu.md
+    python bench/bench_replknet_e2e.py --device cuda --batch 64 --method autotune --reps 10 \
+        --out bench/results/replknet_e2e_cuda.md
+
+On CUDA the channels_last variant runs with ``cudnn.benchmark`` on, and warm-up is two full-batch forwards.
 """
 from __future__ import annotations
 
@@ -67,14 +71,23 @@ network lk_stack_31b:
 """
 
 
+def _sync(x: torch.Tensor) -> None:
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)
+
+
 def timed(model: Any, x: torch.Tensor, reps: int) -> tuple[float, torch.Tensor]:
-    """Median seconds of ``reps`` forwards (after a batch-1 warm-up) and the last output."""
+    """Median seconds of ``reps`` forwards (after a warm-up: batch 1 on CPU, two full batches on CUDA) and
+    the last output."""
     with torch.no_grad():
-        model(x[:1])
+        for _ in range(2 if x.device.type == "cuda" else 1):
+            model(x if x.device.type == "cuda" else x[:1])
+        _sync(x)
         times, y = [], None
         for _ in range(reps):
             t0 = time.perf_counter()
             y = model(x)
+            _sync(x)
             times.append(time.perf_counter() - t0)
     return statistics.median(times), y  # type: ignore[return-value]
 
@@ -103,12 +116,16 @@ def main() -> None:
     ap.add_argument("--baseline-reps", type=int, default=1, help="timed forwards of the (slow) default")
     ap.add_argument("--method", default="auto", help="selection method for archdsl.backends.apply")
     ap.add_argument("--stack", action="store_true", help="benchmark the built-in block stack instead")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     ap.add_argument("--out", default=None, help="write a markdown report here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    dev, dt = torch.device(args.device), getattr(torch, args.dtype)
     model, what = make_model(args.stack)
-    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    model = model.to(dev, dt)
+    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1)).to(dev, dt)
     res: dict[str, dict[str, Any]] = {}
 
     t_base, y_base = timed(model, x, args.baseline_reps)
@@ -116,8 +133,11 @@ def main() -> None:
     print(f"pytorch-default: {t_base:.2f} s/batch, {args.batch / t_base:.2f} img/s", flush=True)
 
     model_cl = model.to(memory_format=torch.channels_last)
+    torch.backends.cudnn.benchmark = dev.type == "cuda"
     t_cl, y_cl = timed(model_cl, x.contiguous(memory_format=torch.channels_last), args.reps)
-    res["channels_last"] = {"s": t_cl, "diff": (y_cl - y_base).abs().max().item()}
+    torch.backends.cudnn.benchmark = False
+    res["channels_last" + ("+cudnn.benchmark" if dev.type == "cuda" else "")] = {
+        "s": t_cl, "diff": (y_cl - y_base).abs().max().item()}
     model = model_cl.to(memory_format=torch.contiguous_format)
     print(f"channels_last:   {t_cl:.2f} s/batch, {args.batch / t_cl:.2f} img/s", flush=True)
 
@@ -126,27 +146,55 @@ def main() -> None:
     t_plan = time.perf_counter() - t0
     t_sel, y_sel = timed(model, x, args.reps)
     res["selected"] = {"s": t_sel, "diff": (y_sel - y_base).abs().max().item(), "plan": plan.counts()}
+    if dev.type == "cuda":
+        # the Triton kernels are registered custom ops, so the selected model also compiles (inductor fuses
+        # the pointwise ops around them)
+        comp = torch.compile(model)
+        t_c, y_c = timed(comp, x, args.reps)
+        res["selected + torch.compile"] = {"s": t_c, "diff": (y_c - y_base).abs().max().item()}
+        print(f"selected+compile: {t_c:.3f} s/batch, {args.batch / t_c:.2f} img/s", flush=True)
     print(f"selected:        {t_sel:.2f} s/batch, {args.batch / t_sel:.2f} img/s; plan {plan.counts()} "
           f"(planned in {t_plan:.1f} s; predicted {plan.total_ms / 1e3:.1f} s of convs vs "
           f"{plan.baseline_ms / 1e3:.1f} s default)", flush=True)
     scale = y_base.abs().max().item()
+    where = (f"GPU: {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else
+             f"CPU: {B.cache.cpu_device_key(torch.get_num_threads())}")
     lines = [f"# End to end: {what}", "",
-             f"CPU: {B.cache.cpu_device_key(torch.get_num_threads())}, torch {torch.__version__}, "
-             f"batch {args.batch} at 224x224, float32, eval mode, no_grad. Selection method: `{args.method}` "
+             f"{where}, torch {torch.__version__}, "
+             f"batch {args.batch} at 224x224, {args.dtype}, eval mode, no_grad. Selection method: `{args.method}` "
              f"(planning took {t_plan:.1f} s). Median of {args.reps} timed forwards "
              f"({args.baseline_reps} for the default) after a batch-1 warm-up.", "",
              "| variant | s/batch | img/s | speed-up | max abs diff vs default (output scale) |",
              "|---|---|---|---|---|"]
     for name, r in res.items():
         diff = f"{r['diff']:.2e} ({scale:.2f})" if "diff" in r else "-"
-        lines.append(f"| {name} | {r['s']:.2f} | {args.batch / r['s']:.2f} | {t_base / r['s']:.2f}x | {diff} |")
-    lines += ["", f"Selected backends (conv layers): {json.dumps(plan.counts())}", "",
+        lines.append(f"| {name} | {r['s']:.4f} | {args.batch / r['s']:.1f} | {t_base / r['s']:.2f}x | {diff} |")
+    lines += ["", f"Selected backends (conv layers): {json.dumps(plan.counts())}", ""]
+    if plan.validation:
+        lines += ["Whole-model check inside `apply` (ms per forward; the fastest is kept): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in plan.validation["forward_ms"].items())
+                  + f" -> kept **{plan.validation['kept']}**.", ""]
+    dw = [c for c in plan.layers if c.spec.depthwise and c.spec.kernel[0] > 5]
+    if dw:
+        seen: set[str] = set()
+        lines += ["Large-kernel depthwise layers (one row per distinct shape; ms per layer for every candidate):",
+                  "", "| layer | chosen | candidates (ms) |", "|---|---|---|"]
+        for c in dw:
+            if c.spec.describe() in seen:
+                continue
+            seen.add(c.spec.describe())
+            opts = ", ".join(f"{k} {v:.3f}" for k, v in c.options.items() if v != float("inf"))
+            lines.append(f"| {c.spec.describe()} | {c.backend} | {opts} |")
+        lines.append("")
+    lines += [
               "Reproduce: `.venv/bin/python bench/bench_replknet_e2e.py --batch "
-              f"{args.batch}{' --threads ' + str(args.threads) if args.threads else ''}"
+              f"{args.batch} --device {dev.type} --dtype {args.dtype} --reps {args.reps}"
+              f"{' --threads ' + str(args.threads) if args.threads else ''}"
               f"{' --stack' if args.stack else ''} --method {args.method}`", ""]
     print("\n".join(lines))
     if args.out:
         Path(args.out).write_text("\n".join(lines))
+        Path(args.out).with_suffix(".json").write_text(json.dumps(plan.to_dict(), indent=1))
 
 
 if __name__ == "__main__":

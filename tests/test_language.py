@@ -186,3 +186,14 @@ def test_parse_cache_returns_fresh_equal_asts(tmp_path: Path, monkeypatch: pytes
     before = sorted((tmp_path / "cache" / "ast").rglob("*"))
     assert parser.parse(Source(src.text + "\n", "other.arch")).networks["n"].name == "n"
     assert sorted((tmp_path / "cache" / "ast").rglob("*")) == before, "ARCHDSL_NO_CACHE still wrote a file"
+
+
+def test_parameterless_blocks_and_networks_need_no_parentheses() -> None:
+    src = ("block Stem:\n    conv2d(8, 3, padding=1)\n    relu\n"
+           "network tiny:\n    input [3, 8, 8]\n    stem: Stem\n    head: Stem()\n")
+    with_parens = src.replace("block Stem:", "block Stem():").replace("network tiny:", "network tiny():")
+    assert keys(build_src(src)) == keys(build_src(with_parens)) == [
+        "stem.0.weight", "stem.0.bias", "head.0.weight", "head.0.bias"]
+    # a parameter list still needs its parentheses
+    with pytest.raises(ArchError, match="unexpected"):
+        build_src("network tiny c=3:\n    input [3, 8, 8]\n    conv2d(c, 3)\n")

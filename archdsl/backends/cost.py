@@ -46,7 +46,8 @@ _GPU_BW = 3.35e12
 # Fraction of the roofline each backend reaches on large-kernel depthwise layers. torch's value comes from
 # the RepLKNet paper's Table 1 (cuDNN, large kernels: about a tenth of the device's peak); Triton's is a
 # target for a direct kernel; FFT is bandwidth-bound on its transforms.
-_GPU_EFFICIENCY = {"torch_nchw": 0.10, "torch_channels_last": 0.15, "fft": 0.30, "triton_dw": 0.45}
+_GPU_EFFICIENCY = {"torch_nchw": 0.10, "torch_channels_last": 0.15, "fft": 0.30, "triton_dw": 0.12,
+                   "triton_dw_gemm": 0.30}
 _GPU_DENSE_EFFICIENCY = {"torch_nchw": 0.6, "torch_channels_last": 0.7}
 
 
@@ -96,19 +97,22 @@ class CostModel:
     def estimate(self, backend: str, spec: ConvSpec, layout: str = "nchw") -> float:
         """Milliseconds for one call of ``backend`` on ``spec`` with its input already in ``layout``."""
         c = self.cal.get(backend)
-        if backend == "triton_dw" and spec.device == "cpu":
+        if backend.startswith("triton") and spec.device == "cpu":
             return _INF  # the interpreter is a correctness tool, never a performance choice
         if c is None:
             return self._roofline(backend, spec)
         if backend == "fft":
             return c["overhead_ms"] + c["ns_per_unit"] * fft_units(spec) * 1e-6
-        if backend == "triton_dw":
-            key = "ns_per_mac_" + layout
-            return c["overhead_ms"] + c.get(key, c.get("ns_per_mac_nhwc", 0.0)) * spec.macs * 1e-6
+        if backend.startswith("triton"):
+            # per-layout tables over kernel size (a layout the backend was not measured in: the other one)
+            table = c.get("dw_ns_per_mac_" + layout) or c.get("dw_ns_per_mac_nchw") or c.get("dw_ns_per_mac_nhwc")
+            return c["overhead_ms"] + _interp(table or {}, _k(spec)) * spec.macs * 1e-6
         if spec.depthwise:
             rate = _interp(c["dw_ns_per_mac"], _k(spec))
-        else:
+        elif "dense_ns_per_mac" in c:
             rate = c["dense_ns_per_mac"]
+        else:
+            return self._roofline(backend, spec)
         return c["overhead_ms"] + rate * spec.macs * 1e-6
 
     def convert(self, spec: ConvSpec) -> float:
@@ -177,8 +181,8 @@ def fit(rows: Iterable[dict[str, Any]], device_key: str = "cpu", source: str = "
         entry: dict[str, Any] = {"overhead_ms": overhead, "dw_ns_per_mac": {}}
         for k, v in sorted(dw.items(), key=lambda kv: int(kv[0])):
             entry["dw_ns_per_mac"][k] = statistics.median(max(t - overhead, 0.0) * 1e6 / m for m, t in v)
-        entry["dense_ns_per_mac"] = (statistics.median(max(t - overhead, 0.0) * 1e6 / m for m, t in dense)
-                                     if dense else statistics.median(entry["dw_ns_per_mac"].values()))
+        if dense:   # no dense measurements: dense convs keep the roofline estimate (see CostModel.estimate)
+            entry["dense_ns_per_mac"] = statistics.median(max(t - overhead, 0.0) * 1e6 / m for m, t in dense)
         cal[name] = entry
     if by_backend.get("fft"):
         pts = by_backend["fft"]
@@ -187,12 +191,16 @@ def fit(rows: Iterable[dict[str, Any]], device_key: str = "cpu", source: str = "
     if by_backend.get("convert"):
         pts = by_backend["convert"]
         cal["convert"] = {"ns_per_byte": statistics.median(r["ms"] * 1e6 / s.in_bytes for s, r in pts)}
-    if by_backend.get("triton_dw"):
-        pts = by_backend["triton_dw"]
-        entry = {"overhead_ms": 0.0}
+    for name in sorted(b for b in by_backend if b.startswith("triton")):
+        pts = by_backend[name]
+        tri: dict[str, Any] = {"overhead_ms": 0.0}
         for lay in ("nchw", "nhwc"):
-            sel = [(s, r) for s, r in pts if r.get("layout") == lay]
-            if sel:
-                entry["ns_per_mac_" + lay] = statistics.median(r["ms"] * 1e6 / s.macs for s, r in sel)
-        cal["triton_dw"] = entry
+            per_k: dict[str, list[float]] = {}
+            for sp, r in pts:
+                if r.get("layout") == lay:
+                    per_k.setdefault(str(round(_k(sp))), []).append(r["ms"] * 1e6 / sp.macs)
+            if per_k:
+                tri["dw_ns_per_mac_" + lay] = {k: statistics.median(v) for k, v in
+                                                 sorted(per_k.items(), key=lambda kv: int(kv[0]))}
+        cal[name] = tri
     return cal

@@ -19,7 +19,7 @@ from torch import nn
 from .cache import DecisionCache, cpu_device_key
 from .cost import CostModel
 from .plan import Plan, make_plan
-from .registry import get
+from .registry import BACKENDS, get
 from .spec import ConvSpec, dtype_name
 
 __all__ = ["conv_nchw", "conv_channels_last", "conv_fft", "BackendConv2d", "apply", "trace_convs",
@@ -273,7 +273,7 @@ def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
 def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_dir: str | Path | None = None,
           allowed: Sequence[str] | None = None, force: dict[str, str] | None = None,
           calibration: dict[str, Any] | None = None, save: bool = True, budget_s: float = 0.5,
-          prune: float = 8.0) -> Plan:
+          prune: float = 8.0, validate: bool | None = None) -> Plan:
     """Choose a backend for every ``nn.Conv2d`` of ``model`` and swap in :class:`BackendConv2d` modules.
 
     ``example_input`` fixes the shapes, dtype and device the choice is made for (use the real batch size).
@@ -282,6 +282,13 @@ def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_d
     the name of one backend to use wherever it applies. Layers whose best choice is ``torch_nchw`` keep
     their plain ``nn.Conv2d``. ``budget_s`` bounds the timing of each (layer shape, backend) when autotuning;
     candidates predicted more than ``prune`` times slower than the best are not measured (0: measure all).
+
+    ``validate`` (default: on for CUDA inputs, where a forward is cheap) times whole-model forwards on
+    ``example_input`` and keeps the fastest of: the per-layer plan, the best plan that never leaves NCHW, and
+    PyTorch's defaults. Per-layer timings miss what happens between convs (elementwise ops on mixed layouts,
+    launch gaps), so the selected model is never kept slower than the unchanged one. The times are in
+    ``plan.validation``.
+
     Returns the :class:`Plan` (also stored as ``model.backend_plan``); the model is changed in place.
     """
     restore(model)
@@ -297,18 +304,54 @@ def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_d
     dev = layers[0][2].device if layers else "cpu"
     devkey = device_key(example_input.device if isinstance(example_input, torch.Tensor) else dev)
     cache = DecisionCache(cache_dir)
-    plan = make_plan([(n, s) for n, _, s in layers], method=method, device_key=devkey, cache=cache,
-                     model=CostModel(dev, calibration), allowed=allowed, force=force, prune=prune,
-                     measure=lambda s, b, lay: _measure_hook()(s, b, lay, budget_s),
-                     measure_convert=lambda s: _measure_convert_hook()(s, min(budget_s, 0.2)))
+
+    def plan_with(only: Sequence[str] | None, how: str) -> Plan:
+        return make_plan([(n, s) for n, _, s in layers], method=how, device_key=devkey, cache=cache,
+                         model=CostModel(dev, calibration), allowed=only, force=force, prune=prune,
+                         measure=lambda s, b, lay: _measure_hook()(s, b, lay, budget_s),
+                         measure_convert=lambda s: _measure_convert_hook()(s, min(budget_s, 0.2)))
+
+    plan = plan_with(allowed, method)
+    if validate is None:
+        validate = isinstance(example_input, torch.Tensor) and example_input.device.type == "cuda"
+    if validate and method != "default" and layers:
+        nchw_only = [b.name for b in BACKENDS.values() if b.layout in ("nchw", "any")
+                     and (allowed is None or b.name in allowed)]
+        options = {"per-layer": plan, "nchw-only": plan_with(nchw_only, method),
+                   "default": plan_with(None, "default")}
+        times: dict[str, float] = {}
+        for label, p in options.items():
+            _swap(model, layers, p)
+            times[label] = _time_forward(model, example_input)
+            restore(model)
+        kept = min(times, key=times.__getitem__)
+        plan = options[kept]
+        plan.validation = {"forward_ms": times, "kept": kept}
     if save:
         cache.save()
+    _swap(model, layers, plan)
+    model.backend_plan = plan  # type: ignore[assignment]
+    return plan
+
+
+def _swap(model: nn.Module, layers: list[tuple[str, nn.Conv2d, ConvSpec]], plan: Plan) -> None:
     mods = {n: m for n, m, _ in layers}
     for choice in plan.layers:
         if choice.backend != "torch_nchw":
             _set_submodule(model, choice.name, BackendConv2d(mods[choice.name], choice.backend))
-    model.backend_plan = plan  # type: ignore[assignment]
-    return plan
+
+
+def _time_forward(model: nn.Module, x: Any, reps: int = 3) -> float:
+    """Median milliseconds of an eval-mode, no-grad forward of ``model`` on ``x`` (after one warm-up)."""
+    flags = {m: m.training for m in model.modules()}
+    dev = x.device if isinstance(x, torch.Tensor) else torch.device("cpu")
+    try:
+        model.eval()
+        with torch.no_grad():
+            return _time_ms(lambda: model(x), dev, min_reps=reps, budget_s=0.0)
+    finally:
+        for m, f in flags.items():
+            m.training = f
 
 
 def restore(model: nn.Module) -> int:

@@ -63,6 +63,8 @@ class Plan:
     layers: list[LayerChoice]
     total_ms: float
     baseline_ms: float
+    # whole-model forward times (ms) of the plans compared by ``apply(..., validate=True)`` and the one kept
+    validation: dict[str, Any] = field(default_factory=dict)
 
     def backend_for(self, name: str) -> str | None:
         for c in self.layers:
@@ -82,7 +84,7 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device_key, "method": self.method, "total_ms": self.total_ms,
-                "baseline_ms": self.baseline_ms, "speedup": self.speedup, "counts": self.counts(),
+                "baseline_ms": self.baseline_ms, "speedup": self.speedup, "counts": self.counts(), "validation": self.validation,
                 "layers": [c.to_dict() for c in self.layers]}
 
 

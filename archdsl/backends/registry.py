@@ -128,6 +128,15 @@ def _check_triton(spec: ConvSpec) -> str | None:
     return f"needs a CUDA device (or TRITON_INTERPRET=1 for testing), got {spec.device}"
 
 
+def _check_triton_gemm(spec: ConvSpec) -> str | None:
+    why = _check_triton(spec)
+    if why:
+        return why
+    if spec.dilation != (1, 1):
+        return "only dilation 1 (the band of the Toeplitz matrix is contiguous)"
+    return None
+
+
 register(Backend(
     "torch_nchw", "nchw", "archdsl.backends.impl:conv_nchw",
     "F.conv2d on contiguous NCHW tensors (PyTorch's default; oneDNN/cuDNN choose the algorithm).",
@@ -145,3 +154,9 @@ register(Backend(
     "Triton direct multiply-accumulate depthwise kernel (tiles over output pixels x channels x taps), "
     "stride 1, NCHW or NHWC, fp32/fp16/bf16 with fp32 accumulation.",
     _check_triton, tags=("gpu", "forward-only")))
+register(Backend(
+    "triton_dw_gemm", "nchw", "archdsl.backends.triton_dw:conv_triton_gemm",
+    "Triton banded-GEMM depthwise kernel: each kernel row is a product with a Toeplitz matrix of the weights on "
+    "tensor cores (TF32 for fp32 when torch.backends.cudnn.allow_tf32, else fp32-accurate tf32x3; fp16/bf16 "
+    "natively), stride 1, dilation 1, NCHW.",
+    _check_triton_gemm, tags=("gpu", "forward-only")))
