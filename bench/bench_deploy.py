@@ -66,26 +66,36 @@ def _sync(x: torch.Tensor) -> None:
         torch.cuda.synchronize(x.device)
 
 
-def _bench_pair(ref: Any, dep: Any, x: torch.Tensor, rounds: int, xd: torch.Tensor | None = None
-                ) -> tuple[float, float]:
-    """Median seconds per forward of ``ref(x)`` and ``dep(xd)`` (``xd``: the input in the deploy layout)."""
-    xd = x if xd is None else xd
+def _bench_round_robin(models: list[tuple[Any, torch.Tensor]], rounds: int) -> list[float]:
+    """Median seconds per forward of each ``model(input)``, run one after another in every round (so load
+    changes on a shared machine hit all alike)."""
+    times: list[list[float]] = [[] for _ in models]
     with torch.inference_mode():
-        for _ in range(2 if x.device.type == "cuda" else 1):   # warm-up (allocator, oneDNN/cuDNN choices)
-            ref(x)
-            dep(xd)
-        _sync(x)
-        tr, td = [], []
+        for _ in range(2 if models[0][1].device.type == "cuda" else 1):   # warm-up (allocator, primitives)
+            for m, x in models:
+                m(x)
+        _sync(models[0][1])
         for _ in range(rounds):
-            t = time.perf_counter()
-            ref(x)
-            _sync(x)
-            tr.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            dep(xd)
-            _sync(x)
-            td.append(time.perf_counter() - t)
-    return statistics.median(tr), statistics.median(td)
+            for (m, x), ts in zip(models, times):
+                t = time.perf_counter()
+                m(x)
+                _sync(x)
+                ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
+
+
+def sgemm_gflops(dev: torch.device, n: int = 2048) -> float:
+    """The device's practical fp32 ceiling: GFLOP/s of one large matrix product (best of 5)."""
+    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(5):
+        _sync(a)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        _sync(a)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -96,6 +106,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--batches", default="8,1", help="batch sizes to time (comma-separated)")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="skip the deploy(compile=True) column (inductor with frozen weights; ~20-60 s per model "
+                         "and batch to compile on 2 CPU cores)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/results/deploy_<device>.md")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)
@@ -105,6 +118,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         torch.backends.cudnn.benchmark = True   # the reference gets cuDNN's best algorithms too
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    ceiling = sgemm_gflops(dev)
+    print(f"fp32 matrix-product ceiling of this device: {ceiling:.1f} GFLOP/s", flush=True)
     load0 = os.getloadavg()
     t_start = time.perf_counter()
     rows: list[dict[str, Any]] = []
@@ -127,27 +142,42 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         diff = (a - b).abs().max().item()
         scale = a.abs().max().item()
         channels_last = dep.deploy_info["memory_format"] == "channels_last"
+        macs = dep.arch_graph.total_macs
         for batch in batches:
             x = torch.randn(batch, 3, 224, 224, device=dev)
             xd = x.contiguous(memory_format=torch.channels_last) if channels_last else x
             big = batch == max(batches)
             rounds = max(1, args.rounds // div) if big else max(3, (2 * args.rounds) // div)
-            tr, td = _bench_pair(ref, dep, x, rounds, xd)
+            runs = [(ref, x), (dep, xd)]
+            comp_diff = None
+            if not args.no_compile:
+                comp = archdsl.deploy(ours, memory_format=dep.deploy_info["memory_format"], batch_size=batch,
+                                      compile=True)
+                with torch.inference_mode():
+                    comp_diff = (ref(x) - comp(xd)).abs().max().item()
+                runs.append((comp, xd))
+            times = _bench_round_robin(runs, rounds)
+            tr, td = times[0], times[1]
+            tc = times[2] if len(times) > 2 else None
+            floor = 2 * macs * batch / (ceiling * 1e9)   # seconds if every MAC ran at the sgemm rate
             row = {"model": name, "reference": ref_desc, "batch": batch, "ref_ms": tr * 1e3, "deploy_ms": td * 1e3,
                    "speedup": tr / td, "rounds": rounds, "memory_format": dep.deploy_info["memory_format"],
                    "max_abs_diff": diff, "output_scale": scale, "deploy_s": deploy_s,
-                   "fused": dep.deploy_info["fused_groups"], "folded_bn": dep.deploy_info["folded_bn"]}
+                   "fused": dep.deploy_info["fused_groups"], "folded_bn": dep.deploy_info["folded_bn"],
+                   "compiled_ms": None if tc is None else tc * 1e3, "compiled_speedup": None if tc is None else tr / tc,
+                   "compiled_diff": comp_diff, "floor_ms": floor * 1e3, "best_possible": tr / floor}
             rows.append(row)
             print(f"{name:13s} batch {batch}: reference {tr * 1e3:8.1f} ms  deploy {td * 1e3:8.1f} ms  "
-                  f"x{tr / td:.2f}  ({dep.deploy_info['memory_format']}, {rounds} rounds)", flush=True)
+                  f"x{tr / td:.2f}" + ("" if tc is None else f"  compiled {tc * 1e3:8.1f} ms x{tr / tc:.2f}")
+                  + f"  (ceiling x{tr / floor:.2f}; {dep.deploy_info['memory_format']}, {rounds} rounds)", flush=True)
         del ref, ours, dep
     total = time.perf_counter() - t_start
-    _write(out, rows, args.threads, load0, os.getloadavg(), total, dev)
+    _write(out, rows, args.threads, load0, os.getloadavg(), total, dev, ceiling)
     return rows
 
 
 def _write(path: Path, rows: list[dict[str, Any]], threads: int, load0: tuple[float, ...],
-           load1: tuple[float, ...], total: float, dev: torch.device) -> None:
+           load1: tuple[float, ...], total: float, dev: torch.device, ceiling: float) -> None:
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -170,16 +200,27 @@ def _write(path: Path, rows: list[dict[str, Any]], threads: int, load0: tuple[fl
         f"(total {total:.0f} s). On a shared machine absolute times move with the load; the ratios are the "
         "figure to read.",
         "",
-        "| model | reference | batch | reference ms | deploy ms | speedup | rounds | layout | max abs diff "
-        "(output scale) | groups fused | BN folded |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"Ceiling: one fp32 matrix product (2048^3) runs at **{ceiling:.1f} GFLOP/s** here. 'MAC floor' is the time "
+        "the deploy form's multiply-adds take at that rate; reference / floor ('at sgemm rate') is the speed-up "
+        "an implementation running every multiply-add as fast as a large matrix product would show. It is a "
+        "practical bound, not an absolute one: oneDNN's direct conv kernels can run a little faster than sgemm.",
+        "",
+        "| model | reference | batch | reference ms | deploy ms | speedup | deploy + compile ms | speedup "
+        "(compiled) | MAC floor ms | at sgemm rate | rounds | layout | max abs diff (output scale) | groups fused "
+        "| BN folded |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        comp = ("- | -" if r["compiled_ms"] is None else
+                f"{r['compiled_ms']:.1f} | **{r['compiled_speedup']:.2f}x**")
         lines.append(f"| {r['model']} | {r['reference']} | {r['batch']} | {r['ref_ms']:.1f} | {r['deploy_ms']:.1f} "
-                     f"| **{r['speedup']:.2f}x** | {r['rounds']} | {r['memory_format']} | {r['max_abs_diff']:.1e} "
+                     f"| **{r['speedup']:.2f}x** | {comp} | {r['floor_ms']:.1f} | {r['best_possible']:.2f}x "
+                     f"| {r['rounds']} | {r['memory_format']} | {r['max_abs_diff']:.1e} "
                      f"({r['output_scale']:.2f}) | {r['fused']} | {r['folded_bn']} |")
     lines += ["", "Layout: chosen per model by `archdsl.deploy(memory_format=\"auto\", batch_size=B)`, which times "
-              "a forward at the largest benchmarked batch B in both layouts and keeps the faster.", ""]
+              "a forward at the largest benchmarked batch B in both layouts and keeps the faster. 'deploy + compile': "
+              "`archdsl.deploy(model, compile=True, batch_size=batch)` (torch.compile, inductor with frozen "
+              "weights: oneDNN prepacked convs with fused bias/ReLU/add), compiled before timing.", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     print(f"wrote {path}")

@@ -334,6 +334,28 @@ def test_auto_memory_format_is_measured_and_recorded() -> None:
         assert torch.allclose(dep(x), model(x), atol=1e-5)
 
 
+def test_auto_memory_format_times_the_deployment_batch() -> None:
+    text = "network t():\n    input [4, 8, 8]\n    conv2d(4, 3, padding=1)\n"
+    dep = archdsl.deploy(archdsl.build(text).eval(), repeats=1, batch_size=3)
+    assert dep.deploy_info["timed_batch"] == 3
+    with pytest.raises(ValueError, match="batch_size"):
+        archdsl.deploy(archdsl.build(text), batch_size=0)
+
+
+def test_deploy_compile_freezes_and_matches() -> None:
+    """compile=True: inductor with frozen weights, compiled at deploy time, same function as the train form."""
+    text = "network t():\n    input [3, 16, 16]\n    reparam add:\n        [conv2d(8, 3, padding=1), batchnorm]\n" \
+           "        [conv2d(8, 1), batchnorm]\n    relu\n    adaptive_avgpool(1)\n    flatten\n    linear(5)\n"
+    torch.manual_seed(0)
+    model = archdsl.build(text).eval()
+    randomize_bn(model)
+    dep = archdsl.deploy(model, memory_format="contiguous", batch_size=2, compile=True)
+    assert dep.deploy_info["compiled"] and dep.deploy_info["fused_groups"] == 1
+    x = torch.randn(2, 3, 16, 16)
+    with torch.inference_mode():
+        assert torch.allclose(dep(x), model(x), atol=1e-4)
+
+
 def test_cli_deploy_round_trip(tmp_path: Path) -> None:
     """archc deploy (weights) + archc compile --deploy (source) give the deployed model; bad weights: exit 1."""
     spec = "examples/tiny_repvgg.arch"
