@@ -110,9 +110,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: torch's). On a shared, loaded machine 1 thread is far "
                          "more stable: OpenMP barriers under contention dominate small layers")
-    ap.add_argument("--compile-kernels", default=None,
-                    help="kernel sizes for the torch.compile max-autotune row (default: all; each one compiles "
-                         "and autotunes a stack, about half a minute on an H100)")
+    ap.add_argument("--compile-kernels", default="",
+                    help="kernel sizes for the torch.compile max-autotune row, e.g. 7,31 (default: none; each "
+                         "one compiles and autotunes a 24-layer stack, which took minutes on an H100)")
     ap.add_argument("--from-log", default=None,
                     help="do not measure: rebuild the tables (and --calibrate) from the lines a run printed, e.g. "
                          "of a run cut short on a lent GPU (give the same --batch/--layers/--device/--dtype)")
@@ -149,8 +149,7 @@ def main() -> None:
             for label, backend, layout in variants(dev):
                 if not registry.get(backend).supports(spec):
                     continue
-                if "torch.compile" in label and args.compile_kernels and \
-                        str(k) not in args.compile_kernels.split(","):
+                if "torch.compile" in label and str(k) not in args.compile_kernels.split(","):
                     continue
                 torch.backends.cudnn.benchmark = "cudnn.benchmark" in label
                 fn = registry.get(backend).function()

@@ -1,11 +1,11 @@
-"""Triton depthwise convolution (forward): a direct multiply-accumulate kernel for large kernels.
+"""Triton depthwise convolution (forward): two kernels for large kernels, direct and banded-GEMM.
 
 Each program computes a tile of ``BLOCK_P`` output pixels x ``BLOCK_C`` channels of one image. It walks the
 kernel rows, and within a row takes ``BLOCK_K`` taps at a time: it gathers the ``[BLOCK_P, BLOCK_K, BLOCK_C]``
 input window for those taps (masked at the borders, which implements zero padding), multiplies it with the
 ``[BLOCK_K, BLOCK_C]`` weights and reduces over the taps into an fp32 ``[BLOCK_P, BLOCK_C]`` accumulator.
-No ``tl.dot``: a depthwise conv has no reduction over channels, so tensor cores would multiply mostly
-zeros; the kernel is bound by loads from L1/L2, which the tap tiling keeps contiguous along the width.
+No ``tl.dot``: a depthwise conv has no reduction over channels to feed tensor cores directly; the kernel is
+bound by loads from L1/L2, which the tap tiling keeps contiguous along the width.
 
 The same kernel serves NCHW and NHWC tensors (it takes strides); only the tile shape differs: NHWC tiles
 are wide in channels (contiguous there), NCHW tiles are wide in pixels. The output keeps the input's layout.
@@ -13,7 +13,8 @@ are wide in channels (contiguous there), NCHW tiles are wide in pixels. The outp
 A second kernel, ``_dwconv_banded`` (backend ``triton_dw_gemm``), puts the tensor cores to work on the same
 layer by a banded-GEMM mapping. For one channel, one kernel row ``i`` contributes
 ``out[y, x0:x0+BX] += in[y+i-ph, x0-pw : x0-pw+BK] @ T_i`` where ``T_i[r, x] = w[i, r - x]`` (zero off the
-band ``0 <= r - x < KW``) is a ``[BK, BX]`` Toeplitz matrix built from the weights. The M dimension of the
+band ``0 <= r - x < KW``) is a ``[BK, BX]`` Toeplitz matrix gathered from the weights (the kernel starts the
+input tile ``AL - pw`` columns further left, for aligned loads, and shifts the band to match). The M dimension of the
 product stacks output rows of ``NB`` images of the same channel, so every program is a ``[BM, BK] x [BK, BX]``
 ``tl.dot`` per kernel row. Only ``KW / BK`` of the multiplies are useful (about half for k=31 with
 ``BX=32, BK=64``), but the tensor cores are an order of magnitude faster than the FMA units, which is what a
