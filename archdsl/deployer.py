@@ -13,10 +13,10 @@ Two layers:
 With ``fold_bn=False`` only the reparam groups are fused (and identities dropped): for RepLKNet that
 gives exactly the official deploy form (``large_kernel.lkb_reparam``, BatchNorms kept).
 
-Memory layout rule (``memory_format="auto"``): time a forward at the deployment batch size
-(``batch_size``, default 1) in both layouts on this machine and keep the faster one (channels-last wins for dense convs on oneDNN CPUs and on GPUs, often loses for
-depthwise-heavy models on CPU; measuring is cheaper than guessing). The choice and the timings are in
-``model.deploy_info``.
+Memory layout rule (``memory_format="auto"``): time a forward at the deployment batch size (``batch_size``,
+default 1) in both layouts on this machine and keep the faster one (channels-last wins for dense convs on
+oneDNN CPUs and on GPUs, often loses for depthwise-heavy models on CPU; measuring is cheaper than guessing).
+The choice and the timings are in ``model.deploy_info``.
 """
 from __future__ import annotations
 
@@ -354,12 +354,13 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
 
     ``module`` comes from :func:`archdsl.build` (it carries ``arch_graph``) and holds trained weights.
     ``memory_format``: ``"auto"`` (measure both on a ``batch_size`` input, keep the faster), ``"channels_last"``
-    or ``"contiguous"``. The faster layout can depend on the batch size (on a 2-core AVX2 CPU ResNet-50
-    prefers channels_last at batch 1 and NCHW at batch 8), so pass the batch you will deploy at.
+    or ``"contiguous"``. The faster layout can depend on the batch size, so pass the batch you will deploy
+    at.
 
     ``compile=True`` also compiles the deploy module with ``torch.compile`` and inductor's weight freezing,
     for a ``batch_size`` input (the compile happens here, ~20 s for ResNet-50 on 2 CPU cores, and needs a C++
-    compiler on CPU). Call the result under ``torch.inference_mode()``: it is an inference artefact. The result is in eval mode; ``model.deploy_info`` records what was done.
+    compiler on CPU). Call the result under ``torch.inference_mode()``: it is an inference artefact.
+    The result is in eval mode; ``model.deploy_info`` records what was done.
     """
     import torch
 

@@ -17,7 +17,7 @@ from .ir import Graph, Loc, Node, ScopeFrame
 from .lint import lint_graph
 from .loader import Namespace, Program
 from .parser import KEYWORDS
-from .ops import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec, OpDef, ShapeError, broadcast
+from .ops import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec, OpDef, ShapeError
 from .source import Span
 
 __all__ = ["Limits", "LayerSpec", "TensorVal", "lower_network", "network_params"]

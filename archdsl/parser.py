@@ -8,9 +8,9 @@ import pickle
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from lark import Lark, Token, Transformer, Tree, v_args
+from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.indenter import Indenter
 

@@ -16,11 +16,11 @@ from typing import Any
 
 from . import ast as A
 from .codegen import generate
-from .errors import ArchError, Diagnostic, Reporter, did_you_mean
+from .errors import ArchError, Diagnostic, did_you_mean
 from .ir import Graph
 from .loader import Program, find_specs, load_program, load_source, split_address
 from .lower import Limits, lower_network
-from .source import Source, Span
+from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "check_paths", "list_networks", "parse_set",
            "generate_source", "atomic_write", "network_address"]

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append(row)
             print(f"{name:13s} batch {batch}: reference {tr * 1e3:8.1f} ms  deploy {td * 1e3:8.1f} ms  "
                   f"x{tr / td:.2f}" + ("" if tc is None else f"  compiled {tc * 1e3:8.1f} ms x{tr / tc:.2f}")
-                  + f"  (at sgemm rate x{tr / floor:.2f}; {dep.deploy_info['memory_format']}, {rounds} rounds)", flush=True)
+                  + f"  (at sgemm rate x{tr / floor:.2f}; {dep.deploy_info['memory_format']}, {rounds} rounds)",
+                  flush=True)
         del ref, ours, dep
     total = time.perf_counter() - t_start
     _write(out, rows, args.threads, load0, os.getloadavg(), total, dev, ceiling)

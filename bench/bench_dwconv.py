@@ -265,7 +265,8 @@ def main() -> None:
                                                     "channels": C, "rows": rows}, indent=1))
     print(f"wrote {out} and {out.with_suffix('.json')} ({elapsed:.0f} s)")
     if args.calibrate:
-        cal = fit(rows, device_key=devname, source=f"bench/bench_dwconv.py --batch {batch} --layers {layers} --device {dev.type}"
+        cal = fit(rows, device_key=devname,
+                  source=f"bench/bench_dwconv.py --batch {batch} --layers {layers} --device {dev.type}"
                   + (f" --from-log {args.from_log}" if args.from_log else ""))
         p = CALIBRATION_DIR / f"{dev.type}.json"
         p.parent.mkdir(parents=True, exist_ok=True)

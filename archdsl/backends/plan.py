@@ -84,7 +84,8 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"device": self.device_key, "method": self.method, "total_ms": self.total_ms,
-                "baseline_ms": self.baseline_ms, "speedup": self.speedup, "counts": self.counts(), "validation": self.validation,
+                "baseline_ms": self.baseline_ms, "speedup": self.speedup, "counts": self.counts(),
+                "validation": self.validation,
                 "layers": [c.to_dict() for c in self.layers]}
 
 
