@@ -186,10 +186,17 @@ def deploy_source(graph: Graph, *, fold_bn: bool = True, memory_format: str = "c
 
 
 # ---------------------------------------------------------------------------------------- weights (torch)
+def _mod(n: Node) -> str:
+    """The module path of a stateful node (lowering gives every conv, BatchNorm and linear one)."""
+    if n.module is None:
+        raise ValueError(f"internal: node {n.name} ({n.op}) has no module path")
+    return n.module
+
+
 def _bn_scale_shift(sd: dict[str, Any], bn: Node) -> tuple[Any, Any]:
     """Eval-mode BN as y = x * scale + shift (per channel)."""
     import torch
-    p = bn.module + "."
+    p = _mod(bn) + "."
     std = torch.sqrt(sd[p + "running_var"].double() + bn.args["eps"])
     gamma = sd[p + "weight"].double() if bn.args["affine"] else torch.ones_like(std)
     beta = sd[p + "bias"].double() if bn.args["affine"] else torch.zeros_like(std)
@@ -236,9 +243,9 @@ def _branch_kernel(sd: dict[str, Any], tg: Graph, steps: tuple[int, ...], c_in: 
                 w, b = w * s[:, None, None, None], b * s + t
             continue
         if n.op == "conv2d":
-            wn = sd[n.module + ".weight"].double()
+            wn = sd[_mod(n) + ".weight"].double()
             gn = n.args["groups"]
-            bn_ = sd[n.module + ".bias"].double() if n.args["bias"] else torch.zeros(wn.shape[0], dtype=torch.float64)
+            bn_ = sd[_mod(n) + ".bias"].double() if n.args["bias"] else torch.zeros(wn.shape[0], dtype=torch.float64)
         else:   # avgpool: a depthwise conv with a uniform kernel
             kh, kw = n.args["kernel_size"]
             c = n.shape[0]
@@ -295,9 +302,9 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
             is_linear = False
         else:
             n: Node = obj
-            w = train_sd[n.module + ".weight"].double()
+            w = train_sd[_mod(n) + ".weight"].double()
             is_linear = n.op == "linear"
-            b = train_sd[n.module + ".bias"].double() if n.args["bias"] else torch.zeros(w.shape[0], dtype=w.dtype)
+            b = train_sd[_mod(n) + ".bias"].double() if n.args["bias"] else torch.zeros(w.shape[0], dtype=w.dtype)
         if r.pre_bn is not None:
             s, t = _bn_scale_shift(train_sd, r.pre_bn)
             if is_linear:
