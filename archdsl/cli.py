@@ -330,12 +330,14 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
            deploy: bool = typer.Option(False, "--deploy", help="draw the deploy form (reparam groups fused)"),
            as_html: bool = typer.Option(False, "--html", help="write one self-contained interactive HTML page "
                                         "(also chosen by a .html output)"),
-           set_: List[str] = SetOpt) -> None:
+           set_: List[str] = SetOpt,
+           limit: List[str] = LimitOpt,
+           allow_outside: bool = OutsideOpt) -> None:
     """Draw the architecture: blocks as nested clusters, edges labelled with tensor shapes."""
     def run() -> int:
         from .render import write_diagram  # graphviz is needed only here; torch never is
 
-        g = compile_graph(spec, parse_set(set_))
+        g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
         kind = write_diagram(g, output, fmt="html" if as_html else None, depth=depth, expand=expand,
                              deploy=deploy, rankdir=rankdir.upper())
         out.print(f"wrote {output} ({kind}, {len(g)} layers)")

@@ -99,3 +99,15 @@ def test_written_files_get_normal_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_summary_backends_for_cuda_uses_the_shipped_calibration():
+    """No GPU needed to plan for one: the H100 calibration moves RepLKNet-31B's 31x31 layers off PyTorch's
+    NCHW kernel, and the table says so."""
+    r = run_archc("summary", "specs/replknet.arch:replknet_31b", "--backends", "--device", "cuda", "--batch", "64",
+                  "--json")
+    assert r.returncode == 0, r.stderr
+    plan = json.loads(r.stdout)["backends"]
+    first = next(c for c in plan["layers"] if c["name"] == "stages.0.blocks.0.large_kernel.lkb_origin.conv")
+    assert first["backend"] in ("fft", "triton_dw_gemm") and first["options"]["torch_nchw@nchw"] > first["ms"]
+    assert plan["speedup"] > 1.0

@@ -333,3 +333,13 @@ def test_html_expand_collapse_and_hover_in_chromium(tmp_path: Path) -> None:
         finally:
             ctx.close()
     assert all(u.startswith(("file:", "data:", "about:")) for u in requests), requests
+
+
+def test_cli_render_honours_limits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """render takes --limit like check/summary/compile: a too-large graph is an error, and nothing is written."""
+    out = tmp_path / "r.dot"
+    assert _archc("render", RESNET50, "-o", str(out), "--limit", "max_nodes=20") == 1
+    err = capsys.readouterr().err
+    assert "max_nodes" in err and "Traceback" not in err and not out.exists()
+    assert _archc("render", RESNET50, "-o", str(out), "--limit", "max_nodes=5000") == 0
+    assert out.read_text().startswith("digraph")
