@@ -8,6 +8,7 @@ independent mistake.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Iterator
 
@@ -671,7 +672,21 @@ class Lowerer:
             return self.err("a tensor value cannot be used as a layer here", span,
                             hint="named values start a pipeline: 'y -> layer'")
         return self.err(f"expected a layer, got {_type_name(v)} {_fmt(v)}", span,
-                        hint="layers are ops like conv2d(64, 3) or block calls")
+                        hint=self._shadow_hint(span) or "layers are ops like conv2d(64, 3) or block calls")
+
+    def _shadow_hint(self, span: Span | None) -> str | None:
+        """When the name written at ``span`` is an op or block that a parameter of the same name hides."""
+        if span is None:
+            return None
+        m = re.match(r"[A-Za-z_]\w*", span.source.line(span.line)[span.col - 1:])
+        name = m.group(0) if m else ""
+        if name in OPS or name in MULTI_OUTPUT_OPS:
+            kind = "op"
+        elif any(name in f.blocks for f in self.program.files.values()):
+            kind = "block"
+        else:
+            return None
+        return f"'{name}' here is a parameter that hides the {kind} '{name}'; rename the parameter (e.g. '{name}_p')"
 
     def _bind_args(self, fname: str, spec: list[ArgSpec], args: list[tuple[Any, Span]],
                    kwargs: dict[str, tuple[Any, Span]], span: Span) -> dict[str, Any] | None:
@@ -998,7 +1013,7 @@ class Lowerer:
                 return f(*[v for v, _ in args], **{k: v for k, (v, _) in kwargs.items()})
             except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
                 return self.err(f"{getattr(e.func, 'id', 'call')}(...): {ex}", e.span)
-        return self.err(f"{_type_name(f)} is not callable", e.func.span)
+        return self.err(f"{_type_name(f)} is not callable", e.func.span, hint=self._shadow_hint(e.func.span))
 
     def _range_too_long(self, args: list[Any]) -> int | None:
         """The length of ``range(*args)`` when it exceeds Limits.max_repeat (checked before building it)."""

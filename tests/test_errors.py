@@ -166,6 +166,10 @@ CASES: list[tuple[str, str, str]] = [
      '3:20: error: range(...) would make 1,000,000,000 items, more than the limit 10,000'),
     ('output_not_tensor', H + "    k = 3\n    output k\n",
      "4:12: error: output 'k' is not a named tensor"),
+    ('param_hides_op_call', 'block B(c, dropout=0.1):\n    dropout(dropout)\nnetwork net():\n    input [3, 32, 32]\n'
+     '    B(4)\n', "2:5: error: float is not callable"),
+    ('param_hides_op', 'network net(relu=1):\n    input [3, 32, 32]\n    relu\n',
+     "3:5: error: expected a layer, got int 1"),
 ]
 
 IMPORT_CASES: list[tuple[str, dict[str, str], str]] = [
@@ -344,6 +348,16 @@ RUNAWAY = {
     "range": (H + "    n = len(range(10 ** 12))\n", "range(...) would make 1,000,000,000,000 items"),
     "power": (H + "    n = 10 ** 100000\n", "exponent too large"),
 }
+
+
+@pytest.mark.parametrize("src", [
+    'block B(c, dropout=0.1):\n    dropout(dropout)\nnetwork net():\n    input [3, 32, 32]\n    B(4)\n',
+    'network net(relu=1):\n    input [3, 32, 32]\n    relu\n'])
+def test_parameter_hiding_an_op_says_so(src: str) -> None:
+    with pytest.raises(ArchError) as ei:
+        compile_graph(src)
+    hint = ei.value.errors[0].hint or ""
+    assert "is a parameter that hides the op" in hint and "rename the parameter" in hint
 
 
 @pytest.mark.parametrize("name", list(RUNAWAY))
