@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import random
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -137,6 +139,29 @@ TRITON_CASES = [
     ("triton_dw_gemm", 2, 5, 37, 31, 15, 1, True, False, "float32"),  # two column tiles, the second masked
     ("triton_dw_gemm", 2, 1, 40, 131, 65, 1, False, False, "float32"),  # band over 128: two K chunks
 ]
+
+
+def _random_triton_cases(n: int, seed: int = 7) -> list[tuple[Any, ...]]:
+    """Seeded random layers (odd sizes, small images, any padding up to k - 1, both layouts and kernels):
+    the tile masks must hold for shapes nobody picked by hand."""
+    rng = random.Random(seed)
+    out: list[tuple[Any, ...]] = []
+    while len(out) < n:
+        k = rng.choice([1, 3, 5, 7, 9, 11])
+        h, w = rng.randint(1, 19), rng.randint(1, 37)
+        p = rng.randint(0, k - 1)
+        if h + 2 * p < k or w + 2 * p < k:
+            continue
+        backend = rng.choice(["triton_dw", "triton_dw_gemm"])
+        d = rng.choice([1, 2]) if backend == "triton_dw" and h + 2 * p >= 2 * k and w + 2 * p >= 2 * k else 1
+        if h + 2 * p < d * (k - 1) + 1 or w + 2 * p < d * (k - 1) + 1:
+            continue
+        out.append((backend, rng.randint(2, 5), h, w, k, p, d, rng.random() < 0.5, rng.random() < 0.5,
+                    rng.choice(["float32", "float16"])))
+    return out
+
+
+TRITON_CASES += _random_triton_cases(12)
 
 
 def test_triton_matches_conv2d():
