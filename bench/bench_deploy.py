@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
+from archdsl.backends.impl import synchronize  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 __all__ = ["main"]
@@ -61,11 +62,6 @@ MODELS: dict[str, tuple[Callable[[], tuple[Any, Any, str]], int]] = {
 }
 
 
-def _sync(x: torch.Tensor) -> None:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-
-
 def _bench_round_robin(models: list[tuple[Any, torch.Tensor]], rounds: int) -> list[float]:
     """Median seconds per forward of each ``model(input)``, run one after another in every round (so load
     changes on a shared machine hit all alike)."""
@@ -74,12 +70,12 @@ def _bench_round_robin(models: list[tuple[Any, torch.Tensor]], rounds: int) -> l
         for _ in range(2 if models[0][1].device.type == "cuda" else 1):   # warm-up (allocator, primitives)
             for m, x in models:
                 m(x)
-        _sync(models[0][1])
+        synchronize(models[0][1].device)
         for _ in range(rounds):
             for (m, x), ts in zip(models, times):
                 t = time.perf_counter()
                 m(x)
-                _sync(x)
+                synchronize(x.device)
                 ts.append(time.perf_counter() - t)
     return [statistics.median(ts) for ts in times]
 
@@ -90,10 +86,10 @@ def sgemm_gflops(dev: torch.device, n: int = 2048) -> float:
     torch.mm(a, b)
     best = float("inf")
     for _ in range(5):
-        _sync(a)
+        synchronize(a.device)
         t = time.perf_counter()
         torch.mm(a, b)
-        _sync(a)
+        synchronize(a.device)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
 

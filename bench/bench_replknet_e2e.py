@@ -36,6 +36,7 @@ import torch  # noqa: E402
 import archdsl  # noqa: E402
 from archdsl import backends as B  # noqa: E402
 from archdsl.backends import impl  # noqa: E402,F401  (load every module now: edits during a run are not seen)
+from archdsl.backends.impl import synchronize  # noqa: E402
 
 # RepLKNet-31B's stages in deploy form (one merged large kernel per block), for --stack
 STACK = """\
@@ -71,23 +72,18 @@ network lk_stack_31b:
 """
 
 
-def _sync(x: torch.Tensor) -> None:
-    if x.device.type == "cuda":
-        torch.cuda.synchronize(x.device)
-
-
 def timed(model: Any, x: torch.Tensor, reps: int) -> tuple[float, torch.Tensor]:
     """Median seconds of ``reps`` forwards (after a warm-up: batch 1 on CPU, two full batches on CUDA) and
     the last output."""
     with torch.no_grad():
         for _ in range(2 if x.device.type == "cuda" else 1):
             model(x if x.device.type == "cuda" else x[:1])
-        _sync(x)
+        synchronize(x.device)
         times, y = [], None
         for _ in range(reps):
             t0 = time.perf_counter()
             y = model(x)
-            _sync(x)
+            synchronize(x.device)
             times.append(time.perf_counter() - t0)
     return statistics.median(times), y  # type: ignore[return-value]
 

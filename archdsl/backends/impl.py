@@ -23,7 +23,7 @@ from .registry import BACKENDS, get
 from .spec import ConvSpec, dtype_name
 
 __all__ = ["conv_nchw", "conv_channels_last", "conv_fft", "BackendConv2d", "apply", "trace_convs",
-           "measure", "measure_convert", "device_key", "restore", "spec_of"]
+           "measure", "measure_convert", "device_key", "restore", "spec_of", "synchronize"]
 
 Pair = tuple[int, int]
 
@@ -208,7 +208,9 @@ def _trace(model: nn.Module, example_input: Any) -> list[tuple[str, nn.Conv2d, C
     return order
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for ``device``'s queued kernels (a no-op on CPU): GPU work is asynchronous, so a host clock
+    read without this times only the launches."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -216,13 +218,13 @@ def _sync(device: torch.device) -> None:
 def _time_ms(fn: Callable[[], Any], device: torch.device, min_reps: int = 3, budget_s: float = 0.5) -> float:
     """Median wall time of ``fn`` after one warm-up call; repeats until ``budget_s`` or ``min_reps``."""
     fn()
-    _sync(device)
+    synchronize(device)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < min_reps or (time.perf_counter() - start < budget_s and len(times) < 50):
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
