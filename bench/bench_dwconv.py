@@ -35,6 +35,7 @@ import torch  # noqa: E402
 from archdsl.backends import registry  # noqa: E402
 from archdsl.backends.cache import cpu_device_key  # noqa: E402
 from archdsl.backends.cost import CALIBRATION_DIR, fit  # noqa: E402
+from archdsl.backends.impl import synchronize  # noqa: E402
 from archdsl.backends.spec import ConvSpec  # noqa: E402
 
 # (peak fp32 TFLOP/s on CUDA cores, memory GB/s) of devices the roofline column knows by name
@@ -42,23 +43,18 @@ _KNOWN_GPUS = {"H100": (67.0, 3350.0), "H200": (67.0, 4800.0), "A100": (19.5, 15
                "2080 Ti": (13.4, 616.0), "4090": (82.6, 1008.0)}
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def time_stack(run: Callable[[], Any], dev: torch.device, budget_s: float, max_reps: int = 7,
                warmup: Callable[[], Any] | None = None) -> float:
     """Median ms of ``run`` after a warm-up (``warmup``, default one call of ``run``: it creates the oneDNN
     primitives / compiles the kernels); at least one timed call, more while within ``budget_s``."""
     (warmup or run)()
-    _sync(dev)
+    synchronize(dev)
     times: list[float] = []
     start = time.perf_counter()
     while not times or (len(times) < max_reps and time.perf_counter() - start < budget_s):
         t0 = time.perf_counter()
         run()
-        _sync(dev)
+        synchronize(dev)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
@@ -216,19 +212,19 @@ def main() -> None:
              + (f" --compile-kernels {args.compile_kernels}" if args.compile_kernels else "")
              + (f" --from-log {args.from_log}" if args.from_log else "") + "`", ""]
     labels = [lab for lab, _, _ in variants(dev)]
-    for title, idx in (("Latency (ms)", 0), ("Effective GFLOP/s", 1)):
-        lines += [f"## {title}", "", "| R | backend | " + " | ".join(f"k={k}" for k in kernels) + " |",
-                  "|---|---|" + "---|" * len(kernels)]
+
+    def grid(cell: Callable[[int, int, tuple[float, float]], str]) -> list[str]:
+        """One row per (R, backend) measured, one column per k: ``cell(R, k, (ms, GFLOP/s))``."""
+        rows_ = ["| R | backend | " + " | ".join(f"k={k}" for k in kernels) + " |", "|---|---|" + "---|" * len(kernels)]
         for R in sizes:
             for lab in labels:
-                if (R, lab) not in results:
-                    continue
-                cells = []
-                for k in kernels:
-                    v = results[(R, lab)].get(k)
-                    cells.append("-" if v is None else (f"{v[0]:.1f}" if idx == 0 else f"{v[1]:.2f}"))
-                lines.append(f"| {R} | {lab} | " + " | ".join(cells) + " |")
-        lines.append("")
+                if (R, lab) in results:
+                    cells = [cell(R, k, v) if (v := results[(R, lab)].get(k)) is not None else "-" for k in kernels]
+                    rows_.append(f"| {R} | {lab} | " + " | ".join(cells) + " |")
+        return rows_ + [""]
+
+    lines += ["## Latency (ms)", ""] + grid(lambda R, k, v: f"{v[0]:.1f}")
+    lines += ["## Effective GFLOP/s", ""] + grid(lambda R, k, v: f"{v[1]:.2f}")
     lines += ["## Best backend and speed-up over torch_nchw", "",
               "| R | " + " | ".join(f"k={k}" for k in kernels) + " |", "|---|" + "---|" * len(kernels)]
     for R in sizes:
@@ -244,21 +240,11 @@ def main() -> None:
         lines.append(f"| {R} | " + " | ".join(cells) + " |")
     lines.append("")
     if gpu and peak[0] and peak[1]:
-        lines += ["## % of roofline", "", f"Peak {peak[0]} TFLOP/s, {peak[1]} GB/s.", "",
-                  "| R | backend | " + " | ".join(f"k={k}" for k in kernels) + " |",
-                  "|---|---|" + "---|" * len(kernels)]
-        for R in sizes:
-            for lab in labels:
-                if (R, lab) not in results:
-                    continue
-                cells = []
-                for k in kernels:
-                    v = results[(R, lab)].get(k)
-                    spec = ConvSpec(batch, C, C, R, R, (k, k), padding=(k // 2, k // 2), groups=C,
-                                    dtype=args.dtype, device="cuda")
-                    cells.append("-" if v is None else f"{100 * roofline_ms(spec, layers, *peak) / v[0]:.0f}%")
-                lines.append(f"| {R} | {lab} | " + " | ".join(cells) + " |")
-        lines.append("")
+        def roofline_pct(R: int, k: int, v: tuple[float, float]) -> str:
+            spec = ConvSpec(batch, C, C, R, R, (k, k), padding=(k // 2, k // 2), groups=C, dtype=args.dtype,
+                            device="cuda")
+            return f"{100 * roofline_ms(spec, layers, *peak) / v[0]:.0f}%"
+        lines += ["## % of roofline", "", f"Peak {peak[0]} TFLOP/s, {peak[1]} GB/s.", ""] + grid(roofline_pct)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines))
     out.with_suffix(".json").write_text(json.dumps({"device": devname, "batch": batch, "layers": layers,

@@ -64,7 +64,7 @@ def correctness(dev: torch.device, log: Callable[[str], None]) -> int:
         for prec in (("tf32", "tf32x3") if dtype == "float32" else ("ieee",)):
             def banded(prec: str = prec) -> torch.Tensor:
                 y = torch.full(ref.shape, float("nan"), device=dev, dtype=dt)
-                shift = T.banded_align(pad[1], x.element_size()) - pad[1]
+                shift = T.banded_shift(pad[1], x.element_size())
                 nb, by, bx, bk, wp = T.banded_config(n, ref.shape[2], ref.shape[3], k, shift=shift)
                 T.launch_banded(x, wt, b, y, pad, prec, nb, by, bx, bk, wp)
                 return y
@@ -113,7 +113,7 @@ def sweep(dev: torch.device, shape: tuple[int, int, int, int], k: int, log: Call
         bench(f"{dtype} torch channels_last + cudnn.benchmark", lambda: F.conv2d(xl, wt, None, 1, pad, 1, c))
         torch.backends.cudnn.benchmark = False
         precs = ("tf32", "tf32x3") if dtype == "float32" else ("ieee",)
-        shift = T.banded_align(pad[1], x.element_size()) - pad[1]
+        shift = T.banded_shift(pad[1], x.element_size())
         tiles = T.banded_candidates(n, h, w, k, shift)
         for prec, (nb, by, bx, bk, warps), stages in itertools.product(precs, tiles, (2, 3)):
             if prec == "tf32x3" and stages == 3:

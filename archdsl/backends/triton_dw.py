@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["conv_triton", "conv_triton_gemm", "dwconv2d", "dwconv2d_banded", "tile_config", "banded_config",
+__all__ = ["conv_triton", "conv_triton_gemm", "dwconv2d", "dwconv2d_banded", "tile_config", "banded_config", "banded_align", "banded_shift",
            "launch_direct", "launch_banded", "banded_candidates"]
 
 
@@ -143,6 +143,11 @@ def banded_align(pw: int, elsize: int) -> int:
     """How far left of its output tile the banded kernel's input tile starts: ``pw`` rounded up to 16 bytes."""
     v = max(1, 16 // elsize)
     return -(-pw // v) * v
+
+
+def banded_shift(pw: int, elsize: int) -> int:
+    """``AL - PW``: how many columns the band moves right because the input tile starts at ``AL``."""
+    return banded_align(pw, elsize) - pw
 
 
 def banded_config(n: int, oh: int, ow: int, kw: int, interpret: bool = False, shift: int = 0
@@ -261,8 +266,8 @@ def dwconv2d_banded(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.
     if x.device.type == "cuda":
         nb, by, bx, bk, warps = _tuned_banded(x, weight, bias, y, padding, prec)
     else:
-        shift = banded_align(padding[1], x.element_size()) - padding[1]
-        nb, by, bx, bk, warps = banded_config(n, oh, ow, kw, interpret=True, shift=shift)
+        nb, by, bx, bk, warps = banded_config(n, oh, ow, kw, interpret=True,
+                                              shift=banded_shift(padding[1], x.element_size()))
     launch_banded(x, weight, bias, y, padding, prec, nb, by, bx, bk, warps)
     return y
 
@@ -297,24 +302,24 @@ def _tuned_banded(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
     kh, kw = weight.shape[-2:]
     key = (str(x.device), x.dtype, prec, n, c, h, w, kh, kw, tuple(padding), bias is not None)
     cfg = _TUNED.get(key)
-    if cfg is None and torch.cuda.is_current_stream_capturing():
+    if cfg is not None:
+        return cfg
+    shift = banded_shift(padding[1], x.element_size())
+    static = banded_config(n, y.shape[2], y.shape[3], kw, shift=shift)
+    if torch.cuda.is_current_stream_capturing():
         # inside a CUDA-graph capture nothing may synchronize: take the static choice, tune next time
-        shift = banded_align(padding[1], x.element_size()) - padding[1]
-        return banded_config(n, y.shape[2], y.shape[3], kw, shift=shift)
-    if cfg is None:
-        from triton.testing import do_bench
-        shift = banded_align(padding[1], x.element_size()) - padding[1]
-        best: tuple[float, tuple[int, int, int, int, int]] | None = None
-        for cand in banded_candidates(n, y.shape[2], y.shape[3], kw, shift):
-            try:
-                ms = do_bench(lambda: launch_banded(x, weight, bias, y, padding, prec, *cand),
-                              warmup=10, rep=60, return_mode="median")
-            except Exception:   # a tile the device cannot hold (shared memory): not a candidate here
-                continue
-            if best is None or ms < best[0]:
-                best = (ms, cand)
-        cfg = best[1] if best is not None else banded_config(n, y.shape[2], y.shape[3], kw, shift=shift)
-        _TUNED[key] = cfg
+        return static
+    from triton.testing import do_bench
+    best: tuple[float, tuple[int, int, int, int, int]] | None = None
+    for cand in banded_candidates(n, y.shape[2], y.shape[3], kw, shift):
+        try:
+            ms = do_bench(lambda: launch_banded(x, weight, bias, y, padding, prec, *cand),
+                          warmup=10, rep=60, return_mode="median")
+        except Exception:   # a tile the device cannot hold (shared memory): not a candidate here
+            continue
+        if best is None or ms < best[0]:
+            best = (ms, cand)
+    cfg = _TUNED[key] = best[1] if best is not None else static
     return cfg
 
 
