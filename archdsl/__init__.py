@@ -14,11 +14,12 @@ from typing import Any
 
 from .errors import ArchError, Diagnostic
 from .ir import Graph
-from .lower import Limits
+from .limits import Limits
 from .pipeline import compile_graph, generate_source
+from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
 
 __all__ = ["build", "graph", "source", "deploy", "ArchError", "Diagnostic", "Graph", "Limits", "__version__"]
-__version__ = "0.1.0"
+from ._version import __version__
 
 
 def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
@@ -38,7 +39,7 @@ def deploy(module: Any, **kwargs: Any) -> Any:
 
     See :func:`archdsl.deployer.deploy` for the options (``fold_bn``, ``memory_format``, ...).
     """
-    from .deployer import deploy as _deploy  # torch is imported only when a module is deployed
+    from .codegen.deploy import deploy as _deploy  # torch is imported only when a module is deployed
     return _deploy(module, **kwargs)
 
 
@@ -53,7 +54,7 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     Raises :class:`ArchError` with every problem found if the spec is invalid.
     """
     g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
-    from .torch_build import instantiate  # torch is imported only when a module is built
+    from .codegen.build import instantiate  # torch is imported only when a module is built
     model = instantiate(g)
     if backends is not None:
         import torch

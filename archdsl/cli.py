@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import ArchError, Diagnostic
-from .lower import Limits
+from .limits import Limits
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
-from .summary import format_count, summary_dict
+from .passes.summary import format_count, summary_dict
 
 __all__ = ["app", "main"]
 
@@ -221,8 +221,8 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
             _print_diags(g.warnings)
         n_params = g.total_params
         if deploy:
-            from .deployer import deploy_graph, deploy_note  # graph-level pass: no torch needed
-            from .codegen import generate
+            from .codegen.deploy import deploy_graph, deploy_note  # graph-level pass: no torch needed
+            from .codegen.emit import generate
             dg = deploy_graph(g, fold_bn=fold_bn)
             src = generate(dg, source_note=deploy_note(g),
                            memory_format="channels_last" if channels_last else "contiguous")
@@ -256,7 +256,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
 
         import torch
 
-        from .deployer import deploy_plan, deploy_source, deploy_state_dict
+        from .codegen.deploy import deploy_plan, deploy_source, deploy_state_dict
         try:
             sd = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as e:  # a corrupt or foreign file: say so in one line
@@ -264,7 +264,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
         plan = deploy_plan(g, fold_bn=fold_bn)
-        from .torch_build import instantiate
+        from .codegen.build import instantiate
         train = instantiate(g)
         want = {k: tuple(v.shape) for k, v in train.state_dict().items()}
         if not isinstance(sd, dict):
@@ -301,7 +301,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
 def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
         markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table")) -> None:
     """List the built-in ops with their arguments."""
-    from .opdocs import op_entries, ops_markdown
+    from .ops.docs import op_entries, ops_markdown
 
     def run() -> int:
         if markdown:

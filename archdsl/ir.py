@@ -154,13 +154,3 @@ class Graph:
         if hasattr(self, "address"):
             g.address = self.address  # type: ignore[attr-defined]
         return g
-
-    def _repr_svg_(self) -> str | None:
-        """Jupyter shows a graph as its architecture diagram (None, i.e. plain repr, without Graphviz)."""
-        from .errors import ArchError
-        from .render import render_svg  # graphviz only when a diagram is asked for
-
-        try:
-            return render_svg(self)
-        except ArchError:
-            return None

@@ -9,17 +9,18 @@ import functools
 import json
 import multiprocessing
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import ast as A
-from .codegen import generate
+from .lang import ast as A
+from .codegen.emit import generate
+from .fsutil import atomic_write
 from .errors import ArchError, Diagnostic, did_you_mean
 from .ir import Graph
-from .loader import Program, find_specs, load_program, load_source, split_address
-from .lower import Limits, lower_network
+from .lang.loader import Program, find_specs, load_program, load_source, split_address
+from .limits import Limits
+from .lower import lower_network
 from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "check_paths", "list_networks", "parse_set",
@@ -246,24 +247,3 @@ def _literal(v: str) -> Any:
     if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
         return v[1:-1]
     return v
-
-
-def atomic_write(path: str | Path, data: str | bytes) -> None:
-    """Write via a temporary file in the same directory and rename: never a partial file."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + p.name + ".", dir=str(p.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        # mkstemp creates 0600 files; give the result the mode a plain open() would (0666 minus umask)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -30,7 +30,7 @@ import torchvision  # noqa: E402
 
 import archdsl  # noqa: E402
 from archdsl.pipeline import compile_graph, generate_source, resolve  # noqa: E402
-from archdsl.torch_build import instantiate  # noqa: E402
+from archdsl.codegen.build import instantiate  # noqa: E402
 
 __all__ = ["main", "time_build", "time_forward"]
 

@@ -1,4 +1,4 @@
-"""Re-parameterization groups and the deploy compiler (archdsl.reparam, archdsl.deployer).
+"""Re-parameterization groups and the deploy compiler (archdsl.passes.reparam, archdsl.codegen.deploy).
 
 Every spec file under specs/ is deployed and checked against its train form in eval mode; the
 RepVGG/RepLKNet specs are checked against timm and the official RepLKNet key lists; hypothesis
@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from archdsl.deployer import deploy_graph, deploy_plan
+from archdsl.codegen.deploy import deploy_graph, deploy_plan
 from archdsl.ir import Graph
-from archdsl.loader import load_program, load_source
+from archdsl.lang.loader import load_program, load_source
 from helpers import ROOT, SHARED, randomize_bn, reference_counts, run_archc
 
 SPEC_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "specs").rglob("*.arch"))

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from helpers import ROOT
 
 from archdsl.cli import app
-from archdsl.lower import Limits
+from archdsl.limits import Limits
 
 DOC = ROOT / "docs" / "diagnostics.md"
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```$", re.S | re.M)

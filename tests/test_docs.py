@@ -37,6 +37,6 @@ def test_readme_example_is_the_resnet50_in_specs() -> None:
 
 
 def test_ops_reference_is_generated_from_the_registry() -> None:
-    from archdsl.opdocs import ops_markdown
+    from archdsl.ops.docs import ops_markdown
     assert (ROOT / "docs" / "ops.md").read_text() == ops_markdown(), \
         "docs/ops.md is stale: regenerate with  archc ops --markdown > docs/ops.md"

@@ -446,7 +446,7 @@ def test_no_python_eval_in_the_compiler() -> None:
 
 
 def test_strings_cannot_break_out_of_generated_code() -> None:
-    from archdsl.codegen import generate
+    from archdsl.codegen.emit import generate
     g = compile_graph(H + "    conv2d(8, 3, padding_mode=\"zeros')\\nimport os\")\n") if False else None
     assert g is None  # such a string cannot even be written: the grammar forbids quotes and newlines in it
     with pytest.raises(ArchError):

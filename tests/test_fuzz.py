@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from helpers import ROOT
 
 from archdsl.errors import ArchError
-from archdsl.loader import find_specs, load_program
+from archdsl.lang.loader import find_specs, load_program
 from archdsl.lower import lower_network
 from archdsl.source import Source
 

@@ -169,7 +169,7 @@ def test_duplicate_names_are_an_error() -> None:
 
 
 def test_parse_cache_returns_fresh_equal_asts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from archdsl import parser
+    from archdsl.lang import parser
     from archdsl.source import Source
     monkeypatch.setenv("ARCHDSL_CACHE_DIR", str(tmp_path / "cache"))
     parser._MEMO.clear()

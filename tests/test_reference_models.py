@@ -30,7 +30,7 @@ from helpers import ROOT, assert_same_outputs, make_reference, randomize_bn, ref
 
 import archdsl
 from archdsl.errors import ArchError
-from archdsl.loader import find_specs
+from archdsl.lang.loader import find_specs
 from archdsl.pipeline import list_networks
 
 torch = pytest.importorskip("torch")

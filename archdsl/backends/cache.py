@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..pipeline import atomic_write
+from ..fsutil import atomic_write
 
 __all__ = ["DecisionCache", "default_cache_dir", "cpu_device_key"]
 

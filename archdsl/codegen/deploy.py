@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .codegen import generate
-from .ir import Graph, Node
-from .ops import OPS
-from .reparam import TRANSPARENT_OPS, GroupPlan, plan_group
+from .emit import generate
+from ..ir import Graph, Node
+from ..ops import OPS
+from ..passes.reparam import TRANSPARENT_OPS, GroupPlan, plan_group
 
 __all__ = ["Recipe", "DeployPlan", "deploy_graph", "deploy_plan", "deploy", "deploy_state_dict", "deploy_source",
            "deploy_note"]
@@ -371,7 +371,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     """
     import torch
 
-    from .torch_build import module_class
+    from .build import module_class
     graph: Graph | None = getattr(module, "arch_graph", None)
     if graph is None:
         raise TypeError("deploy() needs a module compiled by archdsl (it carries .arch_graph); "

@@ -10,7 +10,7 @@ import keyword
 import re
 from typing import Any
 
-from .ir import Graph, Node
+from ..ir import Graph, Node
 
 __all__ = ["generate", "class_name", "STATEFUL_CTORS", "PARAMETER_OPS"]
 
@@ -76,7 +76,7 @@ def _ctor(n: Node) -> str:
             parts.append("elementwise_affine=False")
         return f"nn.LayerNorm({', '.join(parts)})"
     if n.op == "layer_scale":
-        from .ops import layer_scale_shape
+        from ..ops import layer_scale_shape
         shape = layer_scale_shape(n.in_shapes[0], a["dim"])
         return f"nn.Parameter(torch.full({shape!r}, {float(a['init'])!r}))"
     raise KeyError(n.op)  # every stateful op in ops.py has a constructor above

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ir import Graph
+from ..ir import Graph
 
 __all__ = ["summary_rows", "summary_dict", "format_count"]
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .ir import Graph, Node
-from .ops import conv_out
+from ..ir import Graph, Node
+from ..ops import conv_out
 
 __all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "TRANSPARENT_OPS"]
 

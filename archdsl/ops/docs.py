@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ops import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec
+from .core import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec
 
 __all__ = ["op_entries", "ops_markdown"]
 

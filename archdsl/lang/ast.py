@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Union
 
-from .source import Span
+from ..source import Span
 
 __all__ = [
     "Expr", "Num", "Str", "Name", "InputRef", "ListExpr", "ListComp", "CompFor", "Call", "Kwarg",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterator
 
-from . import ast as A
-from .errors import Diagnostic
-from .ir import Graph, Loc, Node
-from .loader import Program
-from .source import Span
+from ..lang import ast as A
+from ..errors import Diagnostic
+from ..ir import Graph, Loc, Node
+from ..lang.loader import Program
+from ..source import Span
 
 __all__ = ["lint_graph", "unused_names", "dropped_pixels"]
 

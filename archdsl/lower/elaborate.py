@@ -12,60 +12,17 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Iterable, Iterator
 
-from . import ast as A
-from .errors import ArchError, Diagnostic, Reporter, did_you_mean
-from .ir import Graph, Loc, Node, ScopeFrame
-from .lint import lint_graph
-from .loader import Namespace, Program
-from .parser import KEYWORDS
-from .ops import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec, OpDef, ShapeError
-from .source import Span
+from ..lang import ast as A
+from ..limits import Limits
+from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
+from ..ir import Graph, Loc, Node, ScopeFrame
+from ..passes.lint import lint_graph
+from ..lang.loader import Namespace, Program
+from ..lang.parser import KEYWORDS
+from ..ops import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec, OpDef, ShapeError
+from ..source import Span
 
-__all__ = ["Limits", "LayerSpec", "TensorVal", "lower_network", "network_params"]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Resource bounds: a spec that would expand past these stops with an error, before any weight.
-
-    Every bound is checked while the spec is expanded, so a runaway spec fails in bounded time and
-    memory (well under 2 s with the defaults). Override them from the API (``Limits(max_nodes=50_000)``)
-    or the CLI (``archc check --limit max_nodes=50000``); ``docs/diagnostics.md`` lists them.
-    """
-
-    max_nodes: int = 10_000       # graph nodes; the specs in specs/ need at most about 1,000
-    max_depth: int = 64           # nested block instantiations (catches recursive blocks)
-    max_repeat: int = 10_000      # items made by one repetition, range(...), or list comprehension
-    max_channels: int = 1 << 20   # any single dimension of any shape
-    max_params: int = 20_000_000_000
-    max_steps: int = 500_000      # expression evaluations; big specs need ~5,000 (catches huge loops)
-    max_files: int = 256          # files reachable through imports
-
-    @classmethod
-    def names(cls) -> list[str]:
-        """The names accepted by :meth:`with_overrides` (and ``--limit``)."""
-        return [f.name for f in fields(cls)]
-
-    def with_overrides(self, items: Iterable[str]) -> "Limits":
-        """A copy with ``name=value`` overrides (from ``--limit``); bad input is an :class:`ArchError`."""
-        changes: dict[str, int] = {}
-        for it in items:
-            name, sep, value = it.partition("=")
-            name = name.strip()
-            if not sep:
-                raise ArchError(f"--limit expects name=value, got '{it}'", None,
-                                hint="e.g. --limit max_nodes=50000")
-            if name not in self.names():
-                raise ArchError(f"unknown limit '{name}'", None,
-                                hint=did_you_mean(name, self.names()) or "limits: " + ", ".join(self.names()))
-            try:
-                n = int(value.strip().replace("_", ""))
-            except ValueError:
-                raise ArchError(f"--limit {name} expects a positive integer, got '{value.strip()}'", None) from None
-            if n <= 0:
-                raise ArchError(f"--limit {name} expects a positive integer, got {n}", None)
-            changes[name] = n
-        return replace(self, **changes)
+__all__ = ["LayerSpec", "TensorVal", "lower_network", "network_params"]
 
 
 class _Poison:
@@ -523,7 +480,7 @@ class Lowerer:
         The deploy form replaces the group by one conv named ``fused`` (default ``reparam_conv``, timm's
         name) inside the group's container: the labelled group itself, or the enclosing block.
         """
-        from .reparam import DEFAULT_FUSED_NAME
+        from ..passes.reparam import DEFAULT_FUSED_NAME
         name, span = DEFAULT_FUSED_NAME, st.span
         rest: list[A.Kwarg] = []
         for k in st.kwargs:
@@ -548,7 +505,7 @@ class Lowerer:
         """Prove the group fuses into one conv (archdsl.reparam); otherwise an error at the group's line."""
         if not isinstance(cur, TensorVal) or not isinstance(out, TensorVal):
             return out
-        from .reparam import FusionError, plan_group
+        from ..passes.reparam import FusionError, plan_group
         info = self.graph.reparam_groups[path]
         info["input"], info["output"] = cur.nid, out.nid
         try:

@@ -15,8 +15,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.indenter import Indenter
 
 from . import ast as A
-from .errors import ArchError, Diagnostic
-from .source import Source, Span
+from ..errors import ArchError, Diagnostic
+from ..source import Source, Span
 
 __all__ = ["parse", "grammar_path", "KEYWORDS"]
 
@@ -42,7 +42,7 @@ def grammar_path() -> Path:
             return Path(str(packaged))
     except (ModuleNotFoundError, FileNotFoundError):  # pragma: no cover - defensive
         pass
-    return Path(__file__).resolve().parent.parent / "grammar" / "arch.lark"
+    return Path(__file__).resolve().parents[2] / "grammar" / "arch.lark"
 
 
 class _ArchIndenter(Indenter):
@@ -421,7 +421,7 @@ def _cache_dir() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def _grammar_digest() -> str:
-    from . import __version__
+    from .._version import __version__
     return hashlib.sha256(grammar_path().read_bytes() + __version__.encode()).hexdigest()
 
 

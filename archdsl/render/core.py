@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ArchError
-from .ir import Graph, Node, ScopeFrame
-from .ops import OPS, REQUIRED
-from .summary import format_count
+from ..errors import ArchError
+from ..ir import Graph, Node, ScopeFrame
+from ..ops import OPS, REQUIRED
+from ..passes.summary import format_count
 
 __all__ = [
     "FAMILY_COLORS", "View", "ViewNode", "ViewCluster", "ViewEdge", "build_view", "to_dot", "render_bytes",
@@ -307,7 +307,7 @@ def deploy_graph(graph: Graph) -> Graph:
     re-parameterization group into one conv here (:func:`fuse_reparam_groups`).
     """
     try:
-        from . import deployer as _deploy
+        from ..codegen import deploy as _deploy
     except ImportError:
         return fuse_reparam_groups(graph)
     # deploy_plan also says which groups it fused; deploy_graph gives the graph alone
@@ -886,7 +886,7 @@ def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, d
 
     Returns the format written. Writes atomically (never a partial file).
     """
-    from .pipeline import atomic_write
+    from ..fsutil import atomic_write
 
     out = Path(output)
     kind = (fmt or out.suffix.lstrip(".")).lower()

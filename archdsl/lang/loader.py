@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast as A
-from .errors import ArchError, Reporter, did_you_mean
+from ..errors import ArchError, Reporter, did_you_mean
 from .parser import parse
-from .source import Source
+from ..source import Source
 
 __all__ = ["Namespace", "Program", "load_program", "load_source", "split_address", "find_specs"]
 

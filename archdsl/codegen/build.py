@@ -8,9 +8,8 @@ from typing import Any
 
 import torch  # noqa: F401  (the generated code imports it too; importing here fails early and clearly)
 
-from .codegen import class_name
-from .ir import Graph
-from .pipeline import generate_source
+from .emit import class_name, generate
+from ..ir import Graph
 
 __all__ = ["instantiate", "module_class"]
 
@@ -19,7 +18,7 @@ _counter = itertools.count()
 
 def module_class(graph: Graph, source: str | None = None) -> type:
     """Execute the generated source as a real Python module and return its class."""
-    src = source if source is not None else generate_source(graph)
+    src = source if source is not None else generate(graph, source_note=getattr(graph, "address", graph.name))
     modname = f"archdsl_generated.{graph.name}_{next(_counter)}"
     filename = f"<archdsl:{getattr(graph, 'address', graph.name)}#{modname}>"
     # register the text so tracebacks and inspect.getsource show the generated lines
@@ -35,7 +34,8 @@ def module_class(graph: Graph, source: str | None = None) -> type:
 def _module_svg(self: Any) -> str | None:
     """``_repr_svg_`` of compiled modules: the diagram of ``self.arch_graph`` (None without Graphviz)."""
     graph = getattr(self, "arch_graph", None)
-    return graph._repr_svg_() if isinstance(graph, Graph) else None
+    show = getattr(graph, "_repr_svg_", None)  # attached by archdsl.notebook
+    return show() if isinstance(graph, Graph) and show is not None else None
 
 
 def instantiate(graph: Graph, source: str | None = None) -> Any:

@@ -1,0 +1,53 @@
+"""Resource bounds on evaluating a spec (a leaf module)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Iterable
+
+from .errors import ArchError, did_you_mean
+
+__all__ = ["Limits"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource bounds: a spec that would expand past these stops with an error, before any weight.
+
+    Every bound is checked while the spec is expanded, so a runaway spec fails in bounded time and
+    memory (well under 2 s with the defaults). Override them from the API (``Limits(max_nodes=50_000)``)
+    or the CLI (``archc check --limit max_nodes=50000``); ``docs/diagnostics.md`` lists them.
+    """
+
+    max_nodes: int = 10_000       # graph nodes; the specs in specs/ need at most about 1,000
+    max_depth: int = 64           # nested block instantiations (catches recursive blocks)
+    max_repeat: int = 10_000      # items made by one repetition, range(...), or list comprehension
+    max_channels: int = 1 << 20   # any single dimension of any shape
+    max_params: int = 20_000_000_000
+    max_steps: int = 500_000      # expression evaluations; big specs need ~5,000 (catches huge loops)
+    max_files: int = 256          # files reachable through imports
+
+    @classmethod
+    def names(cls) -> list[str]:
+        """The names accepted by :meth:`with_overrides` (and ``--limit``)."""
+        return [f.name for f in fields(cls)]
+
+    def with_overrides(self, items: Iterable[str]) -> "Limits":
+        """A copy with ``name=value`` overrides (from ``--limit``); bad input is an :class:`ArchError`."""
+        changes: dict[str, int] = {}
+        for it in items:
+            name, sep, value = it.partition("=")
+            name = name.strip()
+            if not sep:
+                raise ArchError(f"--limit expects name=value, got '{it}'", None,
+                                hint="e.g. --limit max_nodes=50000")
+            if name not in self.names():
+                raise ArchError(f"unknown limit '{name}'", None,
+                                hint=did_you_mean(name, self.names()) or "limits: " + ", ".join(self.names()))
+            try:
+                n = int(value.strip().replace("_", ""))
+            except ValueError:
+                raise ArchError(f"--limit {name} expects a positive integer, got '{value.strip()}'", None) from None
+            if n <= 0:
+                raise ArchError(f"--limit {name} expects a positive integer, got {n}", None)
+            changes[name] = n
+        return replace(self, **changes)
