@@ -9,13 +9,21 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# Reference data measured once from the reference implementations (tests/data/README.md says how); the
+# suite reads nothing outside the repository, so a bare clone runs it.
+DATA = ROOT / "tests" / "data"
 
 
 @lru_cache(maxsize=1)
 def reference_counts() -> dict[str, Any]:
-    """../shared/reference/reference-counts.json, keyed 'torchvision.<builder>' / 'timm.<name>'."""
-    return json.loads((SHARED / "reference" / "reference-counts.json").read_text())
+    """tests/data/reference-counts.json, keyed 'torchvision.<builder>' / 'timm.<name>' / 'replknet.<model>'."""
+    return json.loads((DATA / "reference-counts.json").read_text())
+
+
+@lru_cache(maxsize=1)
+def replknet_state_dict_keys() -> dict[str, Any]:
+    """tests/data/replknet-state-dict-keys.json: {'RepLKNet-31B': {'train': {key: shape}, 'deploy': ...}, ...}."""
+    return json.loads((DATA / "replknet-state-dict-keys.json").read_text())
 
 
 def make_reference(ref: str, num_classes: int | None = None) -> Any:

@@ -6,7 +6,6 @@ generates random fusable groups (fused exactly) and random non-fusable ones (rej
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import archdsl
 from archdsl.codegen.deploy import deploy_graph, deploy_plan
 from archdsl.ir import Graph
 from archdsl.lang.loader import load_program, load_source
-from helpers import ROOT, SHARED, randomize_bn, reference_counts, run_archc
+from helpers import ROOT, randomize_bn, reference_counts, replknet_state_dict_keys, run_archc
 
 SPEC_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "specs").rglob("*.arch"))
 # Building and running a model costs time proportional to its weights; the whole suite has a ~20 minute
@@ -160,7 +159,7 @@ REPLKNET = {"replknet_31b": "RepLKNet-31B", "replknet_31l": "RepLKNet-31L", "rep
 @pytest.mark.parametrize("name", list(REPLKNET))
 def test_replknet_keys_shapes_and_counts_match_official(name: str) -> None:
     """Train keys/shapes, the official deploy keys (lkb_reparam), params and MACs of both forms; no weights."""
-    official = json.loads((SHARED / "reference" / "replknet-state-dict-keys.json").read_text())[REPLKNET[name]]
+    official = replknet_state_dict_keys()[REPLKNET[name]]
     counts = reference_counts()[f"replknet.{REPLKNET[name]}"]
     g = archdsl.graph(f"specs/replknet.arch:{name}")
     assert _state_shapes(g) == official["train"]
