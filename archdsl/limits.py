@@ -25,6 +25,9 @@ class Limits:
     max_params: int = 20_000_000_000
     max_steps: int = 500_000      # expression evaluations; big specs need ~5,000 (catches huge loops)
     max_files: int = 256          # files reachable through imports
+    max_value_size: int = 100_000  # one value worked through by str, ==, sum, min/max: list items (nested
+                                  # lists counted through) + string characters; also any string's length
+    max_int_bits: int = 4096      # any integer value (repeated squaring); floats must stay finite
 
     @classmethod
     def names(cls) -> list[str]:
