@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# One-time (idempotent) set-up on a fresh Debian machine: graphviz + a virtualenv with archdsl.
-# Usage: bash scripts/setup.sh        (called by scripts/main.sh and scripts/test.sh)
+# One-time (idempotent) set-up on a fresh Debian machine: the system packages the tests drive (graphviz's `dot`
+# for diagrams, Chromium for the HTML viewer test) and a virtualenv with archdsl and its test extras (which
+# include triton, for the Triton-interpreter tests, and import-linter, for the import-layer contract).
+# Usage: bash scripts/setup.sh        (called by scripts/main.sh and scripts/test.sh; a second run does nothing)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${ARCHDSL_VENV:-.venv}
 
-if ! command -v dot >/dev/null 2>&1; then
-    echo "[setup] installing graphviz (dot) with apt-get"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq >/dev/null && $SUDO apt-get install -y -qq graphviz >/dev/null
+# System packages: one apt-get call for whatever is missing, none when everything is there.
+missing=()
+command -v dot >/dev/null 2>&1 || missing+=(graphviz)
+# tests/test_render.py drives /usr/bin/chromium through Playwright (no browser download): the Debian package
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "[setup] installing ${missing[*]} with apt-get"
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || { echo "[setup] need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+        SUDO="sudo"
+    fi
+    $SUDO apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -1,9 +1,16 @@
-"""Shared fixtures. Tests run in 2 xdist workers on CI, so each worker uses one torch thread."""
+"""Shared fixtures and run-wide rules. Tests run in 2 xdist workers on CI, so each worker uses one torch thread.
+
+A skipped test is a test that did not run, so the run fails when any test is skipped for a reason other than
+``needs a CUDA device`` (the one thing a CPU machine cannot provide): everything else a test needs (Graphviz,
+Chromium, triton for the interpreter tests) is installed by ``scripts/setup.sh``. The Triton-interpreter tests
+set ``TRITON_INTERPRET=1`` themselves, in the subprocess that runs the kernels; nobody has to export it.
+"""
 from __future__ import annotations
 
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,3 +34,46 @@ except ImportError:  # pragma: no cover - torch is a test dependency
 @pytest.fixture
 def root() -> Path:
     return ROOT
+
+
+# ---- no silent skips ------------------------------------------------------------------------------------
+ALLOWED_SKIP = "needs a CUDA device"
+_disallowed_skips: list[tuple[str, str]] = []
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:  # (path, line, "Skipped: <reason>")
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Record every skip whose reason is not the CUDA one (under xdist this runs on the controller too)."""
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = _skip_reason(report)
+        if ALLOWED_SKIP not in reason:
+            _disallowed_skips.append((report.nodeid, reason))
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A module skipped at collection (``pytest.skip(..., allow_module_level=True)``, importorskip) counts too."""
+    if report.skipped:
+        reason = _skip_reason(report)  # type: ignore[arg-type]
+        if ALLOWED_SKIP not in reason:
+            _disallowed_skips.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _disallowed_skips and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    if not _disallowed_skips:
+        return
+    terminalreporter.section("skipped tests fail the run", sep="=", red=True, bold=True)
+    terminalreporter.write_line(f'only a skip whose reason says "{ALLOWED_SKIP}" is allowed; scripts/setup.sh '
+                                "installs what the others need:")
+    for nodeid, reason in _disallowed_skips:
+        terminalreporter.write_line(f"  {nodeid}: {reason}")
