@@ -10,12 +10,13 @@ from typing import Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import ArchError, Diagnostic
 from .limits import Limits
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
-from .passes.summary import format_count, summary_dict
+from .passes.summary import format_bytes, format_count, summary_dict
 
 __all__ = ["app", "main"]
 
@@ -149,6 +150,43 @@ def list_(directory: str = typer.Argument("specs", help="directory (or file) to 
     _guard(run)
 
 
+def _print_summary(data: dict) -> None:
+    """The human form of ``summary_dict``: one table (flat, or the block tree with --depth) and totals."""
+    tree = data.get("tree")
+    table = Table(title=f"{data['spec']}  input {data['input']}", show_edge=False, header_style="bold")
+    for col, just in (("layer", "left"), ("op", "left"), ("input", "right"), ("output", "right"),
+                      ("kernel", "right"), ("params", "right"), ("MACs", "right"), ("RF", "right"),
+                      ("connected to", "left")):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+
+    def dims(s: list) -> str:
+        return "x".join(str(v) for v in s) if s and len(set(s)) > 1 else (str(s[0]) if s else "")
+
+    for r in (tree if tree is not None else data["layers"]):
+        name = ("  " * (r["depth"] - 1) + r["name"]) if tree is not None else r["name"]
+        ins = list(dict.fromkeys(str(s) for s in r["inputs"]))
+        name = escape(name)  # spec names are text, not rich markup
+        table.add_row(f"[bold]{name}[/bold]" if r.get("kind") == "block" else name, escape(r["op"]), ", ".join(ins),
+                      str(r["shape"]), dims(r["kernel"]) if r["kernel"] else "",
+                      f"{r['params']:,}" if r["params"] else "", format_count(r["macs"]) if r["macs"] else "",
+                      dims(r["rf"]), escape(", ".join(r["connected_to"])))
+    # piped output keeps whole rows (scripts grep it); a terminal squeezes the table to its width
+    (out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=1000)).print(table)
+    tot = data["totals"]
+    out.print(f"total: {tot['params']:,} params ({format_count(tot['params'])}), "
+              f"{tot['macs']:,} MACs ({format_count(tot['macs'])}), {tot['layers']} layers; "
+              f"output {next(iter(data['outputs'].values())) if len(data['outputs']) == 1 else data['outputs']}")
+    out.print(f"params: {tot['trainable']:,} trainable, {tot['non_trainable']:,} non-trainable; "
+              f"buffers: {tot['buffers']:,} (BatchNorm running statistics)", markup=False)
+    mem = data["memory"]
+    out.print(f"memory at batch {mem['batch']}, {mem['dtype']}: input {format_bytes(mem['input'])}, "
+              f"activations {format_bytes(mem['activations'])} (sum of layer outputs), "
+              f"peak ~{format_bytes(mem['peak'])} (inference, tensors freed after last use)", markup=False)
+    rf = data.get("receptive_field")
+    if rf:
+        out.print(f"receptive field: {dims(rf['rf'])} px at {rf['module']} (stride {rf['stride']})", markup=False)
+
+
 @app.command()
 def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             input_: Optional[str] = typer.Option(None, "--input", help="input shape C,H,W (overrides the spec's)"),
@@ -158,15 +196,20 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
             backends: bool = typer.Option(False, "--backends", help="also show the conv backend plan "
                                           "(cost model + cached autotuning; see docs/backends.md)"),
-            batch: int = typer.Option(1, "--batch", min=1, help="batch size the backend plan is made for"),
-            dtype: str = typer.Option("float32", "--dtype", help="dtype for the backend plan"),
-            device: str = typer.Option("cpu", "--device", help="device type for the backend plan: cpu or cuda")
+            batch: int = typer.Option(1, "--batch", min=1, help="batch size for the activation-memory estimate "
+                                      "and the backend plan"),
+            dtype: str = typer.Option("float32", "--dtype", help="dtype for the activation-memory estimate and "
+                                      "the backend plan"),
+            device: str = typer.Option("cpu", "--device", help="device type for the backend plan: cpu or cuda"),
+            depth: Optional[int] = typer.Option(None, "--depth", min=0, help="show the block hierarchy down to "
+                                                "this many levels, each block with its totals (1: stem/stages/head)")
             ) -> None:
-    """Per-layer table (module name, op, output shape, params, MACs) and totals."""
+    """Per-layer table (name, op, input and output shapes, kernel, params, MACs, receptive field,
+    connected-to) and totals: trainable/non-trainable/buffers, activation memory at --batch/--dtype."""
     def run() -> int:
         g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
                           allow_outside=allow_outside)
-        data = summary_dict(g)
+        data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
         plan = None
         if backends:  # torch-free: the registry, cost model and cache only (archdsl.backends.plan_graph)
             from .backends import plan_graph
@@ -179,20 +222,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
         if as_json:
             out.print(json.dumps(data, indent=2), markup=False)
             return 0
-        table = Table(title=f"{data['spec']}  input {data['input']}", show_edge=False, header_style="bold")
-        table.add_column("layer")
-        table.add_column("op")
-        table.add_column("output", justify="right")
-        table.add_column("params", justify="right")
-        table.add_column("MACs", justify="right")
-        for r in data["layers"]:
-            table.add_row(r["name"], r["op"], str(r["shape"]), f"{r['params']:,}" if r["params"] else "",
-                          format_count(r["macs"]) if r["macs"] else "")
-        out.print(table)
-        tot = data["totals"]
-        out.print(f"total: {tot['params']:,} params ({format_count(tot['params'])}), "
-                  f"{tot['macs']:,} MACs ({format_count(tot['macs'])}), {tot['layers']} layers; "
-                  f"output {next(iter(data['outputs'].values())) if len(data['outputs']) == 1 else data['outputs']}")
+        _print_summary(data)
         if plan is not None:
             from .backends.report import plan_footer, plan_table
             out.print(plan_table(plan))

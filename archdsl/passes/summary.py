@@ -1,19 +1,100 @@
-"""Per-layer summary of a graph: module name, op, output shape, params, MACs, and totals."""
+"""Summary of a graph, like torchinfo and more: per-layer rows (input and output shapes, kernel, params,
+MACs, receptive field, connected-to), per-block totals to any depth of the block hierarchy, the
+trainable / non-trainable / buffer split, and an activation-memory estimate for a forward pass.
+
+Everything here reads the IR only (no torch): shapes, counts and the receptive field are static.
+"""
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ..ir import Graph
+from ..errors import ArchError
+from ..ir import Graph, Node
+from .features import Geometry, receptive_fields, stage_taps
 
-__all__ = ["summary_rows", "summary_dict", "format_count"]
+__all__ = ["summary_rows", "summary_tree", "summary_dict", "activation_memory", "buffer_count", "dtype_bytes",
+           "format_count", "format_bytes"]
+
+_MODULE_KINDS = frozenset({"block", "group"})   # scope frames that are module containers (not combinators)
+# ops whose output shares its input's storage (no new activation memory)
+_VIEW_OPS = frozenset({"identity", "flatten", "reshape", "narrow", "permute"})
+_DTYPE_BYTES = {"float32": 4, "float": 4, "fp32": 4, "float16": 2, "half": 2, "fp16": 2, "bfloat16": 2,
+                "bf16": 2, "float64": 8, "double": 8, "fp64": 8, "int8": 1, "uint8": 1}
 
 
-def summary_rows(g: Graph) -> list[dict[str, Any]]:
-    """One row per node except the input and identities, in execution order."""
+def dtype_bytes(dtype: str) -> int:
+    """Bytes per element of a dtype name ('float32', 'bf16', 'torch.float16', ...)."""
+    key = str(dtype).replace("torch.", "")
+    if key not in _DTYPE_BYTES:
+        raise ArchError(f"unknown dtype '{dtype}'", None,
+                        hint="one of: float32, float16, bfloat16, float64, int8")
+    return _DTYPE_BYTES[key]
+
+
+def buffer_count(n: Node) -> int:
+    """Elements of the node's buffers: a BatchNorm's running mean and variance and its batch counter
+    (state, not parameters: the optimizer never sees them)."""
+    if n.op == "batchnorm" and n.args.get("track_running_stats", True):
+        return 2 * n.shape[0] + 1
+    return 0
+
+
+def _module_frames(n: Node) -> list[Any]:
+    return [f for f in n.scope if f.kind in _MODULE_KINDS and f.path]
+
+
+def _alias_root(g: Graph) -> dict[int, int]:
+    """Each node's storage owner: views and identities share their input's."""
+    root: dict[int, int] = {}
+    for n in g.nodes():
+        root[n.id] = root[n.inputs[0]] if n.op in _VIEW_OPS and n.inputs else n.id
+    return root
+
+
+def _block_outputs(g: Graph) -> dict[int, list[str]]:
+    """For each node that is the last node of blocks, those blocks' paths, outermost first."""
+    last: dict[str, int] = {}
+    for n in g.nodes():
+        for f in _module_frames(n):
+            last[f.path] = n.id
+    ends: dict[int, list[str]] = {}
+    for path, nid in last.items():
+        ends.setdefault(nid, []).append(path)
+    for paths in ends.values():
+        paths.sort(key=lambda p: p.count("."))
+    return ends
+
+
+def _source_name(g: Graph, nid: int, reader: Node, ends: dict[int, list[str]]) -> str:
+    """What a reader knows a tensor by: the outermost block it is the output of (not containing the
+    reader), e.g. ``inception3a.branch2`` rather than its last ReLU; else the node's own name."""
+    inside = {f.path for f in _module_frames(reader)}
+    for path in ends.get(nid, []):
+        if path not in inside:
+            return path
+    return g.node(nid).name
+
+
+def _rf(geo: Geometry) -> list[int]:
+    return [geo.rf[0], geo.rf[1]]
+
+
+def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
+    """One row per node except the input and identities, in execution order.
+
+    Keys: name, module, op, shape (output), params, macs, line, inputs (input shapes), kernel
+    ([kh, kw] of windowed ops, else None), rf (receptive field [h, w] in input pixels), trainable,
+    non_trainable, buffers, connected_to (source names when the node reads several tensors, else []).
+    """
+    geo = geo if geo is not None else receptive_fields(g)
+    ends = _block_outputs(g)
     rows = []
     for n in g.nodes():
         if n.op in ("input", "identity"):
             continue
+        ks = n.args.get("kernel_size") if n.op in ("conv2d", "maxpool", "avgpool") else None
+        srcs = list(dict.fromkeys(n.inputs))
         rows.append({
             "name": n.name,
             "module": n.module,
@@ -22,13 +103,118 @@ def summary_rows(g: Graph) -> list[dict[str, Any]]:
             "params": n.params,
             "macs": n.macs,
             "line": f"{n.loc}" if n.loc else None,
+            "inputs": [list(s) for s in n.in_shapes],
+            "kernel": list(ks) if ks is not None else None,
+            "rf": _rf(geo[n.id]),
+            "trainable": n.params,
+            "non_trainable": 0,
+            "buffers": buffer_count(n),
+            "connected_to": [_source_name(g, i, n, ends) for i in srcs] if len(srcs) > 1 else [],
         })
     return rows
 
 
-def summary_dict(g: Graph) -> dict[str, Any]:
-    rows = summary_rows(g)
+def summary_tree(g: Graph, depth: int, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
+    """Rows down to ``depth`` levels of the block hierarchy, like torchinfo's ``depth``.
+
+    Top-level layers and blocks are depth 1. A block row (``kind: "block"``) carries the totals of every
+    layer inside it (params, MACs, trainable, buffers), the shapes entering it (``inputs``), its output
+    shape and receptive field (its last layer's); blocks at ``depth`` are shown collapsed, shallower
+    ones are followed by their children (``depth`` + 1). Layer rows are those of :func:`summary_rows`
+    plus ``kind: "layer"`` and ``depth``.
+    """
+    if depth < 0:
+        raise ArchError(f"--depth must be 0 or more, got {depth}", None)
+    geo = geo if geo is not None else receptive_fields(g)
+    by_name = {r["name"]: r for r in summary_rows(g, geo)}
+    order = list(g.nodes())
+    members: dict[str, list[Node]] = {}
+    frames: dict[str, Any] = {}
+    for n in order:
+        for f in _module_frames(n):
+            members.setdefault(f.path, []).append(n)
+            frames.setdefault(f.path, f)
+    rows: list[dict[str, Any]] = []
+    shown: set[str] = set()
+    for n in order:
+        mf = _module_frames(n)
+        for d, f in enumerate(mf[:depth], start=1):
+            if f.path not in shown:
+                shown.add(f.path)
+                rows.append(_block_row(g, f, d, members[f.path], geo))
+        if n.op in ("input", "identity") or len(mf) + 1 > depth:
+            continue
+        rows.append({**by_name[n.name], "kind": "layer", "depth": len(mf) + 1})
+    return rows
+
+
+def _block_row(g: Graph, frame: Any, depth: int, nodes: list[Node], geo: dict[int, Geometry]) -> dict[str, Any]:
+    inside = {n.id for n in nodes}
+    entering = list(dict.fromkeys(i for n in nodes for i in n.inputs if i not in inside))
+    last = nodes[-1]
     return {
+        "name": frame.path, "module": frame.path, "op": frame.name, "kind": "block", "depth": depth,
+        "args": frame.args,
+        "inputs": [list(g.node(i).shape) for i in entering],
+        "shape": list(last.shape),
+        "params": sum(n.params for n in nodes),
+        "macs": sum(n.macs for n in nodes),
+        "trainable": sum(n.params for n in nodes),
+        "non_trainable": 0,
+        "buffers": sum(buffer_count(n) for n in nodes),
+        "kernel": None,
+        "rf": _rf(geo[last.id]),
+        "layers": sum(1 for n in nodes if n.op not in ("input", "identity")),
+        "connected_to": [_source_name(g, i, nodes[0], _block_outputs(g)) for i in entering]
+        if len(entering) > 1 else [],
+        "line": f"{frame.loc}" if frame.loc else None,
+    }
+
+
+def activation_memory(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[str, Any]:
+    """Memory for the tensors of one forward pass at ``batch`` samples of ``dtype``.
+
+    ``activations``: the sum of every layer's output (what a training step keeps for backward, roughly;
+    views and identities allocate nothing). ``peak``: the most bytes alive at once in an inference pass
+    that frees each tensor after its last reader (input and outputs included; in-place activations and
+    framework workspace are not modelled, so it is an estimate). ``input``: the input batch itself.
+    """
+    if batch < 1:
+        raise ArchError(f"batch must be at least 1, got {batch}", None)
+    item = dtype_bytes(dtype)
+    root = _alias_root(g)
+    order = list(g.nodes())
+    pos = {n.id: k for k, n in enumerate(order)}
+    size = {n.id: math.prod(n.shape) * batch * item for n in order}
+    last_use: dict[int, int] = {}
+    for n in order:
+        for i in n.inputs:
+            r = root[i]
+            last_use[r] = max(last_use.get(r, -1), pos[n.id])
+    keep = {root[nid] for _, nid in g.outputs}
+    total = sum(size[n.id] for n in order if n.op != "input" and root[n.id] == n.id)
+    live = 0
+    peak = 0
+    alive: set[int] = set()
+    for n in order:
+        if root[n.id] == n.id:
+            live += size[n.id]
+            alive.add(n.id)
+        peak = max(peak, live)
+        for r in [r for r in alive if r not in keep and last_use.get(r, -1) <= pos[n.id]]:
+            alive.discard(r)
+            live -= size[r]
+    return {"batch": batch, "dtype": str(dtype).replace("torch.", ""), "bytes_per_element": item,
+            "input": size[g.inputs[0]], "activations": total, "peak": peak}
+
+
+def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: str = "float32") -> dict[str, Any]:
+    """Everything ``archc summary --json`` prints: network facts, flat ``layers``, ``tree`` (with a
+    depth), ``totals`` (params split, buffers, MACs, layers), ``memory`` and ``receptive_field``."""
+    geo = receptive_fields(g)
+    rows = summary_rows(g, geo)
+    buffers = sum(buffer_count(n) for n in g.nodes())
+    out: dict[str, Any] = {
         "network": g.name,
         "spec": getattr(g, "address", g.name),
         "reference": g.reference,
@@ -36,8 +222,24 @@ def summary_dict(g: Graph) -> dict[str, Any]:
         "outputs": {k: list(v) for k, v in g.output_shapes.items()},
         "parameters": {k: v for k, v in g.params_used.items() if isinstance(v, (int, float, str, bool, list))},
         "layers": rows,
-        "totals": {"params": g.total_params, "macs": g.total_macs, "layers": len(rows)},
+        "totals": {"params": g.total_params, "macs": g.total_macs, "layers": len(rows),
+                   "trainable": g.total_params, "non_trainable": 0, "buffers": buffers},
+        "memory": activation_memory(g, batch, dtype),
+        "receptive_field": _final_rf(g, geo),
     }
+    if depth is not None:
+        out["depth"] = depth
+        out["tree"] = summary_tree(g, depth, geo)
+    return out
+
+
+def _final_rf(g: Graph, geo: dict[int, Geometry]) -> dict[str, Any] | None:
+    """Receptive field of the last feature map before the head (where a detector would read it)."""
+    taps = stage_taps(g, geo)
+    if not taps:
+        return None
+    t = taps[-1]
+    return {"module": t["module"], "rf": _rf(geo[t["node"]]), "stride": t["reduction"]}
 
 
 def format_count(n: int) -> str:
@@ -46,3 +248,11 @@ def format_count(n: int) -> str:
         if abs(n) >= div:
             return f"{n / div:.2f}{unit}"
     return str(n)
+
+
+def format_bytes(n: int) -> str:
+    """1536 -> '1.50 KiB'."""
+    for unit, div in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n} B"
