@@ -21,9 +21,10 @@ from .ir import Graph
 from .lang.loader import Program, find_specs, load_program, load_source, split_address
 from .limits import Limits
 from .lower import lower_network
+from .passes import run_checks
 from .source import Source
 
-__all__ = ["Resolved", "resolve", "compile_graph", "check_paths", "list_networks", "parse_set",
+__all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths", "list_networks", "parse_set",
            "generate_source", "atomic_write", "network_address"]
 
 
@@ -71,8 +72,24 @@ def compile_graph(spec: str | Resolved, params: dict[str, Any] | None = None, *,
     net = r.network
     if input_shape is not None:
         net = _with_input(net, input_shape)
-    g = lower_network(r.program, net, params or {}, limits=limits)
-    g.address = r.address  # type: ignore[attr-defined]
+    g = lower_checked(r.program, net, params or {}, limits=limits)
+    g.address = r.address
+    return g
+
+
+def lower_checked(program: Program, net: A.NetworkDef, params: dict[str, Any] | None = None, *,
+                  limits: Limits | None = None) -> Graph:
+    """Lower ``net``, then run the check passes over the graph (the reparam proof, lint).
+
+    Lowering does not depend on the passes (they sit above it); this is the one place that runs both. Raises
+    :class:`ArchError` with every error (a group that cannot be fused points at its line); the warnings are
+    left in ``graph.warnings``.
+    """
+    g = lower_network(program, net, params or {}, limits=limits)
+    found = run_checks(g, program, net)
+    if any(d.severity == "error" for d in found):
+        raise ArchError([*g.warnings, *found])
+    g.warnings = [*g.warnings, *found]
     return g
 
 
@@ -137,7 +154,7 @@ def _check_file(f: Path, *, limits: Limits | None, params: dict[str, Any] | None
         return list(e.diagnostics), 0
     for net in program.root.networks.values():
         try:
-            diags.extend(lower_network(program, net, _applicable(net, params), limits=limits).warnings)
+            diags.extend(lower_checked(program, net, _applicable(net, params), limits=limits).warnings)
             count += 1
         except ArchError as e:
             diags.extend(e.diagnostics)
@@ -195,7 +212,7 @@ def list_networks(path: str) -> list[dict[str, Any]]:
                                      "reference": net.reference, "input": None,
                                      "params": {p.name: None for p in net.params}}
             try:
-                g = lower_network(program, net)
+                g = lower_checked(program, net)
                 entry["input"] = list(g.input_shape)
                 entry["params"] = {k: v for k, v in g.params_used.items() if _jsonable(v)}
                 entry["outputs"] = {k: list(v) for k, v in g.output_shapes.items()}

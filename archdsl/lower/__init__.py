@@ -1,6 +1,9 @@
 """Stage 2, lowering: AST -> shape-checked graph IR (evaluation, argument binding, elaboration)."""
 from __future__ import annotations
 
-from .elaborate import LayerSpec, TensorVal, lower_network, network_params
+from .elaborate import lower_network, network_params, span_from_loc
+from .names import DEFAULT_FUSED_NAME, NameProblem, check_identifier, class_name
+from .values import LayerSpec, TensorVal
 
-__all__ = ["LayerSpec", "TensorVal", "lower_network", "network_params"]
+__all__ = ["LayerSpec", "TensorVal", "lower_network", "network_params", "span_from_loc", "check_identifier",
+           "class_name", "NameProblem", "DEFAULT_FUSED_NAME"]

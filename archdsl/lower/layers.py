@@ -1,0 +1,268 @@
+"""Applying layers to tensors: ops, multi-output ops, blocks and merges become graph nodes.
+
+:class:`LayerApplier` sits between the evaluator (values) and the elaborator (statements): given a
+layer value and the tensor it applies to, it binds the arguments (:mod:`.bind`), runs the op's shape
+rule, names the result in its scope and creates the node. Naming, module paths and node creation
+live in :class:`.elaborate.Lowerer`, which it calls through the methods declared here.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ArchError, Diagnostic
+from ..ir import Loc, Node, ScopeFrame
+from ..lang import ast as A
+from ..ops import OPS, OpDef, ShapeError
+from ..source import Span
+from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
+from .evaluate import Env, Evaluator
+from .scope import Scope
+from .values import POISON, LayerSpec, TensorVal, fmt, iter_flat, type_name
+
+__all__ = ["LayerApplier"]
+
+
+class LayerApplier(Evaluator):
+    """Turns layer values into nodes; the elaborator provides naming and node creation."""
+
+    depth: int
+    total_params: int
+
+    # ------------------------------------------------------------------ provided by the elaborator
+    def name_in(self, scope: Scope, label: str | None, span: Span | None) -> str:
+        raise NotImplementedError
+
+    def claim(self, path: str, span: Span, what: str) -> None:
+        raise NotImplementedError
+
+    def new_node(self, op: str, args: dict[str, Any], inputs: list[int], in_shapes: list[tuple[int, ...]],
+                 shape: tuple[int, ...], name: str, module: str | None, span: Span | None,
+                 frames: list[ScopeFrame], label: str | None = None) -> Node:
+        raise NotImplementedError
+
+    def loc(self, span: Span | None) -> Loc | None:
+        raise NotImplementedError
+
+    def node(self, nid: int) -> Node:
+        raise NotImplementedError
+
+    def exec_body(self, stmts: list[A.Stmt], env: Env, cur: Any, scope: Scope,
+                  outputs: list[tuple[str, Span]] | None = None) -> Any:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ binding
+    def bind_op(self, fname: str, spec: list[Any], args: list[tuple[Any, Span]],
+                kwargs: dict[str, tuple[Any, Span]], span: Span) -> dict[str, Any] | None:
+        """An op's arguments, bound, defaulted and type-checked; None after reporting what is wrong."""
+        sig = op_signature(fname, spec)
+        given, spans, ok = bind(sig, args, kwargs, span, self.err)   # type: ignore[arg-type]
+        if not ok or any(v is POISON for v in given.values()):
+            return None
+        out = fill_defaults(sig, given, lambda s: s.default)
+        return out if check_op_types(fname, spec, out, spans, span, self.err) else None
+
+    # ------------------------------------------------------------------ applying
+    def apply(self, v: Any, x: Any, scope: Scope, label: str | None, label_span: Span | None, span: Span) -> Any:
+        if v is POISON:
+            scope.next_name(label)
+            return POISON
+        if v is None:
+            return x
+        if isinstance(v, list):
+            flat = iter_flat(v)  # lazily: nested repetitions reach Limits.max_nodes before memory runs out
+            if label is not None:
+                name = self.name_in(scope, label, label_span or span)
+                path = scope.prefix + name
+                self.claim(path, label_span or span, "list")
+                inner = scope.child(name, ScopeFrame(path=path, kind="group", name=label, loc=self.loc(span)))
+            else:
+                inner = scope
+            for item in flat:
+                x = self.apply(item, x, inner, None, None, span)
+            return x
+        if isinstance(v, LayerSpec):
+            if label is None and v.label is not None:
+                label, label_span = v.label, span
+            if x is POISON:
+                scope.next_name(label)
+                if v.kind == "op" and v.target.arity == 1:
+                    # the input failed earlier, but the arguments can still be checked on their own:
+                    # one run then reports the independent mistakes further down too
+                    self.bind_op(v.name, v.target.args, v.args, v.kwargs, v.call_span or span)
+                return POISON
+            if not isinstance(x, TensorVal):
+                return self.err(f"cannot apply {v.describe()} to {type_name(x)}", span)
+            if v.kind == "op":
+                return self.apply_op(v, x, scope, label, label_span, span)
+            if v.kind == "block":
+                return self.apply_block(v, x, scope, label, label_span, span)
+            return self.apply_multi(v, x, scope, label, label_span, span)
+        if isinstance(v, TensorVal):
+            return self.err("a tensor value cannot be used as a layer here", span,
+                            hint="named values start a pipeline: 'y -> layer'")
+        return self.err(f"expected a layer, got {type_name(v)} {fmt(v)}", span,
+                        hint=self.shadow_hint(span) or "layers are ops like conv2d(64, 3) or block calls")
+
+    def apply_op(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,
+                 span: Span) -> Any:
+        opdef: OpDef = v.target
+        name = self.name_in(scope, label, label_span or span)
+        if opdef.arity != 1:
+            return self.err(f"'{v.name}' combines several tensors; write it as a combinator", span,
+                            hint=f"'{v.name}:' with one branch per line, or {v.name}(a, b) over named values")
+        args = self.bind_op(v.name, opdef.args, v.args, v.kwargs, v.call_span or span)
+        if args is None:
+            return POISON
+        argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
+        argspans.update({k: s for k, (_, s) in v.kwargs.items()})
+        try:
+            if opdef.normalize:
+                args = opdef.normalize([x.shape], args)
+            shape = opdef.shape([x.shape], args)
+        except ShapeError as e:
+            msg = e.message if e.message.startswith(v.name + " ") else f"{v.name}: {e.message}"
+            # provenance only when the input shape is part of the problem, not for a bad argument alone
+            about_input = e.arg in (None, "kernel_size", "groups", "dim", "output_size")
+            return self.err(msg, argspans.get(e.arg or "", v.call_span or span), e.hint,
+                            notes=self.provenance([x]) if about_input else None)
+        if any(d > self.limits.max_channels for d in shape):
+            return self.err(f"{v.name}: output shape {list(shape)} exceeds the size limit {self.limits.max_channels:,}",
+                            v.call_span or span, hint="the limit is set by Limits.max_channels")
+        params = opdef.params([x.shape], args)
+        macs = opdef.macs([x.shape], shape, args)
+        self.total_params += params
+        if self.total_params > self.limits.max_params:
+            raise ArchError(Diagnostic(f"the network exceeds {self.limits.max_params:,} parameters", span,
+                                       hint="check channel counts; the limit is Limits.max_params"))
+        path = scope.prefix + name
+        module = None
+        if opdef.stateful:
+            module = path
+            self.claim(path, label_span or span, "layer")
+        node = self.new_node(opdef.name, args, [x.nid], [x.shape], shape, path, module, span, scope.frames,
+                             label=label)
+        node.params, node.macs = params, macs
+        return TensorVal(node.id, shape)
+
+    def apply_multi(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,
+                    span: Span) -> Any:
+        name = self.name_in(scope, label, label_span or span)
+        args = self.bind_op(v.name, v.target, v.args, v.kwargs, v.call_span or span)
+        if args is None:
+            return POISON
+        dim = args["dim"]
+        if not 1 <= dim <= len(x.shape):
+            return self.err(f"{v.name}: dim={dim} is out of range for {list(x.shape)} (batch is dim 0)", span)
+        size = x.shape[dim - 1]
+        if v.name == "chunk":
+            n = args["chunks"]
+            if n < 1 or size % n:
+                return self.err(f"chunk: {size} cannot be split into {n} equal parts", v.call_span or span,
+                                hint="use split([...]) for unequal parts")
+            if n > self.limits.max_repeat:
+                return self.err(f"chunk: {n:,} parts exceed the limit {self.limits.max_repeat:,}", v.call_span or span,
+                                hint="the limit is Limits.max_repeat (raise it with --limit max_repeat=N)")
+            sizes = [size // n] * n
+        else:
+            sizes = args["sizes"]
+            if not all(isinstance(s, int) and s > 0 for s in sizes) or sum(sizes) != size:
+                return self.err(f"split: sizes {fmt(sizes)} must be positive and add up to {size}", v.call_span or span)
+        outs = []
+        start = 0
+        for i, s in enumerate(sizes):
+            shape = list(x.shape)
+            shape[dim - 1] = s
+            node = self.new_node("narrow", {"dim": dim, "start": start, "length": s}, [x.nid], [x.shape],
+                                 tuple(shape), f"{scope.prefix}{name}[{i}]", None, span, scope.frames)
+            outs.append(TensorVal(node.id, tuple(shape)))
+            start += s
+        return outs
+
+    def apply_block(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,
+                    span: Span) -> Any:
+        bdef: A.BlockDef = v.target
+        if v.inline and label is not None:
+            return self.err(f"inline({bdef.name}(...)) puts the block's layers directly here, so it cannot be "
+                            f"named '{label}'", label_span or span,
+                            hint=f"drop the label, or write '{label}: {bdef.name}(...)' for a module of its own")
+        name = "" if v.inline else self.name_in(scope, label, label_span or span)
+        path = scope.prefix + name
+        if self.depth >= self.limits.max_depth:
+            raise ArchError(Diagnostic(
+                f"blocks nest more than {self.limits.max_depth} deep (is '{bdef.name}' recursive?)", span,
+                hint="a block may not use itself, directly or through others; the limit is Limits.max_depth"))
+        benv = Env(self.program.namespace_of(bdef), {}, x.shape)
+        sig = block_signature(bdef)
+        given, _, ok = bind(sig, v.args, v.kwargs, v.call_span or span, self.err)  # type: ignore[arg-type]
+
+        fill_defaults(sig, given, lambda slot: self.eval(slot.default, benv), sink=benv.vars)
+        if not ok:
+            return POISON
+        benv.vars["x"] = x
+        if v.inline:
+            # like 'seq:': the caller's naming scope and position counter, no container, no frame
+            self.depth += 1
+            try:
+                return self.exec_body(bdef.body, benv, x, scope)
+            finally:
+                self.depth -= 1
+        self.claim(path, label_span or span, "block")
+        args_txt = ", ".join(f"{p.name}={fmt(benv.vars[p.name])}" for p in bdef.params)
+        inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
+                                             loc=self.loc(span)))
+        self.depth += 1
+        try:
+            return self.exec_body(bdef.body, benv, x, inner)
+        finally:
+            self.depth -= 1
+
+    # ------------------------------------------------------------------ merges
+    def merge(self, kind: str, branches: list[Any], kwargs: dict[str, tuple[Any, Span]], name: str, span: Span,
+              reparam: str | None, frames: list[ScopeFrame]) -> Any:
+        tensors = [b for b in branches if isinstance(b, TensorVal)]
+        if len(tensors) != len(branches):
+            bad = next(b for b in branches if not isinstance(b, TensorVal))
+            return self.err(f"'{kind}' combines tensors, got {type_name(bad)}", span)
+        if kind == "stack":
+            shapes = [t.shape for t in tensors]
+            if any(s != shapes[0] for s in shapes):
+                return self.err("stack: branch shapes " + ", ".join(str(list(s)) for s in shapes) + " differ", span,
+                                notes=self.provenance(tensors))
+            shape = (len(tensors), *shapes[0])
+            node = self.new_node("stack", {"dim": 1}, [t.nid for t in tensors], shapes, shape, name, None, span,
+                                 frames)
+            return TensorVal(node.id, shape)
+        opdef = OPS[kind]
+        args = self.bind_op(opdef.name, opdef.args, [], kwargs, span)
+        if args is None:
+            return POISON
+        shapes = [t.shape for t in tensors]
+        try:
+            shape = opdef.shape(shapes, args)
+        except ShapeError as e:
+            return self.err(e.message, kwargs[e.arg][1] if e.arg in kwargs else span, e.hint,
+                            notes=self.provenance(tensors))
+        node = self.new_node(kind, args, [t.nid for t in tensors], shapes, shape, name, None, span, frames)
+        node.reparam = reparam
+        return TensorVal(node.id, shape)
+
+    def provenance(self, tensors: list[TensorVal]) -> list[tuple[str, Span | None]]:
+        """Notes saying which layer produced each operand's shape."""
+        notes: list[tuple[str, Span | None]] = []
+        for t in tensors[:4]:
+            n = self.node(t.nid)
+            what = "the network input" if n.op == "input" else f"the output of {n.op} '{n.name}'"
+            notes.append((f"{list(t.shape)} is {what}", span_from_loc(self.program, n.loc)))
+        return notes
+
+
+def span_from_loc(program: Any, loc: Loc | None) -> Span | None:
+    """The :class:`Span` (with its source text) of an IR location, found among the program's files."""
+    if loc is None:
+        return None
+    for spec in program.files.values():
+        for d in [*spec.blocks.values(), *spec.networks.values()]:
+            # the Source's own path: a file's key in program.files may be spelt differently
+            if d.span.source.path == loc.file:
+                return Span(d.span.source, loc.line, loc.col)
+    return None
