@@ -367,9 +367,10 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
     def run() -> int:
         from .render import write_diagram  # graphviz is needed only here; torch never is
 
-        g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+        limits = _limits(limit)
+        g = compile_graph(spec, parse_set(set_), limits=limits, allow_outside=allow_outside)
         kind = write_diagram(g, output, fmt="html" if as_html else None, depth=depth, expand=expand,
-                             deploy=deploy, rankdir=rankdir.upper())
+                             deploy=deploy, rankdir=rankdir.upper(), limits=limits)
         out.print(f"wrote {output} ({kind}, {len(g)} layers)")
         return 0
     _guard(run)

@@ -28,6 +28,8 @@ class Limits:
     max_value_size: int = 100_000  # one value worked through by str, ==, sum, min/max: list items (nested
                                   # lists counted through) + string characters; also any string's length
     max_int_bits: int = 4096      # any integer value (repeated squaring); floats must stay finite
+    max_render_nodes: int = 2_500  # boxes + frames a diagram may hand to Graphviz (its layout is superlinear)
+    max_render_edges: int = 5_000  # edges a diagram may hand to Graphviz
 
     @classmethod
     def names(cls) -> list[str]:

@@ -18,8 +18,10 @@ import archdsl
 from archdsl.errors import ArchError
 from archdsl.ir import Graph
 from archdsl.pipeline import list_networks
-from archdsl.render import (FAMILY_COLORS, build_view, deploy_graph, family_color, fuse_reparam_groups,
-                            render_bytes, render_html, render_svg, require_dot, to_dot, write_diagram)
+from archdsl.passes.deploy import deploy_plan
+from archdsl.passes.reparam import plan_group
+from archdsl.render import (FAMILY_COLORS, RANKDIRS, build_view, deploy_graph, family_color, render_bytes,
+                            render_html, render_svg, require_dot, to_dot, write_diagram)
 from helpers import ROOT
 
 HAS_DOT = shutil.which("dot") is not None
@@ -143,32 +145,79 @@ def test_reparam_groups_marked_and_deploy_fused() -> None:
     assert not [c for c in dep.visible_clusters() if c.frame.kind == "reparam"]
     fused = [n for n in dep.nodes.values() if n.fused]
     assert len(fused) == 2 and all("fused conv2d" in n.label and "3\u00d73" in n.label for n in fused)
-    # structural fusion computed here: out * in/groups * k * k + out
-    ours = fuse_reparam_groups(g)
-    assert sorted(n.params for n in ours.nodes() if n.id in ours.fused_nodes) == sorted(
-        [64 * 32 * 9 + 64, 64 * 64 * 9 + 64])
+    # the fused convs are exactly the planner's: geometry and parameter count of each group's plan
+    dg = deploy_graph(g)
+    for path, info in g.reparam_groups.items():
+        gp = plan_group(g, path)
+        conv = dg.node(info.output)
+        assert conv.id in dg.fused_nodes and conv.op == "conv2d"
+        assert (conv.args["kernel_size"], conv.args["stride"], conv.args["padding"], conv.args["groups"]) == (
+            gp.kernel, gp.stride, gp.padding, gp.groups)
+        assert conv.params == gp.out_channels * (gp.in_channels // gp.groups) * gp.kernel[0] * gp.kernel[1] + \
+            gp.out_channels
+    assert sorted(n.params for n in fused) == [64 * 32 * 9 + 64, 64 * 64 * 9 + 64]
     # the output shape is the group's
     assert [e.shape for e in dep.edges if e.src in {n.id for n in fused}] == [(64, 28, 28), (64, 28, 28)]
+    # the drawn deploy form is the deploy pass's graph, node for node
+    assert [(n.id, n.op, n.params) for n in dg.nodes()] == [(n.id, n.op, n.params)
+                                                           for n in deploy_plan(g).graph.nodes()]
+    assert not dep.notes
 
 
 def test_replknet_deploy_params_match_reference() -> None:
-    spec = ROOT / "specs" / "replknet.arch"
-    if not spec.exists():
-        pytest.skip("specs/replknet.arch is not in this tree")
     from helpers import reference_counts
-    ref = reference_counts().get("replknet.RepLKNet-31B")
-    if not ref or "params_deploy" not in ref:
-        pytest.skip("no RepLKNet-31B deploy count in the reference data")
+    ref = reference_counts()["replknet.RepLKNet-31B"]
     g = archdsl.graph("specs/replknet.arch:replknet_31b")
-    assert fuse_reparam_groups(g).total_params == ref["params_deploy"]
-    assert len(deploy_graph(g).fused_nodes) == len(g.reparam_groups)
+    dg = deploy_graph(g)
+    assert len(dg.fused_nodes) == len(g.reparam_groups) > 0
+    # the official deploy form fuses the groups and keeps the BatchNorms: the reference's parameter count
+    assert deploy_plan(g, fold_bn=False).graph.total_params == ref["params_deploy"]
+    # what render draws (BatchNorms folded too) has no parameters the official form lacks
+    assert dg.total_params <= ref["params_deploy"]
+
+
+def test_deploy_form_notes_what_it_leaves_unfolded(tmp_path: Path) -> None:
+    """A BatchNorm beside a linear on a feature map is not folded (other axis): the diagram says so."""
+    spec = tmp_path / "bn_linear.arch"
+    spec.write_text("network bn_linear():\n    input [4, 6, 6]\n    bn: batchnorm\n    fc: linear(8)\n")
+    g = archdsl.graph(str(spec))
+    v = build_view(g, deploy=True)
+    assert len(v.notes) == 1 and "batchnorm 'bn'" in v.notes[0] and "not folded into linear 'fc'" in v.notes[0]
+    assert "not folded into linear" in to_dot(v)
+    assert not build_view(g).notes
+
+
+def test_unfusable_group_is_an_error_not_a_guess() -> None:
+    """A group the exact planner refuses is a located error for --deploy, never a heuristic fused conv."""
+    g = archdsl.graph(REPVGG)
+    path = sorted(g.reparam_groups)[0]
+    conv = next(n for n in g.nodes() if n.op == "conv2d" and n.reparam == path and n.args["kernel_size"] == (3, 3))
+    conv.args["dilation"] = (2, 2)       # a graph built by hand: lowering would have refused this spec
+    with pytest.raises(ArchError) as ei:
+        build_view(g, deploy=True)
+    text = ei.value.format()
+    assert "reparam group cannot be fused into one conv" in text and "dilated" in text
+    assert "examples/repvgg_block.arch:" in text
+
+
+def test_render_uses_the_op_registry_families() -> None:
+    """Colours and the identity-as-edge rule come from OpDef.family, not from lists of op names."""
+    from archdsl.ops import OPS
+    v = build_view(archdsl.graph(INCEPTION), expand=True)
+    ops = [n for n in v.nodes.values() if n.kind == "op"]
+    assert ops
+    for n in ops:
+        op = n.label.split("\n")[0].split(": ")[-1]
+        assert n.family == OPS[op].family and n.family != "identity"
 
 
 def test_bad_options_are_arch_errors(r50: Graph, tmp_path: Path) -> None:
     with pytest.raises(ArchError, match="--depth must be at least 1"):
         build_view(r50, depth=0)
-    with pytest.raises(ArchError, match="TB or LR"):
+    with pytest.raises(ArchError, match="one of TB, LR, BT, RL"):
         to_dot(build_view(r50, depth=1), rankdir="XY")
+    for rd in RANKDIRS:
+        assert f"rankdir={rd}" in to_dot(build_view(r50, depth=1), rankdir=rd)
     with pytest.raises(ArchError, match="cannot tell the diagram format"):
         write_diagram(r50, tmp_path / "out.jpeg")
 
@@ -263,14 +312,38 @@ def test_cli_render(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_render_never_imports_torch(tmp_path: Path) -> None:
+    """`archc render` (deploy form, DOT and HTML) never imports torch."""
+    outs = [str(tmp_path / "x.dot"), str(tmp_path / "x.html")] if HAS_DOT else [str(tmp_path / "x.dot")]
     code = ("import sys; from archdsl.cli import main\n"
-            "try:\n"
-            f"    main(['render', {REPVGG!r}, '-o', {str(tmp_path / 'x.dot')!r}, '--deploy'])\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            "print('torch' in sys.modules)")
+            f"for out in {outs!r}:\n"
+            "    try:\n"
+            f"        main(['render', {REPVGG!r}, '-o', out, '--deploy'])\n"
+            "    except SystemExit as e:\n"
+            "        assert not e.code, e.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert r.stdout.strip().splitlines()[-1] == "False", r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
+    assert all(Path(o).is_file() for o in outs)
+
+
+def test_render_imports_only_down_and_graphviz_only_in_dot() -> None:
+    """render (L5) imports passes, lower layers and its own modules, never codegen/backends (same layer) or
+    anything above; function-level imports count. The graphviz package is imported by render/dot.py alone."""
+    import ast
+    pkg = ROOT / "archdsl" / "render"
+    allowed = {"errors", "ir", "limits", "fsutil", "source", "ops", "passes", "render"}
+    graphviz_users = []
+    for f in sorted(pkg.glob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                top = (node.module or "").split(".")[0] if node.level == 2 else "render"
+                assert top in allowed, f"{f.name} imports ..{node.module}"
+            elif isinstance(node, ast.ImportFrom):
+                assert not (node.module or "").startswith("archdsl"), f"{f.name}: absolute archdsl import"
+            if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "graphviz" for a in node.names):
+                graphviz_users.append(f.name)
+    assert graphviz_users == ["dot.py"]
 
 
 @needs_dot

@@ -1,7 +1,25 @@
-"""Stage 4, diagrams: graph IR -> Graphviz DOT / SVG / PNG / PDF and a self-contained HTML view."""
+"""Stage 5, diagrams: graph IR -> Graphviz DOT / SVG / PNG / PDF and a self-contained HTML view.
+
+Modules, in the order data flows: :mod:`.style` (family colours, label text), :mod:`.form` (the deploy
+form, from the exact reparam planner and the deploy pass), :mod:`.fold` (frame tree, folding of repeated
+blocks), :mod:`.view` (``build_view``: the format-independent view model), :mod:`.dot` (DOT source and the
+``dot`` program: the only place Graphviz is used; the render size limits), :mod:`.html` (the viewer page,
+with ``viewer.js`` / ``viewer.css`` as package data), :mod:`.output` (``write_diagram``).
+
+Output is deterministic: ids come from the IR's node order, never from memory addresses, so the same
+spec always gives byte-identical DOT, SVG and HTML. Nothing here imports torch.
+"""
 from __future__ import annotations
 
-from .core import *  # noqa: F401,F403
-from .core import __all__ as _core_all
+from .dot import RANKDIRS, check_size, render_bytes, require_dot, to_dot
+from .form import deploy_graph
+from .html import render_html
+from .output import DIAGRAM_FORMATS, render_svg, write_diagram
+from .style import FAMILY_COLORS, family_color
+from .view import View, ViewCluster, ViewEdge, ViewNode, build_view
 
-__all__ = list(_core_all)
+__all__ = [
+    "FAMILY_COLORS", "View", "ViewNode", "ViewCluster", "ViewEdge", "build_view", "to_dot", "render_bytes",
+    "render_svg", "render_html", "write_diagram", "deploy_graph", "family_color", "require_dot",
+    "DIAGRAM_FORMATS", "RANKDIRS", "check_size",
+]

@@ -1,0 +1,163 @@
+"""Graphviz: a :class:`~.view.View` as DOT source, and the ``dot`` program that lays it out.
+
+This is the only module of archdsl that imports the ``graphviz`` package (lazily, in :func:`to_dot`) or
+runs ``dot``. Before ``dot`` runs, the view's size is checked against ``Limits.max_render_nodes`` /
+``max_render_edges``: Graphviz's layout grows much faster than linearly (a 6,000-layer chain takes
+about 45 s), so an oversized diagram is refused in milliseconds with a hint instead.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+from ..errors import ArchError
+from ..limits import Limits
+from .style import BLOCK_FILL, CLUSTER_STYLE, FONT, FUSED_COLOR, family_color, fmt_shape, left_justified
+from .view import View, ViewNode
+
+__all__ = ["to_dot", "require_dot", "render_bytes", "check_size", "layout", "RANKDIRS"]
+
+#: Accepted ``--rankdir`` values: top to bottom, left to right, and their reverses.
+RANKDIRS = ("TB", "LR", "BT", "RL")
+_DOT_TIMEOUT_S = 300
+
+
+def _dot_id(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "network"
+
+
+def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: bool = False) -> str:
+    """The view as Graphviz DOT source (deterministic).
+
+    ``tooltips`` adds hover text (shapes, params, spec line) to SVG output; ``classes`` tags every
+    element with the clusters it sits in (``in-c3``), for the HTML viewer.
+    """
+    import graphviz
+
+    if rankdir not in RANKDIRS:
+        raise ArchError(f"--rankdir must be one of {', '.join(RANKDIRS)}, got '{rankdir}'", None,
+                        hint="TB draws top to bottom, LR left to right (BT and RL: the reverse)")
+    title = "\n".join([view.title, *view.notes])
+    dot = graphviz.Digraph(name=_dot_id(view.name), engine="dot")
+    dot.attr(rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25",
+             ranksep="0.32", label=left_justified(title) if view.notes else title, labelloc="t", labeljust="l",
+             bgcolor="white")
+    if tooltips:
+        dot.attr(tooltip=" ")  # no generic tooltip over the background in SVG viewers
+    dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", margin="0.12,0.05",
+             penwidth="0.8", color="#555555")
+    dot.attr("edge", fontname=FONT, fontsize="8", color="#555555", fontcolor="#333333", arrowsize="0.6",
+             penwidth="0.8")
+
+    kids: dict[str | None, list[str]] = {}
+    for c in view.visible_clusters():
+        kids.setdefault(c.parent, []).append(c.id)
+    members: dict[str | None, list[ViewNode]] = {}
+    for n in view.nodes.values():
+        members.setdefault(n.cluster, []).append(n)
+
+    def node_attrs(n: ViewNode) -> dict[str, str]:
+        attrs: dict[str, str] = {"id": n.id, "label": n.label}
+        if n.kind == "block":
+            attrs.update(shape="box3d", style="filled", fillcolor=BLOCK_FILL, color="#6f6f6f")
+        elif n.kind in ("input", "output"):
+            attrs.update(shape="oval", style="filled", fillcolor=family_color(n.family))
+        else:
+            attrs["fillcolor"] = family_color(n.family)
+            if n.fused:
+                attrs.update(style="rounded,filled,bold", color=FUSED_COLOR, penwidth="1.6")
+        if tooltips:
+            attrs["tooltip"] = n.tooltip
+        if classes:
+            attrs["class"] = " ".join(["arch-" + n.kind] + [f"in-{c}" for c in view.ancestors(n.cluster)])
+        return attrs
+
+    def emit(sub: Any, parent: str | None) -> None:
+        for cid in kids.get(parent, []):
+            c = view.clusters[cid]
+            with sub.subgraph(name=f"cluster_{cid}") as s:
+                style, border, fill = CLUSTER_STYLE.get(c.frame.kind, CLUSTER_STYLE["group"])
+                s.attr(label=left_justified(c.title), id=cid, style=style, color=border, fillcolor=fill,
+                       fontname=FONT, fontsize="10", labeljust="l",
+                       penwidth="1.0" if c.frame.kind != "reparam" else "1.6",
+                       # a wider margin keeps Graphviz from drawing a cluster's last node on its border
+                       margin="14")
+                if c.count > 1:
+                    s.attr(peripheries="1", style=style + ",bold")
+                if tooltips:
+                    s.attr(tooltip=c.title)
+                if classes:
+                    s.attr("graph", **{"class": " ".join(["arch-cluster"] + [f"in-{a}" for a in
+                                                                             view.ancestors(c.parent)])})
+                emit(s, cid)
+        for n in members.get(parent, []):
+            sub.node(n.id, **node_attrs(n))
+
+    emit(dot, None)
+    for e in view.edges:
+        attrs = {"id": e.id, "label": fmt_shape(e.shape)}
+        if tooltips:
+            attrs["tooltip"] = f"{list(e.shape)}"
+        if classes:
+            shared = set(view.ancestors(view.nodes[e.src].cluster)) & set(view.ancestors(view.nodes[e.dst].cluster))
+            attrs["class"] = " ".join(f"in-{c}" for c in sorted(shared, key=lambda x: int(x[1:])))
+        dot.edge(e.src, e.dst, **attrs)
+    return dot.source
+
+
+def require_dot() -> str:
+    """Path of Graphviz's ``dot``, or an ArchError saying how to install it."""
+    path = shutil.which("dot")
+    if path is None:
+        raise ArchError("cannot render: Graphviz's 'dot' program was not found on PATH", None,
+                        hint="install Graphviz with 'apt-get install graphviz' (or run the set-up script "
+                             "'bash scripts/setup.sh'); '-o FILE.dot' writes the DOT source without it")
+    return path
+
+
+def render_bytes(dot_source: str, fmt: str) -> bytes:
+    """Run ``dot -T<fmt>`` on DOT source; ArchError if dot is missing or fails."""
+    exe = require_dot()
+    try:
+        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode("utf-8"), capture_output=True,
+                              timeout=_DOT_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        raise ArchError(f"Graphviz 'dot' took more than {_DOT_TIMEOUT_S} s", None,
+                        hint="draw less: use --depth 1 or 2, or leave out --expand") from None
+    if proc.returncode != 0:
+        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise ArchError(f"Graphviz 'dot' failed: {msg[0] if msg else 'exit code ' + str(proc.returncode)}", None,
+                        hint="rerun with '-o FILE.dot' to inspect the generated DOT")
+    return proc.stdout
+
+
+def check_size(view: View, limits: Limits | None = None, *, full_layout: bool = False) -> None:
+    """Refuse a view Graphviz would take minutes to lay out (``Limits.max_render_nodes`` / ``_edges``).
+
+    Boxes and frames count as nodes. ``full_layout`` (the HTML viewer, which always lays out every layer)
+    changes only the hint: ``--depth`` does not shrink that layout.
+    """
+    lim = limits or Limits()
+    boxes = len(view.nodes) + len(view.visible_clusters())
+    over = [(what, n, name, bound) for what, n, name, bound in (
+        ("boxes and frames", boxes, "max_render_nodes", lim.max_render_nodes),
+        ("edges", len(view.edges), "max_render_edges", lim.max_render_edges)) if n > bound]
+    if not over:
+        return
+    what, n, name, bound = over[0]
+    if full_layout:
+        hint = (f"the HTML viewer lays out every layer; draw an .svg with --depth 1 or 2 instead, or raise the "
+                f"bound with --limit {name}={n}")
+    else:
+        hint = (f"draw less with --depth 1 or 2 (runs of identical blocks fold unless --expand), or raise the "
+                f"bound with --limit {name}={n}")
+    raise ArchError(f"the diagram has {n:,} {what}, over the limit of {bound:,} ({name}): Graphviz would take "
+                    "minutes to lay it out", None, hint=hint)
+
+
+def layout(view: View, fmt: str, *, rankdir: str = "TB", limits: Limits | None = None, tooltips: bool = True,
+           classes: bool = False, full_layout: bool = False) -> bytes:
+    """The view laid out by ``dot`` in ``fmt`` (svg, png, pdf), after the size check."""
+    check_size(view, limits, full_layout=full_layout)
+    return render_bytes(to_dot(view, rankdir=rankdir, tooltips=tooltips, classes=classes), fmt)

@@ -1,0 +1,83 @@
+"""The self-contained HTML viewer: one page with the inline SVG, its CSS and a small script, nothing fetched.
+
+The script and styles are package data files next to this module (``viewer.js``, ``viewer.css``), read
+with :mod:`importlib.resources` so they work from a wheel or a zip as well as from a checkout. The page
+holds the full-depth layout; the script collapses and expands frames in place (``viewer.js`` explains
+how it closes up the space a collapsed block leaves).
+"""
+from __future__ import annotations
+
+import html
+import json
+from functools import lru_cache
+from importlib import resources
+
+from ..ir import Graph
+from ..limits import Limits
+from .dot import layout
+from .view import build_view
+
+__all__ = ["render_html", "viewer_asset"]
+
+
+@lru_cache(maxsize=None)
+def viewer_asset(name: str) -> str:
+    """The text of a viewer file shipped in the package (``viewer.js`` or ``viewer.css``)."""
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _strip_titles(svg: str) -> str:
+    """Drop every ``<title>...</title>``: graphviz puts each element's DOT id there, which browsers would
+    show as a tooltip over the viewer's own."""
+    out = []
+    pos = 0
+    while True:
+        i = svg.find("<title>", pos)
+        if i < 0:
+            out.append(svg[pos:])
+            break
+        j = svg.find("</title>", i)
+        if j < 0:
+            out.append(svg[pos:])
+            break
+        out.append(svg[pos:i])
+        pos = j + len("</title>")
+    return "".join(out)
+
+
+def render_html(graph: Graph, *, depth: int | None = None, expand: bool = False, deploy: bool = False,
+                rankdir: str = "TB", limits: Limits | None = None) -> str:
+    """One self-contained HTML page (inline SVG, CSS and JS; no network): click a block to collapse
+    or expand it, hover a node for its shapes, parameters and spec line.
+
+    The layout is the full-depth diagram; ``depth`` (default 1) sets which blocks start collapsed.
+    """
+    view = build_view(graph, depth=None, expand=expand, deploy=deploy, limits=limits)
+    svg = layout(view, "svg", rankdir=rankdir, limits=limits, tooltips=False, classes=True,
+                 full_layout=True).decode("utf-8")
+    svg = _strip_titles(svg[svg.index("<svg"):])
+    start = 1 if depth is None else depth
+    meta = {
+        "axis": "y" if rankdir in ("TB", "BT") else "x",
+        "depth": start if view.max_level else None,
+        "clusters": {c.id: {"level": c.level, "label": c.title,
+                            "tip": c.title + (f"\nspec: {c.frame.loc}" if c.frame.loc else "")}
+                     for c in view.clusters.values()},
+        "nodes": {n.id: n.tooltip for n in view.nodes.values()},
+    }
+    buttons = "".join(f'<button data-depth="{d}">depth {d}</button>' for d in range(1, view.max_level + 1))
+    buttons += '<button data-depth="all">all layers</button>'
+    # "</" inside the JSON would end the <script> element early
+    meta_json = json.dumps(meta, sort_keys=True).replace("</", "<\\/")
+    title = html.escape(view.title)
+    notes = "".join(f'<div class="info">{html.escape(line)}</div>' for line in view.notes)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{title}</title>\n<style>\n{viewer_asset('viewer.css')}</style>\n</head>\n<body>\n"
+        f"<div id=\"bar\"><b>{title}</b> {buttons}<span class=\"info\" id=\"count\"></span>"
+        "<span class=\"info\">click a block to collapse it, a grey box to expand it; hover for details</span>"
+        f"{notes}</div>\n"
+        f"<div id=\"canvas\">{svg}</div>\n<div id=\"tip\"></div>\n"
+        f"<script type=\"application/json\" id=\"arch-meta\">{meta_json}</script>\n"
+        f"<script>\n{viewer_asset('viewer.js')}</script>\n</body>\n</html>\n"
+    )

@@ -1,0 +1,57 @@
+"""Diagram files: the format from the extension, the size check, an atomic write, clean errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ArchError
+from ..fsutil import atomic_write
+from ..ir import Graph
+from ..limits import Limits
+from .dot import check_size, layout, to_dot
+from .html import render_html
+from .view import build_view
+
+__all__ = ["DIAGRAM_FORMATS", "render_svg", "write_diagram"]
+
+#: Output formats ``write_diagram`` understands (by file extension).
+DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot", "html")
+
+
+def render_svg(graph: Graph, *, depth: int | None = None, expand: bool = False, deploy: bool = False,
+               rankdir: str = "TB", limits: Limits | None = None) -> str:
+    """The diagram of ``graph`` as SVG text."""
+    view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits)
+    return layout(view, "svg", rankdir=rankdir, limits=limits).decode("utf-8")
+
+
+def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, depth: int | None = None,
+                  expand: bool = False, deploy: bool = False, rankdir: str = "TB",
+                  limits: Limits | None = None) -> str:
+    """Write the diagram of ``graph`` to ``output``; the format comes from ``fmt`` or the extension.
+
+    Returns the format written. Writes atomically (never a partial file). The destination is checked
+    before any work (a directory is an error), and a view over ``limits`` is refused before ``dot`` runs;
+    the DOT source (``.dot``) is checked too, so the same spec is refused whatever the format.
+    """
+    out = Path(output)
+    if out.is_dir():
+        raise ArchError(f"output '{out}' is a directory", None, hint="give a file name, e.g. -o net.svg")
+    kind = (fmt or out.suffix.lstrip(".")).lower()
+    if kind not in DIAGRAM_FORMATS:
+        raise ArchError(f"cannot tell the diagram format from '{out.name}'", None,
+                        hint="use an output ending in " + ", ".join("." + f for f in DIAGRAM_FORMATS))
+    data: str | bytes
+    if kind == "html":
+        data = render_html(graph, depth=depth, expand=expand, deploy=deploy, rankdir=rankdir, limits=limits)
+    else:
+        view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits)
+        if kind == "dot":
+            check_size(view, limits)
+            data = to_dot(view, rankdir=rankdir)
+        else:
+            data = layout(view, kind, rankdir=rankdir, limits=limits)
+    try:
+        atomic_write(out, data)
+    except OSError as e:   # an unwritable destination is the user's mistake, not an internal error
+        raise ArchError(f"cannot write '{out}': {e.strerror or e}", None) from None
+    return kind
