@@ -6,14 +6,25 @@ algorithm, only the records.
 
 Every node is one operation applied to the outputs of its input nodes. Shapes are per sample
 (the batch dimension is symbolic and left out): ``[C, H, W]`` for feature maps, ``[F]`` after flatten.
+
+**Node ids are both identity and order.** An id names one node for its whole life (passes that replace
+a node keep its id, so consumers need no rewiring), and ids increase along every edge: a node's inputs
+always have smaller ids, so sorting by id is a topological order (:meth:`Graph.records`).
+:meth:`Graph.verify` checks this and the rest of well-formedness; the pass runner
+(:mod:`archdsl.passes.manager`) calls it between passes.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Loc", "ScopeFrame", "Node", "Graph"]
+__all__ = ["Loc", "ScopeFrame", "Node", "ReparamGroup", "Graph", "IRError"]
+
+
+class IRError(ValueError):
+    """The graph is not well-formed (a bug in the pass that produced it, never a user mistake)."""
 
 
 class Loc(BaseModel):
@@ -59,12 +70,36 @@ class Node(BaseModel):
     label: str | None = None
 
 
+@dataclass
+class ReparamGroup:
+    """A ``reparam <kind>:`` group, filled in by lowering as the group is expanded.
+
+    ``input`` / ``output`` are the node ids the group reads and produces (``None`` until the group
+    expanded without errors); ``fused_path`` is the module path of the one conv it becomes in the deploy
+    form; ``single`` marks a group with one branch (no merge node).
+    """
+
+    kind: str = "add"
+    loc: Loc | None = None
+    label: str | None = None
+    fused_path: str | None = None
+    input: int | None = None
+    output: int | None = None
+    single: bool = False
+
+
 class Graph:
-    """A network after expansion and shape inference."""
+    """A network after expansion and shape inference.
+
+    Declared fields besides the nodes: ``address`` (``file.arch:network`` the graph was compiled from,
+    the network name otherwise), ``reparam_groups`` (by group path), ``fused_nodes`` (ids of the convs a
+    deploy pass fused reparam groups into, for drawing) and ``warnings`` (lint diagnostics).
+    """
 
     def __init__(self, name: str, reference: str | None = None) -> None:
         self.name = name
         self.reference = reference
+        self.address: str = name
         self._recs: dict[int, Node] = {}          # creation order
         self._succ: dict[int, list[int]] = {}     # consumers of each node, in creation order
         self._nx: Any = None                      # networkx.DiGraph, built by the ``g`` property
@@ -72,8 +107,9 @@ class Graph:
         self.outputs: list[tuple[str, int]] = []
         self.params_used: dict[str, Any] = {}
         self.loc: Loc | None = None
-        self.reparam_groups: dict[str, dict[str, Any]] = {}
-        self.warnings: list[Any] = []   # archdsl.errors.Diagnostic, severity "warning" (archdsl.lint)
+        self.reparam_groups: dict[str, ReparamGroup] = {}
+        self.fused_nodes: set[int] = set()
+        self.warnings: list[Any] = []   # archdsl.errors.Diagnostic, severity "warning" (passes.lint)
 
     @property
     def g(self) -> Any:
@@ -151,6 +187,58 @@ class Graph:
         g.outputs = list(self.outputs)
         g.params_used = dict(self.params_used)
         g.loc = self.loc
-        if hasattr(self, "address"):
-            g.address = self.address  # type: ignore[attr-defined]
+        g.address = self.address
         return g
+
+    def problems(self) -> list[str]:
+        """Every well-formedness violation (empty when the graph is well-formed); see :meth:`verify`."""
+        out: list[str] = []
+        for nid, n in self._recs.items():
+            where = f"node {nid} ({n.op} {n.name!r})"
+            if n.id != nid:
+                out.append(f"{where} is stored under id {nid} but says id {n.id}")
+            if not n.shape or any(not isinstance(d, int) or d <= 0 for d in n.shape):
+                out.append(f"{where} has no valid shape recorded: {n.shape!r}")
+            if n.op == "input":
+                if n.inputs:
+                    out.append(f"{where} is an input but reads {n.inputs}")
+                continue
+            if not n.inputs:
+                out.append(f"{where} reads nothing")
+            if len(n.in_shapes) != len(n.inputs):
+                out.append(f"{where} records {len(n.in_shapes)} input shapes for {len(n.inputs)} inputs")
+            for pos, src in enumerate(n.inputs):
+                if src not in self._recs:
+                    out.append(f"{where} reads node {src}, which does not exist")
+                    continue
+                if src >= nid:
+                    out.append(f"{where} reads node {src}, which does not precede it (ids are the order)")
+                if pos < len(n.in_shapes) and tuple(n.in_shapes[pos]) != tuple(self._recs[src].shape):
+                    out.append(f"{where} records input shape {list(n.in_shapes[pos])} but node {src} has "
+                               f"shape {list(self._recs[src].shape)}")
+            if nid not in self._succ:
+                out.append(f"{where} was not added through Graph.add (no consumer list)")
+        for nid in self.inputs:
+            if nid not in self._recs or self._recs[nid].op != "input":
+                out.append(f"graph input {nid} is not an input node")
+        if not self.outputs:
+            out.append("the graph has no output")
+        names = [name for name, _ in self.outputs]
+        if len(set(names)) != len(names):
+            out.append(f"output names repeat: {names}")
+        for name, nid in self.outputs:
+            if nid not in self._recs:
+                out.append(f"output '{name}' is node {nid}, which does not exist")
+        for nid in sorted(self.fused_nodes - set(self._recs)):
+            out.append(f"fused node {nid} does not exist")
+        return out
+
+    def verify(self) -> "Graph":
+        """Check well-formedness: unique ids that are the order (inputs exist and precede), shapes
+        recorded and consistent with the producers, interface nodes present. Returns ``self``; raises
+        :class:`IRError` listing every problem (capped) otherwise."""
+        found = self.problems()
+        if found:
+            shown = found[:10] + ([f"... and {len(found) - 10} more"] if len(found) > 10 else [])
+            raise IRError(f"graph '{self.name}' is not well-formed:\n  " + "\n  ".join(shown))
+        return self

@@ -84,7 +84,7 @@ def _assert_deploy_matches(model: Any, g: Graph, *, fold_bn: bool = True, batch:
         assert n_bn == keep, f"{n_bn} BatchNorm modules left in the deploy form"
     modules = dict(dep.named_modules())
     for path in g.reparam_groups:
-        fused = g.reparam_groups[path]["fused_path"]
+        fused = g.reparam_groups[path].fused_path
         assert isinstance(modules.get(fused), torch.nn.Conv2d), f"no fused conv at {fused}"
         group_modules = {n.module for n in g.nodes() if n.reparam == path and n.module}
         assert not group_modules & set(modules), "train-form modules of a fused group survived"
@@ -131,7 +131,7 @@ def test_repvgg_counts_match_timm(name: str) -> None:
     g = archdsl.graph(f"specs/repvgg.arch:{name}")
     ref = reference_counts()[f"timm.{name}"]
     assert (g.total_params, g.total_macs) == (ref["params"], ref["macs"])
-    assert all(info.get("fused_path", "").endswith("reparam_conv") for info in g.reparam_groups.values())
+    assert all((info.fused_path or "").endswith("reparam_conv") for info in g.reparam_groups.values())
 
 
 @pytest.mark.xdist_group("repvgg")

@@ -8,7 +8,7 @@ They are computed after a network expanded without errors, from the AST (names) 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..lang import ast as A
 from ..errors import Diagnostic
@@ -16,7 +16,7 @@ from ..ir import Graph, Loc, Node
 from ..lang.loader import Program
 from ..source import Span
 
-__all__ = ["lint_graph", "unused_names", "dropped_pixels"]
+__all__ = ["lint_graph", "unused_names", "dropped_pixels", "span_resolver"]
 
 
 def _walk(obj: Any) -> Iterator[Any]:
@@ -201,6 +201,11 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
 def _silenced(d: Diagnostic) -> bool:
     """A warning whose line carries the comment ``# archc: ignore`` is dropped (a deliberate choice)."""
     return d.span is not None and "# archc: ignore" in d.span.source.line(d.span.line)
+
+
+def span_resolver(program: Program) -> Callable[[Loc | None], Span | None]:
+    """Loc (file, line, col) -> Span with its Source (for diagnostics that show the line)."""
+    return _SpanResolver(program)
 
 
 class _SpanResolver:

@@ -14,21 +14,30 @@ convolution can express, and all branches agree on where that convolution looks:
 - the fused conv's groups is the smallest conv ``groups``; every other conv's ``groups`` must be a
   multiple of it (identity, BN and avgpool are depthwise and fit any grouping).
 
-This module only reads the IR (no torch): lowering calls :func:`plan_group` to report a
-non-fusable group at its spec line, and :mod:`archdsl.deployer` calls it again to build the fused conv.
+This module only reads the IR (no torch): :func:`check_groups` (the compile-time check, run as a pass by
+:func:`archdsl.passes.run_checks`) or lowering calls :func:`plan_group` to report a non-fusable group at its
+spec line, and the deploy passes (:mod:`archdsl.passes.deploy`) call it again to build the fused conv.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
-from ..ir import Graph, Node
+from ..errors import Diagnostic
+from ..ir import Graph, Loc, Node
 from ..ops import conv_out
+from ..source import Span
 
-__all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "TRANSPARENT_OPS"]
+__all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "check_groups",
+           "EVAL_IDENTITY_OPS", "FUSABLE_LINEAR_OPS", "TRANSPARENT_OPS"]
 
 DEFAULT_FUSED_NAME = "reparam_conv"      # timm's name for the fused conv of a RepVGG block
-TRANSPARENT_OPS = frozenset({"identity", "dropout", "drop_path"})   # identity in eval mode
-_LINEAR_OPS = frozenset({"conv2d", "avgpool", "batchnorm"})
+# The op traits the reparam proof and the deploy passes rely on, kept in this one place (the op registry
+# does not carry traits yet): ops that are the identity in eval mode, and the linear maps a conv expresses.
+EVAL_IDENTITY_OPS = frozenset({"identity", "dropout", "drop_path"})
+FUSABLE_LINEAR_OPS = frozenset({"conv2d", "avgpool", "batchnorm"})
+TRANSPARENT_OPS = EVAL_IDENTITY_OPS      # the former name
+_LINEAR_OPS = FUSABLE_LINEAR_OPS
 
 
 class FusionError(Exception):
@@ -179,12 +188,14 @@ def _branch_plan(chain: list[Node], idx: int) -> BranchPlan:
 def plan_group(g: Graph, path: str) -> GroupPlan:
     """Prove the group at ``path`` fuses into one conv and return how; raise :class:`FusionError` if not."""
     info = g.reparam_groups[path]
-    if info.get("kind", "add") != "add":
-        raise FusionError(f"only 'reparam add:' groups fuse, not '{info['kind']}'",
+    if info.kind != "add":
+        raise FusionError(f"only 'reparam add:' groups fuse, not '{info.kind}'",
                           hint="branches of a reparam group are summed; write 'reparam add:'")
-    start, out = info["input"], info["output"]
+    if info.input is None or info.output is None:
+        raise FusionError("the group did not expand (an error inside it was reported first)")
+    start, out = info.input, info.output
     out_node = g.node(out)
-    merge = out if (out_node.op == "add" and out_node.reparam == path and not info.get("single")) else None
+    merge = out if (out_node.op == "add" and out_node.reparam == path and not info.single) else None
     outs = list(out_node.inputs) if merge is not None else [out]
     in_shape = g.node(start).shape
     if len(in_shape) != 3:
@@ -235,7 +246,30 @@ def plan_group(g: Graph, path: str) -> GroupPlan:
     nodes = {o for o in ([merge] if merge is not None else [])}
     for ch in chains:
         nodes.update(n.id for n in ch)
-    fused_path = info.get("fused_path") or DEFAULT_FUSED_NAME
+    fused_path = info.fused_path or DEFAULT_FUSED_NAME
     return GroupPlan(path=path, input_nid=start, output_nid=out, nodes=frozenset(nodes), branches=tuple(fixed),
                      in_channels=in_shape[0], out_channels=out_shape[0], kernel=K, stride=stride, padding=P,
                      groups=G, fused_path=fused_path, out_shape=tuple(out_shape))
+
+
+def check_groups(g: Graph, span_of: Callable[[Loc | None], Span | None]) -> list[Diagnostic]:
+    """The fusability proof of every expanded ``reparam`` group as diagnostics (errors at the group's line).
+
+    ``span_of`` turns a node or group location into a :class:`Span` (with its source line). Groups that did
+    not expand (``input``/``output`` unset: an error inside them was already reported) are skipped.
+    """
+    out: list[Diagnostic] = []
+    for path, info in g.reparam_groups.items():
+        if info.input is None or info.output is None:
+            continue
+        try:
+            plan_group(g, path)
+        except FusionError as e:
+            notes: list[tuple[str, Span | None]] = []
+            if e.nid is not None:
+                n = g.node(e.nid)
+                notes.append((f"{n.name or n.op} ({n.op}) is here", span_of(n.loc)))
+            out.append(Diagnostic(f"reparam group cannot be fused into one conv: {e.message}", span_of(info.loc),
+                                  hint=e.hint or "every branch must be linear (conv2d, batchnorm, avgpool, identity)",
+                                  notes=notes))
+    return out

@@ -1,0 +1,301 @@
+"""Weights (torch): the deploy form's tensors from the train form's, and checked checkpoint reading.
+
+- :func:`deploy_state_dict` applies the recipes of a :class:`~archdsl.passes.deploy.DeployPlan` (float64
+  math, original dtype out): BatchNorm folding, reparam branch kernels padded/regrouped and summed.
+- :func:`read_checkpoint` reads a train-form ``state_dict`` file and checks everything before any model is
+  built: file size, archive entries (declared sizes, no compressed entries: nothing inflates), only
+  tensors (no pickled code: ``weights_only=True``), keys, shapes, dtypes, finite values, BatchNorm
+  variances. Every failure is one clean :class:`ArchError` naming the key.
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArchError
+from ..ir import Graph, Node
+from ..passes.deploy import DeployPlan
+from ..passes.reparam import GroupPlan
+
+__all__ = ["deploy_state_dict", "read_checkpoint", "check_finite", "SHOW_KEYS"]
+
+SHOW_KEYS = 5            # keys listed per problem (the rest are counted)
+_OVERHEAD = 1 << 20      # container bytes a torch.save file may add to its tensor data
+_PER_KEY = 1024
+
+
+# ------------------------------------------------------------------------------------------- weight algebra
+def _mod(n: Node) -> str:
+    """The module path of a stateful node (lowering gives every conv, BatchNorm and linear one)."""
+    if n.module is None:
+        raise ValueError(f"internal: node {n.name} ({n.op}) has no module path")
+    return n.module
+
+
+def _bn_scale_shift(sd: dict[str, Any], bn: Node) -> tuple[Any, Any]:
+    """Eval-mode BN as y = x * scale + shift (per channel)."""
+    import torch
+    p = _mod(bn) + "."
+    std = torch.sqrt(sd[p + "running_var"].double() + bn.args["eps"])
+    gamma = sd[p + "weight"].double() if bn.args["affine"] else torch.ones_like(std)
+    beta = sd[p + "bias"].double() if bn.args["affine"] else torch.zeros_like(std)
+    scale = gamma / std
+    return scale, beta - sd[p + "running_mean"].double() * scale
+
+
+def _in_index(cout: int, cin_g: int, groups: int) -> Any:
+    """[cout, cin_g] -> the input channel each weight of a grouped conv reads."""
+    import torch
+    per = cout // groups
+    return (torch.arange(cout) // per * cin_g)[:, None] + torch.arange(cin_g)[None, :]
+
+
+def _regroup(w: Any, g: int, G: int) -> Any:
+    """A groups=g conv weight written as an equivalent groups=G weight (G divides g): zeros elsewhere."""
+    import torch
+    if g == G:
+        return w
+    cout, cin_g = w.shape[0], w.shape[1]
+    r = g // G
+    out = torch.zeros(cout, cin_g * r, *w.shape[2:], dtype=w.dtype)
+    j = (torch.arange(cout) // (cout // g)) % r
+    cols = (j * cin_g)[:, None] + torch.arange(cin_g)[None, :]
+    out[torch.arange(cout)[:, None], cols] = w
+    return out
+
+
+def _branch_kernel(sd: dict[str, Any], tg: Graph, steps: tuple[int, ...], c_in: int) -> tuple[Any, int, Any]:
+    """A branch as (weight, groups, bias) in float64; an identity-like branch is a depthwise 1x1 kernel."""
+    import torch
+    diag_s = torch.ones(c_in, dtype=torch.float64)   # the branch so far, while it is per-channel affine
+    diag_t = torch.zeros(c_in, dtype=torch.float64)
+    w: Any = None
+    groups = 0
+    b: Any = None
+    for nid in steps:
+        n = tg.node(nid)
+        if n.op == "batchnorm":
+            s, t = _bn_scale_shift(sd, n)
+            if w is None:
+                diag_s, diag_t = diag_s * s, diag_t * s + t
+            else:
+                w, b = w * s[:, None, None, None], b * s + t
+            continue
+        if n.op == "conv2d":
+            wn = sd[_mod(n) + ".weight"].double()
+            gn = n.args["groups"]
+            bn_ = sd[_mod(n) + ".bias"].double() if n.args["bias"] else torch.zeros(wn.shape[0], dtype=torch.float64)
+        else:   # avgpool: a depthwise conv with a uniform kernel
+            kh, kw = n.args["kernel_size"]
+            c = n.shape[0]
+            wn = torch.full((c, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
+            gn, bn_ = c, torch.zeros(c, dtype=torch.float64)
+        if w is None:
+            idx = _in_index(wn.shape[0], wn.shape[1], gn)
+            b = bn_ + (wn * diag_t[idx][:, :, None, None]).sum((1, 2, 3))
+            w, groups = wn * diag_s[idx][:, :, None, None], gn
+        else:   # previous step is a 1x1 conv (groups 1, stride 1): compose the two
+            dense = _regroup(wn, gn, 1)
+            b = bn_ + torch.einsum("omhw,m->o", dense, b)
+            w, groups = torch.einsum("omhw,mi->oihw", dense, w[:, :, 0, 0]), 1
+    if w is None:
+        w = diag_s.view(c_in, 1, 1, 1)
+        return w, c_in, diag_t
+    return w, groups, b
+
+
+def _group_weights(sd: dict[str, Any], tg: Graph, gp: GroupPlan) -> tuple[Any, Any]:
+    import torch
+    K = gp.kernel
+    weight = torch.zeros(gp.out_channels, gp.in_channels // gp.groups, *K, dtype=torch.float64)
+    bias = torch.zeros(gp.out_channels, dtype=torch.float64)
+    for br in gp.branches:
+        w, g, b = _branch_kernel(sd, tg, br.steps, gp.in_channels)
+        w = _regroup(w, g, gp.groups)
+        (oh, ow), (kh, kw) = br.offset, w.shape[2:]
+        weight[:, :, oh:oh + kh, ow:ow + kw] += w
+        bias += b
+    return weight, bias
+
+
+def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, Any]:
+    """The deploy form's ``state_dict`` computed from the train form's (float64 math, original dtype out)."""
+    import torch
+    tg = plan.train_graph
+    assert tg is not None
+    out: dict[str, Any] = {}
+    dtype = next((v.dtype for v in train_sd.values() if v.is_floating_point()), torch.float32)
+    for path, r in plan.recipes.items():
+        kind, obj = r.base
+        if kind == "copy" and r.pre_bn is None and r.post_bn is None:
+            for k, v in train_sd.items():
+                if k == path or (k.startswith(path + ".") and "." not in k[len(path) + 1:]):
+                    out[k] = v.clone()   # the deploy model must not share storage with the train model
+            continue
+        if kind == "group":
+            w, b = _group_weights(train_sd, tg, obj)
+            is_linear = False
+        elif kind == "bn_affine":   # a depthwise 1x1 conv; BNs around it may still fold into it below
+            w, b = _bn_scale_shift(train_sd, obj)
+            w = w.view(-1, 1, 1, 1)
+            is_linear = False
+        else:
+            n: Node = obj
+            w = train_sd[_mod(n) + ".weight"].double()
+            is_linear = n.op == "linear"
+            b = train_sd[_mod(n) + ".bias"].double() if n.args["bias"] else torch.zeros(w.shape[0], dtype=w.dtype)
+        if r.pre_bn is not None:
+            s, t = _bn_scale_shift(train_sd, r.pre_bn)
+            if is_linear:
+                b = b + w @ t
+                w = w * s[None, :]
+            else:
+                g = r.pre_bn.shape[0] // w.shape[1]
+                idx = _in_index(w.shape[0], w.shape[1], g)
+                b = b + (w * t[idx][:, :, None, None]).sum((1, 2, 3))
+                w = w * s[idx][:, :, None, None]
+        if r.post_bn is not None:
+            s, t = _bn_scale_shift(train_sd, r.post_bn)
+            w = w * (s[:, None] if is_linear else s[:, None, None, None])
+            b = b * s + t
+        out[path + ".weight"] = w.to(dtype)
+        out[path + ".bias"] = b.to(dtype)
+    return out
+
+
+def check_finite(sd: dict[str, Any], what: str) -> None:
+    """Refuse a state_dict holding NaN or infinite values (``what`` names it in the error)."""
+    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise ArchError(f"{what} hold{'s' if len(bad) == 1 else ''} NaN or infinite values in {len(bad)} "
+                        f"tensor{'s' if len(bad) != 1 else ''}: {_listed(bad)}", None,
+                        hint="the train-form weights overflow when BatchNorms are folded; check them, or "
+                             "deploy with --keep-bn")
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:SHOW_KEYS])
+    return shown + (f" (and {len(keys) - SHOW_KEYS} more)" if len(keys) > SHOW_KEYS else "")
+
+
+def _clean(message: str) -> str:
+    """torch's load error as one line, without its advice to unpickle arbitrary code (never shown)."""
+    sentences = [t.strip() for line in message.splitlines() for t in re.split(r"(?<=\.)\s+", line) if t.strip()]
+    keep = [t for t in sentences if "weights_only" not in t and "weights only" not in t.lower()
+            and not t.startswith(("Check the documentation", "Please file an issue", "Do it only if"))]
+    text = keep[0] if keep else "the file holds objects other than tensors"
+    return text.replace("WeightsUnpickler error: ", "")[:300]
+
+
+def _check_archive(path: Path, budget: int) -> bool:
+    """A zip checkpoint: every entry stored (torch.save never compresses, so nothing can inflate), declared
+    sizes within ``budget``. Returns whether the file is a zip archive (then it can be memory-mapped)."""
+    with path.open("rb") as fh:
+        magic = fh.read(4)
+    if magic[:2] != b"PK":
+        return False
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ArchError(f"cannot read weights from '{path}': the file is truncated or not a torch checkpoint "
+                        "(its zip directory is missing or damaged)", None,
+                        hint="save the weights again with torch.save(model.state_dict(), 'train.pt')") from None
+    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise ArchError(f"'{path}' holds compressed entries ({_listed(packed)}); torch.save writes none, and "
+                        "they are not inflated here", None,
+                        hint="save the weights with torch.save(model.state_dict(), 'train.pt')")
+    declared = sum(i.file_size for i in infos)
+    if declared > budget:
+        raise ArchError(f"'{path}' declares {declared:,} bytes of data; the weights of this network need at most "
+                        f"{budget:,}", None, hint="is this the checkpoint of another (bigger) network?")
+    return True
+
+
+def read_checkpoint(path: Path, expected: dict[str, tuple[int, ...]], *,
+                    bn_vars: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Read and check a train-form ``state_dict`` against the ``expected`` keys and shapes.
+
+    ``bn_vars``: the ``running_var`` keys (checked to be >= 0). Nothing is built and nothing is inflated
+    before the sizes are known to fit; tensors are memory-mapped when the file allows it.
+    """
+    import torch
+    if path.is_dir():
+        raise ArchError(f"weights '{path}' is a directory", None, hint="give the .pt file written by torch.save")
+    if not path.is_file():
+        raise ArchError(f"no such weights file: '{path}'", None,
+                        hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
+    size = path.stat().st_size
+    if size == 0:
+        raise ArchError(f"weights file '{path}' is empty", None,
+                        hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
+    numel = sum(math.prod(s) for s in expected.values())
+    budget = 8 * numel + _PER_KEY * len(expected) + _OVERHEAD   # float64 at most, plus the container
+    if size > budget:
+        raise ArchError(f"weights file '{path}' is {size:,} bytes; a state_dict of this network takes at most "
+                        f"{budget:,}", None, hint="is this the checkpoint of another (bigger) network?")
+    is_zip = _check_archive(path, budget)
+    try:
+        with warnings.catch_warnings():   # torch's notes on sparse/typed storages are not the user's business
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
+    except Exception as e:   # truncated, foreign or holding objects: one line, without torch's advice
+        raise ArchError(f"cannot read weights from '{path}': {_clean(str(e))}", None,
+                        hint="archc reads tensors only; save them with torch.save(model.state_dict(), 'train.pt')"
+                        ) from None
+    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise ArchError(f"'{path}' holds a {type(sd).__name__}, not a state_dict", None,
+                        hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
+    bad_keys = [repr(k) for k in sd if not isinstance(k, str)]
+    if bad_keys:
+        raise ArchError(f"'{path}': state_dict keys must be strings, got {_listed(bad_keys)}", None)
+    for k, v in sd.items():
+        if not isinstance(v, torch.Tensor):
+            raise ArchError(f"'{path}': '{k}' holds a value of type {type(v).__name__}, not a tensor", None)
+        if v.is_meta:
+            raise ArchError(f"'{path}': '{k}' is a meta tensor (it has no data)", None,
+                            hint="save real weights, not a model created on the meta device")
+        if v.layout != torch.strided:
+            raise ArchError(f"'{path}': '{k}' is a sparse tensor ({v.layout}); weights must be dense", None,
+                            hint="save tensor.to_dense()")
+        if v.is_quantized:
+            raise ArchError(f"'{path}': '{k}' is a quantized tensor; deploy works on float weights", None,
+                            hint="deploy the float model, then quantize the deploy form")
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [f"{k} {list(sd[k].shape)} (expected {list(s)})" for k, s in expected.items()
+             if k in sd and tuple(sd[k].shape) != s]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {_listed(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {_listed(unexpected)}")
+        if wrong:
+            parts.append(f"{len(wrong)} shapes differ: {_listed(wrong)}")
+        raise ArchError(f"the weights in '{path}' do not match the network: " + "; ".join(parts), None,
+                        hint="pass the same --set values the model was trained with")
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked"):
+            if v.is_floating_point() or v.is_complex():
+                raise ArchError(f"'{path}': '{k}' has dtype {v.dtype}; a batch counter is an integer", None)
+            continue
+        if not v.is_floating_point():
+            raise ArchError(f"'{path}': '{k}' has dtype {v.dtype}; weights must be floating point", None)
+    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if nonfinite:
+        raise ArchError(f"'{path}' holds NaN or infinite values in {_listed(nonfinite)}", None,
+                        hint="the training diverged, or the file is damaged")
+    negative = [k for k in sorted(bn_vars) if k in sd and bool((sd[k] < 0).any())]
+    if negative:
+        raise ArchError(f"'{path}': BatchNorm running variance is negative in {_listed(negative)}", None,
+                        hint="a variance is never negative: the file is damaged or not these weights")
+    return sd

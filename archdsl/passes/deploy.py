@@ -1,0 +1,333 @@
+"""The deploy rewrite of the graph IR (no torch): train form -> inference form, as three named passes.
+
+- ``fuse_reparam``: every ``reparam add:`` group becomes one conv (:mod:`archdsl.passes.reparam` proves it
+  exact), keeping the id of the group's output so consumers need no rewiring;
+- ``drop_eval_identities``: ops that are the identity in eval mode (dropout, drop_path) become ``identity``
+  (code generation aliases identities away);
+- ``fold_bn``: every BatchNorm is folded into the layer before it, or into the 1x1 conv / linear after it
+  when that is exact, or else kept as a per-channel affine map (a depthwise 1x1 conv).
+
+**Exact or not done.** A BatchNorm scales the *channel* axis (dim 0 of ``[C, H, W]``, the only axis of
+``[F]``). It folds into a neighbour only when that neighbour's own channel axis is the same one: a conv2d
+(channels of a feature map), or a ``linear`` on a vector ``[F]``. A ``linear`` on a feature map acts on the
+last axis (the width), so a BatchNorm beside it is never folded into it; the plan says so in
+:attr:`DeployPlan.notes`. The deploy form's size is checked too: a group whose fused conv would be much
+larger than its branches (a dense kernel built from a grouped one) or a deploy form over
+``Limits.max_params`` is refused with an error at the group's line.
+
+:func:`deploy_plan` returns the deploy graph and, for every module of the deploy form, the recipe of its
+weights (applied by :mod:`archdsl.codegen.weights`). With ``fold_bn=False`` only reparam groups are fused:
+for RepLKNet that is exactly the official deploy form (``lkb_reparam``, BatchNorms kept).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArchError, Diagnostic
+from ..ir import Graph, Loc, Node
+from ..limits import Limits
+from ..ops import OPS
+from ..source import Source, Span
+from .manager import Pass, run_passes
+from .reparam import EVAL_IDENTITY_OPS, FusionError, GroupPlan, plan_group
+
+__all__ = ["Recipe", "DeployPlan", "DEPLOY_PASSES", "MAX_GROUP_GROWTH", "deploy_graph", "deploy_plan",
+           "deploy_note", "state_shapes", "loc_span"]
+
+# A fused group may hold this many times the parameters of its branches (RepVGG/DBB/RepLKNet shrink) ...
+MAX_GROUP_GROWTH = 8
+# ... and always at least this many more (tiny groups may grow by any factor)
+_GROWTH_SLACK = 1_000_000
+
+
+@dataclass
+class Recipe:
+    """How one deploy-form module's tensors are computed from the train-form ``state_dict``.
+
+    ``base``: ``("copy", node)`` (the train module, unchanged or with BNs folded in), ``("group", plan)``
+    (a fused reparam group) or ``("bn_affine", node)`` (a lone BN as a depthwise 1x1 conv); nodes are
+    train-graph nodes. ``pre_bn`` / ``post_bn``: BatchNorm nodes folded in before / after it.
+    """
+
+    base: tuple[str, Any]
+    pre_bn: Node | None = None
+    post_bn: Node | None = None
+
+
+@dataclass
+class DeployPlan:
+    """The deploy graph and the recipe of every module in it (keyed by module path); also the context the
+    deploy passes share while they run (``by_id``: recipes by node id until module paths are attached)."""
+
+    graph: Graph
+    recipes: dict[str, Recipe] = field(default_factory=dict)
+    train_graph: Graph | None = None
+    fused_groups: list[str] = field(default_factory=list)
+    folded_bn: int = 0
+    bn_as_conv: int = 0
+    notes: list[str] = field(default_factory=list)   # what was left unfused, and why
+    limits: Limits = field(default_factory=Limits)
+    by_id: dict[int, Recipe] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def loc_span(loc: Loc | None) -> Span | None:
+    """A :class:`Span` for a node's location, with the source line when the spec file is readable."""
+    if loc is None:
+        return None
+    text = ""
+    try:
+        p = Path(loc.file)
+        if p.is_file() and p.stat().st_size <= 16 << 20:
+            text = p.read_text(encoding="utf-8", errors="replace")
+    except OSError:   # the location alone still says where
+        pass
+    return Span(Source(text, loc.file), loc.line, loc.col)
+
+
+def _copy(n: Node, **update: Any) -> Node:
+    """A copy of ``n`` whose containers are its own (passes never edit their input's nodes)."""
+    base = {"args": dict(n.args), "inputs": list(n.inputs), "in_shapes": list(n.in_shapes), "scope": list(n.scope)}
+    return n.model_copy(update={**base, **update})
+
+
+def _rebuild(graph: Graph, nodes: dict[int, Node], fused: set[int]) -> Graph:
+    g = graph.derive(graph.name)
+    for nid in sorted(nodes):
+        g.add(nodes[nid])
+    g.fused_nodes = set(fused)
+    return g
+
+
+def _conv_node(nid: int, module: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...], kernel: tuple[int, int],
+               stride: tuple[int, int], padding: tuple[int, int], groups: int, scope: Any, loc: Any,
+               inputs: list[int]) -> Node:
+    args = {"out_channels": out_shape[0], "kernel_size": kernel, "stride": stride, "padding": padding,
+            "dilation": (1, 1), "groups": groups, "bias": True, "padding_mode": "zeros", "in_channels": in_shape[0]}
+    op = OPS["conv2d"]
+    return Node(id=nid, op="conv2d", args=args, inputs=list(inputs), in_shapes=[in_shape], shape=out_shape,
+                name=module, module=module, scope=list(scope), loc=loc, params=op.params([in_shape], args),
+                macs=op.macs([in_shape], out_shape, args))
+
+
+def _channel_axis_is_bn_axis(n: Node, shape: tuple[int, ...]) -> bool:
+    """Does layer ``n`` mix/scale the same axis a BatchNorm on ``shape`` normalises (dim 0)?
+
+    conv2d: its channels are dim 0 of a feature map. linear: it acts on the last dim, which is the BN's
+    axis only for a vector ``[F]``.
+    """
+    if n.op == "conv2d":
+        return len(shape) == 3
+    if n.op == "linear":
+        return len(shape) == 1
+    return False
+
+
+def _pre_foldable(n: Node, bn_shape: tuple[int, ...]) -> bool:
+    """A BN right before this layer folds into it exactly: a linear on a vector, or a 1x1 conv without padding."""
+    if not _channel_axis_is_bn_axis(n, bn_shape):
+        return False
+    if n.op == "linear":
+        return True
+    return (tuple(n.args["kernel_size"]) == (1, 1) and tuple(n.args["padding"]) == (0, 0)
+            and tuple(n.args["dilation"]) == (1, 1))
+
+
+def _group_error(graph: Graph, path: str, message: str, hint: str | None, nid: int | None = None) -> ArchError:
+    info = graph.reparam_groups[path]
+    notes = []
+    if nid is not None:
+        n = graph.node(nid)
+        notes.append((f"{n.name or n.op} ({n.op}) is here", loc_span(n.loc)))
+    return ArchError(Diagnostic(message, loc_span(info.loc), hint=hint, notes=notes))
+
+
+# ------------------------------------------------------------------------------------------------- passes
+def fuse_reparam(graph: Graph, plan: DeployPlan) -> Graph:
+    """Every reparam group -> one conv at the group output's id; refuses a fused form that explodes in size."""
+    nodes = {n.id: n for n in graph.records()}
+    out_nodes: dict[int, Node] = {}
+    removed: set[int] = set()
+    fused: set[int] = set(graph.fused_nodes)
+    for path in graph.reparam_groups:
+        try:
+            gp: GroupPlan = plan_group(graph, path)
+        except FusionError as e:   # proven at compile time; a graph built by hand may still get here
+            raise _group_error(graph, path, f"reparam group cannot be fused into one conv: {e.message}", e.hint,
+                               e.nid) from None
+        out = graph.node(gp.output_nid)
+        src = graph.node(gp.input_nid)
+        conv = _conv_node(gp.output_nid, gp.fused_path, src.shape, gp.out_shape, gp.kernel, gp.stride, gp.padding,
+                          gp.groups, out.scope, out.loc, [gp.input_nid])
+        branch_params = sum(graph.node(i).params for i in gp.nodes)
+        if conv.params > plan.limits.max_params or \
+                conv.params > max(MAX_GROUP_GROWTH * branch_params, branch_params + _GROWTH_SLACK):
+            raise _group_error(
+                graph, path,
+                f"the deploy form of reparam group '{path}' would be a {gp.kernel[0]}x{gp.kernel[1]} conv with "
+                f"groups={gp.groups} and {conv.params:,} parameters, {conv.params / max(1, branch_params):,.0f}x "
+                f"the {branch_params:,} of its branches (limit: {MAX_GROUP_GROWTH}x, max_params "
+                f"{plan.limits.max_params:,})",
+                "branches with different groups fuse into the densest one; give every conv branch the same "
+                "groups, or drop 'reparam'")
+        removed |= set(gp.nodes) - {gp.output_nid}
+        out_nodes[gp.output_nid] = conv
+        plan.by_id[gp.output_nid] = Recipe(("group", gp))
+        plan.fused_groups.append(path)
+        fused.add(gp.output_nid)
+    kept = {nid: out_nodes.get(nid) or _copy(n) for nid, n in nodes.items() if nid not in removed}
+    return _rebuild(graph, kept, fused)
+
+
+def drop_eval_identities(graph: Graph, plan: DeployPlan) -> Graph:
+    """dropout / drop_path (identity in eval mode) become ``identity`` nodes, which codegen aliases away."""
+    nodes = {n.id: (_copy(n, op="identity", args={}, module=None, params=0, macs=0)
+                    if n.op in EVAL_IDENTITY_OPS and n.op != "identity" else _copy(n))
+             for n in graph.records()}
+    return _rebuild(graph, nodes, graph.fused_nodes)
+
+
+def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
+    """Fold every BatchNorm into a neighbour that acts on the same axis, else keep it as a depthwise 1x1 conv."""
+    tg = plan.train_graph or graph
+    nodes = {n.id: _copy(n) for n in graph.records()}
+    recipes = plan.by_id
+    outputs = {nid for _, nid in graph.outputs}
+
+    def to_identity(bn: Node) -> None:
+        nodes[bn.id] = _copy(bn, op="identity", args={}, module=None, params=0, macs=0)
+
+    def with_bias(n: Node) -> None:
+        nodes[n.id] = _copy(n, args={**n.args, "bias": True})
+
+    for nid in sorted(nodes):            # ids are a topological order
+        bn = nodes[nid]
+        if bn.op != "batchnorm" or not bn.args["track_running_stats"]:
+            continue
+        prod = nodes[bn.inputs[0]]
+        users = [nodes[u] for u in graph.consumers(bn.id)]
+        blocked = [n for n in [prod, *users] if n.op in ("conv2d", "linear") and
+                   not _channel_axis_is_bn_axis(n, bn.shape)]
+        if (prod.op in ("conv2d", "linear") and _channel_axis_is_bn_axis(prod, bn.shape)
+                and graph.consumers(prod.id) == [bn.id] and prod.id not in outputs
+                and recipes.get(prod.id, Recipe(("copy", None))).post_bn is None):
+            r = recipes.setdefault(prod.id, Recipe(("copy", tg.node(prod.id))))
+            r.post_bn = tg.node(bn.id)
+            with_bias(prod)
+            to_identity(bn)
+            plan.folded_bn += 1
+            continue
+        if users and bn.id not in outputs and all(
+                _pre_foldable(u, bn.shape) and (u.id not in recipes or recipes[u.id].pre_bn is None) for u in users):
+            for u in users:
+                r = recipes.setdefault(u.id, Recipe(("copy", tg.node(u.id))))
+                r.pre_bn = tg.node(bn.id)
+                with_bias(nodes[u.id])
+            to_identity(bn)
+            plan.folded_bn += 1
+            continue
+        kept_as = "kept as a batchnorm"
+        if len(bn.shape) == 3:   # a BN between nonlinearities: keep it as a per-channel affine conv
+            c = bn.shape[0]
+            conv = _conv_node(bn.id, bn.module or bn.name, bn.shape, bn.shape, (1, 1), (1, 1), (0, 0), c,
+                              bn.scope, bn.loc, list(bn.inputs))
+            conv.label = bn.label
+            nodes[bn.id] = conv
+            recipes[bn.id] = Recipe(("bn_affine", tg.node(bn.id)))
+            plan.bn_as_conv += 1
+            kept_as = "kept as a depthwise 1x1 conv"
+        if blocked:
+            where = f" ({bn.loc})" if bn.loc else ""
+            other = blocked[0]
+            plan.notes.append(
+                f"batchnorm '{bn.name}'{where} not folded into {other.op} '{other.name}': it acts on the last "
+                f"dimension of {list(other.in_shapes[0])}, not on the channels the batchnorm scales; {kept_as}")
+    g = _rebuild(graph, nodes, graph.fused_nodes)
+    for n in g.records():    # folding a BN adds a bias
+        if n.op in ("conv2d", "linear"):
+            n.params = OPS[n.op].params(n.in_shapes, n.args)
+    return g
+
+
+DEPLOY_PASSES = (
+    Pass("fuse_reparam", fuse_reparam, "reparam groups -> one conv each"),
+    Pass("drop_eval_identities", drop_eval_identities, "dropout, drop_path -> identity"),
+    Pass("fold_bn", fold_bn, "BatchNorm folded into the conv/linear acting on its channels"),
+)
+
+
+# ------------------------------------------------------------------------------------------------ drivers
+def deploy_plan(graph: Graph, *, fold_bn: bool = True, limits: Limits | None = None,
+                print_after: str | None = None, verify: bool = True) -> DeployPlan:
+    """Rewrite ``graph`` into its deploy form and say how each module's weights follow (no torch).
+
+    Raises :class:`ArchError` (at the group's line) when the deploy form would exceed the size checks.
+    ``graph`` itself is left untouched.
+    """
+    plan = DeployPlan(graph, train_graph=graph, limits=limits or Limits())
+    passes = [p for p in DEPLOY_PASSES if fold_bn or p.name != "fold_bn"]
+    g = run_passes(graph, passes, plan, verify=verify, print_after=print_after)
+    g.name = graph.name + "_deploy"
+    total = g.total_params
+    if total > plan.limits.max_params:
+        raise ArchError(Diagnostic(f"the deploy form of '{graph.name}' has {total:,} parameters, over the limit "
+                                   f"max_params={plan.limits.max_params:,}", loc_span(graph.loc),
+                                   hint="raise it with --limit max_params=N if this is intended"))
+    plan.graph = g
+    for nid, r in plan.by_id.items():
+        plan.recipes[g.node(nid).module or ""] = r
+    for n in g.records():     # untouched stateful modules: copied as they are
+        if n.module and n.module not in plan.recipes:
+            plan.recipes[n.module] = Recipe(("copy", graph.node(n.id)))
+    return plan
+
+
+def deploy_graph(graph: Graph, *, fold_bn: bool = True, limits: Limits | None = None) -> Graph:
+    """The deploy form of ``graph`` (no torch): reparam groups fused, BatchNorms folded, identities gone.
+
+    ``fused_nodes`` of the result holds the ids of the fused convs (the renderer marks them).
+    """
+    return deploy_plan(graph, fold_bn=fold_bn, limits=limits).graph
+
+
+def deploy_note(graph: Graph) -> str:
+    """The provenance line of a generated deploy module."""
+    return f"{graph.address} (deploy form)"
+
+
+def state_shapes(graph: Graph) -> dict[str, tuple[int, ...]] | None:
+    """The ``state_dict`` keys and shapes ``graph`` compiles to, computed from the IR (nothing is built).
+
+    ``None`` when the graph holds a stateful op this function does not know (callers then build the
+    model on the meta device instead).
+    """
+    from ..ops import layer_scale_shape
+    out: dict[str, tuple[int, ...]] = {}
+    for n in graph.records():
+        if not n.module:
+            continue
+        p, a = n.module, n.args
+        if n.op == "conv2d":
+            out[p + ".weight"] = (a["out_channels"], n.in_shapes[0][0] // a["groups"], *a["kernel_size"])
+            if a["bias"]:
+                out[p + ".bias"] = (a["out_channels"],)
+        elif n.op == "linear":
+            out[p + ".weight"] = (a["out_features"], n.in_shapes[0][-1])
+            if a["bias"]:
+                out[p + ".bias"] = (a["out_features"],)
+        elif n.op == "batchnorm":
+            if a["affine"]:
+                out[p + ".weight"] = out[p + ".bias"] = (n.shape[0],)
+            if a["track_running_stats"]:
+                out[p + ".running_mean"] = out[p + ".running_var"] = (n.shape[0],)
+                out[p + ".num_batches_tracked"] = ()
+        elif n.op == "layernorm":
+            if a["affine"]:
+                out[p + ".weight"] = out[p + ".bias"] = (a["normalized"],)
+        elif n.op == "layer_scale":
+            out[p] = tuple(layer_scale_shape(n.in_shapes[0], a["dim"]))
+        elif OPS[n.op].stateful:
+            return None
+    return out
