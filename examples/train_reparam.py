@@ -68,12 +68,15 @@ def main(steps: int = 20, batch: int = 32, seed: int = 0, verbose: bool = False)
         "train_bn": sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()),
         "deploy_bn": sum(isinstance(m, nn.BatchNorm2d) for m in deployed.modules()),
         "deploy_s": deploy_s,
+        "deploy_notes": list(deployed.deploy_info["notes"]),   # BatchNorms that could not fold exactly, and why
     }
     if verbose:
         print(f"train form:  {result['train_convs']} convs, {result['train_bn']} BatchNorms")
         print(f"deploy form: {result['deploy_convs']} convs, {result['deploy_bn']} BatchNorms "
               f"(deployed in {deploy_s:.2f}s)")
         print(f"max |train - deploy| = {result['max_abs_diff']:.2e} (outputs up to {result['output_scale']:.3f})")
+        for note in result["deploy_notes"]:
+            print(f"note: {note}")
         print("\n".join(deployed.__archdsl_source__.splitlines()[:24]))
     return result
 
