@@ -1,11 +1,16 @@
-"""Diagnostics: every user mistake becomes a located, explained, hinted message."""
+"""Diagnostics: every user mistake becomes a located, explained, hinted message.
+
+:meth:`Diagnostic.format` is the only place diagnostics become terminal text, and it passes every piece
+that can hold user text (message, hint, notes, file names, the source excerpt) through
+:func:`archdsl.source.printable`: control characters are shown as escapes, never sent raw.
+"""
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
-from .source import Span
+from .source import Span, printable
 
 __all__ = ["Diagnostic", "ArchError", "Reporter", "did_you_mean"]
 
@@ -23,19 +28,24 @@ class Diagnostic:
     notes: list[tuple[str, Span | None]] = field(default_factory=list)
 
     def format(self) -> str:
+        """``file:line:col: error: message``, the source excerpt with a caret, notes and the hint.
+
+        Safe to print to a terminal: user text is escaped (see the module docstring) and the excerpt
+        is bounded (:data:`archdsl.source.EXCERPT_WIDTH`).
+        """
         loc = self.span.location() + ": " if self.span else ""
-        out = [f"{loc}{self.severity}: {self.message}"]
+        out = [f"{loc}{self.severity}: {printable(self.message, keep_newlines=True)}"]
         if self.span:
             snip = self.span.snippet()
             if snip:
                 out.append(snip)
         for text, span in self.notes:
             where = span.location() + ": " if span else ""
-            out.append(f"  {where}note: {text}")
+            out.append(f"  {where}note: {printable(text, keep_newlines=True)}")
             if span and span.snippet():
                 out.append(span.snippet())
         if self.hint:
-            out.append(f"  hint: {self.hint}")
+            out.append(f"  hint: {printable(self.hint, keep_newlines=True)}")
         return "\n".join(out)
 
     def to_json(self) -> dict[str, object]:

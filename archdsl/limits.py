@@ -25,6 +25,14 @@ class Limits:
     max_params: int = 20_000_000_000
     max_steps: int = 500_000      # expression evaluations; big specs need ~5,000 (catches huge loops)
     max_files: int = 256          # files reachable through imports
+    # bounds on one source file, checked before it is parsed (parsing costs ~0.3 ms a line; see
+    # archdsl/lang/bounds.py): the largest file in specs/ has 7.4 kB, 167 lines, lines of 145 characters
+    max_source_bytes: int = 262_144  # size of one .arch file (checked before it is read)
+    max_source_lines: int = 5_000    # lines of one .arch file
+    max_source_tokens: int = 30_000  # tokens of a spec and the files it imports (specs/: at most 1,911)
+    max_line_length: int = 4_000     # characters of one line
+    max_nesting: int = 32            # indentation levels; the AST may nest twice as deep (specs/ needs 14)
+    max_number_digits: int = 100     # characters of one number literal
     max_value_size: int = 100_000  # one value worked through by str, ==, sum, min/max: list items (nested
                                   # lists counted through) + string characters; also any string's length
     max_int_bits: int = 4096      # any integer value (repeated squaring); floats must stay finite

@@ -1,6 +1,7 @@
 """Core language semantics: naming, repetition, branches, named values, imports, codegen."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 import archdsl
 from archdsl import ArchError
+from archdsl.lang import ast as A
 
 
 def build_src(src: str, **params: object) -> torch.nn.Module:
@@ -169,23 +171,81 @@ def test_duplicate_names_are_an_error() -> None:
 
 
 def test_parse_cache_returns_fresh_equal_asts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from archdsl.lang import parser
+    from archdsl.lang import astcache, parser
     from archdsl.source import Source
     monkeypatch.setenv("ARCHDSL_CACHE_DIR", str(tmp_path / "cache"))
-    parser._MEMO.clear()
+    astcache._MEMO.clear()
     src = Source("network n():\n    input [3, 8, 8]\n    c: conv2d(4, 3)\n", "cached.arch")
     first = parser.parse(src)
-    assert list((tmp_path / "cache" / "ast").rglob("*")), "nothing was written to the disk cache"
-    parser._MEMO.clear()                      # the next parse comes from disk
+    entries = [p for p in (tmp_path / "cache" / "ast").rglob("*") if p.is_file()]
+    assert len(entries) == 1, "nothing was written to the disk cache"
+    assert json.loads(entries[0].read_text())["n"] == "SpecFile"      # JSON, not a pickle
+    assert (tmp_path / "cache" / "ast").stat().st_mode & 0o777 == 0o700
+    astcache._MEMO.clear()                    # the next parse comes from disk
     second = parser.parse(src)
-    assert second is not first and second.networks["n"].body[1].span.line == 3
+    assert second is not first and second == first and second.networks["n"].body[1].span.line == 3
+    assert second.networks["n"].body[1].span.source is src
     changed = parser.parse(Source(src.text.replace("conv2d(4", "conv2d(5"), "cached.arch"))
     assert changed.networks["n"].body[1].value.items[0].expr.args[0].value == 5
     monkeypatch.setenv("ARCHDSL_NO_CACHE", "1")
-    parser._MEMO.clear()
+    astcache._MEMO.clear()
     before = sorted((tmp_path / "cache" / "ast").rglob("*"))
     assert parser.parse(Source(src.text + "\n", "other.arch")).networks["n"].name == "n"
     assert sorted((tmp_path / "cache" / "ast").rglob("*")) == before, "ARCHDSL_NO_CACHE still wrote a file"
+
+
+def test_ast_cache_round_trips_every_spec_exactly() -> None:
+    """encode/decode is lossless on the whole library (every node class and field type occurs there)."""
+    from archdsl.lang import astcache, parser
+    from archdsl.lang.loader import find_specs
+    from archdsl.source import Source
+    seen: set[str] = set()
+    for f in find_specs("specs") + find_specs("examples"):
+        src = Source.from_file(f)
+        spec = parser._parse_uncached(src)
+        back = astcache.decode(astcache.encode(spec), src)
+        assert back == spec, f
+        seen |= {type(n).__name__ for n, _ in A.walk(spec)}
+    assert {"BinOp", "ListComp", "IfStmt", "CombinatorStmt", "Kwarg", "Ternary", "NetworkDef"} <= seen
+
+
+def test_ast_cache_decoder_refuses_anything_but_ast_nodes() -> None:
+    from archdsl.lang import astcache, parser
+    from archdsl.source import Source
+    src = Source("network n():\n    input [3, 8, 8]\n    conv2d(4, 3)\n", "x.arch")
+    good = json.loads(astcache.encode(parser._parse_uncached(src)))
+    bad_entries = [
+        {"n": "SpecFile", "f": ["x.arch", [], [], [{"n": "Popen", "f": []}]]},           # not an AST class
+        {"n": "SpecFile", "f": ["x.arch", [], [], [{"n": "Num", "f": [{"s": [1, 1, None, None]}, 3]}]]},  # wrong place
+        {"n": "SpecFile", "f": ["x.arch", [{"n": "Import", "f": [{"s": [1, 1, None, None]}, 7, None]}], [], []]},
+        {"n": "SpecFile", "f": good["f"][:3]},                                              # a field missing
+        {"n": "SpecFile", "f": good["f"], "extra": 1},                                      # an unknown key
+        [1, 2, 3], "text", None,
+    ]
+    for entry in bad_entries:
+        with pytest.raises(ValueError, match="not a valid AST cache entry"):
+            astcache.decode(json.dumps(entry), src)
+    with pytest.raises(ValueError):
+        astcache.decode("[" * 100_000 + "]" * 100_000, src)                                # deep JSON: a miss
+    with pytest.raises(ValueError):
+        astcache.decode("\x80garbage", src)
+
+
+def test_keywords_come_from_the_grammar() -> None:
+    from archdsl.lang.parser import KEYWORDS
+    assert KEYWORDS == {"block", "network", "import", "from", "reference", "input", "output", "seq", "reparam",
+                        "add", "concat", "mul", "stack", "if", "elif", "else", "for", "in", "and", "or", "not"}
+
+
+def test_ast_children_and_walk() -> None:
+    from archdsl.lang import parser
+    from archdsl.source import Source
+    spec = parser.parse(Source("network n(k=3):\n    input [3, 8, 8]\n    if k > 1:\n        conv2d(4, k)\n", "w.arch"))
+    net = spec.networks["n"]
+    assert [type(c).__name__ for c in net.children()] == ["Param", "InputStmt", "IfStmt"]
+    kinds = [(type(n).__name__, d) for n, d in A.walk(spec)]
+    assert kinds[:3] == [("NetworkDef", 1), ("Param", 2), ("Num", 3)]
+    assert ("Compare", 3) in kinds and max(d for _, d in kinds) == max(d for n, d in A.walk(net)) + 1
 
 
 def test_parameterless_blocks_and_networks_need_no_parentheses() -> None:

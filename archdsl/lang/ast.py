@@ -1,8 +1,8 @@
 """The .arch abstract syntax tree: plain dataclasses, each carrying its source span."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Union
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Union
 
 from ..source import Span
 
@@ -11,13 +11,46 @@ __all__ = [
     "Index", "Attr", "BinOp", "UnaryOp", "Compare", "BoolOp", "Ternary", "OptionalExpr",
     "CombinatorCall", "PipeItem", "Pipeline",
     "Stmt", "InputStmt", "OutputStmt", "LetStmt", "LayerStmt", "CombinatorStmt", "SeqStmt", "IfStmt",
-    "Param", "BlockDef", "NetworkDef", "Import", "SpecFile",
+    "Param", "BlockDef", "NetworkDef", "Import", "SpecFile", "Node", "walk",
 ]
 
 
 @dataclass
 class Node:
+    """Base of every AST node: a span plus the fields of its dataclass."""
+
     span: Span
+
+    def children(self) -> Iterator["Node"]:
+        """The direct child nodes, in field order (through lists and tuples, e.g. ``IfStmt.branches``)."""
+        for f in fields(self):
+            yield from _nodes_in(getattr(self, f.name))
+
+
+def _nodes_in(value: Any) -> Iterator[Node]:
+    if isinstance(value, Node):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _nodes_in(v)
+
+
+def walk(root: "Node | SpecFile") -> Iterator[tuple[Node, int]]:
+    """Every node under ``root`` (pre-order) with its depth (1 for the top nodes), without recursion.
+
+    Iterative on purpose: it is how the parser measures the nesting of a hostile file, whose AST may be
+    deeper than Python's recursion limit.
+    """
+    tops = root.children() if isinstance(root, (Node, SpecFile)) else iter(())
+    stack: list[tuple[Iterator[Node], int]] = [(tops, 1)]
+    while stack:
+        it, depth = stack[-1]
+        node = next(it, None)
+        if node is None:
+            stack.pop()
+            continue
+        yield node, depth
+        stack.append((node.children(), depth + 1))
 
 
 # ---- expressions -------------------------------------------------------------------------------
@@ -233,7 +266,15 @@ class Import(Node):
 
 @dataclass
 class SpecFile:
+    """One parsed file: its imports, blocks and networks (by name, in file order)."""
+
     path: str
     imports: list[Import] = field(default_factory=list)
     blocks: dict[str, BlockDef] = field(default_factory=dict)
     networks: dict[str, NetworkDef] = field(default_factory=dict)
+
+    def children(self) -> Iterator[Node]:
+        """Imports, then blocks, then networks."""
+        yield from self.imports
+        yield from self.blocks.values()
+        yield from self.networks.values()

@@ -1,8 +1,14 @@
 """Spec loading: spec addresses, files, imports and the namespace each block sees.
 
 A spec address is ``path/to/file.arch``, ``path/to/file.arch:network`` or the text of a spec itself.
+The rule that tells them apart (:func:`is_spec_text`): a string is spec *text* only if it contains a
+line break and is not the name of an existing file; everything else is a path (so a file called
+``#bad.arch`` or ``network x.arch`` is always read as a file). Every spec has at least two lines (a
+header and an indented body), so no spec text is mistaken for a path.
+
 Imports are resolved relative to the importing file and may not leave the project root
-(the directory of the top-level spec) unless explicitly allowed.
+(the directory of the top-level spec) unless explicitly allowed. Files are checked against
+:class:`~archdsl.limits.Limits` ``.max_source_bytes`` before they are read.
 """
 from __future__ import annotations
 
@@ -11,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast as A
-from ..errors import ArchError, Reporter, did_you_mean
+from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
+from ..limits import Limits
+from .bounds import count_tokens
 from .parser import parse
-from ..source import Source
+from ..source import Source, Span
 
-__all__ = ["Namespace", "Program", "load_program", "load_source", "split_address", "find_specs"]
+__all__ = ["Namespace", "Program", "load_program", "load_source", "split_address", "find_specs", "is_spec_text",
+           "read_source"]
 
 
 @dataclass
@@ -38,9 +47,21 @@ class Program:
         return self.namespaces[d.path]
 
 
+def _exists(path: str) -> bool:
+    try:
+        return os.path.lexists(path)
+    except (OSError, ValueError):  # a NUL or an over-long name is no existing file
+        return False
+
+
+def is_spec_text(spec: str) -> bool:
+    """True when ``spec`` is the text of a spec, not a path: it has a line break and names no existing file."""
+    return "\n" in spec and not _exists(spec)
+
+
 def split_address(spec: str) -> tuple[str, str | None]:
-    """``'specs/resnet.arch:resnet50'`` -> (path, network); a path alone -> (path, None)."""
-    if "\n" in spec:
+    """``'specs/resnet.arch:resnet50'`` -> (path, network); a path alone, or spec text -> (it, None)."""
+    if is_spec_text(spec) or _exists(spec):
         return spec, None
     if ":" in spec:
         head, _, tail = spec.rpartition(":")
@@ -49,27 +70,60 @@ def split_address(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def load_source(spec: str) -> Source:
-    """A spec address or spec text -> its Source (text is recognised by a newline or a keyword)."""
-    stripped = spec.lstrip()
-    if "\n" in spec or stripped.startswith(("network ", "block ", "import ", "from ", "#")):
+def load_source(spec: str, limits: Limits | None = None) -> Source:
+    """A spec path or spec text -> its Source (the rule: see :func:`is_spec_text`)."""
+    if is_spec_text(spec):
         return Source(spec, "<spec>")
+    if "\0" in spec:
+        raise ArchError(f"spec file name '{spec}' contains a NUL character", None)
     p = Path(spec)
     if not p.exists():
         raise ArchError(f"spec file '{spec}' does not exist", None,
-                        hint="give a path to a .arch file, 'file.arch:network', or the spec text")
+                        hint="give a path to a .arch file, 'file.arch:network', or the spec text "
+                             "(spec text has a line break)")
     if p.is_dir():
         raise ArchError(f"'{spec}' is a directory; give a .arch file", None)
+    return read_source(p, limits, None)
+
+
+def read_source(path: str | Path, limits: Limits | None = None, span: Span | None = None) -> Source:
+    """Read a spec file, checking its size first; every failure is an :class:`ArchError` at ``span``.
+
+    A UTF-8 byte-order mark is accepted (and dropped); other encodings are refused.
+    """
+    limits = limits or Limits()
+    name = str(path)
     try:
-        return Source.from_file(p)
-    except UnicodeDecodeError:
-        raise ArchError(f"'{spec}' is not a UTF-8 text file", None) from None
+        size = os.stat(path).st_size
+        if size > limits.max_source_bytes:
+            raise ArchError(Diagnostic(f"'{name}' has {size:,} bytes, more than {limits.max_source_bytes:,}",
+                                       span, hint="the limit is Limits.max_source_bytes "
+                                                  "(--limit max_source_bytes=N)"))
+        with open(path, "rb") as fh:  # bounded: a file that grew since stat() is still cut at the limit
+            data = fh.read(limits.max_source_bytes + 1)
+    except OSError as e:
+        raise ArchError(f"cannot read '{name}': {e.strerror or e}", span) from None
+    if len(data) > limits.max_source_bytes:
+        raise ArchError(f"'{name}' has more than {limits.max_source_bytes:,} bytes", span,
+                        hint="the limit is Limits.max_source_bytes (--limit max_source_bytes=N)")
+    try:
+        return Source(data.decode("utf-8-sig"), name)
+    except UnicodeDecodeError as e:
+        raise ArchError(f"'{name}' is not a UTF-8 text file (byte {e.start + 1})", span) from None
 
 
-def load_program(source: Source, *, allow_outside: bool = False, max_files: int = 256) -> Program:
-    """Parse ``source`` and every file it imports (transitively), reporting all errors found."""
+def load_program(source: Source, *, allow_outside: bool = False, max_files: int | None = None,
+                 limits: Limits | None = None) -> Program:
+    """Parse ``source`` and every file it imports (transitively), reporting all errors found.
+
+    ``limits`` bounds each file (size, lines, nesting) and the number of files (``max_files``, which
+    the ``max_files`` argument overrides).
+    """
+    limits = limits or Limits()
+    max_files = limits.max_files if max_files is None else max_files
     rep = Reporter()
     files: dict[str, A.SpecFile] = {}
+    tokens_left = [limits.max_source_tokens]  # one parse budget for the spec and all it imports
     root_dir = Path(source.path).resolve().parent if source.path != "<spec>" else Path.cwd().resolve()
 
     def key_of(src: Source) -> str:
@@ -80,7 +134,8 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
         if k in files:
             return files[k]
         try:
-            spec = parse(src)
+            tokens_left[0] -= count_tokens(src, tokens_left[0])
+            spec = parse(src, limits)
         except ArchError as e:
             rep.extend(e)
             return None
@@ -100,9 +155,9 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
                 rep.error(f"import cycle: {cycle}", imp.span, hint="move the shared blocks into a third file")
                 continue
             try:
-                child = Source.from_file(tk)
-            except (OSError, UnicodeDecodeError) as e:
-                rep.error(f"cannot read '{imp.path}': {e}", imp.span)
+                child = read_source(tk, limits, imp.span)
+            except ArchError as e:
+                rep.extend(e)
                 continue
             load(child, stack + [tk])
         return spec
@@ -139,6 +194,11 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
 def _resolve_import(src: Source, imp: A.Import, root_dir: Path, allow_outside: bool,
                     rep: Reporter) -> Path | None:
     raw = imp.path
+    bad = next((ch for ch in raw if ord(ch) < 0x20 or ord(ch) == 0x7f), None)
+    if bad is not None:  # a NUL would make the OS calls below raise; any control character is a mistake
+        rep.error(f"import path contains the control character {bad!r}", imp.span,
+                  hint="write the file name without control characters")
+        return None
     if not raw.endswith(".arch"):
         rep.error(f"can only import .arch files, not '{raw}'", imp.span)
         return None
@@ -158,7 +218,9 @@ def _resolve_import(src: Source, imp: A.Import, root_dir: Path, allow_outside: b
                            "(or allow it with --allow-outside)")
             return None
     if not target.is_file():
-        near = [p.name for p in target.parent.glob("*.arch")] if target.parent.is_dir() else []
+        # similar names nearby, but never the importing file itself (importing it would be a cycle)
+        me = Path(src.path).resolve() if src.path not in ("<spec>", "<string>") else None
+        near = [p.name for p in target.parent.glob("*.arch") if p.resolve() != me] if target.parent.is_dir() else []
         rep.error(f"imported file '{raw}' not found", imp.span,
                   hint=did_you_mean(Path(raw).name, near))
         return None

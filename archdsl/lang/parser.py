@@ -1,37 +1,35 @@
-"""Stage 1: text -> AST. Lark (LALR) with an indentation post-lexer; syntax errors become diagnostics."""
+"""Stage 1: text -> AST. Lark (LALR) with an indentation post-lexer; syntax errors become diagnostics.
+
+:func:`parse` is the entry point: it checks the source bounds (:mod:`.bounds`), looks in the parse
+cache (:mod:`.astcache`, JSON), parses with recovery (:mod:`.syntax_errors`) and transforms Lark's tree
+into the dataclasses of :mod:`.ast`.
+
+The Lark parser is built from the grammar once per process (about 0.1 s) and never loaded from a
+cache file: Lark's own ``cache=True`` is a pickle in the shared temporary directory (issue 11).
+"""
 from __future__ import annotations
 
 import functools
 import hashlib
-import os
-import pickle
-import tempfile
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.exceptions import VisitError
 from lark.indenter import Indenter
+from lark.lexer import PatternRE, PatternStr
 
 from . import ast as A
+from . import astcache
+from .bounds import check_ast_depth, check_source
+from .syntax_errors import parse_tree, too_deep
 from ..errors import ArchError, Diagnostic
+from ..limits import Limits
 from ..source import Source, Span
 
 __all__ = ["parse", "grammar_path", "KEYWORDS"]
-
-KEYWORDS = frozenset({
-    "block", "network", "import", "from", "reference", "input", "output", "seq", "reparam", "add",
-    "concat", "mul", "stack", "if", "elif", "else", "for", "in", "and", "or", "not",
-})
-
-# Friendly words for grammar terminals in "expected ..." messages.
-_TERMINAL_WORDS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string", "_NL": "end of line",
-    "_INDENT": "an indented block", "_DEDENT": "end of the indented block", "COMP_OP": "a comparison",
-    "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/', '//' or '%'", "COMBINATOR": "add/concat/mul/stack",
-    "INPUT": "'in'", "REPARAM": "'reparam'", "$END": "end of file",
-}
 
 
 def grammar_path() -> Path:
@@ -56,46 +54,39 @@ class _ArchIndenter(Indenter):
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
+    # no cache=True: Lark would pickle the tables into the world-writable temp dir and unpickle them later
     return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", postlex=_ArchIndenter(),
-                propagate_positions=True, maybe_placeholders=True, start="start", cache=True)
+                propagate_positions=True, maybe_placeholders=True, start="start")
 
 
-def _describe_expected(expected: set[str]) -> str:
-    parser = _parser()
-    words = []
-    for name in sorted(expected):
-        if name in _TERMINAL_WORDS:
-            words.append(_TERMINAL_WORDS[name])
-            continue
-        try:
-            pat = parser.get_terminal(name).pattern
-            words.append(f"'{pat.value}'" if pat.type == "str" else name)
-        except KeyError:
-            words.append(name)
-    words = sorted(set(words))
-    if len(words) > 8:
-        words = words[:8] + ["..."]
-    return ", ".join(words)
+# a regex terminal that is a keyword: `word(?![A-Za-z0-9_])` or `(w1|w2|...)(?![A-Za-z0-9_])`
+_KEYWORD_RE = re.compile(r"\(?([a-z]+(?:\|[a-z]+)*)\)?\(\?!\[A-Za-z0-9_\]\)")
 
 
-def _token_text(tok: Token) -> str:
-    if tok.type == "_NL":
-        return "end of line"
-    if tok.type == "_INDENT":
-        return "an unexpected indent"
-    if tok.type == "_DEDENT":
-        return "end of the indented block"
-    if tok.type == "$END":
-        return "end of file"
-    return f"'{tok}'"
+def _keywords(lark: Lark) -> frozenset[str]:
+    """The reserved words, read from the grammar's terminals (so the grammar is the only list)."""
+    words: set[str] = set()
+    for term in lark.terminals:
+        pat = term.pattern
+        if isinstance(pat, PatternStr) and pat.value.isidentifier():
+            words.add(pat.value)
+        elif isinstance(pat, PatternRE):
+            m = _KEYWORD_RE.fullmatch(pat.value)
+            if m:
+                words.update(m.group(1).split("|"))
+    return frozenset(words)
+
+
+KEYWORDS: frozenset[str] = _keywords(_parser())
 
 
 class _ToAst(Transformer):
     """Parse tree -> AST nodes with spans."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, limits: Limits) -> None:
         super().__init__()
         self.src = source
+        self.limits = limits
 
     # -- spans
     def _tok(self, t: Token) -> Span:
@@ -343,8 +334,16 @@ class _ToAst(Transformer):
     def number(self, c: list[Token]) -> A.Num:
         t = c[0]
         text = str(t)
+        if len(text) > self.limits.max_number_digits:
+            # int() of thousands of digits is slow (and refused past 4,300 digits): stop at the literal
+            raise ArchError(Diagnostic(f"number literal of {len(text):,} characters; the limit is "
+                                       f"{self.limits.max_number_digits}", self._tok(t),
+                                       hint="the limit is Limits.max_number_digits (--limit max_number_digits=N)"))
         is_float = any(ch in text for ch in ".eE")
-        return A.Num(self._tok(t), float(text) if is_float else int(text))
+        try:
+            return A.Num(self._tok(t), float(text) if is_float else int(text))
+        except ValueError:  # past sys.get_int_max_str_digits() when the limit was raised that far
+            raise ArchError(Diagnostic("number literal too long to read", self._tok(t))) from None
 
     def string(self, c: list[Token]) -> A.Str:
         return A.Str(self._tok(c[0]), _unquote(c[0]))
@@ -378,45 +377,23 @@ def _unquote(tok: Any) -> str:
     return str(tok)[1:-1]
 
 
-def parse(source: Source) -> A.SpecFile:
-    """Parse one source into an AST (cached). Raises :class:`ArchError` with every syntax error found.
+def parse(source: Source, limits: Limits | None = None) -> A.SpecFile:
+    """Parse one source into an AST. Raises :class:`ArchError` with every syntax error found.
 
-    Like Python's ``.pyc`` files, successful parses are cached, in memory and on disk, keyed by the
-    grammar, the archdsl version, the file name and the exact text: parsing is most of the time of
-    ``archc check``, and a library changes a file at a time. Each call returns a fresh AST.
-    ``ARCHDSL_CACHE_DIR`` moves the disk cache (default ``~/.cache/archdsl``); ``ARCHDSL_NO_CACHE=1``
-    turns it off.
+    The source is first checked against the bounds of ``limits`` (size, lines, line length, nesting:
+    see :mod:`archdsl.lang.bounds`). Successful parses are cached as JSON (:mod:`archdsl.lang.astcache`),
+    keyed by the grammar, the archdsl version, the bounds, the file name and the exact text; each call
+    returns a fresh AST. ``ARCHDSL_CACHE_DIR`` moves the disk cache (see :mod:`archdsl.cachedir`);
+    ``ARCHDSL_NO_CACHE=1`` turns it off.
     """
-    key = _cache_key(source)
-    blob = _MEMO.get(key)
-    if blob is None:
-        blob = _disk_get(key)
-    if blob is not None:
-        try:
-            return pickle.loads(blob)
-        except Exception:  # a stale or damaged cache entry: parse again
-            _MEMO.pop(key, None)
-    spec = _parse_uncached(source)
-    try:
-        blob = pickle.dumps(spec, protocol=pickle.HIGHEST_PROTOCOL)
-    except RecursionError:  # an extremely nested AST: not worth caching
-        return spec
-    if len(_MEMO) >= _MEMO_MAX:  # a long-lived process (fuzzing, a notebook) must not grow without end
-        _MEMO.clear()
-    _MEMO[key] = blob
-    _disk_put(key, blob)
+    limits = limits or Limits()
+    check_source(source, limits)
+    key = astcache.cache_key(source, _grammar_digest(), _bounds_salt(limits))
+    spec = astcache.get(key, source)
+    if spec is None:
+        spec = _parse_uncached(source, limits)
+        astcache.put(key, spec)
     return spec
-
-
-_MEMO: dict[str, bytes] = {}
-_MEMO_MAX = 256
-
-
-def _cache_dir() -> Path | None:
-    if os.environ.get("ARCHDSL_NO_CACHE"):
-        return None
-    base = os.environ.get("ARCHDSL_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "archdsl")
-    return Path(base) / "ast"
 
 
 @functools.lru_cache(maxsize=1)
@@ -425,249 +402,24 @@ def _grammar_digest() -> str:
     return hashlib.sha256(grammar_path().read_bytes() + __version__.encode()).hexdigest()
 
 
-def _cache_key(source: Source) -> str:
-    h = hashlib.sha256(_grammar_digest().encode())
-    h.update(source.path.encode("utf-8", "surrogateescape") + b"\0")
-    h.update(source.text.encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
+def _bounds_salt(limits: Limits) -> str:
+    """The limits a parse depends on: a cached AST is reused only under the same ones."""
+    return f"{limits.max_nesting}/{limits.max_number_digits}"
 
 
-def _disk_get(key: str) -> bytes | None:
-    d = _cache_dir()
-    if d is None:
-        return None
+def _parse_uncached(source: Source, limits: Limits | None = None) -> A.SpecFile:
+    """Parse (with recovery), transform to the AST, check its depth. Raises :class:`ArchError`."""
+    limits = limits or Limits()
+    tree = parse_tree(source, _parser(), KEYWORDS)
     try:
-        return (d / key[:2] / key).read_bytes()
-    except OSError:
-        return None
-
-
-def _disk_put(key: str, blob: bytes) -> None:
-    d = _cache_dir()
-    if d is None:
-        return
-    target = d / key[:2] / key
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=str(target.parent))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, target)
-    except OSError:  # a read-only home or a full disk must never break compilation
-        pass
-
-
-def _parse_uncached(source: Source) -> A.SpecFile:
-    """Parse one source into an AST. Raises :class:`ArchError` with every syntax error found.
-
-    Recovery works by statements, not tokens: after a syntax error the offending statement is
-    replaced by a neutral one of the same indentation (``identity``, or ``seq:`` when it heads an
-    indented body) and the file is parsed again. Line numbers never change, so every later error is
-    reported where it really is, and no error is a cascade of an earlier one.
-    """
-    diags: list[Diagnostic] = []
-    text = source.text if source.text.endswith("\n") else source.text + "\n"
-    lines = text.split("\n")
-    tree = None
-    for _ in range(_MAX_SYNTAX_ERRORS):
-        cur = Source("\n".join(lines), source.path)
-        try:
-            tree = _parser().parse(cur.text)
-            break
-        except UnexpectedInput as e:
-            d = _syntax_diag(cur, e)
-            sp = d.span
-            if sp is not None:  # point into the original text (same lines), for the snippet
-                d.span = Span(source, sp.line, sp.col, sp.end_line, sp.end_col)
-            if d.span is None or all(d.span.line != x.span.line for x in diags if x.span is not None):
-                diags.append(d)
-            if not _neutralize(lines, d, e):
-                break
-        except RecursionError:
-            diags.append(_too_deep(source))
-            break
-        except Exception as e:  # lark's indenter raises DedentError (a plain Exception subclass)
-            if type(e).__name__ != "DedentError":
-                raise
-            if not diags:
-                line = _dedent_line(cur.text)
-                diags.append(Diagnostic("unindent does not match any outer indentation level",
-                                        Span(source, line, 1),
-                                        hint="indent with the same spaces as an enclosing block"))
-            break
-    if diags or tree is None:
-        raise ArchError(diags or [Diagnostic("too many syntax errors", Span(source, 1, 1))])
-    try:
-        return _ToAst(source).transform(tree)
+        spec = _ToAst(source, limits).transform(tree)
     except VisitError as e:
         if isinstance(e.orig_exc, ArchError):
             raise e.orig_exc from None
         if isinstance(e.orig_exc, RecursionError):
-            raise ArchError(_too_deep(source)) from None
+            raise ArchError(too_deep(source)) from None
         raise
     except RecursionError:
-        raise ArchError(_too_deep(source)) from None
-
-
-_MAX_SYNTAX_ERRORS = 20
-
-
-def _too_deep(source: Source) -> Diagnostic:
-    """Nesting too deep for the parser's tree walk: point at the most nested-looking line."""
-    def depth(line: str) -> int:
-        return sum(line.count(ch) for ch in "([-+")
-    n = max(range(1, len(source.lines) + 1), key=lambda i: depth(source.line(i)), default=1)
-    return Diagnostic("the expression nests too deeply", Span(source, n, 1),
-                      hint="split it with named values: 'a = ...' then use 'a'")
-
-
-def _neutralize(lines: list[str], d: Diagnostic, e: UnexpectedInput) -> bool:
-    """Replace the statement holding error ``d`` by a neutral one, in place. False: cannot recover."""
-    tok = getattr(e, "token", None)
-    if d.span is None or isinstance(e, UnexpectedEOF) or "never closed" in d.message:
-        return False
-    if isinstance(tok, Token) and tok.type in ("_INDENT", "_DEDENT", "$END"):
-        return False  # indentation errors would only cascade
-    cur = Source("\n".join(lines), "")
-    first = d.span.line
-    br = _unclosed_bracket(cur, first, 1)
-    if br is not None:
-        first = br[1]          # the statement started on the line that opened the bracket
-    while first > 1 and lines[first - 2].rstrip().endswith("\\"):
-        first -= 1             # or on an earlier line continued with a backslash
-    last = d.span.line
-    while last < len(lines) and (_unclosed_bracket(cur, last + 1, 1) is not None or
-                                 lines[last - 1].rstrip().endswith("\\")):
-        last += 1
-    head = lines[first - 1]
-    indent = head[: len(head) - len(head.lstrip(" \t"))]
-    if not indent:
-        return False           # a top-level line (block/network header): nothing neutral to put there
-    nxt = next((ln for ln in lines[last:] if ln.strip() and not ln.lstrip().startswith("#")), "")
-    opens_body = len(nxt) - len(nxt.lstrip(" \t")) > len(indent)
-    lines[first - 1] = indent + ("seq:" if opens_body else "identity")
-    for i in range(first, last):
-        lines[i] = ""
-    return True
-
-
-def _dedent_line(text: str) -> int:
-    """Find the first line whose indentation matches no enclosing level (for DedentError)."""
-    stack = [0]
-    for i, line in enumerate(text.splitlines(), 1):
-        stripped = line.lstrip(" \t")
-        if not stripped or stripped.startswith("#"):
-            continue
-        ind = len(line) - len(stripped)
-        if ind > stack[-1]:
-            stack.append(ind)
-        else:
-            while ind < stack[-1]:
-                stack.pop()
-            if ind != stack[-1]:
-                return i
-    return 1
-
-
-def _unclosed_bracket(source: Source, line: int, col: int) -> tuple[str, int, int] | None:
-    """The innermost bracket still open at (line, col), skipping strings and comments, or None."""
-    closing = {"(": ")", "[": "]"}
-    stack: list[tuple[str, int, int]] = []
-    for ln, text in enumerate(source.lines, 1):
-        if ln > line:
-            break
-        quote = None
-        for c, ch in enumerate(text, 1):
-            if ln == line and c >= col:
-                break
-            if quote:
-                if ch == quote:
-                    quote = None
-            elif ch in "\"'":
-                quote = ch
-            elif ch == "#":
-                break
-            elif ch in closing:
-                stack.append((ch, ln, c))
-            elif ch in ")]":
-                if stack and closing[stack[-1][0]] == ch:
-                    stack.pop()
-                else:
-                    return None  # unbalanced the other way: the ordinary message is clearer
-    return stack[-1] if stack else None
-
-
-def _indent_position(source: Source, after_line: int) -> tuple[int, int]:
-    """Where an unexpected indent really is: the first non-blank line after ``after_line``."""
-    for ln in range(after_line + 1, len(source.lines) + 1):
-        text = source.line(ln)
-        stripped = text.lstrip(" \t")
-        if stripped and not stripped.startswith("#"):
-            return ln, len(text) - len(stripped) + 1
-    return after_line, 1
-
-
-def _syntax_diag(source: Source, e: UnexpectedInput) -> Diagnostic:
-    line = getattr(e, "line", None) or 1
-    col = getattr(e, "column", None) or 1
-    tok = getattr(e, "token", None)
-    at_line_end = isinstance(e, UnexpectedEOF) or (
-        isinstance(tok, Token) and tok.type in ("_NL", "_INDENT", "_DEDENT", "$END"))
-    if at_line_end or isinstance(e, UnexpectedToken):
-        # brackets still open where parsing stopped (the end of the file when lark gives no position)
-        upto = (line, col) if tok is not None and tok.line else (len(source.lines) + 1, 1)
-        open_br = _unclosed_bracket(source, *upto)
-        if open_br is not None and (at_line_end or open_br[1] < line):
-            ch, bl, bc = open_br
-            return Diagnostic(f"'{ch}' is never closed", Span(source, bl, bc, bl, bc + 1),
-                              hint=f"add the matching '{')' if ch == '(' else ']'}'; "
-                                   "a line break inside brackets continues the line")
-    if isinstance(e, UnexpectedCharacters):
-        ch = source.line(line)[col - 1: col] or "?"
-        return Diagnostic(f"unexpected character '{ch}'", Span(source, line, col),
-                          hint=_char_hint(ch))
-    if isinstance(e, UnexpectedEOF):
-        n = max(1, len(source.lines))
-        return Diagnostic("unexpected end of file", Span(source, n, len(source.line(n)) + 1),
-                          hint=f"expected {_describe_expected(set(e.expected))}")
-    if isinstance(e, UnexpectedToken):
-        tok = e.token
-        if tok.type == "$END" or tok.line is None:
-            n = max(1, len(source.lines))
-            line, col = n, len(source.line(n)) + 1
-        elif tok.type in ("_NL",):
-            # the newline token starts at the end of the offending line
-            line, col = tok.line, tok.column
-        expected = set(e.expected) if e.expected else set()
-        span = Span(source, line, col, line, col + max(1, len(str(tok))) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else None)
-        hint = None
-        if tok.type == "_INDENT":
-            line, col = _indent_position(source, tok.line or 1)
-            span = Span(source, line, col)
-            msg = "unexpected indent"
-            hint = "only a line ending in ':' opens an indented block"
-        elif tok.type == "NAME" and str(tok) in KEYWORDS:
-            msg = f"'{tok}' is a keyword and cannot be used here"
-            hint = f"expected {_describe_expected(expected)}"
-        elif tok.type in ("RPAR", "RSQB") and _unclosed_bracket(source, line, col) is None:
-            msg = f"unmatched {_token_text(tok)}"
-            hint = "remove it, or add the opening bracket it closes"
-        else:
-            msg = f"unexpected {_token_text(tok)}"
-            hint = f"expected {_describe_expected(expected)}" if expected else None
-            if tok.type == "_NL" and "COLON" in expected:
-                hint = "a block header ends with ':'"
-        return Diagnostic(msg, span, hint=hint)
-    return Diagnostic(str(e).splitlines()[0], Span(source, line, col))
-
-
-def _char_hint(ch: str) -> str | None:
-    if ch in "{}":
-        return "blocks are written with indentation, not braces"
-    if ch == ";":
-        return "write one statement per line"
-    if ch in "\"'":
-        return "strings must end on the same line"
-    if ch == "@":
-        return "matrix multiplication is written matmul, not '@'"
-    return None
+        raise ArchError(too_deep(source)) from None
+    check_ast_depth(spec, source, limits)
+    return spec

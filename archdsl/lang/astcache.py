@@ -1,0 +1,244 @@
+"""The parse cache: ASTs as JSON, read back by a strict decoder that can only build AST nodes.
+
+Parsing is most of the time of ``archc check`` (a library changes a file at a time), so successful
+parses are kept, in memory and on disk, keyed by the grammar, the archdsl version, the source bounds,
+the file name and the exact text: like Python's ``.pyc`` files.
+
+Why JSON and not pickle (issue 11): unpickling runs code chosen by whoever wrote the file. A cache
+entry here is plain JSON (``json.loads`` builds only dicts, lists, strings and numbers), and
+:func:`decode` turns it into AST nodes through a closed table of the dataclasses of
+:mod:`archdsl.lang.ast`, checking every field against its type annotation. A damaged, stale or
+planted entry therefore yields either a well-typed AST or a miss (then the file is parsed again);
+never code, never an exception. The directory is :func:`archdsl.cachedir.cache_dir` ``("ast")``, which
+is used only if it is private to the current user; ``ARCHDSL_NO_CACHE=1`` turns the disk cache off.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ..cachedir import cache_dir
+from ..fsutil import atomic_write
+from ..source import Source, Span
+from . import ast as A
+
+__all__ = ["cache_key", "encode", "decode", "get", "put", "FORMAT"]
+
+FORMAT = "archdsl-ast-json-1"
+_MEMO: dict[str, str] = {}
+_MEMO_MAX = 256              # a long-lived process (fuzzing, a notebook) must not grow without end
+_MAX_ENTRY = 64 * 1024 * 1024  # a larger entry is not ours: skip it without reading
+
+_CLASSES: dict[str, type] = {name: getattr(A, name) for name in A.__all__
+                             if isinstance(getattr(A, name), type) and dataclasses.is_dataclass(getattr(A, name))}
+
+
+class _Bad(Exception):
+    """An entry that does not decode to a well-typed AST (treated as a cache miss)."""
+
+
+def cache_key(source: Source, grammar_digest: str, salt: str) -> str:
+    """The entry name: a hash of the format, grammar+version digest, ``salt`` (limits), path and text."""
+    h = hashlib.sha256(f"{FORMAT}\0{grammar_digest}\0{salt}\0".encode())
+    h.update(source.path.encode("utf-8", "surrogateescape") + b"\0")
+    h.update(source.text.encode("utf-8", "surrogateescape"))
+    return h.hexdigest()
+
+
+# ---- encoding -----------------------------------------------------------------------------------------
+def encode(spec: A.SpecFile) -> str:
+    """``spec`` as JSON text: nodes as ``{"n": class, "f": [fields]}``, spans ``{"s": [...]}``, tuples ``{"t": [...]}``."""
+    return json.dumps(_enc(spec), separators=(",", ":"), allow_nan=True)
+
+
+def _enc(v: Any) -> Any:
+    if isinstance(v, Span):
+        return {"s": [v.line, v.col, v.end_line, v.end_col]}
+    if isinstance(v, A.SpecFile):
+        return {"n": "SpecFile", "f": [v.path, _enc(v.imports), _enc(list(v.blocks.values())),
+                                       _enc(list(v.networks.values()))]}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return {"n": type(v).__name__, "f": [_enc(getattr(v, f.name)) for f in dataclasses.fields(v)]}
+    if isinstance(v, list):
+        return [_enc(x) for x in v]
+    if isinstance(v, tuple):
+        return {"t": [_enc(x) for x in v]}
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    raise TypeError(f"cannot encode {type(v).__name__} in an AST")  # a new AST field type: extend _enc
+
+
+# ---- strict decoding ----------------------------------------------------------------------------------
+def decode(text: str, source: Source) -> A.SpecFile:
+    """The AST encoded in ``text``, with spans into ``source``. Raises ValueError for anything else."""
+    try:
+        data = json.loads(text)
+        spec = _dec_spec(data, source)
+    except (_Bad, ValueError, TypeError, RecursionError) as e:
+        raise ValueError(f"not a valid AST cache entry: {e}") from None
+    return spec
+
+
+def _dec_spec(data: Any, source: Source) -> A.SpecFile:
+    if not (isinstance(data, dict) and data.keys() == {"n", "f"} and data["n"] == "SpecFile"
+            and isinstance(data["f"], list) and len(data["f"]) == 4):
+        raise _Bad("the top level is not a SpecFile")
+    path, imports, blocks, networks = data["f"]
+    if not isinstance(path, str):
+        raise _Bad("SpecFile.path")
+    spec = A.SpecFile(path)
+    spec.imports = _typed(imports, list[A.Import], source)
+    for d in _typed(blocks, list[A.BlockDef], source):
+        if isinstance(d, A.NetworkDef):
+            raise _Bad("a network among the blocks")
+        spec.blocks[d.name] = d
+    for n in _typed(networks, list[A.NetworkDef], source):
+        spec.networks[n.name] = n
+    return spec
+
+
+def _typed(v: Any, hint: Any, source: Source) -> Any:
+    """Decode ``v`` as a value of type ``hint`` (an annotation of an AST field), or raise _Bad."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for alt in typing.get_args(hint):
+            try:
+                return _typed(v, alt, source)
+            except _Bad:
+                continue
+        raise _Bad(f"{_short(v)} is none of {hint}")
+    if origin is list:
+        if not isinstance(v, list):
+            raise _Bad(f"expected a list, got {_short(v)}")
+        (item,) = typing.get_args(hint)
+        return [_typed(x, item, source) for x in v]
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not (isinstance(v, dict) and v.keys() == {"t"} and isinstance(v["t"], list) and len(v["t"]) == len(args)):
+            raise _Bad(f"expected a {len(args)}-tuple, got {_short(v)}")
+        return tuple(_typed(x, a, source) for x, a in zip(v["t"], args))
+    if hint is type(None):
+        if v is not None:
+            raise _Bad("expected null")
+        return None
+    if hint is bool:
+        if not isinstance(v, bool):
+            raise _Bad("expected a bool")
+        return v
+    if hint is int or hint is float:
+        if isinstance(v, bool) or not isinstance(v, hint):
+            raise _Bad(f"expected {hint.__name__}")
+        return v
+    if hint is str:
+        if not isinstance(v, str):
+            raise _Bad("expected a string")
+        return v
+    if hint is Span:
+        return _span(v, source)
+    if isinstance(hint, type) and hint.__name__ in _CLASSES and _CLASSES[hint.__name__] is hint:
+        return _node(v, hint, source)
+    raise _Bad(f"unsupported field type {hint}")
+
+
+def _span(v: Any, source: Source) -> Span:
+    if not (isinstance(v, dict) and v.keys() == {"s"} and isinstance(v["s"], list) and len(v["s"]) == 4):
+        raise _Bad("expected a span")
+    line, col, end_line, end_col = v["s"]
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (line, col)):
+        raise _Bad("span line/col")
+    if not all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in (end_line, end_col)):
+        raise _Bad("span end")
+    return Span(source, line, col, end_line, end_col)
+
+
+def _node(v: Any, want: type, source: Source) -> Any:
+    if not (isinstance(v, dict) and v.keys() == {"n", "f"} and isinstance(v["f"], list)):
+        raise _Bad(f"expected a {want.__name__} node")
+    cls = _CLASSES.get(v["n"]) if isinstance(v["n"], str) else None
+    if cls is None or not issubclass(cls, want):  # only the AST's own classes, and only where they fit
+        raise _Bad(f"unexpected node {_short(v['n'])} where a {want.__name__} belongs")
+    hints = _field_hints(cls)
+    if len(v["f"]) != len(hints):
+        raise _Bad(f"{cls.__name__} has {len(hints)} fields, not {len(v['f'])}")
+    return cls(*[_typed(x, h, source) for x, h in zip(v["f"], hints)])
+
+
+@functools.lru_cache(maxsize=None)
+def _field_hints(cls: type) -> tuple[Any, ...]:
+    """The resolved annotation of each field of an AST dataclass, in order."""
+    resolved = typing.get_type_hints(cls, vars(A))
+    return tuple(resolved[f.name] for f in dataclasses.fields(cls))
+
+
+def _short(v: Any) -> str:
+    return repr(v)[:40]
+
+
+# ---- memory + disk ------------------------------------------------------------------------------------
+def get(key: str, source: Source) -> A.SpecFile | None:
+    """A fresh AST for ``key`` from memory or disk, or None (a miss; a bad entry is a miss too)."""
+    text = _MEMO.get(key)
+    if text is None:
+        text = _disk_read(key)
+    if text is None:
+        return None
+    try:
+        spec = decode(text, source)
+    except ValueError:
+        _MEMO.pop(key, None)
+        return None
+    _remember(key, text)
+    return spec
+
+
+def put(key: str, spec: A.SpecFile) -> None:
+    """Keep ``spec`` under ``key`` (memory always; disk when the cache directory is private and writable)."""
+    try:
+        text = encode(spec)
+    except (RecursionError, TypeError, ValueError):  # an extreme AST is not worth caching
+        return
+    _remember(key, text)
+    d = cache_dir("ast")
+    if d is None:
+        return
+    try:
+        atomic_write(d / key[:2] / key, text)
+    except (OSError, ValueError):  # a full disk must never break compilation
+        pass
+
+
+def _remember(key: str, text: str) -> None:
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = text
+
+
+def _disk_read(key: str) -> str | None:
+    d = cache_dir("ast")
+    if d is None:
+        return None
+    path = Path(d) / key[:2] / key
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as fh:
+            blob = fh.read(_MAX_ENTRY + 1)
+    except OSError:
+        return None
+    if len(blob) > _MAX_ENTRY:
+        return None
+    try:
+        return blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
