@@ -306,34 +306,56 @@ def apply(model: nn.Module, example_input: Any, *, method: str = "auto", cache_d
     dev = layers[0][2].device if layers else "cpu"
     devkey = device_key(example_input.device if isinstance(example_input, torch.Tensor) else dev)
     cache = DecisionCache(cache_dir)
-
-    def plan_with(only: Sequence[str] | None, how: str) -> Plan:
-        return make_plan([(n, s) for n, _, s in layers], method=how, device_key=devkey, cache=cache,
-                         model=CostModel(dev, calibration), allowed=only, force=force, prune=prune,
-                         measure=lambda s, b, lay: _measure_hook()(s, b, lay, budget_s),
-                         measure_convert=lambda s: _measure_convert_hook()(s, min(budget_s, 0.2)))
-
-    plan = plan_with(allowed, method)
     if validate is None:
         validate = isinstance(example_input, torch.Tensor) and example_input.device.type == "cuda"
-    if validate and method != "default" and layers:
-        nchw_only = [b.name for b in BACKENDS.values() if b.layout in ("nchw", "any")
-                     and (allowed is None or b.name in allowed)]
-        options = {"per-layer": plan, "nchw-only": plan_with(nchw_only, method),
-                   "default": plan_with(None, "default")}
-        times: dict[str, float] = {}
-        for label, p in options.items():
-            _swap(model, layers, p)
-            times[label] = _time_forward(model, example_input)
-            restore(model)
-        kept = min(times, key=times.__getitem__)
-        plan = options[kept]
-        plan.validation = {"forward_ms": times, "kept": kept}
+    # autotuning takes seconds to minutes: say what is being measured (on a terminal only)
+    with _progress(method == "autotune" or bool(validate and layers)) as progress:
+        task = progress.add_task("selecting conv backends", total=None)
+        measured = 0
+
+        def timed(s: ConvSpec, b: str, lay: str) -> float:
+            nonlocal measured
+            measured += 1
+            progress.update(task, description=f"autotuning conv backends: {measured} measured, now {b}@{lay} "
+                                              f"on {s.describe()}")
+            return _measure_hook()(s, b, lay, budget_s)
+
+        def plan_with(only: Sequence[str] | None, how: str) -> Plan:
+            return make_plan([(n, s) for n, _, s in layers], method=how, device_key=devkey, cache=cache,
+                             model=CostModel(dev, calibration), allowed=only, force=force, prune=prune,
+                             measure=timed,
+                             measure_convert=lambda s: _measure_convert_hook()(s, min(budget_s, 0.2)))
+
+        plan = plan_with(allowed, method)
+        if validate and method != "default" and layers:
+            nchw_only = [b.name for b in BACKENDS.values() if b.layout in ("nchw", "any")
+                         and (allowed is None or b.name in allowed)]
+            options = {"per-layer": plan, "nchw-only": plan_with(nchw_only, method),
+                       "default": plan_with(None, "default")}
+            times: dict[str, float] = {}
+            for label, p in options.items():
+                progress.update(task, description=f"validating: timing whole-model forwards ({label})")
+                _swap(model, layers, p)
+                times[label] = _time_forward(model, example_input)
+                restore(model)
+            kept = min(times, key=times.__getitem__)
+            plan = options[kept]
+            plan.validation = {"forward_ms": times, "kept": kept}
     if save:
-        cache.save()
+        cache.save()  # never raises: an unwritable cache directory is a warning, the plan stays in memory
     _swap(model, layers, plan)
     model.backend_plan = plan  # type: ignore[assignment]
     return plan
+
+
+def _progress(wanted: bool) -> Any:
+    """A transient rich progress line on stderr; disabled unless ``wanted`` and stderr is a terminal."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                    transient=True, disable=not (wanted and console.is_terminal))
 
 
 def _swap(model: nn.Module, layers: list[tuple[str, nn.Conv2d, ConvSpec]], plan: Plan) -> None:
