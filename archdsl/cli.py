@@ -12,8 +12,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .errors import ArchError, Diagnostic
+from .source import printable
 from .limits import Limits
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
 from .passes.summary import format_bytes, format_count, summary_dict
@@ -137,16 +139,26 @@ def list_(directory: str = typer.Argument("specs", help="directory (or file) to 
         if not Path(directory).exists():
             raise ArchError(f"no such file or directory: '{directory}'", None)
         nets = list_networks(directory)
+        broken = [n for n in nets if n["name"] is None]  # files that did not load: listed, and reported
         if as_json:
             out.print(json.dumps(nets, indent=2), markup=False)
-            return 0
-        table = Table(show_edge=False, header_style="bold")
-        for col in ("spec", "input", "reference"):
-            table.add_column(col)
-        for n in nets:
-            table.add_row(n["spec"], str(n["input"]) if n["input"] else "[red]error[/red]", n["reference"] or "-")
-        out.print(table)
-        return 0
+        else:
+            rows = [(printable(n["spec"]), str(n["input"]) if n["input"] else "error", printable(n["reference"] or "-"))
+                    for n in nets]
+            if not out.is_terminal:  # piped: plain tab-separated rows, never cut to a terminal width
+                for row in rows:
+                    out.print("\t".join(row), markup=False)
+            else:
+                table = Table(show_edge=False, header_style="bold")
+                table.add_column("spec", overflow="fold")
+                table.add_column("input")
+                table.add_column("reference", overflow="fold")
+                for spec_, shape, ref in rows:  # Text: a '[' in a file name is not rich markup
+                    table.add_row(Text(spec_), Text(shape, style="red" if shape == "error" else ""), Text(ref))
+                out.print(table)
+        for n in broken:
+            err.print(n["error"], markup=False)
+        return 1 if broken else 0
     _guard(run)
 
 

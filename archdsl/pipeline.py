@@ -54,8 +54,8 @@ def _pick_network(spec: A.SpecFile, name: str | None, source: Source) -> A.Netwo
 def resolve(spec: str, *, allow_outside: bool = False, limits: Limits | None = None) -> Resolved:
     """Parse the spec at ``spec`` (path, ``path:network`` or text) and pick its network."""
     path, name = split_address(spec)
-    source = load_source(path)
-    program = load_program(source, allow_outside=allow_outside, max_files=(limits or Limits()).max_files)
+    source = load_source(path, limits)
+    program = load_program(source, allow_outside=allow_outside, limits=limits)
     net = _pick_network(program.root, name, source)
     return Resolved(program, net, network_address(source.path, net.name))
 
@@ -148,8 +148,8 @@ def _check_file(f: Path, *, limits: Limits | None, params: dict[str, Any] | None
     diags: list[Diagnostic] = []
     count = 0
     try:
-        src = load_source(str(f))
-        program = load_program(src, allow_outside=allow_outside, max_files=(limits or Limits()).max_files)
+        src = load_source(str(f), limits)
+        program = load_program(src, allow_outside=allow_outside, limits=limits)
     except ArchError as e:
         return list(e.diagnostics), 0
     for net in program.root.networks.values():
@@ -202,11 +202,20 @@ def _applicable(net: A.NetworkDef, params: dict[str, Any] | None) -> dict[str, A
 
 
 def list_networks(path: str) -> list[dict[str, Any]]:
-    """Every network under ``path``: its address, default input shape and reference."""
+    """Every network under ``path``: its address, default input shape and reference.
+
+    A file that does not load (a syntax or import error) does not stop the listing: it gets one entry
+    with ``"name": None`` and its first error in ``"error"``.
+    """
     out: list[dict[str, Any]] = []
     for f in find_specs(path):
-        src = load_source(str(f))
-        program = load_program(src)
+        try:
+            src = load_source(str(f))
+            program = load_program(src)
+        except ArchError as e:
+            out.append({"spec": str(f), "name": None, "reference": None, "input": None, "params": {},
+                        "error": e.diagnostics[0].format().splitlines()[0]})
+            continue
         for net in program.root.networks.values():
             entry: dict[str, Any] = {"spec": network_address(src.path, net.name), "name": net.name,
                                      "reference": net.reference, "input": None,
