@@ -17,6 +17,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 os.chdir(ROOT)  # spec addresses in tests are relative to the repository root
+# The Triton-interpreter tests set TRITON_INTERPRET=1 in the subprocess that runs the kernels; in this
+# process it must be off whatever the user's shell says (it turns the CUDA-only backends on for CPU tensors
+# and the CUDA tests into interpreter runs).
+os.environ.pop("TRITON_INTERPRET", None)
 # keep the parse cache of test runs (fuzzing parses thousands of specs) out of the user's ~/.cache
 if "ARCHDSL_CACHE_DIR" not in os.environ:
     import tempfile
