@@ -12,6 +12,10 @@ missing=()
 command -v dot >/dev/null 2>&1 || missing+=(graphviz)
 # tests/test_render.py drives /usr/bin/chromium through Playwright (no browser download): the Debian package
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Debian's python3 has no venv/ensurepip until python3-venv is installed
+if [ ! -x "$VENV/bin/python" ] && ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "[setup] installing ${missing[*]} with apt-get"
     SUDO=""
