@@ -285,8 +285,7 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
         ``(taps_graph, feature_info)``. ``taps_graph`` has one output per tap, named by the tap's module
         path, and only the nodes the taps depend on (the head and everything after the last tap are
         dropped; state-dict keys of what is kept do not change). ``feature_info`` is a list, in output
-        order, of ``{"num_chs", "reduction", "module"}`` dicts like timm's; the graph also carries it as
-        ``taps_graph.feature_info``.
+        order, of ``{"num_chs", "reduction", "module"}`` dicts like timm's.
 
     Raises:
         ArchError: an index out of range, an unknown label, or both selectors given.
@@ -341,5 +340,5 @@ def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
             out.add(n)
     kept_groups = {n.reparam for n in out.records() if n.reparam}
     out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
-    out.feature_info = [{k: t[k] for k in ("num_chs", "reduction", "module")} for t in taps]  # type: ignore[attr-defined]
-    return out
+    out.fused_nodes = {nid for nid in graph.fused_nodes if nid in keep}
+    return out.verify()
