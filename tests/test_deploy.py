@@ -21,8 +21,9 @@ from archdsl.lang.loader import load_program, load_source
 from helpers import ROOT, randomize_bn, reference_counts, replknet_state_dict_keys, run_archc
 
 SPEC_FILES = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "specs").rglob("*.arch"))
-# Building and running a model costs time proportional to its weights; the whole suite has a ~20 minute
-# budget on 2 cores, so networks above this size are not built here (their deploy graphs still are).
+# Building and deploying a model costs time proportional to its weights, and the suite has a 15 minute
+# budget on 2 cores: every network is built at the smallest input it accepts, and networks above this size
+# (RepLKNet-XL: 333M at 64x64, ~40 s) run a single one-sample forward.
 MAX_BUILD_PARAMS = 30_000_000
 SMALL_SIDES = (64, 96, 128, 160, 224, 299)
 
@@ -94,7 +95,7 @@ def _assert_deploy_matches(model: Any, g: Graph, *, fold_bn: bool = True, batch:
 
 @pytest.mark.parametrize("spec_file", SPEC_FILES)
 def test_every_spec_deploys_exactly(spec_file: str) -> None:
-    """Per spec file: its smallest network, plus every network with reparam groups, within the size budget."""
+    """Per spec file: its smallest network, plus every network with reparam groups (whatever its size)."""
     program = load_program(load_source(spec_file))
     names = list(program.root.networks)
     if not names:  # a block library: its blocks are deployed through the network files that import them
@@ -107,22 +108,12 @@ def test_every_spec_deploys_exactly(spec_file: str) -> None:
     graphs = {n: _small_graph(f"{spec_file}:{n}") for n in names}
     smallest = min(names, key=lambda n: graphs[n][0].total_params)
     chosen = [n for n in names if n == smallest or graphs[n][0].reparam_groups]
-    too_big = [n for n in chosen if graphs[n][0].total_params > MAX_BUILD_PARAMS]
-    ran = 0
     for name in chosen:
         g, params = graphs[name]
-        if name in too_big:
-            continue
         model = archdsl.build(f"{spec_file}:{name}", input_shape=g.input_shape, **params)
-        _assert_deploy_matches(model, g)
-        ran += 1
-    if too_big:
-        # the graph-level pass still runs for them: every group fuses and no BatchNorm survives
-        for name in too_big:
-            dg = deploy_graph(graphs[name][0])
-            assert not any(n.op == "batchnorm" for n in dg.nodes())
-        if not ran:
-            pytest.skip(f"not built (over {MAX_BUILD_PARAMS:,} params): {', '.join(too_big)}")
+        # over MAX_BUILD_PARAMS the time goes into the weights (build, fold, load): one sample is enough
+        _assert_deploy_matches(model, g, batch=1 if g.total_params > MAX_BUILD_PARAMS else 2)
+        del model
 
 
 # ------------------------------------------------------------------------------------------ RepVGG
