@@ -80,7 +80,7 @@ def _parse_shape(text: str | None) -> tuple[int, ...] | None:
     return vals
 
 
-def _write_output(path: Path, text: str) -> None:
+def _write_output(path: Path, text: str | bytes) -> None:
     """Atomic write; an unwritable destination is the user's mistake, not an internal error."""
     if path.is_dir():
         raise ArchError(f"output '{path}' is a directory", None, hint="give a file name, e.g. -o model.py")
@@ -88,6 +88,31 @@ def _write_output(path: Path, text: str) -> None:
         atomic_write(path, text)
     except OSError as e:
         raise ArchError(f"cannot write '{path}': {e.strerror or e}", None) from None
+
+
+def _check_destination(path: Path, what: str, *, protect: tuple[str | Path, ...] = ()) -> None:
+    """Refuse an output path before anything is computed or written: a directory, a missing parent
+    folder, or a file that is one of the command's own inputs (``protect``: the spec, the weights)."""
+    if path.is_dir():
+        raise ArchError(f"{what} '{path}' is a directory", None, hint="give a file name, e.g. model.pt")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise ArchError(f"cannot write {what} '{path}': '{parent}' is not a directory", None)
+    for other in protect:
+        q = Path(other)
+        try:
+            same = q.exists() and path.exists() and path.resolve() == q.resolve()
+        except OSError:
+            same = False
+        if same:
+            raise ArchError(f"{what} '{path}' is the input file '{other}'; refusing to overwrite it", None,
+                            hint="write the output to another file")
+
+
+def _spec_file(spec: str) -> str:
+    """The file part of a ``file.arch[:network]`` address."""
+    from .lang.loader import split_address
+    return split_address(spec)[0]
 
 
 def _limits(items: list[str]) -> Limits:
@@ -258,14 +283,16 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
                                                 "to channels-last in forward")) -> None:
     """Write the generated PyTorch source (depends only on torch). On any error nothing is written."""
     def run() -> int:
+        if "\n" not in spec:
+            _check_destination(output, "output", protect=(_spec_file(spec),))
         g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
         if g.warnings:
             _print_diags(g.warnings)
         n_params = g.total_params
         if deploy:
-            from .codegen.deploy import deploy_graph, deploy_note  # graph-level pass: no torch needed
             from .codegen.emit import generate
-            dg = deploy_graph(g, fold_bn=fold_bn)
+            from .passes.deploy import deploy_graph, deploy_note  # graph-level passes: no torch needed
+            dg = deploy_graph(g, fold_bn=fold_bn, limits=_limits(limit))
             src = generate(dg, source_note=deploy_note(g),
                            memory_format="channels_last" if channels_last else "contiguous")
             n_params = dg.total_params
@@ -284,55 +311,54 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             set_: List[str] = SetOpt,
             fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorms (--keep-bn fuses "
                                          "only reparam groups, e.g. RepLKNet's official deploy keys)"),
-            source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py")) -> None:
+            source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py"),
+            limit: List[str] = LimitOpt) -> None:
     """Convert trained train-form weights into the deploy form (matching 'archc compile --deploy').
 
-    Output is written atomically: on any error nothing is written.
+    The weights are read and checked (size, keys, shapes, dtypes, finite values) before anything is
+    built, and both outputs are checked before either is written: on any error nothing is written.
     """
     def run() -> int:
-        g = compile_graph(spec, parse_set(set_))
-        if not weights.is_file():
-            raise ArchError(f"no such weights file: '{weights}'", None,
-                            hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
+        protect = (weights,) if "\n" in spec else (_spec_file(spec), weights)
+        _check_destination(output, "output", protect=protect)
+        if source is not None:
+            _check_destination(source, "--source", protect=protect)
+            if source.resolve() == output.resolve():
+                raise ArchError(f"--source '{source}' and -o '{output}' are the same file", None,
+                                hint="the weights (-o) and the module source (--source) need two files")
+        lim = _limits(limit)
+        g = compile_graph(spec, parse_set(set_), limits=lim)
+        from .passes.deploy import deploy_note, deploy_plan, state_shapes
+        plan = deploy_plan(g, fold_bn=fold_bn, limits=lim)    # size and exactness checks: no torch yet
         import io
 
         import torch
 
-        from .codegen.deploy import deploy_plan, deploy_source, deploy_state_dict
-        try:
-            sd = torch.load(weights, map_location="cpu", weights_only=True)
-        except Exception as e:  # a corrupt or foreign file: say so in one line
-            raise ArchError(f"cannot read weights from '{weights}': {type(e).__name__}: {e}", None) from None
-        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
-        plan = deploy_plan(g, fold_bn=fold_bn)
-        from .codegen.build import instantiate
-        train = instantiate(g)
-        want = {k: tuple(v.shape) for k, v in train.state_dict().items()}
-        if not isinstance(sd, dict):
-            raise ArchError(f"'{weights}' does not hold a state_dict", None,
-                            hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
-        missing = [k for k in want if k not in sd]
-        unexpected = [k for k in sd if k not in want]
-        wrong = [f"{k} {list(sd[k].shape)} (expected {list(s)})" for k, s in want.items()
-                 if k in sd and hasattr(sd[k], "shape") and tuple(sd[k].shape) != s]
-        if missing or unexpected or wrong:
-            parts = []
-            if missing:
-                parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
-            if unexpected:
-                parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
-            if wrong:
-                parts.append(f"{len(wrong)} shapes differ (e.g. {wrong[0]})")
-            raise ArchError(f"the weights do not match {spec}: " + ", ".join(parts), None,
-                            hint="pass the same --set values the model was trained with")
-        train.load_state_dict(sd)
-        dsd = deploy_state_dict(plan, {k: v.detach() for k, v in train.state_dict().items()})
+        from .codegen.emit import generate
+        from .codegen.weights import check_finite, deploy_state_dict, read_checkpoint
+        expected = state_shapes(g)
+        if expected is None:   # an op the IR cannot size: its shapes from a model on the meta device (no memory)
+            from .codegen.build import instantiate
+            with torch.device("meta"):
+                expected = {k: tuple(v.shape) for k, v in instantiate(g).state_dict().items()}
+        bn_vars = frozenset(f"{n.module}.running_var" for n in g.records()
+                            if n.op == "batchnorm" and n.module and n.args["track_running_stats"])
+        sd = read_checkpoint(weights, expected, bn_vars=bn_vars)
+        dsd = deploy_state_dict(plan, sd)
+        check_finite(dsd, "the deploy weights")
         buf = io.BytesIO()
         torch.save(dsd, buf)
-        atomic_write(output, buf.getvalue())
-        if source is not None:
-            atomic_write(source, deploy_source(g, fold_bn=fold_bn))
+        src = generate(plan.graph, source_note=deploy_note(g)) if source is not None else None
+        for note in plan.notes:
+            err.print(f"archc: note: {note}", markup=False)
+        if src is not None and source is not None:
+            _write_output(source, src)
+        try:
+            _write_output(output, buf.getvalue())
+        except ArchError:
+            if source is not None:   # no partial output
+                source.unlink(missing_ok=True)
+            raise
         out.print(f"wrote {output} ({len(dsd)} tensors, {plan.graph.total_params:,} params; "
                   f"{len(plan.fused_groups)} reparam groups fused, {plan.folded_bn} BatchNorms folded)")
         return 0
