@@ -36,7 +36,7 @@ MAX_LINES = 600
 LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("__init__",),
-    ("cli", "notebook"),
+    ("cli", "notebook", "hub"),
     ("pipeline",),
     ("render", "codegen", "backends"),
     ("passes",),
@@ -54,6 +54,7 @@ HEAVY: dict[str, dict[str, str]] = {
     "torch": {
         "archdsl": "lazy",                      # archdsl.build(..., backends=...)
         "archdsl.cli": "lazy",                  # archc deploy --weights
+        "archdsl.hub": "lazy",                  # reading state-dict files, pretrained weights
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
         "archdsl.codegen.weights": "any",       # weight algebra of the deploy rewrites
