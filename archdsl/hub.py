@@ -1,0 +1,473 @@
+"""Weights and model-zoo glue: state-dict files, the reference library's pretrained weights and
+preprocessing metadata, and ``timm.create_model`` entries for every spec network.
+
+    from archdsl import hub
+    model = hub.load_weights(archdsl.build("specs/resnet.arch:resnet50"), "resnet50.pt")
+    hub.pretrained_cfg(model)      # {'input_size': (3, 224, 224), 'mean': ..., 'crop_pct': ..., ...}
+    hub.load_pretrained(model)     # the reference's published weights (torchvision / timm), or a clear error
+    hub.register_timm()            # timm.create_model("archdsl_resnet50", num_classes=10) now works
+
+Everything that goes wrong is one :class:`ArchError` (no traceback): a missing or foreign file, keys
+that do not match (listed), weights that cannot be downloaded (where to put them instead).
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import threading
+import types
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+from urllib.parse import urlparse
+
+from .errors import ArchError, Diagnostic
+from .ir import Graph
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TIMM_PREFIX", "read_state_dict", "load_weights", "pretrained_cfg",
+           "load_pretrained", "register_timm"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TIMM_PREFIX = "archdsl_"
+SHOW = 8                      # keys listed per kind of mismatch; the rest are counted
+_TIMM_MODULE = "archdsl_timm_models"   # the module timm's registry files our entries under
+_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "weights")
+
+
+# ---- state-dict files ---------------------------------------------------------------------------------
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a ``torch.save``'d state_dict (tensors only: ``weights_only=True``, nothing in the file runs).
+
+    Accepts a raw state_dict, or a checkpoint dict wrapping one under ``state_dict`` / ``model`` / ...;
+    a ``module.`` prefix on every key (DataParallel / DDP) is removed.
+    """
+    import torch
+    p = Path(path)
+    if p.is_dir():
+        raise ArchError(f"weights '{p}' is a directory", None, hint="give the .pt/.pth file written by torch.save")
+    if not p.is_file():
+        raise ArchError(f"no such weights file: '{p}'", None,
+                        hint="save the weights with torch.save(model.state_dict(), 'model.pt')")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            obj: Any = load_file(str(p))
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, foreign, or holding pickled objects: one line, no torch advice
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ArchError(f"cannot read weights from '{p}': {first[:300]}", None,
+                        hint="archdsl reads tensors only; save them with torch.save(model.state_dict(), 'model.pt')"
+                        ) from None
+    return _unwrap(obj, str(p))
+
+
+def _unwrap(obj: Any, where: str) -> dict[str, Any]:
+    import torch
+    for _ in range(3):  # {"model": {"state_dict": ...}} and the like
+        if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
+            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
+            if inner is None:
+                break
+            obj = inner
+    if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
+        kind = type(obj).__name__ if not isinstance(obj, Mapping) else "a dict without tensors"
+        raise ArchError(f"'{where}' does not hold a state_dict (found {kind})", None,
+                        hint="save the weights with torch.save(model.state_dict(), 'model.pt')")
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _is_tensor_dict(obj: Mapping[Any, Any]) -> bool:
+    import torch
+    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _listing(title: str, items: list[str]) -> str:
+    shown = "\n".join(f"      {k}" for k in items[:SHOW])
+    more = f"\n      ... and {len(items) - SHOW} more" if len(items) > SHOW else ""
+    return f"{len(items)} {title}:\n{shown}{more}"
+
+
+def load_weights(model: Any, weights: str | os.PathLike[str] | Mapping[str, Any], *, strict: bool = True) -> Any:
+    """Load ``weights`` (a file path or a state_dict) into ``model`` and return the model.
+
+    With ``strict`` every key of the model must be present and no other key may be; shapes must match
+    either way. All mismatches are reported together, as one :class:`ArchError` listing the missing,
+    unexpected and mis-shaped keys (the first few of each, the rest counted) -- never a traceback.
+    """
+    where = str(weights) if not isinstance(weights, Mapping) else "the state_dict"
+    sd = read_state_dict(weights) if not isinstance(weights, Mapping) else _unwrap(weights, where)
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    wrong = [f"{k}: {list(sd[k].shape)} in the file, {list(s)} in the model" for k, s in want.items()
+             if k in sd and tuple(sd[k].shape) != s]
+    problems = ([_listing("mis-shaped keys", wrong)] if wrong else []) + (
+        ([_listing("missing keys (in the model, not in the file)", missing)] if missing else [])
+        + ([_listing("unexpected keys (in the file, not in the model)", unexpected)] if unexpected else [])
+        if strict else [])
+    if problems:
+        name = getattr(getattr(model, "arch_graph", None), "name", type(model).__name__)
+        raise ArchError(Diagnostic(
+            f"the weights in {where} do not fit {name}:\n  " + "\n  ".join(problems), None,
+            hint="build the model with the parameters the weights were trained with (e.g. num_classes), "
+                 "or pass strict=False to skip missing and unexpected keys"))
+    model.load_state_dict({k: v for k, v in sd.items() if k in want}, strict=strict)
+    return model
+
+
+# ---- preprocessing metadata -----------------------------------------------------------------------------
+def _graph_of(obj: Any) -> Graph:
+    g = obj if isinstance(obj, Graph) else getattr(obj, "arch_graph", None)
+    if not isinstance(g, Graph):
+        raise ArchError(f"{type(obj).__name__} is neither an archdsl graph nor a model built by archdsl", None,
+                        hint="pass archdsl.graph(spec) or the module archdsl.build(spec) returned")
+    return g
+
+
+def _num_classes(g: Graph) -> int | None:
+    shapes = list(g.output_shapes.values())
+    return shapes[0][0] if len(shapes) == 1 and len(shapes[0]) == 1 else None
+
+
+def _torchvision_weights(name: str) -> Any:
+    import torchvision
+    try:
+        return torchvision.models.get_model_weights(name).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        return None
+
+
+def _reference_cfg(reference: str | None, input_shape: tuple[int, ...], num_classes: int | None) -> dict[str, Any]:
+    """The preprocessing the reference's published weights expect (no download needed)."""
+    chans = input_shape[0] if input_shape else 3
+    cfg: dict[str, Any] = {
+        "input_size": tuple(input_shape), "num_classes": num_classes, "interpolation": "bilinear",
+        "crop_pct": 0.875, "crop_mode": "center",
+        "mean": IMAGENET_MEAN if chans == 3 else (0.5,) * chans,
+        "std": IMAGENET_STD if chans == 3 else (0.5,) * chans,
+        "reference": reference, "source": "default", "url": None, "hf_hub_id": None,
+    }
+    family, _, name = (reference or "").partition(".")
+    if family == "timm":
+        import timm.models
+        try:
+            tc = timm.models.get_pretrained_cfg(name)
+        except RuntimeError:
+            tc = None
+        if tc is not None:
+            cfg.update(input_size=tuple(tc.input_size), mean=tuple(tc.mean), std=tuple(tc.std),
+                       crop_pct=tc.crop_pct, crop_mode=tc.crop_mode, interpolation=tc.interpolation,
+                       num_classes=tc.num_classes, url=tc.url or None, hf_hub_id=tc.hf_hub_id,
+                       hf_hub_filename=tc.hf_hub_filename, tag=tc.tag, source="timm")
+    elif family == "torchvision":
+        w = _torchvision_weights(name)
+        if w is not None:
+            kw = dict(getattr(w.transforms, "keywords", {}) or {})
+            crop = int(kw.get("crop_size", input_shape[-1] if input_shape else 224))
+            resize = int(kw.get("resize_size", round(crop / 0.875)))
+            interp = kw.get("interpolation")
+            cfg.update(input_size=(chans, crop, crop), crop_pct=round(crop / resize, 4),
+                       mean=tuple(kw.get("mean", IMAGENET_MEAN)), std=tuple(kw.get("std", IMAGENET_STD)),
+                       interpolation=getattr(interp, "value", interp or "bilinear"),
+                       num_classes=len(w.meta.get("categories") or []) or num_classes,
+                       url=w.url, tag=str(w).rsplit(".", 1)[-1], source="torchvision")
+    return cfg
+
+
+def pretrained_cfg(obj: Any) -> dict[str, Any]:
+    """timm-style ``pretrained_cfg`` for a graph or built model: ``input_size``, ``mean``, ``std``,
+    ``crop_pct``, ``crop_mode``, ``interpolation``, ``num_classes``, plus where the weights live (``url``,
+    ``hf_hub_id``) and ``source`` ('timm', 'torchvision' or 'default': ImageNet statistics and the spec's
+    input size when the spec names no reference with published weights).
+
+    The values are the reference library's own: timm's registered cfg for ``reference = "timm.X"``, the
+    DEFAULT weights' transforms of torchvision for ``"torchvision.X"``.
+    """
+    g = _graph_of(obj)
+    return _reference_cfg(g.reference, g.input_shape, _num_classes(g))
+
+
+# ---- published weights ------------------------------------------------------------------------------------
+def _reachable(url: str, timeout: float) -> str | None:
+    """None when a TCP connection to the URL's host opens within ``timeout`` s, else the reason.
+
+    Run in a daemon thread: name resolution has no timeout of its own and must not hang the caller.
+    """
+    import socket
+    host = urlparse(url).hostname or url
+    result: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(None)
+        except OSError as e:
+            result.append(f"{type(e).__name__}: {e}")
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)
+    return result[0] if result else f"no answer from {host} within {timeout:g} s"
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "ARCHDSL_OFFLINE"))
+
+
+def _unavailable(what: str, where: str, why: str, cache: str) -> ArchError:
+    return ArchError(Diagnostic(
+        f"could not download the pretrained weights of {what} from {where}: {why}", None,
+        hint=f"download the file on a machine with network access and either put it at {cache} "
+             f"or pass it explicitly: archdsl.build(spec, weights=PATH) / archdsl.hub.load_weights(model, PATH)"))
+
+
+def _fetch_url(url: str, what: str, timeout: float) -> dict[str, Any]:
+    import torch
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    if not cache.is_file():
+        why = "offline mode is set (HF_HUB_OFFLINE / ARCHDSL_OFFLINE)" if _offline() else _reachable(url, timeout)
+        if why:
+            raise _unavailable(what, url, why, str(cache))
+        import socket
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(timeout)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cache), progress=sys.stderr.isatty())
+        except Exception as e:
+            raise _unavailable(what, url, f"{type(e).__name__}: {e}", str(cache)) from None
+        finally:
+            socket.setdefaulttimeout(old)
+    return read_state_dict(cache)
+
+
+def _fetch_hf(repo: str, filename: str | None, what: str, timeout: float) -> dict[str, Any]:
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    names = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
+    for name in names:
+        hit = try_to_load_from_cache(repo, name)
+        if isinstance(hit, str):
+            return read_state_dict(hit)
+    url = f"https://huggingface.co/{repo}"
+    why = "offline mode is set (HF_HUB_OFFLINE / ARCHDSL_OFFLINE)" if _offline() else _reachable(url, timeout)
+    from huggingface_hub.constants import HF_HUB_CACHE
+    if why:
+        raise _unavailable(what, url, why, f"the Hugging Face cache ({HF_HUB_CACHE}, via "
+                                           f"'huggingface-cli download {repo}')")
+    try:
+        return read_state_dict(hf_hub_download(repo, names[0], etag_timeout=timeout))
+    except ArchError:
+        raise
+    except Exception as e:
+        raise _unavailable(what, url, f"{type(e).__name__}: {e}", HF_HUB_CACHE) from None
+
+
+def load_pretrained(model: Any, *, strict: bool = True, timeout: float = 10.0) -> Any:
+    """Load the published weights of the spec's ``reference`` into ``model`` (built by archdsl) and
+    return it: torchvision's DEFAULT weights for ``torchvision.X``, timm's default pretrained tag for
+    ``timm.X``. Files already in the caches (``TORCH_HOME`` / the Hugging Face cache) are used without any
+    network access; ``HF_HUB_OFFLINE=1`` (or ``ARCHDSL_OFFLINE=1``) forbids downloading. A download that
+    cannot happen is one :class:`ArchError` within ``timeout`` seconds, saying where to put the file.
+
+    A classifier whose size differs from the weights' (``num_classes=10``) keeps its fresh initialisation,
+    as in timm; auxiliary heads of the reference (GoogLeNet, Inception v3) are ignored.
+    """
+    g = _graph_of(model)
+    ref = g.reference
+    family, _, name = (ref or "").partition(".")
+    if family not in ("torchvision", "timm"):
+        raise ArchError(f"{g.name} has no reference with published weights (reference: {ref or 'none'})", None,
+                        hint="load your own weights with archdsl.build(spec, weights=PATH)")
+    cfg = _reference_cfg(ref, g.input_shape, _num_classes(g))
+    what = f"{ref} ({cfg.get('tag') or 'default'})"
+    if cfg.get("hf_hub_id"):
+        sd = _fetch_hf(cfg["hf_hub_id"], cfg.get("hf_hub_filename"), what, timeout)
+    elif cfg.get("url"):
+        sd = _fetch_url(cfg["url"], what, timeout)
+    else:
+        raise ArchError(f"{ref} lists no published weights", None,
+                        hint="load your own weights with archdsl.build(spec, weights=PATH)")
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    sd = {k: v for k, v in sd.items() if k in want or not k.split(".")[0].lower().startswith("aux")}
+    head = _head_keys(g)
+    for k in head:   # a new classifier size: keep the model's own (timm's behaviour for num_classes != 1000)
+        if k in sd and k in want and tuple(sd[k].shape) != want[k]:
+            sd[k] = model.state_dict()[k]
+    return load_weights(model, sd, strict=strict)
+
+
+def _head_keys(g: Graph) -> list[str]:
+    """State-dict keys of the layer producing the (single) classifier output."""
+    if len(g.outputs) != 1:
+        return []
+    n = g.node(g.outputs[0][1])
+    while n.op != "linear" and n.op != "conv2d" and n.inputs and n.params == 0:
+        n = g.node(n.inputs[0])
+    return [f"{n.module}.weight", f"{n.module}.bias"] if n.module else []
+
+
+# ---- timm registration -------------------------------------------------------------------------------------
+_DROP_RATE = ("drop_rate", "dropout", "dropout_p", "dropout_rate", "p_dropout")
+_DROP_PATH = ("drop_path_rate", "stochastic_depth_prob", "drop_path", "sd")
+# timm's own keywords (handled here, never passed to the spec)
+_TIMM_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "features_only",
+                "out_indices", "drop_rate", "drop_path_rate", "global_pool", "in_chans", "img_size",
+                "num_classes", "device", "dtype", "feature_cls", "output_stride", "scriptable", "exportable",
+                "no_jit")
+
+
+def _timm_module() -> types.ModuleType:
+    mod = sys.modules.get(_TIMM_MODULE)
+    if mod is None:
+        mod = types.ModuleType(_TIMM_MODULE, "timm entries for archdsl spec networks (archdsl.hub.register_timm)")
+        mod.__all__ = []  # type: ignore[attr-defined]
+        mod.default_cfgs = {}  # type: ignore[attr-defined]
+        sys.modules[_TIMM_MODULE] = mod
+    return mod
+
+
+def _build_kwargs(entry: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split timm's keywords into (spec parameters, build options), rejecting what the spec cannot take."""
+    accepted = set(entry["params"])
+    params: dict[str, Any] = {}
+    opts: dict[str, Any] = {}
+    shape = list(entry["input"])
+    bad: list[str] = []
+    for k, v in kwargs.items():
+        if k == "num_classes":
+            if "num_classes" in accepted:
+                params["num_classes"] = v
+            elif v != entry.get("num_classes"):
+                bad.append(f"num_classes={v!r} (the network has no num_classes parameter)")
+        elif k in ("drop_rate", "drop_path_rate"):
+            names = _DROP_RATE if k == "drop_rate" else _DROP_PATH
+            target = next((n for n in names if n in accepted), None)
+            if target is not None:
+                params[target] = v
+            elif v:
+                bad.append(f"{k}={v!r} (the network has no {' / '.join(names[:3])} parameter)")
+        elif k == "global_pool":
+            if v not in ("", "avg", None):
+                bad.append(f"global_pool={v!r} (the spec's head pools as it is written: use 'avg')")
+        elif k == "in_chans":
+            shape[0] = int(v)
+        elif k == "img_size":
+            hw = (v, v) if isinstance(v, int) else tuple(v)
+            shape[1:] = list(hw)
+        elif k in ("features_only", "out_indices", "device", "dtype"):
+            opts[k] = v
+        elif k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "feature_cls", "scriptable",
+                   "exportable", "no_jit"):
+            opts[k] = v
+        elif k == "output_stride":
+            if v not in (None, 32):
+                bad.append(f"output_stride={v!r} (dilated variants are separate specs)")
+        elif k in accepted:
+            params[k] = v
+        else:
+            bad.append(f"{k}={v!r}")
+    if bad:
+        raise ArchError(f"timm.create_model('{TIMM_PREFIX}{entry['name']}'): the spec {entry['spec']} cannot take "
+                        + ", ".join(bad), None,
+                        hint="its parameters: " + (", ".join(sorted(accepted)) or "none")
+                             + "; timm options understood: num_classes, in_chans, img_size, drop_rate, "
+                               "drop_path_rate, features_only, out_indices, pretrained")
+    if shape != list(entry["input"]):
+        opts["input_shape"] = tuple(shape)
+    return params, opts
+
+
+def _build_features(spec: str, params: dict[str, Any], input_shape: tuple[int, ...] | None,
+                    out_indices: Sequence[int] | None) -> Any:
+    """``archdsl.build(..., features_only=True)`` when build takes it; else the same from the parts."""
+    import archdsl
+    if "features_only" in inspect.signature(archdsl.build).parameters:
+        return archdsl.build(spec, input_shape=input_shape, features_only=True, out_indices=out_indices, **params)
+    from .codegen.build import instantiate
+    from .passes.features import feature_taps
+    from .pipeline import compile_graph
+    taps, info = feature_taps(compile_graph(spec, params, input_shape=input_shape), out_indices=out_indices)
+    model = instantiate(taps)
+    model.feature_info = info
+    return model
+
+
+def _entrypoint(entry: dict[str, Any]) -> Any:
+    name = TIMM_PREFIX + entry["name"]
+
+    def create(pretrained: bool = False, **kwargs: Any) -> Any:
+        import archdsl
+        params, opts = _build_kwargs(entry, {k: v for k, v in kwargs.items() if v is not None})
+        shape = opts.get("input_shape")
+        if opts.get("features_only"):
+            model = _build_features(entry["spec"], params, shape, opts.get("out_indices"))
+        else:
+            model = archdsl.build(entry["spec"], input_shape=shape, **params)
+        cfg = pretrained_cfg(model)
+        overlay = opts.get("pretrained_cfg_overlay")
+        if isinstance(opts.get("pretrained_cfg"), Mapping):
+            cfg.update(opts["pretrained_cfg"])
+        if isinstance(overlay, Mapping):
+            cfg.update(overlay)
+        cfg["architecture"] = name
+        if pretrained:
+            load_pretrained(model, strict=not opts.get("features_only"))
+        model.pretrained_cfg = cfg
+        model.default_cfg = cfg
+        if not hasattr(model, "num_classes") and not opts.get("features_only"):
+            model.num_classes = _num_classes(model.arch_graph) or 0
+        if opts.get("device") is not None or opts.get("dtype") is not None:
+            model = model.to(device=opts.get("device"), dtype=opts.get("dtype"))
+        return model
+
+    create.__name__ = create.__qualname__ = name
+    create.__module__ = _TIMM_MODULE
+    create.__doc__ = f"archdsl spec {entry['spec']} (reference: {entry['reference'] or 'none'})."
+    return create
+
+
+def register_timm(spec_paths: Iterable[str] = ("specs",)) -> list[str]:
+    """Register every network of the specs under ``spec_paths`` as a timm model ``archdsl_<name>``.
+
+    Afterwards ``timm.create_model("archdsl_resnet50", num_classes=10)`` builds the spec with
+    ``archdsl.build``; timm's keywords are mapped onto what the spec takes (``num_classes``, ``in_chans``
+    and ``img_size`` -> the input shape, ``drop_rate`` / ``drop_path_rate`` -> the spec's dropout or
+    stochastic-depth parameter, ``features_only`` + ``out_indices`` -> the feature taps of
+    :func:`archdsl.passes.features.feature_taps`, ``pretrained`` -> :func:`load_pretrained`) and anything
+    else the spec has no parameter for is one clear :class:`ArchError`. Each model carries
+    ``pretrained_cfg`` (:func:`pretrained_cfg`). Returns the registered names; registering again replaces
+    the earlier entries (a spec that does not compile is left out).
+    """
+    import warnings
+
+    from timm.models import register_model
+    from timm.models._registry import _model_entrypoints  # noqa: F401  (fails early on an incompatible timm)
+
+    from .pipeline import list_networks
+    mod = _timm_module()
+    names: list[str] = []
+    for path in spec_paths:
+        if not Path(path).exists():
+            raise ArchError(f"no such file or directory: '{path}'", None)
+        for net in list_networks(str(path)):
+            if net.get("error") or not net.get("input"):
+                continue
+            outs = list((net.get("outputs") or {}).values())
+            entry = {**net, "num_classes": outs[0][0] if len(outs) == 1 and len(outs[0]) == 1 else None}
+            fn = _entrypoint(entry)
+            cfg = _reference_cfg(net["reference"], tuple(net["input"]), entry["num_classes"])
+            mod.default_cfgs[fn.__name__] = {  # type: ignore[attr-defined]
+                k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation",
+                                    "num_classes") if cfg.get(k) is not None}
+            with warnings.catch_warnings():   # re-registering replaces the old entry on purpose
+                warnings.simplefilter("ignore")
+                register_model(fn)
+            setattr(mod, fn.__name__, fn)
+            names.append(fn.__name__)
+    return names
