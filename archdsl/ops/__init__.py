@@ -1,7 +1,16 @@
-"""The op registry: one :class:`OpDef` per built-in op (signature, shape rule, parameters, MACs, emission)."""
+"""The op registry: one :class:`OpDef` per op (signature, shape rule, parameters, MACs, emission, traits).
+
+``core`` holds the machinery (OpDef, ArgSpec, traits, ``register``); ``nn`` registers the layers (conv,
+linear, norms, pools, activations, dropout) and ``tensor`` the tensor ops (shape ops, reductions, merges).
+"""
 from __future__ import annotations
 
-from .core import *  # noqa: F401,F403
-from .core import __all__ as _core_all
+from . import nn as _nn  # noqa: F401  (registers the layer ops)
+from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
+from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
+                   ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register)
+from .tensor import HELPERS, MULTI_OUTPUT_OPS
 
-__all__ = list(_core_all)
+__all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
+           "has_trait", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "MULTI_OUTPUT_OPS",
+           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs"]

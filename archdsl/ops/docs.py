@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import MULTI_OUTPUT_OPS, OPS, REQUIRED, ArgSpec
+from .core import OPS, REQUIRED, ArgSpec
+from .tensor import MULTI_OUTPUT_OPS
 
 __all__ = ["op_entries", "ops_markdown"]
 
@@ -44,7 +45,7 @@ def ops_markdown() -> str:
     lines = [
         "# Built-in ops",
         "",
-        "Generated from the op registry (`archdsl/ops.py`) by `archc ops --markdown`; a test keeps it in step.",
+        "Generated from the op registry (`archdsl/ops/`) by `archc ops --markdown`; a test keeps it in step.",
         "Input channels are never written: they come from shape inference. `add`, `mul`, `concat` (and `stack`)",
         "are combinators: write them as `add:` with one branch per line, or `add(a, b)` over named tensors.",
         "",

@@ -1,0 +1,200 @@
+"""One unit instance as a small program: its constructor entries and forward statements (torch-free).
+
+A :class:`Body` is what code generation knows about one block instantiation before it is written out: the
+modules it registers (``Ctor``) and the statements of its ``forward`` (``Stmt``), built from the op
+registry's emit data. Every literal is still a :class:`~archdsl.ops.Lit`/:class:`~archdsl.ops.Kw` piece, so
+two instantiations of one block can be compared by structure (:meth:`Body.key`) and their differing values
+turned into constructor arguments (:mod:`archdsl.codegen.emit`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ops import MOD, OPS, EmitArgs, In, Kw, Lit, has_trait
+from .names import GenerationError, check_child_name
+from .units import Hierarchy, Unit
+
+__all__ = ["UnitCall", "Stmt", "Ctor", "Body", "build_body", "expr_key", "holes_of", "PLAIN_CALL"]
+
+PLAIN_CALL = (MOD, "(", In(0), ")")
+
+
+@dataclass(frozen=True)
+class UnitCall:
+    """The constructor call of the child unit at ``path`` (a ``cls`` instance), expanded when its class is done."""
+
+    path: str
+    cls: str
+
+
+@dataclass
+class Stmt:
+    """``outs = <expr>(ins)``: kind 'op' (an op's emit, ``MOD`` = ``ref``), 'call' (the child unit ``ref``) or
+    'alias' (an identity: no code, ``outs[0]`` is ``ins[0]``)."""
+
+    kind: str
+    ins: tuple[int, ...]
+    outs: tuple[int, ...]
+    expr: tuple[Any, ...] = ()
+    ref: str = ""
+    name: str = ""                 # local name (for matching an identity with an optional child)
+    module_form: tuple[Any, ...] | None = None   # the op as an nn.Module, for nn.Sequential
+    note: str = ""                 # shape comment
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.kind, self.ins, self.outs, expr_key(self.expr), self.ref,
+                self.name if self.kind == "alias" else "")
+
+
+@dataclass
+class Ctor:
+    """A registration in ``__init__``: 'module' (``expr`` at ``path``), 'param' (an ``nn.Parameter``),
+    'list'/'dict' (a holder container)."""
+
+    path: str
+    kind: str
+    expr: tuple[Any, ...] = ()
+
+    def key(self) -> tuple[Any, ...]:
+        return (self.path, self.kind, expr_key(self.expr))
+
+
+@dataclass
+class Body:
+    """One unit instance: inputs, constructor entries, statements, returned values."""
+
+    unit: Unit
+    n_in: int
+    ctors: list[Ctor] = field(default_factory=list)
+    stmts: list[Stmt] = field(default_factory=list)
+    returns: tuple[int, ...] = ()
+    helpers: set[str] = field(default_factory=set)
+    in_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    def key(self) -> tuple[Any, ...]:
+        """The structure (cached: a body is complete once built)."""
+        k = self.__dict__.get("_key")
+        if k is None:
+            k = self.__dict__["_key"] = (self.n_in, tuple(c.key() for c in self.ctors),
+                                         tuple(s.key() for s in self.stmts), self.returns)
+        return k
+
+
+def expr_key(expr: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The structure of an expression: its code, with every literal value replaced by a placeholder."""
+    out: list[Any] = []
+    for p in expr:
+        if isinstance(p, str):
+            out.append(p)
+        elif isinstance(p, Lit):
+            out.append(("L",))
+        elif isinstance(p, Kw):
+            out.append(("K", p.name, repr(p.default), p.sep))
+        elif isinstance(p, In):
+            out.append(("I", p.k))
+        elif p is MOD:
+            out.append(("M",))
+        elif isinstance(p, UnitCall):
+            out.append(("U", p.cls))
+        else:
+            raise TypeError(f"internal: unknown expression piece {p!r}")
+    return tuple(out)
+
+
+def holes_of(expr: tuple[Any, ...]) -> list[Any]:
+    """The Lit/Kw pieces of ``expr``, in order."""
+    return [p for p in expr if isinstance(p, (Lit, Kw))]
+
+
+def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], holder_kind: dict[str, str],
+               rcons: dict[int, int], res: Any) -> Body:
+    """The program of unit ``u`` (its items were ordered by :func:`archdsl.codegen.units.analyze`)."""
+    g = h.graph
+    body = Body(u, len(u.inputs) if u.path else 1)
+    vals: dict[int, int] = {}
+    if u.path:
+        for k, i in enumerate(u.inputs):
+            vals[i] = k
+        body.in_shapes = [tuple(g.node(i).shape) for i in u.inputs]
+    else:
+        vals[g.inputs[0]] = 0
+        body.in_shapes = [tuple(g.input_shape)]
+    nxt = [body.n_in]
+    local_ops: set[int] = set()
+    registered: set[str] = set()
+
+    def new() -> int:
+        nxt[0] += 1
+        return nxt[0] - 1
+
+    def ensure(rel: str) -> None:
+        """Register the holder containers on the way to ``rel``."""
+        parts = rel.split(".")
+        for k in range(1, len(parts)):
+            p = ".".join(parts[:k])
+            if p not in registered:
+                full = (u.path + "." + p) if u.path else p
+                kind = holder_kind.get(full)
+                if kind is None:
+                    raise GenerationError(f"the module path '{full}' is used both as a layer and as a container; "
+                                          "rename one of them")
+                check_child_name(parts[k - 1], f"container '{full}'")
+                registered.add(p)
+                body.ctors.append(Ctor(p, kind))
+
+    def register(rel: str, kind: str, expr: tuple[Any, ...]) -> None:
+        if rel in registered:
+            raise GenerationError(f"two modules would be named '{u.path + '.' + rel if u.path else rel}'")
+        ensure(rel)
+        check_child_name(rel.rpartition(".")[2], f"'{rel}'")
+        registered.add(rel)
+        body.ctors.append(Ctor(rel, kind, expr))
+
+    for kind, what in u.items:
+        if kind == "unit":
+            ch = h.units[what]  # type: ignore[index]
+            rel = u.rel(ch.path)
+            register(rel, "module", unit_exprs[ch.path])
+            outs = tuple(new() for _ in ch.outputs)
+            for o, v in zip(ch.outputs, outs):
+                vals[o] = v
+            body.stmts.append(Stmt("call", tuple(vals[i] for i in ch.inputs), outs, (), rel, rel))
+            continue
+        n = g.node(what)  # type: ignore[arg-type]
+        ins = tuple(vals[i] for i in n.inputs)
+        local = u.rel(n.name) if (not u.path or n.name.startswith(u.path + ".")) else n.name
+        out = new()
+        vals[n.id] = out
+        if n.op == "identity":
+            body.stmts.append(Stmt("alias", ins, (out,), name=local))
+            continue
+        opdef = OPS.get(n.op)
+        if opdef is None:
+            raise GenerationError(f"no code generation for op '{n.op}' (is it registered?)")
+        inplace = False
+        if has_trait(n.op, "inplace") and (n.op != "add" or all(tuple(s) == tuple(n.shape) for s in n.in_shapes)):
+            src = res(n.inputs[0])
+            inplace = (src in local_ops and has_trait(g.node(src).op, "inplace-safe-producer")
+                       and rcons.get(src, 0) == 1 and src not in h.outputs)
+        e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace)
+        expr = tuple(opdef.emit(e))
+        rel = ""
+        if n.module:
+            if opdef.ctor is None:
+                raise GenerationError(f"op '{n.op}' has a module path but no constructor")
+            rel = u.rel(n.module)
+            register(rel, "param" if has_trait(n.op, "parameter") else "module", tuple(opdef.ctor(e)))
+        elif MOD in expr:
+            raise GenerationError(f"op '{n.op}' calls its module but the node has none")
+        body.helpers.update(opdef.helpers)
+        mf = tuple(opdef.module_form(e)) if opdef.module_form is not None else None
+        if n.module and expr == PLAIN_CALL:
+            mf = ("<module>",)
+        body.stmts.append(Stmt("op", ins, (out,), expr, rel, local, mf, str(list(n.shape))))
+        local_ops.add(n.id)
+    if u.path:
+        body.returns = tuple(vals[o] for o in u.outputs)
+    else:
+        body.returns = tuple(vals[nid] for _, nid in g.outputs)
+    return body

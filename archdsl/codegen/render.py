@@ -1,0 +1,420 @@
+"""One generated class: the instances it serves, their differing values as constructor arguments, its text.
+
+A :class:`ClassSpec` collects the :class:`~archdsl.codegen.program.Body` of every unit instance written with
+it. :meth:`ClassSpec.finish` turns the literal values that differ between instances into constructor
+arguments (and values of optional children into ``bool`` flags) and writes the class. Everything is rendered
+through :func:`~archdsl.codegen.names.literal` or checked identifiers.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ops import MOD, In, Kw, Lit
+from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
+from .program import PLAIN_CALL, Body, Ctor, UnitCall, holes_of
+
+__all__ = ["UnitCall", "ClassSpec", "render_class", "render_expr", "unit_call", "NL", "IND", "DED"]
+
+MISSING: Any = object()
+NL, IND, DED = "\n", "\x01", "\x02"   # layout pieces: new line, indent one level, dedent
+
+
+def unit_call(spec: "ClassSpec", body: Body) -> tuple[Any, ...]:
+    return (UnitCall(body.unit.path, spec.name),)
+
+
+def _vkey(v: Any) -> Any:
+    """Values compare by type too: 1, 1.0 and True must not share a literal."""
+    if isinstance(v, tuple):
+        return ("tuple", tuple(_vkey(x) for x in v))
+    return (type(v).__name__, v)
+
+
+def _parse_args(text: str) -> dict[str, Any]:
+    """``c=64, stride=2`` (ScopeFrame.args) -> {'c': 64, 'stride': 2}; only plain numbers are kept."""
+    out: dict[str, Any] = {}
+    for m in re.finditer(r"(?:^|, )([A-Za-z_][A-Za-z0-9_]*)=(-?\d+(?:\.\d+)?)(?=, [A-Za-z_]|$)", text):
+        raw = m.group(2)
+        out[m.group(1)] = float(raw) if "." in raw else int(raw)
+    return out
+
+
+def _optional_names(big: Body, small: Body) -> set[str] | None:
+    """Names N such that ``small`` is ``big`` with the child N replaced by an identity named N, else None."""
+    if big.n_in != small.n_in or big.returns != small.returns or len(big.stmts) != len(small.stmts):
+        return None
+    names: set[str] = set()
+    for a, b in zip(big.stmts, small.stmts):
+        if a.key() == b.key():
+            continue
+        if (b.kind == "alias" and a.ins == b.ins and a.outs == b.outs and len(a.ins) == 1 and a.ref == b.name
+                and attr_ok(a.ref) and (a.kind == "call" or (a.kind == "op" and a.expr == PLAIN_CALL))):
+            names.add(a.ref)
+            continue
+        return None
+    if not names:
+        return None
+    rest = [c.key() for c in big.ctors if c.path.split(".")[0] not in names]
+    if rest != [_ctor_key(c) for c in small.ctors]:
+        return None
+    return names
+
+
+def _ctor_key(c: Ctor) -> Any:
+    return c.key()
+
+
+@dataclass
+class ClassSpec:
+    """A generated class and the unit instances it serves."""
+
+    name: str
+    bodies: list[Body]
+    base: str = ""
+    optional: set[str] = field(default_factory=set)
+    text: str = ""
+    params: list[tuple[str, list[Any]]] = field(default_factory=list)   # (name, value per instance)
+    index: dict[str, int] = field(default_factory=dict)                  # unit path -> instance number
+    _hole_param: dict[int, str] = field(default_factory=dict)
+    _hole_const: dict[int, Any] = field(default_factory=dict)
+    _attrs: list[str] = field(default_factory=list)
+    _flags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for k, b in enumerate(self.bodies):
+            self.index[b.unit.path] = k
+
+    @property
+    def template(self) -> Body:
+        return self.bodies[0]
+
+    def add(self, body: Body) -> None:
+        self.index[body.unit.path] = len(self.bodies)
+        self.bodies.append(body)
+
+    def try_add_optional(self, body: Body) -> bool:
+        """Join when ``body`` is the template with children made optional, or the other way round."""
+        if any(b.key() == body.key() for b in self.bodies):
+            self.add(body)
+            return True
+        names = _optional_names(self.template, body)
+        if names is not None:
+            self.optional |= names
+            self.add(body)
+            return True
+        names = _optional_names(body, self.template)
+        if names is not None and all(_optional_names(body, b) is not None or b.key() == self.template.key()
+                                     for b in self.bodies):
+            self.optional |= names
+            self.bodies.insert(0, body)
+            self.index = {b.unit.path: k for k, b in enumerate(self.bodies)}
+            return True
+        return False
+
+    # ---------------------------------------------------------------------------------------- finishing
+    def _entries(self, b: Body, expand: Any) -> list[list[Any]] | None:
+        """The holes of ``b`` aligned with the template's entries (None where ``b`` lacks an optional child)."""
+        t = self.template
+        out: list[list[Any]] = []
+        have = {c.path: c for c in b.ctors}
+        for c in t.ctors:
+            top = c.path.split(".")[0]
+            mine = have.get(c.path)
+            if mine is None:
+                if top not in self.optional:
+                    raise GenerationError(f"internal: {b.unit.path} lacks {c.path}")
+                out.append([MISSING] * len(holes_of(expand(c.expr, t))))
+                continue
+            out.append(holes_of(expand(mine.expr, b)))
+        for s in b.stmts:
+            out.append(holes_of(s.expr))
+        return out
+
+    def finish(self, expand: Any = None) -> None:
+        """Decide constructor arguments from the instances' values and write the class text."""
+        expand = expand or (lambda e, b: e)
+        per_inst = [self._entries(b, expand) for b in self.bodies]
+        flat = [[h for entry in inst for h in entry] for inst in per_inst]
+        n_holes = len(flat[0])
+        hints = self._hints(expand)
+        vectors: list[list[Any]] = []
+        for k in range(n_holes):
+            vec = [inst[k] if inst[k] is MISSING else (inst[k].value) for inst in flat]
+            vectors.append(vec)
+        taken = set(RESERVED_GLOBALS) | {c.path.split(".")[0] for c in self.template.ctors} | {"self"}
+        block_args = [_parse_args(b.unit.args) for b in self.bodies]
+        in_ch = [b.in_shapes[0][0] if b.in_shapes and b.in_shapes[0] else None for b in self.bodies]
+        params: list[tuple[str, list[Any]]] = []
+        for k, vec in enumerate(vectors):
+            present = [v for v in vec if v is not MISSING]
+            if len({_vkey(v) for v in present}) <= 1:
+                self._hole_const[k] = present[0] if present else None
+                continue
+            match = None
+            for pname, pvec in params:
+                if all(a is MISSING or b is MISSING or _vkey(a) == _vkey(b) for a, b in zip(vec, pvec)):
+                    match = pname
+                    for i, v in enumerate(vec):
+                        if pvec[i] is MISSING:
+                            pvec[i] = v
+                    break
+            if match is None:
+                match = self._name_for(vec, block_args, in_ch, hints[k], taken)
+                taken.add(match)
+                params.append((match, list(vec)))
+            self._hole_param[k] = match
+        for pname, pvec in params:   # a value no instance needs (its optional child is absent): any one will do
+            fill = next(v for v in pvec if v is not MISSING)
+            pvec[:] = [fill if v is MISSING else v for v in pvec]
+        taken_flags = {p for p, _ in params} | set(RESERVED_GLOBALS)
+        for n in sorted(self.optional):
+            fname = unique(n if py_identifier(n) and n not in taken_flags else "has_" + n, taken_flags)
+            taken_flags.add(fname)
+            taken.add(fname)
+            self._flags[n] = fname
+            params.append((fname, [any(c.path == n for c in b.ctors) for b in self.bodies]))
+        self.params = params
+        n_ctor = sum(len(holes_of(expand(c.expr, self.template))) for c in self.template.ctors)
+        self._attrs = sorted({name for k, name in self._hole_param.items() if k >= n_ctor})
+
+    def _hints(self, expand: Any) -> list[str]:
+        out: list[str] = []
+        t = self.template
+        for c in t.ctors:
+            for p in holes_of(expand(c.expr, t)):
+                base = (p.name if isinstance(p, Lit) else p.name) or "value"
+                out.append(f"{c.path.replace('.', '_')}_{base}")
+        for s in t.stmts:
+            for p in holes_of(s.expr):
+                base = (p.name if isinstance(p, Lit) else p.name) or "value"
+                out.append(f"{s.name.replace('.', '_')}_{base}" if s.name else base)
+        return out
+
+    def _name_for(self, vec: list[Any], block_args: list[dict[str, Any]], in_ch: list[Any], hint: str,
+                  taken: set[str]) -> str:
+        present = [(i, v) for i, v in enumerate(vec) if v is not MISSING]
+        for name in block_args[0]:
+            if name in taken or not py_identifier(name):
+                continue
+            if all(name in block_args[i] and _vkey(block_args[i][name]) == _vkey(v) for i, v in present):
+                return name
+        if "in_channels" not in taken and all(_vkey(in_ch[i]) == _vkey(v) for i, v in present):
+            return "in_channels"
+        base = re.sub(r"[^A-Za-z0-9_]", "_", hint).strip("_") or "value"
+        if not py_identifier(base) or base[0].isdigit():
+            base = "arg_" + base
+        return unique(base, taken)
+
+    def hole_text(self, k: int, inst: int, fwd: bool) -> str:
+        if k in self._hole_param:
+            name = self._hole_param[k]
+            return f"self.{name}" if fwd else name
+        return literal(self._hole_const[k])
+
+    def call_pieces(self, path: str) -> tuple[Any, ...]:
+        """``Name(a=1, b=2)`` for the instance at ``path``, its values as Lit pieces."""
+        k = self.index[path]
+        out: list[Any] = [self.name + "("]
+        for j, (pname, vals) in enumerate(self.params):
+            out += [", " if j else "", pname + "=", Lit(vals[k], pname)]
+        out.append(")")
+        return tuple(out)
+
+
+# --------------------------------------------------------------------------------------------- rendering
+class _Holes:
+    """Hands out hole texts in template order."""
+
+    def __init__(self, spec: ClassSpec | None, fwd_from: int) -> None:
+        self.spec, self.k, self.fwd_from = spec, 0, fwd_from
+
+    def next(self, piece: Any) -> str:
+        k = self.k
+        self.k += 1
+        if self.spec is None:
+            return literal(piece.value)
+        return self.spec.hole_text(k, 0, k >= self.fwd_from)
+
+
+def render_expr(expr: tuple[Any, ...], holes: _Holes, ins: list[str] | None = None, mod: str = "",
+                indent: str = "") -> str:
+    out: list[str] = []
+    depth = 0
+    for p in expr:
+        if isinstance(p, str):
+            if p == IND or p == DED:
+                depth += 1 if p == IND else -1
+            elif p == NL:
+                out.append("\n" + indent + "    " * depth)
+            else:
+                out.append(p)
+        elif isinstance(p, Lit):
+            out.append(holes.next(p))
+        elif isinstance(p, Kw):
+            k = holes.k
+            text = holes.next(p)
+            if holes.spec is None or k not in holes.spec._hole_param:
+                value = p.value if holes.spec is None else holes.spec._hole_const[k]
+                if _vkey(value) == _vkey(p.default):
+                    continue
+            out.append(f"{p.sep}{p.name}={text}")
+        elif isinstance(p, In):
+            assert ins is not None
+            out.append(ins[p.k])
+        elif p is MOD:
+            out.append(mod)
+        else:
+            raise TypeError(f"internal: unknown piece {p!r}")
+    return "".join(out)
+
+
+def _ref(path: str, kinds: dict[str, str]) -> str:
+    """A Python expression for the module at relative ``path`` from ``self``."""
+    ref = "self"
+    parts = path.split(".")
+    for k, name in enumerate(parts):
+        parent = ".".join(parts[:k])
+        kind = kinds.get(parent, "class") if parent else "class"
+        if kind == "list":
+            ref += f"[{int(name)}]"
+        elif kind == "dict":
+            ref += f"[{literal(name)}]"
+        elif attr_ok(name):
+            ref += f".{name}"
+        else:
+            ref = f"getattr({ref}, {literal(name)})"
+    return ref
+
+
+def _assign(path: str, value: str, kinds: dict[str, str], param: bool = False) -> str:
+    parent, _, name = path.rpartition(".")
+    owner = _ref(parent, kinds) if parent else "self"
+    if parent and kinds.get(parent) in ("list", "dict"):
+        return f"{owner}.add_module({literal(name)}, {value})"
+    if attr_ok(name):
+        return f"{owner}.{name} = {value}"
+    if param:
+        return f"{owner}.register_parameter({literal(name)}, {value})"
+    return f"{owner}.add_module({literal(name)}, {value})"
+
+
+def _names(body: Body) -> dict[int, str]:
+    """Variable names: ``x`` for a value read once by the next statement, ``x<k>`` otherwise."""
+    uses: dict[int, list[int]] = {}
+    alias: dict[int, int] = {}
+    for si, s in enumerate(body.stmts):
+        if s.kind == "alias":
+            alias[s.outs[0]] = s.ins[0]
+    canon = {}
+
+    def c(v: int) -> int:
+        while v in alias:
+            v = alias[v]
+        return v
+    real = [s for s in body.stmts if s.kind != "alias"]
+    for si, s in enumerate(real):
+        for i in s.ins:
+            uses.setdefault(c(i), []).append(si)
+    returned = {c(v) for v in body.returns}
+    names: dict[int, str] = {}
+    for v in range(body.n_in):
+        us = uses.get(v, [])
+        names[v] = "x" if body.n_in == 1 and us == [0] and v not in returned else (
+            "x_in" if body.n_in == 1 else f"x_in{v}")
+    for si, s in enumerate(real):
+        for o in s.outs:
+            us = uses.get(o, [])
+            chained = us == [si + 1] and o not in returned
+        last_out = si == len(real) - 1 and not us and body.returns == (o,) and body.n_in >= 1
+        names[o] = "x" if len(s.outs) == 1 and (chained or last_out) else f"x{o}"
+    for v in list(alias):
+        canon[v] = c(v)
+    for v, t in canon.items():
+        names[v] = names[t]
+    return names
+
+
+def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
+                 outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None) -> str:
+    expand = expand or (lambda e, b: e)
+    t = spec.template
+    kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
+    n_ctor_holes = sum(len(holes_of(expand(c.expr, t))) for c in t.ctors)
+    holes = _Holes(spec, n_ctor_holes)
+    lines = [f"class {spec.name}(nn.Module):", "    " + literal(doc), ""]
+    for k, v in class_attrs or []:
+        lines.append(f"    {k} = {v}")
+    if class_attrs:
+        lines.append("")
+    sig = []
+    for pname, vals in spec.params:
+        types = {type(v) for v in vals}
+        ann = {int: "int", float: "float", bool: "bool", str: "str"}.get(types.pop()) if len(types) == 1 else None
+        sig.append(f"{pname}: {ann}" if ann else pname)
+    if root:
+        sig = [f"{s} = {literal(v[0])}" for s, (_, v) in zip(sig, spec.params)]
+    lines.append(f"    def __init__({', '.join(['self', *sig])}) -> None:")
+    lines.append("        super().__init__()")
+    for c in t.ctors:
+        if c.kind in ("list", "dict"):
+            lines.append("        " + _assign(c.path, "nn.ModuleList()" if c.kind == "list" else "nn.ModuleDict()",
+                                             kinds))
+            continue
+        value = render_expr(expand(c.expr, t), holes, indent="        ")
+        if c.path in spec.optional:
+            value = f"{value} if {spec._flags[c.path]} else None"
+        lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param"))
+    for a in spec._attrs:
+        lines.append(f"        self.{a} = {a}")
+    names = _names(t)
+    ins = [names[v] for v in range(t.n_in)]
+    ann = "torch.Tensor"
+    if root and outputs is not None and len(outputs) > 1:
+        ann = "dict[str, torch.Tensor]"
+    elif len(t.returns) > 1:
+        ann = "tuple[" + ", ".join(["torch.Tensor"] * len(t.returns)) + "]"
+    lines += ["", f"    def forward(self, {', '.join(f'{i}: torch.Tensor' for i in ins)}) -> {ann}:"]
+    body: list[str] = []
+    if channels_last:
+        body.append(f"{ins[0]} = {ins[0]}.contiguous(memory_format=torch.channels_last)  # chosen by the deploy pass")
+    real = [s for s in t.stmts if s.kind != "alias"]
+    last: dict[int, int] = {}
+    for si, s in enumerate(real):
+        for i in s.ins:
+            last[names_key(names, i)] = si
+    returned = {names[v] for v in t.returns}
+    comments = len(spec.bodies) == 1
+    for si, s in enumerate(real):
+        invars = [names[i] for i in s.ins]
+        outs = ", ".join(names[o] for o in s.outs)
+        if s.kind == "call":
+            call = f"{_ref(s.ref, kinds)}({', '.join(invars)})"
+            if s.ref in spec.optional:
+                ref = _ref(s.ref, kinds)
+                body += [f"if {ref} is not None:", f"    {outs} = {call}", "else:", f"    {outs} = {invars[0]}"]
+            else:
+                body.append(f"{outs} = {call}")
+        else:
+            text = render_expr(s.expr, holes, invars, _ref(s.ref, kinds) if s.ref else "")
+            if s.ref in spec.optional and s.expr == PLAIN_CALL:
+                ref = _ref(s.ref, kinds)
+                body += [f"if {ref} is not None:", f"    {outs} = {text}", "else:", f"    {outs} = {invars[0]}"]
+            else:
+                body.append(f"{outs} = {text}" + (f"  # {s.note}" if comments and s.note else ""))
+        dead = sorted({names[i] for i in s.ins if names[i] != "x" and names[i] not in returned
+                       and last.get(names_key(names, i)) == si})
+        if dead:
+            body.append("del " + ", ".join(dead))
+    rets = [names[v] for v in t.returns]
+    if root and outputs is not None and len(outputs) > 1:
+        body.append("return {" + ", ".join(f"{literal(n)}: {v}" for n, v in zip(outputs, rets)) + "}")
+    else:
+        body.append("return " + ", ".join(rets))
+    lines += ["        " + b for b in body]
+    return "\n".join(lines)
+
+
+def names_key(names: dict[int, str], v: int) -> str:
+    return names[v]

@@ -1,0 +1,284 @@
+"""Built-in ops, tensor manipulation: shape ops, reductions, merges (combinators), and the codegen helpers."""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _need_rank, _same, broadcast,
+                   register)
+
+__all__ = ["MULTI_OUTPUT_OPS", "HELPERS"]
+
+# Module-level functions the generated code may need (named by OpDef.helpers); trusted text, no spec value.
+HELPERS: dict[str, str] = {
+    "channel_shuffle": '''
+def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    b, c, h, w = x.shape
+    return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+''',
+    "drop_path": '''
+def _stochastic_depth(x: torch.Tensor, p: float, mode: str, training: bool) -> torch.Tensor:
+    # torchvision.ops.stochastic_depth: keep each sample ('row') or the whole batch with prob 1 - p
+    if not training or p == 0.0:
+        return x
+    keep = 1.0 - p
+    size = [x.shape[0]] + [1] * (x.dim() - 1) if mode == "row" else [1] * x.dim()
+    noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(keep)
+    if keep > 0.0:
+        noise.div_(keep)
+    return x * noise
+''',
+}
+
+
+def _flatten_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return (math.prod(shapes[0]),)
+
+
+
+
+def _shuffle_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    c = _need_rank(shapes, 3, "channel_shuffle")[0]
+    g = a["groups"]
+    if g < 1 or c % g:
+        raise ShapeError(f"channel_shuffle groups={g} does not divide the {c} channels", arg="groups")
+    return shapes[0]
+
+
+def _narrow_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    s = list(shapes[0])
+    s[a["dim"] - 1] = a["length"]
+    return tuple(s)
+
+
+
+def _add_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return broadcast(shapes, "add")
+
+
+def _mul_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return broadcast(shapes, "mul")
+
+
+def _concat_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    d = a["dim"]
+    rank = len(shapes[0])
+    if not 1 <= d <= rank:
+        raise ShapeError(f"concat dim={d} is out of range for {list(shapes[0])} (batch is dim 0)", arg="dim")
+    for s in shapes[1:]:
+        if len(s) != rank or any(s[i] != shapes[0][i] for i in range(rank) if i != d - 1):
+            raise ShapeError("concat: shapes " + ", ".join(str(list(x)) for x in shapes)
+                             + f" differ outside dim {d}",
+                             hint="all branches must keep the same spatial size")
+    out = list(shapes[0])
+    out[d - 1] = sum(s[d - 1] for s in shapes)
+    return tuple(out)
+
+
+
+def _permute_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    dims = a["dims"]
+    rank = len(shapes[0])
+    if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
+        raise ShapeError(f"permute dims must be integers, got {dims}", arg="dims")
+    if sorted(dims) != list(range(rank + 1)):
+        raise ShapeError(f"permute dims {dims} are not a permutation of 0..{rank} for {list(shapes[0])} "
+                         "(batch is dim 0)", arg="dims",
+                         hint="e.g. permute([0, 2, 3, 1]) turns [C, H, W] into [H, W, C]")
+    if dims[0] != 0:
+        raise ShapeError(f"permute must keep the batch dim first, got {dims}", arg="dims",
+                         hint="start the list with 0")
+    a["dims"] = tuple(dims)
+    return a
+
+
+def _permute_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return tuple(shapes[0][d - 1] for d in a["dims"][1:])
+
+
+
+def _norm_dim(d: int, rank: int, what: str, arg: str = "dim") -> int:
+    """A torch dim (batch 0, negatives from the end) -> its 1-based index into the per-sample shape."""
+    full = d + rank + 1 if d < 0 else d
+    if full == 0:
+        raise ShapeError(f"{what} over the batch dim (0) is not supported", arg=arg,
+                         hint="dims count the batch as 0: use 1 for channels, 2 and 3 for height and width")
+    if not 1 <= full <= rank:
+        raise ShapeError(f"{what} dim={d} is out of range: a sample has {rank} dims, numbered 1..{rank} "
+                         "after the batch (dim 0)", arg=arg, hint=f"valid dims here: 1..{rank} or -{rank}..-1")
+    return full
+
+
+def _dims_norm(what: str) -> Callable[[list[Shape], dict[str, Any]], dict[str, Any]]:
+    def norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+        a = dict(a)
+        raw = a["dim"] if isinstance(a["dim"], list) else [a["dim"]]
+        dims = [_norm_dim(d, len(shapes[0]), what) for d in raw]
+        if len(set(dims)) != len(dims):
+            raise ShapeError(f"{what} dims {raw} name the same dim twice", arg="dim")
+        a["dim"] = tuple(sorted(dims)) if isinstance(a["dim"], list) else dims[0]
+        return a
+    return norm
+
+
+def _reduce_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    dims = a["dim"] if isinstance(a["dim"], tuple) else (a["dim"],)
+    if a["keepdim"]:
+        return tuple(1 if i + 1 in dims else s for i, s in enumerate(shapes[0]))
+    out = tuple(s for i, s in enumerate(shapes[0]) if i + 1 not in dims)
+    if not out:
+        raise ShapeError(f"reducing every dim of {list(shapes[0])} leaves only the batch", arg="dim",
+                         hint="use keepdim=true, or flatten and reduce fewer dims")
+    return out
+
+
+def _softmax_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    a["dim"] = _norm_dim(a["dim"], len(shapes[0]), "softmax")
+    return a
+
+
+def _reshape_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    """Resolve a per-sample target shape with at most one -1 against the input's size."""
+    a = dict(a)
+    target = a["shape"]
+    if not target or not all(isinstance(d, int) and not isinstance(d, bool) for d in target):
+        raise ShapeError(f"reshape needs a non-empty list of integers (batch left out), got {target}", arg="shape",
+                         hint="e.g. reshape([2, -1, 1, 1])")
+    size = math.prod(shapes[0])
+    free = [i for i, d in enumerate(target) if d == -1]
+    if len(free) > 1:
+        raise ShapeError(f"reshape {target} has more than one -1", arg="shape",
+                         hint="only one dim can be inferred")
+    if any(d == 0 or d < -1 for d in target):
+        raise ShapeError(f"reshape {target}: sizes must be positive (or -1 for the inferred one)", arg="shape")
+    known = math.prod(d for d in target if d != -1)
+    if free:
+        if size % known:
+            raise ShapeError(f"reshape {target}: {list(shapes[0])} has {size} elements per sample, "
+                             f"not a multiple of {known}", arg="shape")
+        target = [size // known if d == -1 else d for d in target]
+    elif known != size:
+        raise ShapeError(f"reshape {target} holds {known} elements per sample but {list(shapes[0])} has {size}",
+                         arg="shape", hint="use -1 for the dim to infer")
+    a["written"] = tuple(a["shape"])   # as the spec wrote it: codegen keeps the -1, so any input size works
+    a["shape"] = tuple(target)
+    return a
+
+
+
+def _stack_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError("stack: branch shapes " + ", ".join(str(list(s)) for s in shapes) + " differ")
+    if a["dim"] != 1:
+        raise ShapeError(f"stack dim={a['dim']} is not supported (only 1, right after the batch)", arg="dim")
+    return (len(shapes), *shapes[0])
+
+
+# ---- emission ----------------------------------------------------------------------------------------------
+def _join(e: EmitArgs, sep: str) -> Expr:
+    out: list[Any] = []
+    for k in range(e.n_inputs):
+        if k:
+            out.append(sep)
+        out.append(In(k))
+    return tuple(out)
+
+
+def _add_emit(e: EmitArgs) -> Expr:
+    if not e.inplace:
+        return _join(e, " + ")
+    rest: list[Any] = []
+    for k in range(1, e.n_inputs):
+        rest += [" + ", In(k)] if k > 1 else [In(k)]
+    return (In(0), ".add_(", *rest, ")")
+
+
+def _cat_emit(fn: str) -> Callable[[EmitArgs], Expr]:
+    return lambda e: (fn + "([", *_join(e, ", "), "], ", Lit(e.args["dim"], "dim"), ")")
+
+
+def _dims_lit(d: Any) -> Lit:
+    if isinstance(d, tuple) and len(d) == 1:
+        d = d[0]
+    return Lit(d, "dim")
+
+
+def _narrow_emit(e: EmitArgs) -> Expr:
+    a = e.args
+    if a["dim"] == 1:
+        return (In(0), "[:, ", Lit(a["start"], "start"), ":", Lit(a["start"] + a["length"], "stop"), "]")
+    return (In(0), ".narrow(", Lit(a["dim"], "dim"), ", ", Lit(a["start"], "start"), ", ",
+            Lit(a["length"], "length"), ")")
+
+
+def _seq(values: Any, name: str) -> Expr:
+    out: list[Any] = []
+    for k, v in enumerate(values):
+        out += [", ", Lit(v, f"{name}{k}")]
+    return tuple(out)
+
+
+_A = ArgSpec
+register(
+    OpDef("flatten", "shape", [], _flatten_shape, "Flatten [C, H, W] to [C*H*W].",
+          emit=lambda e: ("torch.flatten(", In(0), ", 1)"), module_form=lambda e: ("nn.Flatten()",),
+          traits={"layout-sensitive"}),
+    OpDef("identity", "identity", [], _same, "The input, unchanged (a shortcut branch).",
+          emit=lambda e: (In(0),), module_form=lambda e: ("nn.Identity()",), traits={"eval-identity", "channel-wise"}),
+    OpDef("channel_shuffle", "shape", [_A("groups", "int")], _shuffle_shape,
+          "ShuffleNet channel shuffle: [g, C/g] -> [C/g, g].", key_args=("groups",), helpers=("channel_shuffle",),
+          emit=lambda e: ("_channel_shuffle(", In(0), ", ", Lit(e.args["groups"], "groups"), ")"),
+          traits={"layout-sensitive"}),
+    OpDef("add", "merge", [], _add_shape, "Element-wise sum of the branches (broadcasting).", arity=-1,
+          emit=_add_emit, traits={"merge", "inplace", "inplace-safe-producer"}),
+    OpDef("mul", "merge", [], _mul_shape, "Element-wise product of the branches (broadcasting).", arity=-1,
+          emit=lambda e: _join(e, " * "), traits={"merge"}),
+    OpDef("concat", "merge", [_A("dim", "int", 1)], _concat_shape,
+          "Concatenation of the branches along dim (1 = channels; batch is dim 0).", arity=-1,
+          emit=_cat_emit("torch.cat"), traits={"merge", "layout-sensitive"}),
+    OpDef("stack", "merge", [_A("dim", "int", 1)], _stack_shape,
+          "Stack the branches along a new dim (1: after the batch), e.g. the radix branches of split attention.",
+          arity=-1, emit=_cat_emit("torch.stack"), traits={"merge", "layout-sensitive"}),
+    # narrow is produced by chunk/split over named values; it is not written directly.
+    OpDef("narrow", "shape", [_A("dim", "int"), _A("start", "int"), _A("length", "int")], _narrow_shape,
+          "A slice of the channels (from chunk/split).", emit=_narrow_emit, traits={"layout-sensitive"}),
+    OpDef("permute", "shape", [_A("dims", "list")], _permute_shape,
+          "Reorder dims, batch included (torch.permute): permute([0, 2, 3, 1]) makes [C, H, W] channels-last.",
+          normalize=_permute_norm, key_args=("dims",),
+          emit=lambda e: (In(0), ".permute(", Lit(e.args["dims"][0], "dims0"), *_seq(e.args["dims"][1:], "dim"), ")"),
+          traits={"layout-sensitive"}),
+    OpDef("softmax", "act", [_A("dim", "int", 1)], _same,
+          "Softmax along dim (batch is dim 0; 1 = channels), e.g. over the radix of split attention.",
+          normalize=_softmax_norm, key_args=("dim",),
+          emit=lambda e: ("torch.softmax(", In(0), ", ", Lit(e.args["dim"], "dim"), ")"),
+          module_form=lambda e: ("nn.Softmax(", Lit(e.args["dim"], "dim"), ")"), traits={"layout-sensitive"}),
+    OpDef("mean", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
+          "Mean over one dim or a list of dims (batch is dim 0): mean([2, 3], keepdim=true) is global average "
+          "pooling to [C, 1, 1].", normalize=_dims_norm("mean"), key_args=("dim",),
+          emit=lambda e: (In(0), ".mean(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          traits={"layout-sensitive"}),
+    # not called `sum`: that name is the built-in sum of a list of numbers
+    OpDef("reduce_sum", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
+          "Sum over one dim or a list of dims (batch is dim 0): reduce_sum(1) adds the branches of a stack.",
+          normalize=_dims_norm("reduce_sum"), key_args=("dim",),
+          emit=lambda e: (In(0), ".sum(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          traits={"layout-sensitive"}),
+    OpDef("reshape", "shape", [_A("shape", "list")], lambda s, a: a["shape"],
+          "Reshape each sample (batch kept): one size may be -1 and is inferred.", normalize=_reshape_norm,
+          aliases=("view",), key_args=("shape",),
+          # the target as written (a -1 stays inferred at run time); the batch size is read from the input
+          emit=lambda e: (In(0), ".reshape(", In(0), ".shape[0]", *_seq(e.args.get("written", e.args["shape"]),
+                                                                          "size"), ")"),
+          traits={"layout-sensitive"}),
+    OpDef("scale", "act", [_A("factor", "float")], _same,
+          "Multiply by a constant (Inception-ResNet's residual scaling).", key_args=("factor",),
+          emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")), traits={"channel-wise"}),
+)
+
+# Ops that produce several tensors: handled by the lowering, listed here for name lookup and docs.
+MULTI_OUTPUT_OPS = {
+    "chunk": [ArgSpec("chunks", "int"), ArgSpec("dim", "int", 1)],
+    "split": [ArgSpec("sizes", "list"), ArgSpec("dim", "int", 1)],
+}
