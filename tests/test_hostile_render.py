@@ -1,4 +1,4 @@
-"""Hostile inputs to `archc render` (issue 11): every case ends in < 2 s with its exact outcome.
+"""Hostile inputs to `archc render` (issue 11): every case ends in < 2 s of CPU with its exact outcome.
 
 - budgets: a diagram Graphviz would take minutes over (3 branches of 2,000 layers took 45 s) is refused
   before `dot` runs, with a one-line error naming the bound and a hint; `--limit` raises the bound;
@@ -30,10 +30,12 @@ def _branches(n: int, width: int = 3) -> str:
 
 @pytest.fixture
 def timed() -> Iterator[None]:
-    t = time.perf_counter()
+    """The case costs under BUDGET_S of CPU (this process: the CLI runs in-process and never reaches ``dot``).
+    CPU, not wall time: on a machine shared by many processes the wall clock measures the queue, not the work."""
+    t = time.process_time()
     yield
-    took = time.perf_counter() - t
-    assert took < BUDGET_S, f"took {took:.2f} s"
+    took = time.process_time() - t
+    assert took < BUDGET_S, f"took {took:.2f} s of CPU"
 
 
 def _archc(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ir import Graph, Node, ScopeFrame
-from .style import op_family
+from ..ops import has_trait
 
 __all__ = ["FrameTree", "Folds", "fold", "contents"]
 
@@ -72,8 +72,9 @@ class FrameTree:
         sig = []
         for nid in mem:
             n = self.byid[nid]
-            # dropout rates vary per block (stochastic depth schedules) without changing the structure
-            args = "" if op_family(n.op) == "dropout" else repr(sorted(n.args.items()))
+            # dropout / drop-path rates vary per block (stochastic depth schedules) without changing the
+            # structure: the arguments of ops that are the identity in eval mode do not count
+            args = "" if has_trait(n.op, "eval-identity") else repr(sorted(n.args.items()))
             wires = tuple(index.get(i, -1) for i in n.inputs)
             rel = [self.level[k] - self.level[key] for k in self.chain[nid] if self.level[k] > self.level[key]]
             sig.append((n.op, args, n.shape, tuple(n.in_shapes), wires, n.label, tuple(rel)))
