@@ -394,7 +394,7 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
            depth: Optional[int] = typer.Option(None, "--depth", help="collapse blocks below this many levels "
                                                "(1: stem/stages/head); default every layer"),
            expand: bool = typer.Option(False, "--expand", help="draw every repeated block (no 'Block x5' folding)"),
-           rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom) or LR (left to right)"),
+           rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom), LR (left to right), or the reverse: BT, RL"),
            deploy: bool = typer.Option(False, "--deploy", help="draw the deploy form (reparam groups fused)"),
            as_html: bool = typer.Option(False, "--html", help="write one self-contained interactive HTML page "
                                         "(also chosen by a .html output)"),
