@@ -12,7 +12,9 @@ from ..ir import Node, ScopeFrame
 from ..ops import OPS, REQUIRED
 from ..passes.summary import format_count
 
-__all__ = ["FAMILY_COLORS", "family_color", "op_family"]
+__all__ = ["FAMILY_COLORS", "BLOCK_FILL", "CLUSTER_STYLE", "FUSED_COLOR", "FONT", "family_color", "op_family",
+           "is_wire", "fmt_shape", "key_args", "wrap", "frame_title", "path_range", "left_justified", "node_tooltip",
+           "op_label"]
 
 #: One fill colour per op family (ops.OP_FAMILIES). Families added later get a stable colour from
 #: ``family_color`` (a hash of the name), so a family looks the same in every diagram.
