@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import multiprocessing
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,36 +242,82 @@ def _jsonable(v: Any) -> bool:
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["num_classes=10", "width=0.5", "act=\\"relu\\""]`` -> values, parsed as .arch literals."""
+    """``["num_classes=10", "width=0.5", "act=\\"relu\\""]`` -> values, parsed as .arch literals.
+
+    A value is data, never code: a number (finite), ``true``/``false``/``none``, a JSON list of those and of
+    strings, a quoted string, or else the text itself. Anything else is a one-line error; lowering then
+    checks the value against the limits like any spec value (located at the network).
+    """
     out: dict[str, Any] = {}
     for it in items:
         if "=" not in it:
-            raise ArchError(f"--set expects name=value, got '{it}'", None, hint="e.g. --set num_classes=10")
+            raise ArchError(f"--set expects name=value, got '{_shown(it)}'", None, hint="e.g. --set num_classes=10")
         k, _, v = it.partition("=")
         k, v = k.strip(), v.strip()
         if not k.isidentifier():
-            raise ArchError(f"--set: '{k}' is not a parameter name", None)
-        out[k] = _literal(v)
+            raise ArchError(f"--set: '{_shown(k)}' is not a parameter name", None)
+        out[k] = _literal(k, v)
     return out
 
 
-def _literal(v: str) -> Any:
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` safe to print in a message: control characters escaped, cut at ``limit`` characters."""
+    out = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text[:limit])
+    return out + ("..." if len(text) > limit else "")
+
+
+_INT = re.compile(r"[+-]?\d[\d_]*")
+
+
+def _literal(k: str, v: str) -> Any:
     low = {"true": True, "false": False, "none": None}
     if v in low:
         return low[v]
+    if _INT.fullmatch(v):
+        try:
+            return int(v)
+        except ValueError:   # more digits than Python converts (4,300)
+            raise ArchError(f"--set {k}: the integer has {len(v):,} digits, too many", None,
+                            hint="numbers in a spec are sizes and rates") from None
     try:
-        return int(v)
+        f = float(v)
     except ValueError:
         pass
-    try:
-        return float(v)
-    except ValueError:
-        pass
+    else:
+        if not math.isfinite(f):
+            raise ArchError(f"--set {k}: '{_shown(v)}' is not a finite number", None,
+                            hint=f"inf and nan cannot be used in a spec; for the text write --set {k}='\"{_shown(v)}\"'")
+        return f
     if v.startswith("["):
         try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            raise ArchError(f"--set: cannot read the list '{v}'", None, hint="e.g. --set sizes=[1,2,3]") from None
+            value = json.loads(v, parse_constant=_no_constant)
+        except (ValueError, RecursionError):
+            raise ArchError(f"--set {k}: cannot read the list '{_shown(v)}'", None,
+                            hint="a JSON list of numbers, strings, true/false/null and lists, e.g. --set sizes=[1,2,3]"
+                            ) from None
+        bad = _not_data(value)
+        if bad is not None:
+            raise ArchError(f"--set {k}: the list holds {bad}", None,
+                            hint="a list holds numbers, strings, true/false/null and lists")
+        return value
     if len(v) >= 2 and v[0] == v[-1] and v[0] in "\"'":
         return v[1:-1]
     return v
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _not_data(v: Any) -> str | None:
+    """What in a parsed JSON value is not spec data (an object, a non-finite number), or None."""
+    stack = [v]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            return "an object"
+        elif isinstance(x, float) and not math.isfinite(x):
+            return f"the number {x}"
+    return None

@@ -24,6 +24,7 @@ from ..limits import Limits
 from ..ops import MULTI_OUTPUT_OPS, OPS
 from ..source import Span
 from .bind import bind, fill_defaults, network_signature
+from .budget import limit_hint
 from .evaluate import BUILTINS, CONSTANTS, Env
 from .layers import LayerApplier, span_from_loc
 from .names import DEFAULT_FUSED_NAME, check_identifier, class_name
@@ -127,7 +128,7 @@ class Lowerer(LayerApplier):
         p = check_identifier(cls, "class")
         if p is not None:
             self.err(f"the network name '{net.name}' becomes the class '{cls}': {p.message}", net.name_span,
-                     hint=f"{p.hint} (e.g. '{net.name}_net')")
+                     hint=f"rename the network, e.g. '{net.name}_net'")
         for prm in net.params:
             p = check_identifier(prm.name, "param")
             if p is not None:
@@ -139,18 +140,13 @@ class Lowerer(LayerApplier):
         if bad is not None:
             return self.err(f"parameter '{name}': the value is not a finite number ({bad})", span,
                             hint="inf and nan cannot be used in a spec")
-        refused = self.budget.walk(f"parameter '{name}'", [v], span)
-        if refused:
-            return self.err(refused, span, hint="the limit is Limits.max_value_size (raise it with --limit "
-                                                "max_value_size=N)")
         stack = [v]
         while stack:
             x = stack.pop()
             if isinstance(x, list):
                 if self.budget.list_too_long(len(x)):
                     return self.err(f"parameter '{name}': a list of {len(x):,} items, more than the limit "
-                                    f"{self.limits.max_repeat:,}", span, hint="the limit is Limits.max_repeat "
-                                    "(raise it with --limit max_repeat=N)")
+                                    f"{self.limits.max_repeat:,}", span, hint=limit_hint("max_repeat"))
                 stack.extend(x)
             elif not isinstance(x, (int, float, str, type(None))):
                 return self.err(f"parameter '{name}': {type_name(x)} is not a spec value", span,
@@ -159,6 +155,9 @@ class Lowerer(LayerApplier):
                 p = self.budget.problem(x)
                 if p is not None:
                     return self.err(f"parameter '{name}': {p[0]}", span, hint=p[1])
+        refused = self.budget.walk(f"parameter '{name}'", [v], span)
+        if refused:
+            return self.err(refused, span, hint=limit_hint("max_value_size"))
         return v
 
     def _check_input_shape(self, v: Any, span: Span) -> tuple[int, ...] | None:
@@ -177,7 +176,7 @@ class Lowerer(LayerApplier):
             return None
         if any(x > self.limits.max_channels for x in v):
             self.err(f"input shape {fmt(v)} exceeds the size limit {self.limits.max_channels:,}", span,
-                     hint="the limit is Limits.max_channels")
+                     hint=limit_hint("max_channels"))
             return None
         return tuple(v)
 
@@ -477,7 +476,7 @@ class Lowerer(LayerApplier):
         assert self.graph is not None
         if len(self.graph) >= self.limits.max_nodes:
             raise ArchError(Diagnostic(f"the network expands to more than {self.limits.max_nodes:,} layers", span,
-                                       hint="check repetition counts; the limit is Limits.max_nodes"))
+                                       hint=limit_hint("max_nodes", "check repetition counts")))
         node = Node(id=self.next_id, op=op, args=args, inputs=inputs, in_shapes=in_shapes, shape=shape, name=name,
                     module=module, scope=list(frames), loc=self.loc(span), reparam=self._reparam, label=label)
         self.next_id += 1

@@ -25,9 +25,6 @@ from .values import (ABSENT, POISON, LayerSpec, ShapeVal, TensorVal, fmt, inline
 
 __all__ = ["Env", "Evaluator", "BUILTINS", "CONSTANTS", "EXPR_HANDLERS"]
 
-MAX_ROUND_DIGITS = 1000   # round(x, n): 10 ** |n| is computed, so |n| is bounded
-
-
 def _str(v: Any) -> str:
     return fmt(v, 1 << 62) if isinstance(v, (bool, type(None), list, LayerSpec)) else str(v)
 
@@ -35,10 +32,8 @@ def _str(v: Any) -> str:
 def _round(x: Any, ndigits: Any = None) -> Any:
     if ndigits is None:
         return round(x)
-    if not is_int(ndigits):
+    if not is_int(ndigits):   # (its size is checked against Limits.max_int_bits before the call)
         raise TypeError(f"ndigits must be an integer, got {type_name(ndigits)}")
-    if abs(ndigits) > MAX_ROUND_DIGITS:
-        raise ValueError(f"ndigits must be between -{MAX_ROUND_DIGITS} and {MAX_ROUND_DIGITS}, got {ndigits}")
     return round(x, ndigits)
 
 
@@ -254,6 +249,12 @@ class Evaluator:
                     return self.err(f"sum(..., []) would make a list of {n:,} items, more than the limit "
                                     f"{self.limits.max_repeat:,}", e.span, hint=limit_hint("max_repeat"))
                 self.budget.charge(n, e.span)
+        elif f is BUILTINS["round"]:
+            nd = args[1] if len(args) > 1 else kwargs.get("ndigits")
+            if is_int(nd) and abs(nd) * 0.30103 > self.limits.max_int_bits:   # computes 10 ** |ndigits|
+                return self.err(f"round(...): 10 ** {abs(nd):,} would have about {int(abs(nd) * 3.3219):,} bits, "
+                                f"more than the limit {self.limits.max_int_bits:,}", e.span,
+                                hint=limit_hint("max_int_bits"))
         if f not in _CHEAP:
             refused = self.budget.walk(f"{fname}(...)", [*args, *kwargs.values()], e.span)
             if refused:
@@ -316,7 +317,7 @@ class Evaluator:
                 return self.err(f"repetition count must be >= 0, got {n}", e.right.span if is_int(b) else e.left.span)
             if n > self.limits.max_repeat:
                 return self.err(f"repetition count {n:,} exceeds the limit {self.limits.max_repeat:,}", e.span,
-                                hint="the limit is Limits.max_repeat (raise it with --limit max_repeat=N)")
+                                hint=limit_hint("max_repeat"))
             items = seq if isinstance(seq, list) else [seq]
             if n * len(items) > self.limits.max_repeat:
                 return self.err(f"repetition makes {n * len(items):,} items, more than the limit "
@@ -352,7 +353,8 @@ class Evaluator:
             return self.err("exponent too large", e.span,
                             hint="powers are limited to |base| <= 2**20 and |exponent| <= 64")
         if isinstance(out, complex):
-            return self.err(f"{fmt(a)} ** {fmt(b)} is not a real number", e.span,
+            base = f"({fmt(a)})" if a < 0 else fmt(a)
+            return self.err(f"{base} ** {fmt(b)} is not a real number", e.span,
                             hint="a negative base needs an integer exponent")
         return self.fit(out, e.op_span)
 

@@ -14,6 +14,7 @@ from ..ir import Loc, Node, ScopeFrame
 from ..lang import ast as A
 from ..ops import OPS, OpDef, ShapeError
 from ..source import Span
+from .budget import limit_hint
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .evaluate import Env, Evaluator
 from .scope import Scope
@@ -127,13 +128,13 @@ class LayerApplier(Evaluator):
                             notes=self.provenance([x]) if about_input else None)
         if any(d > self.limits.max_channels for d in shape):
             return self.err(f"{v.name}: output shape {list(shape)} exceeds the size limit {self.limits.max_channels:,}",
-                            v.call_span or span, hint="the limit is set by Limits.max_channels")
+                            v.call_span or span, hint=limit_hint("max_channels"))
         params = opdef.params([x.shape], args)
         macs = opdef.macs([x.shape], shape, args)
         self.total_params += params
         if self.total_params > self.limits.max_params:
             raise ArchError(Diagnostic(f"the network exceeds {self.limits.max_params:,} parameters", span,
-                                       hint="check channel counts; the limit is Limits.max_params"))
+                                       hint=limit_hint("max_params", "check channel counts")))
         path = scope.prefix + name
         module = None
         if opdef.stateful:
@@ -161,7 +162,7 @@ class LayerApplier(Evaluator):
                                 hint="use split([...]) for unequal parts")
             if n > self.limits.max_repeat:
                 return self.err(f"chunk: {n:,} parts exceed the limit {self.limits.max_repeat:,}", v.call_span or span,
-                                hint="the limit is Limits.max_repeat (raise it with --limit max_repeat=N)")
+                                hint=limit_hint("max_repeat"))
             sizes = [size // n] * n
         else:
             sizes = args["sizes"]
@@ -190,7 +191,7 @@ class LayerApplier(Evaluator):
         if self.depth >= self.limits.max_depth:
             raise ArchError(Diagnostic(
                 f"blocks nest more than {self.limits.max_depth} deep (is '{bdef.name}' recursive?)", span,
-                hint="a block may not use itself, directly or through others; the limit is Limits.max_depth"))
+                hint=limit_hint("max_depth", "a block may not use itself, directly or through others")))
         benv = Env(self.program.namespace_of(bdef), {}, x.shape)
         sig = block_signature(bdef)
         given, _, ok = bind(sig, v.args, v.kwargs, v.call_span or span, self.err)  # type: ignore[arg-type]

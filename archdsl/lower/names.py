@@ -55,6 +55,7 @@ GENERATED_ATTRS: frozenset[str] = frozenset({
     "input_shape", "reference", "memory_format", "arch_graph", "deploy_info", "__archdsl_source__",
     "forward_features", "forward_head", "reset_classifier", "get_classifier", "num_features", "num_classes",
     "pretrained_cfg", "default_cfg", "feature_info",
+    "_repr_svg_", "_repr_html_", "_repr_png_", "_ipython_display_",   # notebook display (archdsl.notebook)
 })
 
 RESERVED_ATTRS: frozenset[str] = NN_MODULE_ATTRS | GENERATED_ATTRS
