@@ -172,7 +172,7 @@ def list_(directory: str = typer.Argument("specs", help="directory (or file) to 
                     for n in nets]
             if not out.is_terminal:  # piped: plain tab-separated rows, never cut to a terminal width
                 for row in rows:
-                    out.print("\t".join(row), markup=False)
+                    typer.echo("\t".join(row))  # not rich: it would expand the tabs
             else:
                 table = Table(show_edge=False, header_style="bold")
                 table.add_column("spec", overflow="fold")

@@ -57,11 +57,13 @@ def check_source(source: Source, limits: Limits) -> None:
             Span(source, first + 1, limits.max_line_length + 1),
             hint="break it inside brackets (a line break there continues the line); " + _hint("max_line_length")))
     _check_nesting(source, limits.max_nesting)
-    count_tokens(source, limits.max_source_tokens)
+    count_tokens(source, limits.max_source_tokens, limits.max_source_tokens)
 
 
-def count_tokens(source: Source, budget: int) -> int:
+def count_tokens(source: Source, budget: int, limit: int) -> int:
     """The number of tokens in ``source``; a located :class:`ArchError` at the first one past ``budget``.
+
+    ``budget`` is what is left of ``limit`` (``Limits.max_source_tokens``) after the files parsed before.
 
     The parser's time is proportional to the tokens (about 30-50 us each with positions), so this,
     not the byte size, is what bounds it: 30,000 tokens parse in about 1.5 s on a slow core, and the
@@ -72,7 +74,7 @@ def count_tokens(source: Source, budget: int) -> int:
         n += 1
         if n > budget:
             line, col = _line_of(source.text, m.start())
-            raise ArchError(Diagnostic(f"more than {budget:,} tokens to parse", Span(source, line, col),
+            raise ArchError(Diagnostic(f"more than {limit:,} tokens to parse", Span(source, line, col),
                                        hint="a spec and the files it imports share this budget; "
                                             + _hint("max_source_tokens")))
     return n

@@ -13,13 +13,14 @@ Imports are resolved relative to the importing file and may not leave the projec
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast as A
 from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
 from ..limits import Limits
-from .bounds import count_tokens
+from .bounds import check_source, count_tokens
 from .parser import parse
 from ..source import Source, Span
 
@@ -87,25 +88,29 @@ def load_source(spec: str, limits: Limits | None = None) -> Source:
 
 
 def read_source(path: str | Path, limits: Limits | None = None, span: Span | None = None) -> Source:
-    """Read a spec file, checking its size first; every failure is an :class:`ArchError` at ``span``.
+    """Read a spec file, never more than ``limits.max_source_bytes``; every failure is an :class:`ArchError`.
 
-    A UTF-8 byte-order mark is accepted (and dropped); other encodings are refused.
+    ``span`` is where the file was named (an import statement), for errors that have no place in the
+    file itself. A UTF-8 byte-order mark is accepted (and dropped); other encodings are refused; a FIFO
+    or device is refused before it is opened (reading it could block or never end).
     """
     limits = limits or Limits()
     name = str(path)
+    notes: list[tuple[str, Span | None]] = [("imported here", span)] if span is not None else []
     try:
-        size = os.stat(path).st_size
-        if size > limits.max_source_bytes:
-            raise ArchError(Diagnostic(f"'{name}' has {size:,} bytes, more than {limits.max_source_bytes:,}",
-                                       span, hint="the limit is Limits.max_source_bytes "
-                                                  "(--limit max_source_bytes=N)"))
-        with open(path, "rb") as fh:  # bounded: a file that grew since stat() is still cut at the limit
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ArchError(f"'{name}' is not a regular file", span)
+        with open(path, "rb") as fh:  # never more than the limit (+1 byte, to know it was exceeded)
             data = fh.read(limits.max_source_bytes + 1)
-    except OSError as e:
-        raise ArchError(f"cannot read '{name}': {e.strerror or e}", span) from None
+    except (OSError, ValueError) as e:
+        raise ArchError(f"cannot read '{name}': {getattr(e, 'strerror', None) or e}", span) from None
     if len(data) > limits.max_source_bytes:
-        raise ArchError(f"'{name}' has more than {limits.max_source_bytes:,} bytes", span,
-                        hint="the limit is Limits.max_source_bytes (--limit max_source_bytes=N)")
+        # located where the limit falls, in the part that was read
+        head = Source(data[: limits.max_source_bytes].decode("utf-8-sig", errors="replace"), name)
+        last = max(1, len(head.lines))
+        raise ArchError(Diagnostic(f"the file is longer than {limits.max_source_bytes:,} bytes",
+                                   Span(head, last, len(head.line(last)) + 1), notes=notes,
+                                   hint="the limit is Limits.max_source_bytes (--limit max_source_bytes=N)"))
     try:
         return Source(data.decode("utf-8-sig"), name)
     except UnicodeDecodeError as e:
@@ -134,7 +139,8 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
         if k in files:
             return files[k]
         try:
-            tokens_left[0] -= count_tokens(src, tokens_left[0])
+            check_source(src, limits)  # the file's own bounds first: they say more than the shared budget
+            tokens_left[0] -= count_tokens(src, tokens_left[0], limits.max_source_tokens)
             spec = parse(src, limits)
         except ArchError as e:
             rep.extend(e)
