@@ -4,7 +4,10 @@ Two generators, both with hypothesis:
 
 * mutations of every spec in ``specs/`` (delete / duplicate / swap lines, change numbers, insert
   random tokens, truncate), parsed as if they were the original file, so imports still resolve;
-* random token streams from the language's vocabulary, bare or after a valid network header.
+* random token streams from the language's vocabulary, bare or after a valid network header;
+* hostile strings (quotes, triple quotes, line breaks, NUL, escapes, Unicode look-alikes, terminal
+  escapes, very long text) as labels, network names, string parameters and ``--set`` values: whatever
+  compiles must generate Python that ``ast.parse`` accepts.
 
 Each case must either compile or raise :class:`ArchError` whose errors all point at a real
 line:col of the file they name, within ``DEADLINE_MS`` of CPU time (wall-clock deadlines are flaky
@@ -15,6 +18,7 @@ default 600/800/800), e.g. ``ARCHDSL_FUZZ_EXAMPLES=20000 pytest tests/test_fuzz.
 """
 from __future__ import annotations
 
+import ast
 import os
 import re
 import time
@@ -150,3 +154,85 @@ def test_random_expressions_in_a_network_fail_cleanly(expr: str, template: str) 
 
 def test_fuzz_corpus_is_not_empty() -> None:
     assert len(TEXTS) >= 3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hostile strings (issue 11): quotes, triple quotes, line breaks, NUL, escapes, Unicode look-alikes,
+# terminal escapes and very long text, used wherever a spec or a user puts a name or a string: labels
+# (bare, quoted and computed), network names, string parameters and --set values. Every case must end in
+# success or a located ArchError (a --set error is a one-line error without a location), never another
+# exception; and whatever compiles must generate Python that parses.
+
+HOSTILE_PIECES = ['"', "'", '"""', "'''", "\n", "\r", "\r\n", "\x00", "\x1b[31m", "\x07", "\\", "\\n", "\\x00",
+                  "\\u0000", "#", "\t", " ", ".", ":", "(", ")", "{", "}", "%s", "é", "\ufb01", "\u202e", "\ufeff",
+                  "\U0001d523", "\U0010ffff", "__", "_", "0", "a", "x", "forward", "self", "none_", "f", "in",
+                  "import os", "__import__('os')", "conv2d(8, 3)"]
+HOSTILE = st.one_of(
+    st.lists(st.sampled_from(HOSTILE_PIECES), min_size=1, max_size=10).map("".join),
+    st.text(min_size=1, max_size=20),
+    st.sampled_from(HOSTILE_PIECES).map(lambda s: s * 3000),   # very long
+)
+_BODY = "    input [3, 8, 8]\n    conv2d(4, 3)\n"
+
+
+def _hostile_case(text: str, params: dict[str, object] | None = None) -> None:
+    """``text`` (with ``params``) compiles and generates parseable Python, or fails with a located error."""
+    from archdsl.pipeline import compile_graph, generate_source
+    t0 = time.process_time()
+    try:
+        g = compile_graph(text, params)
+    except ArchError as e:
+        assert e.errors, "an ArchError must carry at least one error"
+        for d in e.errors:
+            assert d.span is not None, f"error without a location: {d.format()}"
+            assert 1 <= d.span.line <= max(1, len(d.span.source.lines)), d.format()
+            d.format()
+        return
+    finally:
+        assert time.process_time() - t0 < DEADLINE_MS / 1000
+    ast.parse(generate_source(g))
+
+
+def _arch_string(s: str) -> str:
+    return '"' + s + '"'
+
+
+@pytest.mark.xdist_group("fuzz")
+@_settings(300)
+@given(HOSTILE, st.sampled_from(["bare", "quoted", "named", "fused"]))
+def test_hostile_labels_fail_cleanly(s: str, where: str) -> None:
+    line = {"bare": f"    {s}: conv2d(4, 1)\n", "quoted": f"    {_arch_string(s)}: conv2d(4, 1)\n",
+            "named": f"    named({_arch_string(s)}, conv2d(4, 1))\n",
+            "fused": f"    reparam add(fused={_arch_string(s)}):\n        conv2d(4, 3, padding=1)\n"
+                     "        conv2d(4, 1)\n"}[where]
+    _hostile_case("network n():\n" + _BODY + line)
+
+
+@pytest.mark.xdist_group("fuzz")
+@_settings(200)
+@given(HOSTILE)
+def test_hostile_network_names_fail_cleanly(s: str) -> None:
+    _hostile_case(f"network {s}():\n" + _BODY)
+
+
+@pytest.mark.xdist_group("fuzz")
+@_settings(300)
+@given(HOSTILE, st.booleans())
+def test_hostile_string_parameters_fail_cleanly(s: str, as_label: bool) -> None:
+    use = "    named(p, relu)\n" if as_label else ""
+    _hostile_case(f"network n(p={_arch_string(s)}):\n" + _BODY + use)
+
+
+@pytest.mark.xdist_group("fuzz")
+@_settings(300)
+@given(HOSTILE, st.booleans())
+def test_hostile_set_values_fail_cleanly(s: str, as_label: bool) -> None:
+    from archdsl.pipeline import parse_set
+    try:
+        params = parse_set([f"p={s}"])
+    except ArchError as e:   # a --set error is one clean line, without a location
+        assert len(e.errors) == 1 and e.errors[0].message.startswith("--set")
+        assert "\n" not in e.errors[0].message and "\x1b" not in e.errors[0].message
+        return
+    use = "    named(p, relu)\n" if as_label else ""
+    _hostile_case('network n(p="x"):\n' + _BODY + use, params)
