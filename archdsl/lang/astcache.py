@@ -22,7 +22,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..cachedir import cache_dir
 from ..fsutil import atomic_write
@@ -106,54 +106,73 @@ def _dec_spec(data: Any, source: Source) -> A.SpecFile:
 
 def _typed(v: Any, hint: Any, source: Source) -> Any:
     """Decode ``v`` as a value of type ``hint`` (an annotation of an AST field), or raise _Bad."""
+    return _decoder(hint)(v, source)
+
+
+_Decoder = Callable[[Any, Source], Any]
+
+
+@functools.lru_cache(maxsize=None)
+def _decoder(hint: Any) -> _Decoder:
+    """A decoding function for one annotation, built once (the type dispatch is not redone per value)."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        for alt in typing.get_args(hint):
-            try:
-                return _typed(v, alt, source)
-            except _Bad:
-                continue
-        raise _Bad(f"{_short(v)} is none of {hint}")
+        alts = typing.get_args(hint)
+        nodes = {a.__name__: a for a in alts if isinstance(a, type) and _CLASSES.get(a.__name__) is a}
+        others = [_decoder(a) for a in alts if a not in nodes.values()]
+
+        def union(v: Any, source: Source) -> Any:
+            if nodes and isinstance(v, dict) and "n" in v:  # a node: its class must be one of the union's
+                cls = nodes.get(v["n"]) if isinstance(v["n"], str) else None
+                if cls is None:
+                    raise _Bad(f"unexpected node {_short(v['n'])} where {hint} belongs")
+                return _node(v, cls, source)
+            for dec in others:
+                try:
+                    return dec(v, source)
+                except _Bad:
+                    continue
+            raise _Bad(f"{_short(v)} is none of {hint}")
+        return union
     if origin is list:
-        if not isinstance(v, list):
-            raise _Bad(f"expected a list, got {_short(v)}")
-        (item,) = typing.get_args(hint)
-        return [_typed(x, item, source) for x in v]
+        (item_hint,) = typing.get_args(hint)
+        item = _decoder(item_hint)
+
+        def list_(v: Any, source: Source) -> Any:
+            if not isinstance(v, list):
+                raise _Bad(f"expected a list, got {_short(v)}")
+            return [item(x, source) for x in v]
+        return list_
     if origin is tuple:
-        args = typing.get_args(hint)
-        if not (isinstance(v, dict) and v.keys() == {"t"} and isinstance(v["t"], list) and len(v["t"]) == len(args)):
-            raise _Bad(f"expected a {len(args)}-tuple, got {_short(v)}")
-        return tuple(_typed(x, a, source) for x, a in zip(v["t"], args))
-    if hint is type(None):
-        if v is not None:
-            raise _Bad("expected null")
-        return None
-    if hint is bool:
-        if not isinstance(v, bool):
-            raise _Bad("expected a bool")
-        return v
-    if hint is int or hint is float:
-        if isinstance(v, bool) or not isinstance(v, hint):
-            raise _Bad(f"expected {hint.__name__}")
-        return v
-    if hint is str:
-        if not isinstance(v, str):
-            raise _Bad("expected a string")
-        return v
+        parts = tuple(_decoder(a) for a in typing.get_args(hint))
+
+        def tuple_(v: Any, source: Source) -> Any:
+            if not (isinstance(v, dict) and v.keys() == {"t"} and isinstance(v["t"], list)
+                    and len(v["t"]) == len(parts)):
+                raise _Bad(f"expected a {len(parts)}-tuple, got {_short(v)}")
+            return tuple(dec(x, source) for x, dec in zip(v["t"], parts))
+        return tuple_
     if hint is Span:
-        return _span(v, source)
-    if isinstance(hint, type) and hint.__name__ in _CLASSES and _CLASSES[hint.__name__] is hint:
-        return _node(v, hint, source)
-    raise _Bad(f"unsupported field type {hint}")
+        return _span
+    if isinstance(hint, type) and _CLASSES.get(hint.__name__) is hint:
+        return lambda v, source: _node(v, hint, source)
+    if hint in (type(None), bool, int, float, str):
+        def scalar(v: Any, source: Source) -> Any:
+            # exact types: a bool is not an int here, an int is not a float (JSON keeps them apart)
+            if type(v) is not hint:
+                raise _Bad(f"expected {hint.__name__}, got {_short(v)}")
+            return v
+        return scalar
+    raise TypeError(f"the AST cache cannot decode fields of type {hint}")  # a new AST field type: extend this
 
 
 def _span(v: Any, source: Source) -> Span:
     if not (isinstance(v, dict) and v.keys() == {"s"} and isinstance(v["s"], list) and len(v["s"]) == 4):
         raise _Bad("expected a span")
     line, col, end_line, end_col = v["s"]
-    if not all(isinstance(x, int) and not isinstance(x, bool) for x in (line, col)):
+    if type(line) is not int or type(col) is not int:
         raise _Bad("span line/col")
-    if not all(x is None or (isinstance(x, int) and not isinstance(x, bool)) for x in (end_line, end_col)):
+    if not all(x is None or type(x) is int for x in (end_line, end_col)):
         raise _Bad("span end")
     return Span(source, line, col, end_line, end_col)
 
@@ -164,17 +183,17 @@ def _node(v: Any, want: type, source: Source) -> Any:
     cls = _CLASSES.get(v["n"]) if isinstance(v["n"], str) else None
     if cls is None or not issubclass(cls, want):  # only the AST's own classes, and only where they fit
         raise _Bad(f"unexpected node {_short(v['n'])} where a {want.__name__} belongs")
-    hints = _field_hints(cls)
-    if len(v["f"]) != len(hints):
-        raise _Bad(f"{cls.__name__} has {len(hints)} fields, not {len(v['f'])}")
-    return cls(*[_typed(x, h, source) for x, h in zip(v["f"], hints)])
+    decs = _field_decoders(cls)
+    if len(v["f"]) != len(decs):
+        raise _Bad(f"{cls.__name__} has {len(decs)} fields, not {len(v['f'])}")
+    return cls(*[dec(x, source) for x, dec in zip(v["f"], decs)])
 
 
 @functools.lru_cache(maxsize=None)
-def _field_hints(cls: type) -> tuple[Any, ...]:
-    """The resolved annotation of each field of an AST dataclass, in order."""
+def _field_decoders(cls: type) -> tuple[_Decoder, ...]:
+    """The decoder of each field of an AST dataclass, in order, from its resolved annotations."""
     resolved = typing.get_type_hints(cls, vars(A))
-    return tuple(resolved[f.name] for f in dataclasses.fields(cls))
+    return tuple(_decoder(resolved[f.name]) for f in dataclasses.fields(cls))
 
 
 def _short(v: Any) -> str:
