@@ -335,7 +335,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
         import torch
 
         from .codegen.emit import generate
-        from .codegen.weights import check_finite, deploy_state_dict, read_checkpoint
+        from .codegen.weights import check_finite, computed_keys, deploy_state_dict, read_checkpoint
         expected = state_shapes(g)
         if expected is None:   # an op the IR cannot size: its shapes from a model on the meta device (no memory)
             from .codegen.build import instantiate
@@ -345,7 +345,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
                             if n.op == "batchnorm" and n.module and n.args["track_running_stats"])
         sd = read_checkpoint(weights, expected, bn_vars=bn_vars)
         dsd = deploy_state_dict(plan, sd)
-        check_finite(dsd, "the deploy weights")
+        check_finite(dsd, "the deploy weights", computed_keys(plan))   # the copies were checked on reading
         buf = io.BytesIO()
         torch.save(dsd, buf)
         src = generate(plan.graph, source_note=deploy_note(g)) if source is not None else None

@@ -26,7 +26,7 @@ import time
 from typing import Any, Iterator
 
 from .emit import generate
-from .weights import check_finite, deploy_state_dict
+from .weights import check_finite, computed_keys, deploy_state_dict
 from ..ir import Graph
 from ..limits import Limits
 from ..passes.deploy import DeployPlan, Recipe, deploy_graph, deploy_note, deploy_plan
@@ -114,7 +114,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     plan = deploy_plan(graph, fold_bn=fold_bn, limits=limits)
     sd = deploy_state_dict(plan, {k: v.detach().cpu() for k, v in module.state_dict().items()})
-    check_finite(sd, "the deploy weights")
+    check_finite(sd, "the deploy weights", computed_keys(plan))   # folding must not overflow
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     note = deploy_note(graph)
 

@@ -21,7 +21,7 @@ from ..ir import Graph, Node
 from ..passes.deploy import DeployPlan
 from ..passes.reparam import GroupPlan
 
-__all__ = ["deploy_state_dict", "read_checkpoint", "check_finite", "SHOW_KEYS"]
+__all__ = ["deploy_state_dict", "read_checkpoint", "check_finite", "computed_keys", "SHOW_KEYS"]
 
 SHOW_KEYS = 5            # keys listed per problem (the rest are counted)
 _OVERHEAD = 1 << 20      # container bytes a torch.save file may add to its tensor data
@@ -76,12 +76,14 @@ def _branch_kernel(sd: dict[str, Any], tg: Graph, steps: tuple[int, ...], c_in: 
     w: Any = None
     groups = 0
     b: Any = None
+    pre = False     # a BatchNorm came before the first conv (else diag_s/diag_t are 1/0: skip the products)
     for nid in steps:
         n = tg.node(nid)
         if n.op == "batchnorm":
             s, t = _bn_scale_shift(sd, n)
             if w is None:
                 diag_s, diag_t = diag_s * s, diag_t * s + t
+                pre = True
             else:
                 w, b = w * s[:, None, None, None], b * s + t
             continue
@@ -94,7 +96,9 @@ def _branch_kernel(sd: dict[str, Any], tg: Graph, steps: tuple[int, ...], c_in: 
             c = n.shape[0]
             wn = torch.full((c, 1, kh, kw), 1.0 / (kh * kw), dtype=torch.float64)
             gn, bn_ = c, torch.zeros(c, dtype=torch.float64)
-        if w is None:
+        if w is None and not pre:
+            w, b, groups = wn, bn_, gn
+        elif w is None:
             idx = _in_index(wn.shape[0], wn.shape[1], gn)
             b = bn_ + (wn * diag_t[idx][:, :, None, None]).sum((1, 2, 3))
             w, groups = wn * diag_s[idx][:, :, None, None], gn
@@ -167,9 +171,16 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
     return out
 
 
-def check_finite(sd: dict[str, Any], what: str) -> None:
-    """Refuse a state_dict holding NaN or infinite values (``what`` names it in the error)."""
-    bad = [k for k, v in sd.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+def computed_keys(plan: DeployPlan) -> list[str]:
+    """The deploy ``state_dict`` keys that folding computes (the rest are copies of train tensors)."""
+    return [f"{path}.{k}" for path, r in plan.recipes.items()
+            if not (r.base[0] == "copy" and r.pre_bn is None and r.post_bn is None) for k in ("weight", "bias")]
+
+
+def check_finite(sd: dict[str, Any], what: str, keys: list[str] | None = None) -> None:
+    """Refuse a state_dict holding NaN or infinite values in ``keys`` (default: all; ``what`` names it)."""
+    bad = [k for k in (sd if keys is None else keys)
+           if sd[k].is_floating_point() and not bool(sd[k].isfinite().all())]
     if bad:
         raise ArchError(f"{what} hold{'s' if len(bad) == 1 else ''} NaN or infinite values in {len(bad)} "
                         f"tensor{'s' if len(bad) != 1 else ''}: {_listed(bad)}", None,

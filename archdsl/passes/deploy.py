@@ -159,8 +159,12 @@ def fuse_reparam(graph: Graph, plan: DeployPlan) -> Graph:
                                e.nid) from None
         out = graph.node(gp.output_nid)
         src = graph.node(gp.input_nid)
+        # the fused conv lives in the group's container: the output's frames up to the group's own, not
+        # those of a block inside a branch (a single-branch group's output is that block's last layer)
+        cut = next((i + 1 for i, f in enumerate(out.scope) if f.kind == "reparam" and f.path == path),
+                   len(out.scope))
         conv = _conv_node(gp.output_nid, gp.fused_path, src.shape, gp.out_shape, gp.kernel, gp.stride, gp.padding,
-                          gp.groups, out.scope, out.loc, [gp.input_nid])
+                          gp.groups, out.scope[:cut], out.loc, [gp.input_nid])
         branch_params = sum(graph.node(i).params for i in gp.nodes)
         if conv.params > plan.limits.max_params or \
                 conv.params > max(MAX_GROUP_GROWTH * branch_params, branch_params + _GROWTH_SLACK):
