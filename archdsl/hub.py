@@ -12,7 +12,6 @@ that do not match (listed), weights that cannot be downloaded (where to put them
 """
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import threading
@@ -25,7 +24,7 @@ from .errors import ArchError, Diagnostic
 from .ir import Graph
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TIMM_PREFIX", "read_state_dict", "load_weights", "pretrained_cfg",
-           "load_pretrained", "register_timm"]
+           "load_pretrained", "build_model", "register_timm"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -383,16 +382,23 @@ def _build_kwargs(entry: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[s
     return params, opts
 
 
-def _build_features(spec: str, params: dict[str, Any], input_shape: tuple[int, ...] | None,
-                    out_indices: Sequence[int] | None) -> Any:
-    """``archdsl.build(..., features_only=True)`` when build takes it; else the same from the parts."""
-    import archdsl
-    if "features_only" in inspect.signature(archdsl.build).parameters:
-        return archdsl.build(spec, input_shape=input_shape, features_only=True, out_indices=out_indices, **params)
+def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_shape: tuple[int, ...] | None = None,
+                features_only: bool = False, out_indices: Sequence[int] | None = None,
+                labels: Sequence[str] | None = None) -> Any:
+    """Compile and instantiate ``spec`` (what ``archdsl.build`` does), or with ``features_only`` its
+    feature-taps graph (:func:`archdsl.passes.features.feature_taps`: the head dropped, one output per
+    tap), which then carries ``feature_info``. Built from the layers below (pipeline, passes, codegen):
+    ``archdsl.build`` sits above this module and may call it, not the other way round.
+    """
     from .codegen.build import instantiate
     from .passes.features import feature_taps
     from .pipeline import compile_graph
-    taps, info = feature_taps(compile_graph(spec, params, input_shape=input_shape), out_indices=out_indices)
+    g = compile_graph(spec, dict(params or {}), input_shape=input_shape)
+    if not features_only:
+        if out_indices is not None or labels is not None:
+            raise ArchError("out_indices / labels select feature taps: pass features_only=True too", None)
+        return instantiate(g)
+    taps, info = feature_taps(g, out_indices=out_indices, labels=labels)
     model = instantiate(taps)
     model.feature_info = info
     return model
@@ -402,13 +408,10 @@ def _entrypoint(entry: dict[str, Any]) -> Any:
     name = TIMM_PREFIX + entry["name"]
 
     def create(pretrained: bool = False, **kwargs: Any) -> Any:
-        import archdsl
         params, opts = _build_kwargs(entry, {k: v for k, v in kwargs.items() if v is not None})
-        shape = opts.get("input_shape")
-        if opts.get("features_only"):
-            model = _build_features(entry["spec"], params, shape, opts.get("out_indices"))
-        else:
-            model = archdsl.build(entry["spec"], input_shape=shape, **params)
+        model = build_model(entry["spec"], params, input_shape=opts.get("input_shape"),
+                            features_only=bool(opts.get("features_only")),
+                            out_indices=opts.get("out_indices") if opts.get("features_only") else None)
         cfg = pretrained_cfg(model)
         overlay = opts.get("pretrained_cfg_overlay")
         if isinstance(opts.get("pretrained_cfg"), Mapping):
@@ -435,9 +438,9 @@ def _entrypoint(entry: dict[str, Any]) -> Any:
 def register_timm(spec_paths: Iterable[str] = ("specs",)) -> list[str]:
     """Register every network of the specs under ``spec_paths`` as a timm model ``archdsl_<name>``.
 
-    Afterwards ``timm.create_model("archdsl_resnet50", num_classes=10)`` builds the spec with
-    ``archdsl.build``; timm's keywords are mapped onto what the spec takes (``num_classes``, ``in_chans``
-    and ``img_size`` -> the input shape, ``drop_rate`` / ``drop_path_rate`` -> the spec's dropout or
+    Afterwards ``timm.create_model("archdsl_resnet50", num_classes=10)`` builds the spec as
+    ``archdsl.build`` does (:func:`build_model`); timm's keywords are mapped onto what the spec takes
+    (``num_classes``, ``in_chans`` and ``img_size`` -> the input shape, ``drop_rate`` / ``drop_path_rate`` -> the spec's dropout or
     stochastic-depth parameter, ``features_only`` + ``out_indices`` -> the feature taps of
     :func:`archdsl.passes.features.feature_taps`, ``pretrained`` -> :func:`load_pretrained`) and anything
     else the spec has no parameter for is one clear :class:`ArchError`. Each model carries

@@ -131,6 +131,13 @@ def test_pretrained_weights_in_the_cache_load_without_network(tmp_path: Path, mo
     assert torch.equal(small.state_dict()["layer4.1.conv2.weight"], ref["layer4.1.conv2.weight"])
 
 
+def test_build_model_features_only() -> None:
+    model = hub.build_model("specs/resnet.arch:resnet18", {"num_classes": 10}, features_only=True, out_indices=[-1])
+    assert model.feature_info == [{"num_chs": 512, "reduction": 32, "module": "layer4"}]
+    with pytest.raises(ArchError, match="pass features_only=True too"):
+        hub.build_model("specs/resnet.arch:resnet18", out_indices=[1])
+
+
 def test_no_reference_no_pretrained() -> None:
     with pytest.raises(ArchError, match="no reference with published weights"):
         hub.load_pretrained(archdsl.build(LENET))

@@ -211,8 +211,8 @@ def _inside_stage_blocks(graph: Graph, geo: dict[int, Geometry]) -> set[int]:
 
     entries = {p: entry(p) for p in first}
     return {n.id for n in graph.records()
-            if any(f.kind in _MODULE_KINDS and f.path and last[f.path] != n.id and entries[f.path] == max(geo[n.id].jump)
-                   for f in n.scope)}
+            if any(f.kind in _MODULE_KINDS and f.path and last[f.path] != n.id
+                   and entries[f.path] == max(geo[n.id].jump) for f in n.scope)}
 
 
 def stage_taps(graph: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
