@@ -62,6 +62,8 @@ BOMBS: dict[str, tuple[str, str, str | None]] = {
     "round_ndigits": (H + "    q = round(1, -100000000)\n",
                       "<spec>:3:9: error: round(...): 10 ** 100,000,000 would have about 332,190,000 bits, more than "
                       "the limit 4,096", "max_int_bits"),
+    "list_literal_12k": (H + "    q = [\n" + "\n".join("        " + "1, " * 1000 for _ in range(12)) + "\n    ]\n",
+                         "<spec>:3:9: error: the list has 12,000 items, more than the limit 10,000", "max_repeat"),
     "comprehension_of_big_lists": (H + "    q = [[relu] * 10000 for i in range(10000)]\n",
                                    "<spec>:3:10: error: the spec takes more than 500,000 evaluation steps to expand",
                                    "max_steps"),
