@@ -282,8 +282,8 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
             Not together with ``out_indices``.
 
     Returns:
-        ``(taps_graph, feature_info)``. ``taps_graph`` has one output per tap, named by the tap's module
-        path, and only the nodes the taps depend on (the head and everything after the last tap are
+        ``(taps_graph, feature_info)``. ``taps_graph`` (named ``<network>_features``) has one output per
+        tap, named by the tap's module path, and only the nodes the taps depend on (the head and everything after the last tap are
         dropped; state-dict keys of what is kept do not change). ``feature_info`` is a list, in output
         order, of ``{"num_chs", "reduction", "module"}`` dicts like timm's.
 
@@ -333,7 +333,9 @@ def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
         if nid not in keep:
             keep.add(nid)
             stack.extend(graph.node(nid).inputs)
-    out = graph.derive()
+    # its own name and address: a build cache keyed by them must not hand back the whole network's class
+    out = graph.derive(f"{graph.name}_features")
+    out.address = f"{graph.address} (features: {', '.join(t['module'] for t in taps)})"
     out.outputs = [(t["module"], t["node"]) for t in taps]
     for n in graph.records():
         if n.id in keep:

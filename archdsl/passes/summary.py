@@ -136,19 +136,21 @@ def summary_tree(g: Graph, depth: int, geo: dict[int, Geometry] | None = None) -
             frames.setdefault(f.path, f)
     rows: list[dict[str, Any]] = []
     shown: set[str] = set()
+    ends = _block_outputs(g)
     for n in order:
         mf = _module_frames(n)
         for d, f in enumerate(mf[:depth], start=1):
             if f.path not in shown:
                 shown.add(f.path)
-                rows.append(_block_row(g, f, d, members[f.path], geo))
+                rows.append(_block_row(g, f, d, members[f.path], geo, ends))
         if n.op in ("input", "identity") or len(mf) + 1 > depth:
             continue
         rows.append({**by_name[n.name], "kind": "layer", "depth": len(mf) + 1})
     return rows
 
 
-def _block_row(g: Graph, frame: Any, depth: int, nodes: list[Node], geo: dict[int, Geometry]) -> dict[str, Any]:
+def _block_row(g: Graph, frame: Any, depth: int, nodes: list[Node], geo: dict[int, Geometry],
+               ends: dict[int, list[str]]) -> dict[str, Any]:
     inside = {n.id for n in nodes}
     entering = list(dict.fromkeys(i for n in nodes for i in n.inputs if i not in inside))
     last = nodes[-1]
@@ -165,8 +167,7 @@ def _block_row(g: Graph, frame: Any, depth: int, nodes: list[Node], geo: dict[in
         "kernel": None,
         "rf": _rf(geo[last.id]),
         "layers": sum(1 for n in nodes if n.op not in ("input", "identity")),
-        "connected_to": [_source_name(g, i, nodes[0], _block_outputs(g)) for i in entering]
-        if len(entering) > 1 else [],
+        "connected_to": [_source_name(g, i, nodes[0], ends) for i in entering] if len(entering) > 1 else [],
         "line": f"{frame.loc}" if frame.loc else None,
     }
 
