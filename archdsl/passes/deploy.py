@@ -28,10 +28,10 @@ from typing import Any
 from ..errors import ArchError, Diagnostic
 from ..ir import Graph, Loc, Node
 from ..limits import Limits
-from ..ops import OPS
+from ..ops import OPS, has_trait
 from ..source import Source, Span
 from .manager import Pass, run_passes
-from .reparam import EVAL_IDENTITY_OPS, FusionError, GroupPlan, plan_group
+from .reparam import FusionError, GroupPlan, plan_group
 
 __all__ = ["Recipe", "DeployPlan", "DEPLOY_PASSES", "MAX_GROUP_GROWTH", "deploy_graph", "deploy_plan",
            "deploy_note", "state_shapes", "loc_span"]
@@ -188,7 +188,7 @@ def fuse_reparam(graph: Graph, plan: DeployPlan) -> Graph:
 def drop_eval_identities(graph: Graph, plan: DeployPlan) -> Graph:
     """dropout / drop_path (identity in eval mode) become ``identity`` nodes, which codegen aliases away."""
     nodes = {n.id: (_copy(n, op="identity", args={}, module=None, params=0, macs=0)
-                    if n.op in EVAL_IDENTITY_OPS and n.op != "identity" else _copy(n))
+                    if has_trait(n.op, "eval-identity") and n.op != "identity" else _copy(n))
              for n in graph.records()}
     return _rebuild(graph, nodes, graph.fused_nodes)
 

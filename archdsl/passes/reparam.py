@@ -25,18 +25,21 @@ from typing import Callable
 
 from ..errors import Diagnostic
 from ..ir import Graph, Loc, Node
-from ..ops import conv_out
+from ..ops import conv_out, has_trait, ops_with
 from ..source import Span
 
 __all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "check_groups",
            "EVAL_IDENTITY_OPS", "FUSABLE_LINEAR_OPS", "TRANSPARENT_OPS"]
 
 DEFAULT_FUSED_NAME = "reparam_conv"      # timm's name for the fused conv of a RepVGG block
-# The op traits the reparam proof and the deploy passes rely on, kept in this one place (the op registry
-# does not carry traits yet): ops that are the identity in eval mode, and the linear maps a conv expresses.
-EVAL_IDENTITY_OPS = frozenset({"identity", "dropout", "drop_path"})
+# Ops that are the identity in eval mode come from the op registry's "eval-identity" trait (asked at call
+# time, so ops registered later count). The linear maps a branch may hold are the ones the branch algebra
+# below (and codegen.weights) knows how to write as a conv kernel: "fusable-linear" ops that keep the
+# [C, H, W] layout (linear carries the trait too, but acts on the last dim and cannot sit in a conv branch).
 FUSABLE_LINEAR_OPS = frozenset({"conv2d", "avgpool", "batchnorm"})
-TRANSPARENT_OPS = EVAL_IDENTITY_OPS      # the former name
+assert FUSABLE_LINEAR_OPS <= ops_with("fusable-linear") - ops_with("layout-sensitive"), "registry traits changed"
+EVAL_IDENTITY_OPS = ops_with("eval-identity")   # at import; has_trait(op, "eval-identity") is the live answer
+TRANSPARENT_OPS = EVAL_IDENTITY_OPS              # the former name
 _LINEAR_OPS = FUSABLE_LINEAR_OPS
 
 
@@ -103,7 +106,7 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
         if len(n.inputs) != 1:
             raise FusionError(f"branch {idx} combines several tensors at {_where(n)}, which one conv cannot do",
                               hint="a reparam branch is a chain: conv2d/avgpool, batchnorm, identity", nid=nid)
-        if n.op not in _LINEAR_OPS and n.op not in TRANSPARENT_OPS:
+        if n.op not in _LINEAR_OPS and not has_trait(n.op, "eval-identity"):
             raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, which is not linear",
                               hint="only conv2d, avgpool, batchnorm and identity (dropout, drop_path) fuse; "
                                    "put activations after the group", nid=nid)
