@@ -50,7 +50,12 @@ class Source:
     def __post_init__(self) -> None:
         if self.text.startswith(BOM):  # an editor's byte-order mark is not part of the spec
             object.__setattr__(self, "text", self.text[1:])
-        object.__setattr__(self, "lines", tuple(self.text.splitlines()))
+        # lines end at "\n" only, as the parser counts them (str.splitlines would also split at \f,
+        # \x1c, \u2028, ... and point diagnostics at the wrong line); a CRLF file loses its "\r"
+        parts = self.text.split("\n")
+        if parts[-1] == "":
+            parts.pop()
+        object.__setattr__(self, "lines", tuple(p[:-1] if p.endswith("\r") else p for p in parts))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Source":

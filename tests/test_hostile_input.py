@@ -414,3 +414,16 @@ def test_any_file_name_and_text_give_a_clean_result(tmp_path: Path, name: str, t
     code, _, _ = check(str(f))
     assert code in (0, 1) and time.perf_counter() - t < 2.0
     f.unlink()
+
+
+def test_odd_line_separators_do_not_shift_the_excerpt(tmp_path: Path) -> None:
+    """Lines end at \\n only, as the parser counts them: a form feed or U+2028 in a comment or string
+    must not make the excerpt show another line than the one the location names."""
+    f = tmp_path / "sep.arch"
+    f.write_text(H + "    # a\x0cb\u2028c\x1cd\n" + '    _s = "x\u2029y"\n' + "    relu(\n", encoding="utf-8")
+    code, _, err = check(str(f))
+    assert code == 1 and err.splitlines()[:3] == [f"{f}:5:9: error: '(' is never closed", "        relu(", "            ^"]
+    g = tmp_path / "crlf.arch"
+    g.write_bytes((H + "    relu(\n").replace("\n", "\r\n").encode())
+    code, _, err = check(str(g))
+    assert code == 1 and err.splitlines()[:2] == [f"{g}:3:9: error: '(' is never closed", "        relu("]

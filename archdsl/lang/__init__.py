@@ -1,7 +1,9 @@
-"""Stage 1, the language: grammar, parser (text -> AST), syntax diagnostics and the loader (imports)."""
+"""Stage 1, the language: grammar, parser (text -> AST), syntax diagnostics, source bounds, the parse cache
+and the loader (imports)."""
 from __future__ import annotations
 
-from .loader import Namespace, Program, find_specs, load_program, load_source, split_address
-from .parser import KEYWORDS, parse
+from .loader import Namespace, Program, find_specs, is_spec_text, load_program, load_source, read_source, split_address
+from .parser import KEYWORDS, grammar_path, parse
 
-__all__ = ["Namespace", "Program", "find_specs", "load_program", "load_source", "split_address", "KEYWORDS", "parse"]
+__all__ = ["Namespace", "Program", "find_specs", "is_spec_text", "load_program", "load_source", "read_source",
+           "split_address", "KEYWORDS", "grammar_path", "parse"]
