@@ -162,6 +162,10 @@ def _check_type(a: ArgSpec, v: Any) -> str | None:
         ok, want = is_num(v), "a number"
     elif t == "bool":
         ok, want = isinstance(v, bool), "true or false"
+    elif t == "float?":
+        ok, want = v is None or is_num(v), "a number or none"
+    elif t == "bool?":
+        ok, want = v is None or isinstance(v, bool), "true, false or none"
     elif t == "str":
         ok, want = isinstance(v, str), "a string"
     elif t == "padding":

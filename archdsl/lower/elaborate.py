@@ -234,6 +234,8 @@ class Lowerer(LayerApplier):
         self._scope = scope
         items = st.value.items
         first = self.eval(items[0].expr, env) if not items[0].label else ABSENT
+        if isinstance(first, LayerSpec) and first.kind == "op" and first.target.arity == 0:
+            first = self._make_source(first, env, scope, st.names[0])
         value: Any
         if len(items) == 1 and not is_tensorish(first) and first is not ABSENT:
             value = first
@@ -261,6 +263,16 @@ class Lowerer(LayerApplier):
             return
         for n, v in zip(names, value):
             self._bind_var(env, n, v)
+
+    def _make_source(self, op: LayerSpec, env: Env, scope: Scope, name: tuple[str, Span]) -> Any:
+        """``pos_embed = parameter(...)``: a zero-input op makes a tensor labelled by the name. It reads the
+        block's input only for the batch size at run time (the parameter is expanded over the batch)."""
+        x = env.vars.get("x")
+        if not isinstance(x, TensorVal):
+            return POISON if x is POISON else self.err(
+                f"'{op.name}' needs the block's input 'x' for its batch size, but 'x' is {type_name(x)}",
+                op.call_span or op.span, hint="do not rebind 'x' before making a parameter")
+        return self.apply_op(op, x, scope, name[0], name[1], op.call_span or op.span, source=True)
 
     def _bind_var(self, env: Env, name: tuple[str, Span], value: Any) -> None:
         n, span = name

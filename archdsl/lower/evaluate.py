@@ -225,6 +225,19 @@ class Evaluator:
             if f.called:
                 return self.err(f"{f.describe()} already has its arguments", e.span,
                                 hint="call a layer once: conv2d(64, 3, stride=2)")
+            if f.kind == "op" and (args or kwargs) and not f.target.args and f.name in BUILTINS \
+                    and not any(isinstance(v, TensorVal) for v, _ in args):
+                # an argument-free op that is also a compile-time function (abs): a call with values is the function
+                return self._call_builtin(BUILTINS[f.name], e, [v for v, _ in args],
+                                          {k: v for k, (v, _) in kwargs.items()})
+            if f.kind == "op" and f.target.arity != 1 and any(isinstance(v, TensorVal) for v, _ in args):
+                # a several-tensor op over named tensors: sub(a, b), matmul(q, k), resize_as(a, ref)
+                bad = next((v for v, _ in args if not isinstance(v, TensorVal)), None)
+                if bad is not None:
+                    return self.err(f"{f.name}(...) takes named tensors, then keyword arguments; got "
+                                    f"{type_name(bad)} {fmt(bad)} among the tensors", e.span,
+                                    hint=f"pass the op's other arguments by name: {f.name}(a, b, name=value)")
+                return self.combine(f.name, [v for v, _ in args], kwargs, e.span)
             if any(isinstance(v, TensorVal) for v, _ in args):
                 return self.err(f"{f.name} is a layer; apply it to a tensor with '->'", e.span,
                                 hint=f"write 'y = x -> {f.name}(...)'")
@@ -336,6 +349,8 @@ class Evaluator:
                                 f"{self.limits.max_repeat:,}", e.op_span, hint=limit_hint("max_repeat"))
             self.budget.charge(len(a) + len(b), e.span)
             return a + b
+        if isinstance(a, TensorVal) or isinstance(b, TensorVal):
+            return self._tensor_binop(op, a, b, e)
         if not is_num(a) or not is_num(b):
             return self.err(f"cannot apply '{op}' to {type_name(a)} and {type_name(b)}", e.op_span,
                             hint="arithmetic needs numbers; lists and layers only support '+ list' and '* n'")
@@ -417,6 +432,20 @@ class Evaluator:
         if c is POISON:
             return POISON
         return self.eval(e.value if c else e.orelse, env)
+
+    def _tensor_binop(self, op: str, a: Any, b: Any, e: A.BinOp) -> Any:
+        """Math between named tensors: ``a + b``, ``a - b``, ``a * b``, ``a / b`` are the ops add, sub, mul,
+        div (broadcasting); ``t * k`` with a number ``k`` is ``scale(k)``."""
+        kind = {"+": "add", "-": "sub", "*": "mul", "/": "div"}.get(op)
+        if isinstance(a, TensorVal) and isinstance(b, TensorVal) and kind is not None:
+            return self.combine(kind, [a, b], {}, e.span)
+        if op == "*" and (is_num(a) or is_num(b)):
+            t, k, kspan = (a, b, e.right.span) if is_num(b) else (b, a, e.left.span)
+            return self.combine("scale", [t], {"factor": (k, kspan)}, e.span)
+        other = b if isinstance(a, TensorVal) else a
+        return self.err(f"cannot apply '{op}' to a tensor and {type_name(other)}", e.op_span,
+                        hint="between named tensors '+', '-', '*' and '/' are add, sub, mul and div; a tensor "
+                             "times a number is scale(k)")
 
     def _optional(self, e: A.OptionalExpr, env: Env) -> Any:
         c = self.eval(e.cond, env)

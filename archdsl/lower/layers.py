@@ -105,10 +105,15 @@ class LayerApplier(Evaluator):
                         hint=self.shadow_hint(span) or "layers are ops like conv2d(64, 3) or block calls")
 
     def apply_op(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,
-                 span: Span) -> Any:
+                 span: Span, source: bool = False) -> Any:
+        """Apply op ``v`` to ``x``. ``source``: ``v`` is a zero-input op (a free parameter) bound by
+        ``name = op(...)``; ``x`` (the block's input) only gives it the batch size at run time."""
         opdef: OpDef = v.target
         name = self.name_in(scope, label, label_span or span)
-        if opdef.arity != 1:
+        if opdef.arity == 0 and not source:
+            return self.err(f"'{v.name}' makes a tensor of its own and is not applied to one", span,
+                            hint=f"bind it to a name, which is its state_dict key: 'pos_embed = {v.name}(...)'")
+        if opdef.arity not in (0, 1):
             return self.err(f"'{v.name}' combines several tensors; write it as a combinator", span,
                             hint=f"'{v.name}:' with one branch per line, or {v.name}(a, b) over named values")
         args = self.bind_op(v.name, opdef.args, v.args, v.kwargs, v.call_span or span)
@@ -239,12 +244,15 @@ class LayerApplier(Evaluator):
             return POISON
         shapes = [t.shape for t in tensors]
         try:
+            if opdef.normalize:
+                args = opdef.normalize(shapes, args)
             shape = opdef.shape(shapes, args)
         except ShapeError as e:
             return self.err(e.message, kwargs[e.arg][1] if e.arg in kwargs else span, e.hint,
                             notes=self.provenance(tensors))
         node = self.new_node(kind, args, [t.nid for t in tensors], shapes, shape, name, None, span, frames)
         node.reparam = reparam
+        node.macs = opdef.macs(shapes, shape, args)   # matmul and attention count (merges count 0)
         return TensorVal(node.id, shape)
 
     def provenance(self, tensors: list[TensorVal]) -> list[tuple[str, Span | None]]:

@@ -45,7 +45,9 @@ class ArgType(str, Enum):
     INT2 = "int2"             # an integer or a pair [h, w]
     INT2_OPT = "int2?"        # an integer, a pair or none
     FLOAT = "float"
+    FLOAT_OPT = "float?"      # a number or none
     BOOL = "bool"
+    BOOL_OPT = "bool?"        # true, false or none
     STR = "str"
     PADDING = "padding"       # an integer, a pair, "same" or "valid"
     LIST = "list"

@@ -1,0 +1,282 @@
+"""Built-in ops, tensor math: element-wise math, reductions, matmul, attention, dim swaps and free parameters.
+
+One convention for every op here: **dims count the batch as dim 0** (as ``permute``, ``concat``, ``mean``,
+``softmax`` and torch do), negative dims count from the end, and no op may work over the batch dim itself.
+Shapes are per sample (the batch is never written): ``[C, H, W]`` maps, ``[N, D]`` tokens, ``[heads, N, d]``.
+
+Two-tensor ops (``sub``, ``div``, ``matmul``) and ``scaled_dot_product_attention`` are applied to named
+tensors: ``sub(a, b)``, ``matmul(q, kt)``; ``a - b``, ``a / b`` (and ``a + b``, ``a * b``) between named
+tensors are the same ops. MACs follow fvcore: a matmul ``[.., n, k] @ [.., k, m]`` counts ``n*k*m`` per
+element of the (broadcast) batch dims; attention counts its two matmuls; element-wise math counts 0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _same, broadcast,
+                   register)
+from .tensor import _dims_lit, _dims_norm, _norm_dim, _reduce_shape
+
+__all__ = ["PARAMETER_INITS", "matmul_shape", "matmul_macs"]
+
+#: How a free parameter starts: the value of its ``init=`` argument.
+PARAMETER_INITS = ("zeros", "ones", "normal", "trunc_normal")
+
+_ELEMENTWISE = frozenset({"channel-wise"})
+_LAYOUT = frozenset({"layout-sensitive"})
+
+
+def _count(shapes: list[Shape], n: int, what: str, names: str) -> None:
+    if len(shapes) != n:
+        raise ShapeError(f"{what} takes {n} tensors ({names}), got {len(shapes)}",
+                         hint=f"write {what}({names}) over named tensors")
+
+
+# ---- element-wise ---------------------------------------------------------------------------------------
+def _binary_shape(what: str) -> Callable[[list[Shape], dict[str, Any]], Shape]:
+    def rule(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+        _count(shapes, 2, what, "a, b")
+        return broadcast(shapes, what)
+    return rule
+
+
+def _unary(name: str, fn: str, doc: str) -> OpDef:
+    return OpDef(name, "math", [], _same, doc, emit=lambda e: (fn + "(", In(0), ")"), traits=_ELEMENTWISE)
+
+
+def _clamp_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    lo, hi = a["min"], a["max"]
+    if lo is None and hi is None:
+        raise ShapeError("clamp needs min=, max= or both", hint="e.g. clamp(min=1e-6)")
+    if lo is not None and hi is not None and lo > hi:
+        raise ShapeError(f"clamp min={lo} is larger than max={hi}", arg="min")
+    return shapes[0]
+
+
+def _pow_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return shapes[0]
+
+
+# ---- reductions -------------------------------------------------------------------------------------------
+def _norm_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if a["ord"] <= 0:
+        raise ShapeError(f"norm ord={a['ord']} must be positive (2 is the Euclidean norm)", arg="ord")
+    return _reduce_shape(shapes, a)
+
+
+# ---- dims -----------------------------------------------------------------------------------------------
+def _transpose_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    rank = len(shapes[0])
+    a["dim0"] = _norm_dim(a["dim0"], rank, "transpose", "dim0")
+    a["dim1"] = _norm_dim(a["dim1"], rank, "transpose", "dim1")
+    return a
+
+
+def _transpose_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    s = list(shapes[0])
+    i, j = a["dim0"] - 1, a["dim1"] - 1
+    s[i], s[j] = s[j], s[i]
+    return tuple(s)
+
+
+def _roll_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    shifts = a["shifts"] if isinstance(a["shifts"], list) else [a["shifts"]]
+    dims = a["dims"] if isinstance(a["dims"], list) else [a["dims"]]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in shifts):
+        raise ShapeError(f"roll shifts must be integers, got {a['shifts']}", arg="shifts")
+    if len(shifts) != len(dims):
+        raise ShapeError(f"roll: {len(shifts)} shifts for {len(dims)} dims", arg="shifts",
+                         hint="give one shift per dim, e.g. roll([-3, -3], [1, 2])")
+    norm = tuple(_norm_dim(d, len(shapes[0]), "roll", "dims") for d in dims)
+    a["shifts"], a["dims"] = tuple(shifts), norm
+    return a
+
+
+# ---- matmul / attention ---------------------------------------------------------------------------------
+def _batch_dims(sa: Shape, sb: Shape, what: str) -> Shape:
+    """The broadcast leading (per-sample batch) dims of two matrix operands of equal rank."""
+    try:
+        return broadcast([sa[:-2], sb[:-2]], what) if sa[:-2] or sb[:-2] else ()
+    except ShapeError as e:
+        raise ShapeError(f"{what}: the leading dims of {list(sa)} and {list(sb)} do not broadcast "
+                         f"({e.message.split(': ', 1)[-1]})",
+                         hint="the dims before the last two must be equal or 1") from None
+
+
+def _need_matrix(shapes: list[Shape], what: str, names: tuple[str, ...]) -> None:
+    for s, n in zip(shapes, names):
+        if len(s) < 2:
+            raise ShapeError(f"{what}: {n} {list(s)} is not a matrix: a sample needs at least 2 dims "
+                             "[.., rows, cols]", hint="reshape it first, e.g. reshape([1, -1])")
+    if len({len(s) for s in shapes}) != 1:
+        raise ShapeError(f"{what}: " + ", ".join(f"{n} {list(s)}" for s, n in zip(shapes, names))
+                         + " have different ranks", hint="reshape so every operand has the same number of dims "
+                                                         "(size-1 dims broadcast)")
+
+
+def matmul_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    """``[.., n, k] @ [.., k, m] -> [.., n, m]`` per sample, leading dims broadcast."""
+    _count(shapes, 2, "matmul", "a, b")
+    _need_matrix(shapes, "matmul", ("a", "b"))
+    sa, sb = shapes
+    if sa[-1] != sb[-2]:
+        raise ShapeError(f"matmul: {list(sa)} @ {list(sb)}: the last dim of a ({sa[-1]}) is not the "
+                         f"second-to-last of b ({sb[-2]})", hint="transpose(-2, -1) one of them?")
+    return (*_batch_dims(sa, sb, "matmul"), sa[-2], sb[-1])
+
+
+def matmul_macs(shapes: list[Shape], out: Shape, a: dict[str, Any]) -> int:
+    """fvcore's matmul count per sample: n*k*m for each element of the broadcast leading dims."""
+    return math.prod(out) * shapes[0][-1]
+
+
+def _sdpa_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if len(shapes) not in (3, 4):
+        raise ShapeError(f"scaled_dot_product_attention takes 3 tensors (q, k, v) and an optional additive "
+                         f"mask, got {len(shapes)}", hint="write scaled_dot_product_attention(q, k, v)")
+    names = ("q", "k", "v", "mask")
+    _need_matrix(shapes[:3], "scaled_dot_product_attention", names)
+    q, k, v = shapes[:3]
+    if q[-1] != k[-1]:
+        raise ShapeError(f"scaled_dot_product_attention: q {list(q)} and k {list(k)} differ in the last dim "
+                         f"({q[-1]} vs {k[-1]})", hint="q and k need the same head dim")
+    if k[-2] != v[-2]:
+        raise ShapeError(f"scaled_dot_product_attention: k {list(k)} and v {list(v)} differ in the number of "
+                         f"keys ({k[-2]} vs {v[-2]})")
+    lead = _batch_dims(q, k, "scaled_dot_product_attention")
+    lead = _batch_dims((*lead, 1, 1), v, "scaled_dot_product_attention")
+    if len(shapes) == 4:
+        scores = (*lead, q[-2], k[-2])
+        try:
+            got = broadcast([scores, shapes[3]], "mask")
+        except ShapeError:
+            got = None
+        if got != scores:
+            raise ShapeError(f"scaled_dot_product_attention: the mask {list(shapes[3])} does not broadcast to "
+                             f"the scores {list(scores)}", hint="the mask is [.., queries, keys]")
+        if a["is_causal"]:
+            raise ShapeError("scaled_dot_product_attention: is_causal=true and a mask cannot be combined",
+                             arg="is_causal")
+    if a["scale"] is not None and a["scale"] <= 0:
+        raise ShapeError(f"scaled_dot_product_attention scale={a['scale']} must be positive", arg="scale")
+    return (*lead, q[-2], v[-1])
+
+
+def _sdpa_macs(shapes: list[Shape], out: Shape, a: dict[str, Any]) -> int:
+    # the two matmuls as fvcore counts them written out: q @ k^T (L*E*S) and attn @ v (L*S*Ev)
+    q, k = shapes[0], shapes[1]
+    lead = math.prod(out[:-2])
+    return lead * q[-2] * k[-2] * (q[-1] + out[-1])
+
+
+def _sdpa_emit(e: EmitArgs) -> Expr:
+    a = e.args
+    mask: tuple[Any, ...] = (", attn_mask=", In(3)) if e.n_inputs == 4 else ()
+    return ("F.scaled_dot_product_attention(", In(0), ", ", In(1), ", ", In(2), *mask,
+            Kw("is_causal", a["is_causal"], False), Kw("scale", a["scale"], None), ")")
+
+
+# ---- free parameters ---------------------------------------------------------------------------------------
+def _parameter_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    shape = a["shape"]
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
+        raise ShapeError(f"parameter needs its per-sample shape as a non-empty list of integers, got {shape}",
+                         arg="shape", hint="e.g. parameter([1, 192]) for a class token of width 192 "
+                                           "(stored as (1, 1, 192))")
+    if any(d <= 0 for d in shape):
+        raise ShapeError(f"parameter shape {shape}: sizes must be positive", arg="shape")
+    if a["std"] <= 0:
+        raise ShapeError(f"parameter std={a['std']} must be positive", arg="std")
+    a["shape"] = tuple(shape)
+    return a
+
+
+def _parameter_ctor(e: EmitArgs) -> Expr:
+    a = e.args
+    full = Lit((1, *a["shape"]), "shape")
+    init = a["init"]
+    if init == "zeros":
+        return ("nn.Parameter(torch.zeros(", full, "))")
+    if init == "ones":
+        return ("nn.Parameter(torch.ones(", full, "))")
+    if init == "normal":
+        return ("nn.Parameter(torch.randn(", full, ") * ", Lit(float(a["std"]), "std"), ")")
+    return ("nn.Parameter(nn.init.trunc_normal_(torch.empty(", full, "), std=", Lit(float(a["std"]), "std"), "))")
+
+
+def _parameter_emit(e: EmitArgs) -> Expr:
+    # stored with a leading 1 (timm's (1, 1, D) cls_token); expanded over the batch of the tensor it is
+    # made beside, so it concatenates with batched tensors and broadcasts in math (expand is a view)
+    return (MOD, ".expand(", In(0), ".shape[0]", ", -1" * len(e.shape), ")")
+
+
+_A = ArgSpec
+register(
+    OpDef("sub", "math", [], _binary_shape("sub"), "a - b of two named tensors (broadcasting): sub(a, b) or a - b.",
+          arity=2, emit=lambda e: (In(0), " - ", In(1))),
+    OpDef("div", "math", [], _binary_shape("div"), "a / b of two named tensors (broadcasting): div(a, b) or a / b.",
+          arity=2, emit=lambda e: (In(0), " / ", In(1))),
+    OpDef("pow", "math", [_A("exponent", "float")], _pow_shape, "Element-wise x ** exponent.",
+          key_args=("exponent",), emit=lambda e: ("torch.pow(", In(0), ", ", Lit(e.args["exponent"], "exponent"), ")"),
+          traits=_ELEMENTWISE),
+    _unary("sqrt", "torch.sqrt", "Element-wise square root."),
+    _unary("rsqrt", "torch.rsqrt", "Element-wise 1 / sqrt(x)."),
+    _unary("exp", "torch.exp", "Element-wise e ** x."),
+    _unary("log", "torch.log", "Element-wise natural logarithm."),
+    _unary("abs", "torch.abs", "Element-wise absolute value (abs(-3) on a number stays the built-in)."),
+    _unary("neg", "torch.neg", "Element-wise -x."),
+    OpDef("clamp", "math", [_A("min", "float?", None), _A("max", "float?", None)], _clamp_shape,
+          "Element-wise clamp to [min, max] (either may be none).", key_args=("min", "max"),
+          emit=lambda e: ("torch.clamp(", In(0), Kw("min", e.args["min"], None), Kw("max", e.args["max"], None), ")"),
+          traits=_ELEMENTWISE),
+    OpDef("norm", "math", [_A("dim", "dims"), _A("ord", "float", 2.0), _A("keepdim", "bool", False)], _norm_shape,
+          "Vector norm over one dim or a list of dims (batch is dim 0), torch.linalg.vector_norm: "
+          "norm([1, 2], keepdim=true) of channels-last [H, W, C] is ConvNeXt V2's GRN norm.",
+          aliases=("vector_norm",), normalize=_dims_norm("norm"), key_args=("dim", "ord"),
+          emit=lambda e: ("torch.linalg.vector_norm(", In(0), ", ", Lit(e.args["ord"], "ord"), ", ",
+                          _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          traits=_LAYOUT),
+    OpDef("amax", "math", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
+          "Maximum over one dim or a list of dims (batch is dim 0), torch.amax.", aliases=("reduce_max",),
+          normalize=_dims_norm("amax"), key_args=("dim",),
+          emit=lambda e: (In(0), ".amax(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          traits=_LAYOUT),
+    OpDef("amin", "math", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
+          "Minimum over one dim or a list of dims (batch is dim 0), torch.amin.", aliases=("reduce_min",),
+          normalize=_dims_norm("amin"), key_args=("dim",),
+          emit=lambda e: (In(0), ".amin(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          traits=_LAYOUT),
+    OpDef("matmul", "math", [], matmul_shape,
+          "Batched matrix product of two named tensors: matmul(a, b) is [.., n, k] @ [.., k, m] -> [.., n, m] "
+          "(leading dims broadcast; MACs n*k*m per leading element, as fvcore counts).",
+          arity=2, macs=matmul_macs, emit=lambda e: (In(0), " @ ", In(1)), traits=_LAYOUT),
+    OpDef("transpose", "shape", [_A("dim0", "int"), _A("dim1", "int")], _transpose_shape,
+          "Swap two dims (batch is dim 0): transpose(-2, -1) turns [h, N, d] into [h, d, N].",
+          aliases=("swapdims",), normalize=_transpose_norm, key_args=("dim0", "dim1"),
+          emit=lambda e: (In(0), ".transpose(", Lit(e.args["dim0"], "dim0"), ", ", Lit(e.args["dim1"], "dim1"), ")"),
+          traits=_LAYOUT),
+    OpDef("roll", "shape", [_A("shifts", "dims"), _A("dims", "dims")], _same,
+          "Cyclic shift along dims (batch is dim 0), torch.roll: roll([-3, -3], [1, 2]) is Swin's shifted "
+          "window on channels-last [H, W, C].", normalize=_roll_norm, key_args=("shifts", "dims"),
+          emit=lambda e: ("torch.roll(", In(0), ", ", _dims_lit(e.args["shifts"]), ", ", _dims_lit(e.args["dims"]),
+                          ")"),
+          traits=_LAYOUT),
+    OpDef("scaled_dot_product_attention", "math",
+          [_A("is_causal", "bool", False), _A("scale", "float?", None)], _sdpa_shape,
+          "softmax(q @ k^T * scale + mask) @ v over named tensors, scaled_dot_product_attention(q, k, v) with "
+          "per-sample [heads, N, d] (scale none: 1/sqrt(d)); an optional 4th tensor is an additive (or boolean) "
+          "mask. MACs are the two matmuls, as fvcore counts attention written as matmuls.",
+          arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, traits=_LAYOUT),
+    OpDef("parameter", "parameter",
+          [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02)],
+          lambda s, a: a["shape"],
+          "A learnable tensor of the given per-sample shape, bound to a name that is its state_dict key: "
+          "cls_token = parameter([1, 192]) is stored as (1, 1, 192) and expanded over the batch; usable in "
+          "math (x + pos_embed) and concat(cls_token, x, dim=1).",
+          params=lambda s, a: math.prod(a["shape"]), stateful=True, arity=0, normalize=_parameter_norm,
+          key_args=("shape", "init"), ctor=_parameter_ctor, emit=_parameter_emit, traits={"parameter"}),
+)
