@@ -422,7 +422,8 @@ def test_odd_line_separators_do_not_shift_the_excerpt(tmp_path: Path) -> None:
     f = tmp_path / "sep.arch"
     f.write_text(H + "    # a\x0cb\u2028c\x1cd\n" + '    _s = "x\u2029y"\n' + "    relu(\n", encoding="utf-8")
     code, _, err = check(str(f))
-    assert code == 1 and err.splitlines()[:3] == [f"{f}:5:9: error: '(' is never closed", "        relu(", "            ^"]
+    assert code == 1
+    assert err.splitlines()[:3] == [f"{f}:5:9: error: '(' is never closed", "        relu(", "            ^"]
     g = tmp_path / "crlf.arch"
     g.write_bytes((H + "    relu(\n").replace("\n", "\r\n").encode())
     code, _, err = check(str(g))

@@ -54,7 +54,7 @@ def cache_key(source: Source, grammar_digest: str, salt: str) -> str:
 
 # ---- encoding -----------------------------------------------------------------------------------------
 def encode(spec: A.SpecFile) -> str:
-    """``spec`` as JSON text: nodes as ``{"n": class, "f": [fields]}``, spans ``{"s": [...]}``, tuples ``{"t": [...]}``."""
+    """``spec`` as JSON text: nodes ``{"n": class, "f": [fields]}``, spans ``{"s": [...]}``, tuples ``{"t": [...]}``."""
     return json.dumps(_enc(spec), separators=(",", ":"), allow_nan=True)
 
 

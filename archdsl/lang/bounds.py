@@ -28,7 +28,7 @@ _SCAN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|#[^\n]*|[\[\]()]|\n[ \t]*")
 
 
 def _hint(name: str) -> str:
-    return f"the limit is Limits.{name}; raise it with --limit {name}=N if this file is intended"
+    return f"the limit is Limits.{name} (raise it with --limit {name}=N)"  # the evaluator's wording too
 
 
 def _line_of(text: str, pos: int) -> tuple[int, int]:
@@ -127,5 +127,5 @@ def check_ast_depth(spec: A.SpecFile, source: Source, limits: Limits) -> None:
     for node, depth in A.walk(spec):
         if depth > limit:
             raise ArchError(Diagnostic("the expression nests too deeply", node.span,
-                                       hint=f"split it with named values: 'a = ...' then use 'a' (more than "
-                                            f"{limit} levels; the limit is Limits.max_nesting)"))
+                                       hint=f"split it with named values: 'a = ...' then use 'a' (more than {limit} "
+                                            "levels); " + _hint("max_nesting")))

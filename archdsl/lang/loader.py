@@ -110,7 +110,8 @@ def read_source(path: str | Path, limits: Limits | None = None, span: Span | Non
         last = max(1, len(head.lines))
         raise ArchError(Diagnostic(f"the file is longer than {limits.max_source_bytes:,} bytes",
                                    Span(head, last, len(head.line(last)) + 1), notes=notes,
-                                   hint="the limit is Limits.max_source_bytes (--limit max_source_bytes=N)"))
+                                   hint="the limit is Limits.max_source_bytes "
+                                        "(raise it with --limit max_source_bytes=N)"))
     try:
         return Source(data.decode("utf-8-sig"), name)
     except UnicodeDecodeError as e:

@@ -340,7 +340,8 @@ class _ToAst(Transformer):
             # int() of thousands of digits is slow (and refused past 4,300 digits): stop at the literal
             raise ArchError(Diagnostic(f"number literal of {len(text):,} characters; the limit is "
                                        f"{self.limits.max_number_digits}", self._tok(t),
-                                       hint="the limit is Limits.max_number_digits (--limit max_number_digits=N)"))
+                                       hint="the limit is Limits.max_number_digits "
+                                            "(raise it with --limit max_number_digits=N)"))
         is_float = any(ch in text for ch in ".eE")
         try:
             return A.Num(self._tok(t), float(text) if is_float else int(text))

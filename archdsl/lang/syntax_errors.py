@@ -223,7 +223,8 @@ def _syntax_diag(source: Source, e: UnexpectedInput, lark: Lark, keywords: froze
             # the newline token starts at the end of the offending line
             line, col = tok.line, tok.column
         expected = set(e.expected) if e.expected else set()
-        span = Span(source, line, col, line, col + max(1, len(str(tok))) if tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END") else None)
+        visible = tok.type not in ("_NL", "_INDENT", "_DEDENT", "$END")
+        span = Span(source, line, col, line, col + max(1, len(str(tok))) if visible else None)
         hint = None
         if tok.type == "_INDENT":
             line, col = _indent_position(source, tok.line or 1)
