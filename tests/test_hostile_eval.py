@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import time
 import tracemalloc
 from pathlib import Path
@@ -90,12 +91,21 @@ BOMBS: dict[str, tuple[str, str, str | None]] = {
 }
 
 
+def _overloaded() -> bool:
+    """More runnable processes than cores: wall time then measures the neighbours, not archdsl."""
+    return os.getloadavg()[0] > (os.cpu_count() or 1)
+
+
 def _measure(text: str, **kw: object) -> tuple[ArchError, float, int]:
-    """The ArchError ``compile_graph(text)`` raises, its wall time, and the traced peak (a second run)."""
-    t = time.perf_counter()
+    """The ArchError ``compile_graph(text)`` raises, its time, and the traced peak (a second run).
+
+    The time is wall time (``perf_counter``), or the process's CPU time when the machine is overloaded
+    (a shared CI box running other jobs), where wall time would fail the test for someone else's work.
+    """
+    t, c = time.perf_counter(), time.process_time()
     with pytest.raises(ArchError) as ei:
         compile_graph(text, **kw)  # type: ignore[arg-type]
-    seconds = time.perf_counter() - t
+    seconds = time.process_time() - c if _overloaded() else time.perf_counter() - t
     tracemalloc.start()
     try:
         with pytest.raises(ArchError):
@@ -129,14 +139,11 @@ class TestBudgets:
         assert seconds < MAX_SECONDS and peak < MAX_BYTES
 
     def test_a_12k_item_list_literal_hits_max_repeat(self) -> None:
-        # most of the time here is parsing 24k tokens (about 1 s of CPU): measured as CPU time, since the
-        # wall time of a parse-bound case on a loaded 2-core machine says little
+        # most of the time here is parsing 24k tokens (about 1 s of CPU)
         text = H + "    q = [\n" + "\n".join("        " + "1, " * 1000 for _ in range(12)) + "\n    ]\n"
-        t = time.process_time()
-        with pytest.raises(ArchError) as ei:
-            compile_graph(text)
-        assert time.process_time() - t < MAX_SECONDS
-        d = ei.value.errors[0]
+        err, seconds, peak = _measure(text)
+        assert seconds < MAX_SECONDS and peak < MAX_BYTES
+        d = err.errors[0]
         assert d.format().splitlines()[0] == "<spec>:3:9: error: the list has 12,000 items, more than the limit 10,000"
         assert d.hint == "the limit is Limits.max_repeat (raise it with --limit max_repeat=N)"
 
