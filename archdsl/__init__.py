@@ -55,10 +55,28 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     """
     g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
     from .codegen.build import instantiate  # torch is imported only when a module is built
-    model = instantiate(g)
+    model = instantiate(g, _source_with_params(spec, params, g, input_shape, limits))
     if backends is not None:
         import torch
 
         from .backends import apply
         apply(model, torch.zeros((batch, *g.input_shape)), method=backends)
     return model
+
+
+def _source_with_params(spec: str, params: dict[str, Any], g: Graph, input_shape: tuple[int, ...] | None,
+                        limits: Limits | None) -> str:
+    """The generated source, with the numeric network parameters that only set root values (a head's width)
+    as constructor arguments of the class: ``type(model)(num_classes=10)``. Each parameter is probed by
+    compiling the spec once more with it changed (a few ms per parameter)."""
+    from .codegen.emit import generate
+    variants: dict[str, Graph] = {}
+    for name, value in list(g.params_used.items())[:6]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        probe = value + 1 if isinstance(value, int) else (value * 0.5 if value else 0.25)
+        try:
+            variants[name] = compile_graph(spec, {**params, name: probe}, input_shape=input_shape, limits=limits)
+        except ArchError:
+            continue
+    return generate(g, source_note=g.address, variants=variants)

@@ -24,8 +24,8 @@ from typing import Any
 from ..ir import Graph
 from ..ops import HELPERS, Lit
 from .names import RESERVED_GLOBALS, GenerationError, camel, fmt_value, literal, py_identifier, unique
-from .program import PLAIN_CALL, Body, build_body
-from .render import DED, IND, NL, ClassSpec, UnitCall, render_class, unit_call
+from .program import PLAIN_CALL, Body, UnitCall, build_body, holes_of
+from .render import DED, IND, NL, ClassSpec, render_class, unit_call
 from .units import Hierarchy, analyze
 
 __all__ = ["generate", "class_name", "GenerationError"]
@@ -123,60 +123,118 @@ def _depth(h: Hierarchy, p: str) -> int:
     return d
 
 
+class _Parts:
+    """The classes of one graph before they are written out."""
+
+    def __init__(self, graph: Graph, class_prefix: str) -> None:
+        h = analyze(graph)
+        res, rcons = _resolver(h)
+        holders = _holder_kinds(h)
+        self.root_name = class_name(class_prefix + graph.name)
+        taken = set(RESERVED_GLOBALS) | {self.root_name}
+        self.classes: list[ClassSpec] = []
+        by_key: dict[tuple[str, Any], ClassSpec] = {}
+        unit_exprs: dict[str, tuple[Any, ...]] = {}
+        self.helpers: set[str] = set()
+        fwd_units = [p for p, u in h.units.items() if p and u.forward]
+        fwd_units.sort(key=lambda p: (-_depth(h, p), h.pos[h.units[p].region[0]]))
+        for p in fwd_units:
+            u = h.units[p]
+            body = build_body(h, u, unit_exprs, holders, rcons, res)
+            self.helpers |= body.helpers
+            seq = _sequential(body)
+            if seq is not None:
+                unit_exprs[p] = seq
+                continue
+            base = camel(u.name if u.kind == "block" else u.name or "Block", "Block")
+            spec = _class_for(body, base, by_key, self.classes, taken)
+            unit_exprs[p] = unit_call(spec, body)
+        root = build_body(h, h.units[""], unit_exprs, holders, rcons, res)
+        self.helpers |= root.helpers
+        by_name = {spec.name: spec for spec in self.classes}
+
+        def expand(expr: tuple[Any, ...], body: Body) -> tuple[Any, ...]:
+            if not any(isinstance(p, UnitCall) for p in expr):
+                return expr
+            out: list[Any] = []
+            for p in expr:
+                out += list(by_name[p.cls].call_pieces(p.path)) if isinstance(p, UnitCall) else [p]
+            return tuple(out)
+
+        self.expand = expand
+        for spec in self.classes:   # children before parents: a class exists before any instance that uses it
+            spec.finish(expand)
+            spec.text = render_class(spec, doc=f"Block {spec.base} of the spec ({len(spec.bodies)} instance"
+                                     f"{'s' if len(spec.bodies) != 1 else ''} in this network).", expand=expand)
+        self.root = ClassSpec(self.root_name, [root])
+        self.root.finish(expand)
+
+    def root_values(self) -> list[Any]:
+        """The root's literal values in order (after expanding the children's constructor calls)."""
+        t = self.root.template
+        out: list[Any] = []
+        for c in t.ctors:
+            out += [p.value for p in holes_of(self.expand(c.expr, t))]
+        for st in t.stmts:
+            out += [p.value for p in holes_of(st.expr)]
+        return out
+
+
+def _network_params(parts: _Parts, graph: Graph, variants: dict[str, Graph]) -> None:
+    """Make network parameters constructor arguments of the root class where the structure allows.
+
+    ``variants[name]`` is the graph compiled with only parameter ``name`` changed. The parameter becomes an
+    argument when every class is unchanged and exactly the root values equal to it changed to its new value
+    (e.g. ``num_classes`` in the head's width); otherwise the value stays a literal.
+    """
+    base_vals = parts.root_values()
+    base_key = (parts.root.template.key(), [c.text for c in parts.classes])
+    spec = parts.root
+    used: list[tuple[str, list[Any]]] = []
+    for pname, vg in variants.items():
+        if not py_identifier(pname) or pname in RESERVED_GLOBALS:
+            continue
+        old, new = graph.params_used.get(pname), vg.params_used.get(pname)
+        try:
+            other = _Parts(vg, "")
+        except Exception:   # the variant is only a probe: any failure means "not a constructor argument"
+            continue
+        if (other.root.template.key(), [c.text for c in other.classes]) != base_key:
+            continue
+        vals = other.root_values()
+        diff = [k for k, (a, b) in enumerate(zip(base_vals, vals)) if _vk(a) != _vk(b)]
+        if not diff or any(_vk(base_vals[k]) != _vk(old) or _vk(vals[k]) != _vk(new) for k in diff):
+            continue
+        if any(k in spec._hole_param for k in diff):
+            continue
+        for k in diff:
+            spec._hole_param[k] = pname
+        used.append((pname, [old]))
+    if used:
+        spec.params = used
+        n_ctor = sum(len(holes_of(parts.expand(c.expr, spec.template))) for c in spec.template.ctors)
+        spec._attrs = sorted({n for k, n in spec._hole_param.items() if k >= n_ctor})
+
+
+def _vk(v: Any) -> Any:
+    return (type(v).__name__, tuple(_vk(x) for x in v) if isinstance(v, (tuple, list)) else v)
+
+
 def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
-             memory_format: str = "contiguous") -> str:
+             memory_format: str = "contiguous", variants: dict[str, Graph] | None = None) -> str:
     """Return the Python source of an ``nn.Module`` equivalent to ``graph`` (depends only on torch).
 
     ``memory_format="channels_last"`` (chosen by the deploy pass) makes ``forward`` convert its input to
     channels-last first; the weights are converted when the module is built. ``source_note`` (the spec
-    address) is written into the module docstring as an escaped string, never as raw text.
+    address) is written into the module docstring as an escaped string, never as raw text. ``variants``
+    (network parameter -> the graph compiled with that parameter changed) lets the network class take those
+    parameters as constructor arguments where only root values follow them (``Resnet50(num_classes=10)``).
     """
     if memory_format not in ("contiguous", "channels_last"):
         raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', got {memory_format!r}")
-    h = analyze(graph)
-    res, rcons = _resolver(h)
-    holders = _holder_kinds(h)
-    root_name = class_name(class_prefix + graph.name) if class_prefix else class_name(graph.name)
-    taken = set(RESERVED_GLOBALS) | {root_name}
-    classes: list[ClassSpec] = []
-    by_key: dict[tuple[str, Any], ClassSpec] = {}
-    unit_exprs: dict[str, tuple[Any, ...]] = {}
-    helpers: set[str] = set()
-    uses_ordered_dict = False
-    fwd_units = [p for p, u in h.units.items() if p and u.forward]
-    fwd_units.sort(key=lambda p: (-_depth(h, p), h.pos[h.units[p].region[0]]))
-    pending: dict[str, tuple[Body, str]] = {}
-    for p in fwd_units:
-        u = h.units[p]
-        body = build_body(h, u, unit_exprs, holders, rcons, res)
-        helpers |= body.helpers
-        seq = _sequential(body)
-        if seq is not None:
-            unit_exprs[p] = seq
-            uses_ordered_dict |= "OrderedDict([" in seq
-            continue
-        base = camel(u.name if u.kind == "block" else u.name or "Block", "Block")
-        spec = _class_for(body, base, by_key, classes, taken)
-        unit_exprs[p] = unit_call(spec, body)
-        pending[p] = (body, spec.name)
-    root = build_body(h, h.units[""], unit_exprs, holders, rcons, res)
-    helpers |= root.helpers
-    by_name = {spec.name: spec for spec in classes}
-
-    def expand(expr: tuple[Any, ...], body: Body) -> tuple[Any, ...]:
-        if not any(isinstance(p, UnitCall) for p in expr):
-            return expr
-        out: list[Any] = []
-        for p in expr:
-            out += list(by_name[p.cls].call_pieces(p.path)) if isinstance(p, UnitCall) else [p]
-        return tuple(out)
-
-    for spec in classes:   # children before parents: a class exists before any instance that uses it
-        spec.finish(expand)
-        spec.text = render_class(spec, doc=f"Block {spec.base} of the spec ({len(spec.bodies)} instance"
-                                 f"{'s' if len(spec.bodies) != 1 else ''} in this network).", expand=expand)
-    root_spec = ClassSpec(root_name, [root])
-    root_spec.finish(expand)
+    parts = _Parts(graph, class_prefix)
+    if variants:
+        _network_params(parts, graph, variants)
     outs = {k: list(v) for k, v in graph.output_shapes.items()}
     shown_out = outs if len(outs) > 1 else next(iter(outs.values()))
     params_txt = ", ".join(f"{k}={fmt_value(v)}" for k, v in graph.params_used.items())
@@ -185,9 +243,10 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
     extra = [("input_shape", literal(tuple(graph.input_shape))), ("reference", literal(graph.reference))]
     if memory_format != "contiguous":
         extra.append(("memory_format", literal(memory_format)))
-    root_text = render_class(root_spec, doc=doc, class_attrs=extra, root=True, outputs=[n for n, _ in graph.outputs],
+    root_text = render_class(parts.root, doc=doc, class_attrs=extra, root=True,
+                             outputs=[n for n, _ in graph.outputs],
                              channels_last=memory_format == "channels_last" and len(graph.input_shape) == 3,
-                             expand=expand)
+                             expand=parts.expand)
     note = source_note or graph.name
     lines = [
         "# Generated by archc. Do not edit: edit the spec and recompile.",
@@ -196,14 +255,14 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
         "from torch import nn",
         "import torch.nn.functional as F",
     ]
-    if uses_ordered_dict or "OrderedDict([" in root_text or any("OrderedDict([" in s.text for s in classes):
+    if "OrderedDict([" in root_text or any("OrderedDict([" in s.text for s in parts.classes):
         lines.append("from collections import OrderedDict")
     lines.append("")
-    for hname in sorted(helpers):
+    for hname in sorted(parts.helpers):
         lines += ["", HELPERS[hname].strip("\n"), ""]
-    for spec in classes:
+    for spec in parts.classes:
         lines += ["", spec.text, ""]
-    lines += ["", root_text, "", "", *_smoke(root_name, graph)]
+    lines += ["", root_text, "", "", *_smoke(parts.root_name, graph)]
     return "\n".join(lines)
 
 

@@ -327,8 +327,8 @@ def _names(body: Body) -> dict[int, str]:
         for o in s.outs:
             us = uses.get(o, [])
             chained = us == [si + 1] and o not in returned
-        last_out = si == len(real) - 1 and not us and body.returns == (o,) and body.n_in >= 1
-        names[o] = "x" if len(s.outs) == 1 and (chained or last_out) else f"x{o}"
+            last_out = si == len(real) - 1 and not us and body.returns == (o,)
+            names[o] = "x" if len(s.outs) == 1 and (chained or last_out) else f"x{o}"
     for v in list(alias):
         canon[v] = c(v)
     for v, t in canon.items():
