@@ -24,8 +24,9 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="archc: check, summarize, render and compile .arch architecture specs.")
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: rich would turn ':smile:' in a spec or file name into an emoji, misquoting the source
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 SetOpt = typer.Option([], "--set", help="override a network parameter: --set num_classes=10 (repeatable)")
 LimitOpt = typer.Option([], "--limit", help="raise or lower a resource bound: --limit max_nodes=50000 "

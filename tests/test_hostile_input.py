@@ -369,6 +369,9 @@ def test_printable_escapes_every_terminal_control() -> None:
      'got string "\\x1b]0;pwned\\x07"'),
     ("    relu \x1b[2J\n", "x.arch:3:10: error: unexpected character '\\x1b'"),
     ("    relu\r    conv2d(4, 3)\n", None),
+    ('    conv2d(4, 3, padding=":smile: [red]x[/red]")\n',               # no emoji codes, no rich markup
+     "x.arch:3:18: error: conv2d: 'padding' must be an integer, a pair, \"same\" or \"valid\", "
+     'got string ":smile: [red]x[/red]"'),
 ])
 def test_escape_sequences_in_a_spec_are_never_echoed_raw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          body: str, first_line: str | None) -> None:
