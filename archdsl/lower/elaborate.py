@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, get_args
 
-from ..errors import ArchError, Diagnostic, Reporter
+from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
 from ..ir import Graph, Loc, Node, ReparamGroup, ScopeFrame
 from ..lang import ast as A
 from ..lang.loader import Program
@@ -107,7 +107,6 @@ class Lowerer(LayerApplier):
         outputs: list[tuple[str, Span]] = []
         cur = self.exec_body(body, env, TensorVal(node.id, shape), root, outputs=outputs)
         if outputs:
-            from ..errors import did_you_mean
             for name, span in outputs:
                 v = env.vars.get(name)
                 if isinstance(v, TensorVal):

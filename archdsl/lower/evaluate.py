@@ -442,10 +442,17 @@ class Evaluator:
         if op == "*" and (is_num(a) or is_num(b)):
             t, k, kspan = (a, b, e.right.span) if is_num(b) else (b, a, e.left.span)
             return self.combine("scale", [t], {"factor": (k, kspan)}, e.span)
+        if op in ("+", "-", "/") and (is_num(a) or is_num(b)):
+            # a tensor and a number: the op 'scalar' ('t + 1e-6', 'k - t', 't / k')
+            t, k, kspan = (a, b, e.right.span) if is_num(b) else (b, a, e.left.span)
+            which = {"+": "add", "-": "sub", "/": "div"}[op]
+            if is_num(a) and op != "+":
+                which = "r" + which
+            return self.combine("scalar", [t], {"op": (which, e.op_span), "value": (k, kspan)}, e.span)
         other = b if isinstance(a, TensorVal) else a
         return self.err(f"cannot apply '{op}' to a tensor and {type_name(other)}", e.op_span,
-                        hint="between named tensors '+', '-', '*' and '/' are add, sub, mul and div; a tensor "
-                             "times a number is scale(k)")
+                        hint="between named tensors '+', '-', '*' and '/' are add, sub, mul and div; with a "
+                             "number, 't * k' is scale(k) and 't + k', 't - k', 't / k' the op scalar")
 
     def _optional(self, e: A.OptionalExpr, env: Env) -> Any:
         c = self.eval(e.cond, env)

@@ -14,8 +14,8 @@ from ..ir import Loc, Node, ScopeFrame
 from ..lang import ast as A
 from ..ops import OPS, OpDef, ShapeError
 from ..source import Span
-from .budget import limit_hint
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
+from .budget import limit_hint
 from .evaluate import Env, Evaluator
 from .scope import Scope
 from .values import POISON, LayerSpec, TensorVal, fmt, iter_flat, type_name
