@@ -185,16 +185,16 @@ def test_a_planted_json_entry_is_only_ever_a_miss(tmp_path: Path, monkeypatch: p
 def test_a_20000_line_spec_ends_fast_with_a_located_error(tmp_path: Path) -> None:
     f = tmp_path / "big.arch"
     f.write_text(H + "".join(f"    l{i}: conv2d(8, 3, padding=1)\n" for i in range(20_000)))
-    t = time.perf_counter()
+    t = time.process_time()                                       # CPU time: the machine may be shared
     code, _, err = check(str(f))
-    assert time.perf_counter() - t < 2.0
+    assert time.process_time() - t < 2.0
     assert code == 1
     assert err.splitlines()[0] == f"{f}:7523:22: error: the file is longer than 262,144 bytes"
     short = tmp_path / "short.arch"                               # short lines: the line count stops it
     short.write_text(H + "    relu\n" * 20_000)
-    t = time.perf_counter()
+    t = time.process_time()
     code, _, err = check(str(short))
-    assert time.perf_counter() - t < 2.0
+    assert time.process_time() - t < 2.0
     assert (code, err.splitlines()[0]) == (1, f"{short}:5001:1: error: the file has 20,002 lines, more than 5,000")
 
 
@@ -202,18 +202,20 @@ def test_tokens_are_budgeted_for_the_spec_and_its_imports_together(tmp_path: Pat
     many = "    x = [" + "\n".join("1+1+1+1+1+1+1+1+1+1," for _ in range(1600)) + "]\n"   # ~32,000 tokens
     f = tmp_path / "dense.arch"
     f.write_text(H + many)
-    t = time.perf_counter()
+    t = time.process_time()
     code, _, err = check(str(f))
-    assert time.perf_counter() - t < 2.0
+    assert time.process_time() - t < 2.0
     assert code == 1 and re.match(rf"{re.escape(str(f))}:\d+:\d+: error: more than 30,000 tokens to parse$",
                                   err.splitlines()[0])
-    # two files of ~20,000 tokens each: each is within the budget, together they are not
-    half = "    x = [" + "\n".join("1+1+1+1+1+1+1+1+1+1," for _ in range(1000)) + "]\n"
-    (tmp_path / "a.arch").write_text("block A:\n" + half.replace("    x =", "    _x =") + "    relu\n")
-    (tmp_path / "main.arch").write_text('import "a.arch"\n' + H + half.replace("    x =", "    _x =") + "    A\n")
-    code, _, err = check(str(tmp_path / "main.arch"))
-    assert code == 1 and "more than 30,000 tokens to parse" in err
-    assert check("--limit", "max_source_tokens=50000", str(tmp_path / "main.arch"))[0] == 0
+    # two files of ~1,000 tokens each: each is within a budget of 1,500, together they are not
+    half = "    _x = [" + "\n".join("1+1+1+1+1+1+1+1+1+1," for _ in range(50)) + "]\n"
+    (tmp_path / "a.arch").write_text("block A:\n" + half + "    relu\n")
+    (tmp_path / "main.arch").write_text('import "a.arch"\n' + H + half + "    A\n")
+    code, _, err = check("--limit", "max_source_tokens=1500", str(tmp_path / "a.arch"))
+    assert code == 0
+    code, _, err = check("--limit", "max_source_tokens=1500", str(tmp_path / "main.arch"))
+    assert code == 1 and re.match(r".*a\.arch:\d+:\d+: error: more than 1,500 tokens to parse$", err.splitlines()[0])
+    assert check("--limit", "max_source_tokens=3000", str(tmp_path / "main.arch"))[0] == 0
 
 
 def test_the_excerpt_of_a_1mb_line_is_bounded(tmp_path: Path) -> None:
@@ -413,9 +415,9 @@ def test_any_file_name_and_text_give_a_clean_result(tmp_path: Path, name: str, t
         f.write_text(text, encoding="utf-8", errors="surrogatepass")
     except (OSError, UnicodeError):
         return                                                     # the OS refuses such a name: nothing to test
-    t = time.perf_counter()
+    t = time.process_time()
     code, _, _ = check(str(f))
-    assert code in (0, 1) and time.perf_counter() - t < 2.0
+    assert code in (0, 1) and time.process_time() - t < 2.0
     f.unlink()
 
 
