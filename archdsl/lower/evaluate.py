@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, get_args
 
 from ..errors import Diagnostic, Reporter, did_you_mean
@@ -73,7 +74,7 @@ class Env:
         return [*self.vars, *self.ns.blocks, *OPS, *MULTI_OUTPUT_OPS, *BUILTINS, *CONSTANTS]
 
 
-class Evaluator:
+class Evaluator(ABC):
     """Evaluates expressions; the elaborator (:class:`~.elaborate.Lowerer`) builds on it."""
 
     def __init__(self, program: Program, reporter: Reporter, limits: Limits):
@@ -83,9 +84,9 @@ class Evaluator:
         self.budget = Budget(limits)
 
     # ------------------------------------------------------------------ hooks for the elaborator
+    @abstractmethod
     def combine(self, kind: str, tensors: list[TensorVal], kwargs: dict[str, tuple[Any, Span]], span: Span) -> Any:
         """``add(a, b)`` over named tensors: a merge node (made by the elaborator)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------ diagnostics
     def err(self, msg: str, span: Span | None, hint: str | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _same, broadcast,
+from .core import (MOD, REQUIRED, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _same, broadcast,
                    register)
 from .tensor import _dims_lit, _dims_norm, _norm_dim, _reduce_shape
 
@@ -88,7 +88,7 @@ def _roll_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in shifts):
         raise ShapeError(f"roll shifts must be integers, got {a['shifts']}", arg="shifts")
     if len(shifts) != len(dims):
-        raise ShapeError(f"roll: {len(shifts)} shifts for {len(dims)} dims", arg="shifts",
+        raise ShapeError(f"roll has {len(shifts)} shifts for {len(dims)} dims", arg="shifts",
                          hint="give one shift per dim, e.g. roll([-3, -3], [1, 2])")
     norm = tuple(_norm_dim(d, len(shapes[0]), "roll", "dims") for d in dims)
     a["shifts"], a["dims"] = tuple(shifts), norm
@@ -197,7 +197,7 @@ def _parameter_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
 
 def _parameter_ctor(e: EmitArgs) -> Expr:
     a = e.args
-    full = Lit((1, *a["shape"]), "shape")
+    full = Lit((1, *a["shape"]) if a["batch_dim"] else tuple(a["shape"]), "shape")
     init = a["init"]
     if init == "zeros":
         return ("nn.Parameter(torch.zeros(", full, "))")
@@ -209,13 +209,34 @@ def _parameter_ctor(e: EmitArgs) -> Expr:
 
 
 def _parameter_emit(e: EmitArgs) -> Expr:
-    # stored with a leading 1 (timm's (1, 1, D) cls_token); expanded over the batch of the tensor it is
-    # made beside, so it concatenates with batched tensors and broadcasts in math (expand is a view)
+    if not e.args["batch_dim"]:
+        # stored as given (GRN's (C,)): torch broadcasts it from the right, like a bias
+        return (MOD,)
+    # stored with a leading 1 (timm's (1, 1, D) cls_token), expanded over the batch of the block's input so
+    # it concatenates with batched tensors (expand is a view, no copy)
     return (MOD, ".expand(", In(0), ".shape[0]", ", -1" * len(e.shape), ")")
+
+
+_SCALAR = {"add": (In(0), " + ", "v"), "sub": (In(0), " - ", "v"), "rsub": ("v", " - ", In(0)),
+           "div": (In(0), " / ", "v"), "rdiv": ("v", " / ", In(0))}
+
+
+def _scalar_emit(e: EmitArgs) -> Expr:
+    v = Lit(e.args["value"], "value")
+    return tuple(v if p == "v" else p for p in _SCALAR[e.args["op"]])
+
+
+def _scalar_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if a["op"] in ("div",) and a["value"] == 0:
+        raise ShapeError("division of a tensor by zero", arg="value")
+    return shapes[0]
 
 
 _A = ArgSpec
 register(
+    OpDef("scalar", "math", [_A("op", "str", REQUIRED, tuple(_SCALAR)), _A("value", "float")], _scalar_shape,
+          "A tensor and a number: 't + 1e-6', 't - k', 'k - t', 't / k', 'k / t' between a named tensor and a number "
+          "are this op (t * k is scale(k)).", key_args=("op", "value"), emit=_scalar_emit, traits=_ELEMENTWISE),
     OpDef("sub", "math", [], _binary_shape("sub"), "a - b of two named tensors (broadcasting): sub(a, b) or a - b.",
           arity=2, emit=lambda e: (In(0), " - ", In(1))),
     OpDef("div", "math", [], _binary_shape("div"), "a / b of two named tensors (broadcasting): div(a, b) or a / b.",
@@ -272,11 +293,14 @@ register(
           "mask. MACs are the two matmuls, as fvcore counts attention written as matmuls.",
           arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, traits=_LAYOUT),
     OpDef("parameter", "parameter",
-          [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02)],
+          [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02),
+           _A("batch_dim", "bool", True)],
           lambda s, a: a["shape"],
           "A learnable tensor of the given per-sample shape, bound to a name that is its state_dict key: "
           "cls_token = parameter([1, 192]) is stored as (1, 1, 192) and expanded over the batch; usable in "
-          "math (x + pos_embed) and concat(cls_token, x, dim=1).",
+          "math (x + pos_embed) and concat(cls_token, x, dim=1). batch_dim=false stores the shape as given, "
+          "broadcast from the right like a bias (parameter([C], batch_dim=false) is (C,); not for concat). "
+          "init: zeros, ones, normal(std), trunc_normal(std).",
           params=lambda s, a: math.prod(a["shape"]), stateful=True, arity=0, normalize=_parameter_norm,
           key_args=("shape", "init"), ctor=_parameter_ctor, emit=_parameter_emit, traits={"parameter"}),
 )

@@ -21,7 +21,7 @@ _ALIGNABLE = ("bilinear", "bicubic")
 
 def _check_align(a: dict[str, Any], what: str) -> None:
     if a["align_corners"] is not None and a["mode"] not in _ALIGNABLE:
-        raise ShapeError(f"{what}: align_corners applies only to mode \"bilinear\" or \"bicubic\", not "
+        raise ShapeError(f"{what} align_corners applies only to mode \"bilinear\" or \"bicubic\", not "
                          f"\"{a['mode']}\"", arg="align_corners", hint="leave align_corners out (none)")
 
 
@@ -137,7 +137,7 @@ def _shuffle_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     if r < 1:
         raise ShapeError(f"pixel_shuffle upscale_factor={r} must be positive", arg="upscale_factor")
     if c % (r * r):
-        raise ShapeError(f"pixel_shuffle: {c} channels are not a multiple of upscale_factor**2 = {r * r}",
+        raise ShapeError(f"pixel_shuffle needs channels that are a multiple of upscale_factor**2 = {r * r}, got {c}",
                          arg="upscale_factor", hint=f"the input here is {list(shapes[0])}")
     return (c // (r * r), h * r, w * r)
 
@@ -148,7 +148,7 @@ def _unshuffle_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     if r < 1:
         raise ShapeError(f"pixel_unshuffle downscale_factor={r} must be positive", arg="downscale_factor")
     if h % r or w % r:
-        raise ShapeError(f"pixel_unshuffle: the {h}x{w} input is not divisible by downscale_factor={r}",
+        raise ShapeError(f"pixel_unshuffle needs H and W divisible by downscale_factor={r}, got {h}x{w}",
                          arg="downscale_factor", hint=f"the input here is {list(shapes[0])}")
     return (c * r * r, h // r, w // r)
 
