@@ -433,3 +433,21 @@ def test_odd_line_separators_do_not_shift_the_excerpt(tmp_path: Path) -> None:
     g.write_bytes((H + "    relu(\n").replace("\n", "\r\n").encode())
     code, _, err = check(str(g))
     assert code == 1 and err.splitlines()[:2] == [f"{g}:3:9: error: '(' is never closed", "        relu("]
+
+
+def test_a_cached_ast_passes_the_same_depth_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry that decodes to a well-typed but too deep AST (planted, or cached under laxer limits)
+    is refused like a fresh parse, before anything walks it recursively."""
+    monkeypatch.delenv("ARCHDSL_NO_CACHE", raising=False)
+    monkeypatch.setenv("ARCHDSL_CACHE_DIR", str(tmp_path / "c"))
+    astcache._MEMO.clear()
+    src = Source(OK, "deep.arch")
+    deep = parser._parse_uncached(Source(H + "    x = " + "[" * 70 + "]" * 70 + "\n", "deep.arch"),
+                                  archdsl.Limits(max_nesting=100))
+    key = astcache.cache_key(src, parser._grammar_digest(), parser._bounds_salt(archdsl.Limits()))
+    entry = cache_dir("ast") / key[:2] / key
+    entry.parent.mkdir()
+    entry.write_text(astcache.encode(deep))
+    with pytest.raises(ArchError) as e:
+        parser.parse(src)
+    assert e.value.errors[0].message == "the expression nests too deeply"

@@ -1,6 +1,7 @@
 """The .arch abstract syntax tree: plain dataclasses, each carrying its source span."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Union
 
@@ -23,16 +24,26 @@ class Node:
 
     def children(self) -> Iterator["Node"]:
         """The direct child nodes, in field order (through lists and tuples, e.g. ``IfStmt.branches``)."""
-        for f in fields(self):
-            yield from _nodes_in(getattr(self, f.name))
+        out: list[Node] = []
+        for name in _field_names(type(self)):
+            _collect(getattr(self, name), out)
+        return iter(out)
 
 
-def _nodes_in(value: Any) -> Iterator[Node]:
+@functools.lru_cache(maxsize=None)
+def _field_names(cls: type) -> tuple[str, ...]:
+    """The fields that can hold nodes (not the span, not plain strings): looked up once per class."""
+    return tuple(f.name for f in fields(cls) if f.name not in ("span", "name_span", "label_span", "op_span",
+                                                               "reference_span", "path"))
+
+
+def _collect(value: Any, out: list[Node]) -> None:
     if isinstance(value, Node):
-        yield value
+        out.append(value)
     elif isinstance(value, (list, tuple)):
         for v in value:
-            yield from _nodes_in(v)
+            if isinstance(v, (Node, list, tuple)):
+                _collect(v, out)
 
 
 def walk(root: "Node | SpecFile") -> Iterator[tuple[Node, int]]:

@@ -396,6 +396,8 @@ def parse(source: Source, limits: Limits | None = None) -> A.SpecFile:
     if spec is None:
         spec = _parse_uncached(source, limits)
         astcache.put(key, spec)
+    else:  # a cached AST passes the same depth check as a fresh one (the cache is data, not trust)
+        check_ast_depth(spec, source, limits)
     return spec
 
 
