@@ -52,15 +52,30 @@ class Signature:
         return {"op": self.name, "block": f"block {self.name}", "network": f"network '{self.name}'"}[self.kind]
 
 
+# Signatures by the identity of what they describe (an op's ArgSpec list, a BlockDef), built once: binding
+# runs for every layer. The key object is kept beside the signature so its id cannot be reused.
+_SIGNATURES: dict[int, tuple[Any, Signature]] = {}
+
+
 def op_signature(name: str, spec: list[ArgSpec]) -> Signature:
-    return Signature("op", name, tuple(Slot(a.name, a.default is REQUIRED, None if a.default is REQUIRED
-                                            else a.default) for a in spec))
+    hit = _SIGNATURES.get(id(spec))
+    if hit is not None and hit[0] is spec and hit[1].name == name:
+        return hit[1]
+    sig = Signature("op", name, tuple(Slot(a.name, a.default is REQUIRED, None if a.default is REQUIRED
+                                           else a.default) for a in spec))
+    _SIGNATURES[id(spec)] = (spec, sig)
+    return sig
 
 
 def block_signature(b: A.BlockDef) -> Signature:
+    hit = _SIGNATURES.get(id(b))
+    if hit is not None and hit[0] is b:
+        return hit[1]
     kind: Literal["block", "network"] = "network" if isinstance(b, A.NetworkDef) else "block"
-    return Signature(kind, b.name, tuple(Slot(p.name, p.default is None, p.default) for p in b.params),
-                     b.name_span)
+    sig = Signature(kind, b.name, tuple(Slot(p.name, p.default is None, p.default) for p in b.params),
+                    b.name_span)
+    _SIGNATURES[id(b)] = (b, sig)
+    return sig
 
 
 def network_signature(net: A.NetworkDef) -> Signature:
@@ -177,7 +192,7 @@ def _check_type(a: ArgSpec, v: Any) -> str | None:
         want = "an integer or a list of integers"
     if not ok:
         return f"'{a.name}' must be {want}, got {type_name(v)} {fmt(v)}"
-    bad = non_finite(v)
+    bad = non_finite(v) if isinstance(v, (float, list)) else None
     if bad is not None:   # generated code would read 'inf' / 'nan' as names
         return f"'{a.name}' must be a finite number, got {bad}"
     if a.choices is not None and v not in a.choices:

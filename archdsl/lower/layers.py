@@ -7,6 +7,7 @@ live in :class:`.elaborate.Lowerer`, which it calls through the methods declared
 """
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 from ..errors import ArchError, Diagnostic
@@ -30,26 +31,32 @@ class LayerApplier(Evaluator):
     total_params: int
 
     # ------------------------------------------------------------------ provided by the elaborator
+    @abstractmethod
     def name_in(self, scope: Scope, label: str | None, span: Span | None) -> str:
-        raise NotImplementedError
+        """The next name in ``scope`` for a layer (its label, checked, or its position)."""
 
+    @abstractmethod
     def claim(self, path: str, span: Span, what: str) -> None:
-        raise NotImplementedError
+        """Reserve the module path ``path`` (an error when it is taken or clashes)."""
 
+    @abstractmethod
     def new_node(self, op: str, args: dict[str, Any], inputs: list[int], in_shapes: list[tuple[int, ...]],
                  shape: tuple[int, ...], name: str, module: str | None, span: Span | None,
                  frames: list[ScopeFrame], label: str | None = None) -> Node:
-        raise NotImplementedError
+        """Add a node to the graph (counted against ``Limits.max_nodes``)."""
 
+    @abstractmethod
     def loc(self, span: Span | None) -> Loc | None:
-        raise NotImplementedError
+        """The IR location of ``span``."""
 
+    @abstractmethod
     def node(self, nid: int) -> Node:
-        raise NotImplementedError
+        """The graph node ``nid``."""
 
+    @abstractmethod
     def exec_body(self, stmts: list[A.Stmt], env: Env, cur: Any, scope: Scope,
                   outputs: list[tuple[str, Span]] | None = None) -> Any:
-        raise NotImplementedError
+        """Run a block body's statements from the tensor ``cur``; the value they end with."""
 
     # ------------------------------------------------------------------ binding
     def bind_op(self, fname: str, spec: list[Any], args: list[tuple[Any, Span]],

@@ -12,6 +12,7 @@ the generated model's own attributes.
 from __future__ import annotations
 
 import builtins
+import functools
 import keyword
 import re
 import unicodedata
@@ -80,6 +81,7 @@ def _bad_char(name: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)   # pure, and called for every label of every layer
 def check_identifier(name: str, kind: NameKind = "label") -> NameProblem | None:
     """None when ``name`` is safe as a ``kind`` in generated Python, otherwise why it is not.
 
