@@ -17,14 +17,19 @@ from .ir import Graph
 from .limits import Limits
 from .pipeline import compile_graph, generate_source
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
+from .plugins import load_plugins, register_op
 
-__all__ = ["build", "graph", "source", "deploy", "ArchError", "Diagnostic", "Graph", "Limits", "__version__"]
+__all__ = ["build", "graph", "source", "deploy", "register_op", "load_plugins", "ArchError", "Diagnostic", "Graph",
+           "Limits", "__version__"]
 from ._version import __version__
 
 
 def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
-          **params: Any) -> Graph:
-    """Parse, expand and shape-check ``spec``; return the annotated graph IR (no torch needed)."""
+          plugins: list[str] | None = None, **params: Any) -> Graph:
+    """Parse, expand and shape-check ``spec``; return the annotated graph IR (no torch needed).
+
+    ``plugins``: modules or ``.py`` files defining ops (:func:`register_op`) to load first."""
+    load_plugins(plugins or (), env=False)
     return compile_graph(spec, params, input_shape=input_shape, limits=limits)
 
 
@@ -44,15 +49,17 @@ def deploy(module: Any, **kwargs: Any) -> Any:
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
-          backends: str | None = None, batch: int = 1, **params: Any) -> Any:
+          backends: str | None = None, batch: int = 1, plugins: list[str] | None = None, **params: Any) -> Any:
     """Compile ``spec`` (a path, ``path:network``, or spec text) into a ``torch.nn.Module``.
 
     Keyword arguments override the network's parameters, e.g. ``num_classes=10``.
     ``backends`` (``"auto"``, ``"autotune"`` or a backend name) swaps every conv for the selected kernel
     backend, chosen for a CPU float32 input of ``batch`` samples (see :mod:`archdsl.backends`; for another
     device or dtype call ``archdsl.backends.apply`` on the moved model instead).
+    ``plugins`` (modules or ``.py`` files that register ops, see docs/extending.md) are loaded first.
     Raises :class:`ArchError` with every problem found if the spec is invalid.
     """
+    load_plugins(plugins or (), env=False)
     g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
     from .codegen.build import instantiate  # torch is imported only when a module is built
     model = instantiate(g, _source_with_params(spec, params, g, input_shape, limits))

@@ -32,6 +32,18 @@ SetOpt = typer.Option([], "--set", help="override a network parameter: --set num
 LimitOpt = typer.Option([], "--limit", help="raise or lower a resource bound: --limit max_nodes=50000 "
                         "(repeatable; names: " + ", ".join(Limits.names()) + ")")
 OutsideOpt = typer.Option(False, "--allow-outside", help="let imports leave the spec's directory tree")
+PluginOpt = typer.Option([], "--plugin", help="load a Python module or .py file that registers ops "
+                         "(repeatable; also ARCHDSL_PLUGINS; see docs/extending.md)")
+
+
+def _load_plugins(refs: list[str]) -> None:
+    """Load ARCHDSL_PLUGINS and --plugin: a plugin that is missing or raises is one line and exit 1."""
+    from .plugins import load_plugins
+    try:
+        load_plugins(refs)
+    except ArchError as e:
+        err.print(f"archc: error: {e.diagnostics[0].message}", markup=False)
+        raise typer.Exit(1)
 
 
 def _print_diags(diags: list[Diagnostic]) -> None:
@@ -133,7 +145,8 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
           strict: bool = typer.Option(False, "--strict", help="treat warnings as errors (same as -W error)"),
           warn_as: Optional[str] = typer.Option(None, "-W", help="'-W error': treat warnings as errors"),
           limit: List[str] = LimitOpt,
-          allow_outside: bool = OutsideOpt) -> None:
+          allow_outside: bool = OutsideOpt,
+          plugin: List[str] = PluginOpt) -> None:
     """Check specs: parse, expand and shape-check every network. Exit 1 on any error.
 
     Warnings (unused values, dead layers, windows that skip input pixels) are printed but do not
@@ -141,6 +154,7 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
     """
     def run() -> int:
         t = time.perf_counter()
+        _load_plugins(plugin)
         if warn_as is not None and warn_as != "error":
             raise ArchError(f"-W expects 'error', got '{warn_as}'", None, hint="write -W error (or --strict)")
         diags, count = check_paths(specs, limits=_limits(limit), params=parse_set(set_),
@@ -240,11 +254,12 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
                                       "the backend plan"),
             device: str = typer.Option("cpu", "--device", help="device type for the backend plan: cpu or cuda"),
             depth: Optional[int] = typer.Option(None, "--depth", min=0, help="show the block hierarchy down to "
-                                                "this many levels, each block with its totals (1: stem/stages/head)")
-            ) -> None:
+                                                "this many levels, each block with its totals (1: stem/stages/head)"),
+            plugin: List[str] = PluginOpt) -> None:
     """Per-layer table (name, op, input and output shapes, kernel, params, MACs, receptive field,
     connected-to) and totals: trainable/non-trainable/buffers, activation memory at --batch/--dtype."""
     def run() -> int:
+        _load_plugins(plugin)
         g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
                           allow_outside=allow_outside)
         data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
@@ -281,9 +296,11 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
              fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="with --deploy: fold BatchNorms "
                                           "(--keep-bn fuses only reparam groups, e.g. RepLKNet's official form)"),
              channels_last: bool = typer.Option(False, "--channels-last", help="with --deploy: convert the input "
-                                                "to channels-last in forward")) -> None:
+                                                "to channels-last in forward"),
+             plugin: List[str] = PluginOpt) -> None:
     """Write the generated PyTorch source (depends only on torch). On any error nothing is written."""
     def run() -> int:
+        _load_plugins(plugin)
         if "\n" not in spec:
             _check_destination(output, "output", protect=(_spec_file(spec),))
         g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
@@ -313,13 +330,15 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorms (--keep-bn fuses "
                                          "only reparam groups, e.g. RepLKNet's official deploy keys)"),
             source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py"),
-            limit: List[str] = LimitOpt) -> None:
+            limit: List[str] = LimitOpt,
+            plugin: List[str] = PluginOpt) -> None:
     """Convert trained train-form weights into the deploy form (matching 'archc compile --deploy').
 
     The weights are read and checked (size, keys, shapes, dtypes, finite values) before anything is
     built, and both outputs are checked before either is written: on any error nothing is written.
     """
     def run() -> int:
+        _load_plugins(plugin)
         protect = (weights,) if "\n" in spec else (_spec_file(spec), weights)
         _check_destination(output, "output", protect=protect)
         if source is not None:
@@ -401,10 +420,12 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
                                         "(also chosen by a .html output)"),
            set_: List[str] = SetOpt,
            limit: List[str] = LimitOpt,
-           allow_outside: bool = OutsideOpt) -> None:
+           allow_outside: bool = OutsideOpt,
+           plugin: List[str] = PluginOpt) -> None:
     """Draw the architecture: blocks as nested clusters, edges labelled with tensor shapes."""
     def run() -> int:
-        from .render import write_diagram  # graphviz is needed only here; torch never is
+        from .render import write_diagram  # graphviz is needed only here; torch never is (but a plugin may)
+        _load_plugins(plugin)
 
         limits = _limits(limit)
         g = compile_graph(spec, parse_set(set_), limits=limits, allow_outside=allow_outside)

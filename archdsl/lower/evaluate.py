@@ -149,8 +149,10 @@ class Evaluator(ABC):
         hint = did_you_mean(n, env.names())
         if n in ("True", "False", "None"):
             hint = f"write {n.lower()}"
-        return self.err(f"unknown name '{n}'", e.span, hint=hint or "define it with 'name = ...', or import the "
-                        "block that defines it")
+        # no near miss: it may be an op a Python plugin registers, which only whoever runs archc can load
+        return self.err(f"unknown name '{n}'", e.span, hint=hint or "define it with 'name = ...', import the "
+                        "block that defines it, or, if a Python plugin registers it as an op, load the plugin: "
+                        "archc ... --plugin FILE.py (or ARCHDSL_PLUGINS=FILE.py)")
 
     def _input_ref(self, e: A.InputRef, env: Env) -> Any:
         if env.in_shape is None:

@@ -52,6 +52,7 @@ class ArgType(str, Enum):
     PADDING = "padding"       # an integer, a pair, "same" or "valid"
     LIST = "list"
     DIMS = "dims"             # one dim or a non-empty list of dims
+    ANY = "any"               # any value a spec can write (a plugin op's untyped argument)
 
     def __str__(self) -> str:
         return self.value

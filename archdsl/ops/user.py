@@ -1,0 +1,284 @@
+"""User ops: an :class:`~archdsl.ops.core.OpDef` made from a Python factory (torch-free registry side).
+
+:func:`archdsl.plugins.register_op` (the public entry, which may import torch) describes a plugin op as a
+:class:`UserOp` and calls :func:`register_user_op`; this module turns it into an ordinary ``OpDef``, so
+lowering, checking, summaries, rendering and code generation treat it like a built-in:
+
+- the op's arguments are the factory's parameters after ``in_shape`` (names, defaults, and a type taken
+  from an ``int``/``float``/``bool``/``str`` annotation; anything else is :attr:`ArgType.ANY`);
+- its shape rule calls the plugin's functions once per distinct (input shape, arguments) and keeps the
+  output shape, parameter count and MACs together, so an exception raised by plugin code (a factory, a
+  shape function, a meta-device forward) becomes one :class:`ShapeError`, which lowering reports at the
+  spec line that called the op;
+- code generation constructs the module as ``<alias>.<factory>(<in_shape>, <args>)`` with every value a
+  :class:`Lit`/:class:`Kw` piece (rendered with a checked ``repr``), and imports the plugin module through
+  a :data:`~archdsl.ops.tensor.HELPERS` entry ``import <module> as <alias>``. The module and factory names
+  come from the Python object the plugin registered, never from spec text, and are checked to be
+  identifiers before they are written.
+"""
+from __future__ import annotations
+
+import inspect
+import keyword
+import re
+import sys
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ArchError
+from .core import OPS, REQUIRED, ArgSpec, ArgType, EmitArgs, Expr, Kw, Lit, OpDef, ShapeError, Shape, register
+from .tensor import HELPERS
+
+__all__ = ["UserOp", "PYTHON_DEFAULT", "register_user_op", "unregister_user_op", "user_ops", "factory_args",
+           "import_alias"]
+
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+_CACHE_MAX = 4096   # distinct (input shape, arguments) results kept per op
+
+
+class _PythonDefault:
+    """The default of a factory parameter that a spec cannot write (an object, a class): left to Python."""
+
+    def __repr__(self) -> str:
+        return "<python default>"
+
+
+#: Stands for a factory default that is not a spec value; such an argument is passed only when given.
+PYTHON_DEFAULT: Any = _PythonDefault()
+
+Result = tuple[Shape, int, int]   # output shape, parameter count, MACs
+Infer = Callable[["UserOp", Shape, tuple[Any, ...], dict[str, Any]], Result]
+
+
+@dataclass
+class UserOp:
+    """A plugin op: the factory and the optional shape/params/macs functions the plugin gave.
+
+    ``infer(op, in_shape, args, kwargs)`` is what the shape rule calls: :mod:`archdsl.plugins` supplies one
+    that uses the plugin's functions and falls back to the ``meta`` device. ``positional`` names the
+    factory's positional-only parameters (passed by position, in order)."""
+
+    name: str
+    factory: Callable[..., Any]
+    infer: Infer
+    args: list[ArgSpec]
+    positional: tuple[str, ...] = ()
+    shape: Callable[..., Any] | None = None
+    params: Callable[..., Any] | None = None
+    macs: Callable[..., Any] | None = None
+    doc: str = ""
+    family: str = "plugin"
+    _cache: dict[str, Result] = field(default_factory=dict, repr=False)
+
+    @property
+    def module(self) -> str:
+        return str(getattr(self.factory, "__module__", "") or "")
+
+    @property
+    def qualname(self) -> str:
+        return str(getattr(self.factory, "__qualname__", "") or getattr(self.factory, "__name__", ""))
+
+    def where(self) -> str:
+        """``attention.ECA`` style: what the hints name."""
+        return f"{self.module}.{self.qualname}" if self.module else self.qualname
+
+    def call_args(self, bound: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The factory's positional and keyword arguments for bound spec values (lists become tuples, the
+        form generated code writes them in; unset Python defaults are left out)."""
+        vals = {k: _as_python(v) for k, v in bound.items() if v is not PYTHON_DEFAULT}
+        pos = tuple(vals.pop(k) for k in self.positional if k in vals)
+        return pos, vals
+
+
+_USER: dict[str, UserOp] = {}
+
+
+def user_ops() -> dict[str, UserOp]:
+    """The registered plugin ops by name (a copy)."""
+    return dict(_USER)
+
+
+def _as_python(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_as_python(x) for x in v)
+    return v
+
+
+def _is_data(v: Any, depth: int = 0) -> bool:
+    """A value a spec can write and generated code can spell with ``repr``."""
+    if v is None or isinstance(v, (bool, int, str)):
+        return True
+    if isinstance(v, float):
+        return v == v and v not in (float("inf"), float("-inf"))
+    if isinstance(v, (list, tuple)) and depth < 8:
+        return all(_is_data(x, depth + 1) for x in v)
+    return False
+
+
+def _dotted(name: str) -> bool:
+    return bool(name) and all(_IDENT.match(p) and not keyword.iskeyword(p) for p in name.split("."))
+
+
+def import_alias(module: str) -> str:
+    """The name generated code imports plugin ``module`` as (``_plugin_attention``)."""
+    return "_plugin_" + module.replace(".", "__")
+
+
+_ANNOTATED = {int: ArgType.INT, float: ArgType.FLOAT, bool: ArgType.BOOL, str: ArgType.STR,
+              "int": ArgType.INT, "float": ArgType.FLOAT, "bool": ArgType.BOOL, "str": ArgType.STR}
+
+
+def factory_args(name: str, factory: Callable[..., Any]) -> tuple[list[ArgSpec], tuple[str, ...]]:
+    """The op's arguments: the factory's parameters after ``in_shape`` (for a class, its ``__init__``'s).
+
+    Raises ValueError for a factory a spec could not call: no ``in_shape`` parameter, ``*args``/``**kwargs``
+    (a spec call is checked against named parameters), or a parameter name that is not an identifier."""
+    target = factory.__init__ if inspect.isclass(factory) else factory   # type: ignore[misc]
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"op {name!r}: cannot read the signature of {factory!r}: {e}") from None
+    ps = list(sig.parameters.values())
+    if inspect.isclass(factory) and ps and ps[0].name == "self":
+        ps = ps[1:]
+    if not ps or ps[0].kind not in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
+        raise ValueError(f"op {name!r}: the factory must take the input shape as its first parameter "
+                         "(factory(in_shape, ...))")
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:   # unresolvable annotations: the arguments are simply untyped
+        hints = {}
+    specs: list[ArgSpec] = []
+    positional: list[str] = []
+    for p in ps[1:]:
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            raise ValueError(f"op {name!r}: the factory takes *{p.name}; a spec call is checked against named "
+                             "parameters, so list them (or wrap the class in a factory function that does)")
+        if not _IDENT.match(p.name):
+            raise ValueError(f"op {name!r}: parameter {p.name!r} is not an ASCII identifier")
+        if p.kind is inspect.Parameter.POSITIONAL_ONLY:
+            positional.append(p.name)
+        if p.default is inspect.Parameter.empty:
+            default: Any = REQUIRED
+        elif _is_data(p.default):
+            default = list(p.default) if isinstance(p.default, tuple) else p.default
+        else:
+            default = PYTHON_DEFAULT
+        ann = hints.get(p.name, p.annotation)
+        t = _ANNOTATED.get(ann, ArgType.ANY) if isinstance(ann, (type, str)) else ArgType.ANY
+        if t is not ArgType.ANY and default not in (REQUIRED, PYTHON_DEFAULT) and not _type_ok(t, default):
+            t = ArgType.ANY   # e.g. 'k: int = None': the annotation does not cover the default
+        specs.append(ArgSpec(p.name, t, default, doc=f"argument of {name}"))
+    return specs, tuple(positional)
+
+
+def _type_ok(t: ArgType, v: Any) -> bool:
+    if t is ArgType.BOOL:
+        return isinstance(v, bool)
+    if t is ArgType.INT:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t is ArgType.FLOAT:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, str)
+
+
+def _key(in_shape: Shape, bound: dict[str, Any]) -> str:
+    return repr((tuple(in_shape), sorted((k, repr(v)) for k, v in bound.items())))
+
+
+def _evaluate(op: UserOp, shapes: list[Shape], bound: dict[str, Any]) -> Result:
+    """(output shape, params, MACs) of ``op`` at this input and these arguments, computed once."""
+    key = _key(shapes[0], bound)
+    hit = op._cache.get(key)
+    if hit is not None:
+        return hit
+    for a in op.args:
+        v = bound.get(a.name)
+        if v is not PYTHON_DEFAULT and not _is_data(v):
+            raise ShapeError(f"argument '{a.name}' must be a number, string, bool, none or a list of them",
+                             arg=a.name)
+    pos, kw = op.call_args(bound)
+    try:
+        res = op.infer(op, tuple(shapes[0]), pos, kw)
+    except ShapeError:
+        raise
+    except Exception as e:   # plugin code: reported at the spec line that called the op, not as a traceback
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ShapeError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__,
+                         hint=f"raised by plugin op '{op.name}' ({op.where()})") from None
+    if len(op._cache) >= _CACHE_MAX:
+        op._cache.clear()
+    op._cache[key] = res
+    return res
+
+
+def _checked_names(op: UserOp) -> tuple[str, str]:
+    """The module and factory names generated code will spell, checked; ArchError when not importable."""
+    mod, qual = op.module, op.qualname
+    if not _dotted(mod) or not _dotted(qual) or "<locals>" in qual:
+        raise ArchError(f"plugin op '{op.name}': {op.where()} cannot be imported by generated code",
+                        None, hint="define the factory at the top level of an importable module")
+    obj: Any = sys.modules.get(mod)
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    if obj is not op.factory:
+        raise ArchError(f"plugin op '{op.name}': {mod}.{qual} is not the registered factory",
+                        None, hint="register the object the module defines under that name")
+    return mod, qual
+
+
+def _ctor(op: UserOp) -> Callable[[EmitArgs], Expr]:
+    def ctor(e: EmitArgs) -> Expr:
+        mod, qual = _checked_names(op)
+        pieces: list[Any] = [f"{import_alias(mod)}.{qual}(", Lit(tuple(e.in_shapes[0]), "in_shape")]
+        for a in op.args:
+            v = e.args.get(a.name, PYTHON_DEFAULT)
+            if v is PYTHON_DEFAULT:
+                continue
+            if a.name in op.positional:
+                pieces += [", ", Lit(v, a.name)]
+            elif a.default is REQUIRED:
+                pieces += [f", {a.name}=", Lit(v, a.name)]
+            else:
+                pieces.append(Kw(a.name, v, a.default))
+        pieces.append(")")
+        return tuple(pieces)
+    return ctor
+
+
+def register_user_op(op: UserOp) -> OpDef:
+    """Register ``op`` as an OpDef (replacing an earlier registration of the same name by a plugin)."""
+    if not _IDENT.match(op.name) or keyword.iskeyword(op.name):
+        raise ValueError(f"op name {op.name!r} is not an identifier")
+    if op.name in OPS and op.name not in _USER:
+        raise ValueError(f"'{op.name}' is a built-in op; give the plugin op another name")
+
+    def shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+        return _evaluate(op, shapes, a)[0]
+
+    def params(shapes: list[Shape], a: dict[str, Any]) -> int:
+        return _evaluate(op, shapes, a)[1]
+
+    def macs(shapes: list[Shape], out: Shape, a: dict[str, Any]) -> int:
+        return _evaluate(op, shapes, a)[2]
+
+    mod = op.module
+    d = OpDef(op.name, op.family, op.args, shape, op.doc or f"plugin op ({op.where()})", params=params, macs=macs,
+              stateful=True, ctor=_ctor(op), traits=frozenset({"stateful-module"}),
+              helpers=(f"plugin:{mod}",) if _dotted(mod) else ())
+    if _dotted(mod):
+        HELPERS[f"plugin:{mod}"] = f"import {mod} as {import_alias(mod)}"
+    register(d)
+    _USER[op.name] = op
+    return d
+
+
+def unregister_user_op(name: str) -> None:
+    """Forget plugin op ``name`` (built-in ops cannot be removed)."""
+    op = _USER.pop(name, None)
+    if op is None:
+        raise KeyError(f"no plugin op named {name!r}")
+    OPS.pop(name, None)
+    if not any(o.module == op.module for o in _USER.values()):
+        HELPERS.pop(f"plugin:{op.module}", None)
