@@ -329,6 +329,23 @@ def test_auto_memory_format_is_measured_and_recorded() -> None:
         assert torch.allclose(dep(x), model(x), atol=1e-5)
 
 
+def test_layout_timing_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The timing shows a progress line on a terminal's stderr, and nothing when stderr is not a terminal."""
+    import io
+    model = archdsl.build("network t():\n    input [4, 8, 8]\n    conv2d(4, 3, padding=1)\n").eval()
+    archdsl.deploy(model, repeats=1)
+    assert capsys.readouterr().err == ""
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    tty = Tty()
+    monkeypatch.setattr("sys.stderr", tty)
+    archdsl.deploy(model, repeats=1)
+    assert "deploy: timing" in tty.getvalue()
+
+
 def test_auto_memory_format_times_the_deployment_batch() -> None:
     text = "network t():\n    input [4, 8, 8]\n    conv2d(4, 3, padding=1)\n"
     dep = archdsl.deploy(archdsl.build(text).eval(), repeats=1, batch_size=3)
