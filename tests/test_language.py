@@ -232,9 +232,24 @@ def test_ast_cache_decoder_refuses_anything_but_ast_nodes() -> None:
 
 
 def test_keywords_come_from_the_grammar() -> None:
-    from archdsl.lang.parser import KEYWORDS
+    import re
+
+    from lark.lexer import PatternRE, PatternStr
+
+    from archdsl.lang.parser import KEYWORDS, _parser
     assert KEYWORDS == {"block", "network", "import", "from", "reference", "input", "output", "seq", "reparam",
                         "add", "concat", "mul", "stack", "if", "elif", "else", "for", "in", "and", "or", "not"}
+    # the same words as the built parser's terminals: identifier literals and `(a|b)(?![A-Za-z0-9_])` regexes
+    from_lark: set[str] = set()
+    for term in _parser().terminals:
+        pat = term.pattern
+        if isinstance(pat, PatternStr) and pat.value.isidentifier():
+            from_lark.add(pat.value)
+        elif isinstance(pat, PatternRE):
+            m = re.fullmatch(r"\(?([a-z|]+)\)?\(\?!\[A-Za-z0-9_\]\)", pat.value)
+            if m:
+                from_lark.update(m.group(1).split("|"))
+    assert KEYWORDS == from_lark
 
 
 def test_ast_children_and_walk() -> None:

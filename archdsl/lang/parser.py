@@ -4,8 +4,9 @@
 cache (:mod:`.astcache`, JSON), parses with recovery (:mod:`.syntax_errors`) and transforms Lark's tree
 into the dataclasses of :mod:`.ast`.
 
-The Lark parser is built from the grammar once per process (about 0.1 s) and never loaded from a
-cache file: Lark's own ``cache=True`` is a pickle in the shared temporary directory (issue 11).
+The Lark parser is built from the grammar once per process, at the first parse (about 0.1 s), and
+never loaded from a cache file: Lark's own ``cache=True`` is a pickle in the shared temporary directory
+(issue 11).
 """
 from __future__ import annotations
 
@@ -21,7 +22,6 @@ from typing import Any, Iterator
 from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import VisitError
 from lark.indenter import Indenter
-from lark.lexer import PatternRE, PatternStr
 
 from . import ast as A
 from . import astcache
@@ -65,21 +65,26 @@ def _parser() -> Lark:
 _KEYWORD_RE = re.compile(r"\(?([a-z]+(?:\|[a-z]+)*)\)?\(\?!\[A-Za-z0-9_\]\)")
 
 
-def _keywords(lark: Lark) -> frozenset[str]:
-    """The reserved words, read from the grammar's terminals (so the grammar is the only list)."""
+def _keywords(grammar: str) -> frozenset[str]:
+    """The reserved words, read from the grammar's literals and keyword-shaped regex terminals.
+
+    Read from the text so that importing archdsl does not build the parser (that waits for the first
+    parse); a test checks the result against the terminals of the built Lark parser.
+    """
     words: set[str] = set()
-    for term in lark.terminals:
-        pat = term.pattern
-        if isinstance(pat, PatternStr) and pat.value.isidentifier():
-            words.add(pat.value)
-        elif isinstance(pat, PatternRE):
-            m = _KEYWORD_RE.fullmatch(pat.value)
+    for line in grammar.splitlines():
+        code = line.strip()
+        if code.startswith("//"):
+            continue
+        words.update(w for w in re.findall(r'"([^"\\]*)"', code) if w.isidentifier())
+        for rx in re.findall(r"/((?:[^/\\]|\\.)+)/", re.sub(r'"[^"\\]*"', '""', code)):
+            m = _KEYWORD_RE.fullmatch(rx)
             if m:
                 words.update(m.group(1).split("|"))
     return frozenset(words)
 
 
-KEYWORDS: frozenset[str] = _keywords(_parser())
+KEYWORDS: frozenset[str] = _keywords(grammar_path().read_text(encoding="utf-8"))
 
 
 class _ToAst(Transformer):
