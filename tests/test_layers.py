@@ -37,7 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("__init__",),
     ("cli", "notebook", "hub"),
-    ("pipeline",),
+    ("pipeline", "plugins"),
     ("render", "codegen", "backends"),
     ("passes",),
     ("lower",),
@@ -55,6 +55,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl": "lazy",                      # archdsl.build(..., backends=...)
         "archdsl.cli": "lazy",                  # archc deploy --weights
         "archdsl.hub": "lazy",                  # reading state-dict files, pretrained weights
+        "archdsl.plugins": "lazy",              # a user op's shape/params inferred on the meta device
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
         "archdsl.codegen.weights": "any",       # weight algebra of the deploy rewrites
