@@ -19,11 +19,11 @@ from . import ast as A
 
 __all__ = ["check_source", "count_tokens", "check_ast_depth", "ast_depth_limit"]
 
-# strings and comments are skipped (a bracket inside them does not nest); a newline with the
-# indentation that follows it marks where a line starts
 # roughly the grammar's tokens (comments and line breaks are counted too: they cost the parser as well)
 _TOKEN = re.compile(r"""#[^\n]*|"[^"\n]*"|'[^'\n]*'|[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?"""
                     r"""|\.\d+(?:[eE][-+]?\d+)?|\*\*|//|->|[=!<>]=|\n|[^\s]""")
+# strings and comments are skipped (a bracket inside them does not nest); a newline with the
+# indentation that follows it marks where a line starts
 _SCAN = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|#[^\n]*|[\[\]()]|\n[ \t]*")
 
 
@@ -49,9 +49,8 @@ def check_source(source: Source, limits: Limits) -> None:
         raise ArchError(Diagnostic(f"the file has {n_lines:,} lines, more than {limits.max_source_lines:,}",
                                    Span(source, limits.max_source_lines + 1, 1),
                                    hint=_hint("max_source_lines")))
-    longest = max(range(n_lines), key=lambda i: len(source.lines[i]), default=None)
-    if longest is not None and len(source.lines[longest]) > limits.max_line_length:
-        first = next(i for i, ln in enumerate(source.lines) if len(ln) > limits.max_line_length)
+    first = next((i for i, ln in enumerate(source.lines) if len(ln) > limits.max_line_length), None)
+    if first is not None:
         raise ArchError(Diagnostic(
             f"line {first + 1} has {len(source.lines[first]):,} characters, more than {limits.max_line_length:,}",
             Span(source, first + 1, limits.max_line_length + 1),
