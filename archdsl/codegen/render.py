@@ -196,14 +196,14 @@ class ClassSpec:
                   taken: set[str]) -> str:
         present = [(i, v) for i, v in enumerate(vec) if v is not MISSING]
         for name in block_args[0]:
-            if name in taken or not py_identifier(name):
+            if name in taken or not attr_ok(name) or name in RESERVED_GLOBALS:
                 continue
             if all(name in block_args[i] and _vkey(block_args[i][name]) == _vkey(v) for i, v in present):
                 return name
         if "in_channels" not in taken and all(_vkey(in_ch[i]) == _vkey(v) for i, v in present):
             return "in_channels"
         base = re.sub(r"[^A-Za-z0-9_]", "_", hint).strip("_") or "value"
-        if not py_identifier(base) or base[0].isdigit():
+        if not attr_ok(base) or base[0].isdigit():
             base = "arg_" + base
         return unique(base, taken)
 
