@@ -22,7 +22,7 @@ from typing import get_args
 import pytest
 from typer.testing import CliRunner
 
-from helpers import ROOT
+from helpers import ROOT, run_archc
 
 from archdsl import Limits
 from archdsl.cli import app
@@ -262,6 +262,17 @@ class TestNames:
         res = runner.invoke(app, ["compile", str(main), "-o", str(out)])
         assert res.exit_code == 1 and f"{main}:{first}" in res.output
         assert sorted(p.name for p in tmp_path.iterdir()) == ["main.arch"]
+
+    def test_the_cli_process_refuses_and_writes_nothing(self, tmp_path: Path) -> None:
+        main = tmp_path / "main.arch"
+        main.write_text(BAD_NAMES["module_method"][0], encoding="utf-8")
+        out = tmp_path / "model.py"
+        r = run_archc("compile", str(main), "-o", str(out))
+        assert r.returncode == 1 and f"{main}:{BAD_NAMES['module_method'][1]}" in r.stderr
+        assert "Traceback" not in r.stderr and not out.exists()
+        main.write_text("network n(p=0.1):\n    input [3, 8, 8]\n    dropout(p)\n", encoding="utf-8")
+        r = run_archc("check", str(main), "--set", "p=inf")
+        assert r.returncode == 1 and "error: --set p: 'inf' is not a finite number" in r.stderr
 
     def test_good_names_still_work_end_to_end(self) -> None:
         import archdsl
