@@ -42,7 +42,7 @@ def deploy(module: Any, **kwargs: Any) -> Any:
     """The inference form of a compiled train-form module: reparam groups fused into one conv each,
     BatchNorms folded, identities/dropout/drop-path removed; same outputs in eval mode.
 
-    See :func:`archdsl.deployer.deploy` for the options (``fold_bn``, ``memory_format``, ...).
+    See :func:`archdsl.codegen.deploy.deploy` for the options (``fold_bn``, ``memory_format``, ...).
     """
     from .codegen.deploy import deploy as _deploy  # torch is imported only when a module is deployed
     return _deploy(module, **kwargs)
