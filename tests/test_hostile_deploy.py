@@ -6,6 +6,7 @@ asserts the exact outcome: the exit status, the one-line message, and that nothi
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import time
 import warnings
@@ -208,6 +209,18 @@ class TestCheckpoints:
         (tmp_path / "w.pt").write_bytes(data[: len(data) // 2])
         res = self._deploy(tmp_path, tmp_path / "w.pt")
         assert "the file is truncated or not a torch checkpoint" in res.stderr
+
+    def test_truncated_legacy_file(self, tmp_path: Path, tiny_sd: dict[str, torch.Tensor]) -> None:
+        buf = io.BytesIO()
+        torch.save(tiny_sd, buf, _use_new_zipfile_serialization=False)
+        (tmp_path / "w.pt").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        res = self._deploy(tmp_path, tmp_path / "w.pt")
+        assert f"cannot read weights from '{tmp_path / 'w.pt'}': the file is truncated" in res.stderr
+
+    def test_text_file(self, tmp_path: Path) -> None:
+        (tmp_path / "w.pt").write_text("hello, not a checkpoint")
+        res = self._deploy(tmp_path, tmp_path / "w.pt")
+        assert "not a torch checkpoint (torch.save format)" in res.stderr
 
     def test_pickled_code_is_never_run_and_torch_advice_never_shown(self, tmp_path: Path,
                                                                     tiny_sd: dict[str, torch.Tensor]) -> None:

@@ -252,12 +252,21 @@ def read_checkpoint(path: Path, expected: dict[str, tuple[int, ...]], *,
         raise ArchError(f"weights file '{path}' is {size:,} bytes; a state_dict of this network takes at most "
                         f"{budget:,}", None, hint="is this the checkpoint of another (bigger) network?")
     is_zip = _check_archive(path, budget)
+    with path.open("rb") as fh:
+        head = fh.read(2)
     try:
         with warnings.catch_warnings():   # torch's notes on sparse/typed storages are not the user's business
             warnings.simplefilter("ignore")
             sd = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
     except Exception as e:   # truncated, foreign or holding objects: one line, without torch's advice
-        raise ArchError(f"cannot read weights from '{path}': {_clean(str(e))}", None,
+        text = str(e)
+        if isinstance(e, EOFError) or "Ran out of input" in text or "EOF" in text:
+            why = "the file is truncated"
+        elif not is_zip and head[:1] != b"\x80":   # neither torch's zip format nor its legacy pickle
+            why = "not a torch checkpoint (torch.save format)"
+        else:
+            why = _clean(text)
+        raise ArchError(f"cannot read weights from '{path}': {why}", None,
                         hint="archc reads tensors only; save them with torch.save(model.state_dict(), 'train.pt')"
                         ) from None
     if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
