@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import ArchError, Diagnostic
 from ..limits import Limits
 from ..source import Span
-from .values import LayerSpec
+from .values import LayerSpec, non_finite, type_name
 
 __all__ = ["Budget", "limit_hint", "WALK_STEPS"]
 
@@ -122,3 +122,28 @@ class Budget:
             return None
         n = (stop - start + step - (1 if step > 0 else -1)) // step
         return max(0, n)
+
+    def external_problem(self, name: str, v: Any, span: Span | None) -> tuple[str, str] | None:
+        """(message, hint) when a parameter value from outside the spec (``--set``, the API) is not spec data
+        (numbers, strings, true/false/none, lists of them) or is out of bounds; None when it is fine."""
+        bad = non_finite(v)
+        if bad is not None:
+            return (f"parameter '{name}': the value is not a finite number ({bad})",
+                    "inf and nan cannot be used in a spec")
+        stack = [v]
+        while stack:
+            x = stack.pop()
+            if isinstance(x, list):
+                if self.list_too_long(len(x)):
+                    return (f"parameter '{name}': a list of {len(x):,} items, more than the limit "
+                            f"{self.limits.max_repeat:,}", limit_hint("max_repeat"))
+                stack.extend(x)
+            elif not isinstance(x, (int, float, str, type(None))):
+                return (f"parameter '{name}': {type_name(x)} is not a spec value",
+                        "parameters are numbers, strings, true/false/none and lists of them")
+            else:
+                p = self.problem(x)
+                if p is not None:
+                    return f"parameter '{name}': {p[0]}", p[1]
+        refused = self.walk(f"parameter '{name}'", [v], span)
+        return (refused, limit_hint("max_value_size")) if refused else None

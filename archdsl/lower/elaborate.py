@@ -28,13 +28,11 @@ from .budget import limit_hint
 from .evaluate import BUILTINS, CONSTANTS, Env
 from .layers import LayerApplier, span_from_loc
 from .names import DEFAULT_FUSED_NAME, check_identifier, class_name
+from .paths import ModulePaths
 from .scope import Scope
-from .values import ABSENT, POISON, LayerSpec, TensorVal, fmt, is_tensorish, non_finite, type_name
+from .values import ABSENT, POISON, LayerSpec, TensorVal, fmt, is_tensorish, type_name
 
 __all__ = ["Lowerer", "lower_network", "network_params", "span_from_loc", "STMT_HANDLERS", "BRANCH_HANDLERS"]
-
-_LEAVES = frozenset({"layer", "fused reparam conv"})   # module paths that cannot contain other modules
-
 
 class Lowerer(LayerApplier):
     """Elaborates one network into a :class:`Graph`."""
@@ -45,8 +43,7 @@ class Lowerer(LayerApplier):
         self.next_id = 0
         self.depth = 0
         self._locs: dict[tuple[str, int, int], Loc] = {}
-        self.paths: dict[str, tuple[Span, str]] = {}   # module/container path -> (span, what)
-        self._inside: dict[str, tuple[str, Span]] = {}  # container path -> (a path below it, its span)
+        self.paths = ModulePaths(self.err)
         self.total_params = 0
         self._scope = Scope("", [])   # the naming scope expressions are evaluated in
         self._reparam: str | None = None
@@ -135,29 +132,8 @@ class Lowerer(LayerApplier):
 
     def _check_override(self, name: str, v: Any, span: Span) -> Any:
         """A parameter value from outside the spec (``--set``, the API) within the budget's bounds."""
-        bad = non_finite(v)
-        if bad is not None:
-            return self.err(f"parameter '{name}': the value is not a finite number ({bad})", span,
-                            hint="inf and nan cannot be used in a spec")
-        stack = [v]
-        while stack:
-            x = stack.pop()
-            if isinstance(x, list):
-                if self.budget.list_too_long(len(x)):
-                    return self.err(f"parameter '{name}': a list of {len(x):,} items, more than the limit "
-                                    f"{self.limits.max_repeat:,}", span, hint=limit_hint("max_repeat"))
-                stack.extend(x)
-            elif not isinstance(x, (int, float, str, type(None))):
-                return self.err(f"parameter '{name}': {type_name(x)} is not a spec value", span,
-                                hint="parameters are numbers, strings, true/false/none and lists of them")
-            else:
-                p = self.budget.problem(x)
-                if p is not None:
-                    return self.err(f"parameter '{name}': {p[0]}", span, hint=p[1])
-        refused = self.budget.walk(f"parameter '{name}'", [v], span)
-        if refused:
-            return self.err(refused, span, hint=limit_hint("max_value_size"))
-        return v
+        p = self.budget.external_problem(name, v, span)
+        return v if p is None else self.err(p[0], span, hint=p[1])
 
     def _check_input_shape(self, v: Any, span: Span) -> tuple[int, ...] | None:
         if v is POISON:
@@ -318,7 +294,7 @@ class Lowerer(LayerApplier):
         # A labelled group written again in the same block reopens it and goes on numbering its items:
         # that is how two containers interleave in the forward (RepLKNet: stages.0, transitions.0, stages.1).
         inner = self._open_groups.get(path)
-        if inner is None or self.paths.get(path, (None, ""))[1] != "group":
+        if inner is None or self.paths.what(path) != "group":
             self.claim(path, st.label_span or st.span, "group")
             inner = scope.child(name, ScopeFrame(path=path, kind="group", name=st.label, loc=self.loc(st.span)))
             self._open_groups[path] = inner
@@ -390,7 +366,7 @@ class Lowerer(LayerApplier):
                 self.err(f"fused= names the deploy conv and must be an identifier string, got {fmt(v)}", k.span,
                          hint='e.g. reparam add(fused="lkb_reparam"):')
                 continue
-            if self._label_problem(v, k.span):
+            if self.paths.label_problem(v, k.span):
                 continue
             name = v
         prefix = scope.prefix + (st.label + "." if st.label is not None else "")
@@ -439,47 +415,14 @@ class Lowerer(LayerApplier):
         return self.merge(kind, tensors, kwargs, scope.prefix + kind, span, self._reparam, scope.frames)
 
     # ------------------------------------------------------------------ names and module paths
-    def _label_problem(self, label: str, span: Span | None) -> bool:
-        """Report a label that cannot be a module name (see :func:`.names.check_identifier`)."""
-        for part in label.split("."):
-            p = check_identifier(part, "label")
-            if p is not None:
-                self.err(p.message, span, hint=p.hint)
-                return True
-        return False
-
     def name_in(self, scope: Scope, label: str | None, span: Span | None) -> str:
         """The next name in ``scope``: the label (checked against the name rule) or the position."""
         if label is not None:
-            self._label_problem(label, span)
+            self.paths.label_problem(label, span)
         return scope.next_name(label)
 
     def claim(self, path: str, span: Span, what: str) -> None:
-        """Reserve a module path: two modules of one name, or a module inside a layer, are errors."""
-        prev = self.paths.get(path)
-        if prev is not None:
-            self.err(f"two layers would be named '{path}'", span,
-                     hint="give one of them a different label",
-                     notes=[("the other one is here", prev[0])])
-            return
-        parts = path.split(".")
-        for i in range(1, len(parts)):
-            outer = ".".join(parts[:i])
-            o = self.paths.get(outer)
-            if o is not None and o[1] in _LEAVES:
-                self.err(f"'{path}' would be a module inside the layer '{outer}'", span,
-                         hint="a layer holds its own weights, not other modules; rename one of them",
-                         notes=[(f"'{outer}' is here", o[0])])
-                return
-        below = self._inside.get(path)
-        if what in _LEAVES and below is not None:
-            self.err(f"the layer '{path}' would also be the container of '{below[0]}'", span,
-                     hint="a layer holds its own weights, not other modules; rename one of them",
-                     notes=[(f"'{below[0]}' is here", below[1])])
-            return
-        self.paths[path] = (span, what)
-        for i in range(1, len(parts)):
-            self._inside.setdefault(".".join(parts[:i]), (path, span))
+        self.paths.claim(path, span, what)
 
     def new_node(self, op: str, args: dict[str, Any], inputs: list[int], in_shapes: list[tuple[int, ...]],
                  shape: tuple[int, ...], name: str, module: str | None, span: Span | None,
