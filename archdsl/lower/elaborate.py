@@ -25,7 +25,8 @@ from ..ops import MULTI_OUTPUT_OPS, OPS
 from ..source import Span
 from .bind import bind, fill_defaults, network_signature
 from .budget import limit_hint
-from .evaluate import BUILTINS, CONSTANTS, Env
+from .builtins import BUILTINS, CONSTANTS
+from .evaluate import Env
 from .layers import LayerApplier, span_from_loc
 from .names import DEFAULT_FUSED_NAME, check_identifier, class_name
 from .paths import ModulePaths

@@ -7,8 +7,6 @@ expression evaluates to :data:`~.values.POISON` and its users stay silent.
 """
 from __future__ import annotations
 
-import itertools
-import math
 import re
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, get_args
@@ -21,46 +19,10 @@ from ..limits import Limits
 from ..ops import MULTI_OUTPUT_OPS, OPS
 from ..source import Span
 from .budget import Budget, limit_hint
-from .values import (ABSENT, POISON, LayerSpec, ShapeVal, TensorVal, fmt, inline, is_int, is_num, make_divisible,
-                     named, type_name)
+from .builtins import BUILTINS, CHEAP_BUILTINS, CONSTANTS
+from .values import ABSENT, POISON, LayerSpec, ShapeVal, TensorVal, fmt, is_int, is_num, type_name
 
-__all__ = ["Env", "Evaluator", "BUILTINS", "CONSTANTS", "EXPR_HANDLERS"]
-
-def _str(v: Any) -> str:
-    return fmt(v, 1 << 62) if isinstance(v, (bool, type(None), list, LayerSpec)) else str(v)
-
-
-def _round(x: Any, ndigits: Any = None) -> Any:
-    if ndigits is None:
-        return round(x)
-    if not is_int(ndigits):   # (its size is checked against Limits.max_int_bits before the call)
-        raise TypeError(f"ndigits must be an integer, got {type_name(ndigits)}")
-    return round(x, ndigits)
-
-
-def _sum(items: Any, start: Any = 0) -> Any:
-    if isinstance(start, list):   # concatenation, in linear time (Python's sum(..., []) is quadratic)
-        if not isinstance(items, list) or not all(isinstance(x, list) for x in items):
-            raise TypeError("sum(..., []) concatenates a list of lists")
-        return list(itertools.chain(start, *items))
-    return sum(items, start)
-
-
-BUILTINS: dict[str, Callable[..., Any]] = {
-    "min": min, "max": max, "abs": abs, "round": _round, "int": int, "float": float, "len": len,
-    "sum": _sum, "range": lambda *a: list(range(*a)), "make_divisible": make_divisible,
-    # EfficientNet's depth multiplier rounds repeat counts up: ceil(n * depth_mult)
-    "ceil": math.ceil, "floor": math.floor,
-    # computed labels, for module names built from loop indices (RegNet's 'block1-0'): named("b" + str(i), layer)
-    "str": _str,
-    "named": named,
-    # a block expanded in place, without a module level of its own (shared network bodies)
-    "inline": inline,
-}
-CONSTANTS = {"true": True, "false": False, "none": None}
-# builtins that take O(1) whatever their argument: no walk is charged
-_CHEAP = {BUILTINS[n] for n in ("len", "range", "named", "inline")}
-
+__all__ = ["Env", "Evaluator", "EXPR_HANDLERS"]
 
 class Env:
     """Lexical environment of a block instance."""
@@ -271,7 +233,7 @@ class Evaluator(ABC):
                 return self.err(f"round(...): 10 ** {abs(nd):,} would have about {int(abs(nd) * 3.3219):,} bits, "
                                 f"more than the limit {self.limits.max_int_bits:,}", e.span,
                                 hint=limit_hint("max_int_bits"))
-        if f not in _CHEAP:
+        if f not in CHEAP_BUILTINS:
             refused = self.budget.walk(f"{fname}(...)", [*args, *kwargs.values()], e.span)
             if refused:
                 return self.err(refused, e.span, hint=limit_hint("max_value_size"))
