@@ -22,7 +22,7 @@ from .budget import Budget, limit_hint
 from .builtins import BUILTINS, CHEAP_BUILTINS, CONSTANTS
 from .values import ABSENT, POISON, LayerSpec, ShapeVal, TensorVal, fmt, is_int, is_num, type_name
 
-__all__ = ["Env", "Evaluator", "EXPR_HANDLERS"]
+__all__ = ["Env", "Evaluator", "EXPR_HANDLERS", "BUILTINS", "CONSTANTS"]  # the last two: from .builtins
 
 class Env:
     """Lexical environment of a block instance."""
