@@ -79,10 +79,9 @@ def unregister_op(name: str) -> None:
 
 
 def _shape_tuple(v: Any, what: str) -> tuple[int, ...]:
-    try:
-        out = tuple(int(d) for d in v)
-    except TypeError:
-        raise TypeError(f"{what} must return a shape (a tuple of ints), got {type(v).__name__}") from None
+    if not isinstance(v, (tuple, list)) or not all(isinstance(d, int) and not isinstance(d, bool) for d in v):
+        raise TypeError(f"{what} must return a shape (a tuple of ints), got {v!r:.60}")
+    out = tuple(int(d) for d in v)
     if any(d < 0 for d in out) or not out:
         raise ValueError(f"{what} returned the invalid shape {list(out)}")
     return out

@@ -206,7 +206,7 @@ def _evaluate(op: UserOp, shapes: list[Shape], bound: dict[str, Any]) -> Result:
     except Exception as e:   # plugin code: reported at the spec line that called the op, not as a traceback
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ShapeError(f"{type(e).__name__}: {msg}" if msg else type(e).__name__,
-                         hint=f"raised by plugin op '{op.name}' ({op.where()})") from None
+                         hint=f"raised by plugin op '{op.name}' ({op.qualname} in module {op.module or '?'})") from None
     if len(op._cache) >= _CACHE_MAX:
         op._cache.clear()
     op._cache[key] = res
