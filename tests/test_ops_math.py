@@ -527,3 +527,56 @@ def test_a_tiny_unet_is_built_once_and_runs_at_two_sizes(transposed: bool) -> No
     convt = 16 * 32 * 2 * 2 * 4 * 4 if transposed else 16 * 32 * 8 * 8
     assert g.total_macs == fvcore_macs(model, torch.randn(1, 3, 16, 16))
     assert convt <= g.total_macs
+
+
+# ---- the language reference's examples (docs/language.md section 12) -------------------------------------
+def _doc_block(heading: str) -> str:
+    import re
+    from helpers import ROOT
+    m = re.search(re.escape(heading) + r".*?```\n(.*?)```", (ROOT / "docs" / "language.md").read_text(), re.S)
+    assert m, f"no code block after {heading!r} in docs/language.md"
+    return m.group(1)
+
+
+def test_language_reference_vit_is_timms_vision_transformer() -> None:
+    timm_vit = pytest.importorskip("timm.models.vision_transformer")
+    src = _doc_block("### A ViT encoder, key for key")
+    ref = timm_vit.VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3,
+                                     num_classes=10).eval()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.normal_(0, 0.2)   # no zero-initialised token or bias hides a wrong wiring
+    ours = archdsl.build(src).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+    g = archdsl.graph(src)
+    assert g.total_params == sum(p.numel() for p in ref.parameters())
+    for m in ref.modules():   # fvcore counts attention only when it is written as matmuls
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    assert g.total_macs == fvcore_macs(ref, torch.randn(1, 3, 32, 32))
+
+
+def test_language_reference_segmentation_net_runs_at_any_size() -> None:
+    src = _doc_block("### Upsampling at any input size")
+    assert archdsl.graph(src).output_shapes["out"] == (5, 64, 64)
+    model = archdsl.build(src).eval()
+    sd = model.state_dict()
+
+    def conv(t: torch.Tensor, name: str, **kw: int) -> torch.Tensor:
+        return F.conv2d(t, sd[name + ".weight"], sd.get(name + ".bias"), **kw)
+
+    for hw in ((64, 64), (96, 80)):
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            f = F.relu(conv(F.relu(conv(x, "backbone.0", stride=2, padding=1)), "backbone.2", stride=2, padding=1))
+            c = conv(f, "classifier.0", padding=1)
+            c = F.batch_norm(c, sd["classifier.1.running_mean"], sd["classifier.1.running_var"],
+                             sd["classifier.1.weight"], sd["classifier.1.bias"])
+            logits = conv(F.relu(c), "classifier.3")
+            fine = F.conv_transpose2d(F.interpolate(logits, scale_factor=2, mode="bilinear"), sd["refine.weight"],
+                                      sd["refine.bias"], stride=2)
+            want = F.interpolate(logits, size=hw, mode="bilinear", align_corners=False) + fine
+            torch.testing.assert_close(model(x), want)
