@@ -35,7 +35,8 @@ def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
 
 def source(spec: str, **params: Any) -> str:
     """The generated PyTorch source for ``spec`` (depends only on torch)."""
-    return generate_source(compile_graph(spec, params))
+    g = compile_graph(spec, params)
+    return _source_with_params(spec, params, g, None, None)
 
 
 def deploy(module: Any, **kwargs: Any) -> Any:

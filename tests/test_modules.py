@@ -164,3 +164,26 @@ def test_network_parameters_are_constructor_arguments() -> None:
     small = type(model)(num_classes=10)
     assert small.fc.out_features == 10 and model.fc.out_features == 1000
     assert small(torch.randn(1, 3, SIZE, SIZE)).shape == (1, 10)
+
+
+COMPILED_USER = """
+import pickle, sys
+sys.modules["archdsl"] = None          # the compiled file must not need archdsl
+sys.path.insert(0, sys.argv[1])
+import torch
+import resnet18_gen
+model = resnet18_gen.Resnet18(num_classes=5).eval()
+blob = pickle.dumps(model)
+again = pickle.loads(blob)
+x = torch.randn(1, 3, 32, 32)
+with torch.no_grad():
+    print(float((model(x) - again(x)).abs().max()), type(again).__module__)
+"""
+
+
+def test_compiled_source_pickles_without_archdsl(tmp_path: Path) -> None:
+    (tmp_path / "resnet18_gen.py").write_text(archdsl.source("specs/resnet.arch:resnet18"))
+    out = subprocess.run([sys.executable, "-c", COMPILED_USER, str(tmp_path)], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["0.0", "resnet18_gen"]
