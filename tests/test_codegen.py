@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 import archdsl
 from archdsl.codegen.emit import class_name, generate
 from archdsl.codegen.names import NN_MODULE_ATTRS, GenerationError, literal
+from archdsl.lower.names import check_identifier
 from archdsl.ops import MOD, OPS, EmitArgs, In, Lit, OpDef, has_trait, ops_with, register
 from archdsl.pipeline import compile_graph
 
@@ -197,8 +198,9 @@ def test_labels_and_network_names_are_data(label: str, net: str) -> None:
     try:
         src = generate(g)
     except GenerationError:
-        assert label == "" or label in NN_MODULE_ATTRS or label in ("input_shape", "reference")
+        assert check_identifier(label, "label") is not None or label in ("input_shape", "reference")
         return
+    assert check_identifier(label, "label") is None
     tree = _check_ast(src, net or "")
     cname = class_name(net)
     assert cname.isidentifier() and cname.isascii()

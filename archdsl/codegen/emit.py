@@ -191,8 +191,9 @@ def _network_params(parts: _Parts, graph: Graph, variants: dict[str, Graph]) -> 
     base_key = (parts.root.template.key(), [c.text for c in parts.classes])
     spec = parts.root
     used: list[tuple[str, list[Any]]] = []
+    n_ctor = sum(len(holes_of(parts.expand(c.expr, spec.template))) for c in spec.template.ctors)
     for pname, vg in variants.items():
-        if not attr_ok(pname) or pname in RESERVED_GLOBALS:
+        if not py_identifier(pname) or pname.startswith("__") or pname in RESERVED_GLOBALS or pname == "self":
             continue
         old, new = graph.params_used.get(pname), vg.params_used.get(pname)
         try:
@@ -207,12 +208,13 @@ def _network_params(parts: _Parts, graph: Graph, variants: dict[str, Graph]) -> 
             continue
         if any(k in spec._hole_param for k in diff):
             continue
+        if any(k >= n_ctor for k in diff) and not attr_ok(pname):   # read in forward as self.<name>
+            continue
         for k in diff:
             spec._hole_param[k] = pname
         used.append((pname, [old]))
     if used:
         spec.params = used
-        n_ctor = sum(len(holes_of(parts.expand(c.expr, spec.template))) for c in spec.template.ctors)
         spec._attrs = sorted({n for k, n in spec._hole_param.items() if k >= n_ctor})
 
 

@@ -15,6 +15,8 @@ import math
 import re
 from typing import Any, Iterable
 
+from ..lower.names import RESERVED_ATTRS, check_identifier
+
 __all__ = ["NN_MODULE_ATTRS", "RESERVED_GLOBALS", "GenerationError", "py_identifier", "attr_ok", "check_child_name",
            "literal", "fmt_value", "camel"]
 
@@ -23,28 +25,9 @@ class GenerationError(ValueError):
     """The graph cannot be written as Python (a name that would break the module); never a crash mid-output."""
 
 
-# Every attribute of a torch 2.x ``nn.Module`` instance: a child registered under one of these would shadow
-# or be refused by it (``forward``, ``training``, ``state_dict``, ``_modules``, ...). Kept here so that code
-# generation needs no torch import; tests compare it with ``dir(nn.Module())``.
-NN_MODULE_ATTRS = frozenset("""
-T_destination __annotations__ __call__ __class__ __delattr__ __dict__ __dir__ __doc__ __eq__ __format__ __ge__
-__getattr__ __getattribute__ __getstate__ __gt__ __hash__ __init__ __init_subclass__ __le__ __lt__ __module__
-__ne__ __new__ __reduce__ __reduce_ex__ __repr__ __setattr__ __setstate__ __sizeof__ __str__ __subclasshook__
-__weakref__ _apply _backward_hooks _backward_pre_hooks _buffers _call_impl _compiled_call_impl _forward_hooks
-_forward_hooks_always_called _forward_hooks_with_kwargs _forward_pre_hooks _forward_pre_hooks_with_kwargs
-_get_backward_hooks _get_backward_pre_hooks _get_name _is_full_backward_hook _load_from_state_dict
-_load_state_dict_post_hooks _load_state_dict_pre_hooks _maybe_warn_non_full_backward_hook _modules
-_named_members _non_persistent_buffers_set _parameters _register_load_state_dict_pre_hook
-_register_state_dict_hook _replicate_for_data_parallel _save_to_state_dict _slow_forward _state_dict_hooks
-_state_dict_pre_hooks _version _wrapped_call_impl add_module apply bfloat16 buffers call_super_init children
-compile cpu cuda double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
-get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules named_parameters
-parameters register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
-register_full_backward_hook register_full_backward_pre_hook register_load_state_dict_post_hook
-register_load_state_dict_pre_hook register_module register_parameter register_state_dict_post_hook
-register_state_dict_pre_hook requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty
-train training type xpu zero_grad
-""".split())
+# Every attribute of an ``nn.Module``/``nn.Sequential`` and of the generated model (lowering's one rule,
+# :func:`archdsl.lower.names.check_identifier`, refuses these labels at ``archc check`` time already).
+NN_MODULE_ATTRS = RESERVED_ATTRS
 
 # Attributes every generated class defines besides its children.
 CLASS_ATTRS = frozenset({"input_shape", "reference", "memory_format", "arch_graph", "deploy_info"})
@@ -71,10 +54,11 @@ def attr_ok(name: str) -> bool:
 
 
 def check_child_name(name: str, where: str) -> None:
-    """A child module/parameter name ``nn.Module`` accepts (``add_module`` refuses the rest at run time)."""
-    if not name or "." in name or name in NN_MODULE_ATTRS or name in CLASS_ATTRS:
-        raise GenerationError(f"the name {name!r} of {where} cannot be a submodule name: it is empty, holds a dot "
-                              "or is an attribute nn.Module already has; choose another label")
+    """A child module/parameter name: the label rule of :func:`archdsl.lower.names.check_identifier`."""
+    problem = check_identifier(name, "label") if name not in CLASS_ATTRS else None
+    if problem is not None or name in CLASS_ATTRS:
+        msg = problem.message if problem is not None else f"the label '{name}' is an attribute of the generated class"
+        raise GenerationError(f"{where}: {msg} ({problem.hint if problem is not None else 'choose another label'})")
 
 
 def camel(name: str, fallback: str) -> str:
