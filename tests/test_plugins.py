@@ -4,6 +4,7 @@ and meta-inferred ops; plugin errors located at the spec line; loading only by w
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -293,3 +294,55 @@ def test_factory_outside_a_module_cannot_be_compiled() -> None:
     assert archdsl.graph(spec).total_params == 0
     with pytest.raises(ArchError, match="cannot be imported by generated code"):
         archdsl.source(spec)
+
+
+def test_deploy_keeps_plugin_modules_and_their_weights(tmp_path: Path) -> None:
+    import torch
+    spec = tmp_path / "d.arch"
+    spec.write_text("network d():\n    input [8, 16, 16]\n    conv1: conv2d(16, 3, padding=1, bias=false)\n"
+                    "    bn1: batchnorm\n    relu\n    attn: cbam(reduction=4, kernel_size=3)\n")
+    model = archdsl.build(str(spec), plugins=[str(PLUGIN)]).eval()
+    x = torch.randn(2, 8, 16, 16)
+    fast = archdsl.deploy(model)
+    assert "attn.channel_gate.mlp.0.weight" in fast.state_dict()
+    assert torch.allclose(model(x), fast(x), atol=1e-5)
+    w = tmp_path / "w.pt"
+    torch.save(model.state_dict(), w)
+    r = _cli("deploy", str(spec), "-w", str(w), "-o", str(tmp_path / "dep.pt"), "--plugin", str(PLUGIN))
+    assert r.exit_code == 0, r.output
+    assert "attn.spatial_gate.conv.weight" in torch.load(tmp_path / "dep.pt")
+
+
+# ---- docs/extending.md: its code is the code tested here -------------------------------------------------
+def _doc_block(heading: str, lang: str) -> str:
+    text = (ROOT / "docs" / "extending.md").read_text()
+    m = re.search(re.escape(heading) + r".*?```" + lang + r"\n(.*?)```", text, re.S)
+    assert m, f"no {lang} block after {heading!r} in docs/extending.md"
+    return m.group(1)
+
+
+def test_tutorial_eca_and_bottleneck(tmp_path: Path) -> None:
+    import torch
+    (tmp_path / "doc_eca.py").write_text(_doc_block("## 1.", "python"))
+    load_plugin(str(tmp_path / "doc_eca.py"))
+    spec = _doc_block("## 2.", "arch") + ("network n():\n    input [64, 16, 16]\n    b1: AttnBottleneck(16)\n"
+                                          "    b2: AttnBottleneck(32, stride=2)\n")
+    model = archdsl.build(spec)
+    assert "b1.attn.conv.weight" in model.state_dict()
+    assert tuple(model(torch.randn(1, 64, 16, 16)).shape) == (1, 128, 8, 8)
+
+
+def test_tutorial_small_plugin_checks_without_torch(tmp_path: Path) -> None:
+    (tmp_path / "tinyops.py").write_text(_doc_block("## 5.", "python"))
+    spec = tmp_path / "tiny.arch"
+    spec.write_text(_doc_block("## 5.", "arch"))
+    code = ("import sys, archdsl; g = archdsl.graph(sys.argv[1], plugins=[sys.argv[2]]); "
+            "print(g.total_params, 'torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.run([sys.executable, "-c", code, str(spec), str(tmp_path / "tinyops.py")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == [str(3 * 16 + 16 * 32 + 32 * 32 + 32 * 10 + 10), "False"]
+    load_plugin(str(tmp_path / "tinyops.py"))
+    model = archdsl.build(str(spec))
+    assert sum(p.numel() for p in model.parameters()) == archdsl.graph(str(spec)).total_params

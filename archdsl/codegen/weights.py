@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ArchError
 from ..ir import Graph, Node
+from ..ops.user import user_ops
 from ..passes.deploy import DeployPlan
 from ..passes.reparam import GroupPlan
 
@@ -133,12 +134,17 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
     assert tg is not None
     out: dict[str, Any] = {}
     dtype = next((v.dtype for v in train_sd.values() if v.is_floating_point()), torch.float32)
+    owned: dict[str, list[str]] = {}      # module path -> its own tensors' keys (not its submodules')
+    for k in train_sd:
+        owned.setdefault(k.rpartition(".")[0], []).append(k)
     for path, r in plan.recipes.items():
         kind, obj = r.base
         if kind == "copy" and r.pre_bn is None and r.post_bn is None:
-            for k, v in train_sd.items():
-                if k == path or (k.startswith(path + ".") and "." not in k[len(path) + 1:]):
-                    out[k] = v.clone()   # the deploy model must not share storage with the train model
+            # a plugin op's module has submodules of its own: all its keys are copied
+            nested = isinstance(obj, Node) and obj.op in user_ops()
+            keys = [k for k in train_sd if k.startswith(path + ".")] if nested else owned.get(path, [])
+            for k in [*keys, *([path] if path in train_sd else [])]:
+                out[k] = train_sd[k].clone()   # the deploy model must not share storage with the train model
             continue
         if kind == "group":
             w, b = _group_weights(train_sd, tg, obj)
@@ -171,6 +177,17 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
     return out
 
 
+def _finite(v: Any) -> bool:
+    """No NaN or infinity in ``v``. One float64 sum is exact for it (NaN/inf propagate; float32 values cannot
+    add up to a float64 overflow) and reads the tensor once; a non-finite sum is confirmed element-wise."""
+    import torch
+    if not v.is_floating_point() or v.numel() == 0:
+        return True
+    if math.isfinite(float(torch.sum(v, dtype=torch.float64))):
+        return True
+    return bool(v.isfinite().all())
+
+
 def computed_keys(plan: DeployPlan) -> list[str]:
     """The deploy ``state_dict`` keys that folding computes (the rest are copies of train tensors)."""
     return [f"{path}.{k}" for path, r in plan.recipes.items()
@@ -179,8 +196,7 @@ def computed_keys(plan: DeployPlan) -> list[str]:
 
 def check_finite(sd: dict[str, Any], what: str, keys: list[str] | None = None) -> None:
     """Refuse a state_dict holding NaN or infinite values in ``keys`` (default: all; ``what`` names it)."""
-    bad = [k for k in (sd if keys is None else keys)
-           if sd[k].is_floating_point() and not bool(sd[k].isfinite().all())]
+    bad = [k for k in (sd if keys is None else keys) if not _finite(sd[k])]
     if bad:
         raise ArchError(f"{what} hold{'s' if len(bad) == 1 else ''} NaN or infinite values in {len(bad)} "
                         f"tensor{'s' if len(bad) != 1 else ''}: {_listed(bad)}", None,
@@ -310,7 +326,7 @@ def read_checkpoint(path: Path, expected: dict[str, tuple[int, ...]], *,
             continue
         if not v.is_floating_point():
             raise ArchError(f"'{path}': '{k}' has dtype {v.dtype}; weights must be floating point", None)
-    nonfinite = [k for k, v in sd.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    nonfinite = [k for k, v in sd.items() if not _finite(v)]
     if nonfinite:
         raise ArchError(f"'{path}' holds NaN or infinite values in {_listed(nonfinite)}", None,
                         hint="the training diverged, or the file is damaged")
