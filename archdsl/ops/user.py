@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import keyword
+import math
 import re
 import sys
 import typing
@@ -110,7 +111,7 @@ def _is_data(v: Any, depth: int = 0) -> bool:
     if v is None or isinstance(v, (bool, int, str)):
         return True
     if isinstance(v, float):
-        return v == v and v not in (float("inf"), float("-inf"))
+        return math.isfinite(v)
     if isinstance(v, (list, tuple)) and depth < 8:
         return all(_is_data(x, depth + 1) for x in v)
     return False
