@@ -20,7 +20,11 @@ from typing import Any, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["Loc", "ScopeFrame", "Node", "ReparamGroup", "Graph", "IRError"]
+__all__ = ["Loc", "ScopeFrame", "Node", "ReparamGroup", "Graph", "IRError", "DEFAULT_FUSED_NAME"]
+
+# The module name of the one conv a reparam group becomes in the deploy form (timm's name), unless the group
+# says fused="..."; lowering claims the path, the deploy passes build the conv there.
+DEFAULT_FUSED_NAME = "reparam_conv"
 
 
 class IRError(ValueError):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from .elaborate import lower_network, network_params, span_from_loc
-from .names import DEFAULT_FUSED_NAME, NameProblem, check_identifier, class_name
+from .names import NameProblem, check_identifier, class_name
 from .values import LayerSpec, TensorVal
 
 __all__ = ["LayerSpec", "TensorVal", "lower_network", "network_params", "span_from_loc", "check_identifier",
-           "class_name", "NameProblem", "DEFAULT_FUSED_NAME"]
+           "class_name", "NameProblem"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, get_args
 
 from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
-from ..ir import Graph, Loc, Node, ReparamGroup, ScopeFrame
+from ..ir import DEFAULT_FUSED_NAME, Graph, Loc, Node, ReparamGroup, ScopeFrame
 from ..lang import ast as A
 from ..lang.loader import Program
 from ..limits import Limits
@@ -28,7 +28,7 @@ from .budget import limit_hint
 from .builtins import BUILTINS, CONSTANTS
 from .evaluate import Env
 from .layers import LayerApplier, span_from_loc
-from .names import DEFAULT_FUSED_NAME, check_identifier, class_name
+from .names import check_identifier, class_name
 from .paths import ModulePaths
 from .scope import Scope
 from .values import ABSENT, POISON, LayerSpec, TensorVal, fmt, is_tensorish, type_name

@@ -257,10 +257,25 @@ class LayerApplier(Evaluator):
         except ShapeError as e:
             return self.err(e.message, kwargs[e.arg][1] if e.arg in kwargs else span, e.hint,
                             notes=self.provenance(tensors))
+        if len({len(s) for s in shapes}) > 1 and kind in ("add", "sub", "mul", "div"):
+            # torch aligns shapes from the right *with the batch dim*: a lower-rank batched operand would meet
+            # the batch with a sample dim; only an unbatched parameter (batch_dim=false) broadcasts like a bias
+            rank = max(len(s) for s in shapes)
+            low = [t for t in tensors if len(t.shape) < rank and not self._unbatched(t)]
+            if low:
+                return self.err(f"{kind}: {list(low[0].shape)} has fewer dims than {list(shape)}; with the batch "
+                                "in front torch would not line them up as written", span,
+                                hint="give both the same rank (keepdim=true, or reshape with size-1 dims)",
+                                notes=self.provenance(tensors))
         node = self.new_node(kind, args, [t.nid for t in tensors], shapes, shape, name, None, span, frames)
         node.reparam = reparam
         node.macs = opdef.macs(shapes, shape, args)   # matmul and attention count (merges count 0)
         return TensorVal(node.id, shape)
+
+    def _unbatched(self, t: TensorVal) -> bool:
+        """A parameter stored without the batch dim (``parameter(..., batch_dim=false)``)."""
+        n = self.node(t.nid)
+        return n.op == "parameter" and not n.args.get("batch_dim", True)
 
     def provenance(self, tensors: list[TensorVal]) -> list[tuple[str, Span | None]]:
         """Notes saying which layer produced each operand's shape."""

@@ -20,9 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 __all__ = ["NameProblem", "NameKind", "check_identifier", "class_name", "NN_MODULE_ATTRS", "GENERATED_ATTRS",
-           "GENERATED_GLOBALS", "RESERVED_ATTRS", "DEFAULT_FUSED_NAME"]
-
-DEFAULT_FUSED_NAME = "reparam_conv"   # the module name of a reparam group's fused conv (timm's name)
+           "GENERATED_GLOBALS", "RESERVED_ATTRS"]
 
 NameKind = Literal["label", "class", "param"]
 
