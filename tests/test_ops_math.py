@@ -383,6 +383,9 @@ def test_pixel_shuffle_and_unshuffle_match_torch(c: int, h: int, w: int, r: int)
      "the input here is [3, 4, 4]"),
     ("    pixel_unshuffle(3)\n", [3, 4, 4], ":3:21:", "pixel_unshuffle needs H and W divisible by downscale_factor=3, got 4x4", None),
     ("    resize_as(x)\n", [3, 4, 4], ":3:5:", "resize_as takes 2 tensors (a, ref), got 1", None),
+    ("    m = x -> mean([2, 3])\n    sub(x, m)\n", [3, 4, 3], ":4:5:", "sub: [3] has fewer dims than [3, 4, 3]",
+     "keepdim=true"),
+    ("    m = x -> mean([2, 3])\n    x * m\n", [3, 4, 3], ":4:5:", "mul: [3] has fewer dims", "keepdim=true"),
 ])
 def test_errors_are_located_with_hints(body: str, shape: list[int] | None, where: str, text: str,
                                        hint: str | None) -> None:
