@@ -155,7 +155,7 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
             is_linear = False
         else:
             n: Node = obj
-            w = train_sd[_mod(n) + ".weight"].double()
+            w = train_sd[_mod(n) + ".weight"].to(torch.float64, copy=True)   # ours: scaled in place below
             is_linear = n.op == "linear"
             b = train_sd[_mod(n) + ".bias"].double() if n.args["bias"] else torch.zeros(w.shape[0], dtype=w.dtype)
         if r.pre_bn is not None:
@@ -170,7 +170,7 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
                 w = w * s[idx][:, :, None, None]
         if r.post_bn is not None:
             s, t = _bn_scale_shift(train_sd, r.post_bn)
-            w = w * (s[:, None] if is_linear else s[:, None, None, None])
+            w = w.mul_(s[:, None] if is_linear else s[:, None, None, None])   # w is this recipe's own copy
             b = b * s + t
         out[path + ".weight"] = w.to(dtype)
         out[path + ".bias"] = b.to(dtype)
