@@ -346,3 +346,28 @@ def test_tutorial_small_plugin_checks_without_torch(tmp_path: Path) -> None:
     load_plugin(str(tmp_path / "tinyops.py"))
     model = archdsl.build(str(spec))
     assert sum(p.numel() for p in model.parameters()) == archdsl.graph(str(spec)).total_params
+
+
+def test_python_only_defaults_stay_out_of_the_graph(tmp_path: Path) -> None:
+    p = _write_plugin(tmp_path, "pydefault", '''
+from torch import nn
+
+def make_block(in_shape, width: int, act=nn.GELU, norm: bool = True):
+    layers = [nn.Conv2d(in_shape[0], width, 1), act()]
+    if norm:
+        layers.append(nn.BatchNorm2d(width))
+    return nn.Sequential(*layers)
+
+archdsl.register_op("pyblock", make_block)
+''')
+    load_plugin(str(p))
+    spec = "network n():\n    input [3, 8, 8]\n    b: pyblock(4, norm=false)\n"
+    g = archdsl.graph(spec)
+    node = next(n for n in g.nodes() if n.op == "pyblock")
+    assert node.args == {"width": 4, "norm": False}   # 'act' is Python's default: not a spec value
+    src = archdsl.source(spec)
+    assert "_plugin_pydefault.make_block((3, 8, 8), width=4, norm=False)" in src
+    r = _cli("summary", spec, "--json")
+    assert r.exit_code == 0, r.output
+    import torch
+    assert isinstance(archdsl.build(spec).b[1], torch.nn.GELU)

@@ -168,13 +168,15 @@ def factory_args(name: str, factory: Callable[..., Any]) -> tuple[list[ArgSpec],
             default = PYTHON_DEFAULT
         ann = hints.get(p.name, p.annotation)
         t = _ANNOTATED.get(ann, ArgType.ANY) if isinstance(ann, (type, str)) else ArgType.ANY
-        if t is not ArgType.ANY and default not in (REQUIRED, PYTHON_DEFAULT) and not _type_ok(t, default):
+        if default is PYTHON_DEFAULT or (default is not REQUIRED and not _type_ok(t, default)):
             t = ArgType.ANY   # e.g. 'k: int = None': the annotation does not cover the default
         specs.append(ArgSpec(p.name, t, default, doc=f"argument of {name}"))
     return specs, tuple(positional)
 
 
 def _type_ok(t: ArgType, v: Any) -> bool:
+    if t is ArgType.ANY:
+        return True
     if t is ArgType.BOOL:
         return isinstance(v, bool)
     if t is ArgType.INT:
@@ -255,6 +257,10 @@ def register_user_op(op: UserOp) -> OpDef:
     if op.name in OPS and op.name not in _USER:
         raise ValueError(f"'{op.name}' is a built-in op; give the plugin op another name")
 
+    def normalize(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+        # the graph keeps only spec values: a default only Python can write stays the factory's
+        return {k: v for k, v in a.items() if v is not PYTHON_DEFAULT}
+
     def shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
         return _evaluate(op, shapes, a)[0]
 
@@ -266,7 +272,8 @@ def register_user_op(op: UserOp) -> OpDef:
 
     mod = op.module
     d = OpDef(op.name, op.family, op.args, shape, op.doc or f"plugin op ({op.where()})", params=params, macs=macs,
-              stateful=True, ctor=_ctor(op), traits=frozenset({"stateful-module"}),
+              stateful=True, ctor=_ctor(op), traits=frozenset({"stateful-module"}), normalize=normalize,
+              key_args=tuple(a.name for a in op.args[:4]),
               helpers=(f"plugin:{mod}",) if _dotted(mod) else ())
     if _dotted(mod):
         HELPERS[f"plugin:{mod}"] = f"import {mod} as {import_alias(mod)}"
