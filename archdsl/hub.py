@@ -24,7 +24,7 @@ from .errors import ArchError, Diagnostic
 from .ir import Graph
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TIMM_PREFIX", "read_state_dict", "load_weights", "pretrained_cfg",
-           "load_pretrained", "build_model", "register_timm"]
+           "load_pretrained", "build_model", "register_timm", "resample_pos_embed"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,6 +117,49 @@ def load_weights(model: Any, weights: str | os.PathLike[str] | Mapping[str, Any]
                  "or pass strict=False to skip missing and unexpected keys"))
     model.load_state_dict({k: v for k, v in sd.items() if k in want}, strict=strict)
     return model
+
+
+def resample_pos_embed(state_dict: Mapping[str, Any], grid: int | Sequence[int], *, old_grid: Sequence[int] | None = None,
+                       num_prefix_tokens: int | None = None, key: str = "pos_embed", interpolation: str = "bicubic",
+                       antialias: bool = True) -> dict[str, Any]:
+    """A copy of a ViT ``state_dict`` whose absolute position embedding fits a patch grid of ``grid``.
+
+    Does what timm does when it loads a checkpoint into a model of another ``img_size``
+    (``timm.layers.resample_abs_pos_embed`` via the ViT checkpoint filter): the prefix rows (class token,
+    DeiT's distillation token) are kept, the patch rows are viewed as an ``old_grid`` image (square when
+    not given) and resized with ``F.interpolate(mode=interpolation, antialias=antialias)`` in float32.
+    ``grid`` is ``(rows, cols)`` of patches (or one int for a square): 160 // 16 = 10 for a 160x160 input.
+    ``num_prefix_tokens`` defaults to the number of ``cls_token`` / ``dist_token`` entries present.
+    A state_dict already on that grid is returned unchanged (copied)::
+
+        model = archdsl.build("specs/vit.arch:vit_tiny_patch16_224", input_shape=(3, 160, 160))
+        hub.load_weights(model, hub.resample_pos_embed(timm_state_dict, 10))
+    """
+    import torch
+    import torch.nn.functional as F
+    out = dict(state_dict)
+    pe = out.get(key)
+    if not isinstance(pe, torch.Tensor) or pe.dim() != 3 or pe.shape[0] != 1:
+        raise ArchError(f"the state_dict has no position embedding '{key}' of shape (1, tokens, dim)", None,
+                        hint="pass key= the name of the position embedding (timm and specs/vit.arch: 'pos_embed')")
+    new = (grid, grid) if isinstance(grid, int) else tuple(grid)
+    if len(new) != 2 or not all(isinstance(v, int) and v > 0 for v in new):
+        raise ArchError(f"grid must be a positive int or (rows, cols), got {grid!r}", None,
+                        hint="the patch grid of the new input: (H // patch, W // patch)")
+    prefix = num_prefix_tokens if num_prefix_tokens is not None else sum(
+        k in out for k in ("cls_token", "dist_token"))
+    n = pe.shape[1] - prefix
+    old = tuple(old_grid) if old_grid is not None else (int(n ** 0.5), int(n ** 0.5))
+    if len(old) != 2 or old[0] * old[1] != n:
+        raise ArchError(f"'{key}' has {n} patch rows (after {prefix} prefix tokens), not a "
+                        f"{old[0]}x{old[1]} grid", None, hint="pass old_grid=(rows, cols) for a non-square grid")
+    if old == new:
+        return out
+    rows = pe[:, prefix:].float().reshape(1, old[0], old[1], -1).permute(0, 3, 1, 2)
+    rows = F.interpolate(rows, size=new, mode=interpolation, antialias=antialias)
+    rows = rows.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], -1).to(pe.dtype)
+    out[key] = torch.cat([pe[:, :prefix], rows], dim=1)
+    return out
 
 
 # ---- preprocessing metadata -----------------------------------------------------------------------------

@@ -39,7 +39,10 @@ SPECS = ROOT / "specs"
 REFERENCE_FAMILIES = ("torchvision.", "timm.")
 
 # Second input size per reference, where the generic rule (see _second_size) does not fit the model.
-SECOND_SIZE_OVERRIDES: dict[str, int] = {}
+# timm's ViTs have a fixed img_size (their pos_embed has one row per patch): the second check keeps 224;
+# other sizes with resampled position embeddings are tested in tests/test_transformers.py.
+SECOND_SIZE_OVERRIDES: dict[str, int] = {f"timm.{n}": 224 for n in (
+    "vit_tiny_patch16_224", "vit_small_patch16_224", "vit_base_patch16_224", "deit_tiny_distilled_patch16_224")}
 
 # Models at or above either bound go into one xdist group: run one after the other, never side by side.
 HEAVY_PARAMS = 100_000_000
