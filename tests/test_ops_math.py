@@ -127,6 +127,43 @@ def test_roll_matches_torch(shape: tuple[int, int, int], shifts: list[int], data
     torch.testing.assert_close(y, torch.roll(x, shifts, dims))
 
 
+@GRID
+@given(shape=shapes3, dim=st.sampled_from([1, 2, 3, -1]), start=st.integers(-3, 3),
+       end=st.one_of(st.none(), st.integers(-3, 5)), step=st.integers(1, 3))
+def test_slice_matches_python_slicing(shape: tuple[int, int, int], dim: int, start: int, end: int | None,
+                                      step: int) -> None:
+    x = torch.randn(2, *shape)
+    want = x[(slice(None),) * (dim % 4) + (slice(start, end, step),)]
+    src = net(f"    slice({dim}, {start}, {'none' if end is None else end}, {step})\n", list(shape))
+    if 0 in want.shape:
+        assert "is empty" in error_of(src)
+        return
+    g, _, y = compile_run(src, x)
+    assert g.output_shapes["out"] == tuple(want.shape[1:])
+    torch.testing.assert_close(y, want)
+
+
+@GRID
+@given(shape=shapes3, pads=st.lists(st.integers(-1, 3), min_size=2, max_size=6).filter(lambda p: len(p) % 2 == 0),
+       mode=st.sampled_from(["constant", "replicate", "reflect", "circular"]))
+def test_pad_matches_torch(shape: tuple[int, int, int], pads: list[int], mode: str) -> None:
+    if mode != "constant":
+        pads = [max(p, 0) for p in pads[:4]]
+    x = torch.randn(2, *shape)
+    value = ", value=1.5" if mode == "constant" else ""
+    src = net(f'    pad({pads}, mode="{mode}"{value})\n', list(shape))
+    try:
+        want = F.pad(x, tuple(pads), mode=mode, value=1.5 if mode == "constant" else None)
+    except (RuntimeError, NotImplementedError):
+        want = None
+    if want is None or 0 in want.shape:
+        error_of(src)   # refused at compile time, like torch refuses it at run time
+        return
+    g, _, y = compile_run(src, x)
+    assert g.output_shapes["out"] == tuple(want.shape[1:])
+    torch.testing.assert_close(y, want)
+
+
 # ---- matmul / attention ----------------------------------------------------------------------------------
 def _two(a: tuple[int, ...], b: tuple[int, ...]) -> str:
     """A body splitting a vector input into two tensors a and b of the given per-sample shapes."""
@@ -383,6 +420,11 @@ def test_pixel_shuffle_and_unshuffle_match_torch(c: int, h: int, w: int, r: int)
      "the input here is [3, 4, 4]"),
     ("    pixel_unshuffle(3)\n", [3, 4, 4], ":3:21:", "pixel_unshuffle needs H and W divisible by downscale_factor=3, got 4x4", None),
     ("    resize_as(x)\n", [3, 4, 4], ":3:5:", "resize_as takes 2 tensors (a, ref), got 1", None),
+    ("    slice(1, 5)\n", [3, 4, 4], ":3:14:", "slice 5::1 of dim 1 (size 3) is empty", "the input here is"),
+    ("    slice(0, 1)\n", [3, 4, 4], ":3:11:", "slice over the batch dim (0) is not supported", None),
+    ("    pad([1, 2, 3])\n", [3, 4, 4], ":3:9:", "pad needs an even-length list", "last dim first"),
+    ('    pad([1, 1, 1, 1, 1, 1], mode="reflect")\n', [3, 4, 4], ":3:29:", "pads the H and W of a [C, H, W]",
+     None),
     ("    m = x -> mean([2, 3])\n    sub(x, m)\n", [3, 4, 3], ":4:5:", "sub: [3] has fewer dims than [3, 4, 3]",
      "keepdim=true"),
     ("    m = x -> mean([2, 3])\n    x * m\n", [3, 4, 3], ":4:5:", "mul: [3] has fewer dims", "keepdim=true"),

@@ -95,6 +95,71 @@ def _roll_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     return a
 
 
+def _slice_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    a["dim"] = _norm_dim(a["dim"], len(shapes[0]), "slice")
+    if a["step"] < 1:
+        raise ShapeError(f"slice step={a['step']} must be positive", arg="step")
+    return a
+
+
+def _slice_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    s = list(shapes[0])
+    d = a["dim"] - 1
+    n = len(range(*slice(a["start"], a["end"], a["step"]).indices(s[d])))
+    if n == 0:
+        raise ShapeError(f"slice {a['start']}:{a['end'] if a['end'] is not None else ''}:{a['step']} of dim "
+                         f"{a['dim']} (size {s[d]}) is empty", arg="start", hint=f"the input here is {list(shapes[0])}")
+    s[d] = n
+    return tuple(s)
+
+
+def _slice_emit(e: EmitArgs) -> Expr:
+    a = e.args
+    return (In(0), "[", ":, " * a["dim"], Lit(a["start"], "start"), ":", Lit(a["end"], "end"), ":",
+            Lit(a["step"], "step"), "]")
+
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def _pad_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    p = a["padding"]
+    rank = len(shapes[0])
+    if not p or len(p) % 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in p):
+        raise ShapeError(f"pad needs an even-length list of integers, got {p}", arg="padding",
+                         hint="torch order, last dim first: [left, right, top, bottom] pads W then H")
+    if len(p) > 2 * rank:
+        raise ShapeError(f"pad {p} pads {len(p) // 2} dims but a sample {list(shapes[0])} has {rank}",
+                         arg="padding")
+    if a["mode"] != "constant" and (rank != 3 or len(p) != 4):
+        raise ShapeError(f"pad mode \"{a['mode']}\" pads the H and W of a [C, H, W] map (4 values)",
+                         arg="mode", hint="use mode=\"constant\" for other dims")
+    if a["mode"] != "constant" and a["value"] != 0:
+        raise ShapeError(f"pad value={a['value']} applies only to mode \"constant\"", arg="value")
+    a["padding"] = tuple(p)
+    return a
+
+
+def _pad_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    s = list(shapes[0])
+    p = a["padding"]
+    for i in range(len(p) // 2):
+        d = len(s) - 1 - i
+        lo, hi = p[2 * i], p[2 * i + 1]
+        if a["mode"] == "reflect" and max(lo, hi) >= s[d]:
+            raise ShapeError(f"pad: reflect padding {max(lo, hi)} must be smaller than the size {s[d]}",
+                             arg="padding")
+        if a["mode"] == "circular" and max(lo, hi) > s[d]:
+            raise ShapeError(f"pad: circular padding {max(lo, hi)} wraps around the size {s[d]} more than once",
+                             arg="padding")
+        s[d] += lo + hi
+        if s[d] <= 0:
+            raise ShapeError(f"pad {list(p)} leaves nothing of {list(shapes[0])}", arg="padding")
+    return tuple(s)
+
+
 # ---- matmul / attention ---------------------------------------------------------------------------------
 def _batch_dims(sa: Shape, sb: Shape, what: str) -> Shape:
     """The broadcast leading (per-sample batch) dims of two matrix operands of equal rank."""
@@ -285,6 +350,16 @@ register(
           "window on channels-last [H, W, C].", normalize=_roll_norm, key_args=("shifts", "dims"),
           emit=lambda e: ("torch.roll(", In(0), ", ", _dims_lit(e.args["shifts"]), ", ", _dims_lit(e.args["dims"]),
                           ")"),
+          traits=_LAYOUT),
+    OpDef("slice", "shape", [_A("dim", "int"), _A("start", "int", 0), _A("end", "int?", None), _A("step", "int", 1)],
+          _slice_shape, "Python slicing along one dim (batch is dim 0): slice(2, 0, none, 2) is x[:, :, 0::2] "
+          "(Swin's patch merging on [H, W, C]).", normalize=_slice_norm, key_args=("dim", "start", "step"),
+          emit=_slice_emit, traits=_LAYOUT),
+    OpDef("pad", "shape", [_A("padding", "list"), _A("mode", "str", "constant", _PAD_MODES), _A("value", "float", 0.0)],
+          _pad_shape, "F.pad: padding in torch order, last dim first ([left, right, top, bottom] pads W then H; "
+          "negative values crop).", normalize=_pad_norm, key_args=("padding",),
+          emit=lambda e: ("F.pad(", In(0), ", ", Lit(e.args["padding"], "padding"),
+                          Kw("mode", e.args["mode"], "constant"), Kw("value", float(e.args["value"]), 0.0), ")"),
           traits=_LAYOUT),
     OpDef("scaled_dot_product_attention", "math",
           [_A("is_causal", "bool", False), _A("scale", "float?", None)], _sdpa_shape,
