@@ -16,3 +16,6 @@ $ARCHC render examples/repvgg_block.arch -o $OUT/repvgg_train.svg
 $ARCHC render examples/repvgg_block.arch -o $OUT/repvgg_deploy.svg --deploy
 $ARCHC render examples/replknet_stage.arch -o $OUT/replknet_stage.svg
 $ARCHC render examples/replknet_stage.arch -o $OUT/replknet_stage_deploy.svg --deploy
+$ARCHC render specs/vit.arch:vit_tiny_patch16_224 -o $OUT/vit_tiny_depth1.svg --depth 1
+$ARCHC render specs/vit.arch:vit_tiny_patch16_224 -o $OUT/vit_tiny_depth2.svg --depth 2
+$ARCHC render specs/vit.arch:vit_tiny_patch16_224 -o $OUT/vit_tiny_depth3.svg --depth 3
