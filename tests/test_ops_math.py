@@ -164,6 +164,14 @@ def test_pad_matches_torch(shape: tuple[int, int, int], pads: list[int], mode: s
     torch.testing.assert_close(y, want)
 
 
+def test_roll_shifts_are_reduced_modulo_the_size() -> None:
+    src = net("    roll([10 ** 30, -7], [2, -1])\n", [3, 4, 5])
+    x = torch.randn(2, 3, 4, 5)
+    _, _, y = compile_run(src, x)
+    torch.testing.assert_close(y, torch.roll(x, [10 ** 30 % 4, -7], [2, -1]))
+    assert "torch.roll(x, (0, 3), (2, 3))" in archdsl.source(src)
+
+
 # ---- matmul / attention ----------------------------------------------------------------------------------
 def _two(a: tuple[int, ...], b: tuple[int, ...]) -> str:
     """A body splitting a vector input into two tensors a and b of the given per-sample shapes."""
@@ -420,6 +428,8 @@ def test_pixel_shuffle_and_unshuffle_match_torch(c: int, h: int, w: int, r: int)
      "the input here is [3, 4, 4]"),
     ("    pixel_unshuffle(3)\n", [3, 4, 4], ":3:21:", "pixel_unshuffle needs H and W divisible by downscale_factor=3, got 4x4", None),
     ("    resize_as(x)\n", [3, 4, 4], ":3:5:", "resize_as takes 2 tensors (a, ref), got 1", None),
+    ("    x / 0\n", [3, 4, 4], ":3:9:", "division of a tensor by zero", None),
+    ("    roll([1, 2], [2, -2])\n", [3, 4, 4], ":3:18:", "roll dims [2, -2] name the same dim twice", None),
     ("    slice(1, 5)\n", [3, 4, 4], ":3:14:", "slice 5::1 of dim 1 (size 3) is empty", "the input here is"),
     ("    slice(0, 1)\n", [3, 4, 4], ":3:11:", "slice over the batch dim (0) is not supported", None),
     ("    pad([1, 2, 3])\n", [3, 4, 4], ":3:9:", "pad needs an even-length list", "last dim first"),

@@ -91,7 +91,11 @@ def _roll_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
         raise ShapeError(f"roll has {len(shifts)} shifts for {len(dims)} dims", arg="shifts",
                          hint="give one shift per dim, e.g. roll([-3, -3], [1, 2])")
     norm = tuple(_norm_dim(d, len(shapes[0]), "roll", "dims") for d in dims)
-    a["shifts"], a["dims"] = tuple(shifts), norm
+    if len(set(norm)) != len(norm):
+        raise ShapeError(f"roll dims {a['dims']} name the same dim twice", arg="dims")
+    # a shift is cyclic: reduced modulo the size, so any integer the spec computes stays a small literal
+    a["shifts"] = tuple(sh % shapes[0][d - 1] for sh, d in zip(shifts, norm))
+    a["dims"] = norm
     return a
 
 
