@@ -27,8 +27,9 @@ network n():
     features: [conv2d(4, 3, padding=1), relu, conv2d(4, 3), batchnorm]
 """)
     assert keys(m)[:4] == ["features.0.weight", "features.0.bias", "features.2.weight", "features.2.bias"]
-    # children are '0' and '2' (relu owns no module), so the container is not an indexable Sequential
-    assert not isinstance(m.features, torch.nn.Sequential)
+    # a chain of layers is an nn.Sequential, indexable like torchvision's (relu is a parameter-free module)
+    assert isinstance(m.features, torch.nn.Sequential)
+    assert isinstance(m.features[2], torch.nn.Conv2d) and isinstance(m.features[3], torch.nn.BatchNorm2d)
     assert m(torch.randn(2, 3, 8, 8)).shape == (2, 4, 6, 6)
 
 
