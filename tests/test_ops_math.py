@@ -11,11 +11,11 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import error_of, net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from helpers import error_of, net
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -56,7 +56,7 @@ UNARY = {
 @given(op=st.sampled_from(sorted(UNARY)), shape=st.one_of(shapes3, st.tuples(st.integers(1, 9))))
 def test_elementwise_ops_match_torch(op: str, shape: tuple[int, ...]) -> None:
     x = torch.rand(2, *shape) + 0.05                     # positive: sqrt, log and rsqrt are defined
-    g, model, y = compile_run(net(f"    {op}\n", list(shape)), x)
+    g, _, y = compile_run(net(f"    {op}\n", list(shape)), x)
     assert g.output_shapes["out"] == shape and g.total_params == 0 and g.total_macs == 0
     torch.testing.assert_close(y, UNARY[op](x))
 
@@ -337,7 +337,7 @@ def test_upsample_matches_interpolate_at_every_input_size(shape: tuple[int, int,
 
 def test_upsample_to_a_fixed_size_and_in_a_sequential() -> None:
     src = net("    up: [conv2d(4, 1), upsample(size=[7, 5], mode=\"bilinear\"), upsample(2)]\n", [3, 4, 4])
-    g, model, y = compile_run(src, torch.randn(2, 3, 4, 4))
+    g, _, y = compile_run(src, torch.randn(2, 3, 4, 4))
     assert g.output_shapes["out"] == (4, 14, 10) == tuple(y.shape[1:])
 
 
@@ -587,8 +587,9 @@ def test_a_tiny_unet_is_built_once_and_runs_at_two_sizes(transposed: bool) -> No
 # ---- the language reference's examples (docs/language.md section 12) -------------------------------------
 def _doc_block(heading: str) -> str:
     import re
+
     from helpers import ROOT
-    m = re.search(re.escape(heading) + r".*?```\n(.*?)```", (ROOT / "docs" / "language.md").read_text(), re.S)
+    m = re.search(re.escape(heading) + r".*?```\n(.*?)```", (ROOT / "docs" / "language.md").read_text(), re.DOTALL)
     assert m, f"no code block after {heading!r} in docs/language.md"
     return m.group(1)
 

@@ -12,13 +12,28 @@ element of the (broadcast) batch dims; attention counts its two matmuls; element
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .core import (MOD, REQUIRED, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _same, broadcast,
-                   register)
+from .core import (
+    MOD,
+    REQUIRED,
+    ArgSpec,
+    EmitArgs,
+    Expr,
+    In,
+    Kw,
+    Lit,
+    OpDef,
+    Shape,
+    ShapeError,
+    _same,
+    broadcast,
+    register,
+)
 from .tensor import _dims_lit, _dims_norm, _norm_dim, _reduce_shape
 
-__all__ = ["PARAMETER_INITS", "matmul_shape", "matmul_macs"]
+__all__ = ["PARAMETER_INITS", "matmul_macs", "matmul_shape"]
 
 #: How a free parameter starts: the value of its ``init=`` argument.
 PARAMETER_INITS = ("zeros", "ones", "normal", "trunc_normal")

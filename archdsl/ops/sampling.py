@@ -9,8 +9,22 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _check_positive, _need_rank,
-                   _pair, int_or_pair, register)
+from .core import (
+    ArgSpec,
+    EmitArgs,
+    Expr,
+    In,
+    Kw,
+    Lit,
+    OpDef,
+    Shape,
+    ShapeError,
+    _check_positive,
+    _need_rank,
+    _pair,
+    int_or_pair,
+    register,
+)
 
 __all__ = ["INTERPOLATION_MODES", "conv_transpose_out"]
 
