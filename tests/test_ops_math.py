@@ -636,3 +636,19 @@ def test_language_reference_segmentation_net_runs_at_any_size() -> None:
                                       sd["refine.bias"], stride=2)
             want = F.interpolate(logits, size=hw, mode="bilinear", align_corners=False) + fine
             torch.testing.assert_close(model(x), want)
+
+
+def test_parameters_in_repeated_blocks_and_checking_without_torch() -> None:
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+    src = ("block B():\n    gamma = parameter([in.shape[-1]], init=\"ones\", batch_dim=false)\n    x * gamma\n\n"
+           "network n():\n    input [12]\n    reshape([3, 4])\n    blocks: [B(), B()]\n")
+    model = archdsl.build(src)
+    assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == {"blocks.0.gamma": (4,),
+                                                                          "blocks.1.gamma": (4,)}
+    code = ("import sys, archdsl; archdsl.graph(" + repr(src) + "); archdsl.source(" + repr(src) + "); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
