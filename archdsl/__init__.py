@@ -33,8 +33,9 @@ def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     return compile_graph(spec, params, input_shape=input_shape, limits=limits)
 
 
-def source(spec: str, **params: Any) -> str:
-    """The generated PyTorch source for ``spec`` (depends only on torch)."""
+def source(spec: str, *, plugins: list[str] | None = None, **params: Any) -> str:
+    """The generated PyTorch source for ``spec`` (depends only on torch); ``plugins`` are loaded first."""
+    load_plugins(plugins or (), env=False)
     g = compile_graph(spec, params)
     return _source_with_params(spec, params, g, None, None)
 
