@@ -371,3 +371,26 @@ archdsl.register_op("pyblock", make_block)
     assert r.exit_code == 0, r.output
     import torch
     assert isinstance(archdsl.build(spec).b[1], torch.nn.GELU)
+
+
+def test_shape_error_points_at_the_argument(tmp_path: Path) -> None:
+    p = _write_plugin(tmp_path, "pointed", '''
+from archdsl.ops import ShapeError
+
+def _shape(in_shape, groups: int = 1):
+    if in_shape[0] % groups:
+        raise ShapeError(f"{in_shape[0]} channels do not split into {groups} groups", arg="groups",
+                         hint="use a divisor of the channel count")
+    return in_shape
+
+@archdsl.register_op("shuffle2", shape=_shape, params=lambda in_shape, groups=1: 0)
+def make_shuffle(in_shape, groups: int = 1):
+    from torch import nn
+    return nn.ChannelShuffle(groups)
+''')
+    load_plugin(str(p))
+    with pytest.raises(ArchError) as e:
+        archdsl.graph("network n():\n    input [6, 4, 4]\n    shuffle2(groups=4)\n")
+    text = str(e.value)
+    assert "3:14: error: shuffle2: 6 channels do not split into 4 groups" in text
+    assert "hint: use a divisor of the channel count" in text
