@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..errors import Diagnostic
-from ..ir import Graph, Loc, Node
+from ..ir import DEFAULT_FUSED_NAME, Graph, Loc, Node   # the fused conv's default name (timm's)
 from ..ops import conv_out, has_trait, ops_with
 from ..source import Span
 
 __all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "check_groups",
            "EVAL_IDENTITY_OPS", "FUSABLE_LINEAR_OPS", "TRANSPARENT_OPS"]
 
-DEFAULT_FUSED_NAME = "reparam_conv"      # timm's name for the fused conv of a RepVGG block
 # Ops that are the identity in eval mode come from the op registry's "eval-identity" trait (asked at call
 # time, so ops registered later count). The linear maps a branch may hold are the ones the branch algebra
 # below (and codegen.weights) knows how to write as a conv kernel: "fusable-linear" ops that keep the
