@@ -187,3 +187,17 @@ def test_compiled_source_pickles_without_archdsl(tmp_path: Path) -> None:
                          cwd=tmp_path, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0.0", "resnet18_gen"]
+
+
+def test_deployed_model_pickles_and_deepcopies() -> None:
+    import copy
+    import pickle
+    model, _, x = _pair("repvgg_a0")
+    fast = archdsl.deploy(model, memory_format="contiguous")
+    assert "stem.reparam_conv.weight" in fast.state_dict()
+    for clone in (pickle.loads(pickle.dumps(fast)), copy.deepcopy(fast)):
+        assert type(clone) is type(fast) and clone.deploy_info == fast.deploy_info
+        with torch.no_grad():
+            assert torch.equal(clone(x), fast(x))
+            ref = model(x)
+            assert torch.allclose(clone(x), ref, atol=1e-5 * max(1.0, float(ref.abs().max())))
