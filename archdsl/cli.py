@@ -387,11 +387,15 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
 
 @app.command()
 def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-        markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table")) -> None:
-    """List the built-in ops with their arguments."""
+        markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table"),
+        plugin: List[str] = typer.Option([], "--plugin", help="also list the ops these plugins register "
+                                         "(repeatable; see docs/extending.md)")) -> None:
+    """List the built-in ops with their arguments (and, with --plugin, those the plugins register)."""
     from .ops.docs import op_entries, ops_markdown
 
     def run() -> int:
+        if plugin:   # only when asked: ARCHDSL_PLUGINS must not change the docs/ops.md table
+            _load_plugins(plugin)
         if markdown:
             out.print(ops_markdown(), markup=False, end="")
         elif as_json:

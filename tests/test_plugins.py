@@ -394,3 +394,11 @@ def make_shuffle(in_shape, groups: int = 1):
     text = str(e.value)
     assert "3:14: error: shuffle2: 6 channels do not split into 4 groups" in text
     assert "hint: use a divisor of the channel count" in text
+
+
+def test_archc_ops_lists_plugin_ops_only_when_asked() -> None:
+    r = _cli("ops")
+    assert r.exit_code == 0 and "cbam" not in r.output
+    r = _cli("ops", "--json", "--plugin", str(PLUGIN))
+    assert r.exit_code == 0, r.output
+    assert '"cbam"' in r.output and "reduction=16, kernel_size=7" in r.output
