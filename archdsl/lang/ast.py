@@ -93,6 +93,8 @@ class ListExpr(Node):
 @dataclass
 class CompFor(Node):
     var: str
+    # the further names of 'for a, b in pairs' (each item unpacked into var, *unpack); empty for one name
+    unpack: list[str]
     iter: "Expr"
     cond: "Expr | None"
 

@@ -378,7 +378,8 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def comp_for(self, meta: Any, c: list[Any]) -> A.CompFor:
-        return A.CompFor(self._meta(meta), str(c[0]), c[2], c[3])
+        *names, _in, it, cond = c
+        return A.CompFor(self._meta(meta), str(names[0]), [str(n) for n in names[1:]], it, cond)
 
 
 def _unquote(tok: Any) -> str:

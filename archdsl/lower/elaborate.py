@@ -143,9 +143,9 @@ class Lowerer(LayerApplier):
             self.err(f"input shape must be a list of integers like [3, 224, 224], got {fmt(v)}", span,
                      hint="the batch dimension is left out: [C, H, W] for images, [F] for vectors")
             return None
-        if len(v) not in (1, 3):
-            self.err(f"input shape must be [C, H, W] or [F] (batch left out), got {len(v)} dimensions", span,
-                     hint="e.g. input [3, 224, 224]")
+        if len(v) not in (1, 2, 3):
+            self.err(f"input shape must be [C, H, W], [N, C] (tokens) or [F] (batch left out), got {len(v)} "
+                     "dimensions", span, hint="e.g. input [3, 224, 224]")
             return None
         if any(x <= 0 for x in v):
             self.err(f"input shape {fmt(v)} has a non-positive size", span, hint="every size must be at least 1")

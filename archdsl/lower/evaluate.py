@@ -20,6 +20,7 @@ from ..ops import MULTI_OUTPUT_OPS, OPS
 from ..source import Span
 from .budget import Budget, limit_hint
 from .builtins import BUILTINS, CHEAP_BUILTINS, CONSTANTS
+from .synonyms import meaning_hint
 from .values import ABSENT, POISON, LayerSpec, ShapeVal, TensorVal, fmt, is_int, is_num, type_name
 
 __all__ = ["Env", "Evaluator", "EXPR_HANDLERS", "BUILTINS", "CONSTANTS"]  # the last two: from .builtins
@@ -108,7 +109,8 @@ class Evaluator(ABC):
         if n in KEYWORDS:
             return self.err(f"'{n}' is a keyword, not a value", e.span,
                             hint="keywords start statements and expressions ('if', 'for', 'in', ...)")
-        hint = did_you_mean(n, env.names())
+        # by meaning first (deconv -> conv_transpose2d), then by spelling
+        hint = meaning_hint(n, [*OPS, *MULTI_OUTPUT_OPS]) or did_you_mean(n, env.names())
         if n in ("True", "False", "None"):
             hint = f"write {n.lower()}"
         # no near miss: it may be an op a Python plugin registers, which only whoever runs archc can load
@@ -158,8 +160,21 @@ class Evaluator(ABC):
                 self.err(f"can only loop over a list or range(...), got {type_name(it)}", f.iter.span,
                          hint=f"e.g. 'for {f.var} in range(n)'")
                 return False
+            names = [f.var, *f.unpack]
             for item in it:
-                env.vars[f.var] = item
+                if f.unpack:
+                    if isinstance(item, (ShapeVal, TensorVal)):
+                        item = list(item.shape)
+                    if not isinstance(item, list) or len(item) != len(names):
+                        got = f"a list of {len(item)}" if isinstance(item, list) else f"{type_name(item)} {fmt(item)}"
+                        self.err(f"'for {', '.join(names)} in ...' unpacks each item into {len(names)} names; "
+                                 f"got {got}", f.iter.span,
+                                 hint=f"loop over a list of {len(names)}-item lists, e.g. zip(widths, strides) "
+                                      f"or enumerate(widths)")
+                        return False
+                    env.vars.update(zip(names, item))
+                else:
+                    env.vars[f.var] = item
                 if f.cond is not None:
                     c = self.eval(f.cond, env)
                     if c is POISON:
@@ -277,7 +292,9 @@ class Evaluator(ABC):
                                 hint=did_you_mean(e.name, ["c", "h", "w", "shape", "rank"]) or "use c, h, w, shape or rank")
             except IndexError:
                 return self.err(f"shape {list(obj.shape)} has no '{e.name}'", e.span,
-                                hint="h and w exist only for [C, H, W] feature maps")
+                                hint="c, h and w exist only for [C, H, W] feature maps (c also for [F]); "
+                                     "use .shape[i] (e.g. .shape[-1] for tokens [N, C]) or .rank"
+                                if len(obj.shape) == 2 else "h and w exist only for [C, H, W] feature maps")
         return self.err(f"{type_name(obj)} has no attribute '{e.name}'", e.span,
                         hint="attributes exist on 'in' and named tensors: .c .h .w .shape")
 

@@ -60,7 +60,8 @@ def _shape_attr(shape: tuple[int, ...], name: str) -> Any:
     idx = {"c": 0, "h": 1, "w": 2}.get(name)
     if idx is None:
         raise KeyError(name)
-    if idx >= len(shape):
+    # [N, C] tokens have no channel-first layout: .c would be N, .h would be C; shape[-1] says what is meant
+    if idx >= len(shape) or len(shape) == 2:
         raise IndexError(name)
     return shape[idx]
 
