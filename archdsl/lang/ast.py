@@ -11,7 +11,7 @@ __all__ = [
     "Expr", "Num", "Str", "Name", "InputRef", "ListExpr", "ListComp", "CompFor", "Call", "Kwarg",
     "Index", "Attr", "BinOp", "UnaryOp", "Compare", "BoolOp", "Ternary", "OptionalExpr",
     "CombinatorCall", "PipeItem", "Pipeline",
-    "Stmt", "InputStmt", "OutputStmt", "LetStmt", "LayerStmt", "CombinatorStmt", "SeqStmt", "IfStmt",
+    "Stmt", "InputStmt", "OutputStmt", "LetStmt", "LayerStmt", "SpreadStmt", "CombinatorStmt", "SeqStmt", "IfStmt",
     "Param", "BlockDef", "NetworkDef", "Import", "SpecFile", "Node", "walk",
 ]
 
@@ -246,7 +246,16 @@ class IfStmt(Node):
     orelse: list["Stmt"] | None
 
 
-Stmt = Union[InputStmt, OutputStmt, LetStmt, LayerStmt, CombinatorStmt, SeqStmt, IfStmt]
+@dataclass
+class SpreadStmt(Node):
+    """``[label:] *expr`` inside a combinator: each item of the list ``expr`` is one branch, named
+    ``label.<index>`` when labelled (``label.<its named() label>`` for a named item)."""
+    label: str | None
+    label_span: Span | None
+    value: "Expr"
+
+
+Stmt = Union[InputStmt, OutputStmt, LetStmt, LayerStmt, SpreadStmt, CombinatorStmt, SeqStmt, IfStmt]
 
 
 # ---- top level -------------------------------------------------------------------------------------

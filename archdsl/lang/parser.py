@@ -203,6 +203,12 @@ class _ToAst(Transformer):
         return A.LayerStmt(self._meta(meta), first.label, first.label_span, pipe)
 
     @v_args(meta=True)
+    def spread_stmt(self, meta: Any, c: list[Any]) -> A.SpreadStmt:
+        label, value = c
+        return A.SpreadStmt(self._meta(meta), str(label) if label else None, self._tok(label) if label else None,
+                            value)
+
+    @v_args(meta=True)
     def combinator_stmt(self, meta: Any, c: list[Any]) -> A.CombinatorStmt:
         label, reparam, kind, args, body = c
         pos, kws = args if args else ([], [])

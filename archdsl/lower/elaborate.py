@@ -174,6 +174,11 @@ class Lowerer(LayerApplier):
     def _s_combinator(self, st: A.CombinatorStmt, env: Env, cur: Any, scope: Scope, outputs: Any) -> Any:
         return self.run_combinator(st, env, cur, scope)
 
+    def _s_spread(self, st: A.SpreadStmt, env: Env, cur: Any, scope: Scope, outputs: Any) -> Any:
+        self.err("'*' spreads a list into branches, and belongs inside add:, concat:, mul: or stack:", st.span,
+                 hint="in a sequence a list is already a chain of layers: write it without '*'")
+        return cur
+
     def _s_seq(self, st: A.SeqStmt, env: Env, cur: Any, scope: Scope, outputs: Any) -> Any:
         return self.run_seq(st, env, cur, scope)
 
@@ -397,6 +402,29 @@ class Lowerer(LayerApplier):
         if r is not ABSENT:
             out.append(r)
 
+    def _b_spread(self, st: A.SpreadStmt, env: Env, cur: Any, scope: Scope, out: list[Any]) -> None:
+        """``*[...]``: one branch per item (a layer, a chain list, a named tensor; none is left out)."""
+        self._scope = scope
+        items = self.eval(st.value, env)
+        if items is POISON:
+            out.append(POISON)
+            return
+        if not isinstance(items, list):
+            out.append(self.err(f"'*' spreads a list into branches, got {type_name(items)} {fmt(items)}",
+                                st.value.span, hint="e.g. *[conv2d(c, 3) for i in range(n)]"))
+            return
+        for i, item in enumerate(items):
+            if item is None:
+                continue
+            if isinstance(item, TensorVal):
+                out.append(item)
+                continue
+            label = None
+            if st.label is not None:
+                own = item.label if isinstance(item, LayerSpec) else None
+                label = f"{st.label}.{own if own is not None else i}"
+            out.append(self.apply(item, cur, scope, label, st.label_span, st.value.span))
+
     def _b_seq(self, st: A.SeqStmt, env: Env, cur: Any, scope: Scope, out: list[Any]) -> None:
         out.append(self.run_seq(st, env, cur, scope))
 
@@ -441,12 +469,14 @@ class Lowerer(LayerApplier):
 StmtHandler = Callable[[Lowerer, Any, Env, Any, Scope, Any], Any]
 STMT_HANDLERS: dict[type, StmtHandler] = {
     A.LetStmt: Lowerer._s_let, A.LayerStmt: Lowerer._s_layer, A.CombinatorStmt: Lowerer._s_combinator,
+    A.SpreadStmt: Lowerer._s_spread,
     A.SeqStmt: Lowerer._s_seq, A.IfStmt: Lowerer._s_if, A.InputStmt: Lowerer._s_input,
     A.OutputStmt: Lowerer._s_output,
 }
 # inside a combinator every statement is a branch (or a 'let'); 'input'/'output' are refused there
 BRANCH_HANDLERS: dict[type, StmtHandler] = {
     A.LetStmt: Lowerer._b_let, A.LayerStmt: Lowerer._b_layer, A.SeqStmt: Lowerer._b_seq,
+    A.SpreadStmt: Lowerer._b_spread,
     A.CombinatorStmt: Lowerer._b_combinator, A.IfStmt: Lowerer._b_if,
     A.InputStmt: Lowerer._b_other, A.OutputStmt: Lowerer._b_other,
 }
