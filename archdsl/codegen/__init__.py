@@ -1,6 +1,7 @@
-"""Stage 4, code generation: graph IR -> PyTorch source (torch-free); building and deploying modules (torch)."""
+"""Stage 5, code generation: graph IR -> PyTorch source (torch-free: emit, units, program, render, names);
+building modules from it (build, torch) and the runtime deploy (deploy, weights)."""
 from __future__ import annotations
 
-from .emit import class_name, generate
+from .emit import GenerationError, class_name, generate
 
-__all__ = ["class_name", "generate"]
+__all__ = ["GenerationError", "class_name", "generate"]
