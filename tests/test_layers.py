@@ -8,7 +8,8 @@ Every module's AST is walked, function-level and ``TYPE_CHECKING`` imports inclu
 * no module over 600 lines;
 * torch, triton and graphviz are imported only where listed in ``HEAVY`` (``"lazy"``: only inside a function,
   so importing the module does not load them);
-* ``archc check`` and ``archc render`` run without importing torch (in a subprocess, as a user runs them).
+* ``archc check``, ``list``, ``summary``, ``compile`` and ``render`` run without importing torch (in a
+  subprocess, as a user runs them).
 
 The same layering is declared for import-linter in pyproject.toml ``[tool.importlinter]`` (``lint-imports``,
 run by scripts/test.sh); a test below keeps the two declarations equal.
@@ -306,9 +307,12 @@ print("\\nPROBE " + json.dumps({"code": code, "heavy": heavy}))
 
 @pytest.mark.parametrize("args", [
     ["check", "specs/resnet.arch"],
+    ["list", "specs/resnet.arch"],
+    ["summary", "specs/resnet.arch:resnet18"],
+    ["compile", "specs/resnet.arch:resnet18", "-o", "{tmp}/r18.py"],
     ["render", "specs/resnet.arch:resnet18", "-o", "{tmp}/r18.svg", "--depth", "1"],
-], ids=["check", "render"])
-def test_check_and_render_do_not_import_torch(args: list[str], tmp_path: Path) -> None:
+], ids=["check", "list", "summary", "compile", "render"])
+def test_torch_free_commands_do_not_import_torch(args: list[str], tmp_path: Path) -> None:
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     r = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True,
                        timeout=300)
@@ -318,3 +322,5 @@ def test_check_and_render_do_not_import_torch(args: list[str], tmp_path: Path) -
     assert result == {"code": 0, "heavy": []}, (result, r.stderr[-2000:])
     if args[0] == "render":
         assert (tmp_path / "r18.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+    if args[0] == "compile":
+        assert "class Resnet18(nn.Module)" in (tmp_path / "r18.py").read_text()
