@@ -1,0 +1,96 @@
+"""MobileViT and Swin against their references: specs/mobilevit.arch (timm) and specs/swin.arch (torchvision).
+
+For every network: the reference's state_dict (BatchNorm statistics and every LayerNorm affine randomized
+first, so no branch hides behind a constant init) loads with ``strict=True``, eval outputs are equal (max abs
+diff <= 1e-4 x max(1, max |reference|)), the summary's parameters equal the reference's, and the MACs equal
+fvcore's conv/linear/matmul count (tests/data/reference-counts.json, re-measured live here; timm's attention
+is counted unfused, see tests/data/README.md).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from helpers import assert_same_outputs, randomize_bn, reference_counts
+
+import archdsl
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+MOBILEVIT = "specs/mobilevit.arch:mobilevit_s"
+_FVCORE_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
+
+
+def _randomize(model: Any, seed: int) -> Any:
+    """BatchNorm statistics and affines random, LayerNorm weights/biases away from their 1/0 init."""
+    randomize_bn(model, seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.LayerNorm):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def _ours(address: str, state: dict[str, Any], **kwargs: Any) -> Any:
+    """Build on the meta device (no init cost) and adopt ``state`` strictly."""
+    with torch.device("meta"):
+        model = archdsl.build(address, **kwargs)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def _fvcore_macs(model: Any, shape: tuple[int, ...]) -> int:
+    fvcore_nn = pytest.importorskip("fvcore.nn")
+    for m in model.modules():          # timm's attention as matmuls: fvcore counts fused SDPA as 0
+        if hasattr(m, "fused_attn"):
+            m.fused_attn = False
+    fca = fvcore_nn.FlopCountAnalysis(model.eval(), torch.randn(1, *shape))
+    fca.unsupported_ops_warnings(False)
+    fca.uncalled_modules_warnings(False)
+    return sum(v for k, v in fca.by_operator().items() if k in _FVCORE_OPS)
+
+
+def _shapes(sd: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in sd.items()}
+
+
+# ---- MobileViT-S (timm) -------------------------------------------------------------------------------------
+def test_mobilevit_s_weight_exact_against_timm() -> None:
+    ref = _randomize(timm.create_model("mobilevit_s", pretrained=False), seed=0)
+    state = ref.state_dict()
+    ours = _ours(MOBILEVIT, state)
+    assert _shapes(ours.state_dict()) == _shapes(state)
+    assert list(ours.state_dict()) == list(state)             # same keys in timm's order
+    assert_same_outputs(ours, ref, (3, 256, 256), batch=2)
+
+    g = ours.arch_graph
+    counts = reference_counts()["timm.mobilevit_s"]
+    assert g.total_params == sum(p.numel() for p in ref.parameters()) == counts["params"]
+    assert [1, *g.input_shape] == counts["input"]
+    assert [1, *g.output_shapes["out"]] == counts["output"]
+    assert g.total_macs == counts["macs"] == _fvcore_macs(ref, (3, 256, 256))
+
+
+def test_mobilevit_s_at_224_resizes_the_odd_last_stage_like_timm() -> None:
+    # at 224 the last MobileViT block sees 7x7: timm resizes it to 8x8 (bilinear) to unfold 2x2 patches and
+    # back to 7x7 after folding; the spec does the same, so outputs and fvcore's count (resize uncounted) agree
+    ref = _randomize(timm.create_model("mobilevit_s", pretrained=False), seed=2)
+    ours = _ours(MOBILEVIT, ref.state_dict(), input_shape=(3, 224, 224))
+    assert any(n.op == "upsample" for n in ours.arch_graph.nodes())
+    assert_same_outputs(ours, ref, (3, 224, 224), seed=3)
+    assert ours.arch_graph.total_macs == _fvcore_macs(ref, (3, 224, 224))
+
+
+def test_mobilevit_tokens_are_patch_positions_by_patches() -> None:
+    # timm folds the 4 pixel positions of a 2x2 patch into the batch ([B*4, N, C]); per sample that is
+    # [4, N, C]: at 256 stage 2's map is 32 x 32, i.e. 16 x 16 = 256 patches of width 144
+    g = archdsl.graph(MOBILEVIT)
+    qkv = next(n for n in g.nodes() if n.module == "stages.2.1.transformer.0.attn.qkv")
+    assert tuple(qkv.in_shapes[0]) == (4, 256, 144)
+    assert tuple(qkv.shape) == (4, 256, 432)
+    fusion = next(n for n in g.nodes() if n.module == "stages.2.1.conv_fusion.conv")
+    assert tuple(fusion.in_shapes[0]) == (192, 32, 32)    # concat of the block input and conv_proj
