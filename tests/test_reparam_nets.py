@@ -90,3 +90,77 @@ def test_cli_deploy_converts_a_trained_mobileone_checkpoint(tmp_path: Path) -> N
     x = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         _close(tdep(x), ours(x))
+
+
+# ------------------------------------------------------------------ per-channel scales inside reparam groups
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def scaled_groups(draw: Any) -> str:
+    """A random group whose branches carry `scale` / `layer_scale` (before or after the conv), plus BNs."""
+    c = draw(st.sampled_from([4, 6, 8]))
+    G = draw(st.sampled_from([1, c]))
+    branches: list[str] = []
+    for k in draw(st.lists(st.sampled_from([1, 3, 5]), min_size=1, max_size=3)):
+        pre = draw(st.sampled_from(["", "scale(0.5), ", "layer_scale(init=1.0), "]))
+        post = draw(st.sampled_from(["", ", batchnorm", ", layer_scale(init=0.3)",
+                                     ", batchnorm, layer_scale", ", scale(-1.5)"]))
+        branches.append(f"[{pre}conv2d({c}, {k}, padding={k // 2}, groups={G}, bias=false){post}]")
+    branches.append(draw(st.sampled_from(["", "identity", "[batchnorm, layer_scale(init=2.0)]",
+                                          "layer_scale(init=0.7)"])))
+    body = "\n".join("        " + b for b in branches if b)
+    return f"network t():\n    input [{c}, 9, 9]\n    g: reparam add:\n{body}\n    relu\n"
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scaled_groups())
+def test_scales_and_layer_scales_fuse_into_the_group(text: str) -> None:
+    g = archdsl.graph(text)
+    model = archdsl.build(text)
+    randomize_bn(model, seed=3)
+    with torch.no_grad():   # random layer-scale values, so no branch hides behind its init value
+        for name, p in model.named_parameters():
+            if p.dim() == 3:
+                p.copy_(torch.randn(p.shape))
+    model.eval()
+    dep = archdsl.deploy(model, memory_format="contiguous")
+    assert [type(m) for m in dep.modules() if not list(m.children())] == [torch.nn.Conv2d]
+    assert not list(dep.parameters())[2:]   # the fused conv's weight and bias only
+    x = torch.randn(2, *g.input_shape)
+    with torch.no_grad():
+        _close(dep(x), model(x))
+
+
+REFUSED = {
+    # the branch, the reason the refusal must name
+    "[conv2d(8, 3, padding=1), gelu]": "applies gelu at g.1, which is not linear",
+    "[conv2d(8, 3, padding=1), layernorm]": "applies layernorm at g.1, which is not linear",
+    "[conv2d(8, 3, padding=1), linear(9)]": "a linear layer on the last axis (width)",
+    "[conv2d(8, 3, padding=1), layer_scale(dim=-1)]": "not the channels of a [C, H, W] map",
+    "[batchnorm, conv2d(8, 3, padding=1)]": "applies batchnorm before the padded conv2d",
+}
+
+
+@pytest.mark.parametrize("branch,reason", sorted(REFUSED.items()))
+def test_refusals_name_the_real_reason(branch: str, reason: str) -> None:
+    text = f"network t():\n    input [8, 9, 9]\n    g: reparam add:\n        {branch}\n        conv2d(8, 1)\n    relu\n"
+    with pytest.raises(archdsl.ArchError) as e:
+        archdsl.graph(text)
+    msgs = [d.message for d in e.value.diagnostics if "cannot be fused" in d.message]
+    assert msgs and reason in msgs[0], str(e.value)
+    assert "layer_scale" not in msgs[0] or "not linear" not in msgs[0]
+
+
+def test_scale_before_a_padded_conv_is_exact_but_a_shift_is_not() -> None:
+    """A per-channel scale has no shift: zero padding scales to zero, so it may precede a padded conv."""
+    ok = "network t():\n    input [4, 7, 7]\n    g: reparam add:\n        [layer_scale(init=0.5), conv2d(4, 3, padding=1)]\n        identity\n"
+    model = archdsl.build(ok)
+    with torch.no_grad():
+        model.state_dict()["g.0"].copy_(torch.randn(4, 1, 1))
+    model.eval()
+    dep = archdsl.deploy(model, memory_format="contiguous")
+    x = torch.randn(2, 4, 7, 7)
+    with torch.no_grad():
+        _close(dep(x), model(x))

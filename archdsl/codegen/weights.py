@@ -48,6 +48,18 @@ def _bn_scale_shift(sd: dict[str, Any], bn: Node) -> tuple[Any, Any]:
     return scale, beta - sd[p + "running_mean"].double() * scale
 
 
+def _channel_affine(sd: dict[str, Any], n: Node, c: int) -> tuple[Any, Any]:
+    """A per-channel map of a reparam branch (BatchNorm, ``scale``, ``layer_scale``) as y = x * scale + shift."""
+    import torch
+    if n.op == "batchnorm":
+        return _bn_scale_shift(sd, n)
+    if n.op == "scale":
+        s = torch.full((c,), float(n.args["factor"]), dtype=torch.float64)
+    else:   # layer_scale over channels: the parameter (C, 1, 1) is stored under the module path itself
+        s = sd[_mod(n)].double().reshape(-1)
+    return s, torch.zeros(c, dtype=torch.float64)
+
+
 def _in_index(cout: int, cin_g: int, groups: int) -> Any:
     """[cout, cin_g] -> the input channel each weight of a grouped conv reads."""
     import torch
@@ -80,8 +92,8 @@ def _branch_kernel(sd: dict[str, Any], tg: Graph, steps: tuple[int, ...], c_in: 
     pre = False     # a BatchNorm came before the first conv (else diag_s/diag_t are 1/0: skip the products)
     for nid in steps:
         n = tg.node(nid)
-        if n.op == "batchnorm":
-            s, t = _bn_scale_shift(sd, n)
+        if n.op in ("batchnorm", "scale", "layer_scale"):
+            s, t = _channel_affine(sd, n, c_in if w is None else w.shape[0])
             if w is None:
                 diag_s, diag_t = diag_s * s, diag_t * s + t
                 pre = True

@@ -4,7 +4,8 @@ A group is fusable when every branch is a *linear* map from the group's input th
 convolution can express, and all branches agree on where that convolution looks:
 
 - a branch is a chain of conv2d / avgpool / batchnorm (eval-mode BN is a per-channel affine map),
-  identity, dropout and drop_path (both identity in eval), optionally a bias-free 1x1 conv (groups 1,
+  ``scale`` / ``layer_scale`` over channels (per-channel maps without a shift), identity, dropout and
+  drop_path (both identity in eval), optionally a bias-free 1x1 conv (groups 1,
   stride 1) in front of the spatial op (the DBB "1x1 -> kxk" branch);
 - every spatial branch has the same stride; identity-like branches (identity, BN alone) have stride 1
   and need the input and output shapes to agree;
@@ -25,11 +26,11 @@ from typing import Callable
 
 from ..errors import Diagnostic
 from ..ir import DEFAULT_FUSED_NAME, Graph, Loc, Node   # the fused conv's default name (timm's)
-from ..ops import conv_out, has_trait, ops_with
+from ..ops import OPS, conv_out, has_trait, ops_with
 from ..source import Span
 
 __all__ = ["DEFAULT_FUSED_NAME", "BranchPlan", "GroupPlan", "FusionError", "plan_group", "check_groups",
-           "EVAL_IDENTITY_OPS", "FUSABLE_LINEAR_OPS", "TRANSPARENT_OPS"]
+           "EVAL_IDENTITY_OPS", "FUSABLE_LINEAR_OPS", "TRANSPARENT_OPS", "SCALE_OPS"]
 
 # Ops that are the identity in eval mode come from the op registry's "eval-identity" trait (asked at call
 # time, so ops registered later count). The linear maps a branch may hold are the ones the branch algebra
@@ -39,7 +40,12 @@ FUSABLE_LINEAR_OPS = frozenset({"conv2d", "avgpool", "batchnorm"})
 assert FUSABLE_LINEAR_OPS <= ops_with("fusable-linear") - ops_with("layout-sensitive"), "registry traits changed"
 EVAL_IDENTITY_OPS = ops_with("eval-identity")   # at import; has_trait(op, "eval-identity") is the live answer
 TRANSPARENT_OPS = EVAL_IDENTITY_OPS              # the former name
-_LINEAR_OPS = FUSABLE_LINEAR_OPS
+# Per-channel scales without a shift (a constant `scale`, a learnable `layer_scale` over the channels of
+# [C, H, W]) are diagonal linear maps: they fold into the branch's kernel like a BatchNorm's scale, and,
+# having no shift, they may even sit before a padded conv (zero padding scales to zero).
+SCALE_OPS = frozenset({"scale", "layer_scale"})
+_LINEAR_OPS = FUSABLE_LINEAR_OPS | SCALE_OPS
+_SHIFTING_OPS = frozenset({"batchnorm"})        # per-channel maps with an additive term
 
 
 class FusionError(Exception):
@@ -106,9 +112,13 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
             raise FusionError(f"branch {idx} combines several tensors at {_where(n)}, which one conv cannot do",
                               hint="a reparam branch is a chain: conv2d/avgpool, batchnorm, identity", nid=nid)
         if n.op not in _LINEAR_OPS and not has_trait(n.op, "eval-identity"):
-            raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, which is not linear",
-                              hint="only conv2d, avgpool, batchnorm and identity (dropout, drop_path) fuse; "
-                                   "put activations after the group", nid=nid)
+            raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, {_why_not(n)}",
+                              hint="only conv2d, avgpool, batchnorm, scale, layer_scale (over channels) and "
+                                   "identity (dropout, drop_path) fuse; put activations and other layers after the group", nid=nid)
+        if n.op == "layer_scale" and not (len(n.in_shapes[0]) == 3 and n.args["dim"] == 1):
+            raise FusionError(f"layer_scale {n.name} in branch {idx} scales dim {n.args['dim']} of "
+                              f"{list(n.in_shapes[0])}, not the channels of a [C, H, W] map; a conv kernel "
+                              "can only scale its output channels", hint="scale the channels (dim=1)", nid=nid)
         users = g.consumers(nid)
         if nid == out_nid:
             if merge is not None and any(u != merge for u in users):
@@ -121,6 +131,25 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
         nid = n.inputs[0]
     chain.reverse()
     return chain
+
+
+# ops that are not linear maps at all, whatever their arguments (everything else refused is linear but
+# not expressible as one conv kernel: it mixes positions or axes a conv cannot, or has no fixed weights)
+_NONLINEAR_FAMILIES = frozenset({"act"})
+_NONLINEAR_OPS = frozenset({"layernorm", "groupnorm", "instancenorm", "softmax", "maxpool",
+                            "adaptive_maxpool", "mul", "scaled_dot_product_attention"})
+
+
+def _why_not(n: Node) -> str:
+    """The real reason an op cannot be part of a fused branch."""
+    op = OPS.get(n.op)
+    if n.op in _NONLINEAR_OPS or (op is not None and op.family in _NONLINEAR_FAMILIES and n.op not in SCALE_OPS):
+        return "which is not linear"
+    if n.op == "linear":
+        return "a linear layer on the last axis (width) of the map, which a conv kernel cannot express"
+    if n.op == "batchnorm":
+        return "which is not a fixed linear map"
+    return "which is not one of the linear maps a conv kernel can express"
 
 
 def _branch_plan(chain: list[Node], idx: int) -> BranchPlan:
@@ -166,12 +195,12 @@ def _branch_plan(chain: list[Node], idx: int) -> BranchPlan:
         if last.op == "conv2d" and la["groups"] != 1:
             raise FusionError(f"branch {idx}: the kxk conv after a 1x1 conv must have groups=1", nid=last.id)
         between = steps[steps.index(pre) + 1: steps.index(last)]
-        biased = bool(between) or pa["bias"]
+        biased = any(tuple(b.op for b in between if b.op in _SHIFTING_OPS)) or pa["bias"]
         if biased and tuple(la["padding"]) != (0, 0):
             raise FusionError(f"branch {idx} adds a bias (bias=true or batchnorm) between the 1x1 and the padded "
                               f"{last.op} {last.name}; zero padding makes that inexact at the borders",
                               hint="use bias=false and no batchnorm on the 1x1 conv", nid=last.id)
-    if first_spatial > 0 and tuple(spatial[0].args["padding"]) != (0, 0):
+    if any(n.op in _SHIFTING_OPS for n in steps[:first_spatial]) and tuple(spatial[0].args["padding"]) != (0, 0):
         raise FusionError(f"branch {idx} applies batchnorm before the padded {spatial[0].op} {spatial[0].name}; "
                           "zero padding makes that inexact at the borders",
                           hint="put the batchnorm after the conv", nid=steps[0].id)
