@@ -24,7 +24,8 @@ from .errors import ArchError, Diagnostic
 from .ir import Graph
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TIMM_PREFIX", "read_state_dict", "load_weights", "pretrained_cfg",
-           "load_pretrained", "build_model", "register_timm", "resample_pos_embed"]
+           "load_pretrained", "build_model", "register_timm", "resample_pos_embed",
+           "resample_pos_embed_to"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -91,16 +92,23 @@ def _listing(title: str, items: list[str]) -> str:
     return f"{len(items)} {title}:\n{shown}{more}"
 
 
-def load_weights(model: Any, weights: str | os.PathLike[str] | Mapping[str, Any], *, strict: bool = True) -> Any:
+def load_weights(model: Any, weights: str | os.PathLike[str] | Mapping[str, Any], *, strict: bool = True,
+                 resample_pos_embed: bool = False) -> Any:
     """Load ``weights`` (a file path or a state_dict) into ``model`` and return the model.
 
     With ``strict`` every key of the model must be present and no other key may be; shapes must match
     either way. All mismatches are reported together, as one :class:`ArchError` listing the missing,
     unexpected and mis-shaped keys (the first few of each, the rest counted) -- never a traceback.
+    ``resample_pos_embed``: a ViT's ``pos_embed`` trained at another input size is first resampled to the
+    model's patch grid (:func:`resample_pos_embed`; the grid is the model's input over the kernel of
+    ``patch_embed.proj``, as timm derives it when loading a checkpoint).
     """
     where = str(weights) if not isinstance(weights, Mapping) else "the state_dict"
     sd = read_state_dict(weights) if not isinstance(weights, Mapping) else _unwrap(weights, where)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if resample_pos_embed and "pos_embed" in sd and "pos_embed" in want and tuple(sd["pos_embed"].shape) != want[
+            "pos_embed"]:
+        sd = resample_pos_embed_to(model, sd)
     missing = [k for k in want if k not in sd]
     unexpected = [k for k in sd if k not in want]
     wrong = [f"{k}: {list(sd[k].shape)} in the file, {list(s)} in the model" for k, s in want.items()
@@ -113,8 +121,10 @@ def load_weights(model: Any, weights: str | os.PathLike[str] | Mapping[str, Any]
         name = getattr(getattr(model, "arch_graph", None), "name", type(model).__name__)
         raise ArchError(Diagnostic(
             f"the weights in {where} do not fit {name}:\n  " + "\n  ".join(problems), None,
-            hint="build the model with the parameters the weights were trained with (e.g. num_classes), "
-                 "or pass strict=False to skip missing and unexpected keys"))
+            hint="pass resample_pos_embed=True to resample a ViT position embedding trained at another input size"
+            if any(w.startswith("pos_embed:") for w in wrong) else
+            "build the model with the parameters the weights were trained with (e.g. num_classes), "
+            "or pass strict=False to skip missing and unexpected keys"))
     model.load_state_dict({k: v for k, v in sd.items() if k in want}, strict=strict)
     return model
 
@@ -160,6 +170,17 @@ def resample_pos_embed(state_dict: Mapping[str, Any], grid: int | Sequence[int],
     rows = rows.permute(0, 2, 3, 1).reshape(1, new[0] * new[1], -1).to(pe.dtype)
     out[key] = torch.cat([pe[:, :prefix], rows], dim=1)
     return out
+
+
+def resample_pos_embed_to(model: Any, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`resample_pos_embed` to the patch grid of ``model`` (built by archdsl with timm's ViT keys)."""
+    kernel = model.state_dict().get("patch_embed.proj.weight")
+    shape = getattr(getattr(model, "arch_graph", None), "input_shape", None)
+    if kernel is None or shape is None or len(shape) != 3:
+        raise ArchError("cannot tell the patch grid of this model: it has no patch_embed.proj conv or no "
+                        "[C, H, W] input", None, hint="call hub.resample_pos_embed(state_dict, (rows, cols)) yourself")
+    grid = (shape[1] // kernel.shape[-2], shape[2] // kernel.shape[-1])
+    return resample_pos_embed(state_dict, grid)
 
 
 # ---- preprocessing metadata -----------------------------------------------------------------------------

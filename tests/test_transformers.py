@@ -215,3 +215,18 @@ def test_vit_at_another_size_without_resampling_names_the_key() -> None:
     with pytest.raises(ArchError) as ei:
         hub.load_weights(model, ref_state)
     assert "pos_embed: [1, 197, 192] in the file, [1, 101, 192] in the model" in str(ei.value)
+    assert "resample_pos_embed=True" in str(ei.value.diagnostics[0].hint)
+
+
+def test_load_weights_resamples_pos_embed_on_request() -> None:
+    from timm.models.vision_transformer import checkpoint_filter_fn
+    trained = _reference("vit_tiny_patch16_224", seed=11).state_dict()
+    with torch.device("meta"):
+        ref = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(224, 160)).eval()
+    ref.load_state_dict(checkpoint_filter_fn(trained, ref), strict=True, assign=True)
+    model = archdsl.build(f"{VIT}:vit_tiny_patch16_224", input_shape=(3, 224, 160))
+    hub.load_weights(model, trained, resample_pos_embed=True)
+    torch.testing.assert_close(model.state_dict()["pos_embed"], ref.pos_embed.detach(), rtol=0, atol=0)
+    assert_same_outputs(model, ref, (3, 224, 160), seed=12)
+    with pytest.raises(ArchError, match="cannot tell the patch grid"):
+        hub.resample_pos_embed_to(torch.nn.Linear(2, 2), trained)
