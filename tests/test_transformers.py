@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from helpers import assert_same_outputs, reference_counts, run_archc
 
 import archdsl
