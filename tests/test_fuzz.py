@@ -57,6 +57,8 @@ VOCAB = [
     "conv2d", "linear", "batchnorm", "relu", "maxpool", "avgpool", "adaptive_avgpool", "flatten", "identity",
     "chunk", "split", "channel_shuffle", "dropout", "range", "len", "make_divisible", "x", "c", "B", "Block",
     "stride", "groups", "padding", "in.c", "in.h", "num_classes",
+    # issue 14: spread branches, unpacking, number functions, token shapes
+    "named", "zip", "enumerate", "log", "log2", "sqrt", "exp", "in.shape", "in.rank", "a, b", "*[",
     # punctuation and operators
     "(", ")", "[", "]", ",", ":", "=", "->", ".", "+", "-", "*", "/", "//", "%", "**", "==", "!=", "<", ">=",
     # literals
@@ -147,7 +149,9 @@ def test_random_token_streams_fail_cleanly(tokens: list[str], with_header: bool)
 @_settings(800)
 @given(st.lists(TOKENS, min_size=1, max_size=12).map(" ".join),
        st.sampled_from(["    conv2d({})", "    {}", "    y = x -> {}", "    add:\n        {}\n        identity",
-                        "    relu * ({})", "    [relu for i in {}]", "    if {}:\n        relu"]))
+                        "    relu * ({})", "    [relu for i in {}]", "    if {}:\n        relu",
+                        "    add:\n        *[{}]\n        identity", "    add:\n        b: *{}",
+                        "    conv2d(sum([a * b for a, b in {}]), 1)"]))
 def test_random_expressions_in_a_network_fail_cleanly(expr: str, template: str) -> None:
     _check(HEADER + template.format(expr) + "\n", "fuzz.arch")
 
