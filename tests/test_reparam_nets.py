@@ -19,6 +19,7 @@ from helpers import randomize_bn, run_archc
 timm = pytest.importorskip("timm")
 from timm.utils import reparameterize_model  # noqa: E402
 
+NETS = [("mobileone.arch", "mobileone_s1"), ("mobileone.arch", "mobileone_s4")]
 SIDE = 64   # every net here accepts 64x64 (stride 32); the weights do not depend on the input size
 
 
@@ -37,14 +38,14 @@ def _pair(spec: str, name: str, num_classes: int = 10) -> tuple[Any, Any]:
     return ours, ref
 
 
-@pytest.mark.parametrize("spec,name", [("mobileone.arch", "mobileone_s1")])
+@pytest.mark.parametrize("spec,name", NETS)
 def test_params_equal_timm(spec: str, name: str) -> None:
     g = archdsl.graph(f"specs/{spec}:{name}")
     ref = timm.create_model(name, pretrained=False)
     assert g.total_params == sum(p.numel() for p in ref.parameters())
 
 
-@pytest.mark.parametrize("spec,name", [("mobileone.arch", "mobileone_s1")])
+@pytest.mark.parametrize("spec,name", NETS)
 def test_train_form_loads_strictly_and_matches(spec: str, name: str) -> None:
     ours, ref = _pair(spec, name)
     want = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
@@ -55,7 +56,7 @@ def test_train_form_loads_strictly_and_matches(spec: str, name: str) -> None:
         _close(ours(x), ref(x))
 
 
-@pytest.mark.parametrize("spec,name", [("mobileone.arch", "mobileone_s1")])
+@pytest.mark.parametrize("spec,name", NETS)
 def test_deploy_matches_train_form_and_timm_reparameterize(spec: str, name: str) -> None:
     ours, ref = _pair(spec, name)
     ours.load_state_dict(ref.state_dict(), strict=True)
