@@ -16,9 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import randomize_bn
 
 import archdsl
-from helpers import ROOT, randomize_bn
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
