@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
 MOBILEVIT = "specs/mobilevit.arch:mobilevit_s"
+SWIN = "specs/swin.arch:swin_t"
 _FVCORE_OPS = ("conv", "linear", "addmm", "matmul", "bmm", "einsum")
 
 
@@ -94,3 +95,63 @@ def test_mobilevit_tokens_are_patch_positions_by_patches() -> None:
     assert tuple(qkv.shape) == (4, 256, 432)
     fusion = next(n for n in g.nodes() if n.module == "stages.2.1.conv_fusion.conv")
     assert tuple(fusion.in_shapes[0]) == (192, 32, 32)    # concat of the block input and conv_proj
+
+
+# ---- Swin-T (torchvision) -----------------------------------------------------------------------------------
+def _swin_reference(seed: int) -> Any:
+    import torchvision
+    ref = _randomize(torchvision.models.swin_t(weights=None), seed)
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():        # the bias tables at scale 1 (their 0.02 init would hide a wrong lookup)
+        for name, p in ref.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                p.copy_(torch.randn(p.shape, generator=g))
+    return ref
+
+
+def test_swin_t_weight_exact_against_torchvision() -> None:
+    ref = _swin_reference(seed=0)
+    state = ref.state_dict()
+    ours = _ours(SWIN, state)
+    assert _shapes(ours.state_dict()) == _shapes(state)
+    assert_same_outputs(ours, ref, (3, 224, 224), batch=2)
+
+    g = ours.arch_graph
+    counts = reference_counts()["torchvision.swin_t"]
+    assert g.total_params == sum(p.numel() for p in ref.parameters()) == counts["params"]
+    assert [1, *g.output_shapes["out"]] == counts["output"]
+    assert g.total_macs == counts["macs"] == _fvcore_macs(ref, (3, 224, 224))
+
+
+def test_swin_relative_position_index_is_torchvision_buffer() -> None:
+    import torchvision
+    ref = torchvision.models.swin_t(weights=None)
+    ours = archdsl.build(SWIN)
+    key = "features.5.3.attn.relative_position_index"
+    assert key in dict(ours.named_buffers()) and key not in dict(ours.named_parameters())
+    idx = ours.state_dict()[key]
+    assert idx.dtype == torch.int64 and tuple(idx.shape) == (49 * 49,)
+    assert torch.equal(idx, ref.state_dict()[key])            # built, not loaded: computed as torchvision does
+    table = ours.state_dict()["features.5.3.attn.relative_position_bias_table"]
+    assert tuple(table.shape) == (169, 12)
+
+
+@pytest.mark.parametrize("size", [(96, 128), (160, 160)])
+def test_swin_t_pads_and_masks_like_torchvision_at_other_sizes(size: tuple[int, int]) -> None:
+    # 96x128: maps 24x32, 12x16, 6x8, 3x4 are padded to whole 7x7 windows; at 6x8 (padded 7x14) torchvision
+    # shifts along the width only; 160: 40x40 padded to 42x42, the last stage 5x5 is padded and not shifted
+    ref = _swin_reference(seed=4)
+    ours = _ours(SWIN, ref.state_dict(), input_shape=(3, *size))
+    assert_same_outputs(ours, ref, (3, *size), seed=5)
+
+
+def test_swin_shifted_block_has_the_mask_in_its_bias() -> None:
+    g = archdsl.graph(SWIN)
+    by_module = {n.module: n for n in g.nodes() if n.op == "swin_attention_bias"}
+    plain = by_module["features.1.0.attn.relative_position_index"]
+    shifted = by_module["features.1.1.attn.relative_position_index"]
+    last = by_module["features.7.1.attn.relative_position_index"]
+    assert tuple(plain.shape) == (1, 3, 49, 49)
+    assert tuple(shifted.shape) == (64, 3, 49, 49)           # 56x56 map: 8x8 windows, each with its mask
+    assert tuple(last.shape) == (1, 24, 49, 49)              # 7x7 map: one window, not shifted
+    assert tuple(shifted.args["shift"]) == (3, 3) and tuple(last.args["shift"]) == (0, 0)

@@ -50,7 +50,7 @@ class Stmt:
 @dataclass
 class Ctor:
     """A registration in ``__init__``: 'module' (``expr`` at ``path``), 'param' (an ``nn.Parameter``),
-    'list'/'dict' (a holder container)."""
+    'buffer' (a persistent buffer), 'list'/'dict' (a holder container)."""
 
     path: str
     kind: str
@@ -184,7 +184,8 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             if opdef.ctor is None:
                 raise GenerationError(f"op '{n.op}' has a module path but no constructor")
             rel = u.rel(n.module)
-            register(rel, "param" if has_trait(n.op, "parameter") else "module", tuple(opdef.ctor(e)))
+            kind = "param" if has_trait(n.op, "parameter") else "buffer" if has_trait(n.op, "buffer") else "module"
+            register(rel, kind, tuple(opdef.ctor(e)))
         elif MOD in expr:
             raise GenerationError(f"op '{n.op}' calls its module but the node has none")
         body.helpers.update(opdef.helpers)

@@ -288,9 +288,11 @@ def _ref(path: str, kinds: dict[str, str]) -> str:
     return ref
 
 
-def _assign(path: str, value: str, kinds: dict[str, str], param: bool = False) -> str:
+def _assign(path: str, value: str, kinds: dict[str, str], param: bool = False, buffer: bool = False) -> str:
     parent, _, name = path.rpartition(".")
     owner = _ref(parent, kinds) if parent else "self"
+    if buffer:   # a plain tensor attribute would not be registered (nor be a state_dict key)
+        return f"{owner}.register_buffer({literal(name)}, {value})"
     if parent and kinds.get(parent) in ("list", "dict"):
         return f"{owner}.add_module({literal(name)}, {value})"
     if attr_ok(name):
@@ -365,7 +367,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         value = render_expr(expand(c.expr, t), holes, indent="        ")
         if c.path in spec.optional:
             value = f"{value} if {spec._flags[c.path]} else None"
-        lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param"))
+        lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param", buffer=c.kind == "buffer"))
     for a in spec._attrs:
         lines.append(f"        self.{a} = {a}")
     names = _names(t)

@@ -10,6 +10,7 @@ from . import nn as _nn  # noqa: F401  (registers the layer ops)
 from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
 from . import math as _math  # noqa: F401  (registers tensor math, attention and free parameters)
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)
+from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register)
 from .tensor import HELPERS, MULTI_OUTPUT_OPS

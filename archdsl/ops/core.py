@@ -80,6 +80,8 @@ TRAITS: dict[str, str] = {
     "stateful-module": "owns an nn.Module with parameters or buffers (its OpDef has a ``ctor``); the node gets a "
                        "module path and codegen calls the module",
     "parameter": "owns a bare nn.Parameter (not a module), registered under its label (layer_scale)",
+    "buffer": "owns a bare persistent buffer (a state_dict key, not a parameter), registered under its label "
+              "(Swin's relative_position_index)",
     "eval-identity": "the identity in eval mode (identity, dropout, drop_path): deploy removes it",
     "fusable-linear": "a linear map whose weights the reparam/deploy algebra can fold (conv2d, linear, batchnorm, "
                       "avgpool)",
@@ -190,7 +192,7 @@ class OpDef:
             raise ValueError(f"op {self.name}: unknown traits {sorted(unknown)} (known: {sorted(TRAITS)})")
         if self.stateful and self.ctor is None:
             raise ValueError(f"op {self.name} is stateful but has no ctor")
-        if self.stateful and not self.traits & {"stateful-module", "parameter"}:
+        if self.stateful and not self.traits & {"stateful-module", "parameter", "buffer"}:
             self.traits = self.traits | {"stateful-module"}
 
 
