@@ -10,7 +10,8 @@ Python API::
 """
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Sequence
 
 from .errors import ArchError, Diagnostic
 from .ir import Graph
@@ -51,7 +52,10 @@ def deploy(module: Any, **kwargs: Any) -> Any:
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
-          backends: str | None = None, batch: int = 1, plugins: list[str] | None = None, **params: Any) -> Any:
+          backends: str | None = None, batch: int = 1, plugins: list[str] | None = None,
+          features_only: bool = False, out_indices: Sequence[int] | None = None,
+          feature_labels: Sequence[str] | None = None, weights: str | os.PathLike[str] | None = None,
+          pretrained: bool = False, **params: Any) -> Any:
     """Compile ``spec`` (a path, ``path:network``, or spec text) into a ``torch.nn.Module``.
 
     Keyword arguments override the network's parameters, e.g. ``num_classes=10``.
@@ -59,12 +63,34 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     backend, chosen for a CPU float32 input of ``batch`` samples (see :mod:`archdsl.backends`; for another
     device or dtype call ``archdsl.backends.apply`` on the moved model instead).
     ``plugins`` (modules or ``.py`` files that register ops, see docs/extending.md) are loaded first.
+
+    Like timm's ``create_model``: ``features_only=True`` returns a backbone whose forward gives a dict of
+    feature maps (the output of each stage where the resolution drops, or the nodes named by
+    ``feature_labels``; ``out_indices`` picks among the stage taps) and whose ``feature_info`` lists
+    ``num_chs``/``reduction``/``module`` per map (see :func:`archdsl.passes.features.feature_taps`).
+    ``weights=PATH`` loads a state_dict file (missing, unexpected or mis-shaped keys are one clear
+    :class:`ArchError`); ``pretrained=True`` loads the reference library's published weights, or says
+    clearly why they cannot be had (see :mod:`archdsl.hub`).
     Raises :class:`ArchError` with every problem found if the spec is invalid.
     """
     load_plugins(plugins or (), env=False)
     g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
     from .codegen.build import instantiate  # torch is imported only when a module is built
-    model = instantiate(g, _source_with_params(spec, params, g, input_shape, limits))
+    if features_only or out_indices is not None or feature_labels is not None:
+        if not features_only:
+            raise ArchError("out_indices / feature_labels select feature maps: pass features_only=True too", None)
+        from .passes.features import feature_taps
+        taps, info = feature_taps(g, out_indices=out_indices, labels=feature_labels)
+        model = instantiate(taps)
+        model.feature_info = info
+    else:
+        model = instantiate(g, _source_with_params(spec, params, g, input_shape, limits))
+    if pretrained or weights is not None:
+        from . import hub
+        if pretrained:
+            hub.load_pretrained(model)
+        if weights is not None:
+            hub.load_weights(model, weights)
     if backends is not None:
         import torch
 
