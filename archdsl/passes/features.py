@@ -114,9 +114,12 @@ def _node_geometry(n: Node, ins: list[Geometry]) -> Geometry:
     if len(ins) > 1:
         # merges: the widest field over the branches; the grid and layout of the full-size inputs (a
         # broadcast [C, 1, 1] gate, as in squeeze-excitation, sees everything but sets no grid)
+        # The full-size inputs share one grid; take the smallest jump among them, since a branch that went
+        # through a layout this analysis cannot follow (MobileViT's unfold to tokens and back) has an
+        # over-counted one.
         full = [g for g, s in zip(ins, n.in_shapes) if tuple(s) == tuple(n.shape)] or ins
         return Geometry(full[0].axes, (max(g.rf[0] for g in ins), max(g.rf[1] for g in ins)),
-                        (max(g.jump[0] for g in full), max(g.jump[1] for g in full)))
+                        (min(g.jump[0] for g in full), min(g.jump[1] for g in full)))
     return first  # pointwise: activations, norms, dropout, channel ops, linear over channels
 
 
@@ -143,6 +146,17 @@ def _live(graph: Graph) -> set[int]:
     return live
 
 
+#: Ops that raise the resolution; the stage taps stop before them.
+_UPSAMPLING_OPS = frozenset({"upsample", "resize_as", "conv_transpose2d", "pixel_shuffle"})
+#: Inputs read only for their size (resize_as's reference) or batch (a free parameter): no data path.
+_SIZE_ONLY_INPUTS = {"resize_as": 1, "parameter": 0}
+
+
+def _data_inputs(n: Node) -> list[int]:
+    first_size_only = _SIZE_ONLY_INPUTS.get(n.op)
+    return list(n.inputs) if first_size_only is None else list(n.inputs[:first_size_only])
+
+
 def trunk(graph: Graph) -> list[int]:
     """The nodes every input-to-output path passes through, in execution order (the input included).
 
@@ -158,15 +172,15 @@ def trunk(graph: Graph) -> list[int]:
         if reach <= i:
             cuts.append(nid)
         for c in graph.consumers(nid):
-            if c in pos:
+            if c in pos and nid in _data_inputs(graph.node(c)):
                 reach = max(reach, pos[c])
     return cuts
 
 
 def _is_head(n: Node, geo: Geometry, in_geo: Geometry | None) -> bool:
     """Where the feature maps end: global pooling, flatten, spatial reductions, channels-last views."""
-    if not geo.is_feature_map or n.op in _ADAPTIVE_OPS:
-        return True
+    if not geo.is_feature_map or n.op in _ADAPTIVE_OPS or n.op in _UPSAMPLING_OPS:
+        return True   # (upsampling starts a decoder or a dense-prediction head: the encoder's stages end)
     if n.op in ("maxpool", "avgpool") and n.shape[1:] == (1, 1) and in_geo is not None:
         ih, iw = n.in_shapes[0][1:]
         return tuple(n.args["kernel_size"]) >= (ih, iw)   # one window over the whole map: global pooling
