@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
 from helpers import assert_same_outputs, randomize_bn, reference_counts
 
 import archdsl
@@ -132,6 +131,8 @@ def test_swin_relative_position_index_is_torchvision_buffer() -> None:
     idx = ours.state_dict()[key]
     assert idx.dtype == torch.int64 and tuple(idx.shape) == (49 * 49,)
     assert torch.equal(idx, ref.state_dict()[key])            # built, not loaded: computed as torchvision does
+    from archdsl.ops.index import swin_index
+    assert idx.tolist() == swin_index(7)                       # the pure-Python form of the same index
     table = ours.state_dict()["features.5.3.attn.relative_position_bias_table"]
     assert tuple(table.shape) == (169, 12)
 

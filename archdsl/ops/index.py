@@ -14,7 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import MOD, REQUIRED, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, register
+from .core import (
+    MOD,
+    REQUIRED,
+    ArgSpec,
+    EmitArgs,
+    Expr,
+    In,
+    Lit,
+    OpDef,
+    Shape,
+    ShapeError,
+    register,
+)
 from .tensor import HELPERS
 
 __all__ = ["swin_index"]
