@@ -120,7 +120,9 @@ with open(sys.argv[2], "rb") as f:
 x = torch.load(sys.argv[3])
 with torch.no_grad():
     a, b = model(x), again(x)
-print(type(model).__name__, float((a - torch.load(sys.argv[4])).abs().max()), float((b - a).abs().max()))
+y = torch.load(sys.argv[4])
+# another process may pick other conv algorithms / thread splits: equal up to float rounding
+print(type(model).__name__, float((a - y).abs().max() / y.abs().max().clamp(min=1)), float((b - a).abs().max()))
 """
 
 
@@ -138,7 +140,7 @@ def test_pickle_and_torch_save_round_trip_in_a_fresh_process(case: str, tmp_path
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
     name, d1, d2 = out.stdout.split()
-    assert name == type(model).__name__ and float(d1) == 0.0 and float(d2) == 0.0
+    assert name == type(model).__name__ and float(d1) <= 1e-5 and float(d2) == 0.0
 
 
 def test_resnet50_source_reads_like_torchvision(tmp_path: Path) -> None:
