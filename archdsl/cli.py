@@ -315,7 +315,8 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
                            memory_format="channels_last" if channels_last else "contiguous")
             n_params = dg.total_params
         else:
-            src = generate_source(g)
+            src = generate_source(g, spec=spec, params=parse_set(set_), limits=_limits(limit),
+                                  allow_outside=allow_outside)
         _write_output(output, src)
         out.print(f"wrote {output} ({len(src.splitlines())} lines, {n_params:,} params)")
         return 0

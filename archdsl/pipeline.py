@@ -27,7 +27,7 @@ from .passes import run_checks
 from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths", "list_networks", "parse_set",
-           "generate_source", "atomic_write", "network_address"]
+           "generate_source", "source_with_params", "atomic_write", "network_address"]
 
 
 @dataclass
@@ -107,8 +107,37 @@ def _with_input(net: A.NetworkDef, shape: tuple[int, ...]) -> A.NetworkDef:
     return new
 
 
-def generate_source(graph: Graph) -> str:
-    return generate(graph, source_note=getattr(graph, "address", graph.name))
+def generate_source(graph: Graph, *, spec: str | None = None, params: dict[str, Any] | None = None,
+                    input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
+                    allow_outside: bool = False) -> str:
+    """The generated PyTorch source of ``graph``.
+
+    With ``spec`` (the address ``graph`` was compiled from, and the same ``params``/``input_shape``), the
+    numeric network parameters that only set root values become constructor arguments of the class, as
+    :func:`source_with_params` does: ``type(model)(num_classes=10)``.
+    """
+    if spec is None:
+        return generate(graph, source_note=getattr(graph, "address", graph.name))
+    return source_with_params(spec, params or {}, graph, input_shape, limits, allow_outside=allow_outside)
+
+
+def source_with_params(spec: str, params: dict[str, Any], g: Graph, input_shape: tuple[int, ...] | None,
+                       limits: Limits | None, *, allow_outside: bool = False) -> str:
+    """The generated source, with the numeric network parameters that only set root values (a head's width)
+    as constructor arguments of the class: ``type(model)(num_classes=10)``. Each parameter is probed by
+    compiling the spec once more with it changed (a few ms per parameter); a probe value the spec rejects
+    leaves that parameter fixed."""
+    variants: dict[str, Graph] = {}
+    for name, value in list(g.params_used.items())[:6]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        probe = value + 1 if isinstance(value, int) else (value * 0.5 if value else 0.25)
+        try:
+            variants[name] = compile_graph(spec, {**params, name: probe}, input_shape=input_shape, limits=limits,
+                                           allow_outside=allow_outside)
+        except ArchError:
+            continue
+    return generate(g, source_note=g.address, variants=variants)
 
 
 def check_paths(paths: list[str], limits: Limits | None = None,
