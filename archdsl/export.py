@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ArchError
 
-__all__ = ["to_onnx", "output_names"]
+__all__ = ["output_names", "to_onnx"]
 
 
 def output_names(out: Any) -> list[str]:
