@@ -61,3 +61,37 @@ def test_weights_path_loads_and_reports_mismatches(tv: torch.nn.Module, tmp_path
         assert torch.equal(model(x), tv(x))
     with pytest.raises(ArchError, match="mis-shaped keys"):
         archdsl.build("specs/resnet.arch:resnet18", weights=str(path))
+
+
+@pytest.mark.parametrize("spec,ref,feat_shape,pre", [
+    ("specs/resnet.arch:resnet18", "resnet18", (512, 7, 7), 512),
+    ("specs/mobilenet.arch:mobilenet_v3_large", "mobilenet_v3_large", (960, 7, 7), 960),
+])
+def test_timm_model_api(spec: str, ref: str, feat_shape: tuple[int, ...], pre: int) -> None:
+    """forward_features / forward_head(pre_logits) / get_classifier / reset_classifier / num_features,
+    with the reference's weights: forward_head(forward_features(x)) is the reference's output."""
+    torch.manual_seed(0)
+    tvm = getattr(torchvision.models, ref)().eval()
+    model = archdsl.build(spec).eval()
+    model.load_state_dict(tvm.state_dict(), strict=True)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        f = model.forward_features(x)
+        assert tuple(f.shape[1:]) == feat_shape
+        assert torch.allclose(model.forward_head(f), tvm(x), atol=1e-5)
+        assert tuple(model.forward_head(f, pre_logits=True).shape) == (2, pre) and model.num_features == pre
+    assert model.num_classes == 1000
+    assert isinstance(model.get_classifier(), torch.nn.Module)
+    model.reset_classifier(10)
+    assert model.num_classes == 10 and model(x).shape == (2, 10)
+    model.reset_classifier(0)
+    assert model(x).shape[1] == model.forward_head(model.forward_features(x), pre_logits=True).shape[1]
+    scripted = torch.jit.script(archdsl.build(spec).eval())
+    assert scripted(x).shape == (2, 1000)
+
+
+def test_num_classes_is_a_constructor_argument() -> None:
+    model = archdsl.build("specs/resnet.arch:resnet50")
+    other = type(model)(num_classes=10)
+    assert other.num_classes == 10 and other.num_features == 2048
+    assert other.get_classifier().out_features == 10

@@ -13,9 +13,9 @@ from typing import Any
 
 from ..ops import MOD, In, Kw, Lit
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
-from .program import PLAIN_CALL, Body, Ctor, UnitCall, holes_of
+from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, holes_of
 
-__all__ = ["UnitCall", "ClassSpec", "render_class", "render_expr", "unit_call", "NL", "IND", "DED"]
+__all__ = ["UnitCall", "ClassSpec", "render_class", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
 
 MISSING: Any = object()
 NL, IND, DED = "\n", "\x01", "\x02"   # layout pieces: new line, indent one level, dedent
@@ -338,8 +338,37 @@ def _names(body: Body) -> dict[int, str]:
     return names
 
 
+def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | None:
+    """Where the classification head of a root forward begins (the ``forward_features`` / ``forward_head``
+    split, as in timm), or None when the forward has no such head.
+
+    The head is the trailing chain that ends with the statement producing the one output and is, before
+    that last statement, made only of parameter-free ops (pooling, flatten, dropout): ResNet's
+    ``avgpool, flatten, fc``. The split is kept only where the chain's input is the one value alive at that
+    point, so ``forward_features`` returns exactly what ``forward_head`` needs.
+    """
+    if n_in != 1 or len(returns) != 1 or not real or real[-1].outs != returns or len(real[-1].ins) != 1:
+        return None
+    j = len(real) - 1
+    while j > 0 and real[j].ins == real[j - 1].outs and len(real[j - 1].ins) == 1 \
+            and real[j - 1].kind == "op" and not real[j - 1].ref:
+        j -= 1
+    if j == 0 or len(real[j].ins) != 1:
+        return None
+    feat = real[j].ins[0]
+    for si in range(j, len(real)):        # the head reads nothing from the body but the features
+        if any(i != feat and not any(i in real[k].outs for k in range(j, si)) for i in real[si].ins):
+            return None
+    return j
+
+
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
-                 outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None) -> str:
+                 outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
+                 head: tuple[int, int] | None = None) -> str:
+    """The class text. ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
+    API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
+    ``forward_head(x, pre_logits=False)``, ``get_classifier``, ``reset_classifier`` and the
+    ``num_features``/``num_classes`` attributes."""
     expand = expand or (lambda e, b: e)
     t = spec.template
     kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
@@ -388,7 +417,10 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
             last[names_key(names, i)] = si
     returned = {names[v] for v in t.returns}
     comments = len(spec.bodies) == 1
+    split = _head_start(real, t.n_in, t.returns) if head is not None and not channels_last else None
+    starts: list[int] = []
     for si, s in enumerate(real):
+        starts.append(len(body))
         invars = [names[i] for i in s.ins]
         outs = ", ".join(names[o] for o in s.outs)
         if s.kind == "call":
@@ -414,8 +446,71 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         body.append("return {" + ", ".join(f"{literal(n)}: {v}" for n, v in zip(outputs, rets)) + "}")
     else:
         body.append("return " + ", ".join(rets))
-    lines += ["        " + b for b in body]
-    return "\n".join(lines)
+    if split is None or head is None:
+        lines += ["        " + b for b in body]
+        return "\n".join(lines)
+    return "\n".join(_with_head_api(spec, lines, body, starts, real, split, names, ins, head))
+
+
+def _with_head_api(spec: ClassSpec, lines: list[str], body: list[str], starts: list[int], real: list[Stmt],
+                   split: int, names: dict[int, str], ins: list[str], head: tuple[int, int]) -> list[str]:
+    """The root class with timm's model API: ``forward = forward_head(forward_features(x))``."""
+    feat = names[real[split].ins[0]]
+    last = real[-1]
+    num_features, num_classes = head
+    sig = ", ".join(f"{i}: torch.Tensor" for i in ins)
+    lines[-1] = f"    def forward_features(self, {sig}) -> torch.Tensor:"
+    lines += ["        " + b for b in body[:starts[split]]] + [f"        return {feat}"]
+    lines += ["", f"    def forward_head(self, {feat}: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:"]
+    tail = body[starts[split]:]
+    cut = starts[len(real) - 1] - starts[split]
+    lines += ["        " + b for b in tail[:cut]]
+    lines += ["        if pre_logits:", f"            return {names[last.ins[0]]}"]
+    lines += ["        " + b for b in tail[cut:]]
+    lines += ["", f"    def forward(self, {sig}) -> torch.Tensor:",
+              f"        return self.forward_head(self.forward_features({ins[0]}))"]
+    if last.ref:
+        lines += ["", "    def get_classifier(self) -> nn.Module:",
+                  '        """The classifier (timm\'s model API)."""',
+                  f"        return self.get_submodule({literal(last.ref)})",
+                  "", "    def reset_classifier(self, num_classes: int) -> None:",
+                  '        """A new classifier with ``num_classes`` outputs; 0 removes it (forward gives the features)."""',
+                  f"        _reset_linear(self, {literal(last.ref)}, num_classes)",
+                  "        self.num_classes = num_classes"]
+    has_arg = any(k == "num_classes" for k, _ in spec.params)
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("    def __init__("))
+    attrs = [f"    num_features = {literal(num_features)}"]
+    if not has_arg:
+        attrs.append(f"    num_classes = {literal(num_classes)}")
+    if lines[at - 1] == "" and lines[at - 2].startswith("    ") and " = " in lines[at - 2]:
+        lines[at - 1:at - 1] = attrs     # beside the other class attributes
+    else:
+        lines[at:at] = attrs + [""]
+    if has_arg:   # the constructor argument is the instance's attribute, as in timm
+        end = next(i for i, ln in enumerate(lines) if ln.startswith("    def forward_features("))
+        lines.insert(end - 1, "        self.num_classes = num_classes")
+    return lines
+
+
+#: Module-level helper of generated classifiers (emitted once when the root class has ``reset_classifier``).
+RESET_LINEAR_HELPER = '''def _reset_linear(model: nn.Module, path: str, num_classes: int) -> None:
+    """Replace the last nn.Linear at or under ``model.<path>`` by a new one with ``num_classes`` outputs, as
+    timm's reset_classifier does; 0 replaces the whole classifier by nn.Identity (forward gives pre-logits)."""
+    head = model.get_submodule(path)
+    if num_classes <= 0:
+        parent_path, _, name = path.rpartition(".")
+        setattr(model.get_submodule(parent_path) if parent_path else model, name, nn.Identity())
+        return
+    if not isinstance(head, nn.Linear):
+        inner = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
+        if not inner:
+            raise ValueError(f"no nn.Linear classifier under {path!r}")
+        path = path + "." + inner[-1]
+        head = model.get_submodule(path)
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    new = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
+    setattr(parent, name, new)'''
 
 
 def names_key(names: dict[int, str], v: int) -> str:
