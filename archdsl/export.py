@@ -51,6 +51,13 @@ def to_onnx(model: Any, path: str | os.PathLike[str], example: Any = None, *, dy
     and never a half-written file. Other keywords go to :func:`torch.onnx.export` (e.g. ``opset_version``).
     """
     import torch
+    if dynamo:
+        try:
+            import onnxscript  # noqa: F401  (torch's dynamo exporter needs it; say so before tracing)
+        except ImportError:
+            raise ArchError("to_onnx: torch's default (dynamo) ONNX exporter needs the 'onnxscript' package: "
+                            "pip install onnxscript, or pass dynamo=False for the TorchScript exporter",
+                            None) from None
     args = _example(model, example)
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     ins = list(input_names) if input_names is not None else (["x"] if len(args) == 1 else

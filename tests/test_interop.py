@@ -287,6 +287,13 @@ def test_to_onnx_failure_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == []
 
 
+def test_to_onnx_without_input_shape_asks_for_an_example(tmp_path: Path) -> None:
+    from archdsl.export import to_onnx
+    with pytest.raises(archdsl.ArchError, match="example="):
+        to_onnx(nn.Linear(2, 2), tmp_path / "lin.onnx", dynamo=False)
+    assert to_onnx(nn.Linear(2, 2), tmp_path / "lin.onnx", torch.randn(3, 2), dynamo=False) == ["output"]
+
+
 def test_torch_compile_no_graph_breaks_bf16_autocast_channels_last() -> None:
     import torch._dynamo
     model = archdsl.build(RESNET18, input_shape=(3, 64, 64)).eval()
