@@ -190,6 +190,13 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             raise GenerationError(f"op '{n.op}' calls its module but the node has none")
         body.helpers.update(opdef.helpers)
         mf = tuple(opdef.module_form(e)) if opdef.module_form is not None else None
+        if not u.path and not n.module and n.label and mf is not None and local == n.label and "." not in local:
+            # a labelled parameter-free op of the network itself is a child module, as in torchvision
+            # (``relu``, ``maxpool``, ``avgpool``): tools that run the root's children in order
+            # (IntermediateLayerGetter, BackboneWithFPN) then see every step; no state_dict key changes
+            rel = local
+            register(rel, "module", mf)
+            expr = PLAIN_CALL
         if n.module and expr == PLAIN_CALL:
             mf = ("<module>",)
         body.stmts.append(Stmt("op", ins, (out,), expr, rel, local, mf, str(list(n.shape))))

@@ -338,6 +338,11 @@ def _names(body: Body) -> dict[int, str]:
     return names
 
 
+def _stateless_module(s: Stmt) -> bool:
+    """A parameter-free op emitted as a child module (a labelled ``avgpool`` of the network)."""
+    return s.module_form is not None and s.module_form != ("<module>",)
+
+
 def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | None:
     """Where the classification head of a root forward begins (the ``forward_features`` / ``forward_head``
     split, as in timm), or None when the forward has no such head.
@@ -351,7 +356,7 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
         return None
     j = len(real) - 1
     while j > 0 and real[j].ins == real[j - 1].outs and len(real[j - 1].ins) == 1 \
-            and real[j - 1].kind == "op" and not real[j - 1].ref:
+            and real[j - 1].kind == "op" and (not real[j - 1].ref or _stateless_module(real[j - 1])):
         j -= 1
     if j == 0 or len(real[j].ins) != 1:
         return None
