@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from .errors import ArchError, Diagnostic
 from .ir import Graph
 from .limits import Limits
-from .pipeline import compile_graph, generate_source
+from .pipeline import compile_graph, source_with_params
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
 from .plugins import load_plugins, register_op
 
@@ -38,7 +38,7 @@ def source(spec: str, *, plugins: list[str] | None = None, **params: Any) -> str
     """The generated PyTorch source for ``spec`` (depends only on torch); ``plugins`` are loaded first."""
     load_plugins(plugins or (), env=False)
     g = compile_graph(spec, params)
-    return _source_with_params(spec, params, g, None, None)
+    return source_with_params(spec, params, g, None, None)
 
 
 def deploy(module: Any, **kwargs: Any) -> Any:
@@ -84,7 +84,7 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
         model = instantiate(taps)
         model.feature_info = info
     else:
-        model = instantiate(g, _source_with_params(spec, params, g, input_shape, limits))
+        model = instantiate(g, source_with_params(spec, params, g, input_shape, limits))
     if pretrained or weights is not None:
         from . import hub
         if pretrained:
@@ -97,21 +97,3 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
         from .backends import apply
         apply(model, torch.zeros((batch, *g.input_shape)), method=backends)
     return model
-
-
-def _source_with_params(spec: str, params: dict[str, Any], g: Graph, input_shape: tuple[int, ...] | None,
-                        limits: Limits | None) -> str:
-    """The generated source, with the numeric network parameters that only set root values (a head's width)
-    as constructor arguments of the class: ``type(model)(num_classes=10)``. Each parameter is probed by
-    compiling the spec once more with it changed (a few ms per parameter)."""
-    from .codegen.emit import generate
-    variants: dict[str, Graph] = {}
-    for name, value in list(g.params_used.items())[:6]:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        probe = value + 1 if isinstance(value, int) else (value * 0.5 if value else 0.25)
-        try:
-            variants[name] = compile_graph(spec, {**params, name: probe}, input_shape=input_shape, limits=limits)
-        except ArchError:
-            continue
-    return generate(g, source_note=g.address, variants=variants)
