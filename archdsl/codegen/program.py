@@ -82,7 +82,7 @@ class Body:
 
 
 def expr_key(expr: tuple[Any, ...]) -> tuple[Any, ...]:
-    """The structure of an expression: its code, with every literal value replaced by a placeholder."""
+    """The structure of an expression: its code, with every literal value replaced by a hole."""
     out: list[Any] = []
     for p in expr:
         if isinstance(p, str):

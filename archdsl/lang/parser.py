@@ -5,7 +5,7 @@ cache (:mod:`.astcache`, JSON), parses with recovery (:mod:`.syntax_errors`) and
 into the dataclasses of :mod:`.ast`.
 
 The Lark parser is built from the grammar once per process, at the first parse (about 0.1 s), and
-never loaded from a cache file: Lark's own ``cache=True`` is a pickle in the shared temporary directory
+never loaded from a cache file: Lark's own cache option writes a pickle in the shared temporary directory
 (issue 11).
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ class _ArchIndenter(Indenter):
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> Lark:
-    # no cache=True: Lark would pickle the tables into the world-writable temp dir and unpickle them later
+    # Lark's cache option stays off: it would pickle the tables into the world-writable temp dir and unpickle them later
     return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", postlex=_ArchIndenter(),
                 propagate_positions=True, maybe_placeholders=True, start="start")
 
