@@ -190,7 +190,8 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             raise GenerationError(f"op '{n.op}' calls its module but the node has none")
         body.helpers.update(opdef.helpers)
         mf = tuple(opdef.module_form(e)) if opdef.module_form is not None else None
-        if not u.path and not n.module and n.label and mf is not None and local == n.label and "." not in local:
+        if (not u.path and not n.module and n.label and mf is not None and local == n.label and "." not in local
+                and local not in registered and local not in h.module_roots):
             # a labelled parameter-free op of the network itself is a child module, as in torchvision
             # (``relu``, ``maxpool``, ``avgpool``): tools that run the root's children in order
             # (IntermediateLayerGetter, BackboneWithFPN) then see every step; no state_dict key changes

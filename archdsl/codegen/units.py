@@ -54,6 +54,15 @@ class Hierarchy:
     def by_id(self, nid: int) -> Node:
         return self.graph.node(nid)
 
+    @property
+    def module_roots(self) -> set[str]:
+        """The network's top-level module names (first part of every module and unit path)."""
+        roots = self.__dict__.get("_roots")
+        if roots is None:
+            paths = [n.module for n in self.order if n.module] + [p for p in self.units if p]
+            roots = self.__dict__["_roots"] = {p.split(".")[0] for p in paths}
+        return roots
+
 
 def _order(graph: Graph) -> list[Node]:
     recs = graph.records()
