@@ -20,7 +20,10 @@ from archdsl.limits import Limits
 from archdsl.render import build_view, check_size, write_diagram
 
 REPVGG = "examples/repvgg_block.arch"
-BUDGET_S = 2.0
+# The refusal costs ~0.9 s of CPU alone (bench/bench_render.py, a fresh process: 1.7 s wall; Graphviz took 45 s
+# on the same spec before the bound). Two test workers on a 2-core machine inflate CPU time up to ~2.8 s, so
+# the suite guards the order of magnitude; the 2 s figure is measured by the bench.
+BUDGET_S = 5.0
 
 
 def _branches(n: int, width: int = 3) -> str:
