@@ -110,17 +110,8 @@ def _validated(raw: Any, device_key: str) -> tuple[dict[str, Any], list[str]]:
         if not isinstance(e, dict):
             dropped.append(f"{where} is a {type(e).__name__}, not an object")
             continue
-        clean: dict[str, Any] = {"times_ms": {}}
-        times = e.get("times_ms", {})
-        if not isinstance(times, dict):
-            dropped.append(f"{where}.times_ms is a {type(times).__name__}, not an object")
-            times = {}
-        for variant, v in times.items():
-            problem = _time_problem(v)
-            if problem:
-                dropped.append(f"{where}.times_ms[{_short(variant)}]: {problem}")
-            else:
-                clean["times_ms"][variant] = float(v)
+        clean: dict[str, Any] = {
+            "times_ms": _timings(e.get("times_ms", {}), f"{where}.times_ms", f"{where}.times_ms", dropped)}
         for field in ("choice", "method"):
             if field in e:
                 if isinstance(e[field], str):
@@ -129,17 +120,24 @@ def _validated(raw: Any, device_key: str) -> tuple[dict[str, Any], list[str]]:
                     dropped.append(f"{where}.{field}: {type(e[field]).__name__} {_short(e[field])} is not a string")
         if clean["times_ms"] or "choice" in clean:
             data["entries"][key] = clean
-    convert = raw.get("convert_ms", {})
-    if not isinstance(convert, dict):
-        dropped.append(f"'convert_ms' is a {type(convert).__name__}, not an object")
-        convert = {}
-    for key, v in convert.items():
+    data["convert_ms"].update(_timings(raw.get("convert_ms", {}), "'convert_ms'", "convert_ms", dropped))
+    return data, dropped
+
+
+def _timings(obj: Any, what: str, prefix: str, dropped: list[str]) -> dict[str, float]:
+    """The well-formed ``name -> milliseconds`` items of ``obj`` (a JSON object); each bad item, or a
+    non-object, is reported in ``dropped`` (``what`` names the object, ``prefix[name]`` an item)."""
+    if not isinstance(obj, dict):
+        dropped.append(f"{what} is a {type(obj).__name__}, not an object")
+        return {}
+    out: dict[str, float] = {}
+    for key, v in obj.items():
         problem = _time_problem(v)
         if problem:
-            dropped.append(f"convert_ms[{_short(key)}]: {problem}")
+            dropped.append(f"{prefix}[{_short(key)}]: {problem}")
         else:
-            data["convert_ms"][key] = float(v)
-    return data, dropped
+            out[key] = float(v)
+    return out
 
 
 def read_decision_file(path: Path, device_key: str) -> tuple[dict[str, Any], list[str]]:
