@@ -22,7 +22,7 @@ from .errors import ArchError
 from .lang.parser import KEYWORDS as _LANG_KEYWORDS
 from .lower.evaluate import BUILTINS, CONSTANTS
 from .ops import MULTI_OUTPUT_OPS
-from .ops.user import UserOp, factory_args, register_user_op, unregister_user_op, user_ops
+from .ops.user import InShape, UserOp, factory_args, forward_inputs, register_user_op, unregister_user_op, user_ops
 
 __all__ = ["register_op", "unregister_op", "load_plugin", "load_plugins", "plugins_from_env", "user_ops",
            "ENV_VAR"]
@@ -35,7 +35,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def register_op(name: str, factory: F | None = None, *, shape: Callable[..., Any] | None = None,
                 params: Callable[..., Any] | None = None, macs: Callable[..., Any] | None = None,
-                doc: str = "", family: str = "plugin") -> Any:
+                inputs: int | None = None, doc: str = "", family: str = "plugin") -> Any:
     """Make ``factory`` (an ``nn.Module`` subclass or a function returning a module) callable from specs as
     op ``name``. Use it directly, ``register_op("eca", ECA)``, or as a decorator, ``@register_op("eca")``
     (the decorated object is returned unchanged).
@@ -48,12 +48,17 @@ def register_op(name: str, factory: F | None = None, *, shape: Callable[..., Any
     - ``params(in_shape, *args, **kwargs)`` returns the parameter count; without it the meta module's
       parameters are counted.
     - ``macs(in_shape, out_shape, *args, **kwargs)`` returns the multiply-accumulates; without it 0.
+    - ``inputs``: how many tensors the module's forward takes. By default the number of positional
+      parameters of a class factory's ``forward`` that have no default (``forward(self, q, kv)``: 2), else
+      1. An op with several inputs is called over named tensors, ``fuse(a, b, width=64)``, and
+      ``in_shape`` is then a tuple of the inputs' shapes (``((64, 28, 28), (128, 14, 14))``).
 
-    Raises ValueError for a name that is a built-in op, a spec keyword or builtin, or a factory a spec
-    cannot call (see :func:`archdsl.ops.user.factory_args`)."""
+    Raises ValueError for a name that is a built-in op, a spec keyword or builtin, a factory a spec
+    cannot call (see :func:`archdsl.ops.user.factory_args`), or an ``inputs`` the factory's ``forward``
+    cannot take."""
     if factory is None:
         def deco(f: F) -> F:
-            register_op(name, f, shape=shape, params=params, macs=macs, doc=doc, family=family)
+            register_op(name, f, shape=shape, params=params, macs=macs, inputs=inputs, doc=doc, family=family)
             return f
         return deco
     if not isinstance(name, str) or not name.isidentifier():
@@ -67,9 +72,10 @@ def register_op(name: str, factory: F | None = None, *, shape: Callable[..., Any
                                                           getattr(factory, "__qualname__", "")):
         raise ValueError(f"op '{name}' is already registered by {old.where()}")
     args, positional = factory_args(name, factory)
+    n_in, in_names = forward_inputs(name, factory, inputs)
     first_line = ((factory.__doc__ or "").strip().splitlines() or [""])[0]
     register_user_op(UserOp(name, factory, _infer, args, positional, shape=shape, params=params, macs=macs,
-                            doc=doc or first_line, family=family))
+                            doc=doc or first_line, family=family, inputs=n_in, input_names=in_names))
     return factory
 
 
@@ -93,7 +99,7 @@ def _count(v: Any, what: str) -> int:
     return v
 
 
-def _infer(op: UserOp, in_shape: tuple[int, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+def _infer(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[str, Any]
            ) -> tuple[tuple[int, ...], int, int]:
     """(output shape, params, MACs): the plugin's functions where given, else the meta device."""
     out = _shape_tuple(op.shape(in_shape, *args, **kwargs), f"the shape function of '{op.name}'") \
@@ -110,20 +116,24 @@ def _infer(op: UserOp, in_shape: tuple[int, ...], args: tuple[Any, ...], kwargs:
     return out, n, macs
 
 
-def _on_meta(op: UserOp, in_shape: tuple[int, ...], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+def _on_meta(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[str, Any], *,
              run: bool) -> tuple[tuple[int, ...] | None, int]:
-    """Build the module on the meta device (no memory, no weights) and, if ``run``, run it on one sample."""
+    """Build the module on the meta device (no memory, no weights) and, if ``run``, run it on one sample
+    (one meta tensor per input, in order)."""
     import torch  # only plugin ops without a shape/params function need torch at check time
 
     with torch.device("meta"):
         m = op.factory(in_shape, *args, **kwargs)
     if not isinstance(m, torch.nn.Module):
         raise TypeError(f"the factory returned {type(m).__name__}, not an nn.Module")
+    # a function factory's module is seen only now: its forward must take the op's number of tensors
+    forward_inputs(op.name, type(m), op.inputs)
     n = sum(p.numel() for p in m.parameters())
     if not run:
         return None, n
+    shapes = [in_shape] if op.inputs == 1 else list(in_shape)
     with torch.no_grad():
-        y = m(torch.empty((1, *in_shape), device="meta"))
+        y = m(*[torch.empty((1, *s), device="meta") for s in shapes])
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"the module returned {type(y).__name__}, not one tensor")
     if y.dim() < 1 or y.shape[0] != 1:

@@ -49,6 +49,9 @@ class Lowerer(LayerApplier):
         self._scope = Scope("", [])   # the naming scope expressions are evaluated in
         self._reparam: str | None = None
         self._open_groups: dict[str, Scope] = {}   # labelled groups by path, so a later 'name:' reopens one
+        # 'y = name: fuse(a, b)': the label of a pipeline's first item when it calls a several-tensor op with
+        # a module (a plugin's); that call's span, the label and its span, taken by combine()
+        self._call_label: tuple[Span, str, Span | None] | None = None
         self.group_spans: dict[str, Span] = {}     # reparam group path -> its statement (for the proof's errors)
 
     @property
@@ -214,14 +217,19 @@ class Lowerer(LayerApplier):
     def exec_let(self, st: A.LetStmt, env: Env, scope: Scope) -> None:
         self._scope = scope
         items = st.value.items
-        first = self.eval(items[0].expr, env) if not items[0].label else ABSENT
+        labelled = False
+        if items[0].label:   # 'y = name: fuse(a, b)' names the op's module; any other label is refused below
+            first, labelled = self._eval_labelled_call(items[0], env)
+            first = first if labelled or first is POISON else ABSENT
+        else:
+            first = self.eval(items[0].expr, env)
         if isinstance(first, LayerSpec) and first.kind == "op" and first.target.arity == 0:
             first = self._make_source(first, env, scope, st.names[0])
         value: Any
         if len(items) == 1 and not is_tensorish(first) and first is not ABSENT:
             value = first
         elif is_tensorish(first) or first is POISON:
-            value = self.run_pipeline(st.value, env, None, scope, first=first)
+            value = self.run_pipeline(st.value, env, None, scope, first=first, labelled=labelled)
         else:
             self.err("a named value must start from a named tensor", items[0].span,
                      hint=f"start the pipeline from a tensor, e.g. '{st.names[0][0]} = x -> ...' "
@@ -264,15 +272,22 @@ class Lowerer(LayerApplier):
         env.vars[n] = value
 
     # ------------------------------------------------------------------ pipelines
-    def run_pipeline(self, pipe: A.Pipeline, env: Env, cur: Any, scope: Scope, first: Any = ABSENT) -> Any:
+    def run_pipeline(self, pipe: A.Pipeline, env: Env, cur: Any, scope: Scope, first: Any = ABSENT,
+                     labelled: bool = False) -> Any:
+        """Run ``a -> b -> ...`` from ``cur`` (or from ``first``, the first item already evaluated;
+        ``labelled``: by a labelled call of a several-tensor op, whose module the label named)."""
         self._scope = scope
         items = pipe.items
         vals: list[tuple[A.PipeItem, Any]] = []
         head = items[0]
+        if first is ABSENT and head.label is not None:
+            first, labelled = self._eval_labelled_call(head, env)
         v0 = first if first is not ABSENT else self.eval(head.expr, env)
         if v0 is POISON and first is not ABSENT:
             return POISON   # a named value whose start already failed (reported there)
-        if is_tensorish(v0):
+        if labelled:
+            start = v0   # the labelled call made this tensor
+        elif is_tensorish(v0):
             if head.label:
                 self.err(f"the label '{head.label}' names a layer, but this is a tensor value", head.label_span,
                          hint="labels go on layers: 'y = x -> name: conv2d(...)'")
@@ -441,7 +456,33 @@ class Lowerer(LayerApplier):
 
     def combine(self, kind: str, tensors: list[TensorVal], kwargs: dict[str, tuple[Any, Span]], span: Span) -> Any:
         scope = self._scope
+        opdef = OPS.get(kind)
+        if opdef is not None and opdef.stateful:
+            # a several-tensor op with a module (a plugin's fuse(a, b)): named like a layer, by its label or position
+            label, label_span = None, None
+            if self._call_label is not None and self._call_label[0] is span:
+                _, label, label_span = self._call_label
+                self._call_label = None
+            v = LayerSpec("op", kind, opdef, span, [], kwargs, True, span)
+            return self.apply_op_many(v, tensors, scope, label, label_span, span)
         return self.merge(kind, tensors, kwargs, scope.prefix + kind, span, self._reparam, scope.frames)
+
+    def _eval_labelled_call(self, item: A.PipeItem, env: Env) -> tuple[Any, bool]:
+        """``name: fuse(a, b)`` first in a pipeline, where ``fuse`` is a several-tensor op with a module: the
+        call's value, and whether the call took the label (it names the module). ``(ABSENT, False)`` for
+        any other first item, which is then evaluated as before."""
+        e = item.expr
+        if not (isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id not in env.vars):
+            return ABSENT, False
+        opdef = OPS.get(e.func.id)
+        if opdef is None or not opdef.stateful or opdef.arity == 1 or item.label is None:
+            return ABSENT, False
+        self._call_label = (e.span, item.label, item.label_span)
+        try:
+            v = self.eval(e, env)
+        finally:
+            taken, self._call_label = self._call_label is None, None
+        return v, taken
 
     # ------------------------------------------------------------------ names and module paths
     def name_in(self, scope: Scope, label: str | None, span: Span | None) -> str:

@@ -121,28 +121,46 @@ class LayerApplier(Evaluator):
             return self.err(f"'{v.name}' makes a tensor of its own and is not applied to one", span,
                             hint=f"bind it to a name, which is its state_dict key: 'pos_embed = {v.name}(...)'")
         if opdef.arity not in (0, 1):
-            return self.err(f"'{v.name}' combines several tensors; write it as a combinator", span,
-                            hint=f"'{v.name}:' with one branch per line, or {v.name}(a, b) over named values")
+            # add/concat/mul/stack also have the combinator statement; every several-tensor op the call form
+            combinator = f"'{v.name}:' with one branch per line, or " if v.name in ("add", "concat", "mul", "stack") \
+                else ""
+            return self.err(f"'{v.name}' combines several tensors; it is not applied with '->'", span,
+                            hint=f"{combinator}{v.name}(a, b, ...) over named values")
+        return self.op_node(v, [x], scope, name, label, label_span, span)
+
+    def apply_op_many(self, v: LayerSpec, xs: list[TensorVal], scope: Scope, label: str | None,
+                      label_span: Span | None, span: Span) -> Any:
+        """A several-tensor op that has a module (a plugin's ``fuse(a, b)`` over named tensors): named in
+        ``scope`` by its label or position, its path claimed and its parameters counted, as for one tensor."""
+        name = self.name_in(scope, label, label_span or span)
+        return self.op_node(v, xs, scope, name, label, label_span, span)
+
+    def op_node(self, v: LayerSpec, xs: list[TensorVal], scope: Scope, name: str, label: str | None,
+                label_span: Span | None, span: Span) -> Any:
+        """The node of op ``v`` over the tensors ``xs``: arguments bound, shape rule run (its errors located at
+        the argument or the call), parameters counted, module path claimed for a stateful op."""
+        opdef: OpDef = v.target
         args = self.bind_op(v.name, opdef.args, v.args, v.kwargs, v.call_span or span)
         if args is None:
             return POISON
+        shapes = [x.shape for x in xs]
         argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
         argspans.update({k: s for k, (_, s) in v.kwargs.items()})
         try:
             if opdef.normalize:
-                args = opdef.normalize([x.shape], args)
-            shape = opdef.shape([x.shape], args)
+                args = opdef.normalize(shapes, args)
+            shape = opdef.shape(shapes, args)
         except ShapeError as e:
             msg = e.message if e.message.startswith(v.name + " ") else f"{v.name}: {e.message}"
             # provenance only when the input shape is part of the problem, not for a bad argument alone
             about_input = e.arg in (None, "kernel_size", "groups", "dim", "output_size")
             return self.err(msg, argspans.get(e.arg or "", v.call_span or span), e.hint,
-                            notes=self.provenance([x]) if about_input else None)
+                            notes=self.provenance(xs) if about_input else None)
         if any(d > self.limits.max_channels for d in shape):
             return self.err(f"{v.name}: output shape {list(shape)} exceeds the size limit {self.limits.max_channels:,}",
                             v.call_span or span, hint=limit_hint("max_channels"))
-        params = opdef.params([x.shape], args)
-        macs = opdef.macs([x.shape], shape, args)
+        params = opdef.params(shapes, args)
+        macs = opdef.macs(shapes, shape, args)
         self.total_params += params
         if self.total_params > self.limits.max_params:
             raise ArchError(Diagnostic(f"the network exceeds {self.limits.max_params:,} parameters", span,
@@ -152,7 +170,7 @@ class LayerApplier(Evaluator):
         if opdef.stateful:
             module = path
             self.claim(path, label_span or span, "layer")
-        node = self.new_node(opdef.name, args, [x.nid], [x.shape], shape, path, module, span, scope.frames,
+        node = self.new_node(opdef.name, args, [x.nid for x in xs], shapes, shape, path, module, span, scope.frames,
                              label=label)
         node.params, node.macs = params, macs
         return TensorVal(node.id, shape)

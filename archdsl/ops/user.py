@@ -6,6 +6,9 @@ lowering, checking, summaries, rendering and code generation treat it like a bui
 
 - the op's arguments are the factory's parameters after ``in_shape`` (names, defaults, and a type taken
   from an ``int``/``float``/``bool``/``str`` annotation; anything else is :attr:`ArgType.ANY`);
+- an op with several tensor inputs (``UserOp.inputs`` > 1, from the module's ``forward`` or given) is an
+  ``OpDef`` of that arity, called like ``matmul`` over named tensors (``fuse(a, b, width=64)``); its
+  ``in_shape`` is then a tuple of shapes, one per input, and its forward is called with the inputs in order;
 - its shape rule calls the plugin's functions once per distinct (input shape, arguments) and keeps the
   output shape, parameter count and MACs together, so an exception raised by plugin code (a factory, a
   shape function, a meta-device forward) becomes one :class:`ShapeError`, which lowering reports at the
@@ -28,11 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ArchError
-from .core import OPS, REQUIRED, ArgSpec, ArgType, EmitArgs, Expr, Kw, Lit, OpDef, ShapeError, Shape, register
+from .core import MOD, OPS, REQUIRED, ArgSpec, ArgType, EmitArgs, Expr, In, Kw, Lit, OpDef, ShapeError, Shape, register
 from .tensor import HELPERS
 
 __all__ = ["UserOp", "PYTHON_DEFAULT", "register_user_op", "unregister_user_op", "user_ops", "factory_args",
-           "import_alias"]
+           "forward_inputs", "import_alias"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CACHE_MAX = 4096   # distinct (input shape, arguments) results kept per op
@@ -49,7 +52,8 @@ class _PythonDefault:
 PYTHON_DEFAULT: Any = _PythonDefault()
 
 Result = tuple[Shape, int, int]   # output shape, parameter count, MACs
-Infer = Callable[["UserOp", Shape, tuple[Any, ...], dict[str, Any]], Result]
+InShape = Any   # a shape (one input), or a tuple of shapes (an op with several inputs)
+Infer = Callable[["UserOp", InShape, tuple[Any, ...], dict[str, Any]], Result]
 
 
 @dataclass
@@ -58,7 +62,8 @@ class UserOp:
 
     ``infer(op, in_shape, args, kwargs)`` is what the shape rule calls: :mod:`archdsl.plugins` supplies one
     that uses the plugin's functions and falls back to the ``meta`` device. ``positional`` names the
-    factory's positional-only parameters (passed by position, in order)."""
+    factory's positional-only parameters (passed by position, in order). ``inputs`` is the number of
+    tensors the module's forward takes; with more than one, ``in_shape`` is a tuple of their shapes."""
 
     name: str
     factory: Callable[..., Any]
@@ -70,6 +75,8 @@ class UserOp:
     macs: Callable[..., Any] | None = None
     doc: str = ""
     family: str = "plugin"
+    inputs: int = 1
+    input_names: tuple[str, ...] = ()   # the forward's parameter names, for messages
     _cache: dict[str, Result] = field(default_factory=dict, repr=False)
 
     @property
@@ -83,6 +90,13 @@ class UserOp:
     def where(self) -> str:
         """``attention.ECA`` style: what the hints name."""
         return f"{self.module}.{self.qualname}" if self.module else self.qualname
+
+    def in_shape(self, shapes: list[Shape]) -> InShape:
+        """What the factory and the plugin's functions get: the input's shape, or a tuple of the inputs'
+        shapes for an op with several inputs."""
+        if self.inputs == 1:
+            return tuple(shapes[0])
+        return tuple(tuple(s) for s in shapes)
 
     def call_args(self, bound: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The factory's positional and keyword arguments for bound spec values (lists become tuples, the
@@ -174,6 +188,38 @@ def factory_args(name: str, factory: Callable[..., Any]) -> tuple[list[ArgSpec],
     return specs, tuple(positional)
 
 
+def forward_inputs(name: str, factory: Callable[..., Any], inputs: int | None = None) -> tuple[int, tuple[str, ...]]:
+    """How many tensors op ``name``'s module takes, and their names for messages (the ``forward``'s, when
+    known): ``inputs`` when given, else read from the ``forward`` of a class factory (its positional
+    parameters after ``self`` that have no default: ``forward(self, q, kv, mask=None)`` takes 2), else 1
+    (a function factory's module is not known before it is built).
+
+    Raises ValueError for an ``inputs`` that is not a positive int or that the class's ``forward`` cannot
+    take by position."""
+    if inputs is not None and (isinstance(inputs, bool) or not isinstance(inputs, int) or inputs < 1):
+        raise ValueError(f"op {name!r}: inputs must be a positive int, got {inputs!r}")
+    fwd = getattr(factory, "forward", None) if inspect.isclass(factory) else None
+    try:
+        ps = list(inspect.signature(fwd).parameters.values())[1:] if callable(fwd) else None
+    except (TypeError, ValueError):   # a forward whose signature Python cannot read: no inference
+        ps = None
+    if ps is None:
+        return inputs or 1, ()
+    pos_kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p for p in ps if p.kind in pos_kinds]
+    required = sum(1 for p in positional if p.default is inspect.Parameter.empty)
+    variadic = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in ps)
+    if inputs is None:   # forward(self, *xs) (or nn.Module's own, unimplemented one) needs inputs=
+        inputs = required or 1
+        return inputs, tuple(p.name for p in positional[:inputs])
+    if inputs < required or (inputs > len(positional) and not variadic):
+        names = ", ".join(p.name for p in positional)
+        raise ValueError(f"op {name!r}: inputs={inputs}, but {factory.__qualname__}.forward({names}) takes "
+                         f"{required}{'' if required == len(positional) else f' to {len(positional)}'} tensors; "
+                         f"register it with inputs={required or 1}")
+    return inputs, tuple(p.name for p in positional[:inputs])
+
+
 def _type_ok(t: ArgType, v: Any) -> bool:
     if t is ArgType.ANY:
         return True
@@ -186,13 +232,26 @@ def _type_ok(t: ArgType, v: Any) -> bool:
     return isinstance(v, str)
 
 
-def _key(in_shape: Shape, bound: dict[str, Any]) -> str:
-    return repr((tuple(in_shape), sorted((k, repr(v)) for k, v in bound.items())))
+def _key(in_shape: InShape, bound: dict[str, Any]) -> str:
+    return repr((in_shape, sorted((k, repr(v)) for k, v in bound.items())))
+
+
+def _check_count(op: UserOp, shapes: list[Shape]) -> None:
+    """A ShapeError (at the call) when the op is given another number of tensors than its forward takes."""
+    if len(shapes) == op.inputs:
+        return
+    names = op.input_names if len(op.input_names) == op.inputs else tuple(f"t{i}" for i in range(op.inputs))
+    call = f"{op.name}({', '.join(names)}{', name=value' if op.args else ''})"
+    raise ShapeError(f"{op.name} takes {op.inputs} tensors, got {len(shapes)}",
+                     hint=f"write {call}: {op.inputs} named tensors, in the order of the module's forward, "
+                          "then the op's arguments by name")
 
 
 def _evaluate(op: UserOp, shapes: list[Shape], bound: dict[str, Any]) -> Result:
     """(output shape, params, MACs) of ``op`` at this input and these arguments, computed once."""
-    key = _key(shapes[0], bound)
+    _check_count(op, shapes)
+    in_shape = op.in_shape(shapes)
+    key = _key(in_shape, bound)
     hit = op._cache.get(key)
     if hit is not None:
         return hit
@@ -203,7 +262,7 @@ def _evaluate(op: UserOp, shapes: list[Shape], bound: dict[str, Any]) -> Result:
                              arg=a.name)
     pos, kw = op.call_args(bound)
     try:
-        res = op.infer(op, tuple(shapes[0]), pos, kw)
+        res = op.infer(op, in_shape, pos, kw)
     except ShapeError:
         raise
     except Exception as e:   # plugin code: reported at the spec line that called the op, not as a traceback
@@ -234,7 +293,7 @@ def _checked_names(op: UserOp) -> tuple[str, str]:
 def _ctor(op: UserOp) -> Callable[[EmitArgs], Expr]:
     def ctor(e: EmitArgs) -> Expr:
         mod, qual = _checked_names(op)
-        pieces: list[Any] = [f"{import_alias(mod)}.{qual}(", Lit(tuple(e.in_shapes[0]), "in_shape")]
+        pieces: list[Any] = [f"{import_alias(mod)}.{qual}(", Lit(op.in_shape(e.in_shapes), "in_shape")]
         for a in op.args:
             v = e.args.get(a.name, PYTHON_DEFAULT)
             if v is PYTHON_DEFAULT:
@@ -248,6 +307,12 @@ def _ctor(op: UserOp) -> Callable[[EmitArgs], Expr]:
         pieces.append(")")
         return tuple(pieces)
     return ctor
+
+
+def _emit(n: int) -> Callable[[EmitArgs], Expr]:
+    """The forward call of a module taking ``n`` tensors: ``self.fuse(a, b)``, the inputs in order."""
+    call: tuple[Any, ...] = (MOD, "(", *[p for k in range(n) for p in ((", ", In(k)) if k else (In(k),))], ")")
+    return lambda e: call
 
 
 def register_user_op(op: UserOp) -> OpDef:
@@ -271,9 +336,13 @@ def register_user_op(op: UserOp) -> OpDef:
         return _evaluate(op, shapes, a)[2]
 
     mod = op.module
-    d = OpDef(op.name, op.family, op.args, shape, op.doc or f"plugin op ({op.where()})", params=params, macs=macs,
+    doc = op.doc or f"plugin op ({op.where()})"
+    if op.inputs > 1:   # archc ops shows how it is called: the signature lists only the factory's arguments
+        names = op.input_names if len(op.input_names) == op.inputs else tuple(f"t{i}" for i in range(op.inputs))
+        doc = f"{doc.rstrip('.')}. Over {op.inputs} named tensors: {op.name}({', '.join(names)}, ...)"
+    d = OpDef(op.name, op.family, op.args, shape, doc, params=params, macs=macs,
               stateful=True, ctor=_ctor(op), traits=frozenset({"stateful-module"}), normalize=normalize,
-              key_args=tuple(a.name for a in op.args[:4]),
+              key_args=tuple(a.name for a in op.args[:4]), arity=op.inputs, emit=_emit(op.inputs),
               helpers=(f"plugin:{mod}",) if _dotted(mod) else ())
     if _dotted(mod):
         HELPERS[f"plugin:{mod}"] = f"import {mod} as {import_alias(mod)}"
