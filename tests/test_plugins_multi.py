@@ -151,6 +151,22 @@ def test_outputs_equal_calling_the_modules_directly() -> None:
         assert not torch.allclose(direct["fuse3"](c3, torch.zeros_like(c4)), p3)   # the second input matters
 
 
+def test_deploy_folds_around_the_fusions() -> None:
+    import torch
+    torch.manual_seed(0)
+    model = archdsl.build(str(SPEC), plugins=[str(PLUGIN)]).eval()
+    for m in model.modules():   # BatchNorm statistics that are not the identity, so folding them shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    fast = archdsl.deploy(model)
+    keys = fast.state_dict()
+    assert "fuse3.top_down.weight" in keys and "attn.kv.weight" in keys   # the plugin modules are kept
+    assert not any(".bn." in k for k in keys)                            # the ConvBN blocks around them fold
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(model(x), fast(x), atol=1e-5)
+
+
 # ---- the contract --------------------------------------------------------------------------------------------
 def _write(tmp_path: Path, name: str, body: str) -> Path:
     p = tmp_path / f"{name}.py"
