@@ -134,8 +134,8 @@ def _group_weights(sd: dict[str, Any], tg: Graph, gp: GroupPlan) -> tuple[Any, A
         w, g, b = _branch_kernel(sd, tg, br.steps, gp.in_channels)
         w = _regroup(w, g, gp.groups)
         (oh, ow), (kh, kw) = br.offset, w.shape[2:]
-        weight[:, :, oh:oh + kh, ow:ow + kw] += w
-        bias += b
+        weight[:, :, oh:oh + kh, ow:ow + kw] += br.sign * w   # sign -1: a subtracted term (`a - b` in the group)
+        bias += br.sign * b
     return weight, bias
 
 

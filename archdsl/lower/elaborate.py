@@ -362,8 +362,9 @@ class Lowerer(LayerApplier):
                 self.graph.reparam_groups[path].single = True
                 return self._record_group(path, cur, branches[0])
             return branches[0]
+        # a plain combinator inside a reparam group belongs to it (the proof sees the sum inside the group)
         out = self.merge(kind, branches, kwargs, scope.prefix + (st.label or kind), st.span,
-                         path if st.reparam else None, scope.frames + [frame])
+                         path if st.reparam else outer_reparam, scope.frames + [frame])
         return self._record_group(path, cur, out) if st.reparam else out
 
     def _reparam_fused_name(self, st: A.CombinatorStmt, env: Env, scope: Scope, path: str) -> list[A.Kwarg]:

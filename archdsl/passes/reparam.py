@@ -21,7 +21,7 @@ spec line, and the deploy passes (:mod:`archdsl.passes.deploy`) call it again to
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from ..errors import Diagnostic
@@ -68,6 +68,7 @@ class BranchPlan:
     padding: tuple[int, int]
     groups: int | None               # None: depthwise-like (identity, BN, avgpool): fits any grouping
     offset: tuple[int, int] = (0, 0)  # where this branch's kernel sits inside the fused kernel
+    sign: int = 1                    # -1: the term is subtracted (the second operand of a `sub` in the group)
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,88 @@ def _where(n: Node) -> str:
     return f"{n.name or n.op} ({n.op})"
 
 
+# Merges a group may hold inside its branches: sums and differences are linear, so a branch that is a
+# sum/difference of sub-branches is the sum of their kernels, each with its sign (FastViT's RepMixer:
+# x + layer_scale * (mixer(x) - norm(x))).
+_SUM_OPS = frozenset({"add", "sub"})
+# ops that may follow such an inner sum: per-channel maps without a shift (applied to every term alike)
+_AFTER_SUM_OPS = SCALE_OPS
+
+
+@dataclass
+class _Term:
+    """One term of a group: the chain from the group input (input side first), then the ops after the inner
+    sums it goes through, its sign, and the number of the group's branch it belongs to (for messages)."""
+
+    chain: list[Node]
+    sign: int
+    idx: int
+
+
+def _inner_sum(g: Graph, path: str, n: Node) -> bool:
+    """Is ``n`` a sum/difference inside the group (expanded into its terms, not a step of a chain)?"""
+    return n.op in _SUM_OPS and n.reparam == path and len(n.inputs) >= 2
+
+
+def _expand(g: Graph, path: str, start: int, nid: int, parent: int | None, idx: int, sign: int,
+            after: list[Node], top: int | None, terms: list[_Term], sums: set[int]) -> None:
+    """The terms of the value ``nid`` of the group: chains from ``start``, split at inner sums.
+
+    ``parent`` is the node that reads ``nid`` inside the group (None for the group's output); ``after`` the
+    per-channel scales that follow an inner sum on the way to the output; ``top`` the group's own merge,
+    whose operands number the branches.
+    """
+    chain = _branch_chain(g, path, start, nid, parent, idx)
+    head = chain[0] if chain else None
+    if head is None or not _inner_sum(g, path, head):
+        terms.append(_Term(chain + after, sign, idx))
+        return
+    s, rest = head, chain[1:]
+    for n in rest:
+        if n.op not in _AFTER_SUM_OPS and not has_trait(n.op, "eval-identity"):
+            what = "adds a shift" if n.op in _SHIFTING_OPS else "is not a per-channel scale"
+            raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op} after the {s.op} at "
+                              f"{s.name}, which {what}; only scale and layer_scale (over channels) may follow a "
+                              f"sum inside a reparam group",
+                              hint=f"move the {n.op} into each operand of the {s.op}, or out of the group", nid=n.id)
+    for j, i in enumerate(s.inputs):
+        shape = g.node(i).shape
+        if shape != s.shape:
+            raise FusionError(f"branch {idx if s.id != top else j + 1} has shape {list(shape)} but the {s.op} at "
+                              f"{s.name} is {list(s.shape)}; a broadcast {s.op} cannot be fused", nid=i)
+    sums.add(s.id)
+    for j, i in enumerate(s.inputs):
+        _expand(g, path, start, i, s.id, j + 1 if s.id == top else idx,
+                -sign if (s.op == "sub" and j == 1) else sign, rest + after, top, terms, sums)
+
+
+def _check_uses(g: Graph, path: str, n: Node, is_out: bool, merge: int | None, idx: int) -> None:
+    """A value inside a branch feeds only the next step of its chain; a branch's output only the sum (``merge``)
+    it is a term of (the group's output, ``merge`` None, is read outside by design)."""
+    users = g.consumers(n.id)
+    if not is_out:
+        if len(users) != 1:
+            raise FusionError(f"the value of {_where(n)} in branch {idx} is also used outside its branch",
+                              hint="a fused group keeps only its sum; compute other uses outside the group", nid=n.id)
+        return
+    others = [u for u in users if merge is not None and u != merge]
+    if others:
+        where = "the group" if any(g.node(u).reparam != path for u in others) else "its branch"
+        raise FusionError(f"the output of branch {idx} ({_where(n)}) is also used outside {where}",
+                          hint="a fused group keeps only its sum", nid=n.id)
+
+
 def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | None, idx: int) -> list[Node]:
-    """Walk from a branch's output back to the group input; return the chain input-side first."""
+    """Walk from a branch's output back to the group input (or to an inner sum, which then comes first);
+    return the chain input-side first."""
     chain: list[Node] = []
     nid = out_nid
     while nid != start:
         n = g.node(nid)
+        if _inner_sum(g, path, n):
+            _check_uses(g, path, n, nid == out_nid, merge, idx)
+            chain.append(n)
+            break
         if n.op == "input" or n.reparam != path:
             inner = n.reparam if n.reparam and n.reparam != path and n.reparam.startswith(path) else None
             if inner:
@@ -119,14 +196,7 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
             raise FusionError(f"layer_scale {n.name} in branch {idx} scales dim {n.args['dim']} of "
                               f"{list(n.in_shapes[0])}, not the channels of a [C, H, W] map; a conv kernel "
                               "can only scale its output channels", hint="scale the channels (dim=1)", nid=nid)
-        users = g.consumers(nid)
-        if nid == out_nid:
-            if merge is not None and any(u != merge for u in users):
-                raise FusionError(f"the output of branch {idx} ({_where(n)}) is also used outside the group",
-                                  hint="a fused group keeps only its sum", nid=nid)
-        elif len(users) != 1:
-            raise FusionError(f"the value of {_where(n)} in branch {idx} is also used outside its branch",
-                              hint="a fused group keeps only its sum; compute other uses outside the group", nid=nid)
+        _check_uses(g, path, n, nid == out_nid, merge, idx)
         chain.append(n)
         nid = n.inputs[0]
     chain.reverse()
@@ -227,41 +297,41 @@ def plan_group(g: Graph, path: str) -> GroupPlan:
     start, out = info.input, info.output
     out_node = g.node(out)
     merge = out if (out_node.op == "add" and out_node.reparam == path and not info.single) else None
-    outs = list(out_node.inputs) if merge is not None else [out]
     in_shape = g.node(start).shape
     if len(in_shape) != 3:
         raise FusionError(f"a reparam group works on feature maps [C, H, W], its input is {list(in_shape)}")
-    chains = [_branch_chain(g, path, start, o, merge, i + 1) for i, o in enumerate(outs)]
+    # the group's value as a signed sum of chains: its own branches, and inside them any add/sub of
+    # sub-branches (followed by per-channel scales), expanded term by term
+    terms: list[_Term] = []
+    sums: set[int] = set()
+    _expand(g, path, start, out, None, 1, 1, [], merge, terms, sums)
     out_shape = out_node.shape
-    for i, o in enumerate(outs):
-        s = g.node(o).shape
-        if s != out_shape:
-            raise FusionError(f"branch {i + 1} has shape {list(s)} but the sum is {list(out_shape)}; a broadcast "
-                              "add cannot be fused", nid=o)
-    plans = [_branch_plan(ch, i + 1) for i, ch in enumerate(chains)]
-    for i, (p, ch) in enumerate(zip(plans, chains)):
+    chains = [t.chain for t in terms]
+    idxs = [t.idx for t in terms]
+    plans = [replace(_branch_plan(t.chain, t.idx), sign=t.sign) for t in terms]
+    for i, (p, ch) in zip(idxs, zip(plans, chains)):
         if p.groups is None and p.kernel == (1, 1) and not any(g.node(s).op == "avgpool" for s in p.steps):
             if in_shape != out_shape:
-                raise FusionError(f"identity branch {i + 1} needs the input and output shapes to agree, got "
+                raise FusionError(f"identity branch {i} needs the input and output shapes to agree, got "
                                   f"{list(in_shape)} -> {list(out_shape)}",
                                   hint="use the identity branch only where channels and stride stay the same",
                                   nid=ch[-1].id if ch else out)
     strides = {p.stride for p in plans}
     if len(strides) > 1:
-        desc = ", ".join(f"branch {i + 1}: {list(p.stride)}" for i, p in enumerate(plans))
+        desc = ", ".join(f"branch {i}: {list(p.stride)}" for i, p in zip(idxs, plans))
         raise FusionError(f"branches use different strides ({desc})", hint="all branches need the same stride")
     big = max(range(len(plans)), key=lambda i: plans[i].kernel[0] * plans[i].kernel[1])
     K, P = plans[big].kernel, plans[big].padding
     fixed: list[BranchPlan] = []
-    for i, p in enumerate(plans):
+    for i, p in zip(idxs, plans):
         off = (P[0] - p.padding[0], P[1] - p.padding[1])
         if any(o < 0 or o + k > KK for o, k, KK in zip(off, p.kernel, K)):
             raise FusionError(
-                f"branch {i + 1} (kernel {p.kernel[0]}x{p.kernel[1]}, padding {p.padding[0]}x{p.padding[1]}) is not "
-                f"centred inside the {K[0]}x{K[1]} kernel of branch {big + 1} (padding {P[0]}x{P[1]})",
+                f"branch {i} (kernel {p.kernel[0]}x{p.kernel[1]}, padding {p.padding[0]}x{p.padding[1]}) is not "
+                f"centred inside the {K[0]}x{K[1]} kernel of branch {idxs[big]} (padding {P[0]}x{P[1]})",
                 hint="give every branch padding = kernel_size // 2 (odd kernels)",
                 nid=p.steps[-1] if p.steps else None)
-        fixed.append(BranchPlan(p.steps, p.kernel, p.stride, p.padding, p.groups, off))
+        fixed.append(replace(p, offset=off))
     conv_groups = sorted({p.groups for p in fixed if p.groups is not None})
     G = conv_groups[0] if conv_groups else in_shape[0]
     for gr in conv_groups[1:]:
@@ -274,7 +344,7 @@ def plan_group(g: Graph, path: str) -> GroupPlan:
     if (oh, ow) != tuple(out_shape[1:]):
         raise FusionError(f"the fused {K[0]}x{K[1]} conv would produce {oh}x{ow}, the branches produce "
                           f"{out_shape[1]}x{out_shape[2]}", hint="give every branch padding = kernel_size // 2")
-    nodes = {o for o in ([merge] if merge is not None else [])}
+    nodes = set(sums)
     for ch in chains:
         nodes.update(n.id for n in ch)
     fused_path = info.fused_path or DEFAULT_FUSED_NAME
