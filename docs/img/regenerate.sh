@@ -19,3 +19,7 @@ $ARCHC render examples/replknet_stage.arch -o $OUT/replknet_stage_deploy.svg --d
 $ARCHC render specs/vit.arch:vit_tiny_patch16_224 -o $OUT/vit_tiny_depth1.svg --depth 1
 $ARCHC render specs/vit.arch:vit_tiny_patch16_224 -o $OUT/vit_tiny_depth2.svg --depth 2
 $ARCHC render specs/vit.arch:vit_tiny_patch16_224 -o $OUT/vit_tiny_depth3.svg --depth 3
+for f in svg png; do
+    $ARCHC render examples/fastvit_repmixer.arch -o $OUT/fastvit_repmixer_train.$f
+    $ARCHC render examples/fastvit_repmixer.arch -o $OUT/fastvit_repmixer_deploy.$f --deploy
+done
