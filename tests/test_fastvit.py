@@ -195,7 +195,8 @@ REFUSED = {
     "m - n -> conv2d(8, 1)": "applies conv2d at g.3 after the sub at g.sub, which is not a per-channel scale",
     "m - n -> avgpool(3, 1, 1)": "applies avgpool at g.3 after the sub at g.sub, which is not a per-channel scale",
     "m - n -> gelu": "applies gelu at g.3, which is not linear",
-    "m * n": "combines several tensors at g.mul (mul), which one conv cannot do",
+    "m * n": "combines several tensors at g.mul (mul), which is not linear",
+    "concat(m, n, dim=1) -> conv2d(8, 1)": "combines several tensors at g.concat (concat), which one conv cannot do",
 }
 
 

@@ -186,8 +186,11 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
                               hint="every branch of a reparam group must be computed from the group's input only",
                               nid=nid)
         if len(n.inputs) != 1:
-            raise FusionError(f"branch {idx} combines several tensors at {_where(n)}, which one conv cannot do",
-                              hint="a reparam branch is a chain: conv2d/avgpool, batchnorm, identity", nid=nid)
+            # a product of two branch values (mul, matmul, attention) is not linear in the input at all
+            why = "which is not linear" if n.op in _NONLINEAR_OPS | {"matmul", "div"} else "which one conv cannot do"
+            raise FusionError(f"branch {idx} combines several tensors at {_where(n)}, {why}",
+                              hint="a reparam branch is a chain of conv2d/avgpool, batchnorm, scales and identity, "
+                                   "or a sum/difference (add:, a - b) of such chains", nid=nid)
         if n.op not in _LINEAR_OPS and not has_trait(n.op, "eval-identity"):
             raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, {_why_not(n)}",
                               hint="only conv2d, avgpool, batchnorm, scale, layer_scale (over channels) and "
