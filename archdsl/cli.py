@@ -167,6 +167,12 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
             return 1
         if not quiet:
             out.print(f"ok: {count} network{'s' if count != 1 else ''} checked in {time.perf_counter() - t:.2f}s")
+            from .lang.loader import split_address
+            from .passes.sizes import input_contract
+            if len(specs) == 1 and split_address(specs[0])[1]:
+                # one network: the input sizes it accepts (archc summary prints them too)
+                g = compile_graph(specs[0], parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+                out.print(f"input sizes: {input_contract(g).describe()}", markup=False)
         return 0
     _guard(run)
 
@@ -237,6 +243,9 @@ def _print_summary(data: dict) -> None:
     rf = data.get("receptive_field")
     if rf:
         out.print(f"receptive field: {dims(rf['rf'])} px at {rf['module']} (stride {rf['stride']})", markup=False)
+    sizes = data["input_sizes"]
+    out.print(f"input sizes: {sizes['describe']}" + ("" if sizes["derived"] else " (not derived: only the declared "
+                                                     "size is known to work)"), markup=False)
 
 
 @app.command()

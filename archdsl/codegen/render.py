@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..ops import MOD, In, Kw, Lit
+from ..passes.sizes import SizeContract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
 from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, holes_of
 
-__all__ = ["UnitCall", "ClassSpec", "render_class", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
+__all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
 
 MISSING: Any = object()
 NL, IND, DED = "\n", "\x01", "\x02"   # layout pieces: new line, indent one level, dedent
@@ -369,8 +370,9 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
 
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
-                 head: tuple[int, int] | None = None) -> str:
-    """The class text. ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
+                 head: tuple[int, int] | None = None, contract: SizeContract | None = None) -> str:
+    """The class text. ``contract`` (the root): the forward first checks its input against it
+    (:func:`input_guard`). ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
     API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
     ``forward_head(x, pre_logits=False)``, ``get_classifier``, ``reset_classifier`` and the
     ``num_features``/``num_classes`` attributes."""
@@ -413,6 +415,8 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         ann = "tuple[" + ", ".join(["torch.Tensor"] * len(t.returns)) + "]"
     lines += ["", f"    def forward(self, {', '.join(f'{i}: torch.Tensor' for i in ins)}) -> {ann}:"]
     body: list[str] = []
+    if contract is not None:
+        body += input_guard(contract, ins[0], spec.name)
     if channels_last:
         body.append(f"{ins[0]} = {ins[0]}.contiguous(memory_format=torch.channels_last)  # chosen by the deploy pass")
     real = [s for s in t.stmts if s.kind != "alias"]
@@ -455,6 +459,48 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         lines += ["        " + b for b in body]
         return "\n".join(lines)
     return "\n".join(_with_head_api(spec, lines, body, starts, real, split, names, ins, head))
+
+
+def input_guard(contract: SizeContract, var: str, cls: str) -> list[str]:
+    """The first line of a root forward: :data:`CHECK_INPUT_HELPER` raises a ``ValueError`` naming the accepted
+    input sizes when ``var`` is not one of them (a torch error from deep inside the model would not say what
+    sizes work). Every number is an int from the contract and the message a checked literal."""
+    if not contract.derived:
+        return []
+    varying = {r.axis: r for r in contract.rules if not r.fixed}
+    low, high, step = [], [], []
+    for i, d in enumerate(contract.declared):
+        r = varying.get(i)
+        if r is None:
+            low.append(int(d)), high.append(int(d)), step.append(1)
+        else:
+            low.append(int(r.minimum)), high.append(-1 if r.maximum is None else int(r.maximum))
+            step.append(int(r.multiple))
+    msg = f"{cls} takes a batch of {contract.describe()}"
+    if contract.fixed:
+        msg += " (build the spec for another size: archdsl.build(spec, input_shape=...))"
+    return [f"_check_input({var}, {low!r}, {high!r}, {step!r}, {literal(msg + '; got ')})"]
+
+
+#: Module-level helper of every generated root forward with an input contract (see :func:`input_guard`).
+#: ``torch.fx.wrap`` makes it one leaf call for symbolic tracing (torchvision's feature extraction), which
+#: cannot branch on sizes; TorchScript compiles it, torch.compile and export trace through it.
+CHECK_INPUT_HELPER = '''def _check_input(x: torch.Tensor, low: list[int], high: list[int], step: list[int], message: str) -> None:
+    """Raise ValueError(message + shape) unless ``x`` is a batch whose per-sample sizes are low + k * step,
+    at most high (-1: no bound). Skipped under torch.jit.trace (ONNX export), whose sizes are traced values."""
+    if torch.jit.is_tracing():
+        return
+    ok = x.dim() == len(low) + 1
+    if ok:
+        for i in range(len(low)):
+            d = x.shape[i + 1]
+            if d < low[i] or (high[i] >= 0 and d > high[i]) or (d - low[i]) % step[i] != 0:
+                ok = False
+    if not ok:
+        raise ValueError(message + str(list(x.shape)))
+
+
+torch.fx.wrap("_check_input")'''
 
 
 def _with_head_api(spec: ClassSpec, lines: list[str], body: list[str], starts: list[int], real: list[Stmt],

@@ -100,7 +100,7 @@ class Lowerer(LayerApplier):
             raise ArchError(self.rep.diagnostics)
         node = self.new_node("input", {}, [], [], shape, "input", None, inp.span, [])
         env.vars["x"] = TensorVal(node.id, shape)
-        env.in_shape = shape
+        env.in_shape, env.in_nid = shape, node.id
         g.inputs.append(node.id)
         root = Scope("", [ScopeFrame(path="", kind="network", name=net.name,
                                      args=", ".join(f"{k}={fmt(v)}" for k, v in g.params_used.items()),

@@ -28,10 +28,12 @@ __all__ = ["Env", "Evaluator", "EXPR_HANDLERS", "BUILTINS", "CONSTANTS"]  # the 
 class Env:
     """Lexical environment of a block instance."""
 
-    def __init__(self, ns: Namespace, vars: dict[str, Any], in_shape: tuple[int, ...] | None):
+    def __init__(self, ns: Namespace, vars: dict[str, Any], in_shape: tuple[int, ...] | None,
+                 in_nid: int | None = None):
         self.ns = ns
         self.vars = vars
         self.in_shape = in_shape
+        self.in_nid = in_nid   # the node feeding the block: ``in.h`` reads its size (at run time in reshape)
 
     def names(self) -> Iterable[str]:
         return [*self.vars, *self.ns.blocks, *OPS, *MULTI_OUTPUT_OPS, *BUILTINS, *CONSTANTS]
@@ -121,7 +123,7 @@ class Evaluator(ABC):
     def _input_ref(self, e: A.InputRef, env: Env) -> Any:
         if env.in_shape is None:
             return self.err("'in' is only known inside a block or after the network's input", e.span)
-        return ShapeVal(env.in_shape)
+        return ShapeVal(env.in_shape, env.in_nid)
 
     def _list(self, e: A.ListExpr, env: Env) -> Any:
         if self.budget.list_too_long(len(e.items)):
@@ -164,7 +166,7 @@ class Evaluator(ABC):
             for item in it:
                 if f.unpack:
                     if isinstance(item, (ShapeVal, TensorVal)):
-                        item = list(item.shape)
+                        item = item.dims()
                     if not isinstance(item, list) or len(item) != len(names):
                         got = f"a list of {len(item)}" if isinstance(item, list) else f"{type_name(item)} {fmt(item)}"
                         self.err(f"'for {', '.join(names)} in ...' unpacks each item into {len(names)} names; "
@@ -269,7 +271,7 @@ class Evaluator(ABC):
         if obj is POISON or idx is POISON:
             return POISON
         if isinstance(obj, (ShapeVal, TensorVal)):
-            obj = list(obj.shape)
+            obj = obj.dims()
         if not isinstance(obj, list):
             return self.err(f"cannot index {type_name(obj)}", e.obj.span)
         if not is_int(idx):

@@ -13,13 +13,13 @@ from typing import Any
 from ..errors import ArchError, Diagnostic
 from ..ir import Loc, Node, ScopeFrame
 from ..lang import ast as A
-from ..ops import OPS, OpDef, ShapeError
+from ..ops import OPS, OpDef, ShapeError, has_trait
 from ..source import Span
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .budget import limit_hint
 from .evaluate import Env, Evaluator
 from .scope import Scope
-from .values import POISON, LayerSpec, TensorVal, fmt, iter_flat, type_name
+from .values import POISON, Dim, LayerSpec, TensorVal, fmt, iter_flat, strip_dims, type_name
 
 __all__ = ["LayerApplier"]
 
@@ -143,6 +143,10 @@ class LayerApplier(Evaluator):
         args = self.bind_op(v.name, opdef.args, v.args, v.kwargs, v.call_span or span)
         if args is None:
             return POISON
+        if has_trait(opdef.name, "reads-sizes") and len(xs) == 1:
+            args, xs = self._size_sources(args, xs[0])
+        else:
+            args = {k: strip_dims(a) for k, a in args.items()}
         shapes = [x.shape for x in xs]
         argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
         argspans.update({k: s for k, (_, s) in v.kwargs.items()})
@@ -174,6 +178,30 @@ class LayerApplier(Evaluator):
                              label=label)
         node.params, node.macs = params, macs
         return TensorVal(node.id, shape)
+
+    def _size_sources(self, args: dict[str, Any], x: TensorVal) -> tuple[dict[str, Any], list[TensorVal]]:
+        """A "reads-sizes" op's args with every :class:`Dim` list item (``in.h // 16``) replaced by its value,
+        its formula kept in ``args["dyn"]`` (per item; None for a plain number) over the op's inputs: ``x``
+        first, then each other tensor a size is read from, which becomes an extra input of the node."""
+        sources = [x]
+        where = {x.nid: 0}
+
+        def rebase(f: tuple[Any, ...]) -> tuple[Any, ...]:
+            if f[0] == "k":
+                return f
+            if f[0] == "dim":
+                if f[1] not in where:
+                    where[f[1]] = len(sources)
+                    sources.append(TensorVal(f[1], self.node(f[1]).shape))
+                return ("in", where[f[1]], f[2])
+            return (f[0], rebase(f[1]), rebase(f[2]))
+
+        out: dict[str, Any] = {}
+        for k, a in args.items():
+            if isinstance(a, list) and any(isinstance(d, Dim) for d in a):
+                out["dyn"] = tuple(rebase(d.expr) if isinstance(d, Dim) else None for d in a)
+            out[k] = strip_dims(a)
+        return out, sources
 
     def apply_multi(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,
                     span: Span) -> Any:
@@ -222,7 +250,7 @@ class LayerApplier(Evaluator):
             raise ArchError(Diagnostic(
                 f"blocks nest more than {self.limits.max_depth} deep (is '{bdef.name}' recursive?)", span,
                 hint=limit_hint("max_depth", "a block may not use itself, directly or through others")))
-        benv = Env(self.program.namespace_of(bdef), {}, x.shape)
+        benv = Env(self.program.namespace_of(bdef), {}, x.shape, x.nid)
         sig = block_signature(bdef)
         given, _, ok = bind(sig, v.args, v.kwargs, v.call_span or span, self.err)  # type: ignore[arg-type]
 

@@ -13,7 +13,7 @@ from ..source import Span
 
 __all__ = ["POISON", "ABSENT", "LayerSpec", "TensorVal", "ShapeVal", "fmt", "type_name", "is_int", "is_num",
            "is_tensorish", "iter_flat", "make_divisible", "named", "inline", "FMT_MESSAGE_CHARS", "fmt_exact",
-           "non_finite"]
+           "non_finite", "Dim", "strip_dims", "dims_of"]
 
 
 class _Poison:
@@ -52,9 +52,95 @@ class LayerSpec:
         return f"{self.name}({', '.join(parts)})"
 
 
-def _shape_attr(shape: tuple[int, ...], name: str) -> Any:
-    if name == "shape":
+# A size read from a tensor (``in.h``) stays symbolic through this many operations; a longer computation
+# keeps only its value (reshape then uses the number, and the derived input contract says so).
+_MAX_DIM_TERMS = 32
+_DIM_OPS = ("+", "-", "*", "//", "%")
+
+
+class Dim(int):
+    """An ``int`` read from a tensor's shape (``in.h``, ``t.shape[1]``) that remembers how it was computed.
+
+    It *is* its value at the declared input size, so every compile-time use (channels, comparisons, loop
+    counts) sees a plain number. Integer arithmetic with ``+ - * // %`` keeps the formula ``expr`` beside the
+    value: ``("dim", nid, axis)`` for the size of node ``nid``'s output along per-sample ``axis``, ``("k", n)``
+    for a constant, ``(op, a, b)`` for an operation. ``reshape`` reads the formula so the generated code
+    computes its sizes from the tensors at run time, and the model runs at every valid input size. Ops that
+    need a number (a conv's channels) get the plain value (:func:`strip_dims`).
+    """
+
+    expr: tuple[Any, ...]
+    terms: int
+
+    def __new__(cls, value: int, expr: tuple[Any, ...], terms: int = 1) -> "Dim":
+        obj = super().__new__(cls, value)
+        obj.expr = expr
+        obj.terms = terms
+        return obj
+
+    def __repr__(self) -> str:
+        return int.__repr__(self)
+
+    __str__ = __repr__
+
+    def _combine(self, op: str, other: Any, swap: bool) -> Any:
+        if isinstance(other, bool) or not isinstance(other, int):
+            return NotImplemented
+        a, b = (other, self) if swap else (self, other)
+        value = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "//": int.__floordiv__,
+                 "%": int.__mod__}[op](int(a), int(b))
+        terms = _terms(a) + _terms(b)
+        if terms > _MAX_DIM_TERMS:
+            return value
+        return Dim(value, (op, _expr(a), _expr(b)), terms)
+
+    def __add__(self, o: Any) -> Any: return self._combine("+", o, False)
+    def __radd__(self, o: Any) -> Any: return self._combine("+", o, True)
+    def __sub__(self, o: Any) -> Any: return self._combine("-", o, False)
+    def __rsub__(self, o: Any) -> Any: return self._combine("-", o, True)
+    def __mul__(self, o: Any) -> Any: return self._combine("*", o, False)
+    def __rmul__(self, o: Any) -> Any: return self._combine("*", o, True)
+    def __floordiv__(self, o: Any) -> Any: return self._combine("//", o, False)
+    def __rfloordiv__(self, o: Any) -> Any: return self._combine("//", o, True)
+    def __mod__(self, o: Any) -> Any: return self._combine("%", o, False)
+    def __rmod__(self, o: Any) -> Any: return self._combine("%", o, True)
+
+    def __neg__(self) -> Any:
+        return self._combine("-", 0, True)
+
+    def __pos__(self) -> Any:
+        return self
+
+
+def _expr(v: int) -> tuple[Any, ...]:
+    return v.expr if isinstance(v, Dim) else ("k", int(v))
+
+
+def _terms(v: int) -> int:
+    return v.terms if isinstance(v, Dim) else 1
+
+
+def strip_dims(v: Any) -> Any:
+    """``v`` with every :class:`Dim` (also inside lists and tuples) turned into a plain ``int``."""
+    if isinstance(v, Dim):
+        return int(v)
+    if isinstance(v, list):
+        return [strip_dims(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(strip_dims(x) for x in v)
+    return v
+
+
+def dims_of(shape: tuple[int, ...], nid: int | None) -> list[int]:
+    """The sizes of node ``nid``'s output as :class:`Dim` values (plain ints when ``nid`` is unknown)."""
+    if nid is None:
         return list(shape)
+    return [Dim(d, ("dim", nid, i)) for i, d in enumerate(shape)]
+
+
+def _shape_attr(shape: tuple[int, ...], nid: int | None, name: str) -> Any:
+    if name == "shape":
+        return dims_of(shape, nid)
     if name == "rank":
         return len(shape)
     idx = {"c": 0, "h": 1, "w": 2}.get(name)
@@ -63,7 +149,7 @@ def _shape_attr(shape: tuple[int, ...], name: str) -> Any:
     # [N, C] tokens have no channel-first layout: .c would be N, .h would be C; shape[-1] says what is meant
     if idx >= len(shape) or len(shape) == 2:
         raise IndexError(name)
-    return shape[idx]
+    return dims_of(shape, nid)[idx]
 
 
 @dataclass
@@ -74,17 +160,24 @@ class TensorVal:
     shape: tuple[int, ...]
 
     def attr(self, name: str) -> Any:
-        return _shape_attr(self.shape, name)
+        return _shape_attr(self.shape, self.nid, name)
+
+    def dims(self) -> list[int]:
+        return dims_of(self.shape, self.nid)
 
 
 @dataclass
 class ShapeVal:
-    """``in``: the input shape of the enclosing block."""
+    """``in``: the input shape of the enclosing block (``nid``: the node that feeds it)."""
 
     shape: tuple[int, ...]
+    nid: int | None = None
 
     def attr(self, name: str) -> Any:
-        return _shape_attr(self.shape, name)
+        return _shape_attr(self.shape, self.nid, name)
+
+    def dims(self) -> list[int]:
+        return dims_of(self.shape, self.nid)
 
 
 class _Full(Exception):
@@ -174,7 +267,9 @@ def type_name(v: Any) -> str:
         return f"tensor {list(v.shape)}"
     if isinstance(v, ShapeVal):
         return "shape"
-    return {int: "int", float: "float", str: "string", list: "list"}.get(type(v), type(v).__name__)
+    if isinstance(v, int):
+        return "int"
+    return {float: "float", str: "string", list: "list"}.get(type(v), type(v).__name__)
 
 
 def is_int(v: Any) -> bool:

@@ -95,6 +95,9 @@ TRAITS: dict[str, str] = {
     "inplace": "has an in-place form codegen uses when the producer allows it (relu, relu6, add)",
     "merge": "combines several tensors (add, mul, concat, stack): a combinator",
     "multi-output": "produces several tensors (chunk, split): lowered to narrow nodes",
+    "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``): lowering keeps their "
+                   "formulas (``args['dyn']``), the tensors they read become extra inputs after the data input, "
+                   "and the generated code computes the sizes at run time (reshape)",
 }
 
 OP_FAMILIES = ("input", "conv", "linear", "norm", "pool", "act", "dropout", "merge", "shape", "identity")
@@ -184,6 +187,9 @@ class OpDef:
     module_form: Callable[[EmitArgs], Expr] | None = None
     traits: frozenset[str] = frozenset()
     helpers: tuple[str, ...] = ()
+    # The bound args at another input size, for the input-size contract (archdsl.passes.sizes): None when
+    # the args do not depend on the input's size; reshape recomputes its run-time sizes here.
+    resize: Callable[[list[Shape], dict[str, Any]], dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.traits = frozenset(self.traits)

@@ -70,7 +70,8 @@ def _upsample_how(e: EmitArgs) -> Expr:
     a = e.args
     if a["size"] is not None:
         return ("size=", int_or_pair(a["size"], "size"))
-    return ("scale_factor=", Lit(a["scale_factor"], "scale_factor"))
+    # a float literal (2.0, not 2): torch.jit.script types scale_factor as float
+    return ("scale_factor=", Lit(float(a["scale_factor"]), "scale_factor"))
 
 
 def _resize_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:

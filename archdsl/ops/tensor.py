@@ -7,7 +7,7 @@ from typing import Any, Callable
 from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _need_rank, _same, broadcast,
                    register)
 
-__all__ = ["MULTI_OUTPUT_OPS", "HELPERS"]
+__all__ = ["MULTI_OUTPUT_OPS", "HELPERS", "eval_size"]
 
 # Module-level functions the generated code may need (named by OpDef.helpers); trusted text, no spec value.
 HELPERS: dict[str, str] = {
@@ -167,6 +167,61 @@ def _reshape_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     return a
 
 
+# ---- sizes read from tensors at run time (the "reads-sizes" trait) ---------------------------------------
+# A formula is ("in", k, axis): the size of the op's k-th input along per-sample ``axis``; ("k", n): a
+# constant; (op, a, b) with op in + - * // %. Lowering turns the spec's ``in.h // 16`` into one (the tensor
+# it reads becomes input k); emission writes it as Python over ``x.shape``; the contract pass evaluates it.
+_SIZE_OPS: dict[str, Callable[[int, int], int]] = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+    "//": lambda a, b: a // b, "%": lambda a, b: a % b}
+
+
+def eval_size(expr: tuple[Any, ...], shapes: list[Shape]) -> int:
+    """The value of a size formula for inputs of ``shapes`` (raises ShapeError on a division by zero)."""
+    if expr[0] == "k":
+        return int(expr[1])
+    if expr[0] == "in":
+        return int(shapes[expr[1]][expr[2]])
+    a, b = eval_size(expr[1], shapes), eval_size(expr[2], shapes)
+    if expr[0] in ("//", "%") and b == 0:
+        raise ShapeError(f"a size computed from the input divides by zero ({expr[0]} 0)", arg="shape")
+    return _SIZE_OPS[expr[0]](a, b)
+
+
+def _size_code(expr: tuple[Any, ...], name: str) -> Expr:
+    """A size formula as generated code: ``x.shape[2] // 16``. Axis numbers are ints from lowering (never
+    spec text); constants are literals; every operation is parenthesized."""
+    if expr[0] == "k":
+        return (Lit(int(expr[1]), name),)
+    if expr[0] == "in":
+        return (In(int(expr[1])), f".shape[{int(expr[2]) + 1}]")
+    if expr[0] not in _SIZE_OPS:
+        raise ValueError(f"internal: unknown size operation {expr[0]!r}")
+    return ("(", *_size_code(expr[1], name), f" {expr[0]} ", *_size_code(expr[2], name), ")")
+
+
+def _reshape_sizes(e: EmitArgs) -> Expr:
+    written = e.args.get("written", e.args["shape"])
+    dyn = e.args.get("dyn") or (None,) * len(written)
+    out: list[Any] = []
+    for k, (v, f) in enumerate(zip(written, dyn)):
+        out += [", ", *(_size_code(f, f"size{k}") if f is not None and v != -1 else (Lit(v, f"size{k}"),))]
+    return tuple(out)
+
+
+def _reshape_resize(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    """reshape's args for inputs of ``shapes``: the run-time sizes recomputed, the -1 resolved again."""
+    written = a.get("written", a["shape"])
+    dyn = a.get("dyn") or (None,) * len(written)
+    # fixed sizes are checked again too: they must still hold the input's elements
+    target = [v if f is None or v == -1 else eval_size(f, shapes) for v, f in zip(written, dyn)]
+    out = _reshape_norm(shapes, {"shape": target})
+    out["written"] = tuple(written)
+    if a.get("dyn"):
+        out["dyn"] = a["dyn"]   # keep the formulas for the next size
+    return out
+
+
 
 def _stack_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     if any(s != shapes[0] for s in shapes):
@@ -266,12 +321,14 @@ register(
           emit=lambda e: (In(0), ".sum(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
           traits={"layout-sensitive"}),
     OpDef("reshape", "shape", [_A("shape", "list")], lambda s, a: a["shape"],
-          "Reshape each sample (batch kept): one size may be -1 and is inferred.", normalize=_reshape_norm,
+          "Reshape each sample (batch kept): one size may be -1 and is inferred; sizes written from the input "
+          "(in.h // 16) are computed at run time, so the model runs at other input sizes.",
+          normalize=_reshape_norm, resize=_reshape_resize,
           aliases=("view",), key_args=("shape",),
-          # the target as written (a -1 stays inferred at run time); the batch size is read from the input
-          emit=lambda e: (In(0), ".reshape(", In(0), ".shape[0]", *_seq(e.args.get("written", e.args["shape"]),
-                                                                          "size"), ")"),
-          traits={"layout-sensitive"}),
+          # the target as written (a -1 stays inferred at run time, sizes read from tensors are recomputed from
+          # them); the batch size is read from the input
+          emit=lambda e: (In(0), ".reshape(", In(0), ".shape[0]", *_reshape_sizes(e), ")"),
+          traits={"layout-sensitive", "reads-sizes"}),
     OpDef("scale", "act", [_A("factor", "float")], _same,
           "Multiply by a constant (Inception-ResNet's residual scaling).", key_args=("factor",),
           emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")), traits={"channel-wise"}),

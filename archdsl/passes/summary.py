@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ArchError
 from ..ir import Graph, Node
 from .features import Geometry, receptive_fields, stage_taps
+from .sizes import input_contract
 
 __all__ = ["summary_rows", "summary_tree", "summary_dict", "activation_memory", "buffer_count", "dtype_bytes",
            "format_count", "format_bytes"]
@@ -227,11 +228,20 @@ def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: s
                    "trainable": g.total_params, "non_trainable": 0, "buffers": buffers},
         "memory": activation_memory(g, batch, dtype),
         "receptive_field": _final_rf(g, geo),
+        "input_sizes": _sizes(g),
     }
     if depth is not None:
         out["depth"] = depth
         out["tree"] = summary_tree(g, depth, geo)
     return out
+
+
+def _sizes(g: Graph) -> dict[str, Any]:
+    """The input-size contract as data: its description and one rule per varying axis."""
+    c = input_contract(g)
+    return {"describe": c.describe(), "derived": c.derived,
+            "rules": [{"axis": r.name, "fixed": r.fixed, "multiple": r.multiple, "minimum": r.minimum,
+                       "maximum": r.maximum} for r in c.rules]}
 
 
 def _final_rf(g: Graph, geo: dict[int, Geometry]) -> dict[str, Any] | None:

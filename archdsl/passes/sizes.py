@@ -1,0 +1,206 @@
+"""The input-size contract: which input sizes a network accepts, derived before any tensor exists.
+
+A spec declares one input shape, but the model it builds runs at other sizes too wherever its layers allow:
+convolutions and pools follow the input, ``upsample`` keeps its scale factor, ``resize_as`` reads its
+reference, and ``reshape`` sizes written from the input (``in.h // 16``) are recomputed at run time. What
+stops a size is a branch merge whose operands stop lining up (a U-Net's skip after an odd-sized pool), a
+reshape that no longer divides, a layer whose parameters would change shape (``flatten`` into a ``linear``,
+a position embedding added to the tokens), or a map that becomes empty.
+
+:func:`input_contract` finds the sizes by re-running every node's shape rule over the graph at probe sizes
+(the node's bound args, re-derived by the op's ``resize`` hook where they depend on the size) and checking
+that every parameter keeps its count. Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
+the period (the smallest divisor ``d`` of the declared size such that the two next multiples work) and the
+smallest working size on that lattice; channels never change. :class:`SizeContract` describes the result
+("H and W multiples of 32") for ``archc check``/``summary`` and gives the generated ``forward`` its guard,
+so a wrong size fails with the contract in a ``ValueError`` instead of a torch error deep inside.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+from ..ir import Graph
+from ..ops import OPS
+
+__all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
+
+_MAX_PROBES = 96          # shape propagations per contract (each is one pass over the graph's nodes)
+_AXIS_NAMES = {3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
+
+
+@dataclass(frozen=True)
+class AxisRule:
+    """The sizes one input axis accepts: ``declared`` only when ``fixed``, else ``minimum + k * multiple``."""
+
+    axis: int               # per-sample axis (batch left out): 1 and 2 for H and W, 0 for the tokens' N
+    name: str
+    declared: int
+    multiple: int = 1
+    minimum: int = 1
+    fixed: bool = False
+    maximum: int | None = None   # None: no upper bound was found (probed up to 4x the declared size)
+
+    def accepts(self, size: int) -> bool:
+        if self.fixed:
+            return size == self.declared
+        return (size >= self.minimum and (size - self.minimum) % self.multiple == 0
+                and (self.maximum is None or size <= self.maximum))
+
+    def describe(self) -> str:
+        if self.fixed:
+            return f"exactly {self.declared}"
+        rest = self.minimum % self.multiple
+        if self.multiple == 1:
+            what = ""
+        elif rest == 0:
+            what = f"multiples of {self.multiple}"
+        else:
+            what = f"{self.multiple}k + {rest}"
+        low = self.minimum > (self.multiple if rest == 0 else 1)
+        if self.maximum is not None:
+            bounds = f"from {self.minimum} to {self.maximum}"
+        elif low:
+            bounds = f"at least {self.minimum}"
+        else:
+            bounds = "" if what else "any size"
+        return ", ".join(p for p in (what, bounds) if p)
+
+
+@dataclass(frozen=True)
+class SizeContract:
+    """The input shapes a graph accepts (per sample, batch left out)."""
+
+    declared: tuple[int, ...]
+    rules: tuple[AxisRule, ...]
+    derived: bool = True     # False: the graph's shapes could not be re-derived; only the declared size is known
+
+    @property
+    def fixed(self) -> bool:
+        return all(r.fixed for r in self.rules)
+
+    def accepts(self, shape: tuple[int, ...]) -> bool:
+        if len(shape) != len(self.declared):
+            return False
+        varying = {r.axis: r for r in self.rules}
+        return all(varying[i].accepts(d) if i in varying else d == self.declared[i] for i, d in enumerate(shape))
+
+    def pattern(self) -> str:
+        """The accepted shape with its varying axes named: ``[3, H, W]``."""
+        names = _AXIS_NAMES.get(len(self.declared), ())
+        varying = {r.axis for r in self.rules if not r.fixed}
+        return "[" + ", ".join(names[i] if i in varying else str(d) for i, d in enumerate(self.declared)) + "]"
+
+    def describe(self) -> str:
+        """One line: ``[3, H, W] with H and W multiples of 32`` or ``[3, 224, 224] only``."""
+        if not self.derived or self.fixed or not self.rules:
+            return f"{list(self.declared)} only"
+        groups: dict[str, list[str]] = {}
+        for r in self.rules:
+            groups.setdefault(r.describe(), []).append(r.name)
+        if list(groups) == ["any size"]:
+            return f"{self.pattern()}, any size"
+        parts = [f"{' and '.join(names)} {what}" for what, names in groups.items()]
+        return f"{self.pattern()} with {'; '.join(parts)}"
+
+
+def shapes_at(graph: Graph, shape: tuple[int, ...]) -> dict[int, tuple[int, ...]] | None:
+    """Every node's output shape when the graph's input is ``shape``, or None when some node rejects it
+    (its shape rule fails, a size becomes non-positive, or a parameter would change its size)."""
+    out: dict[int, tuple[int, ...]] = {}
+    for n in graph.nodes():
+        if n.op == "input":
+            out[n.id] = tuple(shape)
+            continue
+        ins = [out[i] for i in n.inputs]
+        if ins == [tuple(s) for s in n.in_shapes]:
+            out[n.id] = tuple(n.shape)      # nothing upstream changed: neither does this node
+            continue
+        opdef = OPS.get(n.op)
+        if opdef is None:
+            return None
+        try:
+            args = opdef.resize(ins, dict(n.args)) if opdef.resize is not None else n.args
+            new = tuple(opdef.shape(ins, args))
+            if opdef.params(ins, args) != n.params:
+                return None
+        except Exception:   # noqa: BLE001 - any failure of a shape rule (a plugin's included) rejects the size
+            return None
+        if not new or any(not isinstance(d, int) or d <= 0 for d in new):
+            return None
+        out[n.id] = new
+    return out
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def input_contract(graph: Graph) -> SizeContract:
+    """The input sizes ``graph`` accepts; see the module docstring for how they are found."""
+    declared = tuple(graph.input_shape)
+    names = _AXIS_NAMES.get(len(declared), ())
+    axes = {3: (1, 2), 2: (0,)}.get(len(declared), ())
+    if len(graph.inputs) != 1:
+        return SizeContract(declared, (), derived=False)
+    base = shapes_at(graph, declared)
+    if base is None or any(base[n.id] != tuple(n.shape) for n in graph.nodes()):
+        return SizeContract(declared, (), derived=False)   # the rules do not reproduce the graph: claim nothing
+    seen: dict[tuple[int, ...], bool] = {declared: True}
+
+    def ok(s: tuple[int, ...]) -> bool:
+        if s not in seen:
+            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s) is not None
+        return seen[s]
+
+    rules = [_axis_rule(lambda v, a=a: ok(_with(declared, a, v)), a, names[a], declared[a]) for a in axes]
+    # the axes were probed one at a time; the smallest sizes together and larger ones together must work too
+    if rules and not all(r.fixed for r in rules):
+        lo = list(declared)
+        hi = list(declared)
+        for r in rules:
+            if not r.fixed:
+                lo[r.axis] = r.minimum
+                hi[r.axis] = r.maximum if r.maximum is not None else r.declared + (1 + r.axis) * r.multiple
+        if not (ok(tuple(lo)) and ok(tuple(hi))):
+            rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
+    return SizeContract(declared, tuple(rules))
+
+
+def _with(shape: tuple[int, ...], axis: int, v: int) -> tuple[int, ...]:
+    s = list(shape)
+    s[axis] = v
+    return tuple(s)
+
+
+def _axis_rule(ok: Callable[[int], bool], axis: int, name: str, size: int) -> AxisRule:
+    """The rule of one axis from probes ``ok(size)`` (the other axes at their declared sizes)."""
+    step = next((d for d in _divisors(size) if ok(size + d) and ok(size + 2 * d)), None)
+    if step is None:
+        return AxisRule(axis, name, size, fixed=True)
+    # the smallest working size on the lattice size - k * step: validity grows with the size (a map that is
+    # large enough stays large enough), so a binary search over k finds it
+    good, bad = 0, (size - 1) // step + 1          # k = good works; k = bad is below 1 (or fails)
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if ok(size - mid * step):
+            good = mid
+        else:
+            bad = mid
+    minimum = size - good * step
+    # and the largest: most nets have none, but a fixed-size reshape or parameter accepts only the sizes
+    # that floor to the declared one (a ViT's 16x16 patches take 224..239)
+    far = 3 * size // step + 2                        # k steps above: about 4x the declared size
+    maximum = None
+    if not ok(size + far * step):
+        good, bad = 2, far                            # size + 2*step worked above
+        while bad - good > 1:
+            mid = (good + bad) // 2
+            if ok(size + mid * step):
+                good = mid
+            else:
+                bad = mid
+        maximum = size + good * step
+    return AxisRule(axis, name, size, multiple=step, minimum=minimum, maximum=maximum)
