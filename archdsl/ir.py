@@ -80,13 +80,15 @@ class ReparamGroup:
 
     ``input`` / ``output`` are the node ids the group reads and produces (``None`` until the group
     expanded without errors); ``fused_path`` is the module path of the one conv it becomes in the deploy
-    form; ``single`` marks a group with one branch (no merge node).
+    form; ``single`` marks a group with one branch (no merge node); ``fused_container`` marks
+    ``fused="."``: the fused layer is the group's container itself (``fused_path`` is the container's path).
     """
 
     kind: str = "add"
     loc: Loc | None = None
     label: str | None = None
     fused_path: str | None = None
+    fused_container: bool = False
     input: int | None = None
     output: int | None = None
     single: bool = False

@@ -34,6 +34,7 @@ __all__ = ["main"]
 
 NETS = {"MobileOne-S1": ("mobileone.arch", "mobileone_s1"), "MobileOne-S4": ("mobileone.arch", "mobileone_s4")}
 NETS["FastViT-SA12"] = ("fastvit.arch", "fastvit_sa12")
+NETS["RepViT-M1.1"] = ("repvit.arch", "repvit_m1_1")
 
 
 def _warm(model: Any, x: torch.Tensor, tries: int = 12) -> None:

@@ -88,7 +88,9 @@ def _assert_deploy_matches(model: Any, g: Graph, *, fold_bn: bool = True, batch:
     modules = dict(dep.named_modules())
     for path in g.reparam_groups:
         fused = g.reparam_groups[path].fused_path
-        assert isinstance(modules.get(fused), torch.nn.Conv2d), f"no fused conv at {fused}"
+        vector = len(g.node(g.reparam_groups[path].input).shape) == 1   # a group over vectors: one linear
+        want = torch.nn.Linear if vector else torch.nn.Conv2d
+        assert isinstance(modules.get(fused), want), f"no fused {want.__name__} at {fused}"
         group_modules = {n.module for n in g.nodes() if n.reparam == path and n.module}
         assert not group_modules & set(modules), "train-form modules of a fused group survived"
     assert dep.deploy_info["fused_groups"] == len(g.reparam_groups)

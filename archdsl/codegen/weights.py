@@ -1,7 +1,8 @@
 """Weights (torch): the deploy form's tensors from the train form's, and checked checkpoint reading.
 
 - :func:`deploy_state_dict` applies the recipes of a :class:`~archdsl.passes.deploy.DeployPlan` (float64
-  math, original dtype out): BatchNorm folding, reparam branch kernels padded/regrouped and summed.
+  math, original dtype out): BatchNorm folding, reparam branch kernels padded/regrouped and summed (or, for
+  a group over vectors, branch matrices summed into one linear).
 - :func:`read_checkpoint` reads a train-form ``state_dict`` file and checks everything before any model is
   built: file size, archive entries (declared sizes, no compressed entries: nothing inflates), only
   tensors (no pickled code: ``weights_only=True``), keys, shapes, dtypes, finite values, BatchNorm
@@ -139,6 +140,40 @@ def _group_weights(sd: dict[str, Any], tg: Graph, gp: GroupPlan) -> tuple[Any, A
     return weight, bias
 
 
+def _linear_group_weights(sd: dict[str, Any], tg: Graph, gp: GroupPlan) -> tuple[Any, Any]:
+    """A reparam group over vectors [F] as one linear: each branch is a product of its linear maps and
+    per-feature affine maps (BatchNorm1d, scale, layer_scale), a branch without a linear is the identity."""
+    import torch
+    weight = torch.zeros(gp.out_channels, gp.in_channels, dtype=torch.float64)
+    bias = torch.zeros(gp.out_channels, dtype=torch.float64)
+    for br in gp.branches:
+        w = torch.eye(gp.in_channels, dtype=torch.float64)
+        b = torch.zeros(gp.in_channels, dtype=torch.float64)
+        for nid in br.steps:
+            n = tg.node(nid)
+            if n.op == "linear":
+                wl = sd[_mod(n) + ".weight"].double()
+                bl = sd[_mod(n) + ".bias"].double() if n.args["bias"] else torch.zeros(wl.shape[0], dtype=wl.dtype)
+                w, b = wl @ w, wl @ b + bl
+            elif n.op in ("batchnorm", "scale", "layer_scale"):
+                s, t = _channel_affine(sd, n, w.shape[0])
+                w, b = w * s[:, None], b * s + t
+        weight += br.sign * w
+        bias += br.sign * b
+    return weight, bias
+
+
+def _after_sum(sd: dict[str, Any], tg: Graph, gp: GroupPlan, w: Any, b: Any) -> tuple[Any, Any]:
+    """The per-channel maps after a group's sum (RepViT's BatchNorm after RepVggDw's sum, the 0.5 of its
+    distilled head) applied to the fused weight: each scales the output channels, a BatchNorm's shift once."""
+    for nid in gp.tail:
+        n = tg.node(nid)
+        if n.op in ("batchnorm", "scale", "layer_scale"):
+            s, t = _channel_affine(sd, n, w.shape[0])
+            w, b = w * s.view(-1, *[1] * (w.dim() - 1)), b * s + t
+    return w, b
+
+
 def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, Any]:
     """The deploy form's ``state_dict`` computed from the train form's (float64 math, original dtype out)."""
     import torch
@@ -159,8 +194,9 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
                 out[k] = train_sd[k].clone()   # the deploy model must not share storage with the train model
             continue
         if kind == "group":
-            w, b = _group_weights(train_sd, tg, obj)
-            is_linear = False
+            is_linear = obj.op == "linear"
+            w, b = (_linear_group_weights if is_linear else _group_weights)(train_sd, tg, obj)
+            w, b = _after_sum(train_sd, tg, obj, w, b)
         elif kind == "bn_affine":   # a depthwise 1x1 conv; BNs around it may still fold into it below
             w, b = _bn_scale_shift(train_sd, obj)
             w = w.view(-1, 1, 1, 1)

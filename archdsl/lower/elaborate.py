@@ -384,9 +384,11 @@ class Lowerer(LayerApplier):
             span = k.span
             if v is POISON:
                 continue
+            if v == ".":   # the fused layer replaces the container itself (timm's fuse(): ConvNorm -> Conv2d)
+                return self._fused_container(st, scope, path, k.span)
             if not isinstance(v, str) or not v.isidentifier():
-                self.err(f"fused= names the deploy conv and must be an identifier string, got {fmt(v)}", k.span,
-                         hint='e.g. reparam add(fused="lkb_reparam"):')
+                self.err(f"fused= names the deploy conv and must be an identifier string or \".\", got {fmt(v)}",
+                         k.span, hint='e.g. reparam add(fused="lkb_reparam"):, or fused="." for the container itself')
                 continue
             if self.paths.label_problem(v, k.span):
                 continue
@@ -394,6 +396,21 @@ class Lowerer(LayerApplier):
         prefix = scope.prefix + (st.label + "." if st.label is not None else "")
         self.graph.reparam_groups[path].fused_path = prefix + name
         self.claim(prefix + name, span, "fused reparam conv")
+        return rest
+
+    def _fused_container(self, st: A.CombinatorStmt, scope: Scope, path: str, span: Span) -> list[A.Kwarg]:
+        """``fused="."``: the deploy layer takes the path of the group's container (the labelled group, or the
+        block it is written in); the proof checks that nothing else lives in that container."""
+        assert self.graph is not None
+        rest = [k for k in st.kwargs if k.name != "fused"]
+        container = scope.prefix + st.label if st.label is not None else scope.prefix.rstrip(".")
+        if not container:
+            self.err('fused="." names the fused layer after the group\'s container, and this group has none (it '
+                     "is at the network's top level)", span,
+                     hint='label the group (head: reparam add(fused="."):) or write it in a block')
+            return rest
+        info = self.graph.reparam_groups[path]
+        info.fused_path, info.fused_container = container, True   # the container's path is already claimed
         return rest
 
     def _record_group(self, path: str, cur: Any, out: Any) -> Any:

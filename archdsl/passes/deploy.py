@@ -1,7 +1,8 @@
 """The deploy rewrite of the graph IR (no torch): train form -> inference form, as three named passes.
 
-- ``fuse_reparam``: every ``reparam add:`` group becomes one conv (:mod:`archdsl.passes.reparam` proves it
-  exact), keeping the id of the group's output so consumers need no rewiring;
+- ``fuse_reparam``: every ``reparam add:`` group becomes one conv, or one linear for a group over vectors
+  (:mod:`archdsl.passes.reparam` proves it exact), keeping the id of the group's output so consumers need no
+  rewiring; ``fused="."`` puts that layer at the container's own path (timm's ``fuse()`` modules);
 - ``drop_eval_identities``: ops that are the identity in eval mode (dropout, drop_path) become ``identity``
   (code generation aliases identities away);
 - ``fold_bn``: every BatchNorm is folded into the layer before it, or into the 1x1 conv / linear after it
@@ -112,6 +113,16 @@ def _conv_node(nid: int, module: str, in_shape: tuple[int, ...], out_shape: tupl
                 macs=op.macs([in_shape], out_shape, args))
 
 
+def _linear_node(nid: int, module: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...], scope: Any,
+                 loc: Any, inputs: list[int]) -> Node:
+    """A ``linear`` with bias (the fused layer of a reparam group over vectors)."""
+    args = {"out_features": out_shape[0], "bias": True}
+    op = OPS["linear"]
+    return Node(id=nid, op="linear", args=args, inputs=list(inputs), in_shapes=[in_shape], shape=out_shape,
+                name=module, module=module, scope=list(scope), loc=loc, params=op.params([in_shape], args),
+                macs=op.macs([in_shape], out_shape, args))
+
+
 def _channel_axis_is_bn_axis(n: Node, shape: tuple[int, ...]) -> bool:
     """Does layer ``n`` mix/scale the same axis a BatchNorm on ``shape`` normalises (dim 0)?
 
@@ -163,15 +174,25 @@ def fuse_reparam(graph: Graph, plan: DeployPlan) -> Graph:
         # those of a block inside a branch (a single-branch group's output is that block's last layer)
         cut = next((i + 1 for i, f in enumerate(out.scope) if f.kind == "reparam" and f.path == path),
                    len(out.scope))
-        conv = _conv_node(gp.output_nid, gp.fused_path, src.shape, gp.out_shape, gp.kernel, gp.stride, gp.padding,
-                          gp.groups, out.scope[:cut], out.loc, [gp.input_nid])
+        scope = out.scope[:cut]
+        if gp.fused_container:   # fused=".": the layer is the container itself, no longer a module inside it
+            fp = gp.fused_path
+            scope = [f for f in scope if f.path != fp and not f.path.startswith(fp + ".")]
+        if gp.op == "linear":    # a group over vectors [F]: one linear
+            conv = _linear_node(gp.output_nid, gp.fused_path, src.shape, gp.out_shape, scope, out.loc,
+                                [gp.input_nid])
+        else:
+            conv = _conv_node(gp.output_nid, gp.fused_path, src.shape, gp.out_shape, gp.kernel, gp.stride,
+                              gp.padding, gp.groups, scope, out.loc, [gp.input_nid])
         branch_params = sum(graph.node(i).params for i in gp.nodes)
         if conv.params > plan.limits.max_params or \
                 conv.params > max(MAX_GROUP_GROWTH * branch_params, branch_params + _GROWTH_SLACK):
+            layer = ("a linear layer" if gp.op == "linear" else
+                     f"a {gp.kernel[0]}x{gp.kernel[1]} conv with groups={gp.groups}")
             raise _group_error(
                 graph, path,
-                f"the deploy form of reparam group '{path}' would be a {gp.kernel[0]}x{gp.kernel[1]} conv with "
-                f"groups={gp.groups} and {conv.params:,} parameters, {conv.params / max(1, branch_params):,.0f}x "
+                f"the deploy form of reparam group '{path}' would be {layer} and {conv.params:,} parameters, "
+                f"{conv.params / max(1, branch_params):,.0f}x "
                 f"the {branch_params:,} of its branches (limit: {MAX_GROUP_GROWTH}x, max_params "
                 f"{plan.limits.max_params:,})",
                 "branches with different groups fuse into the densest one; give every conv branch the same "

@@ -15,6 +15,11 @@ convolution can express, and all branches agree on where that convolution looks:
 - the fused conv's groups is the smallest conv ``groups``; every other conv's ``groups`` must be a
   multiple of it (identity, BN and avgpool are depthwise and fit any grouping).
 
+A one-branch group whose branch is a sum followed by per-channel maps (BatchNorm included: its shift is
+added once) fuses those maps into the summed kernel (:attr:`GroupPlan.tail`). A group over vectors [F]
+fuses into one ``linear`` (branches of linear layers and per-feature maps). With ``fused="."`` the fused
+layer takes the container's path, and nothing else may live in that container.
+
 This module only reads the IR (no torch): :func:`check_groups` (the compile-time check, run as a pass by
 :func:`archdsl.passes.run_checks`) or lowering calls :func:`plan_group` to report a non-fusable group at its
 spec line, and the deploy passes (:mod:`archdsl.passes.deploy`) call it again to build the fused conv.
@@ -46,6 +51,9 @@ TRANSPARENT_OPS = EVAL_IDENTITY_OPS              # the former name
 SCALE_OPS = frozenset({"scale", "layer_scale"})
 _LINEAR_OPS = FUSABLE_LINEAR_OPS | SCALE_OPS
 _SHIFTING_OPS = frozenset({"batchnorm"})        # per-channel maps with an additive term
+# A group over vectors [F] (a distilled classifier's parallel heads) fuses into one linear: its branches are
+# chains of linear layers and per-feature affine maps (BatchNorm1d, scale, layer_scale).
+_VECTOR_OPS = frozenset({"linear"}) | _SHIFTING_OPS | SCALE_OPS
 
 
 class FusionError(Exception):
@@ -88,6 +96,9 @@ class GroupPlan:
     groups: int
     fused_path: str                  # module path of the fused conv in the deploy form
     out_shape: tuple[int, ...] = field(default_factory=tuple)
+    op: str = "conv2d"               # the fused layer: "linear" for a group over vectors [F]
+    tail: tuple[int, ...] = ()       # per-channel maps after the group's sum (BatchNorm, scale), input side first
+    fused_container: bool = False    # fused=".": the fused layer is the group's container itself
 
 
 def _where(n: Node) -> str:
@@ -170,6 +181,7 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
     return the chain input-side first."""
     chain: list[Node] = []
     nid = out_nid
+    vector = len(g.node(start).shape) == 1   # a group over vectors: linear layers fuse too
     while nid != start:
         n = g.node(nid)
         if _inner_sum(g, path, n):
@@ -191,11 +203,13 @@ def _branch_chain(g: Graph, path: str, start: int, out_nid: int, merge: int | No
             raise FusionError(f"branch {idx} combines several tensors at {_where(n)}, {why}",
                               hint="a reparam branch is a chain of conv2d/avgpool, batchnorm, scales and identity, "
                                    "or a sum/difference (add:, a - b) of such chains", nid=nid)
-        if n.op not in _LINEAR_OPS and not has_trait(n.op, "eval-identity"):
+        if n.op not in (_VECTOR_OPS if vector else _LINEAR_OPS) and not has_trait(n.op, "eval-identity"):
             raise FusionError(f"branch {idx} applies {n.op} at {n.name or n.op}, {_why_not(n)}",
-                              hint="only conv2d, avgpool, batchnorm, scale, layer_scale (over channels) and "
-                                   "identity (dropout, drop_path) fuse; put activations and other layers after the group", nid=nid)
-        if n.op == "layer_scale" and not (len(n.in_shapes[0]) == 3 and n.args["dim"] == 1):
+                              hint=("only linear, batchnorm, scale, layer_scale" if vector else
+                                    "only conv2d, avgpool, batchnorm, scale, layer_scale (over channels)") +
+                                   " and identity (dropout, drop_path) fuse; put activations and other layers after "
+                                   "the group", nid=nid)
+        if n.op == "layer_scale" and not (len(n.in_shapes[0]) in (1, 3) and n.args["dim"] == 1):
             raise FusionError(f"layer_scale {n.name} in branch {idx} scales dim {n.args['dim']} of "
                               f"{list(n.in_shapes[0])}, not the channels of a [C, H, W] map; a conv kernel "
                               "can only scale its output channels", hint="scale the channels (dim=1)", nid=nid)
@@ -289,6 +303,62 @@ def _branch_plan(chain: list[Node], idx: int) -> BranchPlan:
     return BranchPlan(tuple(n.id for n in steps), kernel, stride, padding, groups)  # type: ignore[arg-type]
 
 
+def _vector_plan(chain: list[Node], idx: int) -> BranchPlan:
+    """A branch of a group over vectors [F]: linear layers and per-feature affine maps, any number of each."""
+    steps = [n for n in chain if n.op in _VECTOR_OPS]
+    for n in steps:
+        if n.op == "batchnorm" and not n.args["track_running_stats"]:
+            raise FusionError(f"batchnorm {n.name} in branch {idx} has track_running_stats=false, so it uses "
+                              "batch statistics in eval mode and is not a fixed linear map",
+                              hint="drop track_running_stats=false", nid=n.id)
+    dense = any(n.op == "linear" for n in steps)
+    if not dense and chain and chain[0].in_shapes[0] != chain[-1].shape:
+        raise FusionError(f"identity-like branch {idx} changes the shape {list(chain[0].in_shapes[0])} -> "
+                          f"{list(chain[-1].shape)}", nid=chain[-1].id)
+    return BranchPlan(tuple(n.id for n in steps), (1, 1), (1, 1), (0, 0), 1 if dense else None)
+
+
+def _tail(g: Graph, path: str, start: int, out: int) -> tuple[tuple[int, ...], int]:
+    """A one-branch group whose branch is a sum followed by per-channel maps (RepViT's ``bn(conv(x) + conv1(x)
+    + x)``, its heads' ``(a + b) * 0.5``): those maps (input side first) and the sum; ``((), out)`` otherwise.
+
+    A BatchNorm's shift is added once after the sum, so unlike the scales inside a branch it may sit here.
+    """
+    tail: list[Node] = []
+    nid = out
+    while nid != start:
+        n = g.node(nid)
+        if _inner_sum(g, path, n):
+            return (tuple(t.id for t in reversed(tail)), nid) if tail else ((), out)
+        if (n.reparam != path or len(n.inputs) != 1 or (tail and g.consumers(nid) != [tail[-1].id])
+                or (n.op not in _SHIFTING_OPS | SCALE_OPS and not has_trait(n.op, "eval-identity"))):
+            break
+        if n.op == "batchnorm" and not n.args["track_running_stats"]:
+            raise FusionError(f"batchnorm {n.name} after the sum has track_running_stats=false, so it uses batch "
+                              "statistics in eval mode and is not a fixed linear map",
+                              hint="drop track_running_stats=false", nid=n.id)
+        if n.op == "layer_scale" and not (len(n.in_shapes[0]) in (1, 3) and n.args["dim"] == 1):
+            raise FusionError(f"layer_scale {n.name} after the sum scales dim {n.args['dim']} of "
+                              f"{list(n.in_shapes[0])}, not the channels; the fused layer can only scale its "
+                              "output channels", hint="scale the channels (dim=1)", nid=n.id)
+        tail.append(n)
+        nid = n.inputs[0]
+    return (), out
+
+
+def _check_container(g: Graph, fp: str, nodes: set[int]) -> None:
+    """``fused="."``: the fused layer takes the container's path, so nothing outside the group may live there."""
+    for n in g.records():
+        if n.id in nodes or n.op == "input":
+            continue
+        m = n.module or ""
+        if m == fp or m.startswith(fp + ".") or any(f.path == fp for f in n.scope):
+            raise FusionError(f"fused=\".\" makes the fused layer the container '{fp}' itself, but {_where(n)} is "
+                              "in that container and not in the group",
+                              hint='move that layer out of the container, or name the fused layer (fused="name")',
+                              nid=n.id)
+
+
 def plan_group(g: Graph, path: str) -> GroupPlan:
     """Prove the group at ``path`` fuses into one conv and return how; raise :class:`FusionError` if not."""
     info = g.reparam_groups[path]
@@ -301,17 +371,21 @@ def plan_group(g: Graph, path: str) -> GroupPlan:
     out_node = g.node(out)
     merge = out if (out_node.op == "add" and out_node.reparam == path and not info.single) else None
     in_shape = g.node(start).shape
-    if len(in_shape) != 3:
-        raise FusionError(f"a reparam group works on feature maps [C, H, W], its input is {list(in_shape)}")
+    if len(in_shape) not in (1, 3):
+        raise FusionError(f"a reparam group works on feature maps [C, H, W] or vectors [F], its input is "
+                          f"{list(in_shape)}")
+    vector = len(in_shape) == 1
+    # per-channel maps after the sum of a one-branch group's sum (applied once to the fused layer)
+    tail, top = _tail(g, path, start, out) if info.single else ((), out)
     # the group's value as a signed sum of chains: its own branches, and inside them any add/sub of
     # sub-branches (followed by per-channel scales), expanded term by term
     terms: list[_Term] = []
     sums: set[int] = set()
-    _expand(g, path, start, out, None, 1, 1, [], merge, terms, sums)
+    _expand(g, path, start, top, tail[0] if tail else None, 1, 1, [], merge, terms, sums)
     out_shape = out_node.shape
     chains = [t.chain for t in terms]
     idxs = [t.idx for t in terms]
-    plans = [replace(_branch_plan(t.chain, t.idx), sign=t.sign) for t in terms]
+    plans = [replace((_vector_plan if vector else _branch_plan)(t.chain, t.idx), sign=t.sign) for t in terms]
     for i, (p, ch) in zip(idxs, zip(plans, chains)):
         if p.groups is None and p.kernel == (1, 1) and not any(g.node(s).op == "avgpool" for s in p.steps):
             if in_shape != out_shape:
@@ -342,18 +416,21 @@ def plan_group(g: Graph, path: str) -> GroupPlan:
             raise FusionError(f"branches with groups={G} and groups={gr} cannot share one conv: one groups count "
                               "must divide the other", hint="use the same groups in every conv branch")
     stride = next(iter(strides))
-    oh = conv_out(in_shape[1], K[0], stride[0], P[0], 1)
-    ow = conv_out(in_shape[2], K[1], stride[1], P[1], 1)
-    if (oh, ow) != tuple(out_shape[1:]):
+    oh, ow = (1, 1) if vector else (conv_out(in_shape[1], K[0], stride[0], P[0], 1),
+                                     conv_out(in_shape[2], K[1], stride[1], P[1], 1))
+    if not vector and (oh, ow) != tuple(out_shape[1:]):
         raise FusionError(f"the fused {K[0]}x{K[1]} conv would produce {oh}x{ow}, the branches produce "
                           f"{out_shape[1]}x{out_shape[2]}", hint="give every branch padding = kernel_size // 2")
-    nodes = set(sums)
+    nodes = set(sums) | set(tail)
     for ch in chains:
         nodes.update(n.id for n in ch)
     fused_path = info.fused_path or DEFAULT_FUSED_NAME
+    if info.fused_container:
+        _check_container(g, fused_path, nodes)
     return GroupPlan(path=path, input_nid=start, output_nid=out, nodes=frozenset(nodes), branches=tuple(fixed),
                      in_channels=in_shape[0], out_channels=out_shape[0], kernel=K, stride=stride, padding=P,
-                     groups=G, fused_path=fused_path, out_shape=tuple(out_shape))
+                     groups=1 if vector else G, fused_path=fused_path, out_shape=tuple(out_shape),
+                     op="linear" if vector else "conv2d", tail=tail, fused_container=info.fused_container)
 
 
 def check_groups(g: Graph, span_of: Callable[[Loc | None], Span | None]) -> list[Diagnostic]:
@@ -373,7 +450,8 @@ def check_groups(g: Graph, span_of: Callable[[Loc | None], Span | None]) -> list
             if e.nid is not None:
                 n = g.node(e.nid)
                 notes.append((f"{n.name or n.op} ({n.op}) is here", span_of(n.loc)))
-            out.append(Diagnostic(f"reparam group cannot be fused into one conv: {e.message}", span_of(info.loc),
+            layer = "linear" if len(g.node(info.input).shape) == 1 else "conv"   # a group over vectors [F]
+            out.append(Diagnostic(f"reparam group cannot be fused into one {layer}: {e.message}", span_of(info.loc),
                                   hint=e.hint or "every branch must be linear (conv2d, batchnorm, avgpool, identity)",
                                   notes=notes))
     return out
