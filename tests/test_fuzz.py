@@ -33,6 +33,7 @@ from helpers import ROOT
 from archdsl.errors import ArchError
 from archdsl.lang.loader import find_specs, load_program
 from archdsl.lower import lower_network
+from archdsl.passes.sizes import input_contract
 from archdsl.source import Source
 
 SPECS = [p for p in find_specs(ROOT / "specs")]
@@ -59,6 +60,8 @@ VOCAB = [
     "stride", "groups", "padding", "in.c", "in.h", "num_classes",
     # issue 14: spread branches, unpacking, number functions, token shapes
     "named", "zip", "enumerate", "log", "log2", "sqrt", "exp", "in.shape", "in.rank", "a, b", "*[",
+    # sizes read at run time: reshape/view with in.h // k, -1, shapes of named tensors
+    "reshape", "view", "permute", "in.w", "x.h", "x.shape", "upsample", "resize_as",
     # punctuation and operators
     "(", ")", "[", "]", ",", ":", "=", "->", ".", "+", "-", "*", "/", "//", "%", "**", "==", "!=", "<", ">=",
     # literals
@@ -77,7 +80,8 @@ def _check(text: str, path: str) -> None:
     try:
         program = load_program(src)
         for net in list(program.root.networks.values())[:1]:  # one network: the cost is in expanding it
-            lower_network(program, net)
+            g = lower_network(program, net)
+            input_contract(g)   # the size contract of whatever lowered must be derivable without an error
     except ArchError as e:
         assert e.errors, "an ArchError must carry at least one error"
         for d in e.errors:
@@ -151,7 +155,8 @@ def test_random_token_streams_fail_cleanly(tokens: list[str], with_header: bool)
        st.sampled_from(["    conv2d({})", "    {}", "    y = x -> {}", "    add:\n        {}\n        identity",
                         "    relu * ({})", "    [relu for i in {}]", "    if {}:\n        relu",
                         "    add:\n        *[{}]\n        identity", "    add:\n        b: *{}",
-                        "    conv2d(sum([a * b for a, b in {}]), 1)"]))
+                        "    conv2d(sum([a * b for a, b in {}]), 1)", "    reshape([{}])",
+                        "    reshape([in.c, in.h // {}, -1])", "    y = x -> reshape([in.c * {}, -1])"]))
 def test_random_expressions_in_a_network_fail_cleanly(expr: str, template: str) -> None:
     _check(HEADER + template.format(expr) + "\n", "fuzz.arch")
 
