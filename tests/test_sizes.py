@@ -126,7 +126,8 @@ CONTRACTS = {
     "specs/convnext.arch:convnext_tiny": "[3, H, W] with H and W at least 32",
     "specs/vgg.arch:vgg16": "[3, H, W] with H and W at least 32",
     "specs/vit.arch:vit_base_patch16_224": "[3, H, W] with H and W from 224 to 239",
-    "specs/mobilevit.arch:mobilevit_s": "[3, 256, 256] only",
+    "specs/mobilevit.arch:mobilevit_s": "[3, H, W] with H and W multiples of 64",
+    "specs/swin.arch:swin_t": "[3, H, W] with H and W from 224 to 227",
 }
 
 

@@ -75,6 +75,18 @@ def test_mobilevit_s_weight_exact_against_timm() -> None:
     assert g.total_macs == counts["macs"] == _fvcore_macs(ref, (3, 256, 256))
 
 
+def test_mobilevit_s_built_once_runs_at_other_sizes_like_timm() -> None:
+    # the unfold/fold reshapes read their sizes at run time (in.h // patch): one model built at 256 runs at
+    # every size its contract names (multiples of 64), equal to timm, and refuses the others with the contract
+    ref = _randomize(timm.create_model("mobilevit_s", pretrained=False), seed=4)
+    ours = _ours(MOBILEVIT, ref.state_dict())
+    assert ours.input_sizes == "[3, H, W] with H and W multiples of 64"
+    for size in [(320, 192), (128, 128)]:
+        assert_same_outputs(ours, ref, (3, *size), seed=5)
+    with pytest.raises(ValueError, match="multiples of 64"):
+        ours(torch.randn(1, 3, 224, 224))
+
+
 def test_mobilevit_s_at_224_resizes_the_odd_last_stage_like_timm() -> None:
     # at 224 the last MobileViT block sees 7x7: timm resizes it to 8x8 (bilinear) to unfold 2x2 patches and
     # back to 7x7 after folding; the spec does the same, so outputs and fvcore's count (resize uncounted) agree
