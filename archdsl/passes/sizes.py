@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from ..ir import Graph
+from ..ir import Graph, Node
 from ..ops import OPS
 
 __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
@@ -105,11 +105,12 @@ class SizeContract:
         return f"{self.pattern()} with {'; '.join(parts)}"
 
 
-def shapes_at(graph: Graph, shape: tuple[int, ...]) -> dict[int, tuple[int, ...]] | None:
+def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = None) -> dict[int, tuple[int, ...]] | None:
     """Every node's output shape when the graph's input is ``shape``, or None when some node rejects it
-    (its shape rule fails, a size becomes non-positive, or a parameter would change its size)."""
+    (its shape rule fails, a size becomes non-positive, or a parameter would change its size). ``order``:
+    the nodes by id (a node's inputs precede it; :meth:`Graph.verify` checks that), computed once per caller."""
     out: dict[int, tuple[int, ...]] = {}
-    for n in graph.nodes():
+    for n in order if order is not None else graph.records():
         if n.op == "input":
             out[n.id] = tuple(shape)
             continue
@@ -145,14 +146,15 @@ def input_contract(graph: Graph) -> SizeContract:
     axes = {3: (1, 2), 2: (0,)}.get(len(declared), ())
     if len(graph.inputs) != 1:
         return SizeContract(declared, (), derived=False)
-    base = shapes_at(graph, declared)
-    if base is None or any(base[n.id] != tuple(n.shape) for n in graph.nodes()):
+    order = graph.records()
+    base = shapes_at(graph, declared, order)
+    if base is None or any(base[n.id] != tuple(n.shape) for n in order):
         return SizeContract(declared, (), derived=False)   # the rules do not reproduce the graph: claim nothing
     seen: dict[tuple[int, ...], bool] = {declared: True}
 
     def ok(s: tuple[int, ...]) -> bool:
         if s not in seen:
-            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s) is not None
+            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order) is not None
         return seen[s]
 
     rules = [_axis_rule(lambda v, a=a: ok(_with(declared, a, v)), a, names[a], declared[a]) for a in axes]
