@@ -218,3 +218,19 @@ def test_sizes_of_other_ops_are_plain_numbers_in_the_ir() -> None:
     conv, resh = [n for n in g.nodes() if n.op in ("conv2d", "reshape")]
     assert type(conv.args["out_channels"]) is int and conv.args["kernel_size"] == (2, 2)
     assert resh.args["dyn"] == (("*", ("in", 1, 0), ("k", 2)), None) and len(resh.inputs) == 2
+
+
+def test_size_only_inputs_are_dashed_size_edges_in_diagrams() -> None:
+    """A reshape's run-time sizes read the block input: drawn as a light dashed 'size' edge that does not rank
+    the layout, never as a second data input; feature taps ignore it too (no data path)."""
+    from archdsl.render.dot import to_dot
+    from archdsl.render.view import build_view
+    g = archdsl.graph(D2S)
+    view = build_view(g)
+    size_edges = [e for e in view.edges if e.size_only]
+    data_edges = [e for e in view.edges if not e.size_only]
+    assert len(size_edges) == 1 and view.nodes[size_edges[0].dst].label.startswith("reshape")
+    # the first reshape reads its data from the same tensor: one data edge there, no extra size edge
+    assert len(data_edges) == 4
+    dot = to_dot(view)
+    assert dot.count('label=size') == 1 and "style=dashed" in dot and "constraint=false" in dot

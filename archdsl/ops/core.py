@@ -14,7 +14,7 @@ from enum import Enum
 from typing import Any, Callable, Sequence, Union
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
-           "has_trait", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
+           "has_trait", "size_only_input", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
            "MOD", "Piece", "Expr", "EmitArgs", "Shape"]
 
 
@@ -190,6 +190,10 @@ class OpDef:
     # The bound args at another input size, for the input-size contract (archdsl.passes.sizes): None when
     # the args do not depend on the input's size; reshape recomputes its run-time sizes here.
     resize: Callable[[list[Shape], dict[str, Any]], dict[str, Any]] | None = None
+    # Inputs from this index on are read only for their size, never their values (resize_as's reference,
+    # a free parameter's batch, reshape's run-time sizes): no data path for feature taps, a "size" edge in
+    # diagrams. None: every input is data.
+    size_inputs_from: int | None = None
 
     def __post_init__(self) -> None:
         self.traits = frozenset(self.traits)
@@ -217,6 +221,12 @@ def register(*defs: OpDef) -> None:
         OPS[d.name] = d
         for al in d.aliases:
             OPS[al] = d
+
+
+def size_only_input(op: str, k: int) -> bool:
+    """Whether input ``k`` of ``op`` is read only for its size (see :attr:`OpDef.size_inputs_from`)."""
+    d = OPS.get(op)
+    return d is not None and d.size_inputs_from is not None and k >= d.size_inputs_from
 
 
 def has_trait(op: str, trait: str) -> bool:

@@ -396,5 +396,6 @@ register(
           "broadcast from the right like a bias (parameter([C], batch_dim=false) is (C,); not for concat). "
           "init: zeros, ones, normal(std), trunc_normal(std).",
           params=lambda s, a: math.prod(a["shape"]), stateful=True, arity=0, normalize=_parameter_norm,
+          size_inputs_from=0,
           key_args=("shape", "init"), ctor=_parameter_ctor, emit=_parameter_emit, traits={"parameter"}),
 )

@@ -182,7 +182,7 @@ register(
     OpDef("resize_as", "upsample", [_MODE, _A("align_corners", "bool?", None)], _resize_shape,
           "resize_as(a, ref): a [C, H, W] resized to ref's height and width, read from ref at run time "
           "(F.interpolate(a, size=ref.shape[-2:]): FCN/DeepLab heads back to the input size).",
-          arity=2, key_args=("mode",),
+          arity=2, key_args=("mode",), size_inputs_from=1,
           emit=lambda e: ("F.interpolate(", In(0), ", size=", In(1), ".shape[-2:]", *_interp_tail(e))),
     OpDef("conv_transpose2d", "conv", [
         _A("out_channels", "int"), _A("kernel_size", "int2"), _A("stride", "int2", 1), _A("padding", "int2", 0),

@@ -323,7 +323,7 @@ register(
     OpDef("reshape", "shape", [_A("shape", "list")], lambda s, a: a["shape"],
           "Reshape each sample (batch kept): one size may be -1 and is inferred; sizes written from the input "
           "(in.h // 16) are computed at run time, so the model runs at other input sizes.",
-          normalize=_reshape_norm, resize=_reshape_resize,
+          normalize=_reshape_norm, resize=_reshape_resize, size_inputs_from=1,
           aliases=("view",), key_args=("shape",),
           # the target as written (a -1 stays inferred at run time, sizes read from tensors are recomputed from
           # them); the batch size is read from the input

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from ..errors import ArchError, did_you_mean
 from ..ir import Graph, Node
+from ..ops import size_only_input
 
 __all__ = ["Geometry", "receptive_fields", "trunk", "stage_taps", "feature_taps"]
 
@@ -148,13 +149,11 @@ def _live(graph: Graph) -> set[int]:
 
 #: Ops that raise the resolution; the stage taps stop before them.
 _UPSAMPLING_OPS = frozenset({"upsample", "resize_as", "conv_transpose2d", "pixel_shuffle"})
-#: Inputs read only for their size (resize_as's reference) or batch (a free parameter): no data path.
-_SIZE_ONLY_INPUTS = {"resize_as": 1, "parameter": 0}
 
 
 def _data_inputs(n: Node) -> list[int]:
-    first_size_only = _SIZE_ONLY_INPUTS.get(n.op)
-    return list(n.inputs) if first_size_only is None else list(n.inputs[:first_size_only])
+    """The inputs whose values ``n`` reads (not those it reads only for a size: resize_as's reference)."""
+    return [u for k, u in enumerate(n.inputs) if not size_only_input(n.op, k)]
 
 
 def trunk(graph: Graph) -> list[int]:

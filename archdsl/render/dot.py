@@ -97,6 +97,9 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
     emit(dot, None)
     for e in view.edges:
         attrs = {"id": e.id, "label": fmt_shape(e.shape)}
+        if e.size_only:   # read for its size only: a light dashed edge, so the data path stands out
+            attrs.update(label="size", style="dashed", color="#9a9a9a", fontcolor="#7a7a7a", arrowsize="0.6",
+                         constraint="false")   # and it does not rank the nodes
         if tooltips:
             attrs["tooltip"] = f"{list(e.shape)}"
         if classes:

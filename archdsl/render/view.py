@@ -10,17 +10,27 @@ Ids come from the IR's deterministic node order (``n12`` is IR node 12, ``c3`` t
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ArchError
 from ..ir import Graph, ScopeFrame
 from ..limits import Limits
+from ..ops import size_only_input
 from ..passes.summary import format_count
 from .fold import FrameTree, contents, fold
 from .form import deploy_graph
 from .style import fmt_shape, frame_title, is_wire, node_tooltip, op_family, op_label, path_range, wrap
 
 __all__ = ["View", "ViewNode", "ViewCluster", "ViewEdge", "build_view"]
+
+# A computed rate in a block's arguments (Swin's drop-path 0.018181818181818184) is drawn with 6 significant
+# digits, as op labels draw theirs; the tooltip keeps the exact value.
+_LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?:e-?\d+)?")
+
+
+def _short_args(args: str) -> str:
+    return _LONG_FLOAT.sub(lambda m: f"{float(m.group(0)):.6g}", args)
 
 
 @dataclass
@@ -56,12 +66,14 @@ class ViewCluster:
 
 @dataclass
 class ViewEdge:
-    """A tensor flowing from ``src`` to ``dst``; ``shape`` is the IR shape of the producing node."""
+    """A tensor flowing from ``src`` to ``dst``; ``shape`` is the IR shape of the producing node.
+    ``size_only``: ``dst`` reads only the tensor's size (a reshape's run-time sizes, resize_as's reference)."""
 
     id: str
     src: str
     dst: str
     shape: tuple[int, ...]
+    size_only: bool = False
 
 
 @dataclass
@@ -117,7 +129,7 @@ def _heading(c: ViewCluster, short: bool) -> str:
 def _cluster_label(c: ViewCluster) -> str:
     lines = [_heading(c, short=False)]
     if c.frame.args:
-        lines.extend(wrap(c.frame.args))
+        lines.extend(wrap(_short_args(c.frame.args)))
     if c.params:
         lines.append(f"{format_count(c.params)} params")
     return "\n".join(lines)
@@ -128,7 +140,7 @@ def _block_node(vid: str, c: ViewCluster, tree: FrameTree, key: str) -> ViewNode
     f = c.frame
     lines = [_heading(c, short=True)]
     if f.args:
-        lines.extend(wrap(f.args, 36))
+        lines.extend(wrap(_short_args(f.args), 36))
     inside = contents(tree, key)
     if inside and f.kind != "block":
         lines.extend(wrap(inside, 36))
@@ -214,30 +226,30 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
         return item_of[rep.get(nid, nid)]
 
     edges: list[ViewEdge] = []
-    seen: set[tuple[str, str, tuple[int, ...]]] = set()
+    seen: set[tuple[str, str, tuple[int, ...], bool]] = set()
 
-    def add_edge(src_ir: int, dst: str) -> None:
+    def add_edge(src_ir: int, dst: str, size_only: bool = False) -> None:
         src = item(src_ir)
         if src == dst:
             return
         shape = tuple(tree.byid[src_ir].shape)
-        key = (src, dst, shape)
-        if key in seen:
-            return
+        key = (src, dst, shape, size_only)
+        if key in seen or (size_only and (src, dst, shape, False) in seen):
+            return   # a tensor that is also read as data needs no size edge beside it
         seen.add(key)
-        edges.append(ViewEdge(id=f"e{len(edges) + 1}", src=src, dst=dst, shape=shape))
+        edges.append(ViewEdge(id=f"e{len(edges) + 1}", src=src, dst=dst, shape=shape, size_only=size_only))
 
     for n in tree.order:
         # identities are edges; the wires of hidden fold instances repeat those of the run's head
         if is_wire(n) or n.id in rep:
             continue
-        for u in n.inputs:
+        for k, u in sorted(enumerate(n.inputs), key=lambda ku: size_only_input(n.op, ku[0])):   # data first
             ru = alias.get(u, u)
             a, b = inst.get(ru), inst.get(n.id)
             if a and b and a[0] == b[0] and a[1] != b[1]:
                 continue  # the wire from one folded instance into the next
             # a consumer of the run's last instance is wired to the head's corresponding node
-            add_edge(ru, item(n.id))
+            add_edge(ru, item(n.id), size_only_input(n.op, k))
     for idx, (name, nid) in enumerate(g.outputs):
         vid = f"o{idx + 1}"
         shape = tree.byid[nid].shape

@@ -23,3 +23,4 @@ for f in svg png; do
     $ARCHC render examples/fastvit_repmixer.arch -o $OUT/fastvit_repmixer_train.$f
     $ARCHC render examples/fastvit_repmixer.arch -o $OUT/fastvit_repmixer_deploy.$f --deploy
 done
+$ARCHC render examples/swin_stage.arch --allow-outside -o $OUT/swin_stage.svg --depth 3
