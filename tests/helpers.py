@@ -94,3 +94,24 @@ def error_of(src: str) -> str:
     with pytest.raises(archdsl.ArchError) as ei:
         archdsl.graph(src)
     return str(ei.value)
+
+
+def compile_run(src: str, x: Any) -> tuple[Any, Any, Any]:
+    """(graph, built model in eval mode, its output on ``x`` without grad) of the spec text ``src``."""
+    import torch
+
+    import archdsl
+    g = archdsl.graph(src)
+    model = archdsl.build(src).eval()
+    with torch.no_grad():
+        y = model(x)
+    return g, model, y
+
+
+def fvcore_macs(model: Any, x: Any) -> int:
+    """fvcore's conv/linear/matmul count for one forward on ``x`` (the definition reference-counts.json uses)."""
+    from fvcore.nn import FlopCountAnalysis
+    fca = FlopCountAnalysis(model.eval(), x)
+    fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return sum(v for k, v in fca.by_operator().items()
+               if k in ("conv", "linear", "addmm", "matmul", "einsum", "bmm"))
