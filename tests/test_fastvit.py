@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archdsl
+from archdsl.passes.deploy import deploy_graph
 from helpers import randomize_bn, run_archc
 
 timm = pytest.importorskip("timm")
@@ -61,26 +62,31 @@ def _shapes(sd: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in sd.items()}
 
 
-def test_params_and_macs_equal_timm() -> None:
+def test_params_equal_timm() -> None:
     g = archdsl.graph(SPEC)
     ref = timm.create_model("fastvit_sa12", pretrained=False)
-    assert g.total_params == sum(p.numel() for p in ref.parameters()) == 10_925_928 + 655_040
+    assert g.total_params == sum(p.numel() for p in ref.parameters()) == 11_580_968
     assert g.input_shape == tuple(ref.default_cfg["input_size"])
 
 
-def test_macs_match_fvcore() -> None:
-    """Conv/linear/matmul MACs as fvcore counts them, timm's attention unfused (fvcore counts no fused kernel)."""
+def _fvcore_macs(model: Any) -> int:
+    """fvcore's conv/linear/matmul count at SIDE x SIDE, timm's attention unfused (fvcore counts no fused kernel)."""
     fvcore_nn = pytest.importorskip("fvcore.nn")
-    ref = timm.create_model("fastvit_sa12", pretrained=False, num_classes=10).eval()
-    for m in ref.modules():
+    for m in model.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = False
-    fca = fvcore_nn.FlopCountAnalysis(ref, torch.randn(1, 3, SIDE, SIDE))
+    fca = fvcore_nn.FlopCountAnalysis(model.eval(), torch.randn(1, 3, SIDE, SIDE))
     fca.unsupported_ops_warnings(False)
     fca.uncalled_modules_warnings(False)
-    theirs = sum(v for k, v in fca.by_operator().items() if k in ("conv", "linear", "addmm", "matmul", "bmm"))
+    return sum(v for k, v in fca.by_operator().items() if k in ("conv", "linear", "addmm", "matmul", "bmm"))
+
+
+def test_macs_of_both_forms_match_fvcore() -> None:
+    ref = timm.create_model("fastvit_sa12", pretrained=False, num_classes=10)
     g = archdsl.graph(SPEC, input_shape=(3, SIDE, SIDE), num_classes=10)
-    assert g.total_macs == theirs == 121_073_664
+    assert g.total_macs == _fvcore_macs(ref) == 121_073_664
+    # deploy form: every group is one conv (as big as its largest branch), the BatchNorms stay (timm's form)
+    assert deploy_graph(g, fold_bn=False).total_macs == _fvcore_macs(reparameterize_model(ref))
 
 
 def test_train_form_loads_strictly_and_matches() -> None:
@@ -146,7 +152,7 @@ def signed_groups(draw: Any) -> str:
 
     after = draw(st.sampled_from(["", " -> layer_scale", " -> scale(-2.0)", " -> layer_scale -> scale(0.5)"]))
     first, second = draw(st.sampled_from([("m", "n"), ("n", "m")]))
-    outer = draw(st.sampled_from(["        identity\n", "", "        conv2d(%d, 3, padding=1, groups=%d)\n" % (c, G)]))
+    outer = draw(st.sampled_from(["        identity\n", "", f"        conv2d({c}, 3, padding=1, groups={G})\n"]))
     return (operand("A") + operand("B") +
             f"network t():\n    input [{c}, 9, 9]\n    g: reparam add:\n{outer}        seq:\n"
             f"            m = x -> a: A\n            n = x -> b: B\n            {first} - {second}{after}\n    relu\n")
