@@ -36,7 +36,8 @@ CLASS_ATTRS = frozenset({"input_shape", "reference", "memory_format", "arch_grap
 RESERVED_GLOBALS = frozenset({
     "torch", "nn", "F", "OrderedDict", "Optional", "self", "super", "getattr", "float", "int", "bool", "str",
     "tuple", "dict", "list", "print", "sum", "len", "range", "None", "True", "False", "object", "type",
-    "_channel_shuffle", "_stochastic_depth", "_smoke_test", "x", "__name__", "__doc__",
+    "_channel_shuffle", "_stochastic_depth", "_smoke_test", "_check_input", "_reset_linear", "ValueError", "x",
+    "__name__", "__doc__",
 })
 
 _ASCII_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
