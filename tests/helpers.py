@@ -115,3 +115,31 @@ def fvcore_macs(model: Any, x: Any) -> int:
     fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     return sum(v for k, v in fca.by_operator().items()
                if k in ("conv", "linear", "addmm", "matmul", "einsum", "bmm"))
+
+
+def assert_close(a: Any, b: Any) -> None:
+    """The issues' tolerance: max abs diff <= 1e-4 x max(1, max |reference|) (``b`` is the reference)."""
+    scale = max(1.0, b.abs().max().item())
+    assert (a - b).abs().max().item() <= 1e-4 * scale, ((a - b).abs().max().item(), scale)
+
+
+def assert_group_fuses_to_one_conv(text: str) -> None:
+    """The network ``text`` (one reparam group) deploys to a single Conv2d computing the same eval function,
+    with BatchNorm statistics and every per-channel scale randomized (so no term hides behind its init)."""
+    import torch
+
+    import archdsl
+    g = archdsl.graph(text)
+    model = archdsl.build(text)
+    randomize_bn(model, seed=3)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            if p.dim() == 3:     # layer_scale over channels: (C, 1, 1)
+                p.copy_(torch.randn(p.shape))
+    model.eval()
+    dep = archdsl.deploy(model, memory_format="contiguous")
+    assert [type(m) for m in dep.modules() if not list(m.children())] == [torch.nn.Conv2d]
+    assert not list(dep.parameters())[2:]   # the fused conv's weight and bias only
+    x = torch.randn(2, *g.input_shape)
+    with torch.no_grad():
+        assert_close(dep(x), model(x))

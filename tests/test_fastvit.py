@@ -20,19 +20,13 @@ from hypothesis import strategies as st
 
 import archdsl
 from archdsl.passes.deploy import deploy_graph
-from helpers import randomize_bn, run_archc
+from helpers import assert_close, assert_group_fuses_to_one_conv, randomize_bn, run_archc
 
 timm = pytest.importorskip("timm")
 from timm.utils import reparameterize_model  # noqa: E402
 
 SPEC = "specs/fastvit.arch:fastvit_sa12"
 SIDE = 64   # FastViT runs at any multiple of 32; the weights do not depend on the input size
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> None:
-    """The issue's tolerance: max abs diff <= 1e-4 x max(1, max |reference|)."""
-    scale = max(1.0, b.abs().max().item())
-    assert (a - b).abs().max().item() <= 1e-4 * scale, ((a - b).abs().max().item(), scale)
 
 
 def _randomize_layer_scales(model: Any, seed: int) -> int:
@@ -94,7 +88,7 @@ def test_train_form_loads_strictly_and_matches() -> None:
     assert _shapes(ours.state_dict()) == _shapes(ref.state_dict())
     x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        _close(ours(x), ref(x))
+        assert_close(ours(x), ref(x))
 
 
 def test_deploy_matches_train_form_and_timm_reparameterize() -> None:
@@ -110,13 +104,13 @@ def test_deploy_matches_train_form_and_timm_reparameterize() -> None:
     tdep = reparameterize_model(ref)
     assert _shapes(dep.state_dict()) == _shapes(tdep.state_dict())
     with torch.no_grad():
-        _close(dep(x), want)
-        _close(tdep(x), want)
+        assert_close(dep(x), want)
+        assert_close(tdep(x), want)
         dep.load_state_dict(tdep.state_dict(), strict=True)   # timm's fused weights run in our deploy form
-        _close(dep(x), want)
+        assert_close(dep(x), want)
     folded = archdsl.deploy(ours, memory_format="contiguous")   # BatchNorms folded too: the same function
     with torch.no_grad():
-        _close(folded(x), want)
+        assert_close(folded(x), want)
 
 
 def test_cli_deploy_converts_a_trained_fastvit_checkpoint(tmp_path: Path) -> None:
@@ -131,7 +125,7 @@ def test_cli_deploy_converts_a_trained_fastvit_checkpoint(tmp_path: Path) -> Non
     tdep.load_state_dict(got, strict=True)   # our converted checkpoint runs in timm's inference form
     x = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        _close(tdep(x), ours(x))
+        assert_close(tdep(x), ours(x))
 
 
 # ------------------------------------------------------------------ signed sums inside reparam groups
@@ -161,20 +155,7 @@ def signed_groups(draw: Any) -> str:
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(signed_groups())
 def test_differences_and_scales_fuse_into_the_group(text: str) -> None:
-    g = archdsl.graph(text)
-    model = archdsl.build(text)
-    randomize_bn(model, seed=3)
-    with torch.no_grad():   # random layer-scale values, so no term hides behind its init value
-        for name, p in model.named_parameters():
-            if p.dim() == 3:
-                p.copy_(torch.randn(p.shape))
-    model.eval()
-    dep = archdsl.deploy(model, memory_format="contiguous")
-    assert [type(m) for m in dep.modules() if not list(m.children())] == [torch.nn.Conv2d]
-    assert not list(dep.parameters())[2:]   # the fused conv's weight and bias only
-    x = torch.randn(2, *g.input_shape)
-    with torch.no_grad():
-        _close(dep(x), model(x))
+    assert_group_fuses_to_one_conv(text)
 
 
 def test_a_difference_is_not_a_sum() -> None:

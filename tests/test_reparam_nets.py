@@ -14,19 +14,13 @@ import pytest
 import torch
 
 import archdsl
-from helpers import randomize_bn, run_archc
+from helpers import assert_close, assert_group_fuses_to_one_conv, randomize_bn, run_archc
 
 timm = pytest.importorskip("timm")
 from timm.utils import reparameterize_model  # noqa: E402
 
 NETS = [("mobileone.arch", "mobileone_s1"), ("mobileone.arch", "mobileone_s4")]
 SIDE = 64   # every net here accepts 64x64 (stride 32); the weights do not depend on the input size
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> None:
-    """The issue's tolerance: max abs diff <= 1e-4 x max(1, max |reference|)."""
-    scale = max(1.0, b.abs().max().item())
-    assert (a - b).abs().max().item() <= 1e-4 * scale, ((a - b).abs().max().item(), scale)
 
 
 def _pair(spec: str, name: str, num_classes: int = 10) -> tuple[Any, Any]:
@@ -53,7 +47,7 @@ def test_train_form_loads_strictly_and_matches(spec: str, name: str) -> None:
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        _close(ours(x), ref(x))
+        assert_close(ours(x), ref(x))
 
 
 @pytest.mark.parametrize("spec,name", NETS)
@@ -70,10 +64,10 @@ def test_deploy_matches_train_form_and_timm_reparameterize(spec: str, name: str)
     theirs = {k: tuple(v.shape) for k, v in tdep.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in dep.state_dict().items()} == theirs
     with torch.no_grad():
-        _close(dep(x), want)
-        _close(tdep(x), want)
+        assert_close(dep(x), want)
+        assert_close(tdep(x), want)
         dep.load_state_dict(tdep.state_dict(), strict=True)   # timm's fused weights run in our deploy form
-        _close(dep(x), want)
+        assert_close(dep(x), want)
 
 
 def test_cli_deploy_converts_a_trained_mobileone_checkpoint(tmp_path: Path) -> None:
@@ -90,7 +84,7 @@ def test_cli_deploy_converts_a_trained_mobileone_checkpoint(tmp_path: Path) -> N
     tdep.load_state_dict(got, strict=True)   # our converted checkpoint runs in timm's inference form
     x = torch.randn(1, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        _close(tdep(x), ours(x))
+        assert_close(tdep(x), ours(x))
 
 
 # ------------------------------------------------------------------ per-channel scales inside reparam groups
@@ -118,20 +112,7 @@ def scaled_groups(draw: Any) -> str:
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scaled_groups())
 def test_scales_and_layer_scales_fuse_into_the_group(text: str) -> None:
-    g = archdsl.graph(text)
-    model = archdsl.build(text)
-    randomize_bn(model, seed=3)
-    with torch.no_grad():   # random layer-scale values, so no branch hides behind its init value
-        for name, p in model.named_parameters():
-            if p.dim() == 3:
-                p.copy_(torch.randn(p.shape))
-    model.eval()
-    dep = archdsl.deploy(model, memory_format="contiguous")
-    assert [type(m) for m in dep.modules() if not list(m.children())] == [torch.nn.Conv2d]
-    assert not list(dep.parameters())[2:]   # the fused conv's weight and bias only
-    x = torch.randn(2, *g.input_shape)
-    with torch.no_grad():
-        _close(dep(x), model(x))
+    assert_group_fuses_to_one_conv(text)
 
 
 REFUSED = {
@@ -164,4 +145,4 @@ def test_scale_before_a_padded_conv_is_exact_but_a_shift_is_not() -> None:
     dep = archdsl.deploy(model, memory_format="contiguous")
     x = torch.randn(2, 4, 7, 7)
     with torch.no_grad():
-        _close(dep(x), model(x))
+        assert_close(dep(x), model(x))

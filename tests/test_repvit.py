@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from helpers import randomize_bn, run_archc
+from helpers import assert_close, randomize_bn, run_archc
 
 timm = pytest.importorskip("timm")
 from timm.utils import reparameterize_model  # noqa: E402
@@ -29,12 +29,6 @@ from timm.utils import reparameterize_model  # noqa: E402
 SPEC = "specs/repvit.arch:repvit_m1_1"
 SIDE = 64   # RepViT has stride 32 and a global pool: 64x64 runs every layer; the weights do not depend on it
 CLASSES = 10
-
-
-def _close(a: torch.Tensor, b: torch.Tensor) -> None:
-    """The issue's tolerance: max abs diff <= 1e-4 x max(1, max |reference|)."""
-    scale = max(1.0, b.abs().max().item())
-    assert (a - b).abs().max().item() <= 1e-4 * scale, ((a - b).abs().max().item(), scale)
 
 
 def _randomize(model: Any, seed: int) -> None:
@@ -75,7 +69,7 @@ def test_train_form_keys_and_outputs_equal_timm(pair: tuple[Any, Any]) -> None:
         {k: tuple(v.shape) for k, v in ref.state_dict().items()}
     x = _x(0)
     with torch.no_grad():
-        _close(ours(x), ref(x))
+        assert_close(ours(x), ref(x))
 
 
 def test_deploy_equals_train_form_and_timm_reparameterize(pair: tuple[Any, Any]) -> None:
@@ -95,10 +89,10 @@ def test_deploy_equals_train_form_and_timm_reparameterize(pair: tuple[Any, Any])
     assert isinstance(dep.head, torch.nn.Linear)
     assert not [m for m in dep.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
-        _close(dep(x), want)
-        _close(tdep(x), want)
+        assert_close(dep(x), want)
+        assert_close(tdep(x), want)
         dep.load_state_dict(tdep.state_dict(), strict=True)   # timm's fused weights run in our deploy form
-        _close(dep(x), want)
+        assert_close(dep(x), want)
 
 
 def test_deploy_keep_bn_is_the_same_form() -> None:
@@ -122,7 +116,7 @@ def test_cli_deploy_converts_a_trained_checkpoint(pair: tuple[Any, Any], tmp_pat
     tdep.load_state_dict(got, strict=True)   # our converted checkpoint runs in timm's inference form
     x = _x(2, batch=1)
     with torch.no_grad():
-        _close(tdep(x), ours(x))
+        assert_close(tdep(x), ours(x))
 
 
 def _fvcore_macs(model: Any, shape: tuple[int, ...]) -> int:
@@ -180,7 +174,7 @@ def test_parallel_linear_heads_fuse_into_one_linear(text: str) -> None:
     assert sorted(dep.state_dict()) == ["head.bias", "head.weight"]
     x = torch.randn(5, *model.arch_graph.input_shape)
     with torch.no_grad():
-        _close(dep(x), model(x))
+        assert_close(dep(x), model(x))
 
 
 def test_fused_conv_group_folds_the_batchnorm_after_its_sum() -> None:
@@ -197,7 +191,7 @@ def test_fused_conv_group_folds_the_batchnorm_after_its_sum() -> None:
                                                                          "mixer.bias": (6,)}
     x = torch.randn(2, 6, 9, 9)
     with torch.no_grad():
-        _close(dep(x), model(x))
+        assert_close(dep(x), model(x))
 
 
 REFUSED = {
@@ -231,7 +225,7 @@ def test_fused_container_keeps_the_layers_after_the_group() -> None:
         "head.weight": (8, 8), "head.bias": (8,), "out.weight": (3, 8), "out.bias": (3,)}
     x = torch.randn(3, 8)
     with torch.no_grad():
-        _close(dep(x), model(x))
+        assert_close(dep(x), model(x))
 
 
 def test_fused_container_refuses_other_layers_in_the_container() -> None:
