@@ -32,7 +32,7 @@ from ..limits import Limits
 from ..passes.deploy import DeployPlan, Recipe, deploy_graph, deploy_note, deploy_plan
 
 __all__ = ["Recipe", "DeployPlan", "deploy_graph", "deploy_plan", "deploy", "deploy_state_dict", "deploy_source",
-           "deploy_note"]
+           "deploy_note", "native_bf16"]
 
 
 def deploy_source(graph: Graph, *, fold_bn: bool = True, memory_format: str = "contiguous",
@@ -85,8 +85,29 @@ def _compile_frozen(model: Any, x: Any) -> Any:
     return compiled
 
 
+def _input_dtype(module: Any, dtype: Any) -> Any:
+    """The dtype the deploy form computes in: ``dtype``, else the train form's parameters'."""
+    import torch
+    return dtype or next((p.dtype for p in module.parameters()), torch.float32)
+
+
+def native_bf16(device: Any = None) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 support, or a CPU whose flags list
+    ``avx512_bf16`` or AMX (elsewhere PyTorch emulates bf16 and a bf16 deploy form is slower, not faster)."""
+    import torch
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    if dev.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((ln for ln in f if ln.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", repeats: int = 3,
-           batch_size: int = 1, compile: bool = False, limits: Limits | None = None) -> Any:
+           batch_size: int = 1, compile: bool = False, dtype: Any = None, limits: Limits | None = None) -> Any:
     """The deploy (inference) form of a compiled train-form module, with the same eval-mode function.
 
     ``module`` comes from :func:`archdsl.build` (it carries ``arch_graph``) and holds trained weights.
@@ -97,6 +118,12 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     ``compile=True`` also compiles the deploy module with ``torch.compile`` and inductor's weight freezing,
     for a ``batch_size`` input (the compile happens here, ~20 s for ResNet-50 on 2 CPU cores, and needs a C++
     compiler on CPU). Call the result under ``torch.inference_mode()``: it is an inference artefact.
+
+    ``dtype=torch.bfloat16`` (or ``torch.float16``) gives a low-precision deploy form: the weights are fused
+    in the train form's precision and converted last, and ``forward`` converts a floating input to that
+    dtype, so float32 callers need no change; the outputs are in that dtype. Worth it where the hardware
+    has native bf16 (a GPU, or a CPU with ``avx512_bf16``/AMX: ``deploy_info["native_bf16"]`` says); the
+    results equal the float32 form within bf16 rounding.
     The result is in eval mode; ``model.deploy_info`` records what was done (``notes``: BatchNorms that
     could not be folded exactly and how they were kept). A deploy form over the size checks of
     :mod:`archdsl.passes.deploy` raises :class:`~archdsl.errors.ArchError`, as do NaN/infinite folded weights.
@@ -112,6 +139,12 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
         raise ValueError(f"memory_format must be 'auto', 'channels_last' or 'contiguous', got {memory_format!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    low = {None: None, torch.float32: None, torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    if isinstance(dtype, str) and dtype in ("float32", "bfloat16", "float16"):
+        dtype = getattr(torch, dtype)   # the name, as archc deploy --dtype writes it
+    if dtype not in low:
+        raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
+    cast = low[dtype]
     plan = deploy_plan(graph, fold_bn=fold_bn, limits=limits)
     sd = deploy_state_dict(plan, {k: v.detach().cpu() for k, v in module.state_dict().items()})
     check_finite(sd, "the deploy weights", computed_keys(plan))   # folding must not overflow
@@ -119,11 +152,13 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     note = deploy_note(graph)
 
     def make(fmt: str) -> Any:
-        src = generate(plan.graph, source_note=note, memory_format=fmt)
+        src = generate(plan.graph, source_note=note, memory_format=fmt, dtype=cast)
         with torch.device("meta"):   # no random init: every tensor comes from the state_dict
             m = module_class(plan.graph, src)()
         m.load_state_dict(sd, strict=True, assign=True)
         m.to(device).eval()
+        if dtype is not None:
+            m.to(dtype)   # floating parameters and buffers; integer buffers (an index) keep theirs
         if fmt == "channels_last":
             m.to(memory_format=torch.channels_last)
         m.arch_graph = plan.graph
@@ -135,8 +170,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     if memory_format == "auto":
         chosen = "contiguous"
         if len(graph.input_shape) == 3:
-            dtype = next((p.dtype for p in module.parameters()), torch.float32)
-            x = torch.randn(batch_size, *graph.input_shape, device=device, dtype=dtype)
+            x = torch.randn(batch_size, *graph.input_shape, device=device, dtype=_input_dtype(module, dtype))
             with _progress("deploy: timing both memory layouts") as (bar, task):
                 timings["contiguous"] = _time(model, x, repeats)
                 bar.update(task, description="deploy: timing channels_last")
@@ -149,13 +183,13 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     info = {"fused_groups": len(plan.fused_groups), "folded_bn": plan.folded_bn,
             "bn_as_conv": plan.bn_as_conv, "memory_format": chosen, "timings_s": timings,
             "timed_batch": batch_size if timings else None, "fold_bn": fold_bn, "compiled": False,
-            "params": plan.graph.total_params, "notes": list(plan.notes)}
+            "params": plan.graph.total_params, "notes": list(plan.notes),
+            "dtype": str(dtype or _input_dtype(module, None)).replace("torch.", ""), "native_bf16": native_bf16(device)}
     model.deploy_info = info
     if compile:
         if len(graph.input_shape) != 3:
             raise ValueError("deploy(compile=True) needs a network with an image input [C, H, W]")
-        dtype = next((p.dtype for p in module.parameters()), torch.float32)
-        x = torch.randn(batch_size, *graph.input_shape, device=device, dtype=dtype)
+        x = torch.randn(batch_size, *graph.input_shape, device=device, dtype=_input_dtype(module, dtype))
         if chosen == "channels_last":
             x = x.contiguous(memory_format=torch.channels_last)
         with _progress("deploy: torch.compile with frozen weights"):

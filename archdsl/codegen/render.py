@@ -370,7 +370,8 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
 
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
-                 head: tuple[int, int] | None = None, contract: SizeContract | None = None) -> str:
+                 head: tuple[int, int] | None = None, contract: SizeContract | None = None,
+                 cast: str | None = None) -> str:
     """The class text. ``contract`` (the root): the forward first checks its input against it
     (:func:`input_guard`). ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
     API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
@@ -417,6 +418,8 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     body: list[str] = []
     if contract is not None:
         body += input_guard(contract, ins[0], spec.name)
+    if cast is not None:   # a low-precision deploy form takes float32 inputs too (emit.generate checked the name)
+        body.append(f"{ins[0]} = {ins[0]}.to(torch.{cast}) if {ins[0]}.is_floating_point() else {ins[0]}")
     if channels_last:
         body.append(f"{ins[0]} = {ins[0]}.contiguous(memory_format=torch.channels_last)  # chosen by the deploy pass")
     real = [s for s in t.stmts if s.kind != "alias"]
