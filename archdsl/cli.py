@@ -340,6 +340,9 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorms (--keep-bn fuses "
                                          "only reparam groups, e.g. RepLKNet's official deploy keys)"),
             source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py"),
+            dtype: str = typer.Option("float32", "--dtype", help="float32, bfloat16 or float16: the deploy "
+                                      "weights are fused in float32 and converted last (the --source module "
+                                      "converts its input to that dtype)"),
             limit: List[str] = LimitOpt,
             plugin: List[str] = PluginOpt) -> None:
     """Convert trained train-form weights into the deploy form (matching 'archc compile --deploy').
@@ -349,6 +352,9 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
     """
     def run() -> int:
         _load_plugins(plugin)
+        if dtype not in ("float32", "bfloat16", "float16"):
+            raise ArchError(f"--dtype must be float32, bfloat16 or float16, got '{printable(dtype)}'", None,
+                            hint="bfloat16 pays on a GPU or a CPU with avx512_bf16/AMX")
         protect = (weights,) if "\n" in spec else (_spec_file(spec), weights)
         _check_destination(output, "output", protect=protect)
         if source is not None:
@@ -376,9 +382,12 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
         sd = read_checkpoint(weights, expected, bn_vars=bn_vars)
         dsd = deploy_state_dict(plan, sd)
         check_finite(dsd, "the deploy weights", computed_keys(plan))   # the copies were checked on reading
+        if dtype != "float32":   # fused in float32 above; floating tensors rounded once (an index stays int)
+            dsd = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in dsd.items()}
+            check_finite(dsd, f"the deploy weights in {dtype}")   # float16 overflows past 65504
         buf = io.BytesIO()
         torch.save(dsd, buf)
-        src = generate(plan.graph, source_note=deploy_note(g)) if source is not None else None
+        src = generate(plan.graph, source_note=deploy_note(g), dtype=dtype) if source is not None else None
         for note in plan.notes:
             err.print(f"archc: note: {note}", markup=False)
         if src is not None and source is not None:
@@ -389,7 +398,8 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             if source is not None:   # no partial output
                 source.unlink(missing_ok=True)
             raise
-        out.print(f"wrote {output} ({len(dsd)} tensors, {plan.graph.total_params:,} params; "
+        out.print(f"wrote {output} ({len(dsd)} tensors, {plan.graph.total_params:,} params"
+                  + (f" in {dtype}" if dtype != "float32" else "") + "; "
                   f"{len(plan.fused_groups)} reparam groups fused, {plan.folded_bn} BatchNorms folded)")
         return 0
     _guard(run)

@@ -88,3 +88,35 @@ def test_bad_dtype_is_refused() -> None:
 def test_native_bf16_reads_the_cpu_flags() -> None:
     flags = open("/proc/cpuinfo").read()
     assert native_bf16("cpu") == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_cli_deploy_writes_bf16_weights_and_a_module_that_takes_float32(tmp_path: object) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from helpers import run_archc
+    tmp = Path(str(tmp_path))
+    (tmp / "tiny.arch").write_text(TINY)
+    model = _model()
+    torch.save(model.state_dict(), tmp / "train.pt")
+    r = run_archc("deploy", str(tmp / "tiny.arch"), "-w", str(tmp / "train.pt"), "-o", str(tmp / "dep.pt"),
+                  "--source", str(tmp / "dep.py"), "--dtype", "bfloat16")
+    assert r.returncode == 0, r.stderr
+    assert "in bfloat16" in r.stdout
+    sd = torch.load(tmp / "dep.pt", weights_only=True)
+    assert {v.dtype for v in sd.values() if v.is_floating_point()} == {torch.bfloat16}
+    spec = importlib.util.spec_from_file_location("dep_bf16", tmp / "dep.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    cls = next(v for v in vars(mod).values() if isinstance(v, type) and getattr(v, "input_shape", None))
+    dep = cls().to(torch.bfloat16).eval()
+    dep.load_state_dict(sd, strict=True)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        a, b = model(x), dep(x)
+    assert (b.float() - a).abs().max().item() <= 16 * 2.0 ** -7 * max(1.0, a.abs().max().item())
+    r = run_archc("deploy", str(tmp / "tiny.arch"), "-w", str(tmp / "train.pt"), "-o", str(tmp / "x.pt"),
+                  "--dtype", "int8")
+    assert r.returncode == 1 and "--dtype must be float32, bfloat16 or float16" in r.stderr
+    assert not (tmp / "x.pt").exists()
