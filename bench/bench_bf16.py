@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
 from archdsl.codegen.deploy import native_bf16  # noqa: E402
-from bench_deploy import MODELS, sgemm_gflops  # noqa: E402
+from bench_deploy import MODELS, sgemm_gflops, warm_up as _warm  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 __all__ = ["main", "gemm_gflops"]
@@ -51,18 +51,6 @@ def gemm_gflops(dtype: torch.dtype, n: int = 2048) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best / 1e9
-
-
-def _warm(model: Any, x: torch.Tensor, tries: int = 12) -> None:
-    last = float("inf")
-    with torch.inference_mode():
-        for _ in range(tries):
-            t = time.perf_counter()
-            model(x)
-            dt = time.perf_counter() - t
-            if abs(dt - last) <= 0.1 * min(dt, last):
-                return
-            last = dt
 
 
 def _round_robin(runs: list[tuple[Any, torch.Tensor]], rounds: int) -> list[float]:

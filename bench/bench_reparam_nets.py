@@ -15,7 +15,6 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
-from bench_deploy import _bench_round_robin, sgemm_gflops  # noqa: E402
+from bench_deploy import _bench_round_robin, sgemm_gflops, warm_up as _warm  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 __all__ = ["main"]
@@ -35,19 +34,6 @@ __all__ = ["main"]
 NETS = {"MobileOne-S1": ("mobileone.arch", "mobileone_s1"), "MobileOne-S4": ("mobileone.arch", "mobileone_s4")}
 NETS["FastViT-SA12"] = ("fastvit.arch", "fastvit_sa12")
 NETS["RepViT-M1.1"] = ("repvit.arch", "repvit_m1_1")
-
-
-def _warm(model: Any, x: torch.Tensor, tries: int = 12) -> None:
-    """Run forwards until two consecutive ones agree within 10% (oneDNN primitive caches, allocator)."""
-    last = float("inf")
-    with torch.inference_mode():
-        for _ in range(tries):
-            t = time.perf_counter()
-            model(x)
-            dt = time.perf_counter() - t
-            if abs(dt - last) <= 0.1 * min(dt, last):
-                return
-            last = dt
 
 
 def _models(spec: str, name: str, batch: int) -> tuple[Any, Any, Any, float]:
