@@ -364,3 +364,19 @@ def test_tutorial_section_8(tmp_path: Path) -> None:
     shown = re.search(r"\$ archc check bad\.arch --plugin doc_fusion\.py\n(.*?)```", text, re.S)
     assert r.exit_code == 1 and shown
     assert r.output.replace(str(bad), "bad.arch").strip() == shown.group(1).strip()
+
+
+def test_an_unloaded_plugin_op_is_an_unknown_name_with_the_plugin_hint() -> None:
+    """Without its plugin, 'p = fuse3: fuse(a, b)' is the unknown name 'fuse' (not "a named value must start
+    from a named tensor"), and a called name with no close spelling says how to load a plugin; a plain typo
+    of an op only gets the spelling."""
+    text = ("network t():\n    input [4, 8, 8]\n    a = x -> conv2d(4, 1)\n    p = f3: fuse_two(a, x, out=4)\n"
+            "    q = x -> batchnrom\n    attn: cross_attn(a, x, heads=2)\n")
+    with pytest.raises(archdsl.ArchError) as e:
+        archdsl.graph(text)
+    errs = e.value.errors
+    assert [d.message for d in errs] == ["unknown name 'fuse_two'", "unknown name 'batchnrom'",
+                                         "unknown name 'cross_attn'"]
+    assert errs[0].hint is not None and "--plugin FILE.py" in errs[0].hint and "ARCHDSL_PLUGINS" in errs[0].hint
+    assert errs[1].hint == "did you mean 'batchnorm'?"
+    assert errs[2].hint is not None and "--plugin FILE.py" in errs[2].hint

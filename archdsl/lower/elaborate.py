@@ -493,6 +493,10 @@ class Lowerer(LayerApplier):
         if not (isinstance(e, A.Call) and isinstance(e.func, A.Name) and e.func.id not in env.vars):
             return ABSENT, False
         opdef = OPS.get(e.func.id)
+        if opdef is None and self._unknown(e.func.id, env):
+            # an unknown name (a plugin op whose plugin is not loaded): the call's error, with its hint, not
+            # "a named value must start from a named tensor"
+            return self.eval(e, env), False
         if opdef is None or not opdef.stateful or opdef.arity == 1 or item.label is None:
             return ABSENT, False
         self._call_label = (e.span, item.label, item.label_span)

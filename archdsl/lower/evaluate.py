@@ -7,6 +7,8 @@ expression evaluates to :data:`~.values.POISON` and its users stay silent.
 """
 from __future__ import annotations
 
+import difflib
+
 import re
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, get_args
@@ -111,14 +113,32 @@ class Evaluator(ABC):
         if n in KEYWORDS:
             return self.err(f"'{n}' is a keyword, not a value", e.span,
                             hint="keywords start statements and expressions ('if', 'for', 'in', ...)")
-        # by meaning first (deconv -> conv_transpose2d), then by spelling
-        hint = meaning_hint(n, [*OPS, *MULTI_OUTPUT_OPS]) or did_you_mean(n, env.names())
+        return self.err(f"unknown name '{n}'", e.span, hint=self._unknown_hint(n, env, called=False))
+
+    def _unknown_hint(self, n: str, env: Env, called: bool) -> str:
+        """What an unknown name may have meant: by meaning first (deconv -> conv_transpose2d), then by
+        spelling; a called name is matched against callables only ('fuse(a, b)' never suggests 'false') and,
+        like a name with no near miss, may be an op a Python plugin registers, which only whoever runs archc
+        can load."""
         if n in ("True", "False", "None"):
-            hint = f"write {n.lower()}"
-        # no near miss: it may be an op a Python plugin registers, which only whoever runs archc can load
-        return self.err(f"unknown name '{n}'", e.span, hint=hint or "define it with 'name = ...', import the "
-                        "block that defines it, or, if a Python plugin registers it as an op, load the plugin: "
-                        "archc ... --plugin FILE.py (or ARCHDSL_PLUGINS=FILE.py)")
+            return f"write {n.lower()}"
+        plugin = "if a Python plugin registers it as an op, load the plugin: archc ... --plugin FILE.py (or " \
+                 "ARCHDSL_PLUGINS=FILE.py)"
+        if called:
+            # a misspelt op needs no plugin hint; a name known only by meaning (cross_attention) may be one
+            layers = [k for k, v in env.vars.items() if isinstance(v, LayerSpec)]
+            callables = [*layers, *env.ns.blocks, *OPS, *MULTI_OUTPUT_OPS, *BUILTINS]
+            near = meaning_hint(n, [*OPS, *MULTI_OUTPUT_OPS]) or did_you_mean(n, callables)
+            if difflib.get_close_matches(n, callables, n=1, cutoff=0.85):   # a typo (batchnrom, batch_norm)
+                return near or ""
+            return f"{near} Or, {plugin}" if near else f"define the block or import it, or, {plugin}"
+        near = meaning_hint(n, [*OPS, *MULTI_OUTPUT_OPS]) or did_you_mean(n, env.names())
+        return near or f"define it with 'name = ...', import the block that defines it, or, {plugin}"
+
+    def _unknown(self, n: str, env: Env) -> bool:
+        """Whether the name ``n`` resolves to nothing (see :meth:`_name`)."""
+        return not (n in env.vars or n in CONSTANTS or n in env.ns.blocks or n in OPS or n in MULTI_OUTPUT_OPS
+                    or n in BUILTINS or n in KEYWORDS)
 
     def _input_ref(self, e: A.InputRef, env: Env) -> Any:
         if env.in_shape is None:
@@ -193,6 +213,9 @@ class Evaluator(ABC):
         return out if ok else POISON
 
     def _call(self, e: A.Call, env: Env) -> Any:
+        if isinstance(e.func, A.Name) and self._unknown(e.func.id, env):
+            return self.err(f"unknown name '{e.func.id}'", e.func.span,
+                            hint=self._unknown_hint(e.func.id, env, called=True))
         f = self.eval(e.func, env)
         args = [(self.eval(a, env), a.span) for a in e.args]
         kwargs: dict[str, tuple[Any, Span]] = {}
