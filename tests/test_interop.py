@@ -245,6 +245,28 @@ def test_torch_export_keeps_the_block_hierarchy() -> None:
     assert torch.allclose(ep.module()(torch.ones(2, 3, 64, 64)), model(torch.ones(2, 3, 64, 64)), atol=1e-5)
 
 
+def test_torch_export_with_dynamic_sizes_through_the_input_guard() -> None:
+    """The root forward's input check (the derived contract) traces under torch.export with dynamic batch,
+    height and width; a contract with a period exports with dims written as multiples of it, and the
+    exported program still refuses a wrong size."""
+    model = archdsl.build(RESNET18, input_shape=(3, 64, 64)).eval()
+    b, h, w = torch.export.Dim("b", min=1, max=16), torch.export.Dim("h", min=64, max=256), \
+        torch.export.Dim("w", min=64, max=256)
+    ep = torch.export.export(model, (torch.randn(2, 3, 64, 64),), dynamic_shapes={"x": {0: b, 2: h, 3: w}})
+    x = torch.randn(3, 3, 96, 160)
+    assert torch.allclose(ep.module()(x), model(x), atol=1e-5)
+    s2d = "network s():\n    input [8, 8, 8]\n    reshape([in.c, in.h // 2, 2, in.w // 2, 2])\n" \
+          "    permute([0, 1, 3, 5, 2, 4])\n    reshape([in.c * 4, in.h // 2, in.w // 2])\n"
+    m2 = archdsl.build(s2d).eval()
+    assert m2.input_sizes == "[8, H, W] with H and W multiples of 2"
+    k = torch.export.Dim("k", min=1, max=32)
+    ep2 = torch.export.export(m2, (torch.randn(1, 8, 8, 8),), dynamic_shapes=({2: 2 * k, 3: 2 * k},))
+    x2 = torch.randn(1, 8, 12, 12)
+    assert torch.equal(ep2.module()(x2), m2(x2))
+    with pytest.raises((AssertionError, RuntimeError, ValueError)):
+        ep2.module()(torch.randn(1, 8, 9, 12))   # an odd height: refused, never a silently wrong reshape
+
+
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_to_onnx_dict_output_names_and_onnxruntime(tmp_path: Path, dynamo: bool) -> None:
     import numpy as np
