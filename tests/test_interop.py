@@ -260,7 +260,7 @@ def test_torch_export_with_dynamic_sizes_through_the_input_guard() -> None:
     m2 = archdsl.build(s2d).eval()
     assert m2.input_sizes == "[8, H, W] with H and W multiples of 2"
     k = torch.export.Dim("k", min=1, max=32)
-    ep2 = torch.export.export(m2, (torch.randn(1, 8, 8, 8),), dynamic_shapes=({2: 2 * k, 3: 2 * k},))
+    ep2 = torch.export.export(m2, (torch.randn(1, 8, 8, 8),), dynamic_shapes={"x": {2: 2 * k, 3: 2 * k}})
     x2 = torch.randn(1, 8, 12, 12)
     assert torch.equal(ep2.module()(x2), m2(x2))
     with pytest.raises((AssertionError, RuntimeError, ValueError)):

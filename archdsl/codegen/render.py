@@ -414,10 +414,15 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         ann = "dict[str, torch.Tensor]"
     elif len(t.returns) > 1:
         ann = "tuple[" + ", ".join(["torch.Tensor"] * len(t.returns)) + "]"
-    lines += ["", f"    def forward(self, {', '.join(f'{i}: torch.Tensor' for i in ins)}) -> {ann}:"]
+    # the network's forward always takes ``x`` (as torchvision's do: torch.export's dynamic_shapes={"x": ...}
+    # and hooks see one name), also when its body keeps the input as ``x_in``
+    params = ["x"] if root and len(ins) == 1 else ins
+    lines += ["", f"    def forward(self, {', '.join(f'{i}: torch.Tensor' for i in params)}) -> {ann}:"]
     body: list[str] = []
     if contract is not None:
-        body += input_guard(contract, ins[0], spec.name)
+        body += input_guard(contract, params[0], spec.name)
+    if params != ins:
+        body.append(f"{ins[0]} = {params[0]}")
     if cast is not None:   # a low-precision deploy form takes float32 inputs too (emit.generate checked the name)
         body.append(f"{ins[0]} = {ins[0]}.to(torch.{cast}) if {ins[0]}.is_floating_point() else {ins[0]}")
     if channels_last:
@@ -461,7 +466,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     if split is None or head is None:
         lines += ["        " + b for b in body]
         return "\n".join(lines)
-    return "\n".join(_with_head_api(spec, lines, body, starts, real, split, names, ins, head))
+    return "\n".join(_with_head_api(spec, lines, body, starts, real, split, names, params, head))
 
 
 def input_guard(contract: SizeContract, var: str, cls: str) -> list[str]:
