@@ -162,7 +162,8 @@ def fit(rows: Iterable[dict[str, Any]], device_key: str = "cpu", source: str = "
     cal: dict[str, Any] = {"device": device_key, "source": source}
     by_backend: dict[str, list[tuple[ConvSpec, dict[str, Any]]]] = {}
     for r in rows:
-        spec = ConvSpec(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r["spec"].items()})
+        fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in r["spec"].items()}
+        spec = ConvSpec(**fields)
         by_backend.setdefault(r["backend"], []).append((spec, r))
     for name in ("torch_nchw", "torch_channels_last"):
         pts = by_backend.get(name, [])

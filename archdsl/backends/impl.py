@@ -76,6 +76,16 @@ def conv_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, s
 
 
 # ---- the swap-in module ----------------------------------------------------------------------------------
+def _pair(v: tuple[int, ...]) -> tuple[int, int]:
+    """A Conv2d size attribute (always two ints) as the pair its constructor is typed for."""
+    return (v[0], v[1])
+
+
+def _padding_arg(v: str | tuple[int, ...]) -> str | tuple[int, int]:
+    """Conv2d's padding attribute (a mode string such as "same", or two ints) as its constructor takes it."""
+    return v if isinstance(v, str) else _pair(v)
+
+
 def _numeric_padding(conv: nn.Conv2d) -> Pair:
     p = conv.padding
     if isinstance(p, str):
@@ -95,9 +105,10 @@ class BackendConv2d(nn.Conv2d):
     """
 
     def __init__(self, conv: nn.Conv2d, backend: str) -> None:
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                         conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode, device="meta",
-                         dtype=conv.weight.dtype)
+        # nn.Conv2d stores its sizes as tuple[int, ...]; its constructor is typed for pairs
+        super().__init__(conv.in_channels, conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride),
+                         _padding_arg(conv.padding), _pair(conv.dilation), conv.groups, conv.bias is not None,
+                         conv.padding_mode, device="meta", dtype=conv.weight.dtype)
         self.weight = conv.weight
         self.bias = conv.bias
         self.train(conv.training)
@@ -121,9 +132,9 @@ class BackendConv2d(nn.Conv2d):
 
     def to_conv2d(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` sharing the same parameters (undo)."""
-        c = nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                      self.dilation, self.groups, self.bias is not None, self.padding_mode, device="meta",
-                      dtype=self.weight.dtype)
+        c = nn.Conv2d(self.in_channels, self.out_channels, _pair(self.kernel_size), _pair(self.stride),
+                      _padding_arg(self.padding), _pair(self.dilation), self.groups, self.bias is not None,
+                      self.padding_mode, device="meta", dtype=self.weight.dtype)
         c.weight, c.bias = self.weight, self.bias
         c.train(self.training)
         return c

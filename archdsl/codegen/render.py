@@ -115,8 +115,8 @@ class ClassSpec:
         return False
 
     # ---------------------------------------------------------------------------------------- finishing
-    def _entries(self, b: Body, expand: Any) -> list[list[Any]] | None:
-        """The holes of ``b`` aligned with the template's entries (None where ``b`` lacks an optional child)."""
+    def _entries(self, b: Body, expand: Any) -> list[list[Any]]:
+        """The holes of ``b`` aligned with the template's entries (MISSING where ``b`` lacks an optional child)."""
         t = self.template
         out: list[list[Any]] = []
         have = {c.path: c for c in b.ctors}
@@ -428,7 +428,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     if channels_last:
         body.append(f"{ins[0]} = {ins[0]}.contiguous(memory_format=torch.channels_last)  # chosen by the deploy pass")
     real = [s for s in t.stmts if s.kind != "alias"]
-    last: dict[int, int] = {}
+    last: dict[str, int] = {}
     for si, s in enumerate(real):
         for i in s.ins:
             last[names_key(names, i)] = si
@@ -480,9 +480,12 @@ def input_guard(contract: SizeContract, var: str, cls: str) -> list[str]:
     for i, d in enumerate(contract.declared):
         r = varying.get(i)
         if r is None:
-            low.append(int(d)), high.append(int(d)), step.append(1)
+            low.append(int(d))
+            high.append(int(d))
+            step.append(1)
         else:
-            low.append(int(r.minimum)), high.append(-1 if r.maximum is None else int(r.maximum))
+            low.append(int(r.minimum))
+            high.append(-1 if r.maximum is None else int(r.maximum))
             step.append(int(r.multiple))
     msg = f"{cls} takes a batch of {contract.describe()}"
     if contract.fixed:

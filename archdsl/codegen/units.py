@@ -11,6 +11,7 @@ its nodes run in the forward of the nearest unit above it. RepLKNet's ``stages``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import cast
 
 from ..ir import Graph, Node, ScopeFrame
 
@@ -101,7 +102,7 @@ def analyze(graph: Graph) -> Hierarchy:
     for n in order:
         if n.op == "input":
             continue
-        chain = []
+        chain: list[str] = []
         for f in n.scope:
             if f.kind != "network" and _is_level(f, prefixes):
                 if f.path not in units:
@@ -240,11 +241,15 @@ def _order_items(h: Hierarchy, u: Unit, item_of: dict[str, str]) -> bool:
         for nid in units[q].region:
             item_key[nid] = ("unit", q)
     keys: list[tuple[str, object]] = [("node", nid) for nid in nodes] + [("unit", q) for q in child_units]
-    first = {k: (h.pos[k[1]] if k[0] == "node" else h.pos[units[k[1]].region[0]]) for k in keys}  # type: ignore
+
+    def members(k: tuple[str, object]) -> list[int]:
+        # an item is one node ("node", id) or a child unit's region ("unit", path)
+        return [cast(int, k[1])] if k[0] == "node" else units[cast(str, k[1])].region
+
+    first = {k: h.pos[members(k)[0]] for k in keys}
     deps: dict[tuple[str, object], set[tuple[str, object]]] = {k: set() for k in keys}
     for k in keys:
-        members = [k[1]] if k[0] == "node" else units[k[1]].region  # type: ignore[index]
-        for nid in members:  # type: ignore[union-attr]
+        for nid in members(k):
             for i in h.inputs_of[nid]:
                 src = item_key.get(i)
                 if src is not None and src != k:
@@ -264,7 +269,7 @@ def _order_items(h: Hierarchy, u: Unit, item_of: dict[str, str]) -> bool:
             stuck = next((k for k in pending if k[0] == "unit"), None)
             if stuck is None:
                 raise ValueError("internal: the graph has a cycle")
-            units[stuck[1]].forward = False  # type: ignore[index]
+            units[cast(str, stuck[1])].forward = False
             return False
     u.items = out
     return True

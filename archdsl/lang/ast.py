@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Union
+from typing import Any, Iterator, Union, cast
 
 from ..source import Span
 
@@ -25,7 +25,9 @@ class Node:
     def children(self) -> Iterator["Node"]:
         """The direct child nodes, in field order (through lists and tuples, e.g. ``IfStmt.branches``)."""
         out: list[Node] = []
-        for name in _field_names(type(self)):
+        # a type object is hashable even where its instances are not (dataclasses with eq=True); mypy
+        # judges the class's __hash__ instead, so the key is cast
+        for name in _field_names(cast(Any, type(self))):
             _collect(getattr(self, name), out)
         return iter(out)
 

@@ -183,7 +183,7 @@ def _node(v: Any, want: type, source: Source) -> Any:
     cls = _CLASSES.get(v["n"]) if isinstance(v["n"], str) else None
     if cls is None or not issubclass(cls, want):  # only the AST's own classes, and only where they fit
         raise _Bad(f"unexpected node {_short(v['n'])} where a {want.__name__} belongs")
-    decs = _field_decoders(cls)
+    decs = _field_decoders(typing.cast(Any, cls))  # a class is hashable; mypy judges its instances
     if len(v["f"]) != len(decs):
         raise _Bad(f"{cls.__name__} has {len(decs)} fields, not {len(v['f'])}")
     return cls(*[dec(x, source) for x, dec in zip(v["f"], decs)])

@@ -10,6 +10,8 @@ never loaded from a cache file: Lark's own cache option writes a pickle in the s
 """
 from __future__ import annotations
 
+import builtins
+
 import contextlib
 import functools
 import gc
@@ -133,7 +135,10 @@ class _ToAst(Transformer):
                                        notes=[("first defined here", other.name_span)],
                                        hint="rename one of them"))
         d.path = self.src.path
-        (spec.networks if isinstance(d, A.NetworkDef) else spec.blocks)[d.name] = d
+        if isinstance(d, A.NetworkDef):
+            spec.networks[d.name] = d
+        else:
+            spec.blocks[d.name] = d
 
     @v_args(meta=True)
     def import_stmt(self, meta: Any, c: list[Any]) -> A.Import:
@@ -379,11 +384,11 @@ class _ToAst(Transformer):
         return A.ListExpr(self._meta(meta), [x for x in c if x is not None])
 
     @v_args(meta=True)
-    def listcomp(self, meta: Any, c: list[Any]) -> A.ListComp:
+    def listcomp(self, meta: Any, c: builtins.list[Any]) -> A.ListComp:
         return A.ListComp(self._meta(meta), c[0], c[1:])
 
     @v_args(meta=True)
-    def comp_for(self, meta: Any, c: list[Any]) -> A.CompFor:
+    def comp_for(self, meta: Any, c: builtins.list[Any]) -> A.CompFor:
         *names, _in, it, cond = c
         return A.CompFor(self._meta(meta), str(names[0]), [str(n) for n in names[1:]], it, cond)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any, Iterator, TypeGuard
 
 from ..source import Span
 
@@ -272,7 +272,7 @@ def type_name(v: Any) -> str:
     return {float: "float", str: "string", list: "list"}.get(type(v), type(v).__name__)
 
 
-def is_int(v: Any) -> bool:
+def is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Sequence, Union
+from typing import AbstractSet, Any, Callable, Sequence, Union
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "size_only_input", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
@@ -185,7 +185,8 @@ class OpDef:
     emit: Callable[[EmitArgs], Expr] = _call_mod
     ctor: Callable[[EmitArgs], Expr] | None = None
     module_form: Callable[[EmitArgs], Expr] | None = None
-    traits: frozenset[str] = frozenset()
+    # any set of names is accepted and frozen in __post_init__ (the registry entries write {...} literals)
+    traits: AbstractSet[str] = frozenset()
     helpers: tuple[str, ...] = ()
     # The bound args at another input size, for the input-size contract (archdsl.passes.sizes): None when
     # the args do not depend on the input's size; reshape recomputes its run-time sizes here.

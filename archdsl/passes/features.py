@@ -332,7 +332,7 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
                                     hint="levels: " + ", ".join(f"{k}: {t['module']} (stride {t['reduction']})"
                                                                 for k, t in enumerate(default)))
                 taps.append(default[i])
-    names = [t["module"] for t in taps]
+    names = [str(t["module"]) for t in taps]
     if len(set(names)) != len(names):
         raise ArchError("the same feature map is tapped twice: " + ", ".join(names), None)
     return _derive(graph, taps), [{k: t[k] for k in ("num_chs", "reduction", "module")} for t in taps]

@@ -188,11 +188,11 @@ def lint_graph(program: Program, net: A.NetworkDef, g: Graph) -> list[Diagnostic
                  + (", or use ceil_mode=true" if "ceil_mode" in n.args else "")))
     # one warning per rule and place: a block instantiated many times would repeat it with other shapes
     unique: dict[tuple[str, str | None, int | None, int | None], Diagnostic] = {}
-    for d in warnings:
-        rule = d.message.split(" ", 2)[:2]
-        key = (" ".join(rule), d.span.path if d.span else None, d.span.line if d.span else None,
-               d.span.col if d.span else None)
-        unique.setdefault(key, d)
+    for wd in warnings:
+        rule = wd.message.split(" ", 2)[:2]
+        key = (" ".join(rule), wd.span.path if wd.span else None, wd.span.line if wd.span else None,
+               wd.span.col if wd.span else None)
+        unique.setdefault(key, wd)
     warnings = [d for d in unique.values() if not _silenced(d)]
     warnings.sort(key=lambda d: (d.span.path, d.span.line, d.span.col) if d.span else ("", 0, 0))
     return warnings

@@ -157,7 +157,10 @@ def input_contract(graph: Graph) -> SizeContract:
             seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order) is not None
         return seen[s]
 
-    rules = [_axis_rule(lambda v, a=a: ok(_with(declared, a, v)), a, names[a], declared[a]) for a in axes]
+    def probe(a: int) -> Callable[[int], bool]:
+        return lambda v: ok(_with(declared, a, v))
+
+    rules = [_axis_rule(probe(a), a, names[a], declared[a]) for a in axes]
     # the axes were probed one at a time; the smallest sizes together and larger ones together must work too
     if rules and not all(r.fixed for r in rules):
         lo = list(declared)

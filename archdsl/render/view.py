@@ -243,13 +243,13 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
         # identities are edges; the wires of hidden fold instances repeat those of the run's head
         if is_wire(n) or n.id in rep:
             continue
-        for k, u in sorted(enumerate(n.inputs), key=lambda ku: size_only_input(n.op, ku[0])):   # data first
+        for ki, u in sorted(enumerate(n.inputs), key=lambda ku: size_only_input(n.op, ku[0])):   # data first
             ru = alias.get(u, u)
             a, b = inst.get(ru), inst.get(n.id)
             if a and b and a[0] == b[0] and a[1] != b[1]:
                 continue  # the wire from one folded instance into the next
             # a consumer of the run's last instance is wired to the head's corresponding node
-            add_edge(ru, item(n.id), size_only_input(n.op, k))
+            add_edge(ru, item(n.id), size_only_input(n.op, ki))
     for idx, (name, nid) in enumerate(g.outputs):
         vid = f"o{idx + 1}"
         shape = tree.byid[nid].shape
