@@ -64,6 +64,45 @@ class FrameTree:
                 parent = k
             self.chain[n.id] = chain
             self.children[parent].append(("node", n.id))
+        self.container: dict[str, bool] = {k: self._is_container(k) for k in self.keys}
+        # the architectural level: containers (below) do not count, so depth 1 is a network's stages
+        self.alevel: dict[str, int] = {}
+        for k in self.keys:   # parents are created before their children
+            p = self.parent[k]
+            self.alevel[k] = (self.alevel[p] if p else 0) + (0 if self.container[k] else 1)
+
+    def child_frames(self, key: str | None) -> list[str]:
+        """The frames directly inside ``key`` (``None``: the network), in graph order."""
+        return [k for kind, k in self.children[key] if kind == "cluster"]
+
+    def chained(self, key: str | None) -> bool:
+        """Whether each child frame of ``key`` reads from the one before it (a sequence, not branches)."""
+        kids = self.child_frames(key)
+        for a, b in zip(kids, kids[1:]):
+            ma = set(self.members[a])
+            if not any(i in ma for nid in self.members[b] for i in self.byid[nid].inputs):
+                return False
+        return True
+
+    def _is_container(self, key: str) -> bool:
+        """A frame that only holds a network's stages, as torchvision's ``features`` list holds Swin's patch
+        embedding, stages and patch mergings, or RepLKNet's ``stages`` and ``transitions`` lists: a group
+        (or the network's only top-level block) of several frames, at least one with frames of its own,
+        that are of different kinds or do not feed each other; or a block's only frame, a list of blocks.
+        A group of one block repeated (ResNet's ``layer1``, ViT's ``blocks``) is a stage, not a container."""
+        f = self.keys[key]
+        parent = self.parent[key]
+        sole_top = parent is None and len(self.child_frames(None)) == 1 and f.kind == "block"
+        if f.kind != "group" and not sole_top:
+            return False
+        kids = self.child_frames(key)
+        if len(kids) < 2:
+            return False
+        if f.kind == "group" and parent is not None and self.child_frames(parent) == [key]:
+            return True   # a block's one list of blocks (RepLKNet's Stage -> blocks): the block is the stage
+        if not any(self.child_frames(k) for k in kids):
+            return False
+        return len({self.keys[k].name for k in kids}) > 1 or not self.chained(key)
 
     def signature(self, key: str) -> tuple[Any, ...]:
         """Structure of a frame's contents: ops, arguments, shapes and wiring, without names."""
