@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..ir import ScopeFrame
+from ..ir import Graph, ScopeFrame
 
 __all__ = ["View", "ViewNode", "ViewCluster", "ViewEdge"]
 
@@ -77,6 +77,7 @@ class View:
     max_level: int
     notes: list[str] = field(default_factory=list)
     style: str = "default"        # 'default' or 'paper'
+    graph: Graph | None = None    # the graph drawn (the deploy form's with --deploy); ``ir`` ids point into it
     legend: list[tuple[str, str, str]] = field(default_factory=list)   # paper style: (kind, name, fill)
 
     def visible_clusters(self) -> list[ViewCluster]:

@@ -279,7 +279,7 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
     total = sum(n.params for n in tree.order)
     title = f"{g.name}  ({format_count(total)} params" + (", deploy form)" if deploy else ")")
     view = View(name=g.name, title=title, nodes=nodes, clusters=clusters, edges=edges, depth=depth,
-                max_level=max_level, notes=notes, style=style)
+                max_level=max_level, notes=notes, style=style, graph=g)
     if style == "paper":
         paper_view(view, tree, show_args or [], detail=_detail_key(tree, detail, hidden) if detail else None)
     return view
