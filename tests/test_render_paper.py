@@ -191,3 +191,18 @@ def test_cli_paper_pdf_never_imports_torch(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout
     assert out.read_bytes().startswith(b"%PDF")
+
+
+def test_paper_stages_by_resolution_for_a_chain_of_blocks() -> None:
+    """Inception-v3 has no stage frames: the paper style frames its runs of blocks by grid size, as the
+    paper's figure does (35×35, 17×17, 8×8); a U-Net, whose skips cross the resolutions, is left alone."""
+    v = build_view(archdsl.graph("specs/inception.arch:inception_v3"), style="paper")
+    titles = [c.title for c in v.visible_clusters()]
+    assert "35\u00d735  \u00b7  288\u00d735\u00d735" in titles and "17\u00d717  \u00b7  768\u00d717\u00d717" in titles
+    assert "8\u00d78  \u00b7  2048\u00d78\u00d78" in titles
+    inside = {n.label.split("\n")[0] for n in v.nodes.values() if n.cluster and
+              v.clusters[n.cluster].title.startswith("17\u00d717")}
+    assert inside == {"InceptionB", "InceptionC", "InceptionC \u00d72"}
+    u = build_view(archdsl.graph("examples/unet.arch"), style="paper")
+    assert not u.visible_clusters()
+    assert sum(n.kind == "block" for n in u.nodes.values()) == 9      # inc, down1-4, up1-4's DoubleConv

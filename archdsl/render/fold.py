@@ -76,11 +76,16 @@ class FrameTree:
         return [k for kind, k in self.children[key] if kind == "cluster"]
 
     def chained(self, key: str | None) -> bool:
-        """Whether each child frame of ``key`` reads from the one before it (a sequence, not branches)."""
-        kids = self.child_frames(key)
+        """Whether each child frame of ``key`` reads from the one before it, directly or through the ops
+        between them (a sequence, as ``[conv, gelu, conv]``; not branches)."""
+        items = self.children[key]
+        kids = [k for kind, k in items if kind == "cluster"]
         for a, b in zip(kids, kids[1:]):
-            ma = set(self.members[a])
-            if not any(i in ma for nid in self.members[b] for i in self.byid[nid].inputs):
+            reach = set(self.members[a])
+            for kind, item in items[items.index(("cluster", a)) + 1:items.index(("cluster", b))]:
+                if kind == "node" and any(i in reach for i in self.byid[item].inputs):
+                    reach.add(item)
+            if not any(i in reach for nid in self.members[b] for i in self.byid[nid].inputs):
                 return False
         return True
 
@@ -102,6 +107,8 @@ class FrameTree:
             return True   # a block's one list of blocks (RepLKNet's Stage -> blocks): the block is the stage
         if not any(self.child_frames(k) for k in kids):
             return False
+        if sole_top:   # a backbone wrapped in one block: a sequence of stages (never an Inception block's branches)
+            return self.chained(key) and len({self.keys[k].name for k in kids}) > 1
         return len({self.keys[k].name for k in kids}) > 1 or not self.chained(key)
 
     def signature(self, key: str) -> tuple[Any, ...]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 
+from ..ir import ScopeFrame
 from .fold import FrameTree
 from .model import View, ViewCluster, ViewEdge
 from .style import family_color, fmt_shape, frame_title, wrap, _top_level_parts
@@ -146,6 +147,8 @@ def paper_view(view: View, tree: FrameTree, show: list[str], *, detail: str | No
                 [op] + lines[1:]
             n.label = "\n".join(line for line in lines if not line.endswith(" params"))
     _simplify(view)
+    if detail is None:
+        _grid_stages(view)
     families: list[str] = []
     for n in view.nodes.values():
         if n.kind == "op" and n.family not in families:
@@ -220,3 +223,43 @@ def _simplify(view: View) -> None:
             seen.add(k)
             kept.append(e)
     view.edges = kept
+
+
+def _grid_stages(view: View) -> None:
+    """A chain of blocks with no stage frames of its own (Inception-v3) gets its stages from the
+    resolution, as the papers draw them: a run of two or more top-level boxes whose output has the same
+    spatial size becomes a frame titled with that grid (``35×35``), stacked like any stage."""
+    if any(c.parent is None and not c.collapsed for c in view.clusters.values()):
+        return
+    # only a chain: stacking the boxes of a network with skips across stages (a U-Net) would tangle them
+    fan_in: dict[str, int] = {}
+    fan_out: dict[str, int] = {}
+    for e in view.edges:
+        fan_in[e.dst] = fan_in.get(e.dst, 0) + 1
+        fan_out[e.src] = fan_out.get(e.src, 0) + 1
+    if max(fan_in.values(), default=0) > 1 or max(fan_out.values(), default=0) > 1:
+        return
+    out: dict[str, tuple[int, ...]] = {}
+    for e in view.edges:
+        out.setdefault(e.src, e.shape)
+    runs: list[list[str]] = []
+    prev: tuple[int, ...] | None = None
+    for nid, n in view.nodes.items():
+        shape = out.get(nid)
+        if n.cluster is not None or n.kind in ("input", "output") or shape is None or len(shape) != 3:
+            prev = None
+            continue
+        if prev is not None and shape[1:] == prev and runs:
+            runs[-1].append(nid)
+        else:
+            runs.append([nid])
+        prev = shape[1:]
+    for k, run in enumerate(r for r in runs if len(r) >= 2):
+        shape = out[run[-1]]
+        cid = f"g{k + 1}"
+        grid = f"{shape[1]}\u00d7{shape[2]}"
+        frame = ScopeFrame(path="", kind="group", name=grid)
+        view.clusters[cid] = ViewCluster(id=cid, frame=frame, level=1, parent=None,
+                                         title=f"{grid}  \u00b7  {fmt_shape(shape)}", key="")
+        for nid in run:
+            view.nodes[nid].cluster = cid
