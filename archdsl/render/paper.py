@@ -134,6 +134,9 @@ def paper_view(view: View, tree: FrameTree, show: list[str], *, detail: str | No
             lines += wrap(args, 30) if args else []
             node.label = "\n".join(lines)
             node.color = color_of(kind)
+            # the hover text says no more than the figure: no schedule arguments there either
+            node.tooltip = "\n".join([f"{f.path}: {name}{count}"] + ([args] if args else []) +
+                                     [f"params: {c.params:,}"] + ([f"spec: {f.loc}"] if f.loc else []))
         else:
             head = name + count + (f"  \u00b7  {fmt_shape(shape)}" if shape and c.key != detail else "")
             c.title = "\n".join([head] + (wrap(args, 48) if args else []))

@@ -94,7 +94,7 @@ def _plan(tree: FrameTree, depth: int | None, style: str, detail: str | None,
             if tree.container[k]:
                 continue
             lvl = tree.alevel[k]
-            if lvl == d and not _is_stage(tree, k):
+            if lvl == d and not tree.is_sequence(k):
                 collapsed.add(k)
             elif lvl == d + 1:
                 collapsed.add(k)
@@ -109,25 +109,6 @@ def _plan(tree: FrameTree, depth: int | None, style: str, detail: str | None,
             up = tree.parent[up]
         collapsed = {c for c in collapsed if c not in keep and not _below(tree, c, key)}
     return collapsed, flat
-
-
-def _is_stage(tree: FrameTree, key: str) -> bool:
-    """A frame drawn open in the paper style: a sequence of two or more blocks (containers looked through)."""
-    kids: list[str] = []
-    todo = tree.child_frames(key)
-    while todo:
-        k = todo.pop(0)
-        if tree.container[k]:
-            todo = tree.child_frames(k) + todo
-        else:
-            kids.append(k)
-    if len(kids) < 2:
-        return False
-    for a, b in zip(kids, kids[1:]):
-        ma = set(tree.members[a])
-        if not any(i in ma for nid in tree.members[b] for i in tree.byid[nid].inputs):
-            return False
-    return True
 
 
 def _below(tree: FrameTree, k: str, anc: str) -> bool:
