@@ -168,8 +168,10 @@ def test_paper_resnet_stages_and_detail(tmp_path: Path) -> None:
     with pytest.raises(ArchError, match="no block at that module path") as ei:
         build_view(g, style="paper", detail="layer9.0")
     assert "layer4.0" in (ei.value.format())
-    with pytest.raises(ArchError, match="run of identical blocks"):
+    with pytest.raises(ArchError, match="run of identical blocks") as ei:
         build_view(g, style="paper", detail="layer3.3")
+    assert "'layer3.1'" in ei.value.format()
+    assert build_view(g, style="paper", detail="layer3.3", expand=True).clusters
     with pytest.raises(ArchError, match="--style must be one of"):
         build_view(g, style="poster")
     # SVG and PDF for LaTeX

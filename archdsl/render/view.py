@@ -127,8 +127,13 @@ def _detail_key(tree: FrameTree, path: str, hidden: set[str]) -> str:
     if shown:
         return shown[0]
     if found:
+        order = list(tree.keys)
+        k = found[0]
+        head = next((h for h in reversed(order[:order.index(k)]) if h not in hidden and
+                     tree.parent[h] == tree.parent[k] and tree.keys[h].name == tree.keys[k].name), None)
+        first = f"'{tree.keys[head].path}'" if head else "the run's first block"
         raise ArchError(f"--detail '{path}' is one of a run of identical blocks drawn once", None,
-                        hint="name the run's first block (its frame says 'path.N\u2013M'), or add --expand")
+                        hint=f"name the run's first block, {first}, or add --expand to draw every block")
     from difflib import get_close_matches
     paths = sorted({f.path for f in tree.keys.values() if f.kind == "block" and f.path})
     near = get_close_matches(path, paths, n=3)
