@@ -18,7 +18,7 @@ from .ir import Graph
 from .limits import Limits
 from .pipeline import compile_graph, source_with_params
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
-from .plugins import load_plugins, register_op
+from .plugins import load_plugins, register_op, verifying_shapes
 
 __all__ = ["build", "graph", "source", "deploy", "register_op", "load_plugins", "ArchError", "Diagnostic", "Graph",
            "Limits", "__version__"]
@@ -37,8 +37,9 @@ def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
 def source(spec: str, *, plugins: list[str] | None = None, **params: Any) -> str:
     """The generated PyTorch source for ``spec`` (depends only on torch); ``plugins`` are loaded first."""
     load_plugins(plugins or (), env=False)
-    g = compile_graph(spec, params)
-    return source_with_params(spec, params, g, None, None)
+    with verifying_shapes():   # plugin ops' declared shapes are compared with their modules (meta device)
+        g = compile_graph(spec, params)
+        return source_with_params(spec, params, g, None, None)
 
 
 def deploy(module: Any, **kwargs: Any) -> Any:
@@ -74,7 +75,8 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     Raises :class:`ArchError` with every problem found if the spec is invalid.
     """
     load_plugins(plugins or (), env=False)
-    g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
+    with verifying_shapes():   # plugin ops' declared shapes are compared with their modules (meta device)
+        g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
     from .codegen.build import instantiate  # torch is imported only when a module is built
     if features_only or out_indices is not None or feature_labels is not None:
         if not features_only:
@@ -84,7 +86,8 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
         model = instantiate(taps)
         model.feature_info = info
     else:
-        model = instantiate(g, source_with_params(spec, params, g, input_shape, limits))
+        with verifying_shapes():
+            model = instantiate(g, source_with_params(spec, params, g, input_shape, limits))
     if pretrained or weights is not None:
         from . import hub
         if pretrained:

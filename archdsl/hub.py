@@ -457,7 +457,9 @@ def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_sha
     from .codegen.build import instantiate
     from .passes.features import feature_taps
     from .pipeline import compile_graph
-    g = compile_graph(spec, dict(params or {}), input_shape=input_shape)
+    from .plugins import verifying_shapes
+    with verifying_shapes():   # plugin ops' declared shapes are compared with their modules (meta device)
+        g = compile_graph(spec, dict(params or {}), input_shape=input_shape)
     if not features_only:
         if out_indices is not None or labels is not None:
             raise ArchError("out_indices / labels select feature taps: pass features_only=True too", None)
