@@ -82,7 +82,8 @@ def test_pickle_carries_the_spec_and_no_code(spec_dir: Path) -> None:
     assert again.arch_graph.total_params == m.arch_graph.total_params
 
 
-def test_round_trips_deepcopy_torch_save_features_and_deploy(spec_dir: Path) -> None:
+def test_round_trips_deepcopy_torch_save_features_and_deploy(spec_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     m = _model(spec_dir)
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
@@ -103,6 +104,14 @@ def test_round_trips_deepcopy_torch_save_features_and_deploy(spec_dir: Path) -> 
         d2 = pickle.loads(pickle.dumps(d))
         assert torch.equal(d(x), d2(x)) and d2.deploy_info == d.deploy_info
         assert sum(1 for mod in d2.modules() if isinstance(mod, torch.nn.BatchNorm2d)) == 0
+        # as in a fresh process (nothing generated yet): each form is compiled again from its recipe
+        blobs = [pickle.dumps(obj) for obj in (m, f, d)]
+        monkeypatch.setattr(_build, "_MODULES", {})
+        monkeypatch.setattr(persist, "_GRAPHS", {})
+        m3, f3, d3 = (pickle.loads(b) for b in blobs)
+        assert torch.equal(m3(x), y) and torch.equal(d3(x), d(x)) and f3.feature_info == f.feature_info
+        assert type(m3) is not type(m) and type(m3).__archdsl_source__ == type(m).__archdsl_source__
+        assert pickle.loads(pickle.dumps(m3)).fc.out_features == 10       # a rebuilt model pickles again
 
 
 FRESH = """
