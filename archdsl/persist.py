@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 from .errors import ArchError
 from .ir import Graph
@@ -128,7 +128,7 @@ def rebuild_model(recipe: Any, qualname: Any, plugins: Any = (), with_graph: Any
     cls: Any = getattr(mod, qualname, None)
     if not isinstance(cls, type) or cls.__module__ != mod.__name__:
         raise pickle.UnpicklingError(f"the spec's generated code has no class '{qualname}'")
-    obj = cls.__new__(cls)
+    obj: Any = cast(Any, cls).__new__(cls)   # an empty instance: the pickled state fills it
     if with_graph and graph is not None:
         obj.__dict__["arch_graph"] = copy.deepcopy(graph)
     return obj

@@ -124,9 +124,7 @@ def _on_meta(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[
              run: bool) -> tuple[tuple[int, ...] | None, int]:
     """Build the module on the meta device (no memory, no weights) and, if ``run``, run it on one sample
     (one meta tensor per input, in order)."""
-    import torch  # only plugin ops without a shape/params function need torch at check time
-
-    m = _meta_module(op, in_shape, args, kwargs)
+    m = _meta_module(op, in_shape, args, kwargs)   # imports torch: only ops without a shape/params function
     n = sum(p.numel() for p in m.parameters())
     if not run:
         return None, n
