@@ -16,9 +16,10 @@ from typing import Any, Sequence
 from .errors import ArchError, Diagnostic
 from .ir import Graph
 from .limits import Limits
-from .pipeline import compile_graph, source_with_params
+from .persist import remember, remember_deploy
+from .pipeline import compile_graph, resolve, source_with_params
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
-from .plugins import load_plugins, register_op
+from .plugins import load_plugins, register_op, verifying_shapes
 
 __all__ = ["build", "graph", "source", "deploy", "register_op", "load_plugins", "ArchError", "Diagnostic", "Graph",
            "Limits", "__version__"]
@@ -37,8 +38,9 @@ def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
 def source(spec: str, *, plugins: list[str] | None = None, **params: Any) -> str:
     """The generated PyTorch source for ``spec`` (depends only on torch); ``plugins`` are loaded first."""
     load_plugins(plugins or (), env=False)
-    g = compile_graph(spec, params)
-    return source_with_params(spec, params, g, None, None)
+    with verifying_shapes():   # plugin ops' declared shapes are compared with their modules (meta device)
+        g = compile_graph(spec, params)
+        return source_with_params(spec, params, g, None, None)
 
 
 def deploy(module: Any, **kwargs: Any) -> Any:
@@ -48,7 +50,7 @@ def deploy(module: Any, **kwargs: Any) -> Any:
     See :func:`archdsl.codegen.deploy.deploy` for the options (``fold_bn``, ``memory_format``, ...).
     """
     from .codegen.deploy import deploy as _deploy  # torch is imported only when a module is deployed
-    return _deploy(module, **kwargs)
+    return remember_deploy(_deploy(module, **kwargs), module)   # it pickles by spec, as the trained model
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
@@ -74,17 +76,22 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     Raises :class:`ArchError` with every problem found if the spec is invalid.
     """
     load_plugins(plugins or (), env=False)
-    g = compile_graph(spec, params, input_shape=input_shape, limits=limits)
+    with verifying_shapes():   # plugin ops' declared shapes are compared with their modules (meta device)
+        resolved = resolve(spec, limits=limits)
+        g = compile_graph(resolved, params, input_shape=input_shape, limits=limits)
     from .codegen.build import instantiate  # torch is imported only when a module is built
     if features_only or out_indices is not None or feature_labels is not None:
         if not features_only:
             raise ArchError("out_indices / feature_labels select feature maps: pass features_only=True too", None)
         from .passes.features import feature_taps
         taps, info = feature_taps(g, out_indices=out_indices, labels=feature_labels)
-        model = instantiate(taps)
+        model = remember(instantiate(taps), resolved, taps, params=params, input_shape=input_shape,
+                         form="features", out_indices=out_indices, labels=feature_labels)
         model.feature_info = info
     else:
-        model = instantiate(g, source_with_params(spec, params, g, input_shape, limits))
+        with verifying_shapes():
+            model = instantiate(g, source_with_params(resolved, params, g, input_shape, limits))
+        remember(model, resolved, g, params=params, input_shape=input_shape)   # it pickles by spec
     if pretrained or weights is not None:
         from . import hub
         if pretrained:

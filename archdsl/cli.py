@@ -17,6 +17,7 @@ from rich.text import Text
 from .errors import ArchError, Diagnostic
 from .source import printable
 from .limits import Limits
+from .ops.user import verifying_shapes
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
 from .passes.summary import format_bytes, format_count, summary_dict
 
@@ -269,8 +270,9 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
     connected-to) and totals: trainable/non-trainable/buffers, activation memory at --batch/--dtype."""
     def run() -> int:
         _load_plugins(plugin)
-        g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
-                          allow_outside=allow_outside)
+        with verifying_shapes():   # a plugin's declared shape/params are compared with its module (meta device)
+            g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
+                              allow_outside=allow_outside)
         data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
         plan = None
         if backends:  # torch-free: the registry, cost model and cache only (archdsl.backends.plan_graph)
@@ -309,6 +311,10 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
              plugin: List[str] = PluginOpt) -> None:
     """Write the generated PyTorch source (depends only on torch). On any error nothing is written."""
     def run() -> int:
+        with verifying_shapes():   # a plugin's declared shape/params are compared with its module (meta device)
+            return write()
+
+    def write() -> int:
         _load_plugins(plugin)
         if "\n" not in spec:
             _check_destination(output, "output", protect=(_spec_file(spec),))
@@ -363,7 +369,8 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
                 raise ArchError(f"--source '{source}' and -o '{output}' are the same file", None,
                                 hint="the weights (-o) and the module source (--source) need two files")
         lim = _limits(limit)
-        g = compile_graph(spec, parse_set(set_), limits=lim)
+        with verifying_shapes():
+            g = compile_graph(spec, parse_set(set_), limits=lim)
         from .passes.deploy import deploy_note, deploy_plan, state_shapes
         plan = deploy_plan(g, fold_bn=fold_bn, limits=lim)    # size and exactness checks: no torch yet
         import io

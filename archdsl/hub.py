@@ -457,13 +457,19 @@ def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_sha
     from .codegen.build import instantiate
     from .passes.features import feature_taps
     from .pipeline import compile_graph
-    g = compile_graph(spec, dict(params or {}), input_shape=input_shape)
+    from .persist import remember
+    from .pipeline import resolve
+    from .plugins import verifying_shapes
+    with verifying_shapes():   # plugin ops' declared shapes are compared with their modules (meta device)
+        resolved = resolve(spec)
+        g = compile_graph(resolved, dict(params or {}), input_shape=input_shape)
     if not features_only:
         if out_indices is not None or labels is not None:
             raise ArchError("out_indices / labels select feature taps: pass features_only=True too", None)
-        return instantiate(g)
+        return remember(instantiate(g), resolved, g, params=params, input_shape=input_shape, form="plain")
     taps, info = feature_taps(g, out_indices=out_indices, labels=labels)
-    model = instantiate(taps)
+    model = remember(instantiate(taps), resolved, taps, params=params, input_shape=input_shape, form="features",
+                     out_indices=out_indices, labels=labels)
     model.feature_info = info
     return model
 

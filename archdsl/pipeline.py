@@ -27,7 +27,7 @@ from .passes import run_checks
 from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths", "list_networks", "parse_set",
-           "generate_source", "source_with_params", "atomic_write", "network_address"]
+           "generate_source", "source_with_params", "atomic_write", "network_address", "resolve_kept"]
 
 
 @dataclass
@@ -59,6 +59,19 @@ def resolve(spec: str, *, allow_outside: bool = False, limits: Limits | None = N
     source = load_source(path, limits)
     program = load_program(source, allow_outside=allow_outside, limits=limits)
     net = _pick_network(program.root, name, source)
+    return Resolved(program, net, network_address(source.path, net.name))
+
+
+def resolve_kept(root_path: str, root_key: str, network: str, texts: dict[str, str],
+                 links: dict[str, dict[str, str]], *, limits: Limits | None = None) -> Resolved:
+    """A program kept as data (:attr:`Program.texts`/``links``, e.g. in a pickled model) parsed again and
+    its ``network`` picked, reading no file: the same :class:`Resolved` :func:`resolve` gave when the
+    texts were read (``root_path``: the path the spec was given as, ``root_key``: its key in ``texts``)."""
+    if root_key not in texts:
+        raise ArchError(f"the kept program has no file '{root_key}'", None)
+    source = Source(texts[root_key], root_path)
+    program = load_program(source, limits=limits, texts=texts, links=links, root_key=root_key)
+    net = _pick_network(program.root, network, source)
     return Resolved(program, net, network_address(source.path, net.name))
 
 
@@ -121,7 +134,7 @@ def generate_source(graph: Graph, *, spec: str | None = None, params: dict[str, 
     return source_with_params(spec, params or {}, graph, input_shape, limits, allow_outside=allow_outside)
 
 
-def source_with_params(spec: str, params: dict[str, Any], g: Graph, input_shape: tuple[int, ...] | None,
+def source_with_params(spec: str | Resolved, params: dict[str, Any], g: Graph, input_shape: tuple[int, ...] | None,
                        limits: Limits | None, *, allow_outside: bool = False) -> str:
     """The generated source, with the numeric network parameters that only set root values (a head's width)
     as constructor arguments of the class: ``type(model)(num_classes=10)``. Each parameter is probed by

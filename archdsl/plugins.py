@@ -5,9 +5,11 @@ are loaded only by whoever runs the compiler (``archc ... --plugin MODULE_OR_FIL
 ``ARCHDSL_PLUGINS`` environment variable, ``archdsl.build(spec, plugins=[...])``, or an ``import`` before
 building), never by spec text: a spec can only call ops that are already registered.
 
-torch is imported lazily: only to infer the shape or parameter count of an op on the ``meta`` device when
-the plugin gave no function for it (an op with ``shape`` and ``params`` functions never needs torch to be
-checked, summarized or rendered).
+torch is imported lazily: to infer the shape or parameter count of an op on the ``meta`` device when the
+plugin gave no function for it, and, under :func:`verifying_shapes` (``build``, ``source``, ``summary``,
+``compile``, ``deploy``), to compare the functions the plugin gave with its module on the meta device once
+per input shape and arguments. An op with ``shape`` and ``params`` functions never needs torch to be
+checked or rendered.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from .errors import ArchError
 from .lang.parser import KEYWORDS as _LANG_KEYWORDS
 from .lower.evaluate import BUILTINS, CONSTANTS
 from .ops import MULTI_OUTPUT_OPS
-from .ops.user import InShape, UserOp, factory_args, forward_inputs, register_user_op, unregister_user_op, user_ops
+from .ops.user import (InShape, UserOp, factory_args, forward_inputs, register_user_op, unregister_user_op,
+                       user_ops, verifying_shapes)
 
 __all__ = ["register_op", "unregister_op", "load_plugin", "load_plugins", "plugins_from_env", "user_ops",
-           "ENV_VAR"]
+           "verifying_shapes", "ENV_VAR"]
 
 #: The environment variable naming plugins to load (``os.pathsep``-separated modules or files).
 ENV_VAR = "ARCHDSL_PLUGINS"
@@ -75,7 +78,8 @@ def register_op(name: str, factory: F | None = None, *, shape: Callable[..., Any
     n_in, in_names = forward_inputs(name, factory, inputs)
     first_line = ((factory.__doc__ or "").strip().splitlines() or [""])[0]
     register_user_op(UserOp(name, factory, _infer, args, positional, shape=shape, params=params, macs=macs,
-                            doc=doc or first_line, family=family, inputs=n_in, input_names=in_names))
+                            doc=doc or first_line, family=family, inputs=n_in, input_names=in_names,
+                            verify=_real_values))
     return factory
 
 
@@ -120,7 +124,15 @@ def _on_meta(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[
              run: bool) -> tuple[tuple[int, ...] | None, int]:
     """Build the module on the meta device (no memory, no weights) and, if ``run``, run it on one sample
     (one meta tensor per input, in order)."""
-    import torch  # only plugin ops without a shape/params function need torch at check time
+    m = _meta_module(op, in_shape, args, kwargs)   # imports torch: only ops without a shape/params function
+    n = sum(p.numel() for p in m.parameters())
+    if not run:
+        return None, n
+    return _meta_run(op, m, in_shape), n
+
+
+def _meta_module(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    import torch
 
     with torch.device("meta"):
         m = op.factory(in_shape, *args, **kwargs)
@@ -128,9 +140,13 @@ def _on_meta(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[
         raise TypeError(f"the factory returned {type(m).__name__}, not an nn.Module")
     # a function factory's module is seen only now: its forward must take the op's number of tensors
     forward_inputs(op.name, type(m), op.inputs)
-    n = sum(p.numel() for p in m.parameters())
-    if not run:
-        return None, n
+    return m
+
+
+def _meta_run(op: UserOp, m: Any, in_shape: InShape) -> tuple[int, ...]:
+    """The output shape (batch left out) of meta module ``m`` on one empty sample per input."""
+    import torch
+
     shapes = [in_shape] if op.inputs == 1 else list(in_shape)
     with torch.no_grad():
         y = m(*[torch.empty((1, *s), device="meta") for s in shapes])
@@ -138,7 +154,28 @@ def _on_meta(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[
         raise TypeError(f"the module returned {type(y).__name__}, not one tensor")
     if y.dim() < 1 or y.shape[0] != 1:
         raise ValueError(f"the module changed the batch dimension: output {list(y.shape)} for a batch of 1")
-    return tuple(int(d) for d in y.shape[1:]), n
+    return tuple(int(d) for d in y.shape[1:])
+
+
+def _real_values(op: UserOp, in_shape: InShape, args: tuple[Any, ...], kwargs: dict[str, Any]
+                 ) -> tuple[tuple[int, ...] | None, int] | None:
+    """What the module really gives, to compare with the plugin's declared functions: (output shape or
+    None, parameter count), or None when it cannot be seen. Nothing here is an error of its own: without
+    torch, or for a module that cannot be built or run on the ``meta`` device (a forward that needs real
+    data is why a plugin gives a shape function), the declared functions are trusted, as documented."""
+    if "torch" not in sys.modules and importlib.util.find_spec("torch") is None:
+        return None
+    try:
+        m = _meta_module(op, in_shape, args, kwargs)
+        n = sum(p.numel() for p in m.parameters())
+    except Exception:   # the build reports a factory that fails; here it only means "cannot compare"
+        return None
+    if op.shape is None:
+        return None, n
+    try:
+        return _meta_run(op, m, in_shape), n
+    except Exception:
+        return None, n
 
 
 # ---- loading ----------------------------------------------------------------------------------------------

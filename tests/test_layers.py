@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("__init__",),
     ("cli", "notebook", "hub", "export"),
+    ("persist",),                     # pickling by spec: compiles through pipeline, builds through codegen
     ("pipeline", "plugins"),
     ("render", "codegen", "backends"),
     ("passes",),

@@ -16,6 +16,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 
 from . import ast as A
 from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
@@ -43,6 +44,10 @@ class Program:
     root: A.SpecFile
     files: dict[str, A.SpecFile]
     namespaces: dict[str, Namespace]
+    #: every file's text and how each import was resolved (file key -> import path -> file key): all a
+    #: program is made of, as data, so it can be compiled again without the files (pickled models)
+    texts: dict[str, str] = field(default_factory=dict)
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def namespace_of(self, d: A.BlockDef) -> Namespace:
         return self.namespaces[d.path]
@@ -119,20 +124,27 @@ def read_source(path: str | Path, limits: Limits | None = None, span: Span | Non
 
 
 def load_program(source: Source, *, allow_outside: bool = False, max_files: int | None = None,
-                 limits: Limits | None = None) -> Program:
+                 limits: Limits | None = None, texts: Mapping[str, str] | None = None,
+                 links: Mapping[str, Mapping[str, str]] | None = None, root_key: str | None = None) -> Program:
     """Parse ``source`` and every file it imports (transitively), reporting all errors found.
 
     ``limits`` bounds each file (size, lines, nesting) and the number of files (``max_files``, which
-    the ``max_files`` argument overrides).
+    the ``max_files`` argument overrides). With ``texts`` and ``links`` (a :class:`Program`'s own, kept as
+    data) the imports are taken from them and nothing is read from disk: file key -> text, and file key ->
+    import path -> file key; ``root_key`` is then the key of ``source`` (its key when it was first loaded).
     """
     limits = limits or Limits()
     max_files = limits.max_files if max_files is None else max_files
     rep = Reporter()
     files: dict[str, A.SpecFile] = {}
+    kept: dict[str, str] = {}
+    edges: dict[str, dict[str, str]] = {}
     tokens_left = [limits.max_source_tokens]  # one parse budget for the spec and all it imports
     root_dir = Path(source.path).resolve().parent if source.path != "<spec>" else Path.cwd().resolve()
 
     def key_of(src: Source) -> str:
+        if texts is not None:   # a kept program: the keys it was made with, whatever the directory now
+            return root_key if src is source and root_key is not None else src.path
         return src.path if src.path in ("<spec>", "<string>") else _display(Path(src.path))
 
     def load(src: Source, stack: list[str]) -> A.SpecFile | None:
@@ -149,20 +161,28 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
         for d in [*spec.blocks.values(), *spec.networks.values()]:
             d.path = k
         files[k] = spec
+        kept[k] = src.text
         if len(files) > max_files:
             raise ArchError(f"more than {max_files} files imported", None,
                             hint="check for runaway imports; the limit is Limits.max_files")
         for imp in spec.imports:
-            target = _resolve_import(src, imp, root_dir, allow_outside, rep)
-            if target is None:
-                continue
-            tk = _display(target)
+            if texts is not None:   # a kept program: its own links, never a file
+                tk = (links or {}).get(k, {}).get(imp.path, "")
+                if not isinstance(tk, str) or tk not in texts:
+                    rep.error(f"imported file '{imp.path}' is not part of the kept program", imp.span)
+                    continue
+            else:
+                target = _resolve_import(src, imp, root_dir, allow_outside, rep)
+                if target is None:
+                    continue
+                tk = _display(target)
+            edges.setdefault(k, {})[imp.path] = tk
             if tk in stack:
                 cycle = " -> ".join(Path(s).name for s in stack[stack.index(tk):] + [tk])
                 rep.error(f"import cycle: {cycle}", imp.span, hint="move the shared blocks into a third file")
                 continue
             try:
-                child = read_source(tk, limits, imp.span)
+                child = Source(texts[tk], tk) if texts is not None else read_source(tk, limits, imp.span)
             except ArchError as e:
                 rep.extend(e)
                 continue
@@ -176,10 +196,10 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
     for k, spec in files.items():
         ns = Namespace(k)
         for imp in spec.imports:
-            target = _resolve_import(Source("", k), imp, root_dir, allow_outside, Reporter())
-            if target is None or _display(target) not in files:
+            tk = edges.get(k, {}).get(imp.path)   # as load() resolved it
+            if tk is None or tk not in files:
                 continue
-            other = files[_display(target)]
+            other = files[tk]
             if imp.names is None:
                 for name, d in other.blocks.items():
                     ns.blocks.setdefault(name, d)
@@ -195,7 +215,7 @@ def load_program(source: Source, *, allow_outside: bool = False, max_files: int 
             ns.blocks[name] = d  # own definitions shadow imported ones
         namespaces[k] = ns
     rep.raise_if_errors()
-    return Program(root, files, namespaces)
+    return Program(root, files, namespaces, kept, edges)
 
 
 def _resolve_import(src: Source, imp: A.Import, root_dir: Path, allow_outside: bool,

@@ -49,9 +49,10 @@ zero_grad
 """.split())
 
 # What archdsl puts on the generated class and its instances (codegen/emit.py, codegen/build.py,
-# codegen/deploy.py), and the model API names the timm/torchvision interface uses (issue 13).
+# codegen/deploy.py, persist.py), and the model API names the timm/torchvision interface uses (issue 13).
 GENERATED_ATTRS: frozenset[str] = frozenset({
     "input_shape", "input_sizes", "reference", "memory_format", "arch_graph", "deploy_info", "__archdsl_source__",
+    "__archdsl_recipe__", "__archdsl_plugins__", "__archdsl_pickle__",   # pickling by spec (archdsl.persist)
     "forward_features", "forward_head", "reset_classifier", "get_classifier", "num_features", "num_classes",
     "pretrained_cfg", "default_cfg", "feature_info",
     "_repr_svg_", "_repr_html_", "_repr_png_", "_ipython_display_",   # notebook display (archdsl.notebook)

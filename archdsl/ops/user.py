@@ -9,10 +9,16 @@ lowering, checking, summaries, rendering and code generation treat it like a bui
 - an op with several tensor inputs (``UserOp.inputs`` > 1, from the module's ``forward`` or given) is an
   ``OpDef`` of that arity, called like ``matmul`` over named tensors (``fuse(a, b, width=64)``); its
   ``in_shape`` is then a tuple of shapes, one per input, and its forward is called with the inputs in order;
+- its arguments are normalized once, when the call is bound (lists become tuples, recursively), so the
+  shape rule, the graph, summaries, generated code and the built module all see the same values;
 - its shape rule calls the plugin's functions once per distinct (input shape, arguments) and keeps the
   output shape, parameter count and MACs together, so an exception raised by plugin code (a factory, a
   shape function, a meta-device forward) becomes one :class:`ShapeError`, which lowering reports at the
   spec line that called the op;
+- inside :func:`verifying_shapes` (what ``build``, ``source``, ``summary``, ``compile`` and ``deploy`` run
+  under; ``check`` and ``render`` stay torch-free and trust the plugin) a declared ``shape``/``params``
+  function is compared once per (input shape, arguments) with the module built on the ``meta`` device;
+  a disagreement is a :class:`ShapeError` at the call naming the plugin and both values;
 - code generation constructs the module as ``<alias>.<factory>(<in_shape>, <args>)`` with every value a
   :class:`Lit`/:class:`Kw` piece (rendered with a checked ``repr``), and imports the plugin module through
   a :data:`~archdsl.ops.tensor.HELPERS` entry ``import <module> as <alias>``. The module and factory names
@@ -21,6 +27,8 @@ lowering, checking, summaries, rendering and code generation treat it like a bui
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import keyword
 import math
@@ -28,14 +36,14 @@ import re
 import sys
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import ArchError
 from .core import MOD, OPS, REQUIRED, ArgSpec, ArgType, EmitArgs, Expr, In, Kw, Lit, OpDef, ShapeError, Shape, register
 from .tensor import HELPERS
 
 __all__ = ["UserOp", "PYTHON_DEFAULT", "register_user_op", "unregister_user_op", "user_ops", "factory_args",
-           "forward_inputs", "import_alias"]
+           "forward_inputs", "import_alias", "verifying_shapes", "as_spec_value"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _CACHE_MAX = 4096   # distinct (input shape, arguments) results kept per op
@@ -54,6 +62,23 @@ PYTHON_DEFAULT: Any = _PythonDefault()
 Result = tuple[Shape, int, int]   # output shape, parameter count, MACs
 InShape = Any   # a shape (one input), or a tuple of shapes (an op with several inputs)
 Infer = Callable[["UserOp", InShape, tuple[Any, ...], dict[str, Any]], Result]
+#: What the module really does: (its output shape, or None when its forward cannot run on ``meta``; its
+#: parameter count), or None when it cannot be built there (no torch, a factory that needs real tensors).
+Verify = Callable[["UserOp", InShape, tuple[Any, ...], dict[str, Any]], "tuple[Shape | None, int] | None"]
+
+_VERIFY: contextvars.ContextVar[bool] = contextvars.ContextVar("archdsl_verify_plugin_shapes", default=False)
+
+
+@contextlib.contextmanager
+def verifying_shapes(on: bool = True) -> Iterator[None]:
+    """Within this context, plugin ops' declared ``shape``/``params`` functions are checked against the
+    module on the ``meta`` device (once per op, input shape and arguments); outside it they are trusted
+    (``archc check``/``render``, ``archdsl.graph``: no module is built, torch is never imported for it)."""
+    token = _VERIFY.set(on)
+    try:
+        yield
+    finally:
+        _VERIFY.reset(token)
 
 
 @dataclass
@@ -77,7 +102,9 @@ class UserOp:
     family: str = "plugin"
     inputs: int = 1
     input_names: tuple[str, ...] = ()   # the forward's parameter names, for messages
+    verify: Verify | None = None
     _cache: dict[str, Result] = field(default_factory=dict, repr=False)
+    _checked: dict[str, tuple[str, str] | None] = field(default_factory=dict, repr=False)  # key -> problem
 
     @property
     def module(self) -> str:
@@ -101,7 +128,7 @@ class UserOp:
     def call_args(self, bound: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The factory's positional and keyword arguments for bound spec values (lists become tuples, the
         form generated code writes them in; unset Python defaults are left out)."""
-        vals = {k: _as_python(v) for k, v in bound.items() if v is not PYTHON_DEFAULT}
+        vals = {k: as_spec_value(v) for k, v in bound.items() if v is not PYTHON_DEFAULT}
         pos = tuple(vals.pop(k) for k in self.positional if k in vals)
         return pos, vals
 
@@ -114,9 +141,11 @@ def user_ops() -> dict[str, UserOp]:
     return dict(_USER)
 
 
-def _as_python(v: Any) -> Any:
+def as_spec_value(v: Any) -> Any:
+    """A bound argument in the one form every stage sees: lists (at any depth) become tuples, which are
+    hashable, compare equal in the graph and in generated code, and are what the factory receives."""
     if isinstance(v, (list, tuple)):
-        return tuple(_as_python(x) for x in v)
+        return tuple(as_spec_value(x) for x in v)
     return v
 
 
@@ -254,6 +283,8 @@ def _evaluate(op: UserOp, shapes: list[Shape], bound: dict[str, Any]) -> Result:
     key = _key(in_shape, bound)
     hit = op._cache.get(key)
     if hit is not None:
+        if _VERIFY.get():
+            _verify(op, in_shape, bound, hit)
         return hit
     for a in op.args:
         v = bound.get(a.name)
@@ -272,7 +303,41 @@ def _evaluate(op: UserOp, shapes: list[Shape], bound: dict[str, Any]) -> Result:
     if len(op._cache) >= _CACHE_MAX:
         op._cache.clear()
     op._cache[key] = res
+    if _VERIFY.get():
+        _verify(op, in_shape, bound, res)
     return res
+
+
+def _verify(op: UserOp, in_shape: InShape, bound: dict[str, Any], res: Result) -> None:
+    """Raise a ShapeError when the plugin's declared shape (or params) function disagrees with its module
+    on the meta device; each (input shape, arguments) is compared once."""
+    if op.verify is None or (op.shape is None and op.params is None):
+        return   # nothing declared: the values already come from the module itself
+    key = _key(in_shape, bound)
+    if key not in op._checked:
+        pos, kw = op.call_args(bound)
+        real = op.verify(op, in_shape, pos, kw)
+        problem: tuple[str, str] | None = None
+        if real is not None and op.shape is not None and real[0] is not None and tuple(real[0]) != tuple(res[0]):
+            problem = (f"the plugin's shape function gives {list(res[0])} but the module returns "
+                       f"{list(real[0])} for the input {_shape_text(in_shape)}", "shape")
+        elif real is not None and op.params is not None and real[1] != res[1]:
+            problem = (f"the plugin's params function gives {res[1]:,} but the module has {real[1]:,} "
+                       f"parameters for the input {_shape_text(in_shape)}", "params")
+        if len(op._checked) >= _CACHE_MAX:
+            op._checked.clear()
+        op._checked[key] = problem
+    found = op._checked[key]
+    if found is not None:
+        raise ShapeError(found[0], hint=f"plugin op '{op.name}' ({op.qualname} in module {op.module or '?'}): fix "
+                                        f"its {found[1]} function, which summaries, MACs and the input contract "
+                                        "rely on (it was compared with the module on the meta device)")
+
+
+def _shape_text(in_shape: InShape) -> str:
+    if in_shape and isinstance(in_shape[0], tuple):
+        return ", ".join(str(list(s)) for s in in_shape)
+    return str(list(in_shape))
 
 
 def _checked_names(op: UserOp) -> tuple[str, str]:
@@ -303,7 +368,7 @@ def _ctor(op: UserOp) -> Callable[[EmitArgs], Expr]:
             elif a.default is REQUIRED:
                 pieces += [f", {a.name}=", Lit(v, a.name)]
             else:
-                pieces.append(Kw(a.name, v, a.default))
+                pieces.append(Kw(a.name, v, as_spec_value(a.default)))
         pieces.append(")")
         return tuple(pieces)
     return ctor
@@ -323,8 +388,9 @@ def register_user_op(op: UserOp) -> OpDef:
         raise ValueError(f"'{op.name}' is a built-in op; give the plugin op another name")
 
     def normalize(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
-        # the graph keeps only spec values: a default only Python can write stays the factory's
-        return {k: v for k, v in a.items() if v is not PYTHON_DEFAULT}
+        # the graph keeps only spec values: a default only Python can write stays the factory's; lists
+        # become tuples here, once, so check, summary, codegen and the factory all see the same values
+        return {k: as_spec_value(v) for k, v in a.items() if v is not PYTHON_DEFAULT}
 
     def shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
         return _evaluate(op, shapes, a)[0]
