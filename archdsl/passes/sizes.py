@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from ..ir import Graph, Node
-from ..ops import OPS
+from ..lower.dims import ORDER_OPS, SIZE_OPS
+from ..ops import OPS, EmitArgs
 
 __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
 
@@ -105,11 +106,17 @@ class SizeContract:
         return f"{self.pattern()} with {'; '.join(parts)}"
 
 
-def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = None) -> dict[int, tuple[int, ...]] | None:
-    """Every node's output shape when the graph's input is ``shape``, or None when some node rejects it
-    (its shape rule fails, a size becomes non-positive, or a parameter would change its size). ``order``:
-    the nodes by id (a node's inputs precede it; :meth:`Graph.verify` checks that), computed once per caller."""
+def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = None,
+              code: dict[int, Any] | None = None) -> dict[int, tuple[int, ...]] | None:
+    """Every node's output shape when the graph's input is ``shape``, or None when some node rejects it:
+    its shape rule fails, a size becomes non-positive, a parameter would change its size, the spec built at
+    this size would construct or call a layer differently (an argument derived from a size: layernorm's
+    normalized shape, a flatten's features), or a fact the expansion relied on (``graph.size_facts``: a
+    comparison's outcome, a size used as a number) would change. ``order``: the nodes by id (a node's inputs
+    precede it; :meth:`Graph.verify` checks that), computed once per caller; ``code``: a cache of each
+    node's generated code at the declared size, kept by the caller across calls."""
     out: dict[int, tuple[int, ...]] = {}
+    code = {} if code is None else code
     for n in order if order is not None else graph.records():
         if n.op == "input":
             out[n.id] = tuple(shape)
@@ -126,12 +133,64 @@ def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = N
             new = tuple(opdef.shape(ins, args))
             if opdef.params(ins, args) != n.params:
                 return None
+            if n.id not in code:
+                code[n.id] = _code(n, opdef, [tuple(s) for s in n.in_shapes], tuple(n.shape), None)
+            if _code(n, opdef, ins, new, args) != code[n.id]:
+                return None
         except Exception:   # noqa: BLE001 - any failure of a shape rule (a plugin's included) rejects the size
             return None
         if not new or any(not isinstance(d, int) or d <= 0 for d in new):
             return None
         out[n.id] = new
+    if tuple(shape) != tuple(graph.input_shape) and not _facts_hold(graph, out):
+        return None
     return out
+
+
+def _code(n: Node, opdef: Any, ins: list[tuple[int, ...]], shape: tuple[int, ...],
+          resized: dict[str, Any] | None) -> Any:
+    """What code generation writes for node ``n`` with inputs ``ins``, as the spec would build it there: the
+    forward expression, the constructor and the module form, from the arguments the spec gave normalized
+    for these inputs (a reshape's arguments ``resized`` by its own hook; the node's own where it was not
+    made from spec arguments). Equal code at two sizes means the built layer is the one the spec gives."""
+    if opdef.resize is not None and resized is not None:
+        args = resized
+    elif opdef.resize is None and n.bound is not None and opdef.normalize is not None:
+        args = opdef.normalize(ins, dict(n.bound))
+    else:
+        args = n.args
+    e = EmitArgs(dict(args), list(ins), shape, len(n.inputs))
+    parts: list[Any] = [tuple(opdef.emit(e))]
+    if n.module is not None and opdef.ctor is not None:
+        parts.append(tuple(opdef.ctor(e)))
+    if opdef.module_form is not None:
+        parts.append(tuple(opdef.module_form(e)))
+    return parts
+
+
+def _facts_hold(graph: Graph, out: dict[int, tuple[int, ...]]) -> bool:
+    """Whether every fact the expansion relied on keeps its value with the node sizes ``out``."""
+    if not graph.size_facts_complete:
+        return False
+    try:
+        return all(_value(expr, out) == want for expr, want in graph.size_facts.items())
+    except (KeyError, IndexError, ZeroDivisionError, ValueError):
+        return False   # a node the fact reads is gone (a derived graph), or a division by zero: not this size
+
+
+def _value(expr: tuple[Any, ...], out: dict[int, tuple[int, ...]]) -> Any:
+    op = expr[0]
+    if op == "dim":
+        return out[expr[1]][expr[2]]
+    if op == "k":
+        return expr[1]
+    a, b = _value(expr[1], out), _value(expr[2], out)
+    if op in ("//", "%") and b == 0:
+        raise ZeroDivisionError
+    fn = SIZE_OPS.get(op) or ORDER_OPS.get(op)
+    if fn is None:
+        raise ValueError(f"internal: unknown size operation {op!r}")
+    return fn(a, b)
 
 
 def _divisors(n: int) -> list[int]:
@@ -151,10 +210,11 @@ def input_contract(graph: Graph) -> SizeContract:
     if base is None or any(base[n.id] != tuple(n.shape) for n in order):
         return SizeContract(declared, (), derived=False)   # the rules do not reproduce the graph: claim nothing
     seen: dict[tuple[int, ...], bool] = {declared: True}
+    code: dict[int, Any] = {}
 
     def ok(s: tuple[int, ...]) -> bool:
         if s not in seen:
-            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order) is not None
+            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order, code) is not None
         return seen[s]
 
     rules = [_axis_rule(lambda v, a=a: ok(_with(declared, a, v)), a, names[a], declared[a]) for a in axes]
