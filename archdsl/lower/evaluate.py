@@ -270,7 +270,7 @@ class Evaluator(ABC):
                 self.budget.charge(n, e.span)
         elif f is BUILTINS["round"]:
             nd = args[1] if len(args) > 1 else kwargs.get("ndigits")
-            if is_int(nd) and abs(nd) * 0.30103 > self.limits.max_int_bits:   # computes 10 ** |ndigits|
+            if isinstance(nd, int) and abs(nd) * 0.30103 > self.limits.max_int_bits:   # computes 10 ** |ndigits|
                 return self.err(f"round(...): 10 ** {abs(nd):,} would have about {int(abs(nd) * 3.3219):,} bits, "
                                 f"more than the limit {self.limits.max_int_bits:,}", e.span,
                                 hint=limit_hint("max_int_bits"))

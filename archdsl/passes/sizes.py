@@ -28,6 +28,7 @@ from ..ops import OPS, EmitArgs
 __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
 
 _MAX_PROBES = 96          # shape propagations per contract (each is one pass over the graph's nodes)
+_SWEEP_NODE_EVALS = 60_000   # node shape rules the lattice walk of a piecewise graph may run, all probes together
 _AXIS_NAMES = {3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
 
 
@@ -217,7 +218,34 @@ def input_contract(graph: Graph) -> SizeContract:
             seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order, code) is not None
         return seen[s]
 
-    rules = [_axis_rule(lambda v, a=a: ok(_with(declared, a, v)), a, names[a], declared[a]) for a in axes]
+    def probe(a: int) -> Callable[[int], bool]:
+        return lambda v: ok(_with(declared, a, v))
+
+    rules = [_axis_rule(probe(a), a, names[a], declared[a]) for a in axes]
+    if _piecewise(order):
+        # a run-time min/max/abs makes the sizes a reshape accepts piecewise, not a threshold the searches
+        # above assume: walk the lattice around the declared size and stop each rule at its first failure
+        budget = [max(16, _SWEEP_NODE_EVALS // len(order))]
+
+        def walk(s: tuple[int, ...]) -> bool:
+            if s in seen:
+                return seen[s]
+            budget[0] -= 1
+            seen[s] = budget[0] >= 0 and shapes_at(graph, s, order, code) is not None
+            return seen[s]
+
+        def along(a: int) -> Callable[[int], bool]:
+            return lambda v: walk(_with(declared, a, v))
+
+        rules = [_swept(r, along(r.axis)) for r in rules]
+        # the axes may fail together where each works alone (a min of H and W): every accepted pair is walked
+        free = [r for r in rules if not r.fixed]
+        if len(free) == 2:
+            pairs = [(a, b) for a in range(free[0].minimum, (free[0].maximum or 0) + 1, free[0].multiple)
+                     for b in range(free[1].minimum, (free[1].maximum or 0) + 1, free[1].multiple)]
+            if len(pairs) > budget[0] or not all(walk(_with(_with(declared, free[0].axis, a), free[1].axis, b))
+                                                 for a, b in pairs):
+                rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
     # the axes were probed one at a time; the smallest sizes together and larger ones together must work too
     if rules and not all(r.fixed for r in rules):
         lo = list(declared)
@@ -229,6 +257,37 @@ def input_contract(graph: Graph) -> SizeContract:
         if not (ok(tuple(lo)) and ok(tuple(hi))):
             rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
     return SizeContract(declared, tuple(rules))
+
+
+def _piecewise(order: list[Node]) -> bool:
+    """Whether a node computes a run-time size with min or max (a reshape's ``dyn`` formulas)."""
+    def has(f: Any) -> bool:
+        return isinstance(f, tuple) and bool(f) and (f[0] in ("max", "min") or any(has(x) for x in f[1:]))
+    return any(has(f) for n in order for f in (n.args.get("dyn") or ()) if f is not None)
+
+
+def _swept(r: AxisRule, ok: Callable[[int], bool]) -> AxisRule:
+    """``r`` cut at the first size on its lattice, below and above the declared one, that ``ok`` refuses
+    (sizes ``ok`` cannot afford to check count as refused: the rule only shrinks); bounded above by the
+    walk, so every size the rule accepts was checked."""
+    if r.fixed:
+        return r
+    low = r.minimum
+    s = r.declared - r.multiple
+    while s >= r.minimum:
+        if not ok(s):
+            low = s + r.multiple
+            break
+        s -= r.multiple
+    # a piecewise formula may fail again far above: the rule stops where the walk did (at most about 4x)
+    top = r.maximum if r.maximum is not None else 4 * r.declared + 2 * r.multiple
+    s = r.declared + r.multiple
+    while s <= top and ok(s):
+        s += r.multiple
+    high = s - r.multiple
+    if low == r.declared and high == r.declared:
+        return AxisRule(r.axis, r.name, r.declared, fixed=True)
+    return AxisRule(r.axis, r.name, r.declared, multiple=r.multiple, minimum=low, maximum=high)
 
 
 def _with(shape: tuple[int, ...], axis: int, v: int) -> tuple[int, ...]:
