@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from archdsl.errors import ArchError
 from archdsl.lower.dims import Dim, compare, recording
 from archdsl.passes.sizes import input_contract
 
+ROOT = Path(__file__).resolve().parent.parent
 _BUILT: dict[str, Any] = {}
 
 
@@ -105,6 +107,15 @@ def test_min_max_abs_int_round_stay_symbolic(size: str, emitted: str, contract: 
     assert "torch.fx.wrap(\"_size_max\")" in archdsl.source(bigger) or "max" not in size
     assert input_contract(archdsl.graph(bigger)).describe().startswith("[2, H, W]")
     assert len(_agrees(bigger, [(2, h, w) for h in (3, 6, 9) for w in (4, 13)])) == 6
+
+
+def test_docs_quote_the_generated_code_and_the_contract_rules() -> None:
+    text = (ROOT / "docs" / "language.md").read_text()
+    line = "x.reshape(x.shape[0], -1, (_size_max((x.shape[2] // 2), 4) * x.shape[3]))"
+    assert line in text and line in archdsl.source(ISSUE_MAX)
+    for rule in ("**Kept symbolic**", "**A condition of the contract**", "keeps the difference of its sides",
+                 "**Constructor arguments the compiler derives from the input**", "`[3, 224, 224] only`"):
+        assert rule in text
 
 
 def test_size_helpers_trace_script_and_export() -> None:

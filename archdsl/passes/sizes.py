@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from ..ir import Graph, Node
 from ..lower.dims import ORDER_OPS, SIZE_OPS
-from ..ops import OPS, EmitArgs
+from ..ops import OPS, EmitArgs, Lit
 
 __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
 
@@ -163,7 +163,9 @@ def _code(n: Node, opdef: Any, ins: list[tuple[int, ...]], shape: tuple[int, ...
     e = EmitArgs(dict(args), list(ins), shape, len(n.inputs))
     parts: list[Any] = [tuple(opdef.emit(e))]
     if n.module is not None and opdef.ctor is not None:
-        parts.append(tuple(opdef.ctor(e)))
+        # a plugin's factory is handed its input shape the way a conv is handed its input channels: to follow
+        # the input (docs/extending.md); its shape rule and parameter count are what the probes check
+        parts.append(tuple(p for p in opdef.ctor(e) if not (isinstance(p, Lit) and p.name == "in_shape")))
     if opdef.module_form is not None:
         parts.append(tuple(opdef.module_form(e)))
     return parts
