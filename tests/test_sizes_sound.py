@@ -145,6 +145,10 @@ def test_size_helpers_trace_script_and_export() -> None:
     ("[relu, sigmoid, tanh][in.h // 8]", "H from 8 to 15"),
     ("relu * (in.h // 4)", "H from 12 to 15"),
     ("named(\"act\" + str(in.h // 6), relu)", "H from 12 to 17"),
+    ("[relu for i in range(in.h // 8)]", "H from 8 to 15"),
+    ("scale(in.h / 4)", "H exactly 12"),
+    ("x * 2 ** (in.h // 8)", "H from 8 to 15"),
+    ("upsample(scale_factor=in.h // 6)", "H from 12 to 17"),
 ])
 def test_comparisons_and_numbers_become_contract_conditions(line: str, contract: str) -> None:
     text = f"network t():\n    input [2, 12, 10]\n    {line}\n"
