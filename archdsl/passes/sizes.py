@@ -9,7 +9,11 @@ a position embedding added to the tokens), or a map that becomes empty.
 
 :func:`input_contract` finds the sizes by re-running every node's shape rule over the graph at probe sizes
 (the node's bound args, re-derived by the op's ``resize`` hook where they depend on the size) and checking
-that every parameter keeps its count. Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
+that every parameter keeps its count, that every layer is constructed and called as the spec would build it
+there (the spec's arguments normalized again for the probe's shapes: an argument derived from a size, like
+layernorm's normalized shape, must come out the same), and that every fact the expansion relied on about
+sizes read from tensors still holds (``Graph.size_facts``: a comparison's outcome, a size used as a number;
+see :mod:`archdsl.lower.dims`). Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
 the period (the smallest divisor ``d`` of the declared size such that the two next multiples work) and the
 smallest working size on that lattice; channels never change. :class:`SizeContract` describes the result
 ("H and W multiples of 32") for ``archc check``/``summary`` and gives the generated ``forward`` its guard,
