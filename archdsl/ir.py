@@ -73,6 +73,10 @@ class Node(BaseModel):
     macs: int = 0
     reparam: str | None = None      # path of the reparam group this node belongs to
     label: str | None = None
+    # the op's arguments as the spec gave them, before the op's normalize hook derived its own from the input
+    # shapes (None: the node was not made from spec arguments); the input contract normalizes them again at
+    # other sizes, so an argument derived from a size (layernorm's normalized shape) keeps the size fixed
+    bound: dict[str, Any] | None = None
 
 
 @dataclass
@@ -117,6 +121,11 @@ class Graph:
         self.reparam_groups: dict[str, ReparamGroup] = {}
         self.fused_nodes: set[int] = set()
         self.warnings: list[Any] = []   # archdsl.errors.Diagnostic, severity "warning" (passes.lint)
+        # conditions the expansion relied on about sizes read from tensors (archdsl.lower.dims): formula ->
+        # the value it must keep; complete=False when there were too many to keep (the contract then fixes
+        # every size)
+        self.size_facts: dict[tuple[Any, ...], Any] = {}
+        self.size_facts_complete = True
 
     @property
     def g(self) -> Any:
@@ -195,6 +204,8 @@ class Graph:
         g.params_used = dict(self.params_used)
         g.loc = self.loc
         g.address = self.address
+        g.size_facts = dict(self.size_facts)
+        g.size_facts_complete = self.size_facts_complete
         return g
 
     def problems(self) -> list[str]:

@@ -37,6 +37,7 @@ RESERVED_GLOBALS = frozenset({
     "torch", "nn", "F", "OrderedDict", "Optional", "self", "super", "getattr", "float", "int", "bool", "str",
     "tuple", "dict", "list", "print", "sum", "len", "range", "None", "True", "False", "object", "type",
     "_channel_shuffle", "_stochastic_depth", "_smoke_test", "_check_input", "_reset_linear", "ValueError", "x",
+    "_size_max", "_size_min", "max", "min",
     "__name__", "__doc__",
 })
 

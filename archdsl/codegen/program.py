@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops import MOD, OPS, EmitArgs, In, Kw, Lit, has_trait
+from ..ops import MOD, OPS, EmitArgs, In, Kw, Lit, has_trait, size_helpers
 from .names import GenerationError, check_child_name
 from .units import Hierarchy, Unit
 
@@ -189,6 +189,7 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
         elif MOD in expr:
             raise GenerationError(f"op '{n.op}' calls its module but the node has none")
         body.helpers.update(opdef.helpers)
+        body.helpers.update(size_helpers(expr))
         mf = tuple(opdef.module_form(e)) if opdef.module_form is not None else None
         if (not u.path and not n.module and n.label and mf is not None and local == n.label and "." not in local
                 and local not in registered and local not in h.module_roots):

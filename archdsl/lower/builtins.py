@@ -9,6 +9,7 @@ import itertools
 import math
 from typing import Any, Callable
 
+from .dims import size_abs, size_int, size_max, size_min
 from .values import LayerSpec, fmt, inline, is_int, make_divisible, named, type_name
 
 __all__ = ["BUILTINS", "CONSTANTS", "CHEAP_BUILTINS"]
@@ -76,7 +77,8 @@ def _sum(items: Any, start: Any = 0) -> Any:
 
 
 BUILTINS: dict[str, Callable[..., Any]] = {
-    "min": min, "max": max, "abs": abs, "round": _round, "int": int, "float": float, "len": len,
+    # min, max, abs and int of a size read from a tensor stay symbolic (archdsl.lower.dims)
+    "min": size_min, "max": size_max, "abs": size_abs, "round": _round, "int": size_int, "float": float, "len": len,
     "sum": _sum, "range": lambda *a: list(range(*a)), "make_divisible": make_divisible,
     # EfficientNet's depth multiplier rounds repeat counts up: ceil(n * depth_mult)
     "ceil": math.ceil, "floor": math.floor,

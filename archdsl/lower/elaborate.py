@@ -26,6 +26,7 @@ from ..source import Span
 from .bind import bind, fill_defaults, network_signature
 from .budget import limit_hint
 from .builtins import BUILTINS, CONSTANTS
+from .dims import recording, strip_dims
 from .evaluate import Env
 from .layers import LayerApplier, span_from_loc
 from .names import check_identifier, class_name
@@ -523,6 +524,8 @@ class Lowerer(LayerApplier):
         if len(self.graph) >= self.limits.max_nodes:
             raise ArchError(Diagnostic(f"the network expands to more than {self.limits.max_nodes:,} layers", span,
                                        hint=limit_hint("max_nodes", "check repetition counts")))
+        # a size read from a tensor that reaches a node's arguments is a number there from now on: pinned
+        args = {k: strip_dims(a) for k, a in args.items()}
         node = Node(id=self.next_id, op=op, args=args, inputs=inputs, in_shapes=in_shapes, shape=shape, name=name,
                     module=module, scope=list(frames), loc=self.loc(span), reparam=self._reparam, label=label)
         self.next_id += 1
@@ -566,7 +569,11 @@ def lower_network(program: Program, net: A.NetworkDef, overrides: dict[str, Any]
     rep = reporter or Reporter()
     lw = Lowerer(program, rep, limits or Limits())
     try:
-        g = lw.lower(net, overrides or {}, override_spans or {})
+        with recording() as facts:
+            g = lw.lower(net, overrides or {}, override_spans or {})
+        # what the expansion relied on about sizes read from tensors: conditions of the input contract
+        g.size_facts = dict(facts.facts)
+        g.size_facts_complete = not facts.overflow
     except RecursionError:
         raise ArchError(Diagnostic("the spec nests too deeply to expand", net.name_span,
                                    hint="check for recursive blocks")) from None

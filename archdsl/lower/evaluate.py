@@ -21,6 +21,7 @@ from ..limits import Limits
 from ..ops import MULTI_OUTPUT_OPS, OPS
 from ..source import Span
 from .budget import Budget, limit_hint
+from .dims import Dim, compare, has_dims, pin, pin_all
 from .builtins import BUILTINS, CHEAP_BUILTINS, CONSTANTS
 from .synonyms import meaning_hint
 from .values import ABSENT, POISON, LayerSpec, ShapeVal, TensorVal, fmt, is_int, is_num, type_name
@@ -269,7 +270,7 @@ class Evaluator(ABC):
                 self.budget.charge(n, e.span)
         elif f is BUILTINS["round"]:
             nd = args[1] if len(args) > 1 else kwargs.get("ndigits")
-            if is_int(nd) and abs(nd) * 0.30103 > self.limits.max_int_bits:   # computes 10 ** |ndigits|
+            if isinstance(nd, int) and abs(nd) * 0.30103 > self.limits.max_int_bits:   # computes 10 ** |ndigits|
                 return self.err(f"round(...): 10 ** {abs(nd):,} would have about {int(abs(nd) * 3.3219):,} bits, "
                                 f"more than the limit {self.limits.max_int_bits:,}", e.span,
                                 hint=limit_hint("max_int_bits"))
@@ -281,6 +282,12 @@ class Evaluator(ABC):
             out = f(*args, **kwargs)
         except (TypeError, ValueError, ZeroDivisionError, OverflowError) as ex:
             return self.err(f"{fname}(...): {ex}", e.span)
+        if (f not in CHEAP_BUILTINS or f is BUILTINS["range"]) and not has_dims(out) \
+                and (has_dims(args) or has_dims(list(kwargs.values()))):
+            # the result no longer carries the sizes it was computed from (str, float, log2, range, a float
+            # min): those sizes keep their values in the input contract
+            pin_all(args)
+            pin_all(list(kwargs.values()))
         if f is BUILTINS["str"] and len(out) > self.limits.max_value_size:
             return self.err(f"str(...) would make {len(out):,} characters, more than the limit "
                             f"{self.limits.max_value_size:,}", e.span, hint=limit_hint("max_value_size"))
@@ -299,6 +306,7 @@ class Evaluator(ABC):
             return self.err(f"cannot index {type_name(obj)}", e.obj.span)
         if not is_int(idx):
             return self.err(f"list index must be an integer, got {type_name(idx)}", e.index.span)
+        pin(idx)   # which item is picked: a size used as an index keeps its value
         if not -len(obj) <= idx < len(obj):
             return self.err(f"index {idx} is out of range for a list of {len(obj)}", e.index.span,
                             hint=f"valid indices are 0 to {len(obj) - 1} (or -{len(obj)} to -1)" if obj else
@@ -333,6 +341,7 @@ class Evaluator(ABC):
         if op == "*" and (isinstance(a, (LayerSpec, list)) or isinstance(b, (LayerSpec, list))) and \
                 (is_int(a) or is_int(b)):
             seq, n = (a, b) if is_int(b) else (b, a)
+            pin(n)   # the count is a number of layers: a size it was read from keeps its value
             if n < 0:
                 return self.err(f"repetition count must be >= 0, got {n}", e.right.span if is_int(b) else e.left.span)
             if n > self.limits.max_repeat:
@@ -378,6 +387,9 @@ class Evaluator(ABC):
             base = f"({fmt(a)})" if a < 0 else fmt(a)
             return self.err(f"{base} ** {fmt(b)} is not a real number", e.span,
                             hint="a negative base needs an integer exponent")
+        if not isinstance(out, Dim):
+            pin(a)   # a size that went into a float or a power keeps only its value (see lower.dims)
+            pin(b)
         return self.fit(out, e.op_span)
 
     def _unary(self, e: A.UnaryOp, env: Env) -> Any:
@@ -408,7 +420,9 @@ class Evaluator(ABC):
                 if not (is_num(left) and is_num(right)) and not (isinstance(left, str) and isinstance(right, str)):
                     return self.err(f"cannot compare {type_name(left)} {op} {type_name(right)}", e.span,
                                     hint="order comparisons need two numbers or two strings")
-                res = {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[op]
+                # (through lower.dims.compare: a size read from a tensor notes the outcome as a fact)
+                res = compare(op, left, right) if is_num(left) else \
+                    {"<": left < right, ">": left > right, "<=": left <= right, ">=": left >= right}[op]
             if not res:
                 return False
             left = right
@@ -514,6 +528,8 @@ def _equal(a: Any, b: Any) -> bool:
         return False
     if isinstance(a, str) != isinstance(b, str):
         return False
+    if (isinstance(a, Dim) or isinstance(b, Dim)) and is_num(a) and is_num(b):
+        return compare("==", a, b)
     return bool(a == b)
 
 

@@ -19,6 +19,7 @@ from .bind import bind, block_signature, check_op_types, fill_defaults, op_signa
 from .budget import limit_hint
 from .evaluate import Env, Evaluator
 from .scope import Scope
+from .dims import pin
 from .values import POISON, Dim, LayerSpec, TensorVal, fmt, iter_flat, strip_dims, type_name
 
 __all__ = ["LayerApplier"]
@@ -147,6 +148,7 @@ class LayerApplier(Evaluator):
             args, xs = self._size_sources(args, xs[0])
         else:
             args = {k: strip_dims(a) for k, a in args.items()}
+        bound = dict(args)   # as the spec gave them: the contract normalizes them again at other sizes
         shapes = [x.shape for x in xs]
         argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
         argspans.update({k: s for k, (_, s) in v.kwargs.items()})
@@ -176,7 +178,7 @@ class LayerApplier(Evaluator):
             self.claim(path, label_span or span, "layer")
         node = self.new_node(opdef.name, args, [x.nid for x in xs], shapes, shape, path, module, span, scope.frames,
                              label=label)
-        node.params, node.macs = params, macs
+        node.params, node.macs, node.bound = params, macs, bound
         return TensorVal(node.id, shape)
 
     def _size_sources(self, args: dict[str, Any], x: TensorVal) -> tuple[dict[str, Any], list[TensorVal]]:
@@ -198,9 +200,10 @@ class LayerApplier(Evaluator):
 
         out: dict[str, Any] = {}
         for k, a in args.items():
-            if isinstance(a, list) and any(isinstance(d, Dim) for d in a):
+            keep = isinstance(a, list) and any(isinstance(d, Dim) for d in a)
+            if keep:
                 out["dyn"] = tuple(rebase(d.expr) if isinstance(d, Dim) else None for d in a)
-            out[k] = strip_dims(a)
+            out[k] = strip_dims(a, keep=keep)   # kept: the formulas are computed at run time
         return out, sources
 
     def apply_multi(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,
@@ -226,6 +229,8 @@ class LayerApplier(Evaluator):
             sizes = args["sizes"]
             if not all(isinstance(s, int) and s > 0 for s in sizes) or sum(sizes) != size:
                 return self.err(f"split: sizes {fmt(sizes)} must be positive and add up to {size}", v.call_span or span)
+        # the parts are numbers computed from this size: the model keeps them, so the size keeps its value
+        pin(x.dims()[dim - 1])
         outs = []
         start = 0
         for i, s in enumerate(sizes):
@@ -296,6 +301,8 @@ class LayerApplier(Evaluator):
         args = self.bind_op(opdef.name, opdef.args, [], kwargs, span)
         if args is None:
             return POISON
+        args = {k: strip_dims(a) for k, a in args.items()}
+        bound = dict(args)
         shapes = [t.shape for t in tensors]
         try:
             if opdef.normalize:
@@ -315,7 +322,7 @@ class LayerApplier(Evaluator):
                                 hint="give both the same rank (keepdim=true, or reshape with size-1 dims)",
                                 notes=self.provenance(tensors))
         node = self.new_node(kind, args, [t.nid for t in tensors], shapes, shape, name, None, span, frames)
-        node.reparam = reparam
+        node.reparam, node.bound = reparam, bound
         node.macs = opdef.macs(shapes, shape, args)   # matmul and attention count (merges count 0)
         return TensorVal(node.id, shape)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Iterator, TypeGuard
 
 from ..source import Span
+from .dims import Dim, dims_of, strip_dims
 
 __all__ = ["POISON", "ABSENT", "LayerSpec", "TensorVal", "ShapeVal", "fmt", "type_name", "is_int", "is_num",
            "is_tensorish", "iter_flat", "make_divisible", "named", "inline", "FMT_MESSAGE_CHARS", "fmt_exact",
@@ -50,92 +51,6 @@ class LayerSpec:
             return self.name
         parts = [fmt(v) for v, _ in self.args] + [f"{k}={fmt(v)}" for k, (v, _) in self.kwargs.items()]
         return f"{self.name}({', '.join(parts)})"
-
-
-# A size read from a tensor (``in.h``) stays symbolic through this many operations; a longer computation
-# keeps only its value (reshape then uses the number, and the derived input contract says so).
-_MAX_DIM_TERMS = 32
-_DIM_OPS = ("+", "-", "*", "//", "%")
-
-
-class Dim(int):
-    """An ``int`` read from a tensor's shape (``in.h``, ``t.shape[1]``) that remembers how it was computed.
-
-    It *is* its value at the declared input size, so every compile-time use (channels, comparisons, loop
-    counts) sees a plain number. Integer arithmetic with ``+ - * // %`` keeps the formula ``expr`` beside the
-    value: ``("dim", nid, axis)`` for the size of node ``nid``'s output along per-sample ``axis``, ``("k", n)``
-    for a constant, ``(op, a, b)`` for an operation. ``reshape`` reads the formula so the generated code
-    computes its sizes from the tensors at run time, and the model runs at every valid input size. Ops that
-    need a number (a conv's channels) get the plain value (:func:`strip_dims`).
-    """
-
-    expr: tuple[Any, ...]
-    terms: int
-
-    def __new__(cls, value: int, expr: tuple[Any, ...], terms: int = 1) -> "Dim":
-        obj = super().__new__(cls, value)
-        obj.expr = expr
-        obj.terms = terms
-        return obj
-
-    def __repr__(self) -> str:
-        return int.__repr__(self)
-
-    __str__ = __repr__
-
-    def _combine(self, op: str, other: Any, swap: bool) -> Any:
-        if isinstance(other, bool) or not isinstance(other, int):
-            return NotImplemented
-        a, b = (other, self) if swap else (self, other)
-        value = {"+": int.__add__, "-": int.__sub__, "*": int.__mul__, "//": int.__floordiv__,
-                 "%": int.__mod__}[op](int(a), int(b))
-        terms = _terms(a) + _terms(b)
-        if terms > _MAX_DIM_TERMS:
-            return value
-        return Dim(value, (op, _expr(a), _expr(b)), terms)
-
-    def __add__(self, o: Any) -> Any: return self._combine("+", o, False)
-    def __radd__(self, o: Any) -> Any: return self._combine("+", o, True)
-    def __sub__(self, o: Any) -> Any: return self._combine("-", o, False)
-    def __rsub__(self, o: Any) -> Any: return self._combine("-", o, True)
-    def __mul__(self, o: Any) -> Any: return self._combine("*", o, False)
-    def __rmul__(self, o: Any) -> Any: return self._combine("*", o, True)
-    def __floordiv__(self, o: Any) -> Any: return self._combine("//", o, False)
-    def __rfloordiv__(self, o: Any) -> Any: return self._combine("//", o, True)
-    def __mod__(self, o: Any) -> Any: return self._combine("%", o, False)
-    def __rmod__(self, o: Any) -> Any: return self._combine("%", o, True)
-
-    def __neg__(self) -> Any:
-        return self._combine("-", 0, True)
-
-    def __pos__(self) -> Any:
-        return self
-
-
-def _expr(v: int) -> tuple[Any, ...]:
-    return v.expr if isinstance(v, Dim) else ("k", int(v))
-
-
-def _terms(v: int) -> int:
-    return v.terms if isinstance(v, Dim) else 1
-
-
-def strip_dims(v: Any) -> Any:
-    """``v`` with every :class:`Dim` (also inside lists and tuples) turned into a plain ``int``."""
-    if isinstance(v, Dim):
-        return int(v)
-    if isinstance(v, list):
-        return [strip_dims(x) for x in v]
-    if isinstance(v, tuple):
-        return tuple(strip_dims(x) for x in v)
-    return v
-
-
-def dims_of(shape: tuple[int, ...], nid: int | None) -> list[int]:
-    """The sizes of node ``nid``'s output as :class:`Dim` values (plain ints when ``nid`` is unknown)."""
-    if nid is None:
-        return list(shape)
-    return [Dim(d, ("dim", nid, i)) for i, d in enumerate(shape)]
 
 
 def _shape_attr(shape: tuple[int, ...], nid: int | None, name: str) -> Any:

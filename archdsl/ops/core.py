@@ -95,9 +95,11 @@ TRAITS: dict[str, str] = {
     "inplace": "has an in-place form codegen uses when the producer allows it (relu, relu6, add)",
     "merge": "combines several tensors (add, mul, concat, stack): a combinator",
     "multi-output": "produces several tensors (chunk, split): lowered to narrow nodes",
-    "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``): lowering keeps their "
-                   "formulas (``args['dyn']``), the tensors they read become extra inputs after the data input, "
-                   "and the generated code computes the sizes at run time (reshape)",
+    "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``, ``max(in.h // 2, 4)``): "
+                   "lowering keeps their formulas (``args['dyn']``), the tensors they read become extra inputs "
+                   "after the data input, and the generated code computes the sizes at run time (reshape); "
+                   "any other op's arguments are numbers, and the sizes they came from keep their values in "
+                   "the input contract",
 }
 
 OP_FAMILIES = ("input", "conv", "linear", "norm", "pool", "act", "dropout", "merge", "shape", "identity")

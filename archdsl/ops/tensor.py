@@ -7,7 +7,7 @@ from typing import Any, Callable
 from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _need_rank, _same, broadcast,
                    register)
 
-__all__ = ["MULTI_OUTPUT_OPS", "HELPERS", "eval_size"]
+__all__ = ["MULTI_OUTPUT_OPS", "HELPERS", "SIZE_OPS", "eval_size", "size_helpers"]
 
 # Module-level functions the generated code may need (named by OpDef.helpers); trusted text, no spec value.
 HELPERS: dict[str, str] = {
@@ -27,6 +27,25 @@ def _stochastic_depth(x: torch.Tensor, p: float, mode: str, training: bool) -> t
     if keep > 0.0:
         noise.div_(keep)
     return x * noise
+''',
+    # run-time sizes (reshape): min/max of sizes read from tensors. TorchScript compiles the builtin; torch.fx
+    # symbolic tracing (which cannot branch on a size) sees one leaf call; torch.export and torch.compile get
+    # the symbolic max, so a dynamic size stays dynamic
+    "size_ops": '''
+def _size_max(a: int, b: int) -> int:
+    if torch.jit.is_scripting():
+        return max(a, b)
+    return torch.sym_max(a, b)
+
+
+def _size_min(a: int, b: int) -> int:
+    if torch.jit.is_scripting():
+        return min(a, b)
+    return torch.sym_min(a, b)
+
+
+torch.fx.wrap("_size_max")
+torch.fx.wrap("_size_min")
 ''',
 }
 
@@ -169,11 +188,18 @@ def _reshape_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
 
 # ---- sizes read from tensors at run time (the "reads-sizes" trait) ---------------------------------------
 # A formula is ("in", k, axis): the size of the op's k-th input along per-sample ``axis``; ("k", n): a
-# constant; (op, a, b) with op in + - * // %. Lowering turns the spec's ``in.h // 16`` into one (the tensor
+# constant; (op, a, b) with op in + - * // % max min. Lowering turns the spec's ``in.h // 16`` into one (the tensor
 # it reads becomes input k); emission writes it as Python over ``x.shape``; the contract pass evaluates it.
-_SIZE_OPS: dict[str, Callable[[int, int], int]] = {
+SIZE_OPS: dict[str, Callable[[int, int], int]] = {
     "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-    "//": lambda a, b: a // b, "%": lambda a, b: a % b}
+    "//": lambda a, b: a // b, "%": lambda a, b: a % b, "max": max, "min": min}
+# min/max are written as calls of these helpers (HELPERS["size_ops"]), the others as infix operators
+_SIZE_CALLS = {"max": "_size_max", "min": "_size_min"}
+
+
+def size_helpers(expr: Expr) -> tuple[str, ...]:
+    """The helpers (:data:`HELPERS` keys) an emitted expression calls beyond its op's own: the size ones."""
+    return ("size_ops",) if any(isinstance(p, str) and p in ("_size_max(", "_size_min(") for p in expr) else ()
 
 
 def eval_size(expr: tuple[Any, ...], shapes: list[Shape]) -> int:
@@ -185,7 +211,7 @@ def eval_size(expr: tuple[Any, ...], shapes: list[Shape]) -> int:
     a, b = eval_size(expr[1], shapes), eval_size(expr[2], shapes)
     if expr[0] in ("//", "%") and b == 0:
         raise ShapeError(f"a size computed from the input divides by zero ({expr[0]} 0)", arg="shape")
-    return _SIZE_OPS[expr[0]](a, b)
+    return SIZE_OPS[expr[0]](a, b)
 
 
 def _size_code(expr: tuple[Any, ...], name: str) -> Expr:
@@ -195,8 +221,10 @@ def _size_code(expr: tuple[Any, ...], name: str) -> Expr:
         return (Lit(int(expr[1]), name),)
     if expr[0] == "in":
         return (In(int(expr[1])), f".shape[{int(expr[2]) + 1}]")
-    if expr[0] not in _SIZE_OPS:
+    if expr[0] not in SIZE_OPS:
         raise ValueError(f"internal: unknown size operation {expr[0]!r}")
+    if expr[0] in _SIZE_CALLS:
+        return (_SIZE_CALLS[expr[0]] + "(", *_size_code(expr[1], name), ", ", *_size_code(expr[2], name), ")")
     return ("(", *_size_code(expr[1], name), f" {expr[0]} ", *_size_code(expr[2], name), ")")
 
 

@@ -9,7 +9,11 @@ a position embedding added to the tokens), or a map that becomes empty.
 
 :func:`input_contract` finds the sizes by re-running every node's shape rule over the graph at probe sizes
 (the node's bound args, re-derived by the op's ``resize`` hook where they depend on the size) and checking
-that every parameter keeps its count. Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
+that every parameter keeps its count, that every layer is constructed and called as the spec would build it
+there (the spec's arguments normalized again for the probe's shapes: an argument derived from a size, like
+layernorm's normalized shape, must come out the same), and that every fact the expansion relied on about
+sizes read from tensors still holds (``Graph.size_facts``: a comparison's outcome, a size used as a number;
+see :mod:`archdsl.lower.dims`). Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
 the period (the smallest divisor ``d`` of the declared size such that the two next multiples work) and the
 smallest working size on that lattice; channels never change. :class:`SizeContract` describes the result
 ("H and W multiples of 32") for ``archc check``/``summary`` and gives the generated ``forward`` its guard,
@@ -19,14 +23,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from ..ir import Graph, Node
-from ..ops import OPS
+from ..lower.dims import ORDER_OPS, SIZE_OPS
+from ..ops import OPS, EmitArgs, Lit
 
 __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
 
 _MAX_PROBES = 96          # shape propagations per contract (each is one pass over the graph's nodes)
+_SWEEP_NODE_EVALS = 60_000   # node shape rules the lattice walk of a piecewise graph may run, all probes together
 _AXIS_NAMES = {3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
 
 
@@ -105,11 +111,17 @@ class SizeContract:
         return f"{self.pattern()} with {'; '.join(parts)}"
 
 
-def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = None) -> dict[int, tuple[int, ...]] | None:
-    """Every node's output shape when the graph's input is ``shape``, or None when some node rejects it
-    (its shape rule fails, a size becomes non-positive, or a parameter would change its size). ``order``:
-    the nodes by id (a node's inputs precede it; :meth:`Graph.verify` checks that), computed once per caller."""
+def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = None,
+              code: dict[int, Any] | None = None) -> dict[int, tuple[int, ...]] | None:
+    """Every node's output shape when the graph's input is ``shape``, or None when some node rejects it:
+    its shape rule fails, a size becomes non-positive, a parameter would change its size, the spec built at
+    this size would construct or call a layer differently (an argument derived from a size: layernorm's
+    normalized shape, a flatten's features), or a fact the expansion relied on (``graph.size_facts``: a
+    comparison's outcome, a size used as a number) would change. ``order``: the nodes by id (a node's inputs
+    precede it; :meth:`Graph.verify` checks that), computed once per caller; ``code``: a cache of each
+    node's generated code at the declared size, kept by the caller across calls."""
     out: dict[int, tuple[int, ...]] = {}
+    code = {} if code is None else code
     for n in order if order is not None else graph.records():
         if n.op == "input":
             out[n.id] = tuple(shape)
@@ -126,12 +138,66 @@ def shapes_at(graph: Graph, shape: tuple[int, ...], order: list[Node] | None = N
             new = tuple(opdef.shape(ins, args))
             if opdef.params(ins, args) != n.params:
                 return None
+            if n.id not in code:
+                code[n.id] = _code(n, opdef, [tuple(s) for s in n.in_shapes], tuple(n.shape), None)
+            if _code(n, opdef, ins, new, args) != code[n.id]:
+                return None
         except Exception:   # noqa: BLE001 - any failure of a shape rule (a plugin's included) rejects the size
             return None
         if not new or any(not isinstance(d, int) or d <= 0 for d in new):
             return None
         out[n.id] = new
+    if tuple(shape) != tuple(graph.input_shape) and not _facts_hold(graph, out):
+        return None
     return out
+
+
+def _code(n: Node, opdef: Any, ins: list[tuple[int, ...]], shape: tuple[int, ...],
+          resized: dict[str, Any] | None) -> Any:
+    """What code generation writes for node ``n`` with inputs ``ins``, as the spec would build it there: the
+    forward expression, the constructor and the module form, from the arguments the spec gave normalized
+    for these inputs (a reshape's arguments ``resized`` by its own hook; the node's own where it was not
+    made from spec arguments). Equal code at two sizes means the built layer is the one the spec gives."""
+    if opdef.resize is not None and resized is not None:
+        args = resized
+    elif opdef.resize is None and n.bound is not None and opdef.normalize is not None:
+        args = opdef.normalize(ins, dict(n.bound))
+    else:
+        args = n.args
+    e = EmitArgs(dict(args), list(ins), shape, len(n.inputs))
+    parts: list[Any] = [tuple(opdef.emit(e))]
+    if n.module is not None and opdef.ctor is not None:
+        # a plugin's factory is handed its input shape the way a conv is handed its input channels: to follow
+        # the input (docs/extending.md); its shape rule and parameter count are what the probes check
+        parts.append(tuple(p for p in opdef.ctor(e) if not (isinstance(p, Lit) and p.name == "in_shape")))
+    if opdef.module_form is not None:
+        parts.append(tuple(opdef.module_form(e)))
+    return parts
+
+
+def _facts_hold(graph: Graph, out: dict[int, tuple[int, ...]]) -> bool:
+    """Whether every fact the expansion relied on keeps its value with the node sizes ``out``."""
+    if not graph.size_facts_complete:
+        return False
+    try:
+        return all(_value(expr, out) == want for expr, want in graph.size_facts.items())
+    except (KeyError, IndexError, ZeroDivisionError, ValueError):
+        return False   # a node the fact reads is gone (a derived graph), or a division by zero: not this size
+
+
+def _value(expr: tuple[Any, ...], out: dict[int, tuple[int, ...]]) -> Any:
+    op = expr[0]
+    if op == "dim":
+        return out[expr[1]][expr[2]]
+    if op == "k":
+        return expr[1]
+    a, b = _value(expr[1], out), _value(expr[2], out)
+    if op in ("//", "%") and b == 0:
+        raise ZeroDivisionError
+    fn = SIZE_OPS.get(op) or ORDER_OPS.get(op)
+    if fn is None:
+        raise ValueError(f"internal: unknown size operation {op!r}")
+    return fn(a, b)
 
 
 def _divisors(n: int) -> list[int]:
@@ -151,16 +217,41 @@ def input_contract(graph: Graph) -> SizeContract:
     if base is None or any(base[n.id] != tuple(n.shape) for n in order):
         return SizeContract(declared, (), derived=False)   # the rules do not reproduce the graph: claim nothing
     seen: dict[tuple[int, ...], bool] = {declared: True}
+    code: dict[int, Any] = {}
 
     def ok(s: tuple[int, ...]) -> bool:
         if s not in seen:
-            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order) is not None
+            seen[s] = len(seen) < _MAX_PROBES and shapes_at(graph, s, order, code) is not None
         return seen[s]
 
     def probe(a: int) -> Callable[[int], bool]:
         return lambda v: ok(_with(declared, a, v))
 
     rules = [_axis_rule(probe(a), a, names[a], declared[a]) for a in axes]
+    if _piecewise(order):
+        # a run-time min/max/abs makes the sizes a reshape accepts piecewise, not a threshold the searches
+        # above assume: walk the lattice around the declared size and stop each rule at its first failure
+        budget = [max(16, _SWEEP_NODE_EVALS // len(order))]
+
+        def walk(s: tuple[int, ...]) -> bool:
+            if s in seen:
+                return seen[s]
+            budget[0] -= 1
+            seen[s] = budget[0] >= 0 and shapes_at(graph, s, order, code) is not None
+            return seen[s]
+
+        def along(a: int) -> Callable[[int], bool]:
+            return lambda v: walk(_with(declared, a, v))
+
+        rules = [_swept(r, along(r.axis)) for r in rules]
+        # the axes may fail together where each works alone (a min of H and W): every accepted pair is walked
+        free = [r for r in rules if not r.fixed]
+        if len(free) == 2:
+            pairs = [(a, b) for a in range(free[0].minimum, (free[0].maximum or 0) + 1, free[0].multiple)
+                     for b in range(free[1].minimum, (free[1].maximum or 0) + 1, free[1].multiple)]
+            if len(pairs) > budget[0] or not all(walk(_with(_with(declared, free[0].axis, a), free[1].axis, b))
+                                                 for a, b in pairs):
+                rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
     # the axes were probed one at a time; the smallest sizes together and larger ones together must work too
     if rules and not all(r.fixed for r in rules):
         lo = list(declared)
@@ -172,6 +263,37 @@ def input_contract(graph: Graph) -> SizeContract:
         if not (ok(tuple(lo)) and ok(tuple(hi))):
             rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
     return SizeContract(declared, tuple(rules))
+
+
+def _piecewise(order: list[Node]) -> bool:
+    """Whether a node computes a run-time size with min or max (a reshape's ``dyn`` formulas)."""
+    def has(f: Any) -> bool:
+        return isinstance(f, tuple) and bool(f) and (f[0] in ("max", "min") or any(has(x) for x in f[1:]))
+    return any(has(f) for n in order for f in (n.args.get("dyn") or ()) if f is not None)
+
+
+def _swept(r: AxisRule, ok: Callable[[int], bool]) -> AxisRule:
+    """``r`` cut at the first size on its lattice, below and above the declared one, that ``ok`` refuses
+    (sizes ``ok`` cannot afford to check count as refused: the rule only shrinks); bounded above by the
+    walk, so every size the rule accepts was checked."""
+    if r.fixed:
+        return r
+    low = r.minimum
+    s = r.declared - r.multiple
+    while s >= r.minimum:
+        if not ok(s):
+            low = s + r.multiple
+            break
+        s -= r.multiple
+    # a piecewise formula may fail again far above: the rule stops where the walk did (at most about 4x)
+    top = r.maximum if r.maximum is not None else 4 * r.declared + 2 * r.multiple
+    s = r.declared + r.multiple
+    while s <= top and ok(s):
+        s += r.multiple
+    high = s - r.multiple
+    if low == r.declared and high == r.declared:
+        return AxisRule(r.axis, r.name, r.declared, fixed=True)
+    return AxisRule(r.axis, r.name, r.declared, multiple=r.multiple, minimum=low, maximum=high)
 
 
 def _with(shape: tuple[int, ...], axis: int, v: int) -> tuple[int, ...]:
