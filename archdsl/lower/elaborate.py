@@ -21,14 +21,13 @@ from ..ir import DEFAULT_FUSED_NAME, Graph, Loc, Node, ReparamGroup, ScopeFrame
 from ..lang import ast as A
 from ..lang.loader import Program
 from ..limits import Limits
-from ..ops import MULTI_OUTPUT_OPS, OPS
+from ..ops import OPS
 from ..source import Span
 from .bind import bind, fill_defaults, network_signature
 from .budget import limit_hint
-from .builtins import BUILTINS, CONSTANTS
 from .evaluate import Env
 from .layers import LayerApplier, span_from_loc
-from .names import check_identifier, class_name
+from .names import binding_problem, check_identifier, class_name
 from .paths import ModulePaths
 from .scope import Scope
 from .values import ABSENT, POISON, LayerSpec, TensorVal, fmt, is_tensorish, type_name
@@ -43,6 +42,7 @@ class Lowerer(LayerApplier):
         self.graph: Graph | None = None
         self.next_id = 0
         self.depth = 0
+        self._params_checked: set[int] = set()
         self._locs: dict[tuple[str, int, int], Loc] = {}
         self.paths = ModulePaths(self.err)
         self.total_params = 0
@@ -265,9 +265,11 @@ class Lowerer(LayerApplier):
 
     def _bind_var(self, env: Env, name: tuple[str, Span], value: Any) -> None:
         n, span = name
-        if n in OPS or n in MULTI_OUTPUT_OPS or n in env.ns.blocks or n in BUILTINS or n in CONSTANTS:
-            self.err(f"'{n}' is a built-in or block name and cannot be reassigned", span,
-                     hint="choose another name")
+        # A local shadows an op, a block or a built-in function for the rest of its block, as in Python, so a
+        # built-in added later never breaks a spec that used its name ('exp = make_divisible(...)').
+        p = binding_problem(n)
+        if p is not None:
+            self.err(p.message, span, hint=p.hint)
             return
         env.vars[n] = value
 

@@ -18,6 +18,7 @@ from ..source import Span
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .budget import limit_hint
 from .evaluate import Env, Evaluator
+from .names import binding_problem
 from .scope import Scope
 from .values import POISON, Dim, LayerSpec, TensorVal, fmt, iter_flat, strip_dims, type_name
 
@@ -29,6 +30,7 @@ class LayerApplier(Evaluator):
 
     depth: int
     total_params: int
+    _params_checked: set[int]   # ids of the block definitions whose parameter names were checked
 
     # ------------------------------------------------------------------ provided by the elaborator
     @abstractmethod
@@ -250,6 +252,12 @@ class LayerApplier(Evaluator):
             raise ArchError(Diagnostic(
                 f"blocks nest more than {self.limits.max_depth} deep (is '{bdef.name}' recursive?)", span,
                 hint=limit_hint("max_depth", "a block may not use itself, directly or through others")))
+        if id(bdef) not in self._params_checked:   # once per definition, not once per instance
+            self._params_checked.add(id(bdef))
+            for prm in bdef.params:
+                p = binding_problem(prm.name, param=True)
+                if p is not None:
+                    self.err(f"the parameter name '{prm.name}' cannot be used: {p.message}", prm.span, hint=p.hint)
         benv = Env(self.program.namespace_of(bdef), {}, x.shape, x.nid)
         sig = block_signature(bdef)
         given, _, ok = bind(sig, v.args, v.kwargs, v.call_span or span, self.err)  # type: ignore[arg-type]
