@@ -352,12 +352,13 @@ RUNAWAY = {
 
 @pytest.mark.parametrize("src", [
     'block B(c, dropout=0.1):\n    dropout(dropout)\nnetwork net():\n    input [3, 32, 32]\n    B(4)\n',
-    'network net(relu=1):\n    input [3, 32, 32]\n    relu\n'])
+    'network net(relu=1):\n    input [3, 32, 32]\n    relu\n',
+    'block B(c):\n    relu = c * 2\n    conv2d(relu, 1)\n    relu\nnetwork net():\n    input [3, 32, 32]\n    B(4)\n'])
 def test_parameter_hiding_an_op_says_so(src: str) -> None:
     with pytest.raises(ArchError) as ei:
         compile_graph(src)
     hint = ei.value.errors[0].hint or ""
-    assert "is a parameter that hides the op" in hint and "rename the parameter" in hint
+    assert "is a parameter or named value of this block that hides the op" in hint and "rename it" in hint
 
 
 @pytest.mark.parametrize("name", list(RUNAWAY))

@@ -261,27 +261,32 @@ class LayerApplier(Evaluator):
         benv = Env(self.program.namespace_of(bdef), {}, x.shape, x.nid)
         sig = block_signature(bdef)
         given, _, ok = bind(sig, v.args, v.kwargs, v.call_span or span, self.err)  # type: ignore[arg-type]
-
-        fill_defaults(sig, given, lambda slot: self.eval(slot.default, benv), sink=benv.vars)
-        if not ok:
-            return POISON
-        benv.vars["x"] = x
-        if v.inline:
-            # like 'seq:': the caller's naming scope and position counter, no container, no frame
+        outer = self.instance
+        if not v.inline:   # an inline block's layers, and errors, belong to the instance it is written in
+            self.instance = path
+        try:
+            fill_defaults(sig, given, lambda slot: self.eval(slot.default, benv), sink=benv.vars)
+            if not ok:
+                return POISON
+            benv.vars["x"] = x
+            if v.inline:
+                # like 'seq:': the caller's naming scope and position counter, no container, no frame
+                self.depth += 1
+                try:
+                    return self.exec_body(bdef.body, benv, x, scope)
+                finally:
+                    self.depth -= 1
+            self.claim(path, label_span or span, "block")
+            args_txt = ", ".join(f"{p.name}={fmt(benv.vars[p.name])}" for p in bdef.params)
+            inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
+                                                 loc=self.loc(span)))
             self.depth += 1
             try:
-                return self.exec_body(bdef.body, benv, x, scope)
+                return self.exec_body(bdef.body, benv, x, inner)
             finally:
                 self.depth -= 1
-        self.claim(path, label_span or span, "block")
-        args_txt = ", ".join(f"{p.name}={fmt(benv.vars[p.name])}" for p in bdef.params)
-        inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
-                                             loc=self.loc(span)))
-        self.depth += 1
-        try:
-            return self.exec_body(bdef.body, benv, x, inner)
         finally:
-            self.depth -= 1
+            self.instance = outer
 
     # ------------------------------------------------------------------ merges
     def merge(self, kind: str, branches: list[Any], kwargs: dict[str, tuple[Any, Span]], name: str, span: Span,
