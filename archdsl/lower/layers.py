@@ -211,9 +211,11 @@ class LayerApplier(Evaluator):
         args = self.bind_op(v.name, v.target, v.args, v.kwargs, v.call_span or span)
         if args is None:
             return POISON
-        dim = args["dim"]
-        if not 1 <= dim <= len(x.shape):
-            return self.err(f"{v.name}: dim={dim} is out of range for {list(x.shape)} (batch is dim 0)", span)
+        rank = len(x.shape)
+        dim = args["dim"] + rank + 1 if args["dim"] < 0 else args["dim"]   # dim=-1: the last, as torch.chunk
+        if not 1 <= dim <= rank:
+            return self.err(f"{v.name}: dim={args['dim']} is out of range for {list(x.shape)} (batch is dim 0)",
+                            v.call_span or span, hint=f"valid dims here: 1..{rank} or -{rank}..-1")
         size = x.shape[dim - 1]
         if v.name == "chunk":
             n = args["chunks"]
@@ -295,15 +297,6 @@ class LayerApplier(Evaluator):
         if len(tensors) != len(branches):
             bad = next(b for b in branches if not isinstance(b, TensorVal))
             return self.err(f"'{kind}' combines tensors, got {type_name(bad)}", span)
-        if kind == "stack":
-            shapes = [t.shape for t in tensors]
-            if any(s != shapes[0] for s in shapes):
-                return self.err("stack: branch shapes " + ", ".join(str(list(s)) for s in shapes) + " differ", span,
-                                notes=self.provenance(tensors))
-            shape = (len(tensors), *shapes[0])
-            node = self.new_node("stack", {"dim": 1}, [t.nid for t in tensors], shapes, shape, name, None, span,
-                                 frames)
-            return TensorVal(node.id, shape)
         opdef = OPS[kind]
         args = self.bind_op(opdef.name, opdef.args, [], kwargs, span)
         if args is None:
