@@ -102,6 +102,37 @@ def test_generated_source_with_keyword_parameters_is_a_valid_module(tmp_path: Pa
     assert _run(model, _x(1, 3, 4, 4)).shape == (1, 12, 4, 4)
 
 
+# names the generated module (or its __init__/forward) uses itself: a block parameter of that name whose value
+# differs between instances becomes a constructor argument only where that is safe, and the module stays valid
+GENERATED_NAMES = ["torch", "nn", "F", "math", "Tensor", "self", "super", "lambda", "x_in", "x1", "training",
+                   "forward", "getattr", "int", "_check_input", "_channel_shuffle", "in_channels", "weight"]
+
+
+@pytest.mark.parametrize("name", GENERATED_NAMES)
+def test_block_parameters_named_like_generated_code_names_compile_to_valid_python(name: str) -> None:
+    spec = f"""
+block B({name}, k):
+    w = parameter([{name}], init="normal", std=1.0, dim=1)
+    y = x -> relu -> conv: conv2d({name}, k, padding=k // 2)
+    y * w -> scale(0.5) -> leaky_relu(0.1 * k) -> channel_shuffle(2)
+
+network n():
+    input [4, 8, 8]
+    a: B(8, 3)
+    b: B(6, 1)
+    c: B(8, 3)
+"""
+    text = archdsl.source(spec)
+    namespace: dict[str, Any] = {}
+    exec(compile(text, "<generated>", "exec"), namespace)   # the text archc would write, run as a module
+    compiled = namespace["N"]()
+    model = archdsl.build(spec).eval()
+    compiled.load_state_dict(model.state_dict(), strict=True)
+    assert tuple(model.state_dict()["b.w"].shape) == (6,)
+    x = _x(2, 4, 8, 8)
+    assert torch.equal(_run(compiled, x), _run(model, x))
+
+
 @pytest.mark.parametrize("text, message", [
     ("    true = 1\n", "3:5: error: 'true' is a constant and cannot be reassigned"),
     ("    none = parameter([3, 1, 1])\n", "3:5: error: 'none' is a constant and cannot be reassigned"),
