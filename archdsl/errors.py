@@ -138,20 +138,18 @@ class Reporter:
     def __init__(self, max_errors: int = 100) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.max_errors = max_errors
-        self._seen: dict[tuple[str, str | None, int | None, int | None], int] = {}
+        self._seen: set[tuple[str, str | None, int | None, int | None, tuple[str, ...]]] = set()
         self._error_places: set[Where] = set()
         self._n_errors = 0
 
     def add(self, diag: Diagnostic) -> None:
         key = (diag.message, diag.span.path if diag.span else None,
-               diag.span.line if diag.span else None, diag.span.col if diag.span else None)
-        k = self._seen.get(key)
-        if k is not None:  # the same error reached through two paths (or found by another instance) once
-            old = self.diagnostics[k]
-            if diag.instances and not set(diag.instances) <= set(old.instances):
-                self.diagnostics[k] = replace(old, instances=tuple(dict.fromkeys(old.instances + diag.instances)))
+               diag.span.line if diag.span else None, diag.span.col if diag.span else None, diag.instances)
+        if key in self._seen:  # the same error reached through two paths is reported once
             return
-        self._seen[key] = len(self.diagnostics)
+        # every instance's diagnostics are kept, in the order of expansion: merge_instances (run when they are
+        # raised) makes them one per place, naming the instances in that order
+        self._seen.add(key)
         self.diagnostics.append(diag)
         if diag.severity == "error":
             # an instance's error counts once per place: a block used many times does not use the budget up

@@ -61,6 +61,19 @@ def test_a_wrong_line_in_a_block_used_32_times_is_one_error_naming_the_instances
     assert errs[1].message.startswith("reshape [8, 5, -1]:")   # the first instance's message (its sizes)
 
 
+def test_instances_are_named_in_expansion_order_when_messages_differ() -> None:
+    # each block gets its own width (so its own message) and the stages repeat the widths: the instances are
+    # still listed as they expand, not grouped by message
+    src = ("block B(c):\n    y = x -> reshape([c, 7, -1])\n    relu\n\nblock S():\n"
+           "    blocks: [B(8 + 4 * i) for i in range(3)]\n\nnetwork n():\n    input [8, 16, 16]\n"
+           "    stages: [S() for i in range(2)]\n")
+    with pytest.raises(ArchError) as ei:
+        archdsl.graph(src)
+    (err,) = ei.value.errors
+    assert err.instances == tuple(f"stages.{i}.blocks.{j}" for i in range(2) for j in range(3))
+    assert err.message.startswith("reshape [8, 7, -1]: [8, 16, 16] has 2048 elements")
+
+
 def test_the_cli_prints_one_error_per_place(tmp_path: Path) -> None:
     spec = tmp_path / "stages.arch"
     spec.write_text(STAGES, encoding="utf-8")
