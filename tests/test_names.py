@@ -236,6 +236,32 @@ def test_dotted_labels_on_parameters_build_with_exact_keys_and_the_spec_s_functi
     assert torch.equal(_run(compiled, x), got)
 
 
+def test_a_labelled_free_parameter_is_stored_under_its_label() -> None:
+    src = """
+block Blk(c):
+    g = "layer_scale.gamma": parameter([c], init="normal", std=1.0, dim=1) -> sigmoid
+    w = weight: parameter([c, 1, 1], init="normal", std=1.0, batch_dim=false)
+    s = "a.b.scale": parameter([c], init="normal", std=1.0, dim=1)
+    x * g * s + w
+
+network n():
+    input [4, 3, 3]
+    blocks: [Blk(4) for i in range(2)]
+"""
+    model = archdsl.build(src).eval()
+    sd = model.state_dict()
+    assert {k: tuple(v.shape) for k, v in sd.items()} == {
+        f"blocks.{i}.{k}": shape for i in range(2)
+        for k, shape in (("layer_scale.gamma", (4,)), ("weight", (4, 1, 1)), ("a.b.scale", (4,)))}
+    x = _x(2, 4, 3, 3)
+    want = x
+    for i in range(2):
+        p = f"blocks.{i}."
+        want = (want * torch.sigmoid(sd[p + "layer_scale.gamma"]).view(4, 1, 1) * sd[p + "a.b.scale"].view(4, 1, 1)
+                + sd[p + "weight"])
+    torch.testing.assert_close(_run(model, x), want)
+
+
 def test_dotted_labels_on_parameters_deploy() -> None:
     model = archdsl.build(DOTTED)
     dep = archdsl.deploy(model.eval(), memory_format="contiguous")

@@ -218,13 +218,23 @@ class Lowerer(LayerApplier):
         self._scope = scope
         items = st.value.items
         labelled = False
+        key = st.names[0]   # a free parameter's state_dict key: its name, or its label
         if items[0].label:   # 'y = name: fuse(a, b)' names the op's module; any other label is refused below
             first, labelled = self._eval_labelled_call(items[0], env)
             first = first if labelled or first is POISON else ABSENT
+            if first is ABSENT:
+                # 'gamma = "layer_scale.gamma": parameter([C], dim=1)': the label is the key (any path the
+                # reference uses), the name the value's name in the block
+                made = self.eval(items[0].expr, env)
+                if isinstance(made, LayerSpec) and made.kind == "op" and made.target.arity == 0:
+                    first, key = made, (items[0].label, items[0].label_span or items[0].span)
+                    labelled = True   # the label is taken (run_pipeline does not refuse it on the tensor)
+                elif made is POISON:
+                    first = POISON
         else:
             first = self.eval(items[0].expr, env)
         if isinstance(first, LayerSpec) and first.kind == "op" and first.target.arity == 0:
-            first = self._make_source(first, env, scope, st.names[0])
+            first = self._make_source(first, env, scope, key)
         value: Any
         if len(items) == 1 and not is_tensorish(first) and first is not ABSENT:
             value = first
