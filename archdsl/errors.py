@@ -7,14 +7,15 @@ that can hold user text (message, hint, notes, file names, the source excerpt) t
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Literal
 
 from .source import Span, printable
 
-__all__ = ["Diagnostic", "ArchError", "Reporter", "did_you_mean"]
+__all__ = ["Diagnostic", "ArchError", "Reporter", "did_you_mean", "merge_instances", "SHOWN_INSTANCES"]
 
 Severity = Literal["error", "warning", "note"]
+SHOWN_INSTANCES = 3   # instance paths named in a diagnostic found in several instances, before "..."
 
 
 @dataclass
@@ -26,6 +27,17 @@ class Diagnostic:
     severity: Severity = "error"
     hint: str | None = None
     notes: list[tuple[str, Span | None]] = field(default_factory=list)
+    # the module paths of the block instances this diagnostic was found in (a line inside a block used 32 times
+    # is one error "in 32 instances"); empty outside blocks
+    instances: tuple[str, ...] = ()
+
+    def headline(self) -> str:
+        """The message, with the instances it was found in when there are several."""
+        n = len(self.instances)
+        if n < 2:
+            return self.message
+        shown = ", ".join(self.instances[:SHOWN_INSTANCES]) + (", ..." if n > SHOWN_INSTANCES else "")
+        return f"{self.message} (in {n} instances: {shown})"
 
     def format(self) -> str:
         """``file:line:col: error: message``, the source excerpt with a caret, notes and the hint.
@@ -34,7 +46,7 @@ class Diagnostic:
         is bounded (:data:`archdsl.source.EXCERPT_WIDTH`).
         """
         loc = self.span.location() + ": " if self.span else ""
-        out = [f"{loc}{self.severity}: {printable(self.message, keep_newlines=True)}"]
+        out = [f"{loc}{self.severity}: {printable(self.headline(), keep_newlines=True)}"]
         if self.span:
             snip = self.span.snippet()
             if snip:
@@ -56,6 +68,7 @@ class Diagnostic:
             "line": self.span.line if self.span else None,
             "col": self.span.col if self.span else None,
             "hint": self.hint,
+            "instances": list(self.instances),
         }
 
 
@@ -68,7 +81,7 @@ class ArchError(Exception):
             diagnostics = [Diagnostic(diagnostics, span, hint=hint)]
         elif isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
-        self.diagnostics: list[Diagnostic] = list(diagnostics)
+        self.diagnostics: list[Diagnostic] = merge_instances(diagnostics)
         super().__init__(self.format())
 
     def format(self) -> str:
@@ -79,22 +92,73 @@ class ArchError(Exception):
         return [d for d in self.diagnostics if d.severity == "error"]
 
 
+Where = tuple[str, str | None, int | None, int | None]   # severity, file, line, column
+
+
+def _where(d: Diagnostic) -> Where:
+    return (d.severity, d.span.path if d.span else None, d.span.line if d.span else None,
+            d.span.col if d.span else None)
+
+
+def merge_instances(diags: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """One diagnostic per source location for what block instances found: a wrong line inside a block used 32
+    times is one error "in 32 instances (blocks.0.0, ...)", not 32 (or, one per problem, 96).
+
+    Diagnostics at one place (severity, file, line, column) found in block instances are merged into those of
+    the first instance that found any there (its messages are kept, several problems on one line stay
+    several); the others add their instance paths. Diagnostics outside blocks (no instance) are left alone.
+    Merging merged diagnostics again changes nothing.
+    """
+    out: list[Diagnostic] = []
+    first: dict[Where, tuple[str, list[int]]] = {}   # place -> (its first instance, indices of its diagnostics)
+    extra: dict[int, dict[str, None]] = {}            # index in out -> instances merged into it (ordered set)
+    for d in diags:
+        if not d.instances:
+            out.append(d)
+            continue
+        where = _where(d)
+        hit = first.get(where)
+        if hit is None:
+            first[where] = (d.instances[0], [len(out)])
+        elif d.instances[0] == hit[0]:
+            hit[1].append(len(out))
+        else:
+            for k in hit[1]:
+                extra.setdefault(k, dict.fromkeys(out[k].instances)).update(dict.fromkeys(d.instances))
+            continue
+        out.append(d)
+    for k, insts in extra.items():
+        out[k] = replace(out[k], instances=tuple(insts))
+    return out
+
+
 class Reporter:
     """Collects diagnostics so that one run reports all of them, not only the first."""
 
     def __init__(self, max_errors: int = 100) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.max_errors = max_errors
-        self._seen: set[tuple[str, str | None, int | None, int | None]] = set()
+        self._seen: set[tuple[str, str | None, int | None, int | None, tuple[str, ...]]] = set()
+        self._error_places: set[Where] = set()
+        self._n_errors = 0
 
     def add(self, diag: Diagnostic) -> None:
         key = (diag.message, diag.span.path if diag.span else None,
-               diag.span.line if diag.span else None, diag.span.col if diag.span else None)
+               diag.span.line if diag.span else None, diag.span.col if diag.span else None, diag.instances)
         if key in self._seen:  # the same error reached through two paths is reported once
             return
+        # every instance's diagnostics are kept, in the order of expansion: merge_instances (run when they are
+        # raised) makes them one per place, naming the instances in that order
         self._seen.add(key)
         self.diagnostics.append(diag)
-        if len(self.errors) >= self.max_errors:
+        if diag.severity == "error":
+            # an instance's error counts once per place: a block used many times does not use the budget up
+            # with one mistake
+            where = _where(diag)
+            if not diag.instances or where not in self._error_places:
+                self._error_places.add(where)
+                self._n_errors += 1
+        if self._n_errors >= self.max_errors:
             raise ArchError(self.diagnostics + [Diagnostic(
                 f"too many errors ({self.max_errors}); stopping", None, "note")])
 

@@ -66,8 +66,8 @@ CASES: list[tuple[str, str, str]] = [
      "3:12: error: unknown name 'widht'"),
     ('bad_attr', 'block B():\n    conv2d(in.chan, 1)\nnetwork net():\n    input [3, 32, 32]\n    B()\n',
      "2:12: error: a shape has no attribute 'chan'"),
-    ('reassign_builtin', H + "    relu = 3\n",
-     "3:5: error: 'relu' is a built-in or block name and cannot be reassigned"),
+    ('reassign_constant', H + "    true = 3\n",
+     "3:5: error: 'true' is a constant and cannot be reassigned"),
     ('string_for_int', H + '    conv2d("64", 3)\n',
      '3:12: error: conv2d: \'out_channels\' must be an integer, got string "64"'),
     ('int_for_bool', H + "    conv2d(16, 3, bias=1)\n",
@@ -352,12 +352,13 @@ RUNAWAY = {
 
 @pytest.mark.parametrize("src", [
     'block B(c, dropout=0.1):\n    dropout(dropout)\nnetwork net():\n    input [3, 32, 32]\n    B(4)\n',
-    'network net(relu=1):\n    input [3, 32, 32]\n    relu\n'])
+    'network net(relu=1):\n    input [3, 32, 32]\n    relu\n',
+    'block B(c):\n    relu = c * 2\n    conv2d(relu, 1)\n    relu\nnetwork net():\n    input [3, 32, 32]\n    B(4)\n'])
 def test_parameter_hiding_an_op_says_so(src: str) -> None:
     with pytest.raises(ArchError) as ei:
         compile_graph(src)
     hint = ei.value.errors[0].hint or ""
-    assert "is a parameter that hides the op" in hint and "rename the parameter" in hint
+    assert "is a parameter or named value of this block that hides the op" in hint and "rename it" in hint
 
 
 @pytest.mark.parametrize("name", list(RUNAWAY))

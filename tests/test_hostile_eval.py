@@ -242,8 +242,9 @@ BAD_NAMES: dict[str, tuple[str, str]] = {
     "class_is_builtin": ("network value_error():\n    input [3, 8, 8]\n    relu\n",
                          "1:9: error: the network name 'value_error' becomes the class 'ValueError': the class name "
                          "'ValueError' would hide the name 'ValueError' the generated module uses"),
-    "parameter_keyword": ("network n(lambda=1):\n    input [3, 8, 8]\n    relu\n",
-                          "1:11: error: the parameter name 'lambda' cannot be used: 'lambda' is a Python keyword"),
+    # a Python keyword is a fine parameter name (tests/test_names_diagnostics.py builds one); a constant is not
+    "parameter_constant": ("network n(none=1):\n    input [3, 8, 8]\n    relu\n",
+                           "1:11: error: the parameter name 'none' cannot be used: 'none' is a constant"),
 }
 
 
@@ -302,8 +303,8 @@ class TestNames:
         ("eval", "label", False), ("__x", "label", False), ("a.b", "label", False), ("", "label", False),
         ("a b", "label", False), ("\ufb01", "label", False), ("Resnet50", "class", True), ("F", "class", False),
         ("None", "class", False), ("Exception", "class", False), ("Ré", "class", False),
-        ("num_classes", "param", True), ("match", "param", True), ("self", "param", False),
-        ("class", "param", False), ("a-b", "param", False),
+        ("num_classes", "param", True), ("match", "param", True), ("self", "param", True),
+        ("class", "param", True), ("none", "param", False), ("x", "param", False), ("a-b", "param", False),
     ])
     def test_check_identifier(self, name: str, kind: str, ok: bool) -> None:
         assert (check_identifier(name, kind) is None) == ok  # type: ignore[arg-type]

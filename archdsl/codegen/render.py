@@ -271,14 +271,19 @@ def render_expr(expr: tuple[Any, ...], holes: _Holes, ins: list[str] | None = No
     return "".join(out)
 
 
-def _ref(path: str, kinds: dict[str, str]) -> str:
-    """A Python expression for the module at relative ``path`` from ``self``."""
+def _ref(path: str, kinds: dict[str, str], tensors: frozenset[str] | set[str] = frozenset()) -> str:
+    """A Python expression for the module (or, for a path in ``tensors``, the parameter or buffer) at relative
+    ``path`` from ``self``."""
     ref = "self"
     parts = path.split(".")
     for k, name in enumerate(parts):
         parent = ".".join(parts[:k])
         kind = kinds.get(parent, "class") if parent else "class"
-        if kind == "list":
+        if k == len(parts) - 1 and path in tensors and kind in ("list", "dict"):
+            # a parameter inside a holder ('"layer_scale.gamma": layer_scale(...)'): ModuleDict['gamma'] and
+            # ModuleList[i] index modules only; attribute access reaches the holder's own parameters
+            ref = f"getattr({ref}, {literal(name)})"
+        elif kind == "list":
             ref += f"[{int(name)}]"
         elif kind == "dict":
             ref += f"[{literal(name)}]"
@@ -294,6 +299,8 @@ def _assign(path: str, value: str, kinds: dict[str, str], param: bool = False, b
     owner = _ref(parent, kinds) if parent else "self"
     if buffer:   # a plain tensor attribute would not be registered (nor be a state_dict key)
         return f"{owner}.register_buffer({literal(name)}, {value})"
+    if param and parent and kinds.get(parent) in ("list", "dict"):   # add_module refuses a Parameter
+        return f"{owner}.register_parameter({literal(name)}, {value})"
     if parent and kinds.get(parent) in ("list", "dict"):
         return f"{owner}.add_module({literal(name)}, {value})"
     if attr_ok(name):
@@ -380,6 +387,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     expand = expand or (lambda e, b: e)
     t = spec.template
     kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
+    tensors = {c.path for c in t.ctors if c.kind in ("param", "buffer")}
     n_ctor_holes = sum(len(holes_of(expand(c.expr, t))) for c in t.ctors)
     holes = _Holes(spec, n_ctor_holes)
     lines = [f"class {spec.name}(nn.Module):", "    " + literal(doc), ""]
@@ -448,7 +456,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
             else:
                 body.append(f"{outs} = {call}")
         else:
-            text = render_expr(s.expr, holes, invars, _ref(s.ref, kinds) if s.ref else "")
+            text = render_expr(s.expr, holes, invars, _ref(s.ref, kinds, tensors) if s.ref else "")
             if s.ref in spec.optional and s.expr == PLAIN_CALL:
                 ref = _ref(s.ref, kinds)
                 body += [f"if {ref} is not None:", f"    {outs} = {text}", "else:", f"    {outs} = {invars[0]}"]

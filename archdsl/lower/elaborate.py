@@ -21,15 +21,14 @@ from ..ir import DEFAULT_FUSED_NAME, Graph, Loc, Node, ReparamGroup, ScopeFrame
 from ..lang import ast as A
 from ..lang.loader import Program
 from ..limits import Limits
-from ..ops import MULTI_OUTPUT_OPS, OPS
+from ..ops import OPS
 from ..source import Span
 from .bind import bind, fill_defaults, network_signature
 from .budget import limit_hint
-from .builtins import BUILTINS, CONSTANTS
 from .dims import recording, strip_dims
 from .evaluate import Env
 from .layers import LayerApplier, span_from_loc
-from .names import check_identifier, class_name
+from .names import binding_problem, check_identifier, class_name
 from .paths import ModulePaths
 from .scope import Scope
 from .values import ABSENT, POISON, LayerSpec, TensorVal, fmt, is_tensorish, type_name
@@ -44,6 +43,7 @@ class Lowerer(LayerApplier):
         self.graph: Graph | None = None
         self.next_id = 0
         self.depth = 0
+        self._params_checked: set[int] = set()
         self._locs: dict[tuple[str, int, int], Loc] = {}
         self.paths = ModulePaths(self.err)
         self.total_params = 0
@@ -219,13 +219,23 @@ class Lowerer(LayerApplier):
         self._scope = scope
         items = st.value.items
         labelled = False
+        key = st.names[0]   # a free parameter's state_dict key: its name, or its label
         if items[0].label:   # 'y = name: fuse(a, b)' names the op's module; any other label is refused below
             first, labelled = self._eval_labelled_call(items[0], env)
             first = first if labelled or first is POISON else ABSENT
+            if first is ABSENT:
+                # 'gamma = "layer_scale.gamma": parameter([C], dim=1)': the label is the key (any path the
+                # reference uses), the name the value's name in the block
+                made = self.eval(items[0].expr, env)
+                if isinstance(made, LayerSpec) and made.kind == "op" and made.target.arity == 0:
+                    first, key = made, (items[0].label, items[0].label_span or items[0].span)
+                    labelled = True   # the label is taken (run_pipeline does not refuse it on the tensor)
+                elif made is POISON:
+                    first = POISON
         else:
             first = self.eval(items[0].expr, env)
         if isinstance(first, LayerSpec) and first.kind == "op" and first.target.arity == 0:
-            first = self._make_source(first, env, scope, st.names[0])
+            first = self._make_source(first, env, scope, key)
         value: Any
         if len(items) == 1 and not is_tensorish(first) and first is not ABSENT:
             value = first
@@ -266,9 +276,11 @@ class Lowerer(LayerApplier):
 
     def _bind_var(self, env: Env, name: tuple[str, Span], value: Any) -> None:
         n, span = name
-        if n in OPS or n in MULTI_OUTPUT_OPS or n in env.ns.blocks or n in BUILTINS or n in CONSTANTS:
-            self.err(f"'{n}' is a built-in or block name and cannot be reassigned", span,
-                     hint="choose another name")
+        # A local shadows an op, a block or a built-in function for the rest of its block, as in Python, so a
+        # built-in added later never breaks a spec that used its name ('exp = make_divisible(...)').
+        p = binding_problem(n)
+        if p is not None:
+            self.err(p.message, span, hint=p.hint)
             return
         env.vars[n] = value
 

@@ -50,6 +50,9 @@ class Evaluator(ABC):
         self.rep = reporter
         self.limits = limits
         self.budget = Budget(limits)
+        # the module path of the block instance being expanded (errors found there name it, and one line's
+        # errors from many instances are reported once: archdsl.errors.merge_instances); None outside blocks
+        self.instance: str | None = None
 
     # ------------------------------------------------------------------ hooks for the elaborator
     @abstractmethod
@@ -59,7 +62,8 @@ class Evaluator(ABC):
     # ------------------------------------------------------------------ diagnostics
     def err(self, msg: str, span: Span | None, hint: str | None = None,
             notes: list[tuple[str, Span | None]] | None = None) -> Any:
-        self.rep.add(Diagnostic(msg, span, "error", hint, notes or []))
+        self.rep.add(Diagnostic(msg, span, "error", hint, notes or [],
+                                instances=(self.instance,) if self.instance else ()))
         return POISON
 
     def fit(self, v: Any, span: Span) -> Any:
@@ -81,7 +85,8 @@ class Evaluator(ABC):
             kind = "block"
         else:
             return None
-        return f"'{name}' here is a parameter that hides the {kind} '{name}'; rename the parameter (e.g. '{name}_p')"
+        return (f"'{name}' here is a parameter or named value of this block that hides the {kind} '{name}'; "
+                f"rename it (e.g. '{name}_p')")
 
     # ------------------------------------------------------------------ dispatch
     def eval(self, e: A.Expr, env: Env) -> Any:

@@ -18,6 +18,7 @@ from ..source import Span
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .budget import limit_hint
 from .evaluate import Env, Evaluator
+from .names import binding_problem
 from .scope import Scope
 from .dims import pin
 from .values import POISON, Dim, LayerSpec, TensorVal, fmt, iter_flat, strip_dims, type_name
@@ -30,6 +31,7 @@ class LayerApplier(Evaluator):
 
     depth: int
     total_params: int
+    _params_checked: set[int]   # ids of the block definitions whose parameter names were checked
 
     # ------------------------------------------------------------------ provided by the elaborator
     @abstractmethod
@@ -212,9 +214,11 @@ class LayerApplier(Evaluator):
         args = self.bind_op(v.name, v.target, v.args, v.kwargs, v.call_span or span)
         if args is None:
             return POISON
-        dim = args["dim"]
-        if not 1 <= dim <= len(x.shape):
-            return self.err(f"{v.name}: dim={dim} is out of range for {list(x.shape)} (batch is dim 0)", span)
+        rank = len(x.shape)
+        dim = args["dim"] + rank + 1 if args["dim"] < 0 else args["dim"]   # dim=-1: the last, as torch.chunk
+        if not 1 <= dim <= rank:
+            return self.err(f"{v.name}: dim={args['dim']} is out of range for {list(x.shape)} (batch is dim 0)",
+                            v.call_span or span, hint=f"valid dims here: 1..{rank} or -{rank}..-1")
         size = x.shape[dim - 1]
         if v.name == "chunk":
             n = args["chunks"]
@@ -255,31 +259,42 @@ class LayerApplier(Evaluator):
             raise ArchError(Diagnostic(
                 f"blocks nest more than {self.limits.max_depth} deep (is '{bdef.name}' recursive?)", span,
                 hint=limit_hint("max_depth", "a block may not use itself, directly or through others")))
+        if id(bdef) not in self._params_checked:   # once per definition, not once per instance
+            self._params_checked.add(id(bdef))
+            for prm in bdef.params:
+                p = binding_problem(prm.name, param=True)
+                if p is not None:
+                    self.err(f"the parameter name '{prm.name}' cannot be used: {p.message}", prm.span, hint=p.hint)
         benv = Env(self.program.namespace_of(bdef), {}, x.shape, x.nid)
         sig = block_signature(bdef)
         given, _, ok = bind(sig, v.args, v.kwargs, v.call_span or span, self.err)  # type: ignore[arg-type]
-
-        fill_defaults(sig, given, lambda slot: self.eval(slot.default, benv), sink=benv.vars)
-        if not ok:
-            return POISON
-        benv.vars["x"] = x
-        if v.inline:
-            # like 'seq:': the caller's naming scope and position counter, no container, no frame
+        outer = self.instance
+        if not v.inline:   # an inline block's layers, and errors, belong to the instance it is written in
+            self.instance = path
+        try:
+            fill_defaults(sig, given, lambda slot: self.eval(slot.default, benv), sink=benv.vars)
+            if not ok:
+                return POISON
+            benv.vars["x"] = x
+            if v.inline:
+                # like 'seq:': the caller's naming scope and position counter, no container, no frame
+                self.depth += 1
+                try:
+                    return self.exec_body(bdef.body, benv, x, scope)
+                finally:
+                    self.depth -= 1
+            self.claim(path, label_span or span, "block")
+            args_txt = ", ".join(f"{p.name}={fmt(benv.vars[p.name])}" for p in bdef.params)
+            inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
+                                                 loc=self.loc(span),
+                                                 defaults=tuple(p.name for p in bdef.params if p.name not in given)))
             self.depth += 1
             try:
-                return self.exec_body(bdef.body, benv, x, scope)
+                return self.exec_body(bdef.body, benv, x, inner)
             finally:
                 self.depth -= 1
-        self.claim(path, label_span or span, "block")
-        args_txt = ", ".join(f"{p.name}={fmt(benv.vars[p.name])}" for p in bdef.params)
-        inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
-                                             loc=self.loc(span),
-                                             defaults=tuple(p.name for p in bdef.params if p.name not in given)))
-        self.depth += 1
-        try:
-            return self.exec_body(bdef.body, benv, x, inner)
         finally:
-            self.depth -= 1
+            self.instance = outer
 
     # ------------------------------------------------------------------ merges
     def merge(self, kind: str, branches: list[Any], kwargs: dict[str, tuple[Any, Span]], name: str, span: Span,
@@ -288,15 +303,6 @@ class LayerApplier(Evaluator):
         if len(tensors) != len(branches):
             bad = next(b for b in branches if not isinstance(b, TensorVal))
             return self.err(f"'{kind}' combines tensors, got {type_name(bad)}", span)
-        if kind == "stack":
-            shapes = [t.shape for t in tensors]
-            if any(s != shapes[0] for s in shapes):
-                return self.err("stack: branch shapes " + ", ".join(str(list(s)) for s in shapes) + " differ", span,
-                                notes=self.provenance(tensors))
-            shape = (len(tensors), *shapes[0])
-            node = self.new_node("stack", {"dim": 1}, [t.nid for t in tensors], shapes, shape, name, None, span,
-                                 frames)
-            return TensorVal(node.id, shape)
         opdef = OPS[kind]
         args = self.bind_op(opdef.name, opdef.args, [], kwargs, span)
         if args is None:

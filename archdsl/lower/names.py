@@ -19,7 +19,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["NameProblem", "NameKind", "check_identifier", "class_name", "NN_MODULE_ATTRS", "GENERATED_ATTRS",
+__all__ = ["NameProblem", "NameKind", "check_identifier", "binding_problem", "CONSTANT_NAMES", "class_name", "NN_MODULE_ATTRS", "GENERATED_ATTRS",
            "GENERATED_GLOBALS", "RESERVED_ATTRS"]
 
 NameKind = Literal["label", "class", "param"]
@@ -90,7 +90,8 @@ def check_identifier(name: str, kind: NameKind = "label") -> NameProblem | None:
     generated model. Non-identifier labels (``block1-0``) are fine: they are registered with
     ``add_module`` and reached with ``getattr``.
     ``class``: a Python identifier, ASCII, not a keyword, builtin or global of the generated module.
-    ``param``: a Python identifier that is not a keyword, ``self`` or ``__``-prefixed.
+    ``param``: an identifier that :func:`binding_problem` accepts as a parameter (a Python keyword, ``self``
+    or ``__x`` is fine: the generated code keeps such a parameter's value a literal).
     """
     shown = ascii(name)[1:-1] if not name.isprintable() else name
     if not name:
@@ -117,6 +118,10 @@ def check_identifier(name: str, kind: NameKind = "label") -> NameProblem | None:
         return None
     if not name.isidentifier():
         return NameProblem(f"'{shown}' is not a Python identifier", "use letters, digits and '_' only")
+    if kind == "param":
+        # a parameter is a spec name first: the code generator makes it a constructor argument only where it is
+        # a plain Python name (codegen.names.py_identifier), and keeps its value a literal otherwise
+        return binding_problem(name, param=True)
     # soft keywords (match, case, type, _) are fine as names; a class name is capitalised anyway
     if keyword.iskeyword(name):
         return NameProblem(f"'{name}' is a Python keyword", f"choose another name, e.g. '{name}_'")
@@ -127,8 +132,27 @@ def check_identifier(name: str, kind: NameKind = "label") -> NameProblem | None:
             return NameProblem(f"the class name '{name}' would hide the name '{name}' the generated module uses",
                                "rename the network")
         return None
-    if name == "self":
-        return NameProblem("'self' is the model itself in the generated code", "choose another name")
+    return None
+
+
+# The names a spec cannot rebind: the constants (``true = 0`` would change every condition after it).
+CONSTANT_NAMES: frozenset[str] = frozenset({"true", "false", "none"})
+
+
+def binding_problem(name: str, param: bool = False) -> NameProblem | None:
+    """None when ``name`` may be bound by ``name = ...`` (or, ``param``, be a block or network parameter).
+
+    The rule is Python's: any identifier that is not a keyword (the grammar refuses those) may be bound, and a
+    binding shadows an op, a block or a built-in function of that name for the rest of its block, so a
+    built-in added in a later version never breaks a spec. Only the constants are fixed, and a parameter
+    cannot be called ``x``: inside a block ``x`` is the block's input, which would hide the parameter.
+    """
+    if name in CONSTANT_NAMES:
+        return NameProblem(f"'{name}' is a constant" + ("" if param else " and cannot be reassigned"),
+                           f"choose another name, e.g. '{name}_'")
+    if param and name == "x":
+        return NameProblem("inside a block 'x' is the block's input, which would hide the parameter",
+                           "choose another name, e.g. 'x_'")
     return None
 
 

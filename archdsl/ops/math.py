@@ -276,7 +276,23 @@ def _parameter_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     if a["std"] <= 0:
         raise ShapeError(f"parameter std={a['std']} must be positive", arg="std")
     a["shape"] = tuple(shape)
+    if a["dim"] is not None:
+        # per-channel (or per-any-dim) parameters: the stored axes line up with the block input's dims from
+        # `dim` on (batch is dim 0), trailing dims broadcast; stored as written, like batch_dim=false
+        rank = len(shapes[0])
+        d = _norm_dim(a["dim"], rank, "parameter")
+        if d - 1 + len(shape) > rank:
+            raise ShapeError(f"parameter {list(shape)} from dim={a['dim']} would reach past the last dim of the block "
+                             f"input {list(shapes[0])} (batch is dim 0)", arg="dim",
+                             hint=f"a [C] parameter over the channels of [C, H, W] is parameter([C], dim=1)")
+        a["dim"] = d
+        a["batch_dim"] = False
+        a["view"] = tuple(shape) + (1,) * (rank - (d - 1) - len(shape))
     return a
+
+
+def _parameter_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    return a["view"] if a.get("view") is not None else a["shape"]
 
 
 def _parameter_ctor(e: EmitArgs) -> Expr:
@@ -293,12 +309,22 @@ def _parameter_ctor(e: EmitArgs) -> Expr:
 
 
 def _parameter_emit(e: EmitArgs) -> Expr:
+    if e.args.get("view") is not None and tuple(e.args["view"]) != tuple(e.args["shape"]):
+        # parameter([C], dim=1) over [C, H, W]: stored (C,), seen as (C, 1, 1) (a view, no copy)
+        return (MOD, ".view(", *_view_sizes(e.args["view"]), ")")
     if not e.args["batch_dim"]:
         # stored as given (GRN's (C,)): torch broadcasts it from the right, like a bias
         return (MOD,)
     # stored with a leading 1 (timm's (1, 1, D) cls_token), expanded over the batch of the block's input so
     # it concatenates with batched tensors (expand is a view, no copy)
     return (MOD, ".expand(", In(0), ".shape[0]", ", -1" * len(e.shape), ")")
+
+
+def _view_sizes(view: tuple[int, ...]) -> Expr:
+    out: list[Any] = []
+    for k, v in enumerate(view):
+        out += [", " if k else "", Lit(v, f"view{k}")]
+    return tuple(out)
 
 
 _SCALAR = {"add": (In(0), " + ", "v"), "sub": (In(0), " - ", "v"), "rsub": ("v", " - ", In(0)),
@@ -388,13 +414,15 @@ register(
           arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, traits=_LAYOUT),
     OpDef("parameter", "parameter",
           [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02),
-           _A("batch_dim", "bool", True)],
-          lambda s, a: a["shape"],
+           _A("batch_dim", "bool", True), _A("dim", "int?", None)],
+          _parameter_shape,
           "A learnable tensor of the given per-sample shape, bound to a name that is its state_dict key: "
           "cls_token = parameter([1, 192]) is stored as (1, 1, 192) and expanded over the batch; usable in "
           "math (x + pos_embed) and concat(cls_token, x, dim=1). batch_dim=false stores the shape as given, "
           "broadcast from the right like a bias (parameter([C], batch_dim=false) is (C,); not for concat). "
-          "init: zeros, ones, normal(std), trunc_normal(std).",
+          "dim=d stores the shape as given and lines its axes up with the block input's dims from d on (batch "
+          "is dim 0): parameter([C], dim=1) is (C,), used as [C, 1, 1] over [C, H, W] (a per-channel affine "
+          "without permutes). init: zeros, ones, normal(std), trunc_normal(std).",
           params=lambda s, a: math.prod(a["shape"]), stateful=True, arity=0, normalize=_parameter_norm,
           size_inputs_from=0,
           key_args=("shape", "init"), ctor=_parameter_ctor, emit=_parameter_emit, traits={"parameter"}),

@@ -79,11 +79,15 @@ def _mul_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     return broadcast(shapes, "mul")
 
 
+def _concat_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    a["dim"] = _norm_dim(a["dim"], len(shapes[0]), "concat")   # dim=-1: the last dim, as torch.cat
+    return a
+
+
 def _concat_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     d = a["dim"]
     rank = len(shapes[0])
-    if not 1 <= d <= rank:
-        raise ShapeError(f"concat dim={d} is out of range for {list(shapes[0])} (batch is dim 0)", arg="dim")
     for s in shapes[1:]:
         if len(s) != rank or any(s[i] != shapes[0][i] for i in range(rank) if i != d - 1):
             raise ShapeError("concat: shapes " + ", ".join(str(list(x)) for x in shapes)
@@ -101,7 +105,11 @@ def _permute_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     rank = len(shapes[0])
     if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
         raise ShapeError(f"permute dims must be integers, got {dims}", arg="dims")
+    written = dims
+    # negative dims count from the end of the batched tensor, as in torch.permute: [0, -1, 1, 2] is [0, 3, 1, 2]
+    dims = [d + rank + 1 if -(rank + 1) <= d < 0 else d for d in dims]
     if sorted(dims) != list(range(rank + 1)):
+        dims = written
         raise ShapeError(f"permute dims {dims} are not a permutation of 0..{rank} for {list(shapes[0])} "
                          "(batch is dim 0)", arg="dims",
                          hint="e.g. permute([0, 2, 3, 1]) turns [C, H, W] into [H, W, C]")
@@ -251,12 +259,18 @@ def _reshape_resize(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
 
 
 
+def _stack_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+    a = dict(a)
+    # the new dim is a dim of the result, which has one more: dim=-1 puts it last, as torch.stack
+    a["dim"] = _norm_dim(a["dim"], len(shapes[0]) + 1, "stack")
+    return a
+
+
 def _stack_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     if any(s != shapes[0] for s in shapes):
         raise ShapeError("stack: branch shapes " + ", ".join(str(list(s)) for s in shapes) + " differ")
-    if a["dim"] != 1:
-        raise ShapeError(f"stack dim={a['dim']} is not supported (only 1, right after the batch)", arg="dim")
-    return (len(shapes), *shapes[0])
+    d = a["dim"] - 1
+    return (*shapes[0][:d], len(shapes), *shapes[0][d:])
 
 
 # ---- emission ----------------------------------------------------------------------------------------------
@@ -319,11 +333,12 @@ register(
     OpDef("mul", "merge", [], _mul_shape, "Element-wise product of the branches (broadcasting).", arity=-1,
           emit=lambda e: _join(e, " * "), traits={"merge"}),
     OpDef("concat", "merge", [_A("dim", "int", 1)], _concat_shape,
-          "Concatenation of the branches along dim (1 = channels; batch is dim 0).", arity=-1,
+          "Concatenation of the branches along dim (1 = channels; batch is dim 0; -1 the last).", arity=-1,
+          normalize=_concat_norm,
           emit=_cat_emit("torch.cat"), traits={"merge", "layout-sensitive"}),
     OpDef("stack", "merge", [_A("dim", "int", 1)], _stack_shape,
-          "Stack the branches along a new dim (1: after the batch), e.g. the radix branches of split attention.",
-          arity=-1, emit=_cat_emit("torch.stack"), traits={"merge", "layout-sensitive"}),
+          "Stack the branches along a new dim (1: after the batch; -1: last), e.g. the radix branches of split "
+          "attention.", arity=-1, normalize=_stack_norm, emit=_cat_emit("torch.stack"), traits={"merge", "layout-sensitive"}),
     # narrow is produced by chunk/split over named values; it is not written directly.
     OpDef("narrow", "shape", [_A("dim", "int"), _A("start", "int"), _A("length", "int")], _narrow_shape,
           "A slice of the channels (from chunk/split).", emit=_narrow_emit, traits={"layout-sensitive"}),

@@ -451,7 +451,9 @@ def check_groups(g: Graph, span_of: Callable[[Loc | None], Span | None]) -> list
                 n = g.node(e.nid)
                 notes.append((f"{n.name or n.op} ({n.op}) is here", span_of(n.loc)))
             layer = "linear" if len(g.node(info.input).shape) == 1 else "conv"   # a group over vectors [F]
+            # the block instance the group is in: one group line of a block used 32 times is one error
+            inst = next((f.path for f in reversed(g.node(info.output).scope) if f.kind == "block"), None)
             out.append(Diagnostic(f"reparam group cannot be fused into one {layer}: {e.message}", span_of(info.loc),
                                   hint=e.hint or "every branch must be linear (conv2d, batchnorm, avgpool, identity)",
-                                  notes=notes))
+                                  notes=notes, instances=(inst,) if inst else ()))
     return out
