@@ -1,0 +1,197 @@
+"""Caches, outputs, CLI numbers and checkpoints against what a hostile (or unlucky) user can put in their way.
+
+Issue 20: a planted, well-typed parse-cache entry changed the built model; a FIFO at a cache path hung archc;
+``-o`` replaced a device node with a regular file; ``check /dev/zero`` said ok; ``--batch -1`` was a usage
+error with the exit status reserved for internal errors. Each case asserts the exact outcome.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import archdsl
+from archdsl.backends.cache import DecisionCache
+from archdsl.cachedir import SECRET_NAME, cache_dir, seal, secret, unseal
+from archdsl.lang import astcache, parser
+from archdsl.source import Source
+from helpers import ROOT, run_archc
+
+SPEC = "network n:\n    input [3, 8, 8]\n    c: conv2d(6, 3)\n"
+DEV = "cpu-Test_CPU-t1"
+
+
+def _entry(src: Source) -> Path:
+    key = astcache.cache_key(src, parser._grammar_digest(), parser._bounds_salt(archdsl.Limits()))
+    d = cache_dir("ast")
+    assert d is not None
+    return d / key[:2] / key
+
+
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.delenv("ARCHDSL_NO_CACHE", raising=False)
+    monkeypatch.setenv("ARCHDSL_CACHE_DIR", str(tmp_path / "cache"))
+    astcache._MEMO.clear()
+    yield tmp_path / "cache"
+    astcache._MEMO.clear()
+
+
+def _channels(spec: str) -> int:
+    """The output channels of the one conv of ``spec``, parsed as a fresh process would (memo cleared)."""
+    astcache._MEMO.clear()
+    (conv,) = [n for n in archdsl.graph(spec).records() if n.op == "conv2d"]
+    return int(conv.shape[0])
+
+
+# ------------------------------------------------------------------------------------------- parse cache
+def _forge(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new)
+
+
+def test_a_planted_well_typed_parse_entry_never_changes_the_model(fresh_cache: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "net.arch"
+    spec.write_text(SPEC)
+    assert _channels(str(spec)) == 6
+    entry = _entry(Source.from_file(spec))
+    blob = entry.read_bytes()
+    head, _, body = blob.partition(b"\n")
+    assert head.startswith(b"archdsl-mac-1 ") and json.loads(body)["n"] == "SpecFile"
+    forged = _forge(body.decode(), '{"s":[3,15,3,16]},6]', '{"s":[3,15,3,16]},40]')
+    # the issue's attack: a well-typed AST with another channel count, (a) unsealed, (b) under the old MAC
+    for planted in (forged.encode(), head + b"\n" + forged.encode()):
+        entry.write_bytes(planted)
+        assert astcache.decode(forged, Source.from_file(spec)) is not None   # it does decode: only the MAC stops it
+        assert _channels(str(spec)) == 6
+        assert entry.read_bytes() != planted, "the entry was not recomputed"
+        assert unseal(entry.parent.parent, entry.name, entry.read_bytes()) is not None
+
+
+def test_an_entry_sealed_for_another_spec_is_a_miss(fresh_cache: Path, tmp_path: Path) -> None:
+    """A valid entry moved to another key's name (same secret) is refused: the MAC covers the name."""
+    a, b = tmp_path / "a.arch", tmp_path / "b.arch"
+    a.write_text(SPEC.replace("conv2d(6", "conv2d(40"))
+    b.write_text(SPEC)
+    assert _channels(str(a)) == 40 and _channels(str(b)) == 6
+    _entry(Source.from_file(b)).write_bytes(_entry(Source.from_file(a)).read_bytes())
+    assert _channels(str(b)) == 6
+
+
+def test_the_secret_is_private_and_a_shared_one_is_not_trusted(fresh_cache: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "net.arch"
+    spec.write_text(SPEC)
+    _channels(str(spec))
+    d = cache_dir("ast")
+    assert d is not None
+    key_file = d / SECRET_NAME
+    st = key_file.stat()
+    assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_size == 32 and secret(d) == key_file.read_bytes()
+    key_file.chmod(0o644)                    # others could read it: it is no secret, nothing is trusted
+    assert secret(d) is None and seal(d, "x", b"data") is None
+    assert _channels(str(spec)) == 6         # parsed again, still right
+    key_file.unlink()
+    key_file.symlink_to(tmp_path / "elsewhere")   # a link is never followed to a key
+    (tmp_path / "elsewhere").write_bytes(b"k" * 32)
+    (tmp_path / "elsewhere").chmod(0o600)
+    assert secret(d) is None
+
+
+FIFO_CHILD = textwrap.dedent("""
+    import sys
+    from archdsl.lang import parser
+    from archdsl.source import Source
+    print(parser.parse(Source.from_file(sys.argv[1])).networks["n"].name)
+""")
+
+
+def _node(path: Path, kind: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "socket":
+        s, cwd = socket.socket(socket.AF_UNIX), os.getcwd()
+        os.chdir(path.parent)   # a socket's path is limited to ~100 bytes: bind the short relative name
+        try:
+            s.bind(path.name)
+        finally:
+            os.chdir(cwd)
+            s.close()
+    elif kind == "symlink-devzero":
+        path.symlink_to("/dev/zero")
+    else:
+        raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket", "symlink-devzero"])
+def test_a_special_file_at_a_parse_cache_path_is_a_miss_and_left_alone(fresh_cache: Path, tmp_path: Path,
+                                                                       kind: str) -> None:
+    spec = tmp_path / "net.arch"
+    spec.write_text(SPEC)
+    entry = _entry(Source.from_file(spec))
+    _node(entry, kind)
+    before = os.lstat(entry)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-c", FIFO_CHILD, str(spec)], env=env, capture_output=True, text=True,
+                         timeout=60)   # a blocking open would hang here until the timeout fails the test
+    assert (run.returncode, run.stdout, run.stderr) == (0, "n\n", "")
+    after = os.lstat(entry)
+    assert (after.st_mode, after.st_ino) == (before.st_mode, before.st_ino), "the special file was replaced"
+
+
+DECISION_CHILD = textwrap.dedent("""
+    import sys
+    from archdsl.backends.cache import DecisionCache
+    c = DecisionCache(sys.argv[1])
+    print(c.entries(sys.argv[2]))
+    c.put_time(sys.argv[2], "float32", "k", "fft@nchw", 1.0)
+    print(c.save())
+""")
+
+
+@pytest.mark.parametrize("where", ["file", "lock"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink-devzero"])
+def test_a_special_file_at_a_decision_cache_path_is_ignored_not_written(tmp_path: Path, where: str,
+                                                                        kind: str) -> None:
+    p = tmp_path / (f"{DEV}.json" + (".lock" if where == "lock" else ""))
+    _node(p, kind)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-c", DECISION_CHILD, str(tmp_path), DEV], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "{}\n[]\n", run.stderr
+    what = "a FIFO (named pipe)" if kind == "fifo" else "a symbolic link"
+    lines = run.stderr.splitlines()
+    if where == "file":
+        assert lines[0] == (f"archdsl: backend decision cache {tmp_path / (DEV + '.json')}: ignored: is not read: "
+                            f"it is {what}, not a regular file" if kind == "fifo" else
+                            f"archdsl: backend decision cache {tmp_path / (DEV + '.json')}: ignored: is not read: "
+                            "it is a symbolic link, not a regular file")
+    reason = "it is a FIFO (named pipe), not a regular file" if kind == "fifo" else "it is a symbolic link"
+    assert lines[-1] == (f"archdsl: could not save backend decisions to {tmp_path / (DEV + '.json')} ({p.name}: "
+                         f"{reason}); they are kept in memory for this process")
+    assert stat.S_ISFIFO(os.lstat(p).st_mode) if kind == "fifo" else os.path.islink(p)
+
+
+def test_a_planted_unsealed_decision_file_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    p = tmp_path / f"{DEV}.json"
+    p.write_text(json.dumps({"version": 1, "device": DEV, "convert_ms": {},
+                             "entries": {"float32|k": {"times_ms": {"fft@nchw": 0.001}, "choice": "fft",
+                                                       "method": "autotune"}}}))
+    with caplog.at_level(logging.WARNING, logger="archdsl.backends"):
+        c = DecisionCache(tmp_path)
+        assert c.choice(DEV, "float32", "k") is None and c.time(DEV, "float32", "k", "fft@nchw") is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"archdsl: backend decision cache {p}: ignored: its MAC does not verify (not written by archdsl for this "
+        "cache directory)"]
+    c.put_choice(DEV, "float32", "k", "torch_nchw", "model")
+    (written,) = c.save()                   # re-measured and saved sealed: the next reader trusts it
+    assert DecisionCache(tmp_path).choice(DEV, "float32", "k") == "torch_nchw"
+    assert unseal(tmp_path, written.name, written.read_bytes()) is not None
