@@ -32,7 +32,7 @@ class NotRegularFile(OSError):
 def file_kind(mode: int) -> str:
     """``mode`` (an ``st_mode``) in words: 'a regular file', 'a FIFO', 'a character device', ..."""
     for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
-                       (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
                        (stat.S_ISLNK, "a symbolic link")):
         if test(mode):

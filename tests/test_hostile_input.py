@@ -330,7 +330,8 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path: Path) -> None:
         os.mkfifo(fifo)                                            # reading it would block forever
         with pytest.raises(ArchError) as e:
             archdsl.graph(str(fifo))
-        assert e.value.format() == f"error: '{fifo}' is not a regular file"
+        assert e.value.format() == (f"error: '{fifo}' is a FIFO, not a regular file\n"
+                                    "  hint: give a .arch file (a device, FIFO or socket is never read)")
 
 
 def test_list_reports_broken_files_and_lists_the_rest(tmp_path: Path) -> None:

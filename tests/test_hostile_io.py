@@ -167,14 +167,14 @@ def test_a_special_file_at_a_decision_cache_path_is_ignored_not_written(tmp_path
     run = subprocess.run([sys.executable, "-c", DECISION_CHILD, str(tmp_path), DEV], env=env, capture_output=True,
                          text=True, timeout=60)
     assert run.returncode == 0 and run.stdout == "{}\n[]\n", run.stderr
-    what = "a FIFO (named pipe)" if kind == "fifo" else "a symbolic link"
+    what = "a FIFO" if kind == "fifo" else "a symbolic link"
     lines = run.stderr.splitlines()
     if where == "file":
         assert lines[0] == (f"archdsl: backend decision cache {tmp_path / (DEV + '.json')}: ignored: is not read: "
                             f"it is {what}, not a regular file" if kind == "fifo" else
                             f"archdsl: backend decision cache {tmp_path / (DEV + '.json')}: ignored: is not read: "
                             "it is a symbolic link, not a regular file")
-    reason = "it is a FIFO (named pipe), not a regular file" if kind == "fifo" else "it is a symbolic link"
+    reason = "it is a FIFO, not a regular file" if kind == "fifo" else "it is a symbolic link"
     assert lines[-1] == (f"archdsl: could not save backend decisions to {tmp_path / (DEV + '.json')} ({p.name}: "
                          f"{reason}); they are kept in memory for this process")
     assert stat.S_ISFIFO(os.lstat(p).st_mode) if kind == "fifo" else os.path.islink(p)
