@@ -195,3 +195,123 @@ def test_a_planted_unsealed_decision_file_is_ignored(tmp_path: Path, caplog: pyt
     (written,) = c.save()                   # re-measured and saved sealed: the next reader trusts it
     assert DecisionCache(tmp_path).choice(DEV, "float32", "k") == "torch_nchw"
     assert unseal(tmp_path, written.name, written.read_bytes()) is not None
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def _special(tmp_path: Path, kind: str, name: str) -> Path:
+    """A node that must survive: a FIFO, or a symbolic link to /dev/null (never /dev/null itself: a
+    regression would replace it for the whole machine)."""
+    p = tmp_path / name
+    if kind == "fifo":
+        os.mkfifo(p)
+    else:
+        p.symlink_to("/dev/null")
+    return p
+
+
+def _intact(p: Path, kind: str) -> bool:
+    if kind == "fifo":
+        return stat.S_ISFIFO(os.lstat(p).st_mode)
+    return os.path.islink(p) and os.readlink(p) == "/dev/null" and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+WHAT = {"fifo": "a FIFO", "devnull": "a character device"}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devnull"])
+@pytest.mark.parametrize("command", [
+    ["compile", "specs/lenet.arch", "-o", "{out}"],
+    ["compile", "specs/lenet.arch", "--deploy", "-o", "{out}"],
+    ["render", "specs/lenet.arch", "-o", "{out}"],
+    ["render", "specs/lenet.arch", "--html", "-o", "{out}"],
+    ["deploy", "specs/repvgg.arch:repvgg_a0", "-w", "missing.pt", "-o", "{out}"],
+    ["deploy", "specs/repvgg.arch:repvgg_a0", "-w", "missing.pt", "-o", "{tmp}/ok.pt", "--source", "{out}"],
+])
+def test_an_output_that_is_not_a_regular_file_is_refused_before_any_work(tmp_path: Path, kind: str,
+                                                                         command: list[str]) -> None:
+    out = _special(tmp_path, kind, "out.svg")
+    args = [a.format(out=out, tmp=tmp_path) for a in command]
+    run = run_archc(*args)
+    what = "--source" if "--source" in command else "output"
+    assert run.returncode == 1 and run.stdout == ""
+    assert run.stderr.splitlines()[0] == (f"error: {what} '{out}' exists and it is {WHAT[kind]}, not a regular "
+                                          "file; refusing to replace it"), run.stderr
+    assert _intact(out, kind) and sorted(p.name for p in tmp_path.iterdir()) == ["out.svg"]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "devnull"])
+def test_the_python_writers_refuse_a_special_output(tmp_path: Path, kind: str) -> None:
+    torch = pytest.importorskip("torch")
+    from archdsl.export import to_onnx
+    from archdsl.fsutil import NotRegularFile, atomic_write
+    from archdsl.render import write_diagram
+    out = _special(tmp_path, kind, "out.svg")
+    with pytest.raises(archdsl.ArchError) as e:
+        write_diagram(archdsl.graph("specs/lenet.arch"), out)
+    assert e.value.diagnostics[0].message == (f"output '{out}' exists and it is {WHAT[kind]}, not a regular file; "
+                                              "refusing to replace it")
+    with pytest.raises(archdsl.ArchError) as e:
+        to_onnx(torch.nn.Linear(2, 2), out, torch.randn(2, 2), dynamo=False)
+    assert e.value.diagnostics[0].message == (f"to_onnx: '{out}' exists and it is {WHAT[kind]}, not a regular "
+                                              "file; refusing to replace it")
+    with pytest.raises(NotRegularFile):
+        atomic_write(out, "data")
+    assert _intact(out, kind) and [p.name for p in tmp_path.iterdir()] == ["out.svg"]
+
+
+def test_a_regular_output_and_a_link_to_one_are_still_written(tmp_path: Path) -> None:
+    target = tmp_path / "real.py"
+    target.write_text("old")
+    link = tmp_path / "link.py"
+    link.symlink_to(target)
+    for out in (target, link):
+        run = run_archc("compile", "specs/lenet.arch", "-o", str(out))
+        assert run.returncode == 0, run.stderr
+    assert "class Lenet" in target.read_text() and "class Lenet" in link.read_text()
+
+
+@pytest.mark.parametrize("node", ["/dev/zero", "/dev/null", "fifo"])
+@pytest.mark.parametrize("command", ["check", "list", "summary"])
+def test_reading_a_device_or_fifo_as_a_spec_is_an_error(tmp_path: Path, node: str, command: str) -> None:
+    if node == "fifo":
+        node = str(tmp_path / "pipe.arch")
+        os.mkfifo(node)
+    run = run_archc(command, node, timeout=60)
+    kind = "a FIFO" if node.endswith("pipe.arch") else "a character device"
+    assert run.returncode == 1 and f"error: '{node}' is {kind}, not a regular file" in run.stderr.splitlines()
+    assert "ok:" not in run.stdout
+
+
+# ------------------------------------------------------------------------------------------- CLI numbers
+@pytest.mark.parametrize("args, message", [
+    (["summary", "specs/lenet.arch", "--batch", "-1"], "error: --batch must be an integer from 1 to 2,147,483,647, got -1"),
+    (["summary", "specs/lenet.arch", "--batch", "0"], "error: --batch must be an integer from 1 to 2,147,483,647, got 0"),
+    (["summary", "specs/lenet.arch", "--batch", str(2**31)],
+     f"error: --batch must be an integer from 1 to 2,147,483,647, got {2**31}"),
+    (["summary", "specs/lenet.arch", "--backends", "--batch", "-3"],
+     "error: --batch must be an integer from 1 to 2,147,483,647, got -3"),
+    (["summary", "specs/lenet.arch", "--depth", "-5"], "error: --depth must be an integer from 0 to 1,000,000, got -5"),
+    (["render", "specs/lenet.arch", "-o", "{tmp}/x.svg", "--depth", "-5"],
+     "error: --depth must be an integer from 1 to 1,000,000, got -5"),
+    (["render", "specs/lenet.arch", "-o", "{tmp}/x.svg", "--depth", "0"],
+     "error: --depth must be an integer from 1 to 1,000,000, got 0"),
+    (["summary", "specs/lenet.arch", "--input", "1,-32,32"], "error: --input expects positive sizes like 3,224,224, "
+                                                            "got '1,-32,32'"),
+    (["check", "specs/lenet.arch", "--limit", "max_nodes=-1"], "error: --limit max_nodes expects a positive integer, "
+                                                              "got -1"),
+])
+def test_every_cli_number_is_validated_with_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
+    run = run_archc(*[a.format(tmp=tmp_path) for a in args])
+    assert (run.returncode, run.stdout, run.stderr.splitlines()[0]) == (1, "", message)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, words", [
+    (["summary", "specs/lenet.arch", "--batch", "abc"], "Invalid value for '--batch'"),
+    (["render", "specs/lenet.arch", "-o", "x.svg", "--depth", "1.5"], "Invalid value for '--depth'"),
+    (["check", "--bogus", "specs/lenet.arch"], "No such option: --bogus"),
+    (["summary"], "Missing argument 'spec'"),
+])
+def test_usage_errors_exit_1_because_2_means_an_internal_error(args: list[str], words: str) -> None:
+    run = run_archc(*args)
+    assert run.returncode == 1 and words in run.stderr and "internal error" not in run.stderr, run.stderr
