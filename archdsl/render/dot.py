@@ -11,7 +11,8 @@ into a chain of virtual nodes; crossing minimization then reorders every rank ma
 grows much faster than the widest rank. :func:`layout_width` estimates that width (longest-path ranks,
 plus the edges passing through each rank) and ``Limits.max_render_width`` bounds it. Measured (dot 2.43,
 ``bench/bench_render.py``): dense DAGs of 16/20/24/32 convs have widths 65/101/145/257 and take
-0.6/2.8/14/>50 s; the widest view in specs/ and examples/ (ConvNeXt-V2 expanded) has 41 and takes 0.2 s.
+0.6-0.8/3-5/14-40/>50 s of CPU; the widest view in specs/ and examples/ (ConvNeXt-V2 expanded) has 41 and
+takes 0.2 s. The bound is 100.
 A backstop remains: ``dot`` is stopped after ``Limits.max_render_seconds``, and it never outlives archc
 (it dies with it on Linux even when archc is killed; SIGTERM/SIGHUP and errors stop it everywhere).
 """
