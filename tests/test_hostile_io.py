@@ -315,3 +315,192 @@ def test_every_cli_number_is_validated_with_exit_1(tmp_path: Path, args: list[st
 def test_usage_errors_exit_1_because_2_means_an_internal_error(args: list[str], words: str) -> None:
     run = run_archc(*args)
     assert run.returncode == 1 and words in run.stderr and "internal error" not in run.stderr, run.stderr
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+LENET = "specs/lenet.arch:lenet"
+REPVGG = "examples/tiny_repvgg.arch"
+
+
+@pytest.fixture(scope="module")
+def lenet_sd() -> dict[str, object]:
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    return archdsl.build(LENET).state_dict()
+
+
+def _conv_key(sd: dict[str, object]) -> str:
+    return next(k for k, v in sd.items() if getattr(v, "dim", lambda: 0)() == 4)
+
+
+def _bomb(tmp_path: Path, sd: dict[str, object], name: str = "bomb.pt", mb: int = 256) -> Path:
+    """A torch checkpoint plus a DEFLATEd entry inflating to ``mb`` MB: a small file, a huge read."""
+    import zipfile
+
+    import torch
+    good = tmp_path / "good.pt"
+    torch.save(sd, good)
+    bomb = tmp_path / name
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        zi = zipfile.ZipInfo("good/data/99999")
+        zi.compress_type = zipfile.ZIP_DEFLATED
+        with dst.open(zi, "w", force_zip64=True) as fh:
+            chunk = bytes(1 << 20)
+            for _ in range(mb):
+                fh.write(chunk)
+    good.unlink()
+    return bomb
+
+
+def _build_error(weights: Path | dict[str, object], spec: str = LENET) -> str:
+    from archdsl import hub
+    with pytest.raises(archdsl.ArchError) as e:
+        if isinstance(weights, dict):
+            hub.load_weights(archdsl.build(spec), weights)
+        else:
+            archdsl.build(spec, weights=str(weights))
+    assert len(e.value.diagnostics) == 1
+    return e.value.diagnostics[0].message
+
+
+def test_build_weights_refuses_a_compressed_bomb_without_inflating(tmp_path: Path,
+                                                                   lenet_sd: dict[str, object]) -> None:
+    bomb = _bomb(tmp_path, lenet_sd)
+    assert bomb.stat().st_size < 2_000_000
+    import time
+    t = time.process_time()
+    msg = _build_error(bomb)
+    assert time.process_time() - t < 5   # the 256 MB entry is never inflated
+    assert msg == (f"'{bomb}' holds compressed entries (good/data/99999); torch.save writes none, and they are not "
+                   "inflated here")
+
+
+def test_an_oversized_checkpoint_is_refused_before_it_is_read(tmp_path: Path, lenet_sd: dict[str, object]) -> None:
+    import torch
+    p = tmp_path / "big.pt"
+    torch.save({**lenet_sd, "junk": torch.zeros(2_000_000)}, p)
+    msg = _build_error(p)
+    assert msg.startswith(f"weights file '{p}' is ") and msg.endswith(
+        "bytes; a state_dict of this network takes at most 1,552,464")
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "complex64", "uint16"])
+@pytest.mark.parametrize("how", ["file", "dict"])
+def test_an_unhandled_dtype_is_refused_in_one_line(tmp_path: Path, lenet_sd: dict[str, object], dtype: str,
+                                                   how: str) -> None:
+    import torch
+    key = _conv_key(lenet_sd)
+    sd = {**lenet_sd, key: lenet_sd[key].to(getattr(torch, dtype))}   # type: ignore[union-attr]
+    p = tmp_path / "w.pt"
+    torch.save(sd, p)
+    msg = _build_error(p if how == "file" else sd)
+    where = str(p) if how == "file" else "the state_dict"
+    assert msg == (f"'{where}': '{key}' has dtype torch.{dtype}, which archdsl does not load (float32, float64, "
+                   "float16 and bfloat16 weights are read; integers only for integer buffers)")
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint8", "bool"])
+def test_integer_weights_for_float_parameters_are_refused(tmp_path: Path, lenet_sd: dict[str, object],
+                                                          dtype: str) -> None:
+    import torch
+    key = _conv_key(lenet_sd)
+    p = tmp_path / "w.pt"
+    torch.save({**lenet_sd, key: lenet_sd[key].to(getattr(torch, dtype))}, p)   # type: ignore[union-attr]
+    assert _build_error(p) == f"'{p}': '{key}' has dtype torch.{dtype}; weights must be floating point"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("how", ["file", "dict"])
+def test_non_finite_weights_are_refused(tmp_path: Path, lenet_sd: dict[str, object], bad: float, how: str) -> None:
+    import torch
+    key = _conv_key(lenet_sd)
+    t = lenet_sd[key].clone()   # type: ignore[union-attr]
+    t.view(-1)[3] = bad
+    sd = {**lenet_sd, key: t}
+    p = tmp_path / "w.pt"
+    torch.save(sd, p)
+    where = str(p) if how == "file" else "the state_dict"
+    assert _build_error(p if how == "file" else sd) == f"'{where}' holds NaN or infinite values in {key}"
+
+
+def test_a_float64_value_overflowing_the_model_dtype_is_refused(tmp_path: Path, lenet_sd: dict[str, object]) -> None:
+    import torch
+    key = _conv_key(lenet_sd)
+    t = lenet_sd[key].double()   # type: ignore[union-attr]
+    t.view(-1)[0] = 1e300
+    p = tmp_path / "w.pt"
+    torch.save({**lenet_sd, key: t}, p)
+    assert _build_error(p) == f"'{p}': values in {key} overflow the model's dtype (torch.float32)"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16", "bfloat16"])
+def test_other_float_dtypes_load_rounded_to_the_model_dtype(tmp_path: Path, lenet_sd: dict[str, object],
+                                                            dtype: str) -> None:
+    import torch
+    p = tmp_path / "w.pt"
+    sd = {k: v.to(getattr(torch, dtype)) if v.is_floating_point() else v for k, v in lenet_sd.items()}  # type: ignore
+    torch.save(sd, p)
+    model = archdsl.build(LENET, weights=str(p))
+    for k, v in model.state_dict().items():
+        assert v.dtype == torch.float32 and torch.equal(v, sd[k].to(torch.float32))
+
+
+def test_a_checkpoint_at_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    p = tmp_path / "w.pt"
+    os.mkfifo(p)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = f"import archdsl\ntry:\n    archdsl.build({LENET!r}, weights={str(p)!r})\nexcept archdsl.ArchError as e:\n" \
+           "    print(e.diagnostics[0].message)\n"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.stdout == f"weights '{p}' is a FIFO, not a regular file\n", run.stderr
+
+
+def test_a_pickle_in_a_checkpoint_never_runs(tmp_path: Path, lenet_sd: dict[str, object]) -> None:
+    import torch
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (os.system, (f"touch {marker}",))
+    p = tmp_path / "w.pt"
+    torch.save({**lenet_sd, "x": Evil()}, p)
+    msg = _build_error(p)
+    assert msg.startswith(f"cannot read weights from '{p}': ") and "posix.system" in msg and not marker.exists()
+
+
+def test_pretrained_reads_through_the_same_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    from archdsl import hub
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("ARCHDSL_OFFLINE", "1")
+    url = hub.pretrained_cfg(archdsl.graph("specs/resnet.arch:resnet18"))["url"]
+    ckpt = tmp_path / "torch" / "hub" / "checkpoints" / url.rsplit("/", 1)[-1]
+    ckpt.parent.mkdir(parents=True)
+    model = archdsl.build("specs/resnet.arch:resnet18")
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["conv1.weight"].view(-1)[0] = float("nan")
+    torch.save(sd, ckpt)
+    with pytest.raises(archdsl.ArchError) as e:
+        hub.load_pretrained(model)
+    assert e.value.diagnostics[0].message == f"'{ckpt}' holds NaN or infinite values in conv1.weight"
+    _bomb(ckpt.parent, {k: v for k, v in model.state_dict().items()}, ckpt.name, mb=64)
+    with pytest.raises(archdsl.ArchError, match=r"holds compressed entries \(good/data/99999\)"):
+        hub.load_pretrained(model)
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2", "complex64", "int64"])
+def test_deploy_of_an_unhandled_dtype_is_a_one_line_error_not_an_internal_one(tmp_path: Path, dtype: str) -> None:
+    import torch
+    sd = archdsl.build(REPVGG).state_dict()
+    key = _conv_key(sd)
+    w = tmp_path / "w.pt"
+    torch.save({**sd, key: sd[key].to(getattr(torch, dtype))}, w)
+    run = run_archc("deploy", REPVGG, "-w", str(w), "-o", str(tmp_path / "out.pt"))
+    tail = ("weights must be floating point" if dtype == "int64" else
+            "which archdsl does not load (float32, float64, float16 and bfloat16 weights are read; integers only "
+            "for integer buffers)")
+    assert run.returncode == 1 and run.stderr.splitlines()[0] == (
+        f"error: '{w}': '{key}' has dtype torch.{dtype}" + ("; " if dtype == "int64" else ", ") + tail)
+    assert not (tmp_path / "out.pt").exists()
