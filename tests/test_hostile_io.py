@@ -504,3 +504,23 @@ def test_deploy_of_an_unhandled_dtype_is_a_one_line_error_not_an_internal_one(tm
     assert run.returncode == 1 and run.stderr.splitlines()[0] == (
         f"error: '{w}': '{key}' has dtype torch.{dtype}" + ("; " if dtype == "int64" else ", ") + tail)
     assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("short", ["data/0", "data/1"])
+def test_a_storage_declared_larger_than_its_data_is_refused_before_loading(tmp_path: Path, short: str) -> None:
+    """The pickle says 100,000 floats, the stored record holds 40 bytes: refused from the meta pre-scan."""
+    import zipfile
+
+    import torch
+    from archdsl.codegen.checkpoint import load_checkpoint
+    full, crafted = tmp_path / "full.pt", tmp_path / "w.pt"
+    torch.save({"w": torch.zeros(100_000), "b": torch.ones(100_000)}, full)
+    with zipfile.ZipFile(full) as src, zipfile.ZipFile(crafted, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info, data[:40] if info.filename.endswith(short) else data)
+    with pytest.raises(archdsl.ArchError) as e:
+        load_checkpoint(crafted, budget=10_000_000)
+    assert e.value.diagnostics[0].message == (
+        f"'{crafted}' declares a tensor storage of 400,000 bytes where the file holds 40" if short == "data/0" else
+        f"'{crafted}' declares 800,000 bytes of tensors where the file holds 400,040")
