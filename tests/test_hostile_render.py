@@ -223,9 +223,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs a CUDA device")  # Linux /proc: always here
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGHUP", "timeout"])
 def test_dot_never_outlives_archc(tmp_path: Path, how: str) -> None:
+    """Linux (/proc lists the children): SIGTERM, SIGHUP, SIGKILL of archc, or the time limit, end dot too."""
     import os
     import signal
     import subprocess
