@@ -25,17 +25,31 @@ Why so strict: a cache holds data that archdsl reads back instead of recomputing
 others can write lets them choose that data (issue 11: a planted parse-cache file ran code). The caches
 are JSON decoded by strict readers, so the check is a second wall, not the only one.
 
+A third wall (issue 20: a planted entry that decodes to a well-typed AST still changed the model): every
+entry is authenticated. :func:`seal` prefixes a payload with an HMAC-SHA256 over the entry's name and
+bytes, keyed by a random secret kept in the cache directory itself (``.secret``, 32 bytes, mode 0600, created
+atomically: written to a private temporary file and hard-linked into place, so a reader never sees half a
+key); :func:`unseal` returns the payload only when the MAC verifies. An entry written by anyone who cannot
+read the secret, copied from another entry's name, or left by an older archdsl is a cache miss. Entries are
+read with :func:`archdsl.fsutil.read_regular` (regular files only, never blocking on a FIFO).
+
 On platforms without ``os.getuid`` (Windows) the ownership check is skipped; per-user cache
 directories there are protected by their ACLs.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import re
 import stat
+import tempfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "base_dir", "private_dir", "check_private_dir", "CACHE_ENV", "NO_CACHE_ENV"]
+from .fsutil import NotRegularFile, open_regular
+
+__all__ = ["cache_dir", "base_dir", "private_dir", "check_private_dir", "secret", "seal", "unseal",
+           "CACHE_ENV", "NO_CACHE_ENV", "SECRET_NAME"]
 
 CACHE_ENV = "ARCHDSL_CACHE_DIR"
 NO_CACHE_ENV = "ARCHDSL_NO_CACHE"
@@ -114,3 +128,77 @@ def check_private_dir(path: str | Path) -> str | None:
         # others could rename our directory away and put theirs in its place
         return f"its parent is writable by group or others without the sticky bit (mode {stat.S_IMODE(pst.st_mode):o})"
     return None
+
+
+# ---- authenticated entries ----------------------------------------------------------------------------
+SECRET_NAME = ".secret"
+_SECRET_BYTES = 32
+_MAC_TAG = b"archdsl-mac-1 "
+_MAC_HEAD = len(_MAC_TAG) + 64 + 1          # tag, 64 hex digits, newline
+
+
+def _read_secret(p: Path) -> bytes | None:
+    """The secret at ``p`` if it is a regular file of ours, mode 0600 or stricter, of the right size."""
+    try:
+        fd = open_regular(p, follow=False)
+    except (NotRegularFile, OSError, ValueError):
+        return None
+    try:
+        st = os.fstat(fd)
+        getuid = getattr(os, "getuid", None)
+        if getuid is not None and (st.st_uid != getuid() or st.st_mode & 0o077):
+            return None   # another user's, or readable by others: not a secret
+        data = os.read(fd, _SECRET_BYTES + 1)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return data if len(data) == _SECRET_BYTES else None
+
+
+def secret(directory: str | Path) -> bytes | None:
+    """The MAC key of the cache ``directory``, created on first use; None when it cannot be had safely
+    (then nothing there is trusted and nothing is written)."""
+    d = Path(directory)   # read each time (microseconds): a secret replaced on disk is followed at once
+    p = d / SECRET_NAME
+    key = _read_secret(p)
+    if key is None and not os.path.lexists(p):
+        try:   # a private temporary file, then a hard link: the name appears complete or not at all
+            fd, tmp = tempfile.mkstemp(prefix=".secret.", dir=str(d))
+            try:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(os.urandom(_SECRET_BYTES))
+                try:
+                    os.link(tmp, p)
+                except FileExistsError:   # another process won the race: use its secret
+                    pass
+            finally:
+                os.unlink(tmp)
+        except (OSError, ValueError):
+            return None
+        key = _read_secret(p)
+    return key
+
+
+def _mac(key: bytes, name: str, payload: bytes) -> str:
+    return hmac.new(key, name.encode("utf-8", "surrogateescape") + b"\0" + payload, hashlib.sha256).hexdigest()
+
+
+def seal(directory: str | Path, name: str, payload: bytes) -> bytes | None:
+    """``payload`` with its MAC line in front, for the entry ``name`` of ``directory`` (None: no secret)."""
+    key = secret(directory)
+    if key is None:
+        return None
+    return _MAC_TAG + _mac(key, name, payload).encode() + b"\n" + payload
+
+
+def unseal(directory: str | Path, name: str, blob: bytes) -> bytes | None:
+    """The payload of a sealed entry when its MAC verifies for ``name`` in ``directory``, else None."""
+    if not blob.startswith(_MAC_TAG) or len(blob) < _MAC_HEAD or blob[_MAC_HEAD - 1:_MAC_HEAD] != b"\n":
+        return None
+    key = secret(directory)
+    if key is None:
+        return None
+    payload = blob[_MAC_HEAD:]
+    given = blob[len(_MAC_TAG):_MAC_HEAD - 1]
+    return payload if hmac.compare_digest(given, _mac(key, name, payload).encode()) else None

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import ArchError, Diagnostic
+from .fsutil import output_problem
 from .source import printable
 from .limits import Limits
 from .ops.user import verifying_shapes
@@ -61,6 +62,9 @@ def _print_diags(diags: list[Diagnostic]) -> None:
         err.print(", ".join(parts) + " generated.", markup=False)
 
 
+_INTERNAL_ERROR = [False]   # set by _guard: status 2 is an internal error only then (see main)
+
+
 def _guard(fn: Callable[[], int | None]) -> None:
     """Run a command: ArchError -> diagnostics + exit 1; anything unexpected -> one line + exit 2."""
     try:
@@ -78,8 +82,19 @@ def _guard(fn: Callable[[], int | None]) -> None:
             raise
         err.print(f"archc: internal error: {type(e).__name__}: {e}", markup=False)
         err.print("(this is a bug in archc; rerun with ARCHC_DEBUG=1 for the traceback)", markup=False)
+        _INTERNAL_ERROR[0] = True
         raise typer.Exit(2)
     raise typer.Exit(code)
+
+
+MAX_BATCH = 2**31 - 1     # a batch torch could index; larger is a typo, not a plan
+MAX_DEPTH = 1_000_000     # deeper than any block hierarchy (a larger --depth would show the same)
+
+
+def _check_number(option: str, value: int, lo: int, hi: int, *, hint: str | None = None) -> None:
+    """A numeric option out of its range is the user's mistake: exit 1 with the range (never a usage error)."""
+    if not lo <= value <= hi:
+        raise ArchError(f"{option} must be an integer from {lo} to {hi:,}, got {value}", None, hint=hint)
 
 
 def _parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -98,17 +113,29 @@ def _write_output(path: Path, text: str | bytes) -> None:
     """Atomic write; an unwritable destination is the user's mistake, not an internal error."""
     if path.is_dir():
         raise ArchError(f"output '{path}' is a directory", None, hint="give a file name, e.g. -o model.py")
+    _refuse_special(path, "output")
     try:
         atomic_write(path, text)
     except OSError as e:
         raise ArchError(f"cannot write '{path}': {e.strerror or e}", None) from None
 
 
+def _refuse_special(path: Path, what: str) -> None:
+    """An existing output that is not a regular file (a device such as /dev/null, a FIFO, a socket) is refused:
+    the atomic write would replace the node with a regular file (as root, ``-o /dev/null`` breaks the machine)."""
+    problem = output_problem(path)
+    if problem is not None:
+        raise ArchError(f"{what} '{printable(str(path))}' exists and {problem}; refusing to replace it", None,
+                        hint="write to a regular file (and copy it where it should go)")
+
+
 def _check_destination(path: Path, what: str, *, protect: tuple[str | Path, ...] = ()) -> None:
-    """Refuse an output path before anything is computed or written: a directory, a missing parent
-    folder, or a file that is one of the command's own inputs (``protect``: the spec, the weights)."""
+    """Refuse an output path before anything is computed or written: a directory, an existing path that is
+    not a regular file, a missing parent folder, or a file that is one of the command's own inputs
+    (``protect``: the spec, the weights)."""
     if path.is_dir():
         raise ArchError(f"{what} '{path}' is a directory", None, hint="give a file name, e.g. model.pt")
+    _refuse_special(path, what)
     parent = path.parent
     if parent.exists() and not parent.is_dir():
         raise ArchError(f"cannot write {what} '{path}': '{parent}' is not a directory", None)
@@ -258,17 +285,20 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
             backends: bool = typer.Option(False, "--backends", help="also show the conv backend plan "
                                           "(cost model + cached autotuning; see docs/backends.md)"),
-            batch: int = typer.Option(1, "--batch", min=1, help="batch size for the activation-memory estimate "
-                                      "and the backend plan"),
+            batch: int = typer.Option(1, "--batch", help="batch size for the activation-memory estimate "
+                                      f"and the backend plan (1 to {MAX_BATCH:,})"),
             dtype: str = typer.Option("float32", "--dtype", help="dtype for the activation-memory estimate and "
                                       "the backend plan"),
             device: str = typer.Option("cpu", "--device", help="device type for the backend plan: cpu or cuda"),
-            depth: Optional[int] = typer.Option(None, "--depth", min=0, help="show the block hierarchy down to "
+            depth: Optional[int] = typer.Option(None, "--depth", help="show the block hierarchy down to "
                                                 "this many levels, each block with its totals (1: stem/stages/head)"),
             plugin: List[str] = PluginOpt) -> None:
     """Per-layer table (name, op, input and output shapes, kernel, params, MACs, receptive field,
     connected-to) and totals: trainable/non-trainable/buffers, activation memory at --batch/--dtype."""
     def run() -> int:
+        _check_number("--batch", batch, 1, MAX_BATCH)
+        if depth is not None:
+            _check_number("--depth", depth, 0, MAX_DEPTH, hint="0 shows the network as one row; 1 its stages")
         _load_plugins(plugin)
         with verifying_shapes():   # a plugin's declared shape/params are compared with its module (meta device)
             g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
@@ -463,6 +493,11 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
     """Draw the architecture: blocks as nested clusters, edges labelled with tensor shapes."""
     def run() -> int:
         from .render import write_diagram  # graphviz is needed only here; torch never is (but a plugin may)
+        if depth is not None:
+            _check_number("--depth", depth, 1, MAX_DEPTH,
+                          hint="depth 1 shows the network's top-level stages; leave it out for every layer")
+        if "\n" not in spec:
+            _check_destination(output, "output", protect=(_spec_file(spec),))
         _load_plugins(plugin)
 
         limits = _limits(limit)
@@ -478,9 +513,15 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``archc`` script."""
+    _INTERNAL_ERROR[0] = False
     try:
         app(args=argv, prog_name="archc")
     except SystemExit as e:
+        if e.code == 2 and not _INTERNAL_ERROR[0]:
+            # Click's usage errors (an option value that is not a number, an unknown option, a missing
+            # argument) exit 2, but status 2 is reserved for archc's internal errors: a usage error is the
+            # user's mistake, status 1, after the same message
+            sys.exit(1)
         if e.code not in (0, None):
             sys.exit(e.code)
         raise

@@ -48,8 +48,13 @@ def to_onnx(model: Any, path: str | os.PathLike[str], example: Any = None, *, dy
     dynamic (``batch``). ``dynamo`` picks torch's exporter (``True``: the torch.export one, needs
     ``onnxscript``; ``False``: the TorchScript one). The weights are stored inside the file, which is written
     to a temporary name in the same folder and renamed into place, so a failed export leaves nothing behind
-    and never a half-written file. Other keywords go to :func:`torch.onnx.export` (e.g. ``opset_version``).
+    and never a half-written file; an existing ``path`` that is not a regular file (a device, a FIFO) is
+    refused before anything is traced. Other keywords go to :func:`torch.onnx.export` (e.g. ``opset_version``).
     """
+    from .fsutil import output_problem
+    problem = output_problem(path)
+    if problem is not None:   # the rename below would replace a device or FIFO node with a regular file
+        raise ArchError(f"to_onnx: '{path}' exists and {problem}; refusing to replace it", None)
     import torch
     if dynamo:
         try:

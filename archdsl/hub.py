@@ -32,58 +32,35 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 TIMM_PREFIX = "archdsl_"
 SHOW = 8                      # keys listed per kind of mismatch; the rest are counted
 _TIMM_MODULE = "archdsl_timm_models"   # the module timm's registry files our entries under
-_WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "weights")
 
 
 # ---- state-dict files ---------------------------------------------------------------------------------
-def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a ``torch.save``'d state_dict (tensors only: ``weights_only=True``, nothing in the file runs).
+def read_state_dict(path: str | os.PathLike[str], *, budget: int | None = None,
+                    want: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read a ``torch.save``'d (or ``.safetensors``) state_dict through archdsl's one checkpoint reader
+    (:func:`archdsl.codegen.checkpoint.load_checkpoint`, the same checks as ``archc deploy --weights``):
+    tensors only (``weights_only=True``, nothing in the file runs), no compressed entries, declared sizes
+    within ``budget`` bytes (None: the file's size) before any data is read, handled dtypes only (``want``:
+    the model's dtype per key), finite values.
 
     Accepts a raw state_dict, or a checkpoint dict wrapping one under ``state_dict`` / ``model`` / ...;
     a ``module.`` prefix on every key (DataParallel / DDP) is removed.
     """
-    import torch
-    p = Path(path)
-    if p.is_dir():
-        raise ArchError(f"weights '{p}' is a directory", None, hint="give the .pt/.pth file written by torch.save")
-    if not p.is_file():
-        raise ArchError(f"no such weights file: '{p}'", None,
-                        hint="save the weights with torch.save(model.state_dict(), 'model.pt')")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            obj: Any = load_file(str(p))
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, foreign, or holding pickled objects: one line, no torch advice
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ArchError(f"cannot read weights from '{p}': {first[:300]}", None,
-                        hint="archdsl reads tensors only; save them with torch.save(model.state_dict(), 'model.pt')"
-                        ) from None
-    return _unwrap(obj, str(p))
+    from .codegen.checkpoint import load_checkpoint
+    return load_checkpoint(path, budget=budget, want=want)
 
 
 def _unwrap(obj: Any, where: str) -> dict[str, Any]:
-    import torch
-    for _ in range(3):  # {"model": {"state_dict": ...}} and the like
-        if isinstance(obj, Mapping) and not _is_tensor_dict(obj):
-            inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-            if inner is None:
-                break
-            obj = inner
-    if not isinstance(obj, Mapping) or not _is_tensor_dict(obj):
-        kind = type(obj).__name__ if not isinstance(obj, Mapping) else "a dict without tensors"
-        raise ArchError(f"'{where}' does not hold a state_dict (found {kind})", None,
-                        hint="save the weights with torch.save(model.state_dict(), 'model.pt')")
-    sd = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return sd
+    """An in-memory state_dict (or a checkpoint dict wrapping one), unwrapped as the reader does for a file."""
+    from .codegen.checkpoint import _unwrap as unwrap
+    return unwrap(obj, where)
 
 
-def _is_tensor_dict(obj: Mapping[Any, Any]) -> bool:
-    import torch
-    return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+def _model_budget(model: Any, slack: int = 1) -> tuple[int, dict[str, Any]]:
+    """The byte budget of a checkpoint for ``model`` and the model's dtype per state_dict key."""
+    from .codegen.checkpoint import budget_for
+    sd = model.state_dict()
+    return budget_for({k: v.numel() for k, v in sd.items()}, slack=slack), {k: v.dtype for k, v in sd.items()}
 
 
 def _listing(title: str, items: list[str]) -> str:
@@ -103,8 +80,15 @@ def load_weights(model: Any, weights: str | os.PathLike[str] | Mapping[str, Any]
     model's patch grid (:func:`resample_pos_embed`; the grid is the model's input over the kernel of
     ``patch_embed.proj``, as timm derives it when loading a checkpoint).
     """
+    from .codegen.checkpoint import check_bn_vars, check_finite_values, check_tensors
     where = str(weights) if not isinstance(weights, Mapping) else "the state_dict"
-    sd = read_state_dict(weights) if not isinstance(weights, Mapping) else _unwrap(weights, where)
+    # strict: the checkpoint of exactly this network; otherwise extra keys (a larger head) may come along
+    budget, dtypes = _model_budget(model, 1 if strict else 4)
+    sd = read_state_dict(weights, budget=budget, want=dtypes) if not isinstance(weights, Mapping) else \
+        _unwrap(weights, where)
+    check_tensors(sd, where, dtypes)            # the same dtype rule for a file and an in-memory state_dict
+    check_finite_values(sd, where, dtypes)      # NaN refused; a float64 value overflowing float32 too
+    check_bn_vars(sd, where, {k for k in dtypes if k.endswith("running_var")})
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if resample_pos_embed and "pos_embed" in sd and "pos_embed" in want and tuple(sd["pos_embed"].shape) != want[
             "pos_embed"]:
@@ -290,7 +274,7 @@ def _unavailable(what: str, where: str, why: str, cache: str) -> ArchError:
              f"or pass it explicitly: archdsl.build(spec, weights=PATH) / archdsl.hub.load_weights(model, PATH)"))
 
 
-def _fetch_url(url: str, what: str, timeout: float) -> dict[str, Any]:
+def _fetch_url(url: str, what: str, timeout: float, budget: int | None = None) -> dict[str, Any]:
     import torch
     cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
     if not cache.is_file():
@@ -307,16 +291,17 @@ def _fetch_url(url: str, what: str, timeout: float) -> dict[str, Any]:
             raise _unavailable(what, url, f"{type(e).__name__}: {e}", str(cache)) from None
         finally:
             socket.setdefaulttimeout(old)
-    return read_state_dict(cache)
+    return read_state_dict(cache, budget=budget)
 
 
-def _fetch_hf(repo: str, filename: str | None, what: str, timeout: float) -> dict[str, Any]:
+def _fetch_hf(repo: str, filename: str | None, what: str, timeout: float, budget: int | None = None
+              ) -> dict[str, Any]:
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
     names = [filename] if filename else ["model.safetensors", "pytorch_model.bin"]
     for name in names:
         hit = try_to_load_from_cache(repo, name)
         if isinstance(hit, str):
-            return read_state_dict(hit)
+            return read_state_dict(hit, budget=budget)
     url = f"https://huggingface.co/{repo}"
     why = "offline mode is set (HF_HUB_OFFLINE / ARCHDSL_OFFLINE)" if _offline() else _reachable(url, timeout)
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -324,7 +309,7 @@ def _fetch_hf(repo: str, filename: str | None, what: str, timeout: float) -> dic
         raise _unavailable(what, url, why, f"the Hugging Face cache ({HF_HUB_CACHE}, via "
                                            f"'huggingface-cli download {repo}')")
     try:
-        return read_state_dict(hf_hub_download(repo, names[0], etag_timeout=timeout))
+        return read_state_dict(hf_hub_download(repo, names[0], etag_timeout=timeout), budget=budget)
     except ArchError:
         raise
     except Exception as e:
@@ -349,10 +334,12 @@ def load_pretrained(model: Any, *, strict: bool = True, timeout: float = 10.0) -
                         hint="load your own weights with archdsl.build(spec, weights=PATH)")
     cfg = _reference_cfg(ref, g.input_shape, _num_classes(g))
     what = f"{ref} ({cfg.get('tag') or 'default'})"
+    # the published file may carry more than this model (a 1000-class head, auxiliary heads): 4x slack
+    budget, _ = _model_budget(model, 4)
     if cfg.get("hf_hub_id"):
-        sd = _fetch_hf(cfg["hf_hub_id"], cfg.get("hf_hub_filename"), what, timeout)
+        sd = _fetch_hf(cfg["hf_hub_id"], cfg.get("hf_hub_filename"), what, timeout, budget)
     elif cfg.get("url"):
-        sd = _fetch_url(cfg["url"], what, timeout)
+        sd = _fetch_url(cfg["url"], what, timeout, budget)
     else:
         raise ArchError(f"{ref} lists no published weights", None,
                         hint="load your own weights with archdsl.build(spec, weights=PATH)")

@@ -38,6 +38,11 @@ class Limits:
     max_int_bits: int = 4096      # any integer value (repeated squaring); floats must stay finite
     max_render_nodes: int = 2_500  # boxes + frames a diagram may hand to Graphviz (its layout is superlinear)
     max_render_edges: int = 5_000  # edges a diagram may hand to Graphviz
+    # boxes + edge bends on the widest rank of the layout: Graphviz's crossing minimization grows much faster
+    # than the width (dense DAGs of 20/24 convs, widths 101/145, take 3-5/14-40 s of CPU; of 64 convs, width
+    # 1,025, minutes); the widest view of specs/ and examples/ has 41
+    max_render_width: int = 100
+    max_render_seconds: int = 20   # wall time `dot` may take before it is stopped (a backstop under 30 s)
 
     @classmethod
     def names(cls) -> list[str]:

@@ -11,6 +11,12 @@ fresh-process time to that refusal is measured; ``--unbounded`` also times the l
 Then the paper style (issue 23, target < 5 s): the same largest spec drawn with ``style="paper"``
 (folded and ``--expand``), and `archc render SPEC -o fig.svg|fig.pdf --style paper` in a fresh process.
 That section is kept at the end of the results file; ``--paper`` measures and rewrites only it.
+
+
+Then the dense case of issue 20: ``n`` convs each reading the sum of all earlier tensors (~n^2/2 edges, few
+boxes). For n = 12..24 the estimated widest rank (``layout_width``) and the time ``dot`` takes (one run each);
+for n = 64 (2,144 edges: inside the box and edge bounds, minutes in ``dot`` before) the fresh-process time to
+the width refusal, and with the width bound raised, the time to the ``max_render_seconds`` stop.
 Results go to bench/results/render.md. Usage: .venv/bin/python bench/bench_render.py [--runs 3] [--unbounded]
 [--paper]
 """
@@ -34,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 import archdsl  # noqa: E402
 from archdsl.pipeline import list_networks  # noqa: E402
 from archdsl.render import build_view, render_bytes, to_dot  # noqa: E402
+from archdsl.render.dot import layout_width  # noqa: E402
 
 
 def _median(fn: Callable[[], object], runs: int) -> tuple[float, float]:
@@ -129,6 +136,49 @@ def write_paper_section(out: Path, section: str) -> None:
         text = head + (rest[nxt + 1:] + "\n" if nxt >= 0 else "")
     out.write_text(text.rstrip("\n") + "\n\n" + section)
 
+def dense(n: int) -> str:
+    """``n`` convs, each reading the sum of every earlier tensor (issue 20's dense DAG)."""
+    lines = ["network dense():", "    input [8, 16, 16]", "    t0 = x -> c0: conv2d(8, 3, padding=1)"]
+    for k in range(1, n):
+        src = "add(" + ", ".join(f"t{j}" for j in range(k)) + ")" if k > 1 else "t0"
+        lines.append(f"    t{k} = {src} -> c{k}: conv2d(8, 3, padding=1)")
+    lines.append("    add(" + ", ".join(f"t{j}" for j in range(n)) + ")")
+    return "\n".join(lines) + "\n"
+
+
+def dense_section(tmp: str) -> str:
+    rows = []
+    for n in (12, 16, 20, 24):
+        view = build_view(archdsl.graph(dense(n)))
+        src = to_dot(view)
+        wall, cpu = _median(lambda: render_bytes(src, "svg", timeout_s=300), 1)
+        rows.append(f"| {n} | {len(view.nodes)} | {len(view.edges)} | {layout_width(view)} | {wall:.2f} / {cpu:.2f} s |")
+    spec = Path(tmp) / "dense64.arch"
+    spec.write_text(dense(64))
+    view = build_view(archdsl.graph(str(spec)))
+    cmd = [sys.executable, "-m", "archdsl", "render", str(spec), "-o", str(Path(tmp) / "dense.svg")]
+    t = time.perf_counter()
+    refused = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    t_refused = time.perf_counter() - t
+    t = time.perf_counter()
+    stopped = subprocess.run(cmd + ["--limit", "max_render_width=100000"], cwd=ROOT, capture_output=True, text=True)
+    t_stopped = time.perf_counter() - t
+    if refused.returncode != 1 or stopped.returncode != 1:
+        raise SystemExit(f"expected two refusals, got {refused.returncode} / {stopped.returncode}")
+    return (
+        "## Dense DAG (issue 20)\n\n"
+        "`n` convs, each reading the sum of every earlier tensor. Width: the widest rank `layout_width` estimates "
+        "(boxes + edges passing through; the bound `max_render_width` is 100, the widest view of specs/ and "
+        "examples/ has 41). `dot -Tsvg`: wall / CPU, one run each.\n\n"
+        "| n | boxes | edges | width | dot -Tsvg |\n|---|---|---|---|---|\n" + "\n".join(rows) + "\n\n"
+        f"n = 64 ({len(view.nodes)} boxes, {len(view.edges):,} edges, width {layout_width(view):,}; inside the box "
+        "and edge bounds, and `dot` ran for minutes before: over 120 s wall / 68 s CPU measured on this machine, "
+        "and 32 convs already take over 50 s of CPU): in a fresh process, exit 1 after "
+        f"{t_refused:.2f} s with\n\n    {refused.stderr.splitlines()[0]}\n\n"
+        f"With the width bound raised (`--limit max_render_width=100000`), `dot` is stopped at the "
+        f"`max_render_seconds` backstop: exit 1 after {t_stopped:.1f} s with\n\n    "
+        f"{stopped.stderr.splitlines()[0]}\n\n")
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
@@ -164,6 +214,7 @@ def main() -> None:
         if proc.returncode != 0:
             raise SystemExit(proc.stderr)
         t_hostile, refusal, t_full = hostile(tmp, args.unbounded)
+        dense_md = dense_section(tmp)
     gv = subprocess.run(["dot", "-V"], capture_output=True, text=True).stderr.strip()
     report = (
         f"# archc render: largest spec at full depth\n\n"
@@ -182,6 +233,7 @@ def main() -> None:
         f"view included) with\n\n    {refusal}\n\n"
         + (f"Laid out anyway (`--limit max_render_nodes=100000`): {t_full:.1f} s.\n\n" if t_full is not None
            else "")
+        + dense_md
         + "Reproduce: `.venv/bin/python bench/bench_render.py` (`--unbounded` also times the refused layout)\n")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(report)

@@ -18,6 +18,7 @@ import torch.nn.functional as F  # noqa: E402
 import archdsl  # noqa: E402
 from archdsl import backends as B  # noqa: E402
 from archdsl.backends.cache import DecisionCache  # noqa: E402
+from archdsl.cachedir import unseal  # noqa: E402
 from archdsl.backends.cost import CostModel, fit  # noqa: E402
 from archdsl.backends.plan import make_plan  # noqa: E402
 from archdsl.backends.registry import BACKENDS, get, triton_available  # noqa: E402
@@ -280,7 +281,7 @@ def test_cache_round_trip(tmp_path):
     c.put_choice("cpu-X-t1", "float32", "b1,k3", "fft", "autotune")
     c.put_convert_time("cpu-X-t1", "float32", 4096, 0.01)
     (path,) = c.save()
-    data = json.loads(path.read_text())
+    data = json.loads(unseal(path.parent, path.name, path.read_bytes()) or b"")
     assert data["device"] == "cpu-X-t1" and "float32|b1,k3" in data["entries"]
     again = DecisionCache(tmp_path)
     assert again.time("cpu-X-t1", "float32", "b1,k3", "fft@nchw") == 1.5
@@ -306,7 +307,7 @@ def test_autotune_measures_once_then_uses_the_cache(tmp_path, monkeypatch):
     assert {c.source for c in plan.layers} == {"measured"}
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1
-    entries = json.loads(files[0].read_text())["entries"]
+    entries = json.loads(unseal(tmp_path, files[0].name, files[0].read_bytes()) or b"")["entries"]
     assert len(entries) == len({c.spec.key() for c in plan.layers})
     # layers of the same shape share one cache entry; the chain optimisation may give them different
     # backends (their layout neighbours differ), so the entry holds one of the backends used for that shape

@@ -20,17 +20,32 @@ import pytest
 
 from archdsl.backends import cache as C
 from archdsl.backends.cache import MAX_CACHE_BYTES, DecisionCache
+from archdsl.cachedir import seal, unseal
 from helpers import ROOT
 
 DEV = "cpu-Test_CPU-t1"
 LOGGER = "archdsl.backends"
 
 
-def _plant(directory: Path, content: Any, *, raw: bool = False) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    p = directory / f"{DEV}.json"
-    p.write_text(content if raw else json.dumps(content))
+def _sealed(p: Path, data: bytes) -> Path:
+    """Write ``data`` at ``p`` sealed with the directory's secret, as archdsl itself would (the content is still
+    checked field by field: a file written by an older or buggy archdsl is authentic but not trusted)."""
+    p.parent.mkdir(parents=True, exist_ok=True)
+    blob = seal(p.parent, p.name, data)
+    assert blob is not None
+    p.write_bytes(blob)
     return p
+
+
+def _plant(directory: Path, content: Any, *, raw: bool = False) -> Path:
+    return _sealed(directory / f"{DEV}.json", (content if raw else json.dumps(content)).encode())
+
+
+def _unsealed(p: Path) -> Any:
+    """The JSON of a sealed decision file (its MAC verified)."""
+    payload = unseal(p.parent, p.name, p.read_bytes())
+    assert payload is not None, f"{p} is not sealed for its directory"
+    return json.loads(payload)
 
 
 def _file(entries: dict[str, Any] | None = None, convert: dict[str, Any] | None = None, **top: Any
@@ -73,12 +88,11 @@ def test_invalid_json_is_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixtur
 
 
 def test_invalid_utf8_and_huge_integers_are_ignored(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    p = tmp_path / f"{DEV}.json"
-    p.write_bytes(b'{"version": 1, "device": "\xff"}')
+    p = _sealed(tmp_path / f"{DEV}.json", b'{"version": 1, "device": "\xff"}')
     _, warned = _load(tmp_path, caplog)
     assert len(warned) == 1 and warned[0].startswith(f"archdsl: backend decision cache {p}: ignored: is not "
                                                      "valid JSON ('utf-8' codec can't decode byte 0xff")
-    p.write_text('{"version": 1, "device": "x", "n": ' + "9" * 5000 + "}")
+    _sealed(p, ('{"version": 1, "device": "x", "n": ' + "9" * 5000 + "}").encode())
     _, warned = _load(tmp_path, caplog)
     assert len(warned) == 1 and warned[0].startswith(f"archdsl: backend decision cache {p}: ignored: is not "
                                                      "valid JSON (Exceeds the limit (4300 digits)")
@@ -156,7 +170,7 @@ def test_a_well_formed_file_loads_silently_and_round_trips(tmp_path: Path, caplo
     c.put_convert_time(DEV, "float32", 64, 0.5)
     c.put_time(DEV, "float32", "k", "bad@nchw", float("nan"))  # a failed measurement is not stored
     (p,) = c.save()
-    assert json.loads(p.read_text()) == _file({"float32|k": {"times_ms": {"fft@nchw": 1.25}, "choice": "fft",
+    assert _unsealed(p) == _file({"float32|k": {"times_ms": {"fft@nchw": 1.25}, "choice": "fft",
                                                              "method": "autotune"}}, {"float32|64": 0.5})
     again, warned = _load(tmp_path, caplog)
     assert warned == [] and again.entries(DEV) == c.entries(DEV)
@@ -266,12 +280,13 @@ def test_concurrent_writers_lose_no_entry(tmp_path: Path) -> None:
                               env=env, stderr=subprocess.PIPE, text=True) for w in range(writers)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert [p.returncode for p in procs] == [0] * writers, errors
-    data = json.loads((tmp_path / f"{DEV}.json").read_text())
+    data = _unsealed(tmp_path / f"{DEV}.json")
     assert sorted(data["entries"]) == sorted(f"float32|w{w}-r{i}" for w in range(writers) for i in range(rounds))
     assert sorted(data["convert_ms"]) == sorted(f"float32|{1000 * w + i}" for w in range(writers)
                                                 for i in range(rounds))
     assert data["entries"]["float32|w3-r14"] == {"times_ms": {"fft@nchw": 4.14}}
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+    # no temporary file left; the one secret all four writers agreed on (created atomically) is the only dot-file
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [".secret"]
 
 
 def test_a_save_merges_what_another_process_wrote_meanwhile(tmp_path: Path) -> None:

@@ -166,7 +166,7 @@ class TestCheckpoints:
             warnings.simplefilter("ignore")
             q = torch.quantize_per_tensor(tiny_sd[key], 0.1, 0, torch.qint8)
         res = self._deploy(tmp_path, _save(tmp_path, "w.pt", {**tiny_sd, key: q}))
-        assert f"'{key}' is a quantized tensor; deploy works on float weights" in res.stderr
+        assert f"'{key}' is a quantized tensor; archdsl loads float weights" in res.stderr
 
     def test_nan_values(self, tmp_path: Path, tiny_sd: dict[str, torch.Tensor]) -> None:
         key = next(k for k, v in tiny_sd.items() if v.dim() == 4)

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 import archdsl
 from archdsl import ArchError
-from archdsl.cachedir import cache_dir, check_private_dir
+from archdsl.cachedir import cache_dir, check_private_dir, seal
 from archdsl.cli import app
 from archdsl.lang import astcache, parser
 from archdsl.source import EXCERPT_WIDTH, Source, printable
@@ -330,7 +330,8 @@ def test_unreadable_inputs_are_one_line_errors(tmp_path: Path) -> None:
         os.mkfifo(fifo)                                            # reading it would block forever
         with pytest.raises(ArchError) as e:
             archdsl.graph(str(fifo))
-        assert e.value.format() == f"error: '{fifo}' is not a regular file"
+        assert e.value.format() == (f"error: '{fifo}' is a FIFO, not a regular file\n"
+                                    "  hint: give a .arch file (a device, FIFO or socket is never read)")
 
 
 def test_list_reports_broken_files_and_lists_the_rest(tmp_path: Path) -> None:
@@ -447,7 +448,7 @@ def test_a_cached_ast_passes_the_same_depth_check(tmp_path: Path, monkeypatch: p
     key = astcache.cache_key(src, parser._grammar_digest(), parser._bounds_salt(archdsl.Limits()))
     entry = cache_dir("ast") / key[:2] / key
     entry.parent.mkdir()
-    entry.write_text(astcache.encode(deep))
+    entry.write_bytes(seal(cache_dir("ast"), key, astcache.encode(deep).encode()) or b"")  # authentic, not trusted
     with pytest.raises(ArchError) as e:
         parser.parse(src)
     assert e.value.errors[0].message == "the expression nests too deeply"

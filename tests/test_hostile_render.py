@@ -124,7 +124,8 @@ def test_output_under_a_file_is_a_clean_error(tmp_path: Path, capsys: pytest.Cap
     blocker.write_text("x")
     code, err = _archc(capsys, "render", REPVGG, "-o", str(blocker / "d.svg"))
     assert code == 1
-    assert err.startswith(f"error: cannot write '{blocker / 'd.svg'}': ")
+    # checked before the spec is compiled, like compile -o and deploy -o
+    assert err.splitlines()[0] == f"error: cannot write output '{blocker / 'd.svg'}': '{blocker}' is not a directory"
     assert "Traceback" not in err and "internal error" not in err and blocker.read_text() == "x"
 
 
@@ -144,3 +145,116 @@ def test_deploy_form_of_an_unfusable_group_is_refused(tmp_path: Path, timed: Non
                                         "strides"):
         write_diagram(g, tmp_path / "d.dot", deploy=True)
     assert not (tmp_path / "d.dot").exists()
+
+
+# ------------------------------------------------------------------------------------------- dense graphs
+def dense(n: int) -> str:
+    """Issue 20's DAG: ``n`` convs, each reading the sum of every earlier tensor (~n^2/2 edges)."""
+    lines = ["network dense():", "    input [8, 16, 16]", "    t0 = x -> c0: conv2d(8, 3, padding=1)"]
+    for k in range(1, n):
+        src = "add(" + ", ".join(f"t{j}" for j in range(k)) + ")" if k > 1 else "t0"
+        lines.append(f"    t{k} = {src} -> c{k}: conv2d(8, 3, padding=1)")
+    lines.append("    add(" + ", ".join(f"t{j}" for j in range(n)) + ")")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("n, width", [(64, 1025), (20, 101), (32, 257)])
+@pytest.mark.parametrize("ext", ["svg", "html"])
+def test_a_dense_dag_inside_the_box_and_edge_bounds_is_refused_before_dot(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], timed: None, n: int, width: int, ext: str) -> None:
+    """Few boxes (129 for 64 convs) and ~2,000 edges passed the old bounds, and dot ran for minutes."""
+    spec = tmp_path / "dense.arch"
+    spec.write_text(dense(n))
+    view = build_view(archdsl.graph(str(spec)))
+    assert len(view.nodes) < Limits().max_render_nodes and len(view.edges) < Limits().max_render_edges
+    out = tmp_path / f"dense.{ext}"
+    code, err = _archc(capsys, "render", str(spec), "-o", str(out))
+    assert code == 1 and not out.exists()
+    assert err.splitlines()[0] == (f"error: the diagram has {width:,} boxes and edges on its widest rank, over the "
+                                   "limit of 100 (max_render_width): Graphviz would take minutes to lay it out")
+    assert f"--limit max_render_width={width}" in err
+
+
+def test_the_width_estimate_passes_every_library_diagram() -> None:
+    """specs/ and examples/ stay drawable at every depth, folded and expanded (the widest has 41)."""
+    from archdsl.pipeline import list_networks
+    from archdsl.render.dot import layout_width
+    widths = []
+    for d in ("specs", "examples"):
+        for net in list_networks(d):
+            if net["name"] is None or net["input"] is None:
+                continue   # examples that need a plugin loaded
+            g = archdsl.graph(net["spec"])
+            for expand in (False, True):
+                for depth in (None, 1, 2):
+                    view = build_view(g, expand=expand, depth=depth)
+                    check_size(view)
+                    widths.append(layout_width(view))
+    assert len(widths) > 300 and max(widths) == 41
+
+
+def test_a_dense_dag_under_the_width_bound_renders(tmp_path: Path) -> None:
+    spec = tmp_path / "dense.arch"
+    spec.write_text(dense(12))
+    out = tmp_path / "d.svg"
+    write_diagram(archdsl.graph(str(spec)), out)
+    assert out.read_text().count("<g id=\"e") > 80
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL", "SIGHUP", "timeout"])
+def test_dot_never_outlives_archc(tmp_path: Path, how: str) -> None:
+    """Linux (/proc lists the children): SIGTERM, SIGHUP, SIGKILL of archc, or the time limit, end dot too."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from helpers import ROOT
+    spec = tmp_path / "dense.arch"
+    spec.write_text(dense(64))
+    args = [sys.executable, "-m", "archdsl", "render", str(spec), "-o", str(tmp_path / "d.svg"),
+            "--limit", "max_render_width=100000"]
+    if how == "timeout":
+        args += ["--limit", "max_render_seconds=2"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    dots: list[int] = []
+    while not dots and time.monotonic() < deadline and proc.poll() is None:
+        dots = [c for c in _children(proc.pid) if b"-Tsvg" in Path(f"/proc/{c}/cmdline").read_bytes()]
+        time.sleep(0.05)
+    assert dots, f"dot never started: {proc.poll()} {proc.stderr.read() if proc.stderr else ''}"
+    if how != "timeout":
+        os.kill(proc.pid, getattr(signal, how))
+    _, err = proc.communicate(timeout=60)
+    end = time.monotonic() + 10
+    while _alive(dots[0]) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert not _alive(dots[0]), f"dot (pid {dots[0]}) still runs after archc ended ({how})"
+    if how == "timeout":
+        assert proc.returncode == 1 and err.splitlines()[0] == (
+            "error: Graphviz 'dot' did not finish within 2 s: the diagram is too dense to lay out")
+        assert "draw less with --depth 1 or 2" in err
+    else:
+        assert proc.returncode == -getattr(signal, how)
+    assert not (tmp_path / "d.svg").exists()

@@ -80,7 +80,7 @@ def test_unreadable_files_are_clean_errors(tmp_path: Path, content: str) -> None
     with pytest.raises(ArchError) as e:
         hub.load_weights(archdsl.build(LENET), p)
     msg = e.value.format()
-    assert {"garbage": "cannot read weights from", "list": "does not hold a state_dict",
+    assert {"garbage": "cannot read weights from", "list": "holds a list, not a state_dict",
             "missing": "no such weights file", "directory": "is a directory"}[content] in msg
     assert "Traceback" not in msg and msg.count("\n") < 4
 

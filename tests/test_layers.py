@@ -62,6 +62,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
         "archdsl.codegen.weights": "any",       # weight algebra of the deploy rewrites
+        "archdsl.codegen.checkpoint": "any",    # the one checkpoint reader (deploy, build(weights=), hub)
         "archdsl.backends.impl": "any",         # conv backends, tracing and timing
         "archdsl.backends.triton_dw": "any",    # the Triton kernels
     },

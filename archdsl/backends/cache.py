@@ -12,7 +12,11 @@ Keys are device (the file), dtype and layer shape (the entry key). The directory
 else :func:`archdsl.cachedir.cache_dir` ``("backends")`` (``$ARCHDSL_CACHE_DIR/backends`` or the per-user cache
 directory, used only when private to the user; none at all under ``ARCHDSL_NO_CACHE``).
 
-The file is data, never trusted: it is read as JSON with a size limit, and everything that is not a
+The file is data, never trusted. It is sealed (issue 20): its first line is an HMAC of its content keyed by
+the directory's secret (:func:`archdsl.cachedir.seal`), and a file whose MAC does not verify (planted,
+edited, or written before sealing) is ignored with one warning and re-measured. Only a regular file is read,
+opened without blocking (a FIFO, device or socket at the path is ignored, never written through, and the
+save is skipped with a warning). Then it is read as JSON with a size limit, and everything that is not a
 well-formed value is ignored with a one-line warning on the ``archdsl.backends`` logger (a non-object file, a
 file of another version or device, a timing that is not a positive finite number, a choice that is not a
 string). A cache can only make archdsl re-measure, never crash it or pick a backend from a planted number it
@@ -36,13 +40,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..cachedir import base_dir, cache_dir, check_private_dir
-from ..fsutil import atomic_write
+from ..cachedir import base_dir, cache_dir, check_private_dir, seal, unseal
+from ..fsutil import NotRegularFile, atomic_write, output_problem, read_regular
 
 __all__ = ["DecisionCache", "default_cache_dir", "cpu_device_key", "MAX_CACHE_BYTES"]
 
 _VERSION = 1
 MAX_CACHE_BYTES = 32 << 20   # a decision file is ~100 bytes per layer shape; anything near this is not ours
+_SEAL_BYTES = 128            # the MAC line in front of the JSON
 _LOCK_TIMEOUT_S = 30.0       # a writer holds the lock for one read-merge-write (milliseconds)
 _log = logging.getLogger("archdsl.backends")
 _WARNED_DIRS: set[str] = set()  # unusable default directories already reported by this process
@@ -142,17 +147,23 @@ def _timings(obj: Any, what: str, prefix: str, dropped: list[str]) -> dict[str, 
 
 def read_decision_file(path: Path, device_key: str) -> tuple[dict[str, Any], list[str]]:
     """The validated content of one decision file (empty when missing) and the problems found in it."""
-    try:
-        with open(path, "rb") as fh:
-            blob = fh.read(MAX_CACHE_BYTES + 1)
+    try:   # a regular file only, opened without blocking: a FIFO here must not hang archc
+        blob = read_regular(path, MAX_CACHE_BYTES + _SEAL_BYTES, follow=False)
     except (FileNotFoundError, NotADirectoryError):
         return _empty(device_key), []
+    except NotRegularFile as e:
+        return _empty(device_key), [f"is not read: {e.strerror}"]
     except OSError as e:
         return _empty(device_key), [f"cannot be read ({e.strerror or e})"]
-    if len(blob) > MAX_CACHE_BYTES:
+    if len(blob) > MAX_CACHE_BYTES + _SEAL_BYTES:
+        return _empty(device_key), [f"is larger than {MAX_CACHE_BYTES >> 20} MB"]
+    payload = unseal(path.parent, path.name, blob)
+    if payload is None:
+        return _empty(device_key), ["its MAC does not verify (not written by archdsl for this cache directory)"]
+    if len(payload) > MAX_CACHE_BYTES:
         return _empty(device_key), [f"is larger than {MAX_CACHE_BYTES >> 20} MB"]
     try:
-        raw = json.loads(blob.decode("utf-8"))
+        raw = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         return _empty(device_key), [f"is not valid JSON ({str(e).splitlines()[0][:80]})"]
     return _validated(raw, device_key)
@@ -162,6 +173,13 @@ def _warn_dropped(path: Path, dropped: list[str]) -> None:
     if dropped:
         more = f" (and {len(dropped) - 1} more)" if len(dropped) > 1 else ""
         _log.warning("archdsl: backend decision cache %s: ignored: %s%s", path, dropped[0], more)
+
+
+def _not_writable(p: Path) -> str | None:
+    """Why the cache path ``p`` must not be written (a link, FIFO, device, socket or directory there), or None."""
+    if os.path.islink(p):
+        return "it is a symbolic link"
+    return output_problem(p)
 
 
 class DecisionCache:
@@ -273,14 +291,24 @@ class DecisionCache:
             p = self.path(key)
             if p is None:
                 continue  # memory-only cache (said so when it was created)
+            lock = Path(str(p) + ".lock")
+            odd = next(((q, why) for q in (p, lock) for why in [_not_writable(q)] if why), None)
+            if odd is not None:   # never written through, never replaced: the user put it there
+                _log.warning("archdsl: could not save backend decisions to %s (%s: %s); they are kept in memory "
+                             "for this process", p, odd[0].name, odd[1])
+                continue
             try:
                 p.parent.mkdir(parents=True, exist_ok=True)
-                with FileLock(str(p) + ".lock", timeout=_LOCK_TIMEOUT_S):
+                with FileLock(str(lock), timeout=_LOCK_TIMEOUT_S):
                     # re-read under the lock: entries other processes saved since we loaded are kept; what is
                     # malformed in the file was reported when it was loaded and is dropped by this rewrite
                     on_disk, _ = read_decision_file(p, key)
                     merged = self._merged(key, on_disk)
-                    atomic_write(p, json.dumps(merged, indent=1, sort_keys=True, allow_nan=False) + "\n")
+                    text = json.dumps(merged, indent=1, sort_keys=True, allow_nan=False) + "\n"
+                    blob = seal(p.parent, p.name, text.encode("utf-8"))
+                    if blob is None:
+                        raise OSError(f"no secret could be kept in {p.parent} to seal the file")
+                    atomic_write(p, blob)
             except (OSError, Timeout) as e:
                 reason = "its lock is held by another process" if isinstance(e, Timeout) else (e.strerror or str(e))
                 _log.warning("archdsl: could not save backend decisions to %s (%s); they are kept in memory "

@@ -3,18 +3,11 @@
 - :func:`deploy_state_dict` applies the recipes of a :class:`~archdsl.passes.deploy.DeployPlan` (float64
   math, original dtype out): BatchNorm folding, reparam branch kernels padded/regrouped and summed (or, for
   a group over vectors, branch matrices summed into one linear).
-- :func:`read_checkpoint` reads a train-form ``state_dict`` file and checks everything before any model is
-  built: file size, archive entries (declared sizes, no compressed entries: nothing inflates), only
-  tensors (no pickled code: ``weights_only=True``), keys, shapes, dtypes, finite values, BatchNorm
-  variances. Every failure is one clean :class:`ArchError` naming the key.
+- :func:`read_checkpoint` (from :mod:`.checkpoint`, the one checkpoint reader of archdsl) reads a train-form
+  ``state_dict`` file and checks everything before any model is built.
 """
 from __future__ import annotations
 
-import math
-import re
-import warnings
-import zipfile
-from pathlib import Path
 from typing import Any
 
 from ..errors import ArchError
@@ -22,12 +15,9 @@ from ..ir import Graph, Node
 from ..ops.user import user_ops
 from ..passes.deploy import DeployPlan
 from ..passes.reparam import GroupPlan
+from .checkpoint import SHOW_KEYS, finite, listed, read_checkpoint
 
-__all__ = ["deploy_state_dict", "read_checkpoint", "check_finite", "computed_keys", "SHOW_KEYS"]
-
-SHOW_KEYS = 5            # keys listed per problem (the rest are counted)
-_OVERHEAD = 1 << 20      # container bytes a torch.save file may add to its tensor data
-_PER_KEY = 1024
+__all__ = ["SHOW_KEYS", "check_finite", "computed_keys", "deploy_state_dict", "read_checkpoint"]
 
 
 # ------------------------------------------------------------------------------------------- weight algebra
@@ -225,17 +215,6 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
     return out
 
 
-def _finite(v: Any) -> bool:
-    """No NaN or infinity in ``v``. One float64 sum is exact for it (NaN/inf propagate; float32 values cannot
-    add up to a float64 overflow) and reads the tensor once; a non-finite sum is confirmed element-wise."""
-    import torch
-    if not v.is_floating_point() or v.numel() == 0:
-        return True
-    if math.isfinite(float(torch.sum(v, dtype=torch.float64))):
-        return True
-    return bool(v.isfinite().all())
-
-
 def computed_keys(plan: DeployPlan) -> list[str]:
     """The deploy ``state_dict`` keys that folding computes (the rest are copies of train tensors)."""
     return [f"{path}.{k}" for path, r in plan.recipes.items()
@@ -244,142 +223,9 @@ def computed_keys(plan: DeployPlan) -> list[str]:
 
 def check_finite(sd: dict[str, Any], what: str, keys: list[str] | None = None) -> None:
     """Refuse a state_dict holding NaN or infinite values in ``keys`` (default: all; ``what`` names it)."""
-    bad = [k for k in (sd if keys is None else keys) if not _finite(sd[k])]
+    bad = [k for k in (sd if keys is None else keys) if not finite(sd[k])]
     if bad:
         raise ArchError(f"{what} hold{'s' if len(bad) == 1 else ''} NaN or infinite values in {len(bad)} "
-                        f"tensor{'s' if len(bad) != 1 else ''}: {_listed(bad)}", None,
+                        f"tensor{'s' if len(bad) != 1 else ''}: {listed(bad)}", None,
                         hint="the train-form weights overflow when BatchNorms are folded; check them, or "
                              "deploy with --keep-bn")
-
-
-# ------------------------------------------------------------------------------------------- checkpoints
-def _listed(keys: list[str]) -> str:
-    shown = ", ".join(keys[:SHOW_KEYS])
-    return shown + (f" (and {len(keys) - SHOW_KEYS} more)" if len(keys) > SHOW_KEYS else "")
-
-
-def _clean(message: str) -> str:
-    """torch's load error as one line, without its advice to unpickle arbitrary code (never shown)."""
-    sentences = [t.strip() for line in message.splitlines() for t in re.split(r"(?<=\.)\s+", line) if t.strip()]
-    keep = [t for t in sentences if "weights_only" not in t and "weights only" not in t.lower()
-            and not t.startswith(("Check the documentation", "Please file an issue", "Do it only if"))]
-    text = keep[0] if keep else "the file holds objects other than tensors"
-    return text.replace("WeightsUnpickler error: ", "")[:300]
-
-
-def _check_archive(path: Path, budget: int) -> bool:
-    """A zip checkpoint: every entry stored (torch.save never compresses, so nothing can inflate), declared
-    sizes within ``budget``. Returns whether the file is a zip archive (then it can be memory-mapped)."""
-    with path.open("rb") as fh:
-        magic = fh.read(4)
-    if magic[:2] != b"PK":
-        return False
-    try:
-        with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        raise ArchError(f"cannot read weights from '{path}': the file is truncated or not a torch checkpoint "
-                        "(its zip directory is missing or damaged)", None,
-                        hint="save the weights again with torch.save(model.state_dict(), 'train.pt')") from None
-    packed = [i.filename for i in infos if i.compress_type != zipfile.ZIP_STORED]
-    if packed:
-        raise ArchError(f"'{path}' holds compressed entries ({_listed(packed)}); torch.save writes none, and "
-                        "they are not inflated here", None,
-                        hint="save the weights with torch.save(model.state_dict(), 'train.pt')")
-    declared = sum(i.file_size for i in infos)
-    if declared > budget:
-        raise ArchError(f"'{path}' declares {declared:,} bytes of data; the weights of this network need at most "
-                        f"{budget:,}", None, hint="is this the checkpoint of another (bigger) network?")
-    return True
-
-
-def read_checkpoint(path: Path, expected: dict[str, tuple[int, ...]], *,
-                    bn_vars: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """Read and check a train-form ``state_dict`` against the ``expected`` keys and shapes.
-
-    ``bn_vars``: the ``running_var`` keys (checked to be >= 0). Nothing is built and nothing is inflated
-    before the sizes are known to fit; tensors are memory-mapped when the file allows it.
-    """
-    import torch
-    if path.is_dir():
-        raise ArchError(f"weights '{path}' is a directory", None, hint="give the .pt file written by torch.save")
-    if not path.is_file():
-        raise ArchError(f"no such weights file: '{path}'", None,
-                        hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
-    size = path.stat().st_size
-    if size == 0:
-        raise ArchError(f"weights file '{path}' is empty", None,
-                        hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
-    numel = sum(math.prod(s) for s in expected.values())
-    budget = 8 * numel + _PER_KEY * len(expected) + _OVERHEAD   # float64 at most, plus the container
-    if size > budget:
-        raise ArchError(f"weights file '{path}' is {size:,} bytes; a state_dict of this network takes at most "
-                        f"{budget:,}", None, hint="is this the checkpoint of another (bigger) network?")
-    is_zip = _check_archive(path, budget)
-    with path.open("rb") as fh:
-        head = fh.read(2)
-    try:
-        with warnings.catch_warnings():   # torch's notes on sparse/typed storages are not the user's business
-            warnings.simplefilter("ignore")
-            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
-    except Exception as e:   # truncated, foreign or holding objects: one line, without torch's advice
-        text = str(e)
-        if isinstance(e, EOFError) or "Ran out of input" in text or "EOF" in text:
-            why = "the file is truncated"
-        elif not is_zip and head[:1] != b"\x80":   # neither torch's zip format nor its legacy pickle
-            why = "not a torch checkpoint (torch.save format)"
-        else:
-            why = _clean(text)
-        raise ArchError(f"cannot read weights from '{path}': {why}", None,
-                        hint="archc reads tensors only; save them with torch.save(model.state_dict(), 'train.pt')"
-                        ) from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ArchError(f"'{path}' holds a {type(sd).__name__}, not a state_dict", None,
-                        hint="save the trained model with torch.save(model.state_dict(), 'train.pt')")
-    bad_keys = [repr(k) for k in sd if not isinstance(k, str)]
-    if bad_keys:
-        raise ArchError(f"'{path}': state_dict keys must be strings, got {_listed(bad_keys)}", None)
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor):
-            raise ArchError(f"'{path}': '{k}' holds a value of type {type(v).__name__}, not a tensor", None)
-        if v.is_meta:
-            raise ArchError(f"'{path}': '{k}' is a meta tensor (it has no data)", None,
-                            hint="save real weights, not a model created on the meta device")
-        if v.layout != torch.strided:
-            raise ArchError(f"'{path}': '{k}' is a sparse tensor ({v.layout}); weights must be dense", None,
-                            hint="save tensor.to_dense()")
-        if v.is_quantized:
-            raise ArchError(f"'{path}': '{k}' is a quantized tensor; deploy works on float weights", None,
-                            hint="deploy the float model, then quantize the deploy form")
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    wrong = [f"{k} {list(sd[k].shape)} (expected {list(s)})" for k, s in expected.items()
-             if k in sd and tuple(sd[k].shape) != s]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_listed(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_listed(unexpected)}")
-        if wrong:
-            parts.append(f"{len(wrong)} shapes differ: {_listed(wrong)}")
-        raise ArchError(f"the weights in '{path}' do not match the network: " + "; ".join(parts), None,
-                        hint="pass the same --set values the model was trained with")
-    for k, v in sd.items():
-        if k.endswith("num_batches_tracked"):
-            if v.is_floating_point() or v.is_complex():
-                raise ArchError(f"'{path}': '{k}' has dtype {v.dtype}; a batch counter is an integer", None)
-            continue
-        if not v.is_floating_point():
-            raise ArchError(f"'{path}': '{k}' has dtype {v.dtype}; weights must be floating point", None)
-    nonfinite = [k for k, v in sd.items() if not _finite(v)]
-    if nonfinite:
-        raise ArchError(f"'{path}' holds NaN or infinite values in {_listed(nonfinite)}", None,
-                        hint="the training diverged, or the file is damaged")
-    negative = [k for k in sorted(bn_vars) if k in sd and bool((sd[k] < 0).any())]
-    if negative:
-        raise ArchError(f"'{path}': BatchNorm running variance is negative in {_listed(negative)}", None,
-                        hint="a variance is never negative: the file is damaged or not these weights")
-    return sd

@@ -11,6 +11,12 @@ entry here is plain JSON (``json.loads`` builds only dicts, lists, strings and n
 planted entry therefore yields either a well-typed AST or a miss (then the file is parsed again);
 never code, never an exception. The directory is :func:`archdsl.cachedir.cache_dir` ``("ast")``, which
 is used only if it is private to the current user; ``ARCHDSL_NO_CACHE=1`` turns the disk cache off.
+
+A well-typed planted entry is still a different model (``conv2d(6)`` read back as ``conv2d(40)``, issue 20),
+so every disk entry is sealed with an HMAC keyed by the cache directory's secret
+(:func:`archdsl.cachedir.seal`) and read only when it verifies for its own key; a file that is not a regular
+file (a FIFO, device, socket or symbolic link) is a miss, opened without blocking and never written through.
+Keeping the cache was decided by measurement (``bench/bench_parse.py``, ``bench/results/parse.md``).
 """
 from __future__ import annotations
 
@@ -24,8 +30,8 @@ import typing
 from pathlib import Path
 from typing import Any, Callable
 
-from ..cachedir import cache_dir
-from ..fsutil import atomic_write
+from ..cachedir import cache_dir, seal, unseal
+from ..fsutil import NotRegularFile, atomic_write, output_problem, read_regular
 from ..source import Source, Span
 from . import ast as A
 
@@ -227,8 +233,13 @@ def put(key: str, spec: A.SpecFile) -> None:
     d = cache_dir("ast")
     if d is None:
         return
+    path = d / key[:2] / key
     try:
-        atomic_write(d / key[:2] / key, text)
+        if os.path.islink(path.parent) or os.path.islink(path) or output_problem(path) is not None:
+            return   # a link, FIFO, device or socket where the entry goes: left alone, never written through
+        blob = seal(d, key, text.encode("utf-8"))
+        if blob is not None:
+            atomic_write(path, blob)
     except (OSError, ValueError):  # a full disk must never break compilation
         pass
 
@@ -244,19 +255,17 @@ def _disk_read(key: str) -> str | None:
     if d is None:
         return None
     path = Path(d) / key[:2] / key
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as fh:
-            blob = fh.read(_MAX_ENTRY + 1)
-    except OSError:
+    try:   # regular files only, opened without blocking (a FIFO here must not hang archc)
+        blob = read_regular(path, _MAX_ENTRY, follow=False)
+    except (NotRegularFile, OSError, ValueError):
         return None
     if len(blob) > _MAX_ENTRY:
         return None
+    payload = unseal(d, key, blob)   # a planted, copied or unsealed entry is a miss
+    if payload is None:
+        return None
     try:
-        return blob.decode("utf-8")
+        return payload.decode("utf-8")
     except UnicodeDecodeError:
         return None
 

@@ -13,13 +13,13 @@ Imports are resolved relative to the importing file and may not leave the projec
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 from . import ast as A
 from ..errors import ArchError, Diagnostic, Reporter, did_you_mean
+from ..fsutil import NotRegularFile, read_regular
 from ..limits import Limits
 from .bounds import check_source, count_tokens
 from .parser import parse
@@ -102,11 +102,11 @@ def read_source(path: str | Path, limits: Limits | None = None, span: Span | Non
     limits = limits or Limits()
     name = str(path)
     notes: list[tuple[str, Span | None]] = [("imported here", span)] if span is not None else []
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ArchError(f"'{name}' is not a regular file", span)
-        with open(path, "rb") as fh:  # never more than the limit (+1 byte, to know it was exceeded)
-            data = fh.read(limits.max_source_bytes + 1)
+    try:   # opened without blocking and checked on the open file: a FIFO swapped in cannot hang the read
+        data = read_regular(path, limits.max_source_bytes)   # (+1 byte, to know the limit was exceeded)
+    except NotRegularFile as e:
+        raise ArchError(f"'{name}' is {e.kind}, not a regular file", span,
+                        hint="give a .arch file (a device, FIFO or socket is never read)") from None
     except (OSError, ValueError) as e:
         raise ArchError(f"cannot read '{name}': {getattr(e, 'strerror', None) or e}", span) from None
     if len(data) > limits.max_source_bytes:
@@ -267,5 +267,7 @@ def find_specs(path: str | Path) -> list[Path]:
     """Every .arch file under ``path`` (or ``path`` itself), sorted."""
     p = Path(path)
     if p.is_file():
+        return [p]
+    if p.exists() and not p.is_dir():   # a device, FIFO or socket: listed, so that reading it says what it is
         return [p]
     return sorted(q for q in p.rglob("*.arch") if q.is_file())

@@ -4,24 +4,39 @@ This is the only module of archdsl that imports the ``graphviz`` package (lazily
 runs ``dot``. Before ``dot`` runs, the view's size is checked against ``Limits.max_render_nodes`` /
 ``max_render_edges``: Graphviz's layout grows much faster than linearly (a 6,000-layer chain takes
 about 45 s), so an oversized diagram is refused in milliseconds with a hint instead.
+
+Counting boxes and edges is not enough for a dense graph (issue 20: 64 convs each adding all earlier
+tensors, ~2,000 edges, took minutes). ``dot`` ranks the nodes and splits an edge that spans several ranks
+into a chain of virtual nodes; crossing minimization then reorders every rank many times, and its cost
+grows much faster than the widest rank. :func:`layout_width` estimates that width (longest-path ranks,
+plus the edges passing through each rank) and ``Limits.max_render_width`` bounds it. Measured (dot 2.43,
+``bench/bench_render.py``): dense DAGs of 16/20/24/32 convs have widths 65/101/145/257 and take
+0.6-0.8/3-5/14-40/>50 s of CPU; the widest view in specs/ and examples/ (ConvNeXt-V2 expanded) has 41 and
+takes 0.2 s. The bound is 100.
+A backstop remains: ``dot`` is stopped after ``Limits.max_render_seconds``, and it never outlives archc
+(it dies with it on Linux even when archc is killed; SIGTERM/SIGHUP and errors stop it everywhere).
 """
 from __future__ import annotations
 
 import html
+import os
 import shutil
+import signal
 import subprocess
-from typing import Any
+import sys
+import threading
+from collections import Counter
+from typing import Any, Callable
 
 from ..errors import ArchError
 from ..limits import Limits
 from .style import BLOCK_FILL, CLUSTER_STYLE, FONT, FUSED_COLOR, family_color, fmt_shape, left_justified
 from .view import View, ViewNode
 
-__all__ = ["to_dot", "require_dot", "render_bytes", "check_size", "layout", "RANKDIRS"]
+__all__ = ["to_dot", "require_dot", "render_bytes", "check_size", "layout", "layout_width", "RANKDIRS"]
 
 #: Accepted ``--rankdir`` values: top to bottom, left to right, and their reverses.
 RANKDIRS = ("TB", "LR", "BT", "RL")
-_DOT_TIMEOUT_S = 300
 
 
 def _dot_id(name: str) -> str:
@@ -162,20 +177,101 @@ def require_dot() -> str:
     return path
 
 
-def render_bytes(dot_source: str, fmt: str) -> bytes:
-    """Run ``dot -T<fmt>`` on DOT source; ArchError if dot is missing or fails."""
-    exe = require_dot()
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child get SIGKILL when archc dies, however it dies (Linux ``prctl``
+    PR_SET_PDEATHSIG); None elsewhere (signals and errors still stop ``dot``, see :func:`render_bytes`)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        proc = subprocess.run([exe, f"-T{fmt}"], input=dot_source.encode("utf-8"), capture_output=True,
-                              timeout=_DOT_TIMEOUT_S, check=False)
+        import ctypes
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:   # runs in the child between fork and exec: no Python objects of the parent touched
+        prctl(1, signal.SIGKILL)   # PR_SET_PDEATHSIG
+        if os.getppid() != parent:   # archc died before the line above: nobody will wait for this dot
+            os._exit(1)
+    return arm
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def render_bytes(dot_source: str, fmt: str, *, timeout_s: float | None = None) -> bytes:
+    """Run ``dot -T<fmt>`` on DOT source; ArchError if dot is missing, fails or takes over ``timeout_s``
+    (default ``Limits().max_render_seconds``). ``dot`` is killed when this returns or raises for any reason
+    (also KeyboardInterrupt), when archc gets SIGTERM or SIGHUP, and (Linux) when archc dies."""
+    exe = require_dot()
+    limit = float(timeout_s if timeout_s is not None else Limits().max_render_seconds)
+    proc = subprocess.Popen([exe, f"-T{fmt}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, preexec_fn=_die_with_parent())
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        _stop(proc)   # then the signal's own action (default: terminate), as if we had not been here
+        signal.signal(signum, previous.pop(signum))
+        os.kill(os.getpid(), signum)
+
+    if threading.current_thread() is threading.main_thread():   # handlers can only be set there
+        for sig in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                previous[sig] = signal.signal(sig, on_signal)
+    try:
+        out, err = proc.communicate(dot_source.encode("utf-8"), timeout=limit)
     except subprocess.TimeoutExpired:
-        raise ArchError(f"Graphviz 'dot' took more than {_DOT_TIMEOUT_S} s", None,
-                        hint="draw less: use --depth 1 or 2, or leave out --expand") from None
+        raise ArchError(f"Graphviz 'dot' did not finish within {limit:g} s: the diagram is too dense to lay out",
+                        None, hint="draw less with --depth 1 or 2 (or leave out --expand); '-o FILE.dot' writes "
+                                   "the DOT source without a layout; --limit max_render_seconds=N waits longer"
+                        ) from None
+    finally:
+        _stop(proc)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if proc.returncode != 0:
-        msg = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+        msg = err.decode("utf-8", "replace").strip().splitlines()
         raise ArchError(f"Graphviz 'dot' failed: {msg[0] if msg else 'exit code ' + str(proc.returncode)}", None,
                         hint="rerun with '-o FILE.dot' to inspect the generated DOT")
-    return proc.stdout
+    return out
+
+
+def layout_width(view: View) -> int:
+    """The widest rank ``dot``'s layout of ``view`` will have: nodes plus the virtual nodes of the edges that
+    pass through it, with longest-path ranks (an estimate of dot's network-simplex ranking; size-only edges
+    do not rank). The cost of crossing minimization grows with it much faster than linearly."""
+    preds: dict[str, list[str]] = {n: [] for n in view.nodes}
+    edges = [(e.src, e.dst) for e in view.edges if not e.size_only and e.src in preds and e.dst in preds]
+    for s, d in edges:
+        preds[d].append(s)
+    rank: dict[str, int] = {}
+    pending = {n: len(p) for n, p in preds.items()}
+    succ: dict[str, list[str]] = {n: [] for n in view.nodes}
+    for s, d in edges:
+        succ[s].append(d)
+    ready = [n for n, k in pending.items() if k == 0]
+    while ready:   # Kahn's order; nodes on a cycle (a folded run's edges may form one) keep rank 0
+        n = ready.pop()
+        rank.setdefault(n, 0)
+        for d in succ[n]:
+            rank[d] = max(rank.get(d, 0), rank[n] + 1)
+            pending[d] -= 1
+            if pending[d] == 0:
+                ready.append(d)
+    width: Counter[int] = Counter(rank.get(n, 0) for n in view.nodes)
+    through: Counter[int] = Counter()   # +1 where an edge starts passing ranks, -1 where it stops
+    for s, d in edges:
+        if rank.get(d, 0) - rank.get(s, 0) > 1:
+            through[rank.get(s, 0) + 1] += 1
+            through[rank.get(d, 0)] -= 1
+    running = 0
+    for r in range(max(rank.values(), default=0) + 1):
+        running += through[r]
+        width[r] += running
+    return max(width.values(), default=0)
 
 
 def check_size(view: View, limits: Limits | None = None, *, full_layout: bool = False) -> None:
@@ -189,6 +285,10 @@ def check_size(view: View, limits: Limits | None = None, *, full_layout: bool = 
     over = [(what, n, name, bound) for what, n, name, bound in (
         ("boxes and frames", boxes, "max_render_nodes", lim.max_render_nodes),
         ("edges", len(view.edges), "max_render_edges", lim.max_render_edges)) if n > bound]
+    if not over:
+        width = layout_width(view)
+        if width > lim.max_render_width:   # few boxes, but so many crossing edges that dot would take minutes
+            over = [("boxes and edges on its widest rank", width, "max_render_width", lim.max_render_width)]
     if not over:
         return
     what, n, name, bound = over[0]
@@ -206,4 +306,5 @@ def layout(view: View, fmt: str, *, rankdir: str = "TB", limits: Limits | None =
            classes: bool = False, full_layout: bool = False) -> bytes:
     """The view laid out by ``dot`` in ``fmt`` (svg, png, pdf), after the size check."""
     check_size(view, limits, full_layout=full_layout)
-    return render_bytes(to_dot(view, rankdir=rankdir, tooltips=tooltips, classes=classes), fmt)
+    return render_bytes(to_dot(view, rankdir=rankdir, tooltips=tooltips, classes=classes), fmt,
+                        timeout_s=(limits or Limits()).max_render_seconds)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ArchError
-from ..fsutil import atomic_write
+from ..fsutil import atomic_write, output_problem
 from ..ir import Graph
 from ..limits import Limits
 from .dot import check_size, layout, to_dot
@@ -39,12 +39,16 @@ def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, d
     """Write the diagram of ``graph`` to ``output``; the format comes from ``fmt`` or the extension.
 
     Returns the format written. Writes atomically (never a partial file). The destination is checked
-    before any work (a directory is an error), and a view over ``limits`` is refused before ``dot`` runs;
+    before any work (a directory, device, FIFO or socket is an error), and a view over ``limits`` is refused before ``dot`` runs;
     the DOT source (``.dot``) is checked too, so the same spec is refused whatever the format.
     """
     out = Path(output)
     if out.is_dir():
         raise ArchError(f"output '{out}' is a directory", None, hint="give a file name, e.g. -o net.svg")
+    problem = output_problem(out)
+    if problem is not None:   # a device or FIFO would be replaced by a regular file: refused before any work
+        raise ArchError(f"output '{out}' exists and {problem}; refusing to replace it", None,
+                        hint="write to a regular file (and copy it where it should go)")
     kind = (fmt or out.suffix.lstrip(".")).lower()
     if kind not in DIAGRAM_FORMATS:
         raise ArchError(f"cannot tell the diagram format from '{out.name}'", None,
