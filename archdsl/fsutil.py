@@ -75,7 +75,7 @@ def read_regular(path: str | Path, max_bytes: int, *, follow: bool = True) -> by
         return fh.read(max_bytes + 1)
 
 
-def output_problem(path: str | Path) -> str | None:
+def output_problem(path: "str | os.PathLike[str]") -> str | None:
     """Why ``path`` may not be written as an output file, or None: an existing path that is not a regular
     file (a directory, device, FIFO, socket; a symbolic link is judged by what it points to)."""
     try:
