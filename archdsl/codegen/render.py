@@ -16,7 +16,7 @@ from ..passes.sizes import SizeContract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
 from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, holes_of
 
-__all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
+__all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "module_chain", "NL", "IND", "DED"]
 
 MISSING: Any = object()
 NL, IND, DED = "\n", "\x01", "\x02"   # layout pieces: new line, indent one level, dedent
@@ -368,6 +368,40 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
     return j
 
 
+def module_chain(body: Body) -> bool:
+    """Whether ``body`` only runs its child modules one after the other, each on the previous one's output
+    (the first on the input, the last returned): the forward ``nn.Sequential`` runs, in registration order."""
+    if body.n_in != 1 or len(body.returns) != 1 or not body.stmts:
+        return False
+    if any(c.kind != "module" or "." in c.path for c in body.ctors):
+        return False
+    prev, refs = 0, []
+    uses: dict[int, int] = {}
+    for s in body.stmts:
+        for i in s.ins:
+            uses[i] = uses.get(i, 0) + 1
+    for s in body.stmts:
+        plain = s.kind == "call" or (s.kind == "op" and s.expr == PLAIN_CALL)
+        if not plain or not s.ref or s.ins != (prev,) or len(s.outs) != 1 or uses.get(prev, 0) != 1:
+            return False
+        refs.append(s.ref)
+        prev = s.outs[0]
+    return body.returns == (prev,) and refs == [c.path for c in body.ctors]
+
+
+# A block class that subclasses nn.Sequential takes the block's arguments, so nn.Sequential's own slicing
+# (``type(self)(OrderedDict(...))``) cannot rebuild it: a slice is a plain nn.Sequential of the same modules.
+_SEQUENTIAL_SLICE = '''
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        """``self[i]`` is the i-th module (negative counts from the end); a slice is an ``nn.Sequential``."""
+        if isinstance(idx, slice):
+            out = nn.Sequential()
+            for name, module in list(self._modules.items())[idx]:
+                out.add_module(name, module)
+            return out
+        return super().__getitem__(idx)'''
+
+
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
                  head: tuple[int, int] | None = None, contract: SizeContract | None = None,
@@ -382,7 +416,11 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
     n_ctor_holes = sum(len(holes_of(expand(c.expr, t))) for c in t.ctors)
     holes = _Holes(spec, n_ctor_holes)
-    lines = [f"class {spec.name}(nn.Module):", "    " + literal(doc), ""]
+    # a block that only chains its children is an nn.Sequential, as torchvision's stages are (``layer4[-1]``,
+    # ``len``, iteration, slicing); its forward is nn.Sequential's, running the children in order
+    sequential = not root and not spec.optional and all(module_chain(b) for b in spec.bodies)
+    base = "nn.Sequential" if sequential else "nn.Module"
+    lines = [f"class {spec.name}({base}):", "    " + literal(doc), ""]
     for k, v in class_attrs or []:
         lines.append(f"    {k} = {v}")
     if class_attrs:
@@ -407,6 +445,8 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param", buffer=c.kind == "buffer"))
     for a in spec._attrs:
         lines.append(f"        self.{a} = {a}")
+    if sequential:
+        return "\n".join(lines) + "\n" + _SEQUENTIAL_SLICE.strip("\n").join(["\n", ""])
     names = _names(t)
     ins = [names[v] for v in range(t.n_in)]
     ann = "torch.Tensor"
