@@ -16,6 +16,7 @@ from rich.text import Text
 
 from .errors import ArchError, Diagnostic
 from .source import printable
+from .library import LIBRARY_PREFIX, library_dir
 from .limits import Limits
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
 from .passes.summary import format_bytes, format_count, summary_dict
@@ -178,13 +179,23 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
 
 
 @app.command("list")
-def list_(directory: str = typer.Argument("specs", help="directory (or file) to search for .arch files"),
+def list_(directory: Optional[str] = typer.Argument(
+              None, help="directory (or file) to search for .arch files; none: the library shipped with archdsl"),
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List every network: its spec address, default input shape and the reference it mirrors."""
+    """List every network: its spec address, default input shape and the reference it mirrors.
+
+    Without a path, the spec library shipped with archdsl; its networks build by name
+    (``archdsl.build("resnet50")``, ``archc compile zoo:resnet50``)."""
     def run() -> int:
-        if not Path(directory).exists():
-            raise ArchError(f"no such file or directory: '{directory}'", None)
-        nets = list_networks(directory)
+        if directory is None:
+            nets = list_networks(str(library_dir()))
+            for n in nets:   # shown by the name they build by, whatever the install location
+                if n["name"] is not None:
+                    n["spec"] = LIBRARY_PREFIX + n["name"]
+        else:
+            if not Path(directory).exists():
+                raise ArchError(f"no such file or directory: '{directory}'", None)
+            nets = list_networks(directory)
         broken = [n for n in nets if n["name"] is None]  # files that did not load: listed, and reported
         if as_json:
             out.print(json.dumps(nets, indent=2), markup=False)

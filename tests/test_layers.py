@@ -44,7 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lower",),
     ("lang", "ir"),
     ("ops",),
-    ("source", "errors", "limits", "fsutil", "_version", "cachedir"),
+    ("source", "errors", "limits", "fsutil", "_version", "cachedir", "library"),
 ]
 LEAF_LAYER = len(LAYERS) - 1
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
