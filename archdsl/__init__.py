@@ -20,8 +20,8 @@ from .pipeline import compile_graph, source_with_params
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
 from .plugins import load_plugins, register_op
 
-__all__ = ["build", "graph", "source", "deploy", "register_op", "load_plugins", "ArchError", "Diagnostic", "Graph",
-           "Limits", "__version__"]
+__all__ = ["build", "graph", "source", "deploy", "summary", "register_op", "load_plugins", "ArchError", "Diagnostic",
+           "Graph", "Limits", "__version__"]
 from ._version import __version__
 
 
@@ -49,6 +49,15 @@ def deploy(module: Any, **kwargs: Any) -> Any:
     """
     from .codegen.deploy import deploy as _deploy  # torch is imported only when a module is deployed
     return _deploy(module, **kwargs)
+
+
+def summary(obj: Any, input_size: Sequence[int] | None = None, *, depth: int | None = None, batch: int = 1,
+            dtype: str = "float32", columns: int | None = 80, **params: Any) -> Any:
+    """The summary of a spec or of any ``nn.Module``: rows named as ``create_feature_extractor`` names the
+    steps, output shapes with the batch axis, params / trainable / buffers counted on the module, MACs for
+    the batch, parameter size and memory; ``print()`` it for the table (see :mod:`archdsl.summarize`)."""
+    from .summarize import summary as _summary   # torch is imported only when something is summarized
+    return _summary(obj, input_size, depth=depth, batch=batch, dtype=dtype, columns=columns, **params)
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,

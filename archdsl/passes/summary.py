@@ -7,6 +7,7 @@ Everything here reads the IR only (no torch): shapes, counts and the receptive f
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 from ..errors import ArchError
@@ -98,6 +99,12 @@ def row_names(g: Graph) -> dict[int, str]:
             out[n.id] = n.module
             continue
         frames = _module_frames(n)
+        if not frames and n.label and "." not in n.label:
+            # a labelled parameter-free op of the network itself is a child module (``avgpool``), as codegen
+            # builds it (archdsl.codegen.program)
+            out[n.id] = n.label
+            seen[n.label] = seen.get(n.label, 0) + 1
+            continue
         base = (frames[-1].path + "." if frames else "") + n.op
         k = seen.get(base, 0)
         seen[base] = k + 1
@@ -386,7 +393,10 @@ def format_table(data: dict[str, Any], columns: int | None = None) -> str:
             out.append(n)
             n = ""
         out.append(line(n, b))
-    return "\n".join(out + format_totals(data))
+    tail = format_totals(data)
+    if columns is not None:   # the totals wrap at the width too, continued lines indented
+        tail = [w for t in tail for w in textwrap.wrap(t, columns, subsequent_indent="  ", break_on_hyphens=False)]
+    return "\n".join(out + tail)
 
 
 def format_totals(data: dict[str, Any]) -> list[str]:
