@@ -18,9 +18,10 @@ from .ir import Graph
 from .limits import Limits
 from .pipeline import compile_graph, source_with_params
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
+from .notebook import show
 from .plugins import load_plugins, register_op
 
-__all__ = ["build", "graph", "source", "deploy", "summary", "register_op", "load_plugins", "ArchError", "Diagnostic",
+__all__ = ["build", "graph", "source", "deploy", "summary", "show", "register_op", "load_plugins", "ArchError", "Diagnostic",
            "Graph", "Limits", "__version__"]
 from ._version import __version__
 
