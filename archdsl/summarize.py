@@ -164,8 +164,8 @@ def _macs(node: Any, mod: Any) -> int:
         w = ins[1]
         return n_out * math.prod(w[1:])
     if target is F.scaled_dot_product_attention and len(ins) >= 3 and ins[0] and ins[1]:
-        q, k = ins[0], ins[1]
-        return math.prod(out[:-2]) * q[-2] * k[-2] * (q[-1] + out[-1])
+        q, key = ins[0], ins[1]
+        return math.prod(out[:-2]) * q[-2] * key[-2] * (q[-1] + out[-1])
     return 0
 
 
