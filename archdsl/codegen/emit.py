@@ -27,9 +27,8 @@ from ..ops import HELPERS, Lit
 from ..passes.sizes import input_contract
 from .names import (RESERVED_GLOBALS, GenerationError, attr_ok, camel, check_child_name, fmt_value, literal,
                     py_identifier, unique)
-from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, build_body, holes_of
-from .render import (CHECK_INPUT_HELPER, DED, IND, NL, RESET_LINEAR_HELPER, ClassSpec, module_chain, render_class,
-                     unit_call)
+from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, build_body, holes_of, module_chain
+from .render import CHECK_INPUT_HELPER, DED, IND, NL, RESET_LINEAR_HELPER, ClassSpec, render_class, unit_call
 from .units import Hierarchy, analyze
 
 __all__ = ["generate", "class_name", "GenerationError"]

@@ -14,9 +14,9 @@ from typing import Any
 from ..ops import MOD, In, Kw, Lit
 from ..passes.sizes import SizeContract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
-from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, holes_of
+from .program import PLAIN_CALL, SEQUENTIAL_SLICE, Body, Ctor, Stmt, UnitCall, holes_of, module_chain
 
-__all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "module_chain", "NL", "IND", "DED"]
+__all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
 
 MISSING: Any = object()
 NL, IND, DED = "\n", "\x01", "\x02"   # layout pieces: new line, indent one level, dedent
@@ -368,40 +368,6 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
     return j
 
 
-def module_chain(body: Body) -> bool:
-    """Whether ``body`` only runs its child modules one after the other, each on the previous one's output
-    (the first on the input, the last returned): the forward ``nn.Sequential`` runs, in registration order."""
-    if body.n_in != 1 or len(body.returns) != 1 or not body.stmts:
-        return False
-    if any(c.kind != "module" or "." in c.path for c in body.ctors):
-        return False
-    prev, refs = 0, []
-    uses: dict[int, int] = {}
-    for s in body.stmts:
-        for i in s.ins:
-            uses[i] = uses.get(i, 0) + 1
-    for s in body.stmts:
-        plain = s.kind == "call" or (s.kind == "op" and s.expr == PLAIN_CALL)
-        if not plain or not s.ref or s.ins != (prev,) or len(s.outs) != 1 or uses.get(prev, 0) != 1:
-            return False
-        refs.append(s.ref)
-        prev = s.outs[0]
-    return body.returns == (prev,) and refs == [c.path for c in body.ctors]
-
-
-# A block class that subclasses nn.Sequential takes the block's arguments, so nn.Sequential's own slicing
-# (``type(self)(OrderedDict(...))``) cannot rebuild it: a slice is a plain nn.Sequential of the same modules.
-_SEQUENTIAL_SLICE = '''
-    def __getitem__(self, idx: int | slice) -> nn.Module:
-        """``self[i]`` is the i-th module (negative counts from the end); a slice is an ``nn.Sequential``."""
-        if isinstance(idx, slice):
-            out = nn.Sequential()
-            for name, module in list(self._modules.items())[idx]:
-                out.add_module(name, module)
-            return out
-        return super().__getitem__(idx)'''
-
-
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
                  head: tuple[int, int] | None = None, contract: SizeContract | None = None,
@@ -446,7 +412,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     for a in spec._attrs:
         lines.append(f"        self.{a} = {a}")
     if sequential:
-        return "\n".join(lines) + "\n" + _SEQUENTIAL_SLICE.strip("\n").join(["\n", ""])
+        return "\n".join(lines) + "\n" + SEQUENTIAL_SLICE.strip("\n").join(["\n", ""])
     names = _names(t)
     ins = [names[v] for v in range(t.n_in)]
     ann = "torch.Tensor"
