@@ -19,10 +19,11 @@ from .limits import Limits
 from .persist import remember, remember_deploy
 from .pipeline import compile_graph, resolve, source_with_params
 from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
+from .notebook import show
 from .plugins import load_plugins, register_op, verifying_shapes
 
-__all__ = ["build", "graph", "source", "deploy", "register_op", "load_plugins", "ArchError", "Diagnostic", "Graph",
-           "Limits", "__version__"]
+__all__ = ["build", "graph", "source", "deploy", "summary", "show", "register_op", "load_plugins", "ArchError", "Diagnostic",
+           "Graph", "Limits", "__version__"]
 from ._version import __version__
 
 
@@ -51,6 +52,15 @@ def deploy(module: Any, **kwargs: Any) -> Any:
     """
     from .codegen.deploy import deploy as _deploy  # torch is imported only when a module is deployed
     return remember_deploy(_deploy(module, **kwargs), module)   # it pickles by spec, as the trained model
+
+
+def summary(obj: Any, input_size: Sequence[int] | None = None, *, depth: int | None = None, batch: int = 1,
+            dtype: str = "float32", columns: int | None = 80, **params: Any) -> Any:
+    """The summary of a spec or of any ``nn.Module``: rows named as ``create_feature_extractor`` names the
+    steps, output shapes with the batch axis, params / trainable / buffers counted on the module, MACs for
+    the batch, parameter size and memory; ``print()`` it for the table (see :mod:`archdsl.summarize`)."""
+    from .summarize import summary as _summary   # torch is imported only when something is summarized
+    return _summary(obj, input_size, depth=depth, batch=batch, dtype=dtype, columns=columns, **params)
 
 
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,

@@ -17,10 +17,11 @@ from rich.text import Text
 from .errors import ArchError, Diagnostic
 from .fsutil import output_problem
 from .source import printable
+from .library import LIBRARY_PREFIX, library_dir
 from .limits import Limits
 from .ops.user import verifying_shapes
 from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
-from .passes.summary import format_bytes, format_count, summary_dict
+from .passes.summary import format_bytes, format_count, format_table, format_totals, summary_dict
 
 __all__ = ["app", "main"]
 
@@ -206,13 +207,23 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
 
 
 @app.command("list")
-def list_(directory: str = typer.Argument("specs", help="directory (or file) to search for .arch files"),
+def list_(directory: Optional[str] = typer.Argument(
+              None, help="directory (or file) to search for .arch files; none: the library shipped with archdsl"),
           as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
-    """List every network: its spec address, default input shape and the reference it mirrors."""
+    """List every network: its spec address, default input shape and the reference it mirrors.
+
+    Without a path, the spec library shipped with archdsl; its networks build by name
+    (``archdsl.build("resnet50")``, ``archc compile zoo:resnet50``)."""
     def run() -> int:
-        if not Path(directory).exists():
-            raise ArchError(f"no such file or directory: '{directory}'", None)
-        nets = list_networks(directory)
+        if directory is None:
+            nets = list_networks(str(library_dir()))
+            for n in nets:   # shown by the name they build by, whatever the install location
+                if n["name"] is not None:
+                    n["spec"] = LIBRARY_PREFIX + n["name"]
+        else:
+            if not Path(directory).exists():
+                raise ArchError(f"no such file or directory: '{directory}'", None)
+            nets = list_networks(directory)
         broken = [n for n in nets if n["name"] is None]  # files that did not load: listed, and reported
         if as_json:
             out.print(json.dumps(nets, indent=2), markup=False)
@@ -239,6 +250,7 @@ def list_(directory: str = typer.Argument("specs", help="directory (or file) to 
 def _print_summary(data: dict) -> None:
     """The human form of ``summary_dict``: one table (flat, or the block tree with --depth) and totals."""
     tree = data.get("tree")
+    batch = data.get("batch", 1)
     table = Table(title=f"{data['spec']}  input {data['input']}", show_edge=False, header_style="bold")
     for col, just in (("layer", "left"), ("op", "left"), ("input", "right"), ("output", "right"),
                       ("kernel", "right"), ("params", "right"), ("MACs", "right"), ("RF", "right"),
@@ -253,27 +265,13 @@ def _print_summary(data: dict) -> None:
         ins = list(dict.fromkeys(str(s) for s in r["inputs"]))
         name = escape(name)  # spec names are text, not rich markup
         table.add_row(f"[bold]{name}[/bold]" if r.get("kind") == "block" else name, escape(r["op"]), ", ".join(ins),
-                      str(r["shape"]), dims(r["kernel"]) if r["kernel"] else "",
+                      str([batch, *r["shape"]] if batch > 1 else r["shape"]), dims(r["kernel"]) if r["kernel"] else "",
                       f"{r['params']:,}" if r["params"] else "", format_count(r["macs"]) if r["macs"] else "",
                       dims(r["rf"]), escape(", ".join(r["connected_to"])))
     # piped output keeps whole rows (scripts grep it); a terminal squeezes the table to its width
     (out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=1000)).print(table)
-    tot = data["totals"]
-    out.print(f"total: {tot['params']:,} params ({format_count(tot['params'])}), "
-              f"{tot['macs']:,} MACs ({format_count(tot['macs'])}), {tot['layers']} layers; "
-              f"output {next(iter(data['outputs'].values())) if len(data['outputs']) == 1 else data['outputs']}")
-    out.print(f"params: {tot['trainable']:,} trainable, {tot['non_trainable']:,} non-trainable; "
-              f"buffers: {tot['buffers']:,} (BatchNorm running statistics)", markup=False)
-    mem = data["memory"]
-    out.print(f"memory at batch {mem['batch']}, {mem['dtype']}: input {format_bytes(mem['input'])}, "
-              f"activations {format_bytes(mem['activations'])} (sum of layer outputs), "
-              f"peak ~{format_bytes(mem['peak'])} (inference, tensors freed after last use)", markup=False)
-    rf = data.get("receptive_field")
-    if rf:
-        out.print(f"receptive field: {dims(rf['rf'])} px at {rf['module']} (stride {rf['stride']})", markup=False)
-    sizes = data["input_sizes"]
-    out.print(f"input sizes: {sizes['describe']}" + ("" if sizes["derived"] else " (not derived: only the declared "
-                                                     "size is known to work)"), markup=False)
+    for line in format_totals(data):
+        out.print(line, markup=False)
 
 
 @app.command()
@@ -292,9 +290,13 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             device: str = typer.Option("cpu", "--device", help="device type for the backend plan: cpu or cuda"),
             depth: Optional[int] = typer.Option(None, "--depth", help="show the block hierarchy down to "
                                                 "this many levels, each block with its totals (1: stem/stages/head)"),
+            columns: Optional[int] = typer.Option(None, "--columns", min=40, help="plain-text table at most this "
+                                                  "wide (80: the narrow layout: layer, op, output, params, MACs)"),
             plugin: List[str] = PluginOpt) -> None:
     """Per-layer table (name, op, input and output shapes, kernel, params, MACs, receptive field,
-    connected-to) and totals: trainable/non-trainable/buffers, activation memory at --batch/--dtype."""
+    connected-to) and totals: trainable/non-trainable/buffers, parameter size, memory at --batch/--dtype.
+    Rows are named by module path or fx step name (what create_feature_extractor takes); with --batch N
+    the shapes have the batch axis and the MACs are the batch's."""
     def run() -> int:
         _check_number("--batch", batch, 1, MAX_BATCH)
         if depth is not None:
@@ -316,7 +318,10 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
         if as_json:
             out.print(json.dumps(data, indent=2), markup=False)
             return 0
-        _print_summary(data)
+        if columns is not None:
+            typer.echo(format_table(data, columns))
+        else:
+            _print_summary(data)
         if plan is not None:
             from .backends.report import plan_footer, plan_table
             out.print(plan_table(plan))

@@ -22,6 +22,7 @@ from urllib.parse import urlparse
 
 from .errors import ArchError, Diagnostic
 from .ir import Graph
+from .library import library_dir
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "TIMM_PREFIX", "read_state_dict", "load_weights", "pretrained_cfg",
            "load_pretrained", "build_model", "register_timm", "resample_pos_embed",
@@ -492,8 +493,10 @@ def _entrypoint(entry: dict[str, Any]) -> Any:
     return create
 
 
-def register_timm(spec_paths: Iterable[str] = ("specs",)) -> list[str]:
-    """Register every network of the specs under ``spec_paths`` as a timm model ``archdsl_<name>``.
+def register_timm(spec_paths: Iterable[str | os.PathLike[str]] = (), *, library: bool = True) -> list[str]:
+    """Register every network of the library shipped with archdsl (:mod:`archdsl.library`; ``library=False``
+    leaves it out) and of the specs under ``spec_paths`` (your own folders or files) as a timm model
+    ``archdsl_<name>``, from any working directory.
 
     Afterwards ``timm.create_model("archdsl_resnet50", num_classes=10)`` builds the spec as
     ``archdsl.build`` does (:func:`build_model`); timm's keywords are mapped onto what the spec takes
@@ -512,7 +515,8 @@ def register_timm(spec_paths: Iterable[str] = ("specs",)) -> list[str]:
     from .pipeline import list_networks
     mod = _timm_module()
     names: list[str] = []
-    for path in spec_paths:
+    paths = [*([library_dir()] if library else []), *spec_paths]
+    for path in paths:
         if not Path(path).exists():
             raise ArchError(f"no such file or directory: '{path}'", None)
         for net in list_networks(str(path)):

@@ -140,6 +140,37 @@ class Graph:
             self._nx = dg
         return self._nx
 
+    def to_networkx(self) -> Any:
+        """A new networkx ``DiGraph`` of this graph for analysis (changing it leaves this graph alone).
+
+        Nodes are the node ids; each carries the record's fields as attributes (see docs/api.md, "The
+        graph as networkx"): ``op``, ``name``, ``module``, ``label``, ``args``, ``shape`` (per sample),
+        ``in_shapes``, ``params``, ``macs``, ``scope`` (the enclosing block paths, outermost first),
+        ``loc`` (``file:line:col`` or None), ``reparam``, and ``rec``: the :class:`Node` itself. Edges
+        run producer -> consumer with ``index``: the input position. Graph attributes: ``name``,
+        ``reference``, ``address``, ``inputs`` (ids) and ``outputs`` (``{name: id}``)."""
+        import networkx as nx
+
+        dg = nx.DiGraph(name=self.name, reference=self.reference, address=self.address, inputs=list(self.inputs),
+                        outputs=dict(self.outputs))
+        for rec in self._recs.values():
+            dg.add_node(rec.id, op=rec.op, name=rec.name, module=rec.module, label=rec.label, args=dict(rec.args),
+                        shape=tuple(rec.shape), in_shapes=[tuple(s) for s in rec.in_shapes], params=rec.params,
+                        macs=rec.macs, scope=[f.path for f in rec.scope if f.path], reparam=rec.reparam,
+                        loc=str(rec.loc) if rec.loc else None, rec=rec)
+        for rec in self._recs.values():
+            for pos, src in enumerate(rec.inputs):
+                dg.add_edge(src, rec.id, index=pos)
+        return dg
+
+    def __repr__(self) -> str:
+        """One line: name, input -> outputs, node count, params, MACs (the diagram is ``archdsl.show``)."""
+        outs = {k: list(v) for k, v in self.output_shapes.items()} if self.outputs else {}
+        shown = next(iter(outs.values())) if len(outs) == 1 else outs
+        ins = list(self.input_shape) if self.inputs else None
+        return (f"<Graph {self.name}: input {ins} -> {shown}, {len(self._recs)} nodes, "
+                f"{self.total_params:,} params, {self.total_macs:,} MACs>")
+
     @staticmethod
     def _nx_add(dg: Any, node: Node) -> None:
         dg.add_node(node.id, rec=node)

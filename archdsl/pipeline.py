@@ -21,6 +21,7 @@ from .fsutil import atomic_write
 from .errors import ArchError, Diagnostic, did_you_mean
 from .ir import Graph
 from .lang.loader import Program, find_specs, load_program, load_source, split_address
+from .library import LIBRARY_PREFIX, is_library_name, library_address, library_index
 from .limits import Limits
 from .lower import lower_network
 from .passes import run_checks
@@ -54,7 +55,10 @@ def _pick_network(spec: A.SpecFile, name: str | None, source: Source) -> A.Netwo
 
 
 def resolve(spec: str, *, allow_outside: bool = False, limits: Limits | None = None) -> Resolved:
-    """Parse the spec at ``spec`` (path, ``path:network`` or text) and pick its network."""
+    """Parse the spec at ``spec`` (path, ``path:network``, text, or a library network's name: ``resnet50``
+    or ``zoo:resnet50``, see :mod:`archdsl.library`) and pick its network."""
+    if is_library_name(spec):
+        spec = library_address(spec)
     path, name = split_address(spec)
     source = load_source(path, limits)
     program = load_program(source, allow_outside=allow_outside, limits=limits)
@@ -165,6 +169,13 @@ def check_paths(paths: list[str], limits: Limits | None = None,
     count = 0
     files: list[Path] = []
     for p in paths:
+        if "\n" not in p and is_library_name(p) and (p.startswith(LIBRARY_PREFIX) or p in library_index()):
+            # ``archc check resnet50``: the library's network
+            try:
+                p = library_address(p)
+            except ArchError as e:
+                diags.extend(e.diagnostics)
+                continue
         if "\n" not in p and not Path(split_address(p)[0]).exists():
             diags.append(Diagnostic(f"no such file or directory: '{p}'", None))
             continue

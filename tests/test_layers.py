@@ -37,7 +37,7 @@ MAX_LINES = 600
 LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("__init__",),
-    ("cli", "notebook", "hub", "export"),
+    ("cli", "notebook", "hub", "export", "summarize"),
     ("persist",),                     # pickling by spec: compiles through pipeline, builds through codegen
     ("pipeline", "plugins"),
     ("render", "codegen", "backends"),
@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lower",),
     ("lang", "ir"),
     ("ops",),
-    ("source", "errors", "limits", "fsutil", "_version", "cachedir"),
+    ("source", "errors", "limits", "fsutil", "_version", "cachedir", "library"),
 ]
 LEAF_LAYER = len(LAYERS) - 1
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
@@ -59,6 +59,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.hub": "lazy",                  # reading state-dict files, pretrained weights
         "archdsl.plugins": "lazy",              # a user op's shape/params inferred on the meta device
         "archdsl.export": "lazy",               # ONNX export of a built model
+        "archdsl.summarize": "lazy",            # archdsl.summary traces and runs the module
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
         "archdsl.codegen.weights": "any",       # weight algebra of the deploy rewrites

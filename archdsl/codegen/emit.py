@@ -19,13 +19,15 @@ Nothing from the spec is pasted as text: see :mod:`archdsl.codegen.names`.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..ir import Graph
 from ..ops import HELPERS, Lit
 from ..passes.sizes import input_contract
-from .names import RESERVED_GLOBALS, GenerationError, attr_ok, camel, fmt_value, literal, py_identifier, unique
-from .program import PLAIN_CALL, Body, UnitCall, build_body, holes_of
+from .names import (RESERVED_GLOBALS, GenerationError, attr_ok, camel, check_child_name, fmt_value, literal,
+                    py_identifier, unique)
+from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, build_body, holes_of, module_chain
 from .render import CHECK_INPUT_HELPER, DED, IND, NL, RESET_LINEAR_HELPER, ClassSpec, render_class, unit_call
 from .units import Hierarchy, analyze
 
@@ -116,6 +118,43 @@ def _sequential(body: Body) -> tuple[Any, ...] | None:
     return tuple(out)
 
 
+def _module_chain_body(body: Body) -> Body:
+    """``body`` with its labelled parameter-free ops made child modules (``nn.ReLU()`` at ``'2'``) when that
+    makes it a chain of child modules (:func:`~archdsl.codegen.render.module_chain`): its class is then an
+    ``nn.Sequential`` whose children are every step, as torchvision's ``Conv2dNormActivation``. No parameter or
+    buffer moves, so the state_dict keys stay; any other body is returned unchanged."""
+    if body.unit.kind == "root" or body.n_in != 1 or len(body.returns) != 1 or not body.stmts:
+        return body
+    if any(c.kind != "module" for c in body.ctors):
+        return body
+    ctor_of = {c.path: c for c in body.ctors}
+    ctors: list[Ctor] = []
+    stmts: list[Stmt] = []
+    for s in body.stmts:
+        if s.kind == "call" or (s.kind == "op" and s.expr == PLAIN_CALL):
+            c = ctor_of.get(s.ref)
+            if c is None:
+                return body
+            ctors.append(c)
+            stmts.append(s)
+        elif (s.kind == "op" and not s.ref and s.module_form is not None and s.module_form != ("<module>",)
+              and s.name and "." not in s.name and s.name not in ctor_of):
+            try:
+                check_child_name(s.name, "a step")
+            except GenerationError:
+                return body
+            ctors.append(Ctor(s.name, "module", s.module_form))
+            stmts.append(replace(s, expr=PLAIN_CALL, ref=s.name, module_form=("<module>",)))
+        else:
+            return body
+    if len({c.path for c in ctors}) != len(ctors) or len(ctors) != len(body.ctors) + sum(
+            1 for s in body.stmts if s.kind == "op" and not s.ref):
+        return body
+    out = replace(body, ctors=ctors, stmts=stmts)
+    out.__dict__.pop("_key", None)
+    return out if module_chain(out) else body
+
+
 def _depth(h: Hierarchy, p: str) -> int:
     d = 0
     while p:
@@ -147,6 +186,8 @@ class _Parts:
             if seq is not None:
                 unit_exprs[p] = seq
                 continue
+            if u.kind == "block":
+                body = _module_chain_body(body)
             base = camel(u.name if u.kind == "block" else u.name or "Block", "Block")
             spec = _class_for(body, base, by_key, self.classes, taken)
             unit_exprs[p] = unit_call(spec, body)

@@ -15,7 +15,8 @@ from ..ops import MOD, OPS, EmitArgs, In, Kw, Lit, has_trait, size_helpers
 from .names import GenerationError, check_child_name
 from .units import Hierarchy, Unit
 
-__all__ = ["UnitCall", "Stmt", "Ctor", "Body", "build_body", "expr_key", "holes_of", "PLAIN_CALL"]
+__all__ = ["UnitCall", "Stmt", "Ctor", "Body", "build_body", "expr_key", "holes_of", "PLAIN_CALL", "module_chain",
+           "SEQUENTIAL_SLICE"]
 
 PLAIN_CALL = (MOD, "(", In(0), ")")
 
@@ -208,3 +209,37 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
     else:
         body.returns = tuple(vals[nid] for _, nid in g.outputs)
     return body
+
+
+def module_chain(body: Body) -> bool:
+    """Whether ``body`` only runs its child modules one after the other, each on the previous one's output
+    (the first on the input, the last returned): the forward ``nn.Sequential`` runs, in registration order."""
+    if body.n_in != 1 or len(body.returns) != 1 or not body.stmts:
+        return False
+    if any(c.kind != "module" or "." in c.path for c in body.ctors):
+        return False
+    prev, refs = 0, []
+    uses: dict[int, int] = {}
+    for s in body.stmts:
+        for i in s.ins:
+            uses[i] = uses.get(i, 0) + 1
+    for s in body.stmts:
+        plain = s.kind == "call" or (s.kind == "op" and s.expr == PLAIN_CALL)
+        if not plain or not s.ref or s.ins != (prev,) or len(s.outs) != 1 or uses.get(prev, 0) != 1:
+            return False
+        refs.append(s.ref)
+        prev = s.outs[0]
+    return body.returns == (prev,) and refs == [c.path for c in body.ctors]
+
+
+# A block class that subclasses nn.Sequential takes the block's arguments, so nn.Sequential's own slicing
+# (``type(self)(OrderedDict(...))``) cannot rebuild it: a slice is a plain nn.Sequential of the same modules.
+SEQUENTIAL_SLICE = '''
+    def __getitem__(self, idx: int | slice) -> nn.Module:
+        """``self[i]`` is the i-th module (negative counts from the end); a slice is an ``nn.Sequential``."""
+        if isinstance(idx, slice):
+            out = nn.Sequential()
+            for name, module in list(self._modules.items())[idx]:
+                out.add_module(name, module)
+            return out
+        return super().__getitem__(idx)'''

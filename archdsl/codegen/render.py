@@ -14,7 +14,7 @@ from typing import Any
 from ..ops import MOD, In, Kw, Lit
 from ..passes.sizes import SizeContract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
-from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, holes_of
+from .program import PLAIN_CALL, SEQUENTIAL_SLICE, Body, Ctor, Stmt, UnitCall, holes_of, module_chain
 
 __all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
 
@@ -390,7 +390,11 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     tensors = {c.path for c in t.ctors if c.kind in ("param", "buffer")}
     n_ctor_holes = sum(len(holes_of(expand(c.expr, t))) for c in t.ctors)
     holes = _Holes(spec, n_ctor_holes)
-    lines = [f"class {spec.name}(nn.Module):", "    " + literal(doc), ""]
+    # a block that only chains its children is an nn.Sequential, as torchvision's stages are (``layer4[-1]``,
+    # ``len``, iteration, slicing); its forward is nn.Sequential's, running the children in order
+    sequential = not root and not spec.optional and all(module_chain(b) for b in spec.bodies)
+    base = "nn.Sequential" if sequential else "nn.Module"
+    lines = [f"class {spec.name}({base}):", "    " + literal(doc), ""]
     for k, v in class_attrs or []:
         lines.append(f"    {k} = {v}")
     if class_attrs:
@@ -415,6 +419,8 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param", buffer=c.kind == "buffer"))
     for a in spec._attrs:
         lines.append(f"        self.{a} = {a}")
+    if sequential:
+        return "\n".join(lines) + "\n" + SEQUENTIAL_SLICE.strip("\n").join(["\n", ""])
     names = _names(t)
     ins = [names[v] for v in range(t.n_in)]
     ann = "torch.Tensor"

@@ -179,6 +179,9 @@ class OpDef:
     doc: str
     params: Callable[[list[Shape], dict[str, Any]], int] = lambda s, a: 0
     macs: Callable[[list[Shape], Shape, dict[str, Any]], int] = lambda s, o, a: 0
+    # elements of the buffers the built module holds (state, not parameters: BatchNorm's running statistics,
+    # Swin's relative_position_index), what ``model.buffers()`` counts
+    buffers: Callable[[list[Shape], dict[str, Any]], int] = lambda s, a: 0
     stateful: bool = False
     arity: int = 1                      # number of tensor inputs; -1: any (>= 1)
     aliases: tuple[str, ...] = ()

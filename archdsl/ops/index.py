@@ -127,5 +127,6 @@ register(
           "(an int or [rows, cols]) the shifted-window mask of a map of the given size ([windows, heads, w*w, w*w]): the mask argument "
           "of scaled_dot_product_attention.",
           stateful=True, normalize=_norm, key_args=("window", "shift"), ctor=_ctor, emit=_emit,
+          buffers=lambda s, a: a["window"] ** 4,   # relative_position_index: one int64 per (query, key) pair
           traits={"buffer", "layout-sensitive"}, helpers=("swin_attention_bias",)),
 )

@@ -292,6 +292,8 @@ register(
                                  _A("track_running_stats", "bool", True)], _bn_shape,
           "Batch normalization over channels (2-D for [C,H,W], 1-D for [F]).",
           params=lambda s, a: 2 * s[0][0] if a["affine"] else 0, stateful=True, ctor=_bn_ctor,
+          # running mean and variance, and the batch counter
+          buffers=lambda s, a: 2 * s[0][0] + 1 if a["track_running_stats"] else 0,
           traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"}),
     OpDef("maxpool", "pool", [_A("kernel_size", "int2"), _A("stride", "int2?", None), _A("padding", "int2", 0),
                               _A("dilation", "int2", 1), _A("ceil_mode", "bool", False)], _pool_shape("maxpool"),

@@ -7,15 +7,17 @@ Everything here reads the IR only (no torch): shapes, counts and the receptive f
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Any
 
 from ..errors import ArchError
 from ..ir import Graph, Node
+from ..ops import OPS
 from .features import Geometry, receptive_fields, stage_taps
 from .sizes import input_contract
 
 __all__ = ["summary_rows", "summary_tree", "summary_dict", "activation_memory", "buffer_count", "dtype_bytes",
-           "format_count", "format_bytes"]
+           "format_count", "format_bytes", "row_names", "format_table", "format_totals"]
 
 _MODULE_KINDS = frozenset({"block", "group"})   # scope frames that are module containers (not combinators)
 # ops whose output shares its input's storage (no new activation memory)
@@ -34,11 +36,12 @@ def dtype_bytes(dtype: str) -> int:
 
 
 def buffer_count(n: Node) -> int:
-    """Elements of the node's buffers: a BatchNorm's running mean and variance and its batch counter
-    (state, not parameters: the optimizer never sees them)."""
-    if n.op == "batchnorm" and n.args.get("track_running_stats", True):
-        return 2 * n.shape[0] + 1
-    return 0
+    """Elements of the buffers the node's module holds (its op's ``buffers`` in the registry: BatchNorm's
+    running statistics, Swin's ``relative_position_index``): state, not parameters."""
+    opdef = OPS.get(n.op)
+    if opdef is None or n.op in ("input", "identity"):
+        return 0
+    return int(opdef.buffers([tuple(s) for s in n.in_shapes], dict(n.args)))
 
 
 def _module_frames(n: Node) -> list[Any]:
@@ -67,29 +70,59 @@ def _block_outputs(g: Graph) -> dict[int, list[str]]:
     return ends
 
 
-def _source_name(g: Graph, nid: int, reader: Node, ends: dict[int, list[str]]) -> str:
+def _source_name(g: Graph, nid: int, reader: Node, ends: dict[int, list[str]],
+                 names: dict[int, str] | None = None) -> str:
     """What a reader knows a tensor by: the outermost block it is the output of (not containing the
     reader), e.g. ``inception3a.branch2`` rather than its last ReLU; else the node's own name."""
     inside = {f.path for f in _module_frames(reader)}
     for path in ends.get(nid, []):
         if path not in inside:
             return path
-    return g.node(nid).name
+    return (names or {}).get(nid, g.node(nid).name)
 
 
 def _rf(geo: Geometry) -> list[int]:
     return [geo.rf[0], geo.rf[1]]
 
 
+def row_names(g: Graph) -> dict[int, str]:
+    """The name each node's row goes by, as torchvision's fx feature extraction names the step
+    (``create_feature_extractor(model, [name])``): a layer with a module is its module path
+    (``layer1.0.conv1``); a parameter-free op is its block's path, a dot and the op
+    (``layer1.0.relu``), ``_1``, ``_2``... for the op's next uses in the same block."""
+    out: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for n in g.nodes():
+        if n.op in ("input", "identity"):
+            continue
+        if n.module:
+            out[n.id] = n.module
+            continue
+        frames = _module_frames(n)
+        if not frames and n.label and "." not in n.label:
+            # a labelled parameter-free op of the network itself is a child module (``avgpool``), as codegen
+            # builds it (archdsl.codegen.program)
+            out[n.id] = n.label
+            seen[n.label] = seen.get(n.label, 0) + 1
+            continue
+        base = (frames[-1].path + "." if frames else "") + n.op
+        k = seen.get(base, 0)
+        seen[base] = k + 1
+        out[n.id] = base if k == 0 else f"{base}_{k}"
+    return out
+
+
 def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
     """One row per node except the input and identities, in execution order.
 
-    Keys: name, module, op, shape (output), params, macs, line, inputs (input shapes), kernel
+    Keys: name (:func:`row_names`), node (the IR node's name), module, op, shape (output), params, macs,
+    line, inputs (input shapes), kernel
     ([kh, kw] of windowed ops, else None), rf (receptive field [h, w] in input pixels), trainable,
     non_trainable, buffers, connected_to (source names when the node reads several tensors, else []).
     """
     geo = geo if geo is not None else receptive_fields(g)
     ends = _block_outputs(g)
+    names = row_names(g)
     rows = []
     for n in g.nodes():
         if n.op in ("input", "identity"):
@@ -97,7 +130,8 @@ def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[
         ks = n.args.get("kernel_size") if n.op in ("conv2d", "maxpool", "avgpool") else None
         srcs = list(dict.fromkeys(n.inputs))
         rows.append({
-            "name": n.name,
+            "name": names[n.id],
+            "node": n.name,
             "module": n.module,
             "op": n.op,
             "shape": list(n.shape),
@@ -110,7 +144,7 @@ def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[
             "trainable": n.params,
             "non_trainable": 0,
             "buffers": buffer_count(n),
-            "connected_to": [_source_name(g, i, n, ends) for i in srcs] if len(srcs) > 1 else [],
+            "connected_to": [_source_name(g, i, n, ends, names) for i in srcs] if len(srcs) > 1 else [],
         })
     return rows
 
@@ -127,7 +161,7 @@ def summary_tree(g: Graph, depth: int, geo: dict[int, Geometry] | None = None) -
     if depth < 0:
         raise ArchError(f"--depth must be 0 or more, got {depth}", None)
     geo = geo if geo is not None else receptive_fields(g)
-    by_name = {r["name"]: r for r in summary_rows(g, geo)}
+    by_name = {r["node"]: r for r in summary_rows(g, geo)}
     order = list(g.nodes())
     members: dict[str, list[Node]] = {}
     frames: dict[str, Any] = {}
@@ -212,28 +246,56 @@ def activation_memory(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[
 
 def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: str = "float32") -> dict[str, Any]:
     """Everything ``archc summary --json`` prints: network facts, flat ``layers``, ``tree`` (with a
-    depth), ``totals`` (params split, buffers, MACs, layers), ``memory`` and ``receptive_field``."""
+    depth), ``totals`` (params split, buffers, MACs per sample and for the batch, layers), ``memory`` and
+    ``receptive_field``. Each row also has ``output_size``: its output shape with the batch axis first, and
+    ``macs_batch``: its MACs for the whole batch."""
     geo = receptive_fields(g)
     rows = summary_rows(g, geo)
+    mem = activation_memory(g, batch, dtype)
     buffers = sum(buffer_count(n) for n in g.nodes())
+    for r in rows:
+        r["output_size"] = [batch, *r["shape"]]
+        r["macs_batch"] = r["macs"] * batch
+    item = mem["bytes_per_element"]
+    param_bytes = g.total_params * item
+    buffer_bytes = sum(_buffer_bytes(n, item) for n in g.nodes())
+    mem.update({"params": param_bytes, "buffers": buffer_bytes,
+                # torchinfo's "estimated total size": input, every layer output, parameters and buffers
+                "total": mem["input"] + mem["activations"] + param_bytes + buffer_bytes})
     out: dict[str, Any] = {
         "network": g.name,
         "spec": getattr(g, "address", g.name),
         "reference": g.reference,
         "input": list(g.input_shape),
+        "batch": batch,
         "outputs": {k: list(v) for k, v in g.output_shapes.items()},
         "parameters": {k: v for k, v in g.params_used.items() if isinstance(v, (int, float, str, bool, list))},
         "layers": rows,
-        "totals": {"params": g.total_params, "macs": g.total_macs, "layers": len(rows),
-                   "trainable": g.total_params, "non_trainable": 0, "buffers": buffers},
-        "memory": activation_memory(g, batch, dtype),
+        "totals": {"params": g.total_params, "macs": g.total_macs, "macs_batch": g.total_macs * batch,
+                   "layers": len(rows), "trainable": g.total_params, "non_trainable": 0, "buffers": buffers,
+                   "param_bytes": param_bytes},
+        "memory": mem,
         "receptive_field": _final_rf(g, geo),
         "input_sizes": _sizes(g),
     }
     if depth is not None:
         out["depth"] = depth
         out["tree"] = summary_tree(g, depth, geo)
+        for r in out["tree"]:
+            r["output_size"] = [batch, *r["shape"]]
+            r["macs_batch"] = r["macs"] * batch
     return out
+
+
+def _buffer_bytes(n: Node, item: int) -> int:
+    """Bytes of the node's buffers: BatchNorm's statistics in the model's dtype (its counter an int64),
+    Swin's relative_position_index int64."""
+    count = buffer_count(n)
+    if not count:
+        return 0
+    if n.op == "batchnorm":
+        return (count - 1) * item + 8
+    return count * 8
 
 
 def _sizes(g: Graph) -> dict[str, Any]:
@@ -267,3 +329,98 @@ def format_bytes(n: int) -> str:
         if n >= div:
             return f"{n / div:.2f} {unit}"
     return f"{n} B"
+
+
+def format_mb(n: int) -> str:
+    """Bytes as torchinfo writes them: decimal megabytes, two decimals."""
+    return f"{n / 1e6:,.2f} MB"
+
+
+def _dims(s: list[int] | None) -> str:
+    return "x".join(str(v) for v in s) if s else ""
+
+
+def _square(s: list[int] | None) -> str:
+    """A kernel or receptive field: ``7`` when square, ``1x7`` otherwise."""
+    return (str(s[0]) if len(set(s)) == 1 else _dims(s)) if s else ""
+
+
+def format_table(data: dict[str, Any], columns: int | None = None) -> str:
+    """The summary table as plain text no wider than ``columns`` (None: as wide as the rows need).
+
+    The wide layout has every column (layer, op, input, output, kernel, params, MACs, RF, connected to);
+    when it does not fit, the narrow layout keeps layer, op, output (batch axis first), params and MACs
+    (for the batch), and a layer name too long for its column gets a line of its own. Rows are named by
+    module path or fx-style step name (:func:`row_names`), indented by depth with ``depth``."""
+    tree = data.get("tree")
+    rows = tree if tree is not None else data["layers"]
+    batch = data.get("batch", 1)
+
+    def name_of(r: dict[str, Any]) -> str:
+        return ("  " * (r["depth"] - 1) + r["name"]) if tree is not None else r["name"]
+
+    def cells(r: dict[str, Any], wide: bool) -> list[str]:
+        out = [r["op"], _dims([batch, *r["shape"]]), f"{r['params']:,}" if r["params"] else "",
+               format_count(r["macs"] * batch) if r["macs"] else ""]
+        if wide:
+            ins = ", ".join(dict.fromkeys(_dims([batch, *s]) for s in r["inputs"]))
+            out = [out[0], ins, out[1], _square(r["kernel"]), out[2], out[3], _square(r["rf"]), ", ".join(r["connected_to"])]
+        return out
+
+    layouts = [(True, ["op", "input", "output", "kernel", "params", "MACs", "RF", "connected to"],
+                "<><>>>><"), (False, ["op", "output", "params", "MACs"], "<>>>")]
+    names = [name_of(r) for r in rows]
+    for wide, heads, align in layouts:
+        body = [cells(r, wide) for r in rows]
+        widths = [max([len(h)] + [len(b[k]) for b in body]) for k, h in enumerate(heads)]
+        rest = sum(widths) + 2 * len(widths)
+        name_w = max([len("layer")] + [len(n) for n in names])
+        if columns is None or rest + name_w <= columns or not wide:
+            break
+    if columns is not None:
+        name_w = max(len("layer"), min(name_w, columns - rest))
+
+    def line(name: str, vals: list[str]) -> str:
+        parts = [name.ljust(name_w)]
+        for v, w, a in zip(vals, widths, align):
+            parts.append(v.ljust(w) if a == "<" else v.rjust(w))
+        return "  ".join(parts).rstrip()
+
+    title = f"{data['spec']}  input {[batch, *data['input']]}"
+    out = [title, line("layer", heads), line("-" * name_w, ["-" * w for w in widths])]
+    for n, b in zip(names, body):
+        if len(n) > name_w:   # a name wider than its column: on a line of its own, the values below it
+            out.append(n)
+            n = ""
+        out.append(line(n, b))
+    tail = format_totals(data)
+    if columns is not None:   # the totals wrap at the width too, continued lines indented
+        tail = [w for t in tail for w in textwrap.wrap(t, columns, subsequent_indent="  ", break_on_hyphens=False)]
+    return "\n".join(out + tail)
+
+
+def format_totals(data: dict[str, Any]) -> list[str]:
+    """The lines under the table: totals, the parameter split and size, buffers, MACs, memory."""
+    tot, mem = data["totals"], data["memory"]
+    batch = data.get("batch", 1)
+    outs = data["outputs"]
+    lines = [f"total: {tot['params']:,} params ({format_count(tot['params'])}), {tot['macs']:,} MACs "
+             f"({format_count(tot['macs'])}) per sample, {tot['layers']} layers; "
+             f"output {next(iter(outs.values())) if len(outs) == 1 else outs}"]
+    if batch > 1:
+        lines.append(f"MACs for the batch of {batch}: {tot['macs_batch']:,} ({format_count(tot['macs_batch'])})")
+    lines.append(f"params: {tot['trainable']:,} trainable, {tot['non_trainable']:,} non-trainable; "
+                 f"size {format_mb(mem['params'])} ({mem['dtype']}); buffers: {tot['buffers']:,} "
+                 f"({format_mb(mem['buffers'])})")
+    lines.append(f"memory at batch {batch}, {mem['dtype']}: input {format_mb(mem['input'])}, "
+                 f"activations {format_mb(mem['activations'])} (sum of layer outputs), "
+                 f"peak ~{format_mb(mem['peak'])} (inference, tensors freed after last use)")
+    lines.append(f"total memory: {format_mb(mem['total'])} (input + activations + params + buffers)")
+    rf = data.get("receptive_field")
+    if rf:
+        lines.append(f"receptive field: {_square(rf['rf'])} px at {rf['module']} (stride {rf['stride']})")
+    sizes = data.get("input_sizes")
+    if sizes:
+        lines.append(f"input sizes: {sizes['describe']}" + ("" if sizes["derived"] else
+                     " (not derived: only the declared size is known to work)"))
+    return lines
