@@ -405,6 +405,69 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
     _guard(run)
 
 
+@app.command("diff")
+def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], optionally @REV (a git revision)"),
+          b: str = typer.Argument(..., help="the new spec: file.arch[:network], optionally @REV"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+          depth: int = typer.Option(2, "--depth", help="module-path levels of the per-block deltas (1: stages)"),
+          set_: List[str] = SetOpt,
+          limit: List[str] = LimitOpt,
+          allow_outside: bool = OutsideOpt,
+          plugin: List[str] = PluginOpt) -> None:
+    """What changed between two specs: layers added, removed, changed or renamed (arguments and shapes),
+    parameter/MAC deltas per block, and which checkpoint keys of A load into B. Exit 0 whether or not they
+    differ (1 only for errors)."""
+    def run() -> int:
+        from .design import spec_diff
+        _load_plugins(plugin)
+        if depth < 1:
+            raise ArchError(f"--depth must be at least 1, got {depth}", None)
+        d, _, _ = spec_diff(a, b, params=parse_set(set_), limits=_limits(limit), allow_outside=allow_outside,
+                            depth=depth)
+        if as_json:
+            out.print(json.dumps(d.to_json(), indent=2), markup=False)
+        else:
+            out.print(d.text(), markup=False)
+        return 0
+    _guard(run)
+
+
+@app.command("migrate")
+def migrate_(from_: str = typer.Option(..., "--from", help="the spec the weights were trained with (file.arch[:net][@REV])"),
+             to: str = typer.Option(..., "--to", help="the edited spec (file.arch[:net][@REV])"),
+             weights: Path = typer.Option(..., "--weights", help="state_dict of --from (torch.save)"),
+             output: Path = typer.Option(..., "-o", "--output", help="where to write the migrated state_dict"),
+             seed: int = typer.Option(0, "--seed", help="torch seed of the initialization of new tensors"),
+             as_json: bool = typer.Option(False, "--json", help="print every decision as JSON"),
+             set_: List[str] = SetOpt,
+             limit: List[str] = LimitOpt,
+             allow_outside: bool = OutsideOpt,
+             plugin: List[str] = PluginOpt) -> None:
+    """Carry trained weights across an edit: every tensor that transfers (same key, or a renamed layer matched
+    by structure), the rest initialized as the module does; one decision per tensor. Refuses when nothing
+    matches."""
+    def run() -> int:
+        from .design import migrate
+        _load_plugins(plugin)
+        _check_destination(output, "output", protect=(weights, _spec_file(from_), _spec_file(to)))
+        m = migrate(from_, to, weights, params=parse_set(set_), limits=_limits(limit),
+                    allow_outside=allow_outside, seed=seed)
+        import io
+
+        import torch
+        buf = io.BytesIO()
+        torch.save(m.state_dict, buf)
+        _write_output(output, buf.getvalue())
+        if as_json:
+            out.print(json.dumps({"output": str(output), "decisions": [d.to_json() for d in m.decisions],
+                                  "unused": m.unused}, indent=2), markup=False)
+        else:
+            out.print(m.text(), markup=False)
+            out.print(f"wrote {output} ({len(m.state_dict)} tensors)", markup=False)
+        return 0
+    _guard(run)
+
+
 @app.command()
 def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
         markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table"),
