@@ -468,6 +468,65 @@ def migrate_(from_: str = typer.Option(..., "--from", help="the spec the weights
     _guard(run)
 
 
+@app.command("sweep")
+def sweep_(spec: str = typer.Argument(..., help="file.arch[:network]"),
+           grid: List[str] = typer.Option([], "--grid", help="an axis: --grid width=32,48,64 (repeatable; the "
+                                          "variants are every combination)"),
+           output: List[Path] = typer.Option(..., "-o", "--output", help="sweep.csv, sweep.html, sweep.png/.svg/.pdf "
+                                             "or sweep.json (repeatable)"),
+           measure: Optional[str] = typer.Option(None, "--measure", help="time the eager and deploy forms: cpu or cuda"),
+           batch: int = typer.Option(1, "--batch", help="batch size of the MACs, memory and latency figures"),
+           jobs: int = typer.Option(1, "-j", "--jobs", help="local processes (measurement runs one at a time)"),
+           ray: Optional[str] = typer.Option(None, "--ray", help="run one Ray task per variant: local (start one "
+                                             "here), auto (the running cluster) or a cluster address"),
+           cost: Optional[str] = typer.Option(None, "--cost", help="the front's cost axis: deploy_ms, eager_ms, macs "
+                                              "or activation_bytes (default deploy_ms with --measure, else macs)"),
+           benefit: str = typer.Option("parameters", "--benefit", help="the front's benefit axis"),
+           cache: Optional[Path] = typer.Option(None, "--cache", help="folder of per-variant results (default: "
+                                                "beside the first output, NAME.cache/); a rerun computes only "
+                                                "what is new"),
+           no_cache: bool = typer.Option(False, "--no-cache", help="compute every variant again"),
+           set_: List[str] = SetOpt,
+           limit: List[str] = LimitOpt,
+           plugin: List[str] = PluginOpt) -> None:
+    """Sweep a design space: every combination of the --grid values, with parameters, MACs, peak activation
+    memory and (--measure) latency per variant, the Pareto front, and a CSV / plot / interactive HTML report.
+    Invalid variants are listed with their error; they never stop the sweep."""
+    def run() -> int:
+        from .sweep import parse_grid, run_sweep, variants, write_report
+        _load_plugins(plugin)
+        if batch < 1 or jobs < 1:
+            raise ArchError(f"--batch and -j must be at least 1, got {batch} and {jobs}", None)
+        if measure not in (None, "cpu", "cuda"):
+            raise ArchError(f"--measure must be cpu or cuda, got '{printable(measure or '')}'", None)
+        for o in output:
+            _check_destination(o, "output", protect=(_spec_file(spec),))
+        vs = variants(parse_grid(grid), parse_set(set_))
+        cache_dir = None if no_cache else (cache or output[0].with_name(output[0].stem + ".cache"))
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err, transient=True,
+                      disable=not err.is_terminal) as bar:
+            task = bar.add_task("", total=len(vs))
+
+            def step(done: int, total: int, row: dict) -> None:
+                bar.update(task, completed=done, description=str(row.get("variant", ""))[:40])
+            res = run_sweep(spec, vs, batch=batch, measure=measure, jobs=jobs, cache_dir=cache_dir, ray=ray,
+                            limits=limit, progress=step)
+        front = write_report(res, output, cost=cost, benefit=benefit)
+        for r in res.invalid:
+            err.print(f"archc: variant {r['variant']} is invalid:", markup=False)
+            err.print("  " + r.get("error", "").replace("\n", "\n  "), markup=False)
+        out.print(f"{len(res.rows)} variants ({len(res.valid)} valid, {len(res.invalid)} invalid, {res.cached} "
+                  f"from the cache); Pareto front ({len(front)}): "
+                  + (", ".join(res.rows[i]["variant"] for i in front[:6]) + (", ..." if len(front) > 6 else "")
+                     if front else "empty")
+                  + (f"; sgemm {res.sgemm_gflops:.1f} GFLOP/s" if res.sgemm_gflops else ""), markup=False)
+        out.print("wrote " + ", ".join(str(o) for o in output), markup=False)
+        return 0
+    _guard(run)
+
+
 @app.command()
 def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
         markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table"),

@@ -162,8 +162,9 @@ def test_diff_cli_text_and_json() -> None:
 
 
 def test_diff_errors_are_located() -> None:
-    r = runner.invoke(app, ["diff", f"{D}/base.arch:net", "net:\n  input [3, 8, 8]\n  conv2d(4, 3, groups=3)\n"])
+    r = runner.invoke(app, ["diff", f"{D}/base.arch:net", "network n:\n  input [3, 8, 8]\n  conv2d(4, 3, groups=3)\n"])
     assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "<spec>:3:16: error" in r.output and "groups" in r.output and "^" in r.output
 
 
 def test_git_revisions(tmp_path: Path) -> None:
