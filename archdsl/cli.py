@@ -32,6 +32,7 @@ SetOpt = typer.Option([], "--set", help="override a network parameter: --set num
 LimitOpt = typer.Option([], "--limit", help="raise or lower a resource bound: --limit max_nodes=50000 "
                         "(repeatable; names: " + ", ".join(Limits.names()) + ")")
 OutsideOpt = typer.Option(False, "--allow-outside", help="let imports leave the spec's directory tree")
+ScaleOpt = typer.Option(None, "--scale", help="build the variant NAME of the network's scales table (a family)")
 PluginOpt = typer.Option([], "--plugin", help="load a Python module or .py file that registers ops "
                          "(repeatable; also ARCHDSL_PLUGINS; see docs/extending.md)")
 
@@ -128,6 +129,14 @@ def _spec_file(spec: str) -> str:
     return split_address(spec)[0]
 
 
+def _params(set_: list[str], scale: str | None) -> dict:
+    """--set values, and --scale as the variant to build (``compile_graph`` picks the row)."""
+    params = parse_set(set_)
+    if scale is not None:
+        params["scale"] = scale
+    return params
+
+
 def _limits(items: list[str]) -> Limits:
     return Limits().with_overrides(items)
 
@@ -141,6 +150,7 @@ def _as_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
 @app.command()
 def check(specs: List[str] = typer.Argument(..., help="files, directories or file.arch:network"),
           set_: List[str] = SetOpt,
+          scale: Optional[str] = ScaleOpt,
           quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing when all is well"),
           strict: bool = typer.Option(False, "--strict", help="treat warnings as errors (same as -W error)"),
           warn_as: Optional[str] = typer.Option(None, "-W", help="'-W error': treat warnings as errors"),
@@ -157,7 +167,7 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
         _load_plugins(plugin)
         if warn_as is not None and warn_as != "error":
             raise ArchError(f"-W expects 'error', got '{warn_as}'", None, hint="write -W error (or --strict)")
-        diags, count = check_paths(specs, limits=_limits(limit), params=parse_set(set_),
+        diags, count = check_paths(specs, limits=_limits(limit), params=_params(set_, scale),
                                    allow_outside=allow_outside)
         if strict or warn_as == "error":
             diags = _as_errors(diags)
@@ -171,7 +181,7 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
             from .passes.sizes import input_contract
             if len(specs) == 1 and split_address(specs[0])[1]:
                 # one network: the input sizes it accepts (archc summary prints them too)
-                g = compile_graph(specs[0], parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+                g = compile_graph(specs[0], _params(set_, scale), limits=_limits(limit), allow_outside=allow_outside)
                 out.print(f"input sizes: {input_contract(g).describe()}", markup=False)
         return 0
     _guard(run)
@@ -189,8 +199,8 @@ def list_(directory: str = typer.Argument("specs", help="directory (or file) to 
         if as_json:
             out.print(json.dumps(nets, indent=2), markup=False)
         else:
-            rows = [(printable(n["spec"]), str(n["input"]) if n["input"] else "error", printable(n["reference"] or "-"))
-                    for n in nets]
+            rows = [(printable(n["spec"]),
+                     str(n["input"]) if n["input"] else "error", printable(n["reference"] or "-")) for n in nets]
             if not out.is_terminal:  # piped: plain tab-separated rows, never cut to a terminal width
                 for row in rows:
                     typer.echo("\t".join(row))  # not rich: it would expand the tabs
@@ -252,6 +262,7 @@ def _print_summary(data: dict) -> None:
 def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             input_: Optional[str] = typer.Option(None, "--input", help="input shape C,H,W (overrides the spec's)"),
             set_: List[str] = SetOpt,
+            scale: Optional[str] = ScaleOpt,
             limit: List[str] = LimitOpt,
             allow_outside: bool = OutsideOpt,
             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -269,7 +280,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
     connected-to) and totals: trainable/non-trainable/buffers, activation memory at --batch/--dtype."""
     def run() -> int:
         _load_plugins(plugin)
-        g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
+        g = compile_graph(spec, _params(set_, scale), input_shape=_parse_shape(input_), limits=_limits(limit),
                           allow_outside=allow_outside)
         data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
         plan = None
@@ -297,6 +308,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
 def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
              output: Path = typer.Option(..., "-o", "--output", help="where to write the generated .py"),
              set_: List[str] = SetOpt,
+             scale: Optional[str] = ScaleOpt,
              limit: List[str] = LimitOpt,
              allow_outside: bool = OutsideOpt,
              deploy: bool = typer.Option(False, "--deploy", help="write the deploy (inference) form: reparam "
@@ -312,7 +324,7 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
         _load_plugins(plugin)
         if "\n" not in spec:
             _check_destination(output, "output", protect=(_spec_file(spec),))
-        g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+        g = compile_graph(spec, _params(set_, scale), limits=_limits(limit), allow_outside=allow_outside)
         if g.warnings:
             _print_diags(g.warnings)
         n_params = g.total_params
@@ -324,7 +336,7 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
                            memory_format="channels_last" if channels_last else "contiguous")
             n_params = dg.total_params
         else:
-            src = generate_source(g, spec=spec, params=parse_set(set_), limits=_limits(limit),
+            src = generate_source(g, spec=spec, params=_params(set_, scale), limits=_limits(limit),
                                   allow_outside=allow_outside)
         _write_output(output, src)
         out.print(f"wrote {output} ({len(src.splitlines())} lines, {n_params:,} params)")
@@ -337,6 +349,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             weights: Path = typer.Option(..., "--weights", "-w", help="train-form state_dict (torch.save'd .pt)"),
             output: Path = typer.Option(..., "-o", "--output", help="where to write the deploy-form state_dict"),
             set_: List[str] = SetOpt,
+            scale: Optional[str] = ScaleOpt,
             fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorms (--keep-bn fuses "
                                          "only reparam groups, e.g. RepLKNet's official deploy keys)"),
             source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py"),
@@ -363,7 +376,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
                 raise ArchError(f"--source '{source}' and -o '{output}' are the same file", None,
                                 hint="the weights (-o) and the module source (--source) need two files")
         lim = _limits(limit)
-        g = compile_graph(spec, parse_set(set_), limits=lim)
+        g = compile_graph(spec, _params(set_, scale), limits=lim)
         from .passes.deploy import deploy_note, deploy_plan, state_shapes
         plan = deploy_plan(g, fold_bn=fold_bn, limits=lim)    # size and exactness checks: no torch yet
         import io
@@ -411,6 +424,7 @@ def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], 
           as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
           depth: int = typer.Option(2, "--depth", help="module-path levels of the per-block deltas (1: stages)"),
           set_: List[str] = SetOpt,
+          scale: Optional[str] = ScaleOpt,
           limit: List[str] = LimitOpt,
           allow_outside: bool = OutsideOpt,
           plugin: List[str] = PluginOpt) -> None:
@@ -422,7 +436,7 @@ def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], 
         _load_plugins(plugin)
         if depth < 1:
             raise ArchError(f"--depth must be at least 1, got {depth}", None)
-        d, _, _ = spec_diff(a, b, params=parse_set(set_), limits=_limits(limit), allow_outside=allow_outside,
+        d, _, _ = spec_diff(a, b, params=_params(set_, scale), limits=_limits(limit), allow_outside=allow_outside,
                             depth=depth)
         if as_json:
             out.print(json.dumps(d.to_json(), indent=2), markup=False)
@@ -440,6 +454,7 @@ def migrate_(from_: str = typer.Option(..., "--from", help="the spec the weights
              seed: int = typer.Option(0, "--seed", help="torch seed of the initialization of new tensors"),
              as_json: bool = typer.Option(False, "--json", help="print every decision as JSON"),
              set_: List[str] = SetOpt,
+             scale: Optional[str] = ScaleOpt,
              limit: List[str] = LimitOpt,
              allow_outside: bool = OutsideOpt,
              plugin: List[str] = PluginOpt) -> None:
@@ -450,7 +465,7 @@ def migrate_(from_: str = typer.Option(..., "--from", help="the spec the weights
         from .design import migrate
         _load_plugins(plugin)
         _check_destination(output, "output", protect=(weights, _spec_file(from_), _spec_file(to)))
-        m = migrate(from_, to, weights, params=parse_set(set_), limits=_limits(limit),
+        m = migrate(from_, to, weights, params=_params(set_, scale), limits=_limits(limit),
                     allow_outside=allow_outside, seed=seed)
         import io
 
@@ -486,6 +501,8 @@ def sweep_(spec: str = typer.Argument(..., help="file.arch[:network]"),
                                                 "beside the first output, NAME.cache/); a rerun computes only "
                                                 "what is new"),
            no_cache: bool = typer.Option(False, "--no-cache", help="compute every variant again"),
+           scales: List[str] = typer.Option([], "--scale", help="sweep these variants of the network's scales "
+                                            "table too (repeatable: an axis of the grid)"),
            set_: List[str] = SetOpt,
            limit: List[str] = LimitOpt,
            plugin: List[str] = PluginOpt) -> None:
@@ -501,7 +518,12 @@ def sweep_(spec: str = typer.Argument(..., help="file.arch[:network]"),
             raise ArchError(f"--measure must be cpu or cuda, got '{printable(measure or '')}'", None)
         for o in output:
             _check_destination(o, "output", protect=(_spec_file(spec),))
-        vs = variants(parse_grid(grid), parse_set(set_))
+        axes = parse_grid(grid)
+        if scales:
+            if "scale" in axes:
+                raise ArchError("--scale and --grid scale=... name the same axis", None, hint="use one of them")
+            axes = {"scale": list(dict.fromkeys(scales)), **axes}
+        vs = variants(axes, parse_set(set_))
         cache_dir = None if no_cache else (cache or output[0].with_name(output[0].stem + ".cache"))
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
         with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -565,6 +587,7 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
            as_html: bool = typer.Option(False, "--html", help="write one self-contained interactive HTML page "
                                         "(also chosen by a .html output)"),
            set_: List[str] = SetOpt,
+           scale: Optional[str] = ScaleOpt,
            limit: List[str] = LimitOpt,
            allow_outside: bool = OutsideOpt,
            plugin: List[str] = PluginOpt) -> None:
@@ -574,7 +597,7 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
         _load_plugins(plugin)
 
         limits = _limits(limit)
-        g = compile_graph(spec, parse_set(set_), limits=limits, allow_outside=allow_outside)
+        g = compile_graph(spec, _params(set_, scale), limits=limits, allow_outside=allow_outside)
         kind = write_diagram(g, output, fmt="html" if as_html else None, depth=depth, expand=expand,
                              deploy=deploy, rankdir=rankdir.upper(), limits=limits)
         out.print(f"wrote {output} ({kind}, {len(g)} layers)")

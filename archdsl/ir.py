@@ -98,7 +98,7 @@ class Graph:
     """A network after expansion and shape inference.
 
     Declared fields besides the nodes: ``address`` (``file.arch:network`` the graph was compiled from,
-    the network name otherwise), ``reparam_groups`` (by group path), ``fused_nodes`` (ids of the convs a
+    the network name otherwise), ``scale`` (the family variant it was built as, or None), ``reparam_groups`` (by group path), ``fused_nodes`` (ids of the convs a
     deploy pass fused reparam groups into, for drawing) and ``warnings`` (lint diagnostics).
     """
 
@@ -106,6 +106,7 @@ class Graph:
         self.name = name
         self.reference = reference
         self.address: str = name
+        self.scale: str | None = None              # the family variant (``--scale``) it was built as
         self._recs: dict[int, Node] = {}          # creation order
         self._succ: dict[int, list[int]] = {}     # consumers of each node, in creation order
         self._nx: Any = None                      # networkx.DiGraph, built by the ``g`` property
@@ -194,6 +195,7 @@ class Graph:
         g.params_used = dict(self.params_used)
         g.loc = self.loc
         g.address = self.address
+        g.scale = self.scale
         return g
 
     def problems(self) -> list[str]:
