@@ -121,3 +121,34 @@ def test_timm_registers_each_variant(family: Path) -> None:
     import timm
     m = timm.create_model("archdsl_net_s")
     assert m.head.out_features == 5 and m.stem.out_channels == 8
+
+
+def _library_variants_with_twins() -> list[tuple[str, str]]:
+    out = []
+    for f in sorted(Path("specs").glob("*.arch")):
+        entries = list_networks(str(f))
+        by_ref = {e["reference"]: e["spec"] for e in entries if not e.get("scale") and e.get("reference")}
+        out += [(e["spec"], by_ref[e["reference"]]) for e in entries if e.get("scale") and e.get("reference") in by_ref]
+    return out
+
+
+LIBRARY_VARIANTS = _library_variants_with_twins()
+
+
+def test_the_library_has_families() -> None:
+    fams = {v.rsplit(":", 1)[0] for v, _ in LIBRARY_VARIANTS}
+    assert {"specs/efficientnet.arch:efficientnet", "specs/convnext.arch:convnext",
+            "specs/vit.arch:vit_patch16"} <= fams
+
+
+@pytest.mark.parametrize("variant,twin", LIBRARY_VARIANTS, ids=[v for v, _ in LIBRARY_VARIANTS])
+def test_library_variant_equals_its_network(variant: str, twin: str) -> None:
+    """A variant whose reference is also a network's is that network, node for node: the network's own
+    weight-exactness proof (tests/test_reference_models.py) covers it."""
+    a, b = compile_graph(variant), compile_graph(twin)
+    ra, rb = a.records(), b.records()
+    assert len(ra) == len(rb)
+    for x, y in zip(ra, rb):
+        assert (x.op, x.name, x.module, tuple(x.shape), x.inputs) == (y.op, y.name, y.module, tuple(y.shape), y.inputs)
+        assert x.args == y.args, (x.name, x.args, y.args)
+    assert a.reference == b.reference and a.input_shape == b.input_shape
