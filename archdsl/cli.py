@@ -582,7 +582,14 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
            depth: Optional[int] = typer.Option(None, "--depth", help="collapse blocks below this many levels "
                                                "(1: stem/stages/head); default every layer"),
            expand: bool = typer.Option(False, "--expand", help="draw every repeated block (no 'Block x5' folding)"),
-           rankdir: str = typer.Option("TB", "--rankdir", help="TB (top to bottom), LR (left to right), or the reverse: BT, RL"),
+           rankdir: Optional[str] = typer.Option(None, "--rankdir", help="TB (top to bottom), LR (left to right), "
+                                                 "or the reverse: BT, RL; default TB, LR for --style paper"),
+           style: str = typer.Option("default", "--style", help="default (every layer, shapes on every edge) or "
+                                     "paper (a figure for a paper: stages, blocks x N, a legend)"),
+           detail: Optional[str] = typer.Option(None, "--detail", help="draw the block at this module path in full, "
+                                                "the rest as context (e.g. layer2.0)"),
+           show_args: List[str] = typer.Option([], "--show-args", help="paper style: block arguments to show "
+                                               "although they are schedule arguments (sd, first, ...); 'all'"),
            deploy: bool = typer.Option(False, "--deploy", help="draw the deploy form (reparam groups fused)"),
            as_html: bool = typer.Option(False, "--html", help="write one self-contained interactive HTML page "
                                         "(also chosen by a .html output)"),
@@ -599,7 +606,9 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
         limits = _limits(limit)
         g = compile_graph(spec, _params(set_, scale), limits=limits, allow_outside=allow_outside)
         kind = write_diagram(g, output, fmt="html" if as_html else None, depth=depth, expand=expand,
-                             deploy=deploy, rankdir=rankdir.upper(), limits=limits)
+                             deploy=deploy, rankdir=rankdir.upper() if rankdir else None, limits=limits,
+                             style=style, detail=detail,
+                             show_args=[a.strip() for v in show_args for a in v.split(",") if a.strip()])
         out.print(f"wrote {output} ({kind}, {len(g)} layers)")
         return 0
     _guard(run)

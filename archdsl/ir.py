@@ -52,6 +52,7 @@ class ScopeFrame(BaseModel):
     name: str            # block name, label, or combinator kind
     args: str = ""       # e.g. "c=64, stride=2"
     loc: Loc | None = None
+    defaults: tuple[str, ...] = ()   # a block's parameters left at their default (the paper diagram omits them)
 
 
 class Node(BaseModel):

@@ -250,8 +250,13 @@ def test_every_spec_renders_at_depth_one_and_two(spec: str) -> None:
     g = archdsl.graph(spec)
     # one dot process lays out both graphs (dot reads a stream of graphs and writes one SVG per graph)
     src = to_dot(build_view(g, depth=1)) + to_dot(build_view(g, depth=2))
-    svg = render_bytes(src, "svg")
-    assert svg.count(b"<svg") == 2 and svg.count(b"</svg>") == 2
+    # and the paper figure (issue 23): no schedule arguments, no size-only edges, whatever the spec
+    paper = build_view(g, style="paper")
+    assert not any(e.size_only for e in paper.edges)
+    paper_src = to_dot(paper, rankdir="LR")
+    assert not re.search(r"\b(first|total|sd|dp)=", paper_src)
+    svg = render_bytes(src + paper_src, "svg")
+    assert svg.count(b"<svg") == 3 and svg.count(b"</svg>") == 3
 
 
 @needs_dot
@@ -361,7 +366,9 @@ def test_html_is_self_contained() -> None:
         pytest.skip("Graphviz 'dot' is not installed")
     page = render_html(archdsl.graph(RESNET50))
     assert page.startswith("<!DOCTYPE html>") and "<svg" in page and "<script>" in page
-    assert not re.search(r"<script[^>]+src=|<link|@import|url\(", page)
+    # url(#id) points into the page itself (the viewer's arrowhead marker); any other url( would fetch
+    assert not re.search(r"<script[^>]+src=|<link|@import|url\((?!#)", page)
+    assert "url(#arch-arrow)" in page
     assert not re.search(r"(href|src)=\"https?:", page)
 
 

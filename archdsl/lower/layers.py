@@ -268,7 +268,8 @@ class LayerApplier(Evaluator):
         self.claim(path, label_span or span, "block")
         args_txt = ", ".join(f"{p.name}={fmt(benv.vars[p.name])}" for p in bdef.params)
         inner = scope.child(name, ScopeFrame(path=path, kind="block", name=bdef.name, args=args_txt,
-                                             loc=self.loc(span)))
+                                             loc=self.loc(span),
+                                             defaults=tuple(p.name for p in bdef.params if p.name not in given)))
         self.depth += 1
         try:
             return self.exec_body(bdef.body, benv, x, inner)

@@ -4,7 +4,8 @@ Modules, in the order data flows: :mod:`.style` (family colours, label text), :m
 form, from the exact reparam planner and the deploy pass), :mod:`.fold` (frame tree, folding of repeated
 blocks), :mod:`.view` (``build_view``: the format-independent view model), :mod:`.dot` (DOT source and the
 ``dot`` program: the only place Graphviz is used; the render size limits), :mod:`.html` (the viewer page,
-with ``viewer.js`` / ``viewer.css`` as package data), :mod:`.output` (``write_diagram``).
+with ``viewer.js`` / ``viewer.css`` as package data), :mod:`.output` (``write_diagram``). :mod:`.model` holds
+the view's data classes; :mod:`.paper` turns a view into a figure for a paper (``style="paper"``).
 
 Output is deterministic: ids come from the IR's node order, never from memory addresses, so the same
 spec always gives byte-identical DOT, SVG and HTML. Nothing here imports torch.
@@ -14,12 +15,13 @@ from __future__ import annotations
 from .dot import RANKDIRS, check_size, render_bytes, require_dot, to_dot
 from .form import deploy_graph
 from .html import render_html
-from .output import DIAGRAM_FORMATS, render_svg, write_diagram
+from .output import DIAGRAM_FORMATS, default_rankdir, render_svg, write_diagram
+from .paper import STYLES
 from .style import FAMILY_COLORS, family_color
 from .view import View, ViewCluster, ViewEdge, ViewNode, build_view
 
 __all__ = [
     "FAMILY_COLORS", "View", "ViewNode", "ViewCluster", "ViewEdge", "build_view", "to_dot", "render_bytes",
     "render_svg", "render_html", "write_diagram", "deploy_graph", "family_color", "require_dot",
-    "DIAGRAM_FORMATS", "RANKDIRS", "check_size",
+    "DIAGRAM_FORMATS", "RANKDIRS", "STYLES", "check_size", "default_rankdir",
 ]

@@ -7,6 +7,7 @@ about 45 s), so an oversized diagram is refused in milliseconds with a hint inst
 """
 from __future__ import annotations
 
+import html
 import shutil
 import subprocess
 from typing import Any
@@ -38,16 +39,25 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
     if rankdir not in RANKDIRS:
         raise ArchError(f"--rankdir must be one of {', '.join(RANKDIRS)}, got '{rankdir}'", None,
                         hint="TB draws top to bottom, LR left to right (BT and RL: the reverse)")
-    title = "\n".join([view.title, *view.notes])
+    paper = view.style == "paper"
     dot = graphviz.Digraph(name=_dot_id(view.name), engine="dot")
-    dot.attr(rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25",
-             ranksep="0.32", label=left_justified(title) if view.notes else title, labelloc="t", labeljust="l",
-             bgcolor="white")
+    if paper:
+        # sized for a figure in a two-column paper: 8 pt text at 100 %, tight spacing, the legend below
+        dot.attr(rankdir=rankdir, fontname=FONT, fontsize="8", nodesep="0.14", ranksep="0.22",
+                 label=_legend(view) if view.legend else "", labelloc="b", labeljust="l", bgcolor="white",
+                 pad="0.05")
+    else:
+        title = "\n".join([view.title, *view.notes])
+        dot.attr(rankdir=rankdir, fontname=FONT, fontsize="11", nodesep="0.25",
+                 ranksep="0.32", label=left_justified(title) if view.notes else title, labelloc="t",
+                 labeljust="l", bgcolor="white")
     if tooltips:
         dot.attr(tooltip=" ")  # no generic tooltip over the background in SVG viewers
-    dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize="10", margin="0.12,0.05",
-             penwidth="0.8", color="#555555")
-    dot.attr("edge", fontname=FONT, fontsize="8", color="#555555", fontcolor="#333333", arrowsize="0.6",
+    fs = ("8", "7") if paper else ("10", "8")
+    dot.attr("node", shape="box", style="rounded,filled", fontname=FONT, fontsize=fs[0],
+             margin="0.06,0.03" if paper else "0.12,0.05", penwidth="0.8", color="#555555",
+             **({"height": "0.3", "width": "0.3"} if paper else {}))
+    dot.attr("edge", fontname=FONT, fontsize=fs[1], color="#555555", fontcolor="#333333", arrowsize="0.6",
              penwidth="0.8")
 
     kids: dict[str | None, list[str]] = {}
@@ -57,9 +67,16 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
     for n in view.nodes.values():
         members.setdefault(n.cluster, []).append(n)
 
+    # paper style, left to right: a stage's boxes are stacked across the flow (one column per stage), so
+    # the figure is about as wide as a page rather than a long strip
+    stacked = {c.id for c in view.visible_clusters() if paper and rankdir in ("LR", "RL") and
+               not kids.get(c.id) and len(members.get(c.id, [])) >= 2}
+
     def node_attrs(n: ViewNode) -> dict[str, str]:
         attrs: dict[str, str] = {"id": n.id, "label": n.label}
-        if n.kind == "block":
+        if n.kind == "block" and paper:
+            attrs.update(shape="box", style="filled", fillcolor=n.color or BLOCK_FILL, color="#444444")
+        elif n.kind == "block":
             attrs.update(shape="box3d", style="filled", fillcolor=BLOCK_FILL, color="#6f6f6f")
         elif n.kind in ("input", "output"):
             attrs.update(shape="oval", style="filled", fillcolor=family_color(n.family))
@@ -78,12 +95,14 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
             c = view.clusters[cid]
             with sub.subgraph(name=f"cluster_{cid}") as s:
                 style, border, fill = CLUSTER_STYLE.get(c.frame.kind, CLUSTER_STYLE["group"])
+                if paper:
+                    style, border, fill = "rounded,filled", "#8a8a8a", "#f6f6f6" if c.level % 2 else "#ffffff"
                 s.attr(label=left_justified(c.title), id=cid, style=style, color=border, fillcolor=fill,
-                       fontname=FONT, fontsize="10", labeljust="l",
+                       fontname=FONT, fontsize=fs[0], labeljust="l",
                        penwidth="1.0" if c.frame.kind != "reparam" else "1.6",
                        # a wider margin keeps Graphviz from drawing a cluster's last node on its border
                        margin="14")
-                if c.count > 1:
+                if c.count > 1 and not paper:
                     s.attr(peripheries="1", style=style + ",bold")
                 if tooltips:
                     s.attr(tooltip=c.title)
@@ -91,12 +110,19 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
                     s.attr("graph", **{"class": " ".join(["arch-cluster"] + [f"in-{a}" for a in
                                                                              view.ancestors(c.parent)])})
                 emit(s, cid)
+                inner = members.get(cid, [])
+                if cid in stacked:
+                    # a stage's blocks stacked across the flow: a figure as wide as a page, not 4 pages
+                    with s.subgraph() as r:
+                        r.attr(rank="same")
+                        for n in inner:
+                            r.node(n.id)
         for n in members.get(parent, []):
             sub.node(n.id, **node_attrs(n))
 
     emit(dot, None)
     for e in view.edges:
-        attrs = {"id": e.id, "label": fmt_shape(e.shape)}
+        attrs = {"id": e.id, "label": fmt_shape(e.shape) if e.labelled else ""}
         if e.size_only:   # read for its size only: a light dashed edge, so the data path stands out
             attrs.update(label="size", style="dashed", color="#9a9a9a", fontcolor="#7a7a7a", arrowsize="0.6",
                          constraint="false")   # and it does not rank the nodes
@@ -105,8 +131,25 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
         if classes:
             shared = set(view.ancestors(view.nodes[e.src].cluster)) & set(view.ancestors(view.nodes[e.dst].cluster))
             attrs["class"] = " ".join(f"in-{c}" for c in sorted(shared, key=lambda x: int(x[1:])))
+        if view.nodes[e.src].cluster in stacked and view.nodes[e.src].cluster == view.nodes[e.dst].cluster:
+            # an edge within one rank: Graphviz puts its tail first (at the bottom in LR); drawn reversed
+            # with the arrow turned back, the stage reads top to bottom; its size is in the stage's title
+            attrs.update(dir="back", label="")
+            dot.edge(e.dst, e.src, **attrs)
+            continue
         dot.edge(e.src, e.dst, **attrs)
     return dot.source
+
+
+def _legend(view: View) -> str:
+    """The paper style's legend as a Graphviz HTML-like label: a swatch and a name per block type and op
+    family, six to a row."""
+    cells = []
+    for kind, name, fill in view.legend:
+        cells.append(f'<td bgcolor="{fill}" border="1" width="12" height="9" fixedsize="true"></td>'
+                     f'<td align="left">{html.escape(name + (" (op)" if kind == "op" else ""))}</td>')
+    rows = ["<tr>" + "".join(cells[i:i + 6]) + "</tr>" for i in range(0, len(cells), 6)]
+    return '<<table border="0" cellspacing="3" cellpadding="1">' + "".join(rows) + "</table>>"
 
 
 def require_dot() -> str:

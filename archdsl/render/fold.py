@@ -64,6 +64,79 @@ class FrameTree:
                 parent = k
             self.chain[n.id] = chain
             self.children[parent].append(("node", n.id))
+        self.container: dict[str, bool] = {}
+        for k in reversed(list(self.keys)):   # children before their parents
+            self.container[k] = self._is_container(k)
+        # the architectural level: containers (below) do not count, so depth 1 is a network's stages
+        self.alevel: dict[str, int] = {}
+        for k in self.keys:   # parents are created before their children
+            p = self.parent[k]
+            self.alevel[k] = (self.alevel[p] if p else 0) + (0 if self.container[k] else 1)
+
+    def child_frames(self, key: str | None) -> list[str]:
+        """The frames directly inside ``key`` (``None``: the network), in graph order."""
+        return [k for kind, k in self.children[key] if kind == "cluster"]
+
+    def chained(self, key: str | None) -> bool:
+        """Whether each child frame of ``key`` reads from the one before it, directly or through the ops
+        between them (a sequence, as ``[conv, gelu, conv]``; not branches)."""
+        items = self.children[key]
+        kids = [k for kind, k in items if kind == "cluster"]
+        for a, b in zip(kids, kids[1:]):
+            reach = set(self.members[a])
+            for kind, item in items[items.index(("cluster", a)) + 1:items.index(("cluster", b))]:
+                if kind == "node" and any(i in reach for i in self.byid[item].inputs):
+                    reach.add(item)
+            if not any(i in reach for nid in self.members[b] for i in self.byid[nid].inputs):
+                return False
+        return True
+
+    def is_sequence(self, key: str) -> bool:
+        """A stage: two or more frames (containers looked through), each reading from the one before."""
+        kids: list[str] = []
+        todo = self.child_frames(key)
+        while todo:
+            k = todo.pop(0)
+            if self.container.get(k):
+                todo = self.child_frames(k) + todo
+            else:
+                kids.append(k)
+        if len(kids) < 2:
+            return False
+        for a, b in zip(kids, kids[1:]):
+            reach = set(self.members[a])    # what ``a`` computes, and the ops of ``key`` that follow from it
+            mb = set(self.members[b])
+            for nid in self.members[key]:
+                if nid not in mb and nid not in reach and any(i in reach for i in self.byid[nid].inputs):
+                    reach.add(nid)
+            if not any(i in reach for nid in mb for i in self.byid[nid].inputs):
+                return False
+        return True
+
+    def _is_container(self, key: str) -> bool:
+        """A frame that only holds a network's stages, as torchvision's ``features`` list holds Swin's patch
+        embedding, stages and patch mergings, or RepLKNet's ``stages`` and ``transitions`` lists: a group
+        (or the network's only top-level block) of several frames, at least one with frames of its own,
+        that are of different kinds or do not feed each other; or a block's only frame, a list of blocks;
+        or a block holding a sequence of different frames, a stage among them (ConvNeXt's ``Features``).
+        A group of one block repeated (ResNet's ``layer1``, ViT's ``blocks``) is a stage, not a container."""
+        f = self.keys[key]
+        parent = self.parent[key]
+        kids = self.child_frames(key)
+        if f.kind == "block":
+            # a block that holds a sequence of different frames of which one at least is a stage: ConvNeXt's
+            # Features (Stem, Stage, Downsample, ...), or a backbone wrapped in one block
+            return (len({self.keys[k].name for k in kids}) > 1 and self.chained(key)
+                    and any(self.is_sequence(k) for k in kids))
+        if f.kind != "group":
+            return False
+        if len(kids) < 2:
+            return False
+        if f.kind == "group" and parent is not None and self.child_frames(parent) == [key]:
+            return True   # a block's one list of blocks (RepLKNet's Stage -> blocks): the block is the stage
+        if not any(self.child_frames(k) for k in kids):
+            return False
+        return len({self.keys[k].name for k in kids}) > 1 or not self.chained(key)
 
     def signature(self, key: str) -> tuple[Any, ...]:
         """Structure of a frame's contents: ops, arguments, shapes and wiring, without names."""

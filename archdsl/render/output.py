@@ -11,22 +11,31 @@ from .dot import check_size, layout, to_dot
 from .html import render_html
 from .view import build_view
 
-__all__ = ["DIAGRAM_FORMATS", "render_svg", "write_diagram"]
+__all__ = ["DIAGRAM_FORMATS", "render_svg", "write_diagram", "default_rankdir"]
 
 #: Output formats ``write_diagram`` understands (by file extension).
 DIAGRAM_FORMATS = ("svg", "png", "pdf", "dot", "html")
 
 
 def render_svg(graph: Graph, *, depth: int | None = None, expand: bool = False, deploy: bool = False,
-               rankdir: str = "TB", limits: Limits | None = None) -> str:
-    """The diagram of ``graph`` as SVG text."""
-    view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits)
-    return layout(view, "svg", rankdir=rankdir, limits=limits).decode("utf-8")
+               rankdir: str | None = None, limits: Limits | None = None, style: str = "default",
+               detail: str | None = None, show_args: list[str] | None = None) -> str:
+    """The diagram of ``graph`` as SVG text. ``style="paper"`` is the figure style (left to right unless
+    ``rankdir`` says otherwise); ``detail`` draws one block in full; see :func:`~.view.build_view`."""
+    view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits, style=style,
+                      detail=detail, show_args=show_args)
+    return layout(view, "svg", rankdir=default_rankdir(rankdir, style), limits=limits).decode("utf-8")
+
+
+def default_rankdir(rankdir: str | None, style: str) -> str:
+    """``rankdir`` as given, else left to right for the paper style and top to bottom otherwise."""
+    return rankdir if rankdir else ("LR" if style == "paper" else "TB")
 
 
 def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, depth: int | None = None,
-                  expand: bool = False, deploy: bool = False, rankdir: str = "TB",
-                  limits: Limits | None = None) -> str:
+                  expand: bool = False, deploy: bool = False, rankdir: str | None = None,
+                  limits: Limits | None = None, style: str = "default", detail: str | None = None,
+                  show_args: list[str] | None = None) -> str:
     """Write the diagram of ``graph`` to ``output``; the format comes from ``fmt`` or the extension.
 
     Returns the format written. Writes atomically (never a partial file). The destination is checked
@@ -41,10 +50,12 @@ def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, d
         raise ArchError(f"cannot tell the diagram format from '{out.name}'", None,
                         hint="use an output ending in " + ", ".join("." + f for f in DIAGRAM_FORMATS))
     data: str | bytes
+    rankdir = default_rankdir(rankdir, style)
     if kind == "html":
         data = render_html(graph, depth=depth, expand=expand, deploy=deploy, rankdir=rankdir, limits=limits)
     else:
-        view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits)
+        view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits, style=style,
+                          detail=detail, show_args=show_args)
         if kind == "dot":
             check_size(view, limits)
             data = to_dot(view, rankdir=rankdir)

@@ -11,18 +11,19 @@ Ids come from the IR's deterministic node order (``n12`` is IR node 12, ``c3`` t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from ..errors import ArchError
-from ..ir import Graph, ScopeFrame
+from ..ir import Graph
 from ..limits import Limits
 from ..ops import size_only_input
 from ..passes.summary import format_count
 from .fold import FrameTree, contents, fold
 from .form import deploy_graph
+from .model import View, ViewCluster, ViewEdge, ViewNode
+from .paper import STYLES, paper_view
 from .style import fmt_shape, frame_title, is_wire, node_tooltip, op_family, op_label, path_range, wrap
 
-__all__ = ["View", "ViewNode", "ViewCluster", "ViewEdge", "build_view"]
+__all__ = ["View", "ViewNode", "ViewCluster", "ViewEdge", "build_view", "STYLES"]
 
 # A computed rate in a block's arguments (Swin's drop-path 0.018181818181818184) is drawn with 6 significant
 # digits, as op labels draw theirs; the tooltip keeps the exact value.
@@ -31,79 +32,6 @@ _LONG_FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d{7,}(?:e-?\d+)?")
 
 def _short_args(args: str) -> str:
     return _LONG_FLOAT.sub(lambda m: f"{float(m.group(0)):.6g}", args)
-
-
-@dataclass
-class ViewNode:
-    """One box in the diagram: an op, a collapsed block, the input or an output."""
-
-    id: str
-    kind: str                     # 'op', 'block', 'input', 'output'
-    label: str
-    family: str
-    cluster: str | None           # id of the enclosing cluster (None: top level)
-    tooltip: str
-    params: int = 0
-    ir: list[int] = field(default_factory=list)   # IR node ids it stands for (first instance of a fold)
-    fused: bool = False           # a reparam group drawn as its fused deploy conv
-
-
-@dataclass
-class ViewCluster:
-    """A block, group or combinator frame; ``count > 1`` is a folded run of identical blocks."""
-
-    id: str
-    frame: ScopeFrame
-    level: int                    # 1 for the network's direct children
-    parent: str | None
-    count: int = 1
-    period: int = 1               # a folded run of a cycle of ``period`` different blocks
-    last_path: str = ""           # module path of a folded run's last instance
-    params: int = 0               # parameters of every instance of the run together
-    collapsed: bool = False       # drawn as one node (``ViewNode`` of kind 'block') instead of a cluster
-    title: str = ""
-
-
-@dataclass
-class ViewEdge:
-    """A tensor flowing from ``src`` to ``dst``; ``shape`` is the IR shape of the producing node.
-    ``size_only``: ``dst`` reads only the tensor's size (a reshape's run-time sizes, resize_as's reference)."""
-
-    id: str
-    src: str
-    dst: str
-    shape: tuple[int, ...]
-    size_only: bool = False
-
-
-@dataclass
-class View:
-    """Everything a diagram shows, independent of the output format.
-
-    ``notes`` are lines the diagram prints under its title (e.g. reparam groups the deploy pass left
-    unfused), so nothing about the drawn form is left unsaid.
-    """
-
-    name: str
-    title: str
-    nodes: dict[str, ViewNode]
-    clusters: dict[str, ViewCluster]
-    edges: list[ViewEdge]
-    depth: int | None
-    max_level: int
-    notes: list[str] = field(default_factory=list)
-
-    def visible_clusters(self) -> list[ViewCluster]:
-        """Clusters drawn as frames (not collapsed), in a deterministic order."""
-        return [c for c in self.clusters.values() if not c.collapsed]
-
-    def ancestors(self, cid: str | None) -> list[str]:
-        """Cluster ids from ``cid`` up to the top level (``cid`` first)."""
-        out: list[str] = []
-        while cid is not None:
-            out.append(cid)
-            cid = self.clusters[cid].parent
-        return out
 
 
 def _heading(c: ViewCluster, short: bool) -> str:
@@ -149,27 +77,99 @@ def _block_node(vid: str, c: ViewCluster, tree: FrameTree, key: str) -> ViewNode
     tip = _heading(c, short=False) + (f" ({f.args})" if f.args else "")
     tip += f"\nparams: {c.params:,}" + (f"\nspec: {f.loc}" if f.loc else "")
     return ViewNode(id=vid, kind="block", label="\n".join(lines), family="block", cluster=c.parent, tooltip=tip,
-                    params=c.params)
+                    params=c.params, spec=str(f.loc) if f.loc else "")
+
+
+def _plan(tree: FrameTree, depth: int | None, style: str, detail: str | None,
+          hidden: set[str]) -> tuple[set[str], set[str]]:
+    """Which frames are drawn as one box (collapsed) and which are not drawn at all (flat: their contents
+    sit in the enclosing frame). Depth counts architectural levels (``FrameTree.alevel``): containers that
+    only hold stages are never a level, and those whose frames do not feed each other (RepLKNet's
+    ``stages`` / ``transitions`` lists, interleaved in the data flow) are never drawn either."""
+    flat = {k for k in tree.keys if tree.container[k] and (style == "paper" or not tree.chained(k))}
+    collapsed: set[str] = set()
+    if style == "paper":
+        d = depth or 1
+        for k in tree.keys:
+            if tree.container[k]:
+                continue
+            lvl = tree.alevel[k]
+            if lvl == d and not tree.is_sequence(k):
+                collapsed.add(k)
+            elif lvl == d + 1:
+                collapsed.add(k)
+    elif depth is not None:
+        collapsed = {k for k in tree.keys if not tree.container[k] and tree.alevel[k] == depth}
+    if detail is not None:
+        key = _detail_key(tree, detail, hidden)
+        keep: set[str] = set()
+        up: str | None = key
+        while up is not None:
+            keep.add(up)
+            up = tree.parent[up]
+        collapsed = {c for c in collapsed if c not in keep and not _below(tree, c, key)}
+    return collapsed, flat
+
+
+def _below(tree: FrameTree, k: str, anc: str) -> bool:
+    p = tree.parent[k]
+    while p is not None:
+        if p == anc:
+            return True
+        p = tree.parent[p]
+    return False
+
+
+def _detail_key(tree: FrameTree, path: str, hidden: set[str]) -> str:
+    """The frame ``--detail PATH`` names; a located-free ArchError with the paths there are if none does."""
+    found = [k for k, f in tree.keys.items() if f.path == path and f.kind != "combinator"]
+    shown = [k for k in found if k not in hidden]
+    if shown:
+        return shown[0]
+    if found:
+        order = list(tree.keys)
+        k = found[0]
+        head = next((h for h in reversed(order[:order.index(k)]) if h not in hidden and
+                     tree.parent[h] == tree.parent[k] and tree.keys[h].name == tree.keys[k].name), None)
+        first = f"'{tree.keys[head].path}'" if head else "the run's first block"
+        raise ArchError(f"--detail '{path}' is one of a run of identical blocks drawn once", None,
+                        hint=f"name the run's first block, {first}, or add --expand to draw every block")
+    from difflib import get_close_matches
+    paths = sorted({f.path for f in tree.keys.values() if f.kind == "block" and f.path})
+    near = get_close_matches(path, paths, n=3)
+    raise ArchError(f"--detail '{path}': the network has no block at that module path", None,
+                    hint=("did you mean " + ", ".join(f"'{p}'" for p in near) + "?") if near else
+                    "block paths: " + ", ".join(paths[:12]) + (" ..." if len(paths) > 12 else ""))
 
 
 def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, deploy: bool = False,
-               limits: Limits | None = None) -> View:
+               limits: Limits | None = None, style: str = "default", detail: str | None = None,
+               show_args: list[str] | None = None) -> View:
     """Lay out what the diagram shows: clusters, (collapsed) nodes and shape-labelled edges.
 
     ``depth`` (>= 1) keeps that many block levels and collapses the rest into one node per block;
-    ``None`` shows every layer. ``expand`` turns off folding of identical consecutive blocks.
+    ``None`` shows every layer. Levels follow the architecture, not the nesting: a container that only
+    holds stages (torchvision's ``features``) is not a level, so depth 1 shows Swin's stages.
+    ``expand`` turns off folding of identical consecutive blocks.
     ``deploy`` draws the deploy form (reparam groups fused by the exact planner, see :mod:`.form`);
-    ``limits`` bound that form's size as in ``archc deploy``.
+    ``limits`` bound that form's size as in ``archc deploy``. ``style="paper"`` is the figure style of
+    :mod:`.paper` (stages as frames, blocks as boxes, a legend); ``detail`` (a block's module path)
+    draws that block in full and the rest as context; ``show_args`` names block arguments the paper
+    style shows although they look like schedule arguments (``["all"]``: every argument).
     """
     if depth is not None and depth < 1:
         raise ArchError(f"--depth must be at least 1, got {depth}", None,
                         hint="depth 1 shows the network's top-level stages; leave it out for every layer")
+    if style not in STYLES:
+        raise ArchError(f"--style must be one of {', '.join(STYLES)}, got '{style}'", None,
+                        hint="'paper' draws a figure for a paper; 'default' every layer with its shapes")
     notes: list[str] = []
     g = deploy_graph(graph, notes, limits=limits) if deploy else graph
     fused_ids = set(g.fused_nodes)
     tree = FrameTree(g)
     folds = fold(tree, expand)
     counts, last_path, hidden, rep, inst = folds.counts, folds.last_path, folds.hidden, folds.rep, folds.inst
+    collapsed, flat = _plan(tree, depth, style, detail, hidden)
 
     # identity-family ops are drawn as plain edges: resolve each to the tensor it passes on
     alias: dict[int, int] = {}
@@ -178,22 +178,26 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
             src = n.inputs[0]
             alias[n.id] = alias.get(src, src)   # inputs precede their consumers: ``src`` is resolved already
 
-    max_level = max(tree.level.values(), default=0)
+    max_level = max(tree.alevel.values(), default=0)
     cids: dict[str, str] = {}
     for k in tree.keys:
         if k not in hidden:
             cids[k] = f"c{len(cids) + 1}"
+
+    def drawn_parent(k: str | None) -> str | None:
+        while k is not None and k in flat:
+            k = tree.parent[k]
+        return cids.get(k) if k else None
+
     clusters: dict[str, ViewCluster] = {}
     for k, cid in cids.items():
-        lvl = tree.level[k]
-        if depth is not None and lvl > depth:
+        if k in flat or any(a in collapsed for a in _ancestors(tree, k)):
             continue
-        parent = tree.parent[k]
         count = counts.get(k, 1)
         params = sum(tree.byid[m].params for m in tree.members[k]) * count
-        c = ViewCluster(id=cid, frame=tree.keys[k], level=lvl, parent=cids.get(parent) if parent else None,
+        c = ViewCluster(id=cid, frame=tree.keys[k], level=tree.alevel[k], parent=drawn_parent(tree.parent[k]),
                         count=count, period=folds.period.get(k, 1), last_path=last_path.get(k, ""),
-                        params=params, collapsed=depth is not None and lvl == depth)
+                        params=params, collapsed=k in collapsed, container=tree.container[k], key=k)
         c.title = _cluster_label(c)
         clusters[cid] = c
 
@@ -203,8 +207,8 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
         if n.id in rep or is_wire(n):
             continue
         chain = tree.chain[n.id]
-        if depth is not None and len(chain) >= depth:
-            ck = chain[depth - 1]
+        ck = next((k for k in chain if k in collapsed), None)
+        if ck is not None:
             vid = "b" + cids[ck][1:]
             if vid not in nodes:
                 nodes[vid] = _block_node(vid, clusters[cids[ck]], tree, ck)
@@ -212,13 +216,14 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
             item_of[n.id] = vid
             continue
         vid = f"n{n.id}"
-        parent = cids[chain[-1]] if chain else None
+        parent = drawn_parent(chain[-1]) if chain else None
         if n.op == "input":
             label, kind, family = "input\n" + fmt_shape(n.shape), "input", "input"
         else:
             label, kind, family = op_label(n, n.id in fused_ids), "op", op_family(n.op)
         nodes[vid] = ViewNode(id=vid, kind=kind, label=label, family=family, cluster=parent,
-                              tooltip=node_tooltip(n), params=n.params, ir=[n.id], fused=n.id in fused_ids)
+                              tooltip=node_tooltip(n), params=n.params, ir=[n.id], fused=n.id in fused_ids,
+                              spec=str(n.loc) if n.loc else "")
         item_of[n.id] = vid
 
     def item(nid: int) -> str:
@@ -243,13 +248,13 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
         # identities are edges; the wires of hidden fold instances repeat those of the run's head
         if is_wire(n) or n.id in rep:
             continue
-        for ki, u in sorted(enumerate(n.inputs), key=lambda ku: size_only_input(n.op, ku[0])):   # data first
+        for pos, u in sorted(enumerate(n.inputs), key=lambda ku: size_only_input(n.op, ku[0])):   # data first
             ru = alias.get(u, u)
             a, b = inst.get(ru), inst.get(n.id)
             if a and b and a[0] == b[0] and a[1] != b[1]:
                 continue  # the wire from one folded instance into the next
             # a consumer of the run's last instance is wired to the head's corresponding node
-            add_edge(ru, item(n.id), size_only_input(n.op, ki))
+            add_edge(ru, item(n.id), size_only_input(n.op, pos))
     for idx, (name, nid) in enumerate(g.outputs):
         vid = f"o{idx + 1}"
         shape = tree.byid[nid].shape
@@ -259,5 +264,17 @@ def build_view(graph: Graph, *, depth: int | None = None, expand: bool = False, 
 
     total = sum(n.params for n in tree.order)
     title = f"{g.name}  ({format_count(total)} params" + (", deploy form)" if deploy else ")")
-    return View(name=g.name, title=title, nodes=nodes, clusters=clusters, edges=edges, depth=depth,
-                max_level=max_level, notes=notes)
+    view = View(name=g.name, title=title, nodes=nodes, clusters=clusters, edges=edges, depth=depth,
+                max_level=max_level, notes=notes, style=style, graph=g)
+    if style == "paper":
+        paper_view(view, tree, show_args or [], detail=_detail_key(tree, detail, hidden) if detail else None)
+    return view
+
+
+def _ancestors(tree: FrameTree, k: str) -> list[str]:
+    out = []
+    p = tree.parent[k]
+    while p is not None:
+        out.append(p)
+        p = tree.parent[p]
+    return out

@@ -3,7 +3,7 @@
 # Usage: bash docs/img/regenerate.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ARCHC=".venv/bin/python -m archdsl"
+ARCHC="${PYTHON:-.venv/bin/python} -m archdsl"
 OUT=docs/img
 $ARCHC render specs/lenet.arch:lenet -o $OUT/lenet.svg --rankdir LR
 $ARCHC render specs/resnet.arch:resnet50 -o $OUT/resnet50_depth1.svg --depth 1
@@ -24,3 +24,11 @@ for f in svg png; do
     $ARCHC render examples/fastvit_repmixer.arch -o $OUT/fastvit_repmixer_deploy.$f --deploy
 done
 $ARCHC render examples/swin_stage.arch --allow-outside -o $OUT/swin_stage.svg --depth 3
+# the paper style (docs/render.md#paper-figures)
+$ARCHC render specs/resnet.arch:resnet50 -o $OUT/paper_resnet50.svg --style paper
+$ARCHC render specs/resnet.arch:resnet50 -o $OUT/paper_resnet50_detail.svg --style paper --detail layer2.0
+$ARCHC render specs/inception.arch:inception_v3 -o $OUT/paper_inception_v3.svg --style paper
+$ARCHC render specs/replknet.arch:replknet_31b -o $OUT/paper_replknet_31b.svg --style paper
+$ARCHC render specs/swin.arch:swin_t -o $OUT/paper_swin_t.svg --style paper
+$ARCHC render specs/vit.arch:vit_base_patch16_224 -o $OUT/paper_vit_b.svg --style paper
+$ARCHC render examples/unet.arch -o $OUT/paper_unet.svg --style paper
