@@ -423,6 +423,8 @@ def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], 
           b: str = typer.Argument(..., help="the new spec: file.arch[:network], optionally @REV"),
           as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
           depth: int = typer.Option(2, "--depth", help="module-path levels of the per-block deltas (1: stages)"),
+          render_to: Optional[Path] = typer.Option(None, "--render", help="also draw B with the changes "
+                                                   "highlighted: OUT.svg, .png, .pdf or .html"),
           set_: List[str] = SetOpt,
           scale: Optional[str] = ScaleOpt,
           limit: List[str] = LimitOpt,
@@ -436,8 +438,14 @@ def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], 
         _load_plugins(plugin)
         if depth < 1:
             raise ArchError(f"--depth must be at least 1, got {depth}", None)
-        d, _, _ = spec_diff(a, b, params=_params(set_, scale), limits=_limits(limit), allow_outside=allow_outside,
-                            depth=depth)
+        if render_to is not None:
+            _check_destination(render_to, "--render", protect=(_spec_file(a), _spec_file(b)))
+        d, _, gb = spec_diff(a, b, params=_params(set_, scale), limits=_limits(limit), allow_outside=allow_outside,
+                             depth=depth)
+        if render_to is not None:   # graphviz only here; torch never
+            from .render import write_diagram
+            write_diagram(gb, render_to, depth=None, changes=d.marks(gb), removed=d.removed(),
+                          limits=_limits(limit))
         if as_json:
             out.print(json.dumps(d.to_json(), indent=2), markup=False)
         else:

@@ -203,3 +203,23 @@ def test_diff_never_imports_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_diff_render_highlights_the_changes(tmp_path: Path) -> None:
+    from archdsl.render.changes import CHANGE_COLORS
+    svg = tmp_path / "se.svg"
+    r = runner.invoke(app, ["diff", f"{D}/base.arch:net", f"{D}/se.arch:net", "--render", str(svg)])
+    assert r.exit_code == 0, r.output
+    text = svg.read_text()
+    added_fill = CHANGE_COLORS["added"][0]
+    # the added layers drawn in the 'added' colour: 6 boxes per SE (its identity is a wire), for the 3 SE
+    # blocks drawn (stage1's two equal blocks are folded into one 'Res x2')
+    assert text.count(f'fill="{added_fill}"') == 18
+    assert "28 added (green)" in text
+    page = tmp_path / "wide.html"
+    r = runner.invoke(app, ["diff", f"{D}/base.arch:net", f"{D}/wide.arch:net", "--render", str(page)])
+    assert r.exit_code == 0, r.output
+    html_text = page.read_text()
+    assert CHANGE_COLORS["changed"][0] in html_text and "19 changed (orange)" in html_text
+    r = runner.invoke(app, ["diff", f"{D}/base.arch:net", f"{D}/renamed.arch:net", "--render", str(tmp_path / "x.txt")])
+    assert r.exit_code == 1 and "cannot tell the diagram format" in r.output

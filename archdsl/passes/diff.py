@@ -91,6 +91,19 @@ class SpecDiff:
     renumbered: int = 0           # parameter-free layers that only moved (their numbered name shifted)
     pairs: dict[int, int] = field(default_factory=dict)    # node id in b -> node id in a (same layer)
 
+    def marks(self, b: Graph) -> dict[int, str]:
+        """Node id in ``b`` -> 'added' / 'changed' / 'renamed', for drawing the diff on ``b``'s diagram."""
+        by_name = {n.name: n.id for n in b.records()}
+        out: dict[int, str] = {}
+        for c in self.layers:
+            if c.kind != "removed" and c.path in by_name:
+                out[by_name[c.path]] = c.kind
+        return out
+
+    def removed(self) -> list[str]:
+        """Paths (in ``a``) of the layers ``b`` no longer has."""
+        return [c.path for c in self.layers if c.kind == "removed"]
+
     @property
     def identical(self) -> bool:
         return not self.layers and all(x == y for x, y in self.totals.values())
