@@ -70,7 +70,8 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
           pretrained: bool = False, **params: Any) -> Any:
     """Compile ``spec`` (a path, ``path:network``, or spec text) into a ``torch.nn.Module``.
 
-    Keyword arguments override the network's parameters, e.g. ``num_classes=10``.
+    Keyword arguments override the network's parameters, e.g. ``num_classes=10``; ``scale="b1"`` builds that
+    variant of the network's ``scales`` table (a family; see docs/design-space.md).
     ``backends`` (``"auto"``, ``"autotune"`` or a backend name) swaps every conv for the selected kernel
     backend, chosen for a CPU float32 input of ``batch`` samples (see :mod:`archdsl.backends`; for another
     device or dtype call ``archdsl.backends.apply`` on the moved model instead).

@@ -35,6 +35,7 @@ SetOpt = typer.Option([], "--set", help="override a network parameter: --set num
 LimitOpt = typer.Option([], "--limit", help="raise or lower a resource bound: --limit max_nodes=50000 "
                         "(repeatable; names: " + ", ".join(Limits.names()) + ")")
 OutsideOpt = typer.Option(False, "--allow-outside", help="let imports leave the spec's directory tree")
+ScaleOpt = typer.Option(None, "--scale", help="build the variant NAME of the network's scales table (a family)")
 PluginOpt = typer.Option([], "--plugin", help="load a Python module or .py file that registers ops "
                          "(repeatable; also ARCHDSL_PLUGINS; see docs/extending.md)")
 
@@ -157,6 +158,14 @@ def _spec_file(spec: str) -> str:
     return split_address(spec)[0]
 
 
+def _params(set_: list[str], scale: str | None) -> dict:
+    """--set values, and --scale as the variant to build (``compile_graph`` picks the row)."""
+    params = parse_set(set_)
+    if scale is not None:
+        params["scale"] = scale
+    return params
+
+
 def _limits(items: list[str]) -> Limits:
     return Limits().with_overrides(items)
 
@@ -170,6 +179,7 @@ def _as_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
 @app.command()
 def check(specs: List[str] = typer.Argument(..., help="files, directories or file.arch:network"),
           set_: List[str] = SetOpt,
+          scale: Optional[str] = ScaleOpt,
           quiet: bool = typer.Option(False, "-q", "--quiet", help="print nothing when all is well"),
           strict: bool = typer.Option(False, "--strict", help="treat warnings as errors (same as -W error)"),
           warn_as: Optional[str] = typer.Option(None, "-W", help="'-W error': treat warnings as errors"),
@@ -186,7 +196,7 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
         _load_plugins(plugin)
         if warn_as is not None and warn_as != "error":
             raise ArchError(f"-W expects 'error', got '{warn_as}'", None, hint="write -W error (or --strict)")
-        diags, count = check_paths(specs, limits=_limits(limit), params=parse_set(set_),
+        diags, count = check_paths(specs, limits=_limits(limit), params=_params(set_, scale),
                                    allow_outside=allow_outside)
         if strict or warn_as == "error":
             diags = _as_errors(diags)
@@ -200,7 +210,7 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
             from .passes.sizes import input_contract
             if len(specs) == 1 and split_address(specs[0])[1]:
                 # one network: the input sizes it accepts (archc summary prints them too)
-                g = compile_graph(specs[0], parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+                g = compile_graph(specs[0], _params(set_, scale), limits=_limits(limit), allow_outside=allow_outside)
                 out.print(f"input sizes: {input_contract(g).describe()}", markup=False)
         return 0
     _guard(run)
@@ -228,8 +238,8 @@ def list_(directory: Optional[str] = typer.Argument(
         if as_json:
             out.print(json.dumps(nets, indent=2), markup=False)
         else:
-            rows = [(printable(n["spec"]), str(n["input"]) if n["input"] else "error", printable(n["reference"] or "-"))
-                    for n in nets]
+            rows = [(printable(n["spec"]),
+                     str(n["input"]) if n["input"] else "error", printable(n["reference"] or "-")) for n in nets]
             if not out.is_terminal:  # piped: plain tab-separated rows, never cut to a terminal width
                 for row in rows:
                     typer.echo("\t".join(row))  # not rich: it would expand the tabs
@@ -278,6 +288,7 @@ def _print_summary(data: dict) -> None:
 def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             input_: Optional[str] = typer.Option(None, "--input", help="input shape C,H,W (overrides the spec's)"),
             set_: List[str] = SetOpt,
+            scale: Optional[str] = ScaleOpt,
             limit: List[str] = LimitOpt,
             allow_outside: bool = OutsideOpt,
             as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
@@ -303,7 +314,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
             _check_number("--depth", depth, 0, MAX_DEPTH, hint="0 shows the network as one row; 1 its stages")
         _load_plugins(plugin)
         with verifying_shapes():   # a plugin's declared shape/params are compared with its module (meta device)
-            g = compile_graph(spec, parse_set(set_), input_shape=_parse_shape(input_), limits=_limits(limit),
+            g = compile_graph(spec, _params(set_, scale), input_shape=_parse_shape(input_), limits=_limits(limit),
                               allow_outside=allow_outside)
         data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
         plan = None
@@ -334,6 +345,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
 def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
              output: Path = typer.Option(..., "-o", "--output", help="where to write the generated .py"),
              set_: List[str] = SetOpt,
+             scale: Optional[str] = ScaleOpt,
              limit: List[str] = LimitOpt,
              allow_outside: bool = OutsideOpt,
              deploy: bool = typer.Option(False, "--deploy", help="write the deploy (inference) form: reparam "
@@ -353,7 +365,7 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
         _load_plugins(plugin)
         if "\n" not in spec:
             _check_destination(output, "output", protect=(_spec_file(spec),))
-        g = compile_graph(spec, parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+        g = compile_graph(spec, _params(set_, scale), limits=_limits(limit), allow_outside=allow_outside)
         if g.warnings:
             _print_diags(g.warnings)
         n_params = g.total_params
@@ -365,7 +377,7 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
                            memory_format="channels_last" if channels_last else "contiguous")
             n_params = dg.total_params
         else:
-            src = generate_source(g, spec=spec, params=parse_set(set_), limits=_limits(limit),
+            src = generate_source(g, spec=spec, params=_params(set_, scale), limits=_limits(limit),
                                   allow_outside=allow_outside)
         _write_output(output, src)
         out.print(f"wrote {output} ({len(src.splitlines())} lines, {n_params:,} params)")
@@ -378,6 +390,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             weights: Path = typer.Option(..., "--weights", "-w", help="train-form state_dict (torch.save'd .pt)"),
             output: Path = typer.Option(..., "-o", "--output", help="where to write the deploy-form state_dict"),
             set_: List[str] = SetOpt,
+            scale: Optional[str] = ScaleOpt,
             fold_bn: bool = typer.Option(True, "--fold-bn/--keep-bn", help="fold BatchNorms (--keep-bn fuses "
                                          "only reparam groups, e.g. RepLKNet's official deploy keys)"),
             source: Optional[Path] = typer.Option(None, "--source", help="also write the deploy module's .py"),
@@ -405,7 +418,7 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
                                 hint="the weights (-o) and the module source (--source) need two files")
         lim = _limits(limit)
         with verifying_shapes():
-            g = compile_graph(spec, parse_set(set_), limits=lim)
+            g = compile_graph(spec, _params(set_, scale), limits=lim)
         from .passes.deploy import deploy_note, deploy_plan, state_shapes
         plan = deploy_plan(g, fold_bn=fold_bn, limits=lim)    # size and exactness checks: no torch yet
         import io
@@ -443,6 +456,145 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
         out.print(f"wrote {output} ({len(dsd)} tensors, {plan.graph.total_params:,} params"
                   + (f" in {dtype}" if dtype != "float32" else "") + "; "
                   f"{len(plan.fused_groups)} reparam groups fused, {plan.folded_bn} BatchNorms folded)")
+        return 0
+    _guard(run)
+
+
+@app.command("diff")
+def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], optionally @REV (a git revision)"),
+          b: str = typer.Argument(..., help="the new spec: file.arch[:network], optionally @REV"),
+          as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+          depth: int = typer.Option(2, "--depth", help="module-path levels of the per-block deltas (1: stages)"),
+          render_to: Optional[Path] = typer.Option(None, "--render", help="also draw B with the changes "
+                                                   "highlighted: OUT.svg, .png, .pdf or .html"),
+          set_: List[str] = SetOpt,
+          scale: Optional[str] = ScaleOpt,
+          limit: List[str] = LimitOpt,
+          allow_outside: bool = OutsideOpt,
+          plugin: List[str] = PluginOpt) -> None:
+    """What changed between two specs: layers added, removed, changed or renamed (arguments and shapes),
+    parameter/MAC deltas per block, and which checkpoint keys of A load into B. Exit 0 whether or not they
+    differ (1 only for errors)."""
+    def run() -> int:
+        from .design import spec_diff
+        _load_plugins(plugin)
+        if depth < 1:
+            raise ArchError(f"--depth must be at least 1, got {depth}", None)
+        if render_to is not None:
+            _check_destination(render_to, "--render", protect=(_spec_file(a), _spec_file(b)))
+        d, _, gb = spec_diff(a, b, params=_params(set_, scale), limits=_limits(limit), allow_outside=allow_outside,
+                             depth=depth)
+        if render_to is not None:   # graphviz only here; torch never
+            from .render import write_diagram
+            write_diagram(gb, render_to, depth=None, changes=d.marks(gb), removed=d.removed(),
+                          limits=_limits(limit))
+        if as_json:
+            out.print(json.dumps(d.to_json(), indent=2), markup=False)
+        else:
+            out.print(d.text(), markup=False)
+        return 0
+    _guard(run)
+
+
+@app.command("migrate")
+def migrate_(from_: str = typer.Option(..., "--from", help="the spec the weights were trained with (file.arch[:net][@REV])"),
+             to: str = typer.Option(..., "--to", help="the edited spec (file.arch[:net][@REV])"),
+             weights: Path = typer.Option(..., "--weights", help="state_dict of --from (torch.save)"),
+             output: Path = typer.Option(..., "-o", "--output", help="where to write the migrated state_dict"),
+             seed: int = typer.Option(0, "--seed", help="torch seed of the initialization of new tensors"),
+             as_json: bool = typer.Option(False, "--json", help="print every decision as JSON"),
+             set_: List[str] = SetOpt,
+             scale: Optional[str] = ScaleOpt,
+             limit: List[str] = LimitOpt,
+             allow_outside: bool = OutsideOpt,
+             plugin: List[str] = PluginOpt) -> None:
+    """Carry trained weights across an edit: every tensor that transfers (same key, or a renamed layer matched
+    by structure), the rest initialized as the module does; one decision per tensor. Refuses when nothing
+    matches."""
+    def run() -> int:
+        from .design import migrate
+        _load_plugins(plugin)
+        _check_destination(output, "output", protect=(weights, _spec_file(from_), _spec_file(to)))
+        m = migrate(from_, to, weights, params=_params(set_, scale), limits=_limits(limit),
+                    allow_outside=allow_outside, seed=seed)
+        import io
+
+        import torch
+        buf = io.BytesIO()
+        torch.save(m.state_dict, buf)
+        _write_output(output, buf.getvalue())
+        if as_json:
+            out.print(json.dumps({"output": str(output), "decisions": [d.to_json() for d in m.decisions],
+                                  "unused": m.unused}, indent=2), markup=False)
+        else:
+            out.print(m.text(), markup=False)
+            out.print(f"wrote {output} ({len(m.state_dict)} tensors)", markup=False)
+        return 0
+    _guard(run)
+
+
+@app.command("sweep")
+def sweep_(spec: str = typer.Argument(..., help="file.arch[:network]"),
+           grid: List[str] = typer.Option([], "--grid", help="an axis: --grid width=32,48,64 (repeatable; the "
+                                          "variants are every combination)"),
+           output: List[Path] = typer.Option(..., "-o", "--output", help="sweep.csv, sweep.html, sweep.png/.svg/.pdf "
+                                             "or sweep.json (repeatable)"),
+           measure: Optional[str] = typer.Option(None, "--measure", help="time the eager and deploy forms: cpu or cuda"),
+           batch: int = typer.Option(1, "--batch", help="batch size of the MACs, memory and latency figures"),
+           jobs: int = typer.Option(1, "-j", "--jobs", help="local processes (measurement runs one at a time)"),
+           ray: Optional[str] = typer.Option(None, "--ray", help="run one Ray task per variant: local (start one "
+                                             "here), auto (the running cluster) or a cluster address"),
+           cost: Optional[str] = typer.Option(None, "--cost", help="the front's cost axis: deploy_ms, eager_ms, macs "
+                                              "or activation_bytes (default deploy_ms with --measure, else macs)"),
+           benefit: str = typer.Option("parameters", "--benefit", help="the front's benefit axis"),
+           cache: Optional[Path] = typer.Option(None, "--cache", help="folder of per-variant results (default: "
+                                                "beside the first output, NAME.cache/); a rerun computes only "
+                                                "what is new"),
+           no_cache: bool = typer.Option(False, "--no-cache", help="compute every variant again"),
+           scales: List[str] = typer.Option([], "--scale", help="sweep these variants of the network's scales "
+                                            "table too (repeatable: an axis of the grid)"),
+           set_: List[str] = SetOpt,
+           limit: List[str] = LimitOpt,
+           plugin: List[str] = PluginOpt) -> None:
+    """Sweep a design space: every combination of the --grid values, with parameters, MACs, peak activation
+    memory and (--measure) latency per variant, the Pareto front, and a CSV / plot / interactive HTML report.
+    Invalid variants are listed with their error; they never stop the sweep."""
+    def run() -> int:
+        from .sweep import parse_grid, run_sweep, variants, write_report
+        _load_plugins(plugin)
+        if batch < 1 or jobs < 1:
+            raise ArchError(f"--batch and -j must be at least 1, got {batch} and {jobs}", None)
+        if measure not in (None, "cpu", "cuda"):
+            raise ArchError(f"--measure must be cpu or cuda, got '{printable(measure or '')}'", None)
+        for o in output:
+            _check_destination(o, "output", protect=(_spec_file(spec),))
+        axes = parse_grid(grid)
+        if scales:
+            if "scale" in axes:
+                raise ArchError("--scale and --grid scale=... name the same axis", None, hint="use one of them")
+            axes = {"scale": list(dict.fromkeys(scales)), **axes}
+        vs = variants(axes, parse_set(set_))
+        cache_dir = None if no_cache else (cache or output[0].with_name(output[0].stem + ".cache"))
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.description}"), console=err, transient=True,
+                      disable=not err.is_terminal) as bar:
+            task = bar.add_task("", total=len(vs))
+
+            def step(done: int, total: int, row: dict) -> None:
+                bar.update(task, completed=done, description=str(row.get("variant", ""))[:40])
+            res = run_sweep(spec, vs, batch=batch, measure=measure, jobs=jobs, cache_dir=cache_dir, ray=ray,
+                            limits=limit, progress=step)
+        front = write_report(res, output, cost=cost, benefit=benefit)
+        for r in res.invalid:
+            err.print(f"archc: variant {r['variant']} is invalid:", markup=False)
+            err.print("  " + r.get("error", "").replace("\n", "\n  "), markup=False)
+        out.print(f"{len(res.rows)} variants ({len(res.valid)} valid, {len(res.invalid)} invalid, {res.cached} "
+                  f"from the cache); Pareto front ({len(front)}): "
+                  + (", ".join(res.rows[i]["variant"] for i in front[:6]) + (", ..." if len(front) > 6 else "")
+                     if front else "empty")
+                  + (f"; sgemm {res.sgemm_gflops:.1f} GFLOP/s" if res.sgemm_gflops else ""), markup=False)
+        out.print("wrote " + ", ".join(str(o) for o in output), markup=False)
         return 0
     _guard(run)
 
@@ -492,6 +644,7 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
            as_html: bool = typer.Option(False, "--html", help="write one self-contained interactive HTML page "
                                         "(also chosen by a .html output)"),
            set_: List[str] = SetOpt,
+           scale: Optional[str] = ScaleOpt,
            limit: List[str] = LimitOpt,
            allow_outside: bool = OutsideOpt,
            plugin: List[str] = PluginOpt) -> None:
@@ -506,7 +659,7 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
         _load_plugins(plugin)
 
         limits = _limits(limit)
-        g = compile_graph(spec, parse_set(set_), limits=limits, allow_outside=allow_outside)
+        g = compile_graph(spec, _params(set_, scale), limits=limits, allow_outside=allow_outside)
         kind = write_diagram(g, output, fmt="html" if as_html else None, depth=depth, expand=expand,
                              deploy=deploy, rankdir=rankdir.upper() if rankdir else None, limits=limits,
                              style=style, detail=detail,

@@ -496,7 +496,8 @@ def _entrypoint(entry: dict[str, Any]) -> Any:
 def register_timm(spec_paths: Iterable[str | os.PathLike[str]] = (), *, library: bool = True) -> list[str]:
     """Register every network of the library shipped with archdsl (:mod:`archdsl.library`; ``library=False``
     leaves it out) and of the specs under ``spec_paths`` (your own folders or files) as a timm model
-    ``archdsl_<name>``, from any working directory.
+    ``archdsl_<name>`` (each variant of a
+    family's scales table as ``archdsl_<network>_<scale>``), from any working directory.
 
     Afterwards ``timm.create_model("archdsl_resnet50", num_classes=10)`` builds the spec as
     ``archdsl.build`` does (:func:`build_model`); timm's keywords are mapped onto what the spec takes
@@ -521,6 +522,8 @@ def register_timm(spec_paths: Iterable[str | os.PathLike[str]] = (), *, library:
             raise ArchError(f"no such file or directory: '{path}'", None)
         for net in list_networks(str(path)):
             if net.get("error") or not net.get("input"):
+                continue
+            if TIMM_PREFIX + net["name"] in names:   # a family's variant named like a network: the network wins
                 continue
             outs = list((net.get("outputs") or {}).values())
             entry = {**net, "num_classes": outs[0][0] if len(outs) == 1 and len(outs[0]) == 1 else None}

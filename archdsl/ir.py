@@ -103,7 +103,7 @@ class Graph:
     """A network after expansion and shape inference.
 
     Declared fields besides the nodes: ``address`` (``file.arch:network`` the graph was compiled from,
-    the network name otherwise), ``reparam_groups`` (by group path), ``fused_nodes`` (ids of the convs a
+    the network name otherwise), ``scale`` (the family variant it was built as, or None), ``reparam_groups`` (by group path), ``fused_nodes`` (ids of the convs a
     deploy pass fused reparam groups into, for drawing) and ``warnings`` (lint diagnostics).
     """
 
@@ -111,6 +111,7 @@ class Graph:
         self.name = name
         self.reference = reference
         self.address: str = name
+        self.scale: str | None = None              # the family variant (``--scale``) it was built as
         self._recs: dict[int, Node] = {}          # creation order
         self._succ: dict[int, list[int]] = {}     # consumers of each node, in creation order
         self._nx: Any = None                      # networkx.DiGraph, built by the ``g`` property
@@ -237,6 +238,7 @@ class Graph:
         g.address = self.address
         g.size_facts = dict(self.size_facts)
         g.size_facts_complete = self.size_facts_complete
+        g.scale = self.scale
         return g
 
     def problems(self) -> list[str]:

@@ -52,6 +52,8 @@ def remember(model: Any, resolved: Resolved, graph: Graph, *, params: Mapping[st
     graph's :func:`~archdsl.passes.features.feature_taps` with ``out_indices``/``labels``)."""
     from .codegen.build import source_digest
     prog = resolved.program
+    if graph.scale is not None and "scale" not in (params or {}):   # a family's variant (file:net:scale)
+        params = {**(params or {}), "scale": graph.scale}
     root_key = next(k for k, f in prog.files.items() if f is prog.root)
     recipe: dict[str, Any] = {
         "format": FORMAT, "root_path": resolved.address.rpartition(":")[0], "root_key": root_key,

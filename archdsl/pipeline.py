@@ -22,6 +22,7 @@ from .errors import ArchError, Diagnostic, did_you_mean
 from .ir import Graph
 from .lang.loader import Program, find_specs, load_program, load_source, split_address
 from .library import LIBRARY_PREFIX, is_library_name, library_address, library_index
+from .lang.scales import ScaleSettings, check_scales, scale_names, scale_settings
 from .limits import Limits
 from .lower import lower_network
 from .passes import run_checks
@@ -31,11 +32,15 @@ __all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths
            "generate_source", "source_with_params", "atomic_write", "network_address", "resolve_kept"]
 
 
+_SCALED = re.compile(r"(.+\.arch):([A-Za-z_][A-Za-z0-9_]*):([A-Za-z_][A-Za-z0-9_]*)")
+
+
 @dataclass
 class Resolved:
     program: Program
     network: A.NetworkDef
     address: str
+    scale: ScaleSettings | None = None      # the variant of a family (``--scale``), if one was asked for
 
 
 def _pick_network(spec: A.SpecFile, name: str | None, source: Source) -> A.NetworkDef:
@@ -54,16 +59,25 @@ def _pick_network(spec: A.SpecFile, name: str | None, source: Source) -> A.Netwo
                     hint="use " + " or ".join(f"{source.path}:{n}" for n in list(spec.networks)[:3]))
 
 
-def resolve(spec: str, *, allow_outside: bool = False, limits: Limits | None = None) -> Resolved:
-    """Parse the spec at ``spec`` (path, ``path:network``, text, or a library network's name: ``resnet50``
-    or ``zoo:resnet50``, see :mod:`archdsl.library`) and pick its network."""
+def resolve(spec: str, *, allow_outside: bool = False, limits: Limits | None = None,
+            scale: str | None = None) -> Resolved:
+    """Parse the spec at ``spec`` (path, ``path:network``, ``path:network:scale``, text, or a library network's
+    name: ``resnet50`` or ``zoo:resnet50``, see :mod:`archdsl.library`) and pick its network (and its
+    ``scale``: a variant of the network's scales table)."""
     if is_library_name(spec):
         spec = library_address(spec)
+    m = _SCALED.fullmatch(spec) if "\n" not in spec else None
+    if m is not None and not Path(spec).exists():   # file.arch:network:scale, the address of a family's variant
+        spec, picked = f"{m.group(1)}:{m.group(2)}", m.group(3)
+        if scale is not None and scale != picked:
+            raise ArchError(f"two scales asked for: '{picked}' (in the address) and '{scale}'", None)
+        scale = picked
     path, name = split_address(spec)
     source = load_source(path, limits)
     program = load_program(source, allow_outside=allow_outside, limits=limits)
     net = _pick_network(program.root, name, source)
-    return Resolved(program, net, network_address(source.path, net.name))
+    settings = scale_settings(program.root, net, scale) if scale is not None else None
+    return Resolved(program, net, network_address(source.path, net.name), settings)
 
 
 def resolve_kept(root_path: str, root_key: str, network: str, texts: dict[str, str],
@@ -85,14 +99,33 @@ def network_address(path: str, name: str) -> str:
 
 def compile_graph(spec: str | Resolved, params: dict[str, Any] | None = None, *,
                   limits: Limits | None = None, input_shape: tuple[int, ...] | None = None,
-                  allow_outside: bool = False) -> Graph:
-    """Spec -> validated, shape-annotated graph. ``params`` override the network's parameters."""
+                  allow_outside: bool = False, scale: str | None = None) -> Graph:
+    """Spec -> validated, shape-annotated graph. ``params`` override the network's parameters (and those of
+    the ``scale`` variant, whose ``input=`` an explicit ``input_shape`` overrides too)."""
     r = spec if isinstance(spec, Resolved) else resolve(spec, allow_outside=allow_outside, limits=limits)
     net = r.network
+    if r.scale is not None and scale is None:
+        scale = r.scale.name
+    if params and "scale" in params and "scale" not in {p.name for p in net.params}:
+        # build(spec, scale="b1"): the variant, where the network has a table and no parameter of that name
+        params = dict(params)
+        picked = params.pop("scale")
+        if scale is not None and picked != scale:
+            raise ArchError(f"two scales asked for: '{scale}' and '{picked}'", None)
+        scale = str(picked)
+    if scale is not None:
+        r = Resolved(r.program, net, r.address, scale_settings(r.program.root, net, scale))
+    if r.scale is not None:
+        params = {**r.scale.params, **(params or {})}
+        input_shape = input_shape or r.scale.input_shape
     if input_shape is not None:
         net = _with_input(net, input_shape)
     g = lower_checked(r.program, net, params or {}, limits=limits)
     g.address = r.address
+    if r.scale is not None:
+        g.address = f"{r.address}:{r.scale.name}"
+        g.scale = r.scale.name
+        g.reference = r.scale.reference or g.reference
     return g
 
 
@@ -151,7 +184,7 @@ def source_with_params(spec: str | Resolved, params: dict[str, Any], g: Graph, i
         probe = value + 1 if isinstance(value, int) else (value * 0.5 if value else 0.25)
         try:
             variants[name] = compile_graph(spec, {**params, name: probe}, input_shape=input_shape, limits=limits,
-                                           allow_outside=allow_outside)
+                                           allow_outside=allow_outside, scale=g.scale)
         except ArchError:
             continue
     return generate(g, source_note=g.address, variants=variants)
@@ -207,12 +240,23 @@ def _check_file(f: Path, *, limits: Limits | None, params: dict[str, Any] | None
         program = load_program(src, allow_outside=allow_outside, limits=limits)
     except ArchError as e:
         return list(e.diagnostics), 0
+    table_errors = check_scales(program.root)
+    diags.extend(table_errors)
     for net in program.root.networks.values():
         try:
             diags.extend(lower_checked(program, net, _applicable(net, params), limits=limits).warnings)
             count += 1
         except ArchError as e:
             diags.extend(e.diagnostics)
+        if table_errors:
+            continue
+        for name in scale_names(program.root, net.name):   # every variant of a family builds too
+            r = Resolved(program, net, network_address(src.path, net.name), scale_settings(program.root, net, name))
+            try:
+                diags.extend(compile_graph(r, _applicable(net, params), limits=limits).warnings)
+                count += 1
+            except ArchError as e:
+                diags.extend(e.diagnostics)
     return diags, count
 
 
@@ -272,17 +316,26 @@ def list_networks(path: str) -> list[dict[str, Any]]:
                         "error": e.diagnostics[0].format().splitlines()[0]})
             continue
         for net in program.root.networks.values():
-            entry: dict[str, Any] = {"spec": network_address(src.path, net.name), "name": net.name,
-                                     "reference": net.reference, "input": None,
-                                     "params": {p.name: None for p in net.params}}
-            try:
-                g = lower_checked(program, net)
-                entry["input"] = list(g.input_shape)
-                entry["params"] = {k: v for k, v in g.params_used.items() if _jsonable(v)}
-                entry["outputs"] = {k: list(v) for k, v in g.output_shapes.items()}
-            except ArchError as e:
-                entry["error"] = e.diagnostics[0].format().splitlines()[0]
-            out.append(entry)
+            for scale in [None, *scale_names(program.root, net.name)]:
+                entry: dict[str, Any] = {"spec": network_address(src.path, net.name), "name": net.name,
+                                         "reference": net.reference, "input": None,
+                                         "params": {p.name: None for p in net.params}}
+                try:
+                    if scale is None:
+                        g = lower_checked(program, net)
+                    else:   # a family's variant: its own entry and address (file.arch:network:scale)
+                        entry["scale"] = scale
+                        entry["spec"] = f"{entry['spec']}:{scale}"
+                        entry["name"] = f"{net.name}_{scale}"
+                        r = Resolved(program, net, entry["spec"], scale_settings(program.root, net, scale))
+                        entry["reference"] = r.scale.reference if r.scale and r.scale.reference else net.reference
+                        g = compile_graph(r)
+                    entry["input"] = list(g.input_shape)
+                    entry["params"] = {k: v for k, v in g.params_used.items() if _jsonable(v)}
+                    entry["outputs"] = {k: list(v) for k, v in g.output_shapes.items()}
+                except ArchError as e:
+                    entry["error"] = e.diagnostics[0].format().splitlines()[0]
+                out.append(entry)
     return out
 
 

@@ -238,7 +238,8 @@ def test_keywords_come_from_the_grammar() -> None:
     from lark.lexer import PatternRE, PatternStr
 
     from archdsl.lang.parser import KEYWORDS, _parser
-    assert KEYWORDS == {"block", "network", "import", "from", "reference", "input", "output", "seq", "reparam",
+    assert KEYWORDS == {"block", "network", "scales", "import", "from", "reference", "input", "output", "seq",
+                        "reparam",
                         "add", "concat", "mul", "stack", "if", "elif", "else", "for", "in", "and", "or", "not"}
     # the same words as the built parser's terminals: identifier literals and `(a|b)(?![A-Za-z0-9_])` regexes
     from_lark: set[str] = set()

@@ -60,10 +60,13 @@ def _collect() -> list[Any]:
             # a broken file must show up as a failure, not silently shrink the test list
             out.append(pytest.param({"load_error": e.diagnostics[0].format(), "spec": rel}, id=f"{rel}:load"))
             continue
+        twins = {e.get("reference") for e in entries if not e.get("scale")}
         for entry in entries:
             ref = entry.get("reference")
             if not ref or not ref.startswith(REFERENCE_FAMILIES):
                 continue
+            if entry.get("scale") and ref in twins:
+                continue   # a family's variant with a network of the same reference: equal graphs, test_families
             counts = reference_counts().get(ref, {})
             heavy = counts.get("params", 0) >= HEAVY_PARAMS or counts.get("macs", 0) >= HEAVY_MACS
             marks = [pytest.mark.xdist_group("reference-heavy")] if heavy else []

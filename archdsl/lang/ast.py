@@ -12,7 +12,7 @@ __all__ = [
     "Index", "Attr", "BinOp", "UnaryOp", "Compare", "BoolOp", "Ternary", "OptionalExpr",
     "CombinatorCall", "PipeItem", "Pipeline",
     "Stmt", "InputStmt", "OutputStmt", "LetStmt", "LayerStmt", "SpreadStmt", "CombinatorStmt", "SeqStmt", "IfStmt",
-    "Param", "BlockDef", "NetworkDef", "Import", "SpecFile", "Node", "walk",
+    "Param", "BlockDef", "NetworkDef", "Import", "ScaleRow", "ScalesDef", "SpecFile", "Node", "walk",
 ]
 
 
@@ -289,6 +289,24 @@ class Import(Node):
 
 
 @dataclass
+class ScaleRow(Node):
+    """One named variant of a family: ``b1: width_mult=1.0, depth_mult=1.1, input=[3, 240, 240]``."""
+
+    name: str
+    kwargs: list[Kwarg]
+    name_span: Span
+
+
+@dataclass
+class ScalesDef(Node):
+    """``scales NETWORK:`` and its rows (the variants of that network)."""
+
+    network: str
+    rows: list[ScaleRow]
+    name_span: Span
+
+
+@dataclass
 class SpecFile:
     """One parsed file: its imports, blocks and networks (by name, in file order)."""
 
@@ -296,9 +314,11 @@ class SpecFile:
     imports: list[Import] = field(default_factory=list)
     blocks: dict[str, BlockDef] = field(default_factory=dict)
     networks: dict[str, NetworkDef] = field(default_factory=dict)
+    scales: dict[str, ScalesDef] = field(default_factory=dict)    # by network name
 
     def children(self) -> Iterator[Node]:
-        """Imports, then blocks, then networks."""
+        """Imports, then blocks, then networks, then scales tables."""
         yield from self.imports
         yield from self.blocks.values()
         yield from self.networks.values()
+        yield from self.scales.values()

@@ -69,7 +69,7 @@ def _enc(v: Any) -> Any:
         return {"s": [v.line, v.col, v.end_line, v.end_col]}
     if isinstance(v, A.SpecFile):
         return {"n": "SpecFile", "f": [v.path, _enc(v.imports), _enc(list(v.blocks.values())),
-                                       _enc(list(v.networks.values()))]}
+                                       _enc(list(v.networks.values())), _enc(list(v.scales.values()))]}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return {"n": type(v).__name__, "f": [_enc(getattr(v, f.name)) for f in dataclasses.fields(v)]}
     if isinstance(v, list):
@@ -94,9 +94,9 @@ def decode(text: str, source: Source) -> A.SpecFile:
 
 def _dec_spec(data: Any, source: Source) -> A.SpecFile:
     if not (isinstance(data, dict) and data.keys() == {"n", "f"} and data["n"] == "SpecFile"
-            and isinstance(data["f"], list) and len(data["f"]) == 4):
+            and isinstance(data["f"], list) and len(data["f"]) == 5):
         raise _Bad("the top level is not a SpecFile")
-    path, imports, blocks, networks = data["f"]
+    path, imports, blocks, networks, scales = data["f"]
     if not isinstance(path, str):
         raise _Bad("SpecFile.path")
     spec = A.SpecFile(path)
@@ -107,6 +107,8 @@ def _dec_spec(data: Any, source: Source) -> A.SpecFile:
         spec.blocks[d.name] = d
     for n in _typed(networks, list[A.NetworkDef], source):
         spec.networks[n.name] = n
+    for t in _typed(scales, list[A.ScalesDef], source):
+        spec.scales[t.network] = t
     return spec
 
 

@@ -126,6 +126,13 @@ class _ToAst(Transformer):
                 self._add_def(spec, it)
             elif isinstance(it, A.BlockDef):
                 self._add_def(spec, it)
+            elif isinstance(it, A.ScalesDef):
+                other = spec.scales.get(it.network)
+                if other is not None:
+                    raise ArchError(Diagnostic(f"network '{it.network}' has two scales tables", it.name_span,
+                                               notes=[("the first is here", other.name_span)],
+                                               hint="put every variant in one table"))
+                spec.scales[it.network] = it
         return spec
 
     def _add_def(self, spec: A.SpecFile, d: A.BlockDef) -> None:
@@ -158,6 +165,27 @@ class _ToAst(Transformer):
         name, params, ref, body = c
         return A.NetworkDef(self._meta(meta), str(name), params or [], body, self._tok(name),
                             reference=ref[0] if ref else None, reference_span=ref[1] if ref else None)
+
+    @v_args(meta=True)
+    def scales_def(self, meta: Any, c: list[Any]) -> A.ScalesDef:
+        name, *rows = c
+        seen: dict[str, A.ScaleRow] = {}
+        for r in rows:
+            if r.name in seen:
+                raise ArchError(Diagnostic(f"scale '{r.name}' is defined twice", r.name_span,
+                                           notes=[("first defined here", seen[r.name].name_span)],
+                                           hint="rename one of them"))
+            seen[r.name] = r
+        return A.ScalesDef(self._meta(meta), str(name), rows, self._tok(name))
+
+    @v_args(meta=True)
+    def scale_row(self, meta: Any, c: list[Any]) -> A.ScaleRow:
+        name, args = c
+        pos, kws = args if args else ([], [])
+        if pos:
+            raise ArchError(Diagnostic(f"scale '{name}': every value is named (name=value)", pos[0].span,
+                                       hint=f"{name}: width_mult=1.0, depth_mult=1.1"))
+        return A.ScaleRow(self._meta(meta), str(name), kws, self._tok(name))
 
     @v_args(meta=True)
     def reference(self, meta: Any, c: list[Any]) -> tuple[str, Span]:

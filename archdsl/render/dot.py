@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from ..errors import ArchError
 from ..limits import Limits
+from .changes import CHANGE_COLORS
 from .style import BLOCK_FILL, CLUSTER_STYLE, FONT, FUSED_COLOR, family_color, fmt_shape, left_justified
 from .view import View, ViewNode
 
@@ -99,6 +100,9 @@ def to_dot(view: View, *, rankdir: str = "TB", tooltips: bool = True, classes: b
             attrs["fillcolor"] = family_color(n.family)
             if n.fused:
                 attrs.update(style="rounded,filled,bold", color=FUSED_COLOR, penwidth="1.6")
+        if n.change:   # a diff's mark wins over the family colour (archc diff --render)
+            fill, border = CHANGE_COLORS[n.change]
+            attrs.update(fillcolor=fill, color=border, penwidth="1.0" if n.change == "same" else "2.4")
         if tooltips:
             attrs["tooltip"] = n.tooltip
         if classes:

@@ -13,11 +13,12 @@ import html
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
 from ..ir import Graph
 from ..limits import Limits
 from ..passes.features import receptive_fields
+from .changes import mark_changes
 from .dot import layout
 from .model import View
 from .style import _fmt_value, fmt_shape
@@ -73,7 +74,8 @@ def _node_info(view: View) -> dict[str, dict[str, Any]]:
 
 
 def render_html(graph: Graph, *, depth: int | None = None, expand: bool = False, deploy: bool = False,
-                rankdir: str = "TB", limits: Limits | None = None) -> str:
+                rankdir: str = "TB", limits: Limits | None = None, changes: Mapping[int, str] | None = None,
+                removed: list[str] | None = None) -> str:
     """One self-contained HTML page (inline SVG, CSS and JS; no network): pan and zoom, search by label
     or op, a side panel with the selected layer's op, arguments, shapes, parameters, receptive field and
     spec line, blocks that collapse and expand in place, keyboard navigation.
@@ -81,6 +83,8 @@ def render_html(graph: Graph, *, depth: int | None = None, expand: bool = False,
     The layout is the full-depth diagram; ``depth`` (default 1) sets which blocks start collapsed.
     """
     view = build_view(graph, depth=None, expand=expand, deploy=deploy, limits=limits)
+    if changes is not None:   # a spec diff drawn on the new network (archc diff --render)
+        mark_changes(view, changes, removed)
     svg = layout(view, "svg", rankdir=rankdir, limits=limits, tooltips=False, classes=True,
                  full_layout=True).decode("utf-8")
     svg = _strip_titles(svg[svg.index("<svg"):])

@@ -27,6 +27,7 @@ class ViewNode:
     fused: bool = False           # a reparam group drawn as its fused deploy conv
     color: str = ""               # paper style: the fill of a block type (its legend entry)
     spec: str = ""                # the spec line it comes from (``file:line:col``), for the viewer's panel
+    change: str = ""              # a diff's mark: 'added', 'changed' or 'renamed' (:mod:`.changes`)
 
 
 @dataclass

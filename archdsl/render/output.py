@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 from ..errors import ArchError
 from ..fsutil import atomic_write, output_problem
 from ..ir import Graph
 from ..limits import Limits
+from .changes import mark_changes
 from .dot import check_size, layout, to_dot
 from .html import render_html
 from .view import build_view
@@ -35,8 +37,10 @@ def default_rankdir(rankdir: str | None, style: str) -> str:
 def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, depth: int | None = None,
                   expand: bool = False, deploy: bool = False, rankdir: str | None = None,
                   limits: Limits | None = None, style: str = "default", detail: str | None = None,
-                  show_args: list[str] | None = None) -> str:
+                  show_args: list[str] | None = None, changes: Mapping[int, str] | None = None,
+                  removed: list[str] | None = None) -> str:
     """Write the diagram of ``graph`` to ``output``; the format comes from ``fmt`` or the extension.
+    ``changes`` (IR node id -> 'added' / 'changed' / 'renamed') and ``removed`` draw a spec diff on it.
 
     Returns the format written. Writes atomically (never a partial file). The destination is checked
     before any work (a directory, device, FIFO or socket is an error), and a view over ``limits`` is refused before ``dot`` runs;
@@ -56,10 +60,13 @@ def write_diagram(graph: Graph, output: str | Path, *, fmt: str | None = None, d
     data: str | bytes
     rankdir = default_rankdir(rankdir, style)
     if kind == "html":
-        data = render_html(graph, depth=depth, expand=expand, deploy=deploy, rankdir=rankdir, limits=limits)
+        data = render_html(graph, depth=depth, expand=expand, deploy=deploy, rankdir=rankdir, limits=limits,
+                           changes=changes, removed=removed)
     else:
         view = build_view(graph, depth=depth, expand=expand, deploy=deploy, limits=limits, style=style,
                           detail=detail, show_args=show_args)
+        if changes is not None:
+            mark_changes(view, changes, removed)
         if kind == "dot":
             check_size(view, limits)
             data = to_dot(view, rankdir=rankdir)
