@@ -228,8 +228,8 @@ def list_(directory: Optional[str] = typer.Argument(
         if directory is None:
             nets = list_networks(str(library_dir()))
             for n in nets:   # shown by the name they build by, whatever the install location
-                if n["name"] is not None:
-                    n["spec"] = LIBRARY_PREFIX + n["name"]
+                if n["name"] is not None:   # a family's variant: zoo:network:scale
+                    n["spec"] = LIBRARY_PREFIX + (f"{n['network']}:{n['scale']}" if n.get("scale") else n["name"])
         else:
             if not Path(directory).exists():
                 raise ArchError(f"no such file or directory: '{directory}'", None)

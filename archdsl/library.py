@@ -21,6 +21,10 @@ __all__ = ["LIBRARY_PREFIX", "library_dir", "library_index", "library_address", 
 LIBRARY_PREFIX = "zoo:"
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _HEADER = re.compile(r"^network[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*[(:]", re.MULTILINE)
+# a family's table: `scales NET:` and its indented `NAME: ...` rows (each variant is `NET:NAME` in the index)
+_SCALES = re.compile(r"^scales[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*:[ \t]*\n((?:[ \t]+[^\n]*\n?|[ \t]*\n)*)",
+                     re.MULTILINE)
+_ROW = re.compile(r"^[ \t]+([A-Za-z_][A-Za-z0-9_]*)[ \t]*:", re.MULTILINE)
 
 
 def library_dir() -> Path:
@@ -43,11 +47,15 @@ def _index(root: str) -> dict[str, str]:
             continue
         for m in _HEADER.finditer(text):
             out.setdefault(m.group(1), f"{f}:{m.group(1)}")
+        for m in _SCALES.finditer(text):
+            for row in _ROW.finditer(m.group(2)):
+                out.setdefault(f"{m.group(1)}:{row.group(1)}", f"{f}:{m.group(1)}:{row.group(1)}")
     return out
 
 
 def library_index() -> dict[str, str]:
-    """Network name -> its spec address (``<library>/resnet.arch:resnet50``), for every shipped network."""
+    """Network name -> its spec address (``<library>/resnet.arch:resnet50``), for every shipped network; a
+    family's variant is ``network:scale`` (``efficientnet:b1`` -> ``<library>/efficientnet.arch:efficientnet:b1``)."""
     return dict(_index(str(library_dir())))
 
 

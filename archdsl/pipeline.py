@@ -318,6 +318,7 @@ def list_networks(path: str) -> list[dict[str, Any]]:
         for net in program.root.networks.values():
             for scale in [None, *scale_names(program.root, net.name)]:
                 entry: dict[str, Any] = {"spec": network_address(src.path, net.name), "name": net.name,
+                                         "network": net.name,
                                          "reference": net.reference, "input": None,
                                          "params": {p.name: None for p in net.params}}
                 try:

@@ -32,7 +32,10 @@ def test_library_index_covers_every_network_of_specs() -> None:
         assert name in index
     assert library_address("zoo:resnet50") == index["resnet50"] and index["resnet50"].endswith("resnet.arch:resnet50")
     # every file of specs/ that defines networks is in the index (the CLI test below checks the names)
-    files = {Path(a.rpartition(":")[0]).resolve() for a in index.values()}
+    files = {Path(a.split(".arch:")[0] + ".arch").resolve() for a in index.values()}
+    # a family's variants are indexed as network:scale, addressed file.arch:network:scale
+    assert index["efficientnet:b1"].endswith("efficientnet.arch:efficientnet:b1")
+    assert archdsl.graph("zoo:efficientnet:b1").scale == "b1"
     assert files == {f.resolve() for f in (ROOT / "specs").rglob("*.arch") if "\nnetwork " in "\n" + f.read_text()}
 
 
@@ -149,7 +152,8 @@ def test_wheel_installs_and_builds_by_name_from_an_empty_directory(tmp_path: Pat
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.split()[0] == "ok" and r.stdout.split()[2] == "True", r.stdout
-    assert int(r.stdout.split()[1]) == len(library_index())
+    # every network, and every family variant under its timm name (network_scale) unless a network has it
+    assert int(r.stdout.split()[1]) == len({k.replace(":", "_") for k in library_index()})
     # the console script of the wheel checks a library network by name
     r = subprocess.run([str(venv / "bin" / "archc"), "check", "zoo:resnet50"], cwd=empty, env=env,
                        capture_output=True, text=True, timeout=300)
