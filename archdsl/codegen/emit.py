@@ -23,10 +23,12 @@ from typing import Any
 
 from ..ir import Graph
 from ..ops import HELPERS, Lit
+from ..passes.features import receptive_fields
 from ..passes.sizes import input_contract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, camel, fmt_value, literal, py_identifier, unique
 from .program import PLAIN_CALL, Body, UnitCall, build_body, holes_of
-from .render import CHECK_INPUT_HELPER, DED, IND, NL, RESET_LINEAR_HELPER, ClassSpec, render_class, unit_call
+from .render import (CHECK_INPUT_HELPER, DED, IND, NL, RESET_LINEAR_HELPER, ClassSpec, HeadInfo, render_class,
+                     unit_call)
 from .units import Hierarchy, analyze
 
 __all__ = ["generate", "class_name", "GenerationError"]
@@ -279,20 +281,42 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
     return "\n".join(lines)
 
 
-def _classifier_head(graph: Graph) -> tuple[int, int] | None:
-    """``(num_features, num_classes)`` when the network ends in a ``linear`` classifier producing a vector."""
+def _classifier_head(graph: Graph) -> HeadInfo | None:
+    """timm's head facts when the network ends in a ``linear`` classifier producing a vector: the unpooled
+    features' width (``num_features``), the width entering the top-level classifier module
+    (``head_hidden_size``: what pre_logits returns), ``num_classes`` and ``global_pool``."""
     if len(graph.outputs) != 1 or len(graph.inputs) != 1:
         return None
     out = graph.node(graph.outputs[0][1])
     if out.op != "linear" or len(out.shape) != 1 or not out.in_shapes:
         return None
-    # num_features: the width entering the top-level module that holds the classifier (what pre_logits
+    # head_hidden_size: the width entering the top-level module that holds the classifier (what pre_logits
     # returns: ResNet's 2048 into ``fc``, MobileNetV3's 960 into its ``classifier`` Sequential)
     top = (out.module or out.name).split(".")[0]
     first = next((n for n in graph.records() if (n.module or n.name) == top
                   or (n.module or n.name).startswith(top + ".")), out)
-    width = first.in_shapes[0][-1] if first.in_shapes else out.in_shapes[0][-1]
-    return width, out.shape[0]
+    into = tuple(first.in_shapes[0]) if first.in_shapes else tuple(out.in_shapes[0])
+    flatten = len(into) > 1 and all(d == 1 for d in into[1:])     # a [C, 1, 1] map into the classifier
+    width = into[0] if flatten else into[-1]
+    # num_features: the channels of what forward_features returns -- back from the classifier's input over
+    # the parameter-free pooling / flatten / permute / token-select chain (the forward_head split)
+    nid = first.inputs[0] if first.inputs else out.inputs[0]
+    pooled = False
+    while True:
+        n = graph.node(nid)
+        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d"):
+            break
+        pooled = pooled or n.op in ("adaptive_avgpool", "avgpool", "mean", "adaptive_maxpool", "maxpool")
+        nid = n.inputs[0]
+    feat = graph.node(nid)
+    axes = receptive_fields(graph)[nid].axes
+    channels = feat.shape[axes.index("C")] if axes and "C" in axes else feat.shape[-1]
+    fmt = "NCHW"
+    if axes and len(axes) == 3 and axes[-1] == "C" and "H" in axes:
+        fmt = "NHWC"
+    elif len(feat.shape) == 2:
+        fmt = "NLC"
+    return HeadInfo(channels, width, out.shape[0], "avg" if pooled else "token", fmt, flatten)
 
 
 def _smoke(name: str, graph: Graph) -> list[str]:

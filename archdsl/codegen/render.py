@@ -356,9 +356,21 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
     if n_in != 1 or len(returns) != 1 or not real or real[-1].outs != returns or len(real[-1].ins) != 1:
         return None
     j = len(real) - 1
-    while j > 0 and real[j].ins == real[j - 1].outs and len(real[j - 1].ins) == 1 \
-            and real[j - 1].kind == "op" and (not real[j - 1].ref or _stateless_module(real[j - 1])):
-        j -= 1
+    read = {i for s in real for i in s.ins} | set(returns)
+
+    def dead(s: Stmt) -> bool:   # an unused result (ViT's patch tokens beside the class token) is no step
+        return s.kind == "op" and not s.ref and not (set(s.outs) & read)
+
+    while j > 0:
+        k = j - 1
+        while k > 0 and dead(real[k]):
+            k -= 1
+        prev = real[k]
+        # (a multi-output op such as a split counts as a step when the chain reads one of its outputs)
+        if not (set(real[j].ins) <= set(prev.outs) and len(prev.ins) == 1 and prev.kind == "op"
+                and (not prev.ref or _stateless_module(prev))):
+            break
+        j = k
     if j == 0 or len(real[j].ins) != 1:
         return None
     feat = real[j].ins[0]
@@ -370,13 +382,13 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
 
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
-                 head: tuple[int, int] | None = None, contract: SizeContract | None = None,
+                 head: HeadInfo | None = None, contract: SizeContract | None = None,
                  cast: str | None = None) -> str:
     """The class text. ``contract`` (the root): the forward first checks its input against it
     (:func:`input_guard`). ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
     API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
     ``forward_head(x, pre_logits=False)``, ``get_classifier``, ``reset_classifier`` and the
-    ``num_features``/``num_classes`` attributes."""
+    ``num_features``/``head_hidden_size``/``num_classes``/``global_pool``/``output_fmt`` attributes."""
     expand = expand or (lambda e, b: e)
     t = spec.template
     kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
@@ -511,20 +523,39 @@ CHECK_INPUT_HELPER = '''def _check_input(x: torch.Tensor, low: list[int], high: 
 torch.fx.wrap("_check_input")'''
 
 
+@dataclass(frozen=True)
+class HeadInfo:
+    """timm's facts about a classifier's head: ``num_features`` (channels of what ``forward_features`` returns),
+    ``head_hidden_size`` (width of the pre-logits), ``num_classes``, ``global_pool`` ('avg' where the head pools,
+    'token' where it selects a token) and ``output_fmt`` of the unpooled features ('NCHW', 'NHWC', 'NLC')."""
+
+    num_features: int
+    head_hidden_size: int
+    num_classes: int
+    global_pool: str
+    output_fmt: str
+    flatten: bool = False
+
+
 def _with_head_api(spec: ClassSpec, lines: list[str], body: list[str], starts: list[int], real: list[Stmt],
-                   split: int, names: dict[int, str], ins: list[str], head: tuple[int, int]) -> list[str]:
+                   split: int, names: dict[int, str], ins: list[str], head: HeadInfo) -> list[str]:
     """The root class with timm's model API: ``forward = forward_head(forward_features(x))``."""
     feat = names[real[split].ins[0]]
     last = real[-1]
-    num_features, num_classes = head
     sig = ", ".join(f"{i}: torch.Tensor" for i in ins)
     lines[-1] = f"    def forward_features(self, {sig}) -> torch.Tensor:"
     lines += ["        " + b for b in body[:starts[split]]] + [f"        return {feat}"]
-    lines += ["", f"    def forward_head(self, {feat}: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:"]
+    lines += ["", f"    def forward_head(self, {feat}: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:",
+              # global_pool '' (timm's reset_classifier(0, '')): the unpooled features, as timm's models give
+              '        if self.global_pool == "":',
+              f"            return {feat}"]
     tail = body[starts[split]:]
     cut = starts[len(real) - 1] - starts[split]
     lines += ["        " + b for b in tail[:cut]]
-    lines += ["        if pre_logits:", f"            return {names[last.ins[0]]}"]
+    pre = names[last.ins[0]]
+    # a classifier container that takes a map ([C, 1, 1]: ConvNeXt's norm + flatten + linear) gets a flat
+    # pre-logits vector, what the classifier removed by reset_classifier(0) (an nn.Flatten) then gives too
+    lines += ["        if pre_logits:", f"            return {f'torch.flatten({pre}, 1)' if head.flatten else pre}"]
     lines += ["        " + b for b in tail[cut:]]
     lines += ["", f"    def forward(self, {sig}) -> torch.Tensor:",
               f"        return self.forward_head(self.forward_features({ins[0]}))"]
@@ -532,33 +563,55 @@ def _with_head_api(spec: ClassSpec, lines: list[str], body: list[str], starts: l
         lines += ["", "    def get_classifier(self) -> nn.Module:",
                   '        """The classifier (timm\'s model API)."""',
                   f"        return self.get_submodule({literal(last.ref)})",
-                  "", "    def reset_classifier(self, num_classes: int) -> None:",
-                  '        """A new classifier with ``num_classes`` outputs; 0 removes it (forward gives the features)."""',
-                  f"        _reset_linear(self, {literal(last.ref)}, num_classes)",
-                  "        self.num_classes = num_classes"]
+                  "", "    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:",
+                  '        """A new classifier with ``num_classes`` outputs; 0 removes it (forward gives the pooled features),',
+                  "        and with global_pool='' the pooling too (forward gives forward_features' output). Any number",
+                  '        of times, as in timm."""',
+                  "        if global_pool is not None:",
+                  f"            if global_pool not in ('', {literal(head.global_pool)}):",
+                  "                raise ValueError(" + literal(f"global_pool must be {head.global_pool!r} or '' (no pooling), got ")
+                  + " + repr(global_pool))",
+                  "            if global_pool == '' and num_classes > 0:",
+                  "                raise ValueError(\"global_pool='' removes the pooling: only with num_classes=0\")",
+                  "            self.global_pool = global_pool",
+                  "        elif num_classes > 0 and self.global_pool == '':",
+                  f"            self.global_pool = {literal(head.global_pool)}",
+                  f"        _reset_linear(self, {literal(last.ref)}, max(int(num_classes), 0), self.head_hidden_size, "
+                  f"{head.flatten!r})",
+                  "        self.num_classes = max(int(num_classes), 0)"]
     has_arg = any(k == "num_classes" for k, _ in spec.params)
     at = next(i for i, ln in enumerate(lines) if ln.startswith("    def __init__("))
-    attrs = [f"    num_features = {literal(num_features)}"]
+    attrs = [f"    num_features = {literal(head.num_features)}",
+             f"    head_hidden_size = {literal(head.head_hidden_size)}",
+             f"    output_fmt = {literal(head.output_fmt)}"]
     if not has_arg:
-        attrs.append(f"    num_classes = {literal(num_classes)}")
+        attrs.append(f"    num_classes = {literal(head.num_classes)}")
     if lines[at - 1] == "" and lines[at - 2].startswith("    ") and " = " in lines[at - 2]:
         lines[at - 1:at - 1] = attrs     # beside the other class attributes
     else:
         lines[at:at] = attrs + [""]
+    end = next(i for i, ln in enumerate(lines) if ln.startswith("    def forward_features("))
+    # instance attributes (TorchScript reads them; reset_classifier changes them)
+    lines.insert(end - 1, f"        self.global_pool = {literal(head.global_pool)}")
     if has_arg:   # the constructor argument is the instance's attribute, as in timm
-        end = next(i for i, ln in enumerate(lines) if ln.startswith("    def forward_features("))
         lines.insert(end - 1, "        self.num_classes = num_classes")
     return lines
 
 
 #: Module-level helper of generated classifiers (emitted once when the root class has ``reset_classifier``).
-RESET_LINEAR_HELPER = '''def _reset_linear(model: nn.Module, path: str, num_classes: int) -> None:
+RESET_LINEAR_HELPER = '''def _reset_linear(model: nn.Module, path: str, num_classes: int, in_features: int, flatten: bool) -> None:
     """Replace the last nn.Linear at or under ``model.<path>`` by a new one with ``num_classes`` outputs, as
-    timm's reset_classifier does; 0 replaces the whole classifier by nn.Identity (forward gives pre-logits)."""
+    timm's reset_classifier does; 0 replaces the whole classifier by nn.Identity (forward gives pre-logits), or
+    by nn.Flatten where the classifier takes a map (``flatten``). After that, a positive ``num_classes`` puts a
+    new classifier taking ``in_features`` at ``path``: any number of resets, as in timm."""
     head = model.get_submodule(path)
-    if num_classes <= 0:
-        parent_path, _, name = path.rpartition(".")
-        setattr(model.get_submodule(parent_path) if parent_path else model, name, nn.Identity())
+    parent_path, _, name = path.rpartition(".")
+    if num_classes <= 0 or isinstance(head, (nn.Identity, nn.Flatten)):
+        new: nn.Module = nn.Flatten(1) if flatten else nn.Identity()
+        if num_classes > 0:
+            new = nn.Sequential(nn.Flatten(1), nn.Linear(in_features, num_classes)) if flatten else \\
+                nn.Linear(in_features, num_classes)
+        setattr(model.get_submodule(parent_path) if parent_path else model, name, new)
         return
     if not isinstance(head, nn.Linear):
         inner = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
@@ -566,10 +619,9 @@ RESET_LINEAR_HELPER = '''def _reset_linear(model: nn.Module, path: str, num_clas
             raise ValueError(f"no nn.Linear classifier under {path!r}")
         path = path + "." + inner[-1]
         head = model.get_submodule(path)
-    parent_path, _, name = path.rpartition(".")
+        parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
-    new = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
-    setattr(parent, name, new)'''
+    setattr(parent, name, nn.Linear(head.in_features, num_classes, bias=head.bias is not None))'''
 
 
 def names_key(names: dict[int, str], v: int) -> str:
