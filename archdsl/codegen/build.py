@@ -50,7 +50,9 @@ def load_source(source: str, name: str = "net") -> types.ModuleType:
     mod.__loader__ = _SourceLoader(source)  # type: ignore[assignment]
     import linecache
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), mod.__dict__)
+    # dont_inherit: this file's ``from __future__ import annotations`` must not turn the generated annotations
+    # into strings (fx would then write the placeholder type as a name TorchScript cannot resolve)
+    exec(compile(source, filename, "exec", dont_inherit=True), mod.__dict__)
     for obj in list(mod.__dict__.values()):
         if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == modname:
             obj.__archdsl_source__ = source  # type: ignore[attr-defined]
