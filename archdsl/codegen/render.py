@@ -383,8 +383,8 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
                  head: HeadInfo | None = None, contract: SizeContract | None = None,
-                 cast: str | None = None) -> str:
-    """The class text. ``contract`` (the root): the forward first checks its input against it
+                 cast: str | None = None, output_list: bool = False) -> str:
+    """The class text. ``output_list``: several outputs are returned as a list (else a dict by name). ``contract`` (the root): the forward first checks its input against it
     (:func:`input_guard`). ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
     API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
     ``forward_head(x, pre_logits=False)``, ``get_classifier``, ``reset_classifier`` and the
@@ -423,7 +423,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     ins = [names[v] for v in range(t.n_in)]
     ann = "torch.Tensor"
     if root and outputs is not None and len(outputs) > 1:
-        ann = "dict[str, torch.Tensor]"
+        ann = "list[torch.Tensor]" if output_list else "dict[str, torch.Tensor]"
     elif len(t.returns) > 1:
         ann = "tuple[" + ", ".join(["torch.Tensor"] * len(t.returns)) + "]"
     # the network's forward always takes ``x`` (as torchvision's do: torch.export's dynamic_shapes={"x": ...}
@@ -471,7 +471,9 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         if dead:
             body.append("del " + ", ".join(dead))
     rets = [names[v] for v in t.returns]
-    if root and outputs is not None and len(outputs) > 1:
+    if root and outputs is not None and len(outputs) > 1 and output_list:
+        body.append("return [" + ", ".join(rets) + "]")
+    elif root and outputs is not None and len(outputs) > 1:
         body.append("return {" + ", ".join(f"{literal(n)}: {v}" for n, v in zip(outputs, rets)) + "}")
     else:
         body.append("return " + ", ".join(rets))
