@@ -18,6 +18,7 @@ import torch  # noqa: F401  (the generated code imports it too; importing here f
 from torch import nn
 
 from .emit import class_name, generate
+from .model_api import install
 from ..ir import Graph
 
 __all__ = ["instantiate", "module_class", "load_source", "rebuild"]
@@ -57,6 +58,8 @@ def load_source(source: str, name: str = "net") -> types.ModuleType:
         if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == modname:
             obj.__archdsl_source__ = source  # type: ignore[attr-defined]
             obj.__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
+            if "input_shape" in obj.__dict__:   # the network class: timm's model API
+                install(obj)
             if not hasattr(obj, "_repr_svg_"):
                 obj._repr_svg_ = _module_svg  # type: ignore[attr-defined]  # Jupyter shows the diagram
     sys.modules[modname] = mod

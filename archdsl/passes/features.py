@@ -527,8 +527,9 @@ def head_features(graph: Graph) -> dict[str, Any] | None:
     pooled = False
     while True:
         n = graph.node(nid)
-        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d"):
-            break
+        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d") \
+                or any(f.kind in _MODULE_KINDS and f.path for f in n.scope):
+            break   # (a block's last op, ResNet's ReLU in layer4, is inside the features)
         pooled = pooled or n.op in ("adaptive_avgpool", "avgpool", "mean", "adaptive_maxpool", "maxpool")
         nid = n.inputs[0]
     feat = graph.node(nid)
@@ -538,4 +539,4 @@ def head_features(graph: Graph) -> dict[str, Any] | None:
     return {"num_features": channels, "feature_shape": tuple(feat.shape),
             "head_hidden_size": into[0] if flatten else into[-1], "num_classes": out.shape[0],
             "global_pool": "avg" if pooled else "token", "output_fmt": fmt, "flatten": flatten,
-            "classifier": out.module}
+            "classifier": out.module, "feature_node": nid}
