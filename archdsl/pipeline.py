@@ -24,10 +24,11 @@ from .lang.loader import Program, find_specs, load_program, load_source, split_a
 from .limits import Limits
 from .lower import lower_network
 from .passes import run_checks
+from .passes.sizes import fixed_input_size
 from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths", "list_networks", "parse_set",
-           "generate_source", "source_with_params", "atomic_write", "network_address", "fixed_input_size"]
+           "generate_source", "source_with_params", "atomic_write", "network_address"]
 
 
 @dataclass
@@ -264,13 +265,6 @@ def list_networks(path: str, *, contracts: bool = False) -> list[dict[str, Any]]
                 entry["error"] = e.diagnostics[0].format().splitlines()[0]
             out.append(entry)
     return out
-
-
-def fixed_input_size(graph: Graph) -> bool:
-    """timm's ``fixed_input_size``: the graph's input contract has a bounded or a fixed spatial size."""
-    from .passes.sizes import input_contract
-    c = input_contract(graph)
-    return not c.derived or any(r.fixed or r.maximum is not None for r in c.rules)
 
 
 def _jsonable(v: Any) -> bool:

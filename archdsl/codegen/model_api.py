@@ -22,9 +22,10 @@ from torch import nn
 
 from ..ir import Graph
 from ..passes.features import FeatureInfo, feature_taps, head_features
+from ..passes.sizes import fixed_input_size
 
 __all__ = ["install", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
-           "group_matcher", "forward_intermediates"]
+           "group_matcher", "forward_intermediates", "features_model", "graph_cfg"]
 
 
 # ---- the reference's facts (timm models with the same module paths) ---------------------------------------
@@ -317,6 +318,45 @@ def forward_intermediates(self: nn.Module, x: torch.Tensor, indices: int | Seque
         return maps
     final = outs[len(picked)] if with_features else self(x)
     return final, maps
+
+
+# ---- timm entries ------------------------------------------------------------------------------------------
+def features_model(g: Graph, *, out_indices: Sequence[int] | None = None, labels: Sequence[str] | None = None,
+                   as_list: bool = True) -> Any:
+    """The features_only module of a compiled graph (see :func:`archdsl.hub.build_model`)."""
+    from .build import instantiate
+    ref = reference_levels(g.reference) if labels is None else None
+    taps, info = feature_taps(g, out_indices=out_indices, labels=labels, levels=ref[0] if ref else None,
+                              default_indices=ref[1] if ref else None, as_list=as_list)
+    model = instantiate(taps)
+    model.feature_info = info
+    shapes = [taps.node(nid).shape for _, nid in taps.outputs]
+    model.output_fmt = "NHWC" if shapes and all(len(sh) == 3 and sh[-1] == d["num_chs"] != sh[0]
+                                                for sh, d in zip(shapes, info)) else "NCHW"
+    return model
+
+
+def graph_cfg(g: Graph) -> dict[str, Any]:
+    """timm's cfg keys that describe the network itself: ``first_conv``, ``classifier``, ``pool_size`` (the
+    unpooled features' grid at the input size), ``fixed_input_size`` (the input contract is bounded)."""
+    out: dict[str, Any] = {"fixed_input_size": fixed_input_size(g)}
+    first = next((n for n in g.records() if n.op == "conv2d" and n.module), None)
+    if first is not None:
+        out["first_conv"] = first.module
+    head = head_features(g)
+    if head is not None:
+        if head["classifier"]:
+            out["classifier"] = head["classifier"]
+        shape = head["feature_shape"]
+        if head["output_fmt"] == "NCHW" and len(shape) == 3:
+            out["pool_size"] = tuple(shape[1:])
+        elif head["output_fmt"] == "NHWC":
+            out["pool_size"] = tuple(shape[:2])
+        else:
+            out["pool_size"] = None
+    elif g.outputs and len(g.node(g.outputs[-1][1]).shape) == 3:
+        out["pool_size"] = tuple(g.node(g.outputs[-1][1]).shape[1:])   # a backbone: its last map
+    return out
 
 
 _METHODS: dict[str, Callable[..., Any]] = {

@@ -20,7 +20,8 @@ from ..errors import ArchError, did_you_mean
 from ..ir import Graph, Node
 from ..ops import size_only_input
 
-__all__ = ["Geometry", "FeatureInfo", "receptive_fields", "trunk", "stage_taps", "feature_taps", "head_features"]
+__all__ = ["Geometry", "FeatureInfo", "receptive_fields", "trunk", "stage_taps", "feature_taps", "head_features",
+           "with_classifier"]
 
 _CHW = ("C", "H", "W")
 _HWC = ("H", "W", "C")   # channels-last maps (Swin's stages): timm gives them as NHWC
@@ -540,3 +541,51 @@ def head_features(graph: Graph) -> dict[str, Any] | None:
             "head_hidden_size": into[0] if flatten else into[-1], "num_classes": out.shape[0],
             "global_pool": "avg" if pooled else "token", "output_fmt": fmt, "flatten": flatten,
             "classifier": out.module, "feature_node": nid}
+
+
+def with_classifier(graph: Graph, num_classes: int, output: str | None = None) -> Graph:
+    """A classifier on a headless network (a backbone whose outputs are feature maps): the output
+    ``output`` (the last when None) -> global average pooling -> flatten -> ``head``, a
+    ``linear(num_classes)``; the other outputs are left out (the feature taps still reach them). What timm
+    builds for ``create_model(backbone, num_classes=N)``; the backbone's state-dict keys do not change."""
+    outs = dict(graph.outputs)
+    name = output if output is not None else graph.outputs[-1][0]
+    if name not in outs:
+        raise ArchError(f"{graph.name} has no output '{name}'", None, hint="outputs: " + ", ".join(outs))
+    src = graph.node(outs[name])
+    if len(src.shape) != 3 or receptive_fields(graph)[src.id].axes != _CHW:
+        raise ArchError(f"{graph.name}: output '{name}' is not a [C, H, W] feature map to pool", None)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ArchError(f"num_classes must be a positive int, got {num_classes!r}", None)
+    keep: set[int] = set()
+    stack = [src.id]
+    while stack:
+        nid = stack.pop()
+        if nid not in keep:
+            keep.add(nid)
+            stack.extend(graph.node(nid).inputs)
+    out = graph.derive(f"{graph.name}_cls{num_classes}")
+    out.address = f"{graph.address} (+ classifier of {num_classes})"
+    for n in graph.records():
+        if n.id in keep:
+            out.add(n)
+    c = src.shape[0]
+    scope = src.scope[:1]
+    nid = max(n.id for n in graph.records()) + 1
+    steps = [("adaptive_avgpool", {"output_size": (1, 1)}, (c, 1, 1), "pool", None, 0, 0),
+             ("flatten", {}, (c,), "flatten", None, 0, 0),
+             ("linear", {"out_features": num_classes, "bias": True}, (num_classes,), "head", "head",
+              c * num_classes + num_classes, c * num_classes)]
+    prev, shape = src.id, tuple(src.shape)
+    for k, (op, args, new, nm, module, params, macs) in enumerate(steps):
+        node = Node(id=nid + k, op=op, args=args, inputs=[prev], in_shapes=[shape], shape=new, name=nm,
+                    module=module, scope=scope, loc=src.loc, params=params, macs=macs,
+                    label=nm if op == "linear" else None)
+        out.add(node)
+        prev, shape = node.id, new
+    out.outputs = [("logits", prev)]
+    out.output_list = False
+    kept_groups = {n.reparam for n in out.records() if n.reparam}
+    out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
+    out.fused_nodes = {i for i in graph.fused_nodes if i in keep}
+    return out.verify()
