@@ -227,7 +227,7 @@ def _shared(model: nn.Module, graph: Graph, levels: list[dict[str, Any]], picked
     taps, _ = feature_taps(graph, levels=[{k: levels[i][k] for k in ("num_chs", "reduction", "module")}
                                           for i in picked], as_list=True)
     if with_features:
-        taps = _with_features(graph, taps, _feature_node(graph))
+        taps = _with_features(graph, taps, _feature_node(graph, levels))
     sub = instantiate(taps)
     own = dict(model.named_parameters())
     own_b = dict(model.named_buffers())
@@ -241,11 +241,14 @@ def _shared(model: nn.Module, graph: Graph, levels: list[dict[str, Any]], picked
     return sub
 
 
-def _feature_node(graph: Graph) -> int:
-    """The node whose value forward_features returns (where the generated forward_head starts)."""
+def _feature_node(graph: Graph, levels: list[dict[str, Any]]) -> int:
+    """The node whose value forward_features returns (where the generated forward_head starts); for a
+    network without a linear classifier (RepViT's distilled head) the last level's map."""
     h = head_features(graph)
-    assert h is not None
-    return int(h["feature_node"])
+    if h is not None:
+        return int(h["feature_node"])
+    last, _ = feature_taps(graph, levels=[{k: levels[-1][k] for k in ("num_chs", "reduction", "module")}])
+    return last.outputs[0][1]
 
 
 def _with_features(graph: Graph, taps: Graph, fnode: int) -> Graph:
@@ -302,7 +305,7 @@ def forward_intermediates(self: nn.Module, x: torch.Tensor, indices: int | Seque
         raise RuntimeError("forward_intermediates needs the graph the model was built from (model.arch_graph)")
     levels = _levels(self, graph)
     picked = _select(len(levels), indices)
-    with_features = not intermediates_only and head_features(graph) is not None
+    with_features = not intermediates_only
     sub = _shared(self, graph, levels, picked, with_features)
     sub.train(self.training)
     outs = sub(x)
@@ -316,8 +319,7 @@ def forward_intermediates(self: nn.Module, x: torch.Tensor, indices: int | Seque
         maps.append(_to_fmt(t, lay, output_fmt))
     if intermediates_only:
         return maps
-    final = outs[len(picked)] if with_features else self(x)
-    return final, maps
+    return outs[len(picked)], maps
 
 
 # ---- timm entries ------------------------------------------------------------------------------------------
