@@ -59,6 +59,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.plugins": "lazy",              # a user op's shape/params inferred on the meta device
         "archdsl.export": "lazy",               # ONNX export of a built model
         "archdsl.codegen.build": "any",         # instantiating the generated module
+        "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
         "archdsl.codegen.weights": "any",       # weight algebra of the deploy rewrites
         "archdsl.backends.impl": "any",         # conv backends, tracing and timing

@@ -18,7 +18,7 @@ import torch  # noqa: F401  (the generated code imports it too; importing here f
 from torch import nn
 
 from .emit import class_name, generate
-from .model_api import install
+from .model_api import bind, install
 from ..ir import Graph
 
 __all__ = ["instantiate", "module_class", "load_source", "rebuild"]
@@ -103,3 +103,6 @@ def instantiate(graph: Graph, source: str | None = None) -> Any:
     model = module_class(graph, source)()
     model.arch_graph = graph  # keep the IR at hand for summaries, rendering and deploy
     return model
+
+
+bind(instantiate)

@@ -24,8 +24,24 @@ from ..ir import Graph
 from ..passes.features import FeatureInfo, feature_taps, head_features
 from ..passes.sizes import fixed_input_size
 
-__all__ = ["install", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
+__all__ = ["install", "bind", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
            "group_matcher", "forward_intermediates", "features_model", "graph_cfg"]
+
+
+_INSTANTIATE: list[Callable[[Graph], Any]] = []
+
+
+def bind(instantiate: Callable[[Graph], Any]) -> None:
+    """Set the function building a graph's module (:func:`archdsl.codegen.build.instantiate`, which installs
+    this API on the classes it loads: it is handed over, not imported, so the two modules stay acyclic)."""
+    _INSTANTIATE[:] = [instantiate]
+
+
+def _builder() -> Callable[[Graph], Any]:
+    if not _INSTANTIATE:
+        from importlib import import_module
+        import_module("archdsl.codegen.build")   # binds itself on import
+    return _INSTANTIATE[0]
 
 
 # ---- the reference's facts (timm models with the same module paths) ---------------------------------------
@@ -223,7 +239,7 @@ def _shared(model: nn.Module, graph: Graph, levels: list[dict[str, Any]], picked
     hit = cache.get(key)
     if hit is not None and all(a is b for a, b in zip(hit[1], model.parameters())):
         return hit[0]   # type: ignore[no-any-return]
-    from .build import instantiate
+    instantiate = _builder()
     taps, _ = feature_taps(graph, levels=[{k: levels[i][k] for k in ("num_chs", "reduction", "module")}
                                           for i in picked], as_list=True)
     if with_features:
@@ -326,7 +342,7 @@ def forward_intermediates(self: nn.Module, x: torch.Tensor, indices: int | Seque
 def features_model(g: Graph, *, out_indices: Sequence[int] | None = None, labels: Sequence[str] | None = None,
                    as_list: bool = True) -> Any:
     """The features_only module of a compiled graph (see :func:`archdsl.hub.build_model`)."""
-    from .build import instantiate
+    instantiate = _builder()
     ref = reference_levels(g.reference) if labels is None else None
     taps, info = feature_taps(g, out_indices=out_indices, labels=labels, levels=ref[0] if ref else None,
                               default_indices=ref[1] if ref else None, as_list=as_list)
