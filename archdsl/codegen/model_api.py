@@ -61,7 +61,7 @@ def _timm_facts(name: str) -> dict[str, Any] | None:
             model = timm.create_model(name, pretrained=False)
     except Exception:   # noqa: BLE001 - no timm, an unknown name, a model without features_only
         return None
-    fi = feat.feature_info
+    fi: Any = feat.feature_info
     levels = [{k: d[k] for k in ("num_chs", "reduction", "module")} for d in fi.info]
     matcher = getattr(model, "group_matcher", None)
     return {"levels": levels, "default": tuple(fi.out_indices),

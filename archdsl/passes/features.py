@@ -65,9 +65,9 @@ class FeatureInfo(list):  # type: ignore[type-arg]
         """``key`` of the level(s) ``idx`` (all tapped levels when None)."""
         if idx is None:
             return [d[key] for d in self]
-        if isinstance(idx, (tuple, list)):
-            return [self[i][key] for i in idx]
-        return self[idx][key]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
 
     def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> Any:
         """The level dicts (only ``keys`` when given)."""
@@ -75,9 +75,9 @@ class FeatureInfo(list):  # type: ignore[type-arg]
             return dict(d) if keys is None else {k: d[k] for k in keys}
         if idx is None:
             return [pick(d) for d in self]
-        if isinstance(idx, (tuple, list)):
-            return [pick(self[i]) for i in idx]
-        return pick(self[idx])
+        if isinstance(idx, int):
+            return pick(self[idx])
+        return [pick(self[i]) for i in idx]
 
     def channels(self, idx: int | Sequence[int] | None = None) -> Any:
         """Channels of the level(s)."""
@@ -138,9 +138,9 @@ def _node_geometry(n: Node, ins: list[Geometry]) -> Geometry:
             and first.axes[a["dim"] - 1] in ("H", "W") and a.get("step", 1) > 1:
         # a strided slice of a spatial axis (Swin's patch merging takes every other row and column)
         k = ("H", "W").index(first.axes[a["dim"] - 1])
-        jump = list(first.jump)
-        jump[k] *= a["step"]
-        return Geometry(first.axes, first.rf, (jump[0], jump[1]))
+        step = int(a["step"])
+        jump = (first.jump[0] * step, first.jump[1]) if k == 0 else (first.jump[0], first.jump[1] * step)
+        return Geometry(first.axes, first.rf, jump)
     if n.op == "permute" and first.axes is not None:
         return Geometry(tuple(first.axes[d - 1] for d in a["dims"][1:]), first.rf, first.jump)
     if n.op == "flatten":
@@ -419,7 +419,7 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
                                                                 for k, t in enumerate(default)))
                 taps.append(default[i])
                 picked.append(i % len(default))
-    names = [t["module"] for t in taps]
+    names = [str(t["module"]) for t in taps]
     if len(set(names)) != len(names):
         raise ArchError("the same feature map is tapped twice: " + ", ".join(names), None)
     out = _derive(graph, taps)
@@ -572,7 +572,8 @@ def with_classifier(graph: Graph, num_classes: int, output: str | None = None) -
     c = src.shape[0]
     scope = src.scope[:1]
     nid = max(n.id for n in graph.records()) + 1
-    steps = [("adaptive_avgpool", {"output_size": (1, 1)}, (c, 1, 1), "pool", None, 0, 0),
+    steps: list[tuple[str, dict[str, Any], tuple[int, ...], str, str | None, int, int]] = [
+             ("adaptive_avgpool", {"output_size": (1, 1)}, (c, 1, 1), "pool", None, 0, 0),
              ("flatten", {}, (c,), "flatten", None, 0, 0),
              ("linear", {"out_features": num_classes, "bias": True}, (num_classes,), "head", "head",
               c * num_classes + num_classes, c * num_classes)]
