@@ -66,7 +66,8 @@ def summary(obj: Any, input_size: Sequence[int] | None = None, *, depth: int | N
 def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,
           backends: str | None = None, batch: int = 1, plugins: list[str] | None = None,
           features_only: bool = False, out_indices: Sequence[int] | None = None,
-          feature_labels: Sequence[str] | None = None, weights: str | os.PathLike[str] | None = None,
+          feature_labels: Sequence[str] | None = None, feature_cls: str = "dict",
+          weights: str | os.PathLike[str] | None = None,
           pretrained: bool = False, **params: Any) -> Any:
     """Compile ``spec`` (a path, ``path:network``, or spec text) into a ``torch.nn.Module``.
 
@@ -79,8 +80,10 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
 
     Like timm's ``create_model``: ``features_only=True`` returns a backbone whose forward gives a dict of
     feature maps (the output of each stage where the resolution drops, or the nodes named by
-    ``feature_labels``; ``out_indices`` picks among the stage taps) and whose ``feature_info`` lists
-    ``num_chs``/``reduction``/``module`` per map (see :func:`archdsl.passes.features.feature_taps`).
+    ``feature_labels``; ``out_indices`` picks among the levels, negative ones counted from the end) and whose
+    ``feature_info`` is timm's ``FeatureInfo`` (``channels()``, ``reduction()``, ``module_name()``; see
+    :func:`archdsl.passes.features.feature_taps`); the levels are timm's where the spec's reference is a timm
+    model. ``feature_cls="list"`` returns the maps as a list, as timm's ``features_only`` does.
     ``weights=PATH`` loads a state_dict file (missing, unexpected or mis-shaped keys are one clear
     :class:`ArchError`); ``pretrained=True`` loads the reference library's published weights, or says
     clearly why they cannot be had (see :mod:`archdsl.hub`).
@@ -94,11 +97,12 @@ def build(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limi
     if features_only or out_indices is not None or feature_labels is not None:
         if not features_only:
             raise ArchError("out_indices / feature_labels select feature maps: pass features_only=True too", None)
-        from .passes.features import feature_taps
-        taps, info = feature_taps(g, out_indices=out_indices, labels=feature_labels)
-        model = remember(instantiate(taps), resolved, taps, params=params, input_shape=input_shape,
-                         form="features", out_indices=out_indices, labels=feature_labels)
-        model.feature_info = info
+        from .codegen.model_api import features_model
+        as_list = feature_cls == "list"
+        model = features_model(g, out_indices=out_indices, labels=feature_labels, as_list=as_list)
+        model = remember(model, resolved, model.arch_graph, params=params, input_shape=input_shape,
+                         form="features-list" if as_list else "features", out_indices=out_indices,
+                         labels=feature_labels)
     else:
         with verifying_shapes():
             model = instantiate(g, source_with_params(resolved, params, g, input_shape, limits))

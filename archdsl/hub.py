@@ -208,6 +208,9 @@ def _reference_cfg(reference: str | None, input_shape: tuple[int, ...], num_clas
         except RuntimeError:
             tc = None
         if tc is not None:
+            # every key timm's cfg sets (classifier, first_conv, test_input_size, pool_size, ...), then ours
+            cfg.update({k: tuple(v) if isinstance(v, list) else v
+                        for k, v in tc.to_dict(remove_source=True, remove_null=True).items()})
             cfg.update(input_size=tuple(tc.input_size), mean=tuple(tc.mean), std=tuple(tc.std),
                        crop_pct=tc.crop_pct, crop_mode=tc.crop_mode, interpolation=tc.interpolation,
                        num_classes=tc.num_classes, url=tc.url or None, hf_hub_id=tc.hf_hub_id,
@@ -236,8 +239,11 @@ def pretrained_cfg(obj: Any) -> dict[str, Any]:
     The values are the reference library's own: timm's registered cfg for ``reference = "timm.X"``, the
     DEFAULT weights' transforms of torchvision for ``"torchvision.X"``.
     """
+    from .codegen.model_api import graph_cfg
     g = _graph_of(obj)
-    return _reference_cfg(g.reference, g.input_shape, _num_classes(g))
+    cfg = _reference_cfg(g.reference, g.input_shape, _num_classes(g))
+    cfg.update(graph_cfg(g))
+    return cfg
 
 
 # ---- published weights ------------------------------------------------------------------------------------
@@ -392,7 +398,13 @@ def _build_kwargs(entry: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[s
     bad: list[str] = []
     for k, v in kwargs.items():
         if k == "num_classes":
-            if "num_classes" in accepted:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                bad.append(f"num_classes={v!r} (a count of classes, 0 for none)")
+            elif v == 0 and entry.get("num_classes"):
+                opts["num_classes"] = 0          # built as is, then reset_classifier(0) as timm does
+            elif entry.get("headless"):
+                opts["num_classes"] = v          # a backbone: timm's pooled classifier on its last map
+            elif "num_classes" in accepted:
                 params["num_classes"] = v
             elif v != entry.get("num_classes"):
                 bad.append(f"num_classes={v!r} (the network has no num_classes parameter)")
@@ -404,8 +416,11 @@ def _build_kwargs(entry: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[s
             elif v:
                 bad.append(f"{k}={v!r} (the network has no {' / '.join(names[:3])} parameter)")
         elif k == "global_pool":
-            if v not in ("", "avg", None):
-                bad.append(f"global_pool={v!r} (the spec's head pools as it is written: use 'avg')")
+            if v not in ("", "avg", "token", None):
+                bad.append(f"global_pool={v!r} (the spec's head pools as it is written: use 'avg', or '' for "
+                           "no pooling)")
+            else:
+                opts["global_pool"] = v
         elif k == "in_chans":
             shape[0] = int(v)
         elif k == "img_size":
@@ -413,8 +428,10 @@ def _build_kwargs(entry: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[s
             shape[1:] = list(hw)
         elif k in ("features_only", "out_indices", "device", "dtype"):
             opts[k] = v
+        elif k == "feature_cls" and v not in (None, "list", "dict", "getter", "hook"):
+            bad.append(f"feature_cls={v!r} ('list', or 'dict' for outputs by module path)")
         elif k in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir", "feature_cls", "scriptable",
-                   "exportable", "no_jit"):
+                   "exportable", "no_jit", "output_fmt"):
             opts[k] = v
         elif k == "output_stride":
             if v not in (None, 32):
@@ -436,14 +453,17 @@ def _build_kwargs(entry: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[s
 
 def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_shape: tuple[int, ...] | None = None,
                 features_only: bool = False, out_indices: Sequence[int] | None = None,
-                labels: Sequence[str] | None = None) -> Any:
+                labels: Sequence[str] | None = None, feature_cls: str | None = None) -> Any:
     """Compile and instantiate ``spec`` (what ``archdsl.build`` does), or with ``features_only`` its
     feature-taps graph (:func:`archdsl.passes.features.feature_taps`: the head dropped, one output per
-    tap), which then carries ``feature_info``. Built from the layers below (pipeline, passes, codegen):
+    tap), which then carries ``feature_info`` (a :class:`~archdsl.passes.features.FeatureInfo`) and
+    ``output_fmt``. The levels are timm's where the spec's reference is a timm model (same module paths),
+    else the stage taps. Several maps come as a list, as timm's features_only gives them, or a dict by module
+    path with ``feature_cls="dict"``. Built from the layers below (pipeline, passes, codegen):
     ``archdsl.build`` sits above this module and may call it, not the other way round.
     """
     from .codegen.build import instantiate
-    from .passes.features import feature_taps
+    from .codegen.model_api import features_model
     from .pipeline import compile_graph
     from .persist import remember
     from .pipeline import resolve
@@ -455,10 +475,23 @@ def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_sha
         if out_indices is not None or labels is not None:
             raise ArchError("out_indices / labels select feature taps: pass features_only=True too", None)
         return remember(instantiate(g), resolved, g, params=params, input_shape=input_shape, form="plain")
-    taps, info = feature_taps(g, out_indices=out_indices, labels=labels)
-    model = remember(instantiate(taps), resolved, taps, params=params, input_shape=input_shape, form="features",
-                     out_indices=out_indices, labels=labels)
-    model.feature_info = info
+    as_list = feature_cls != "dict"
+    model = features_model(g, out_indices=out_indices, labels=labels, as_list=as_list)
+    return remember(model, resolved, model.arch_graph, params=params, input_shape=input_shape,
+                    form="features-list" if as_list else "features", out_indices=out_indices, labels=labels)
+
+
+def _headless_model(entry: dict[str, Any], params: dict[str, Any], input_shape: tuple[int, ...] | None,
+                    num_classes: int) -> Any:
+    """A backbone (feature maps out, no classifier) as a timm model: pooled features of its last map, and a
+    ``head`` classifier when ``num_classes`` > 0 (:func:`archdsl.passes.features.with_classifier`)."""
+    from .codegen.build import instantiate
+    from .passes.features import with_classifier
+    from .pipeline import compile_graph
+    g = compile_graph(entry["spec"], dict(params), input_shape=input_shape)
+    model = instantiate(with_classifier(g, max(num_classes, 1)))
+    if num_classes == 0:
+        model.reset_classifier(0)
     return model
 
 
@@ -467,9 +500,21 @@ def _entrypoint(entry: dict[str, Any]) -> Any:
 
     def create(pretrained: bool = False, **kwargs: Any) -> Any:
         params, opts = _build_kwargs(entry, {k: v for k, v in kwargs.items() if v is not None})
-        model = build_model(entry["spec"], params, input_shape=opts.get("input_shape"),
-                            features_only=bool(opts.get("features_only")),
-                            out_indices=opts.get("out_indices") if opts.get("features_only") else None)
+        features = bool(opts.get("features_only"))
+        pool = opts.get("global_pool")
+        n = opts.get("num_classes")
+        if features:
+            model = build_model(entry["spec"], params, input_shape=opts.get("input_shape"), features_only=True,
+                                out_indices=opts.get("out_indices"), feature_cls=opts.get("feature_cls"))
+        elif entry.get("headless"):
+            model = _headless_model(entry, params, opts.get("input_shape"), n or 0)
+        else:
+            model = build_model(entry["spec"], params, input_shape=opts.get("input_shape"))
+        if not features and (n == 0 or pool == "") and hasattr(model, "reset_classifier"):
+            if pool == "" and n != 0 and getattr(model, "num_classes", 0):
+                raise ArchError(f"timm.create_model('{name}', global_pool=''): no pooling needs num_classes=0",
+                                None, hint="pass num_classes=0 too (forward then gives the unpooled features)")
+            model.reset_classifier(0, pool)
         cfg = pretrained_cfg(model)
         overlay = opts.get("pretrained_cfg_overlay")
         if isinstance(opts.get("pretrained_cfg"), Mapping):
@@ -477,11 +522,13 @@ def _entrypoint(entry: dict[str, Any]) -> Any:
         if isinstance(overlay, Mapping):
             cfg.update(overlay)
         cfg["architecture"] = name
+        if not features:   # the classes of this model (after num_classes=0, a reset classifier)
+            cfg["num_classes"] = int(getattr(model, "num_classes", cfg.get("num_classes") or 0))
         if pretrained:
             load_pretrained(model, strict=not opts.get("features_only"))
         model.pretrained_cfg = cfg
         model.default_cfg = cfg
-        if not hasattr(model, "num_classes") and not opts.get("features_only"):
+        if not hasattr(model, "num_classes") and not features:
             model.num_classes = _num_classes(model.arch_graph) or 0
         if opts.get("device") is not None or opts.get("dtype") is not None:
             model = model.to(device=opts.get("device"), dtype=opts.get("dtype"))
@@ -520,18 +567,24 @@ def register_timm(spec_paths: Iterable[str | os.PathLike[str]] = (), *, library:
     for path in paths:
         if not Path(path).exists():
             raise ArchError(f"no such file or directory: '{path}'", None)
-        for net in list_networks(str(path)):
+        for net in list_networks(str(path), contracts=True):
             if net.get("error") or not net.get("input"):
                 continue
             if TIMM_PREFIX + net["name"] in names:   # a family's variant named like a network: the network wins
                 continue
             outs = list((net.get("outputs") or {}).values())
-            entry = {**net, "num_classes": outs[0][0] if len(outs) == 1 and len(outs[0]) == 1 else None}
+            entry = {**net, "num_classes": outs[0][0] if len(outs) == 1 and len(outs[0]) == 1 else None,
+                     # feature maps out (a backbone): timm's pooled classifier is added on request
+                     "headless": bool(outs) and len(outs[-1]) == 3 and len(net["input"]) == 3}
             fn = _entrypoint(entry)
             cfg = _reference_cfg(net["reference"], tuple(net["input"]), entry["num_classes"])
+            cfg["fixed_input_size"] = bool(net.get("fixed_input_size"))
+            if entry["headless"]:
+                cfg["num_classes"] = 0
             mod.default_cfgs[fn.__name__] = {  # type: ignore[attr-defined]
                 k: cfg[k] for k in ("input_size", "mean", "std", "crop_pct", "crop_mode", "interpolation",
-                                    "num_classes") if cfg.get(k) is not None}
+                                    "num_classes", "fixed_input_size", "test_input_size", "first_conv",
+                                    "classifier", "pool_size", "min_input_size") if cfg.get(k) is not None}
             with warnings.catch_warnings():   # re-registering replaces the old entry on purpose
                 warnings.simplefilter("ignore")
                 register_model(fn)

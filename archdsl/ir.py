@@ -117,6 +117,9 @@ class Graph:
         self._nx: Any = None                      # networkx.DiGraph, built by the ``g`` property
         self.inputs: list[int] = []
         self.outputs: list[tuple[str, int]] = []
+        # several outputs: the generated forward returns a dict by name, or with output_list a list in order
+        # (timm's features_only); the names stay the outputs' names either way
+        self.output_list: bool = False
         self.params_used: dict[str, Any] = {}
         self.loc: Loc | None = None
         self.reparam_groups: dict[str, ReparamGroup] = {}
@@ -233,6 +236,7 @@ class Graph:
         g = Graph(name or self.name, self.reference)
         g.inputs = list(self.inputs)
         g.outputs = list(self.outputs)
+        g.output_list = self.output_list
         g.params_used = dict(self.params_used)
         g.loc = self.loc
         g.address = self.address

@@ -37,7 +37,7 @@ __all__ = ["remember", "remember_deploy", "rebuild_model", "FORMAT"]
 
 #: The recipe format; a recipe of another format is refused (with a message), never guessed at.
 FORMAT = 1
-_FORMS = ("params", "plain", "features")
+_FORMS = ("params", "plain", "features", "features-list")
 _GRAPHS: dict[str, Graph] = {}   # source digest -> the graph, for models rebuilt in the process that built them
 _MAX_GRAPHS = 64
 
@@ -145,10 +145,11 @@ def _compile(r: dict[str, Any], plugins: Any) -> tuple[Any, Graph]:
     res = resolve_kept(r["root_path"], r["root_key"], r["network"], r["texts"], r["links"], limits=Limits())
     shape = tuple(r["input_shape"]) if r["input_shape"] is not None else None
     g = compile_graph(res, dict(r["params"]), input_shape=shape, limits=Limits())
-    if r["form"] == "features":
-        from .passes.features import feature_taps
-        g, _ = feature_taps(g, out_indices=r["out_indices"], labels=r["labels"])
-    if r["form"] in ("features", "plain"):   # what instantiate(graph) generates
+    if r["form"] in ("features", "features-list"):   # the graph archdsl.build(features_only=True) built
+        from .codegen.model_api import features_graph
+        g, _ = features_graph(g, out_indices=r["out_indices"], labels=r["labels"],
+                              as_list=r["form"] == "features-list")
+    if r["form"] in ("features", "features-list", "plain"):   # what instantiate(graph) generates
         src = generate(g, source_note=getattr(g, "address", g.name))
     else:
         src = source_with_params(res, dict(r["params"]), g, shape, Limits())

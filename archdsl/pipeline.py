@@ -26,6 +26,7 @@ from .lang.scales import ScaleSettings, check_scales, scale_names, scale_setting
 from .limits import Limits
 from .lower import lower_network
 from .passes import run_checks
+from .passes.sizes import fixed_input_size
 from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths", "list_networks", "parse_set",
@@ -300,8 +301,10 @@ def _applicable(net: A.NetworkDef, params: dict[str, Any] | None) -> dict[str, A
     return {k: v for k, v in params.items() if k in names}
 
 
-def list_networks(path: str) -> list[dict[str, Any]]:
-    """Every network under ``path``: its address, default input shape and reference.
+def list_networks(path: str, *, contracts: bool = False) -> list[dict[str, Any]]:
+    """Every network under ``path``: its address, default input shape and reference; with ``contracts``
+    also ``fixed_input_size`` (the network takes no smaller or larger input than declared, timm's key: a
+    ViT's position embedding, Swin's windows).
 
     A file that does not load (a syntax or import error) does not stop the listing: it gets one entry
     with ``"name": None`` and its first error in ``"error"``.
@@ -334,6 +337,8 @@ def list_networks(path: str) -> list[dict[str, Any]]:
                     entry["input"] = list(g.input_shape)
                     entry["params"] = {k: v for k, v in g.params_used.items() if _jsonable(v)}
                     entry["outputs"] = {k: list(v) for k, v in g.output_shapes.items()}
+                    if contracts:
+                        entry["fixed_input_size"] = fixed_input_size(g)
                 except ArchError as e:
                     entry["error"] = e.diagnostics[0].format().splitlines()[0]
                 out.append(entry)

@@ -168,10 +168,13 @@ def test_timm_features_only(timm_names: list[str]) -> None:
     model = timm.create_model("archdsl_resnet50", features_only=True, out_indices=(1, 2, 3, 4)).eval()
     assert [i["module"] for i in model.feature_info] == ["layer1", "layer2", "layer3", "layer4"]
     with torch.no_grad():
-        out = model(torch.randn(1, 3, 128, 128))
-    assert [tuple(v.shape) for v in out.values()] == [(1, c, 128 // r, 128 // r) for c, r in
-                                                      [(i["num_chs"], i["reduction"]) for i in model.feature_info]]
+        out = model(torch.randn(1, 3, 128, 128))   # a list, as timm's features_only gives
+    assert [tuple(v.shape) for v in out] == [(1, c, 128 // r, 128 // r) for c, r in
+                                             zip(model.feature_info.channels(), model.feature_info.reduction())]
     assert not any(k.startswith("fc.") for k in model.state_dict())
+    by_name = timm.create_model("archdsl_resnet50", features_only=True, out_indices=(-2, -1), feature_cls="dict")
+    with torch.no_grad():
+        assert list(by_name(torch.randn(1, 3, 64, 64))) == ["layer3", "layer4"]
 
 
 def test_timm_rejects_what_the_spec_cannot_take(timm_names: list[str], tmp_path: Path,

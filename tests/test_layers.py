@@ -61,6 +61,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.export": "lazy",               # ONNX export of a built model
         "archdsl.summarize": "lazy",            # archdsl.summary traces and runs the module
         "archdsl.codegen.build": "any",         # instantiating the generated module
+        "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
         "archdsl.codegen.weights": "any",       # weight algebra of the deploy rewrites
         "archdsl.codegen.checkpoint": "any",    # the one checkpoint reader (deploy, build(weights=), hub)

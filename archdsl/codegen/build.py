@@ -23,6 +23,7 @@ import torch  # noqa: F401  (the generated code imports it too; importing here f
 from torch import nn
 
 from .emit import class_name, generate
+from .model_api import bind, install
 from ..ir import Graph
 
 __all__ = ["instantiate", "module_class", "load_source", "rebuild", "source_digest", "cached_module",
@@ -73,11 +74,15 @@ def load_source(source: str, name: str = "net") -> types.ModuleType:
     mod.__loader__ = _SourceLoader(source)  # type: ignore[assignment]
     import linecache
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), mod.__dict__)
+    # dont_inherit: this file's ``from __future__ import annotations`` must not turn the generated annotations
+    # into strings (fx would then write the placeholder type as a name TorchScript cannot resolve)
+    exec(compile(source, filename, "exec", dont_inherit=True), mod.__dict__)
     for obj in list(mod.__dict__.values()):
         if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == modname:
             obj.__archdsl_source__ = source  # type: ignore[attr-defined]
             obj.__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
+            if "input_shape" in obj.__dict__:   # the network class: timm's model API
+                install(obj)
             if not hasattr(obj, "_repr_svg_"):
                 obj._repr_svg_ = _module_svg  # type: ignore[attr-defined]  # Jupyter shows the diagram
     sys.modules[modname] = mod
@@ -126,3 +131,6 @@ def instantiate(graph: Graph, source: str | None = None) -> Any:
     model = module_class(graph, source)()
     model.arch_graph = graph  # keep the IR at hand for summaries, rendering and deploy
     return model
+
+
+bind(instantiate)

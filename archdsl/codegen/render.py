@@ -14,6 +14,7 @@ from typing import Any
 from ..ops import MOD, In, Kw, Lit
 from ..passes.sizes import SizeContract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
+from .head import RESET_LINEAR_HELPER, HeadInfo, with_head_api
 from .program import PLAIN_CALL, SEQUENTIAL_SLICE, Body, Ctor, Stmt, UnitCall, holes_of, module_chain
 
 __all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
@@ -363,9 +364,21 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
     if n_in != 1 or len(returns) != 1 or not real or real[-1].outs != returns or len(real[-1].ins) != 1:
         return None
     j = len(real) - 1
-    while j > 0 and real[j].ins == real[j - 1].outs and len(real[j - 1].ins) == 1 \
-            and real[j - 1].kind == "op" and (not real[j - 1].ref or _stateless_module(real[j - 1])):
-        j -= 1
+    read = {i for s in real for i in s.ins} | set(returns)
+
+    def dead(s: Stmt) -> bool:   # an unused result (ViT's patch tokens beside the class token) is no step
+        return s.kind == "op" and not s.ref and not (set(s.outs) & read)
+
+    while j > 0:
+        k = j - 1
+        while k > 0 and dead(real[k]):
+            k -= 1
+        prev = real[k]
+        # (a multi-output op such as a split counts as a step when the chain reads one of its outputs)
+        if not (set(real[j].ins) <= set(prev.outs) and len(prev.ins) == 1 and prev.kind == "op"
+                and (not prev.ref or _stateless_module(prev))):
+            break
+        j = k
     if j == 0 or len(real[j].ins) != 1:
         return None
     feat = real[j].ins[0]
@@ -377,13 +390,13 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
 
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
-                 head: tuple[int, int] | None = None, contract: SizeContract | None = None,
-                 cast: str | None = None) -> str:
-    """The class text. ``contract`` (the root): the forward first checks its input against it
+                 head: HeadInfo | None = None, contract: SizeContract | None = None,
+                 cast: str | None = None, output_list: bool = False) -> str:
+    """The class text. ``output_list``: several outputs are returned as a list (else a dict by name). ``contract`` (the root): the forward first checks its input against it
     (:func:`input_guard`). ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
     API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
     ``forward_head(x, pre_logits=False)``, ``get_classifier``, ``reset_classifier`` and the
-    ``num_features``/``num_classes`` attributes."""
+    ``num_features``/``head_hidden_size``/``num_classes``/``global_pool``/``output_fmt`` attributes."""
     expand = expand or (lambda e, b: e)
     t = spec.template
     kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
@@ -425,7 +438,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     ins = [names[v] for v in range(t.n_in)]
     ann = "torch.Tensor"
     if root and outputs is not None and len(outputs) > 1:
-        ann = "dict[str, torch.Tensor]"
+        ann = "list[torch.Tensor]" if output_list else "dict[str, torch.Tensor]"
     elif len(t.returns) > 1:
         ann = "tuple[" + ", ".join(["torch.Tensor"] * len(t.returns)) + "]"
     # the network's forward always takes ``x`` (as torchvision's do: torch.export's dynamic_shapes={"x": ...}
@@ -473,14 +486,16 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         if dead:
             body.append("del " + ", ".join(dead))
     rets = [names[v] for v in t.returns]
-    if root and outputs is not None and len(outputs) > 1:
+    if root and outputs is not None and len(outputs) > 1 and output_list:
+        body.append("return [" + ", ".join(rets) + "]")
+    elif root and outputs is not None and len(outputs) > 1:
         body.append("return {" + ", ".join(f"{literal(n)}: {v}" for n, v in zip(outputs, rets)) + "}")
     else:
         body.append("return " + ", ".join(rets))
     if split is None or head is None:
         lines += ["        " + b for b in body]
         return "\n".join(lines)
-    return "\n".join(_with_head_api(spec, lines, body, starts, real, split, names, params, head))
+    return "\n".join(with_head_api(spec.params, lines, body, starts, real, split, names, params, head))
 
 
 def input_guard(contract: SizeContract, var: str, cls: str) -> list[str]:
@@ -526,67 +541,6 @@ CHECK_INPUT_HELPER = '''def _check_input(x: torch.Tensor, low: list[int], high: 
 
 
 torch.fx.wrap("_check_input")'''
-
-
-def _with_head_api(spec: ClassSpec, lines: list[str], body: list[str], starts: list[int], real: list[Stmt],
-                   split: int, names: dict[int, str], ins: list[str], head: tuple[int, int]) -> list[str]:
-    """The root class with timm's model API: ``forward = forward_head(forward_features(x))``."""
-    feat = names[real[split].ins[0]]
-    last = real[-1]
-    num_features, num_classes = head
-    sig = ", ".join(f"{i}: torch.Tensor" for i in ins)
-    lines[-1] = f"    def forward_features(self, {sig}) -> torch.Tensor:"
-    lines += ["        " + b for b in body[:starts[split]]] + [f"        return {feat}"]
-    lines += ["", f"    def forward_head(self, {feat}: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:"]
-    tail = body[starts[split]:]
-    cut = starts[len(real) - 1] - starts[split]
-    lines += ["        " + b for b in tail[:cut]]
-    lines += ["        if pre_logits:", f"            return {names[last.ins[0]]}"]
-    lines += ["        " + b for b in tail[cut:]]
-    lines += ["", f"    def forward(self, {sig}) -> torch.Tensor:",
-              f"        return self.forward_head(self.forward_features({ins[0]}))"]
-    if last.ref:
-        lines += ["", "    def get_classifier(self) -> nn.Module:",
-                  '        """The classifier (timm\'s model API)."""',
-                  f"        return self.get_submodule({literal(last.ref)})",
-                  "", "    def reset_classifier(self, num_classes: int) -> None:",
-                  '        """A new classifier with ``num_classes`` outputs; 0 removes it (forward gives the features)."""',
-                  f"        _reset_linear(self, {literal(last.ref)}, num_classes)",
-                  "        self.num_classes = num_classes"]
-    has_arg = any(k == "num_classes" for k, _ in spec.params)
-    at = next(i for i, ln in enumerate(lines) if ln.startswith("    def __init__("))
-    attrs = [f"    num_features = {literal(num_features)}"]
-    if not has_arg:
-        attrs.append(f"    num_classes = {literal(num_classes)}")
-    if lines[at - 1] == "" and lines[at - 2].startswith("    ") and " = " in lines[at - 2]:
-        lines[at - 1:at - 1] = attrs     # beside the other class attributes
-    else:
-        lines[at:at] = attrs + [""]
-    if has_arg:   # the constructor argument is the instance's attribute, as in timm
-        end = next(i for i, ln in enumerate(lines) if ln.startswith("    def forward_features("))
-        lines.insert(end - 1, "        self.num_classes = num_classes")
-    return lines
-
-
-#: Module-level helper of generated classifiers (emitted once when the root class has ``reset_classifier``).
-RESET_LINEAR_HELPER = '''def _reset_linear(model: nn.Module, path: str, num_classes: int) -> None:
-    """Replace the last nn.Linear at or under ``model.<path>`` by a new one with ``num_classes`` outputs, as
-    timm's reset_classifier does; 0 replaces the whole classifier by nn.Identity (forward gives pre-logits)."""
-    head = model.get_submodule(path)
-    if num_classes <= 0:
-        parent_path, _, name = path.rpartition(".")
-        setattr(model.get_submodule(parent_path) if parent_path else model, name, nn.Identity())
-        return
-    if not isinstance(head, nn.Linear):
-        inner = [n for n, m in head.named_modules() if isinstance(m, nn.Linear)]
-        if not inner:
-            raise ValueError(f"no nn.Linear classifier under {path!r}")
-        path = path + "." + inner[-1]
-        head = model.get_submodule(path)
-    parent_path, _, name = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    new = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
-    setattr(parent, name, new)'''
 
 
 def names_key(names: dict[int, str], v: int) -> str:

@@ -60,6 +60,10 @@ def _swin_attention_bias(table: torch.Tensor, index: torch.Tensor, window: int, 
     mask = mask.unsqueeze(1) - mask.unsqueeze(2)
     mask = mask.masked_fill(mask != 0, float(-100.0)).masked_fill(mask == 0, float(0.0))
     return bias[None, None] + mask[None, :, None]
+
+
+# one leaf call for symbolic tracing (fx cannot follow the mask's item assignment; its sizes are constants)
+torch.fx.wrap("_swin_attention_bias")
 '''
 
 

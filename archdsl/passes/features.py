@@ -20,9 +20,11 @@ from ..errors import ArchError, did_you_mean
 from ..ir import Graph, Node
 from ..ops import size_only_input
 
-__all__ = ["Geometry", "receptive_fields", "trunk", "stage_taps", "feature_taps"]
+__all__ = ["Geometry", "FeatureInfo", "receptive_fields", "trunk", "stage_taps", "feature_taps", "head_features",
+           "with_classifier"]
 
 _CHW = ("C", "H", "W")
+_HWC = ("H", "W", "C")   # channels-last maps (Swin's stages): timm gives them as NHWC
 _WINDOW_OPS = frozenset({"conv2d", "maxpool", "avgpool"})
 _ADAPTIVE_OPS = frozenset({"adaptive_avgpool", "adaptive_maxpool"})
 _MODULE_KINDS = frozenset({"block", "group"})   # scope frames that are module containers (not combinators)
@@ -41,6 +43,57 @@ class Geometry:
     def is_feature_map(self) -> bool:
         """A channels-first ``[C, H, W]`` map (not a channels-last or flattened view)."""
         return self.axes == _CHW
+
+
+class FeatureInfo(list):  # type: ignore[type-arg]
+    """timm's ``FeatureInfo`` API over the tapped levels: a list of ``{"num_chs", "reduction", "module"}``
+    dicts (so ``info[i]["num_chs"]`` and comparing with a list of dicts work) with ``channels()``,
+    ``reduction()``, ``module_name()``, ``get_dicts()``, ``get(key)`` and ``out_indices`` (the indices of the
+    taps among all the network's levels). Each method takes ``idx`` (an int or a list of ints into the
+    tapped levels) as timm's does, and returns a list when ``idx`` is None or a list."""
+
+    def __init__(self, info: Sequence[dict[str, Any]] = (), out_indices: Sequence[int] | None = None) -> None:
+        super().__init__(dict(d) for d in info)
+        self.out_indices: tuple[int, ...] = tuple(out_indices) if out_indices is not None else tuple(range(len(self)))
+
+    @property
+    def info(self) -> list[dict[str, Any]]:
+        """The level dicts (timm's attribute)."""
+        return list(self)
+
+    def get(self, key: str, idx: int | Sequence[int] | None = None) -> Any:
+        """``key`` of the level(s) ``idx`` (all tapped levels when None)."""
+        if idx is None:
+            return [d[key] for d in self]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def get_dicts(self, keys: Sequence[str] | None = None, idx: int | Sequence[int] | None = None) -> Any:
+        """The level dicts (only ``keys`` when given)."""
+        def pick(d: dict[str, Any]) -> dict[str, Any]:
+            return dict(d) if keys is None else {k: d[k] for k in keys}
+        if idx is None:
+            return [pick(d) for d in self]
+        if isinstance(idx, int):
+            return pick(self[idx])
+        return [pick(self[i]) for i in idx]
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Channels of the level(s)."""
+        return self.get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Cumulative stride of the level(s)."""
+        return self.get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        """Module path of the level(s)."""
+        return self.get("module", idx)
+
+    def from_other(self, out_indices: Sequence[int]) -> "FeatureInfo":
+        """The levels ``out_indices`` of these (timm's method)."""
+        return FeatureInfo([self[i] for i in out_indices], [self.out_indices[i] for i in out_indices])
 
 
 def _spatial(shape: tuple[int, ...], axes: tuple[str, ...] | None) -> tuple[int, int]:
@@ -81,6 +134,13 @@ def _node_geometry(n: Node, ins: list[Geometry]) -> Geometry:
         # PyTorch's adaptive windows are at most ceil(in/out) wide and start every ~in/out pixels
         rf, jump = _grow(first, (math.ceil(ih / oh), math.ceil(iw / ow)), (max(1, ih // oh), max(1, iw // ow)))
         return Geometry(_CHW, rf, jump)
+    if n.op == "slice" and first.axes is not None and len(first.axes) == len(in_shape) \
+            and first.axes[a["dim"] - 1] in ("H", "W") and a.get("step", 1) > 1:
+        # a strided slice of a spatial axis (Swin's patch merging takes every other row and column)
+        k = ("H", "W").index(first.axes[a["dim"] - 1])
+        step = int(a["step"])
+        jump = (first.jump[0] * step, first.jump[1]) if k == 0 else (first.jump[0], first.jump[1] * step)
+        return Geometry(first.axes, first.rf, jump)
     if n.op == "permute" and first.axes is not None:
         return Geometry(tuple(first.axes[d - 1] for d in a["dims"][1:]), first.rf, first.jump)
     if n.op == "flatten":
@@ -176,9 +236,18 @@ def trunk(graph: Graph) -> list[int]:
     return cuts
 
 
+def _is_map(geo: Geometry) -> bool:
+    """A feature map: channels first, or channels last as Swin's stages keep them."""
+    return geo.axes in (_CHW, _HWC)
+
+
+def _channels(shape: tuple[int, ...], geo: Geometry) -> int:
+    return shape[-1] if geo.axes == _HWC else shape[0]
+
+
 def _is_head(n: Node, geo: Geometry, in_geo: Geometry | None) -> bool:
-    """Where the feature maps end: global pooling, flatten, spatial reductions, channels-last views."""
-    if not geo.is_feature_map or n.op in _ADAPTIVE_OPS or n.op in _UPSAMPLING_OPS:
+    """Where the feature maps end: global pooling, flatten, spatial reductions, token views."""
+    if not _is_map(geo) or n.op in _ADAPTIVE_OPS or n.op in _UPSAMPLING_OPS:
         return True   # (upsampling starts a decoder or a dense-prediction head: the encoder's stages end)
     if n.op in ("maxpool", "avgpool") and n.shape[1:] == (1, 1) and in_geo is not None:
         ih, iw = n.in_shapes[0][1:]
@@ -244,6 +313,8 @@ def stage_taps(graph: Graph, geo: dict[int, Geometry] | None = None) -> list[dic
             continue
         if _is_head(n, geo[nid], geo.get(n.inputs[0]) if n.inputs else None):
             break
+        if n.op in ("permute", "transpose") and levels and levels[-1][0] == max(geo[nid].jump):
+            continue   # a layout change (Swin's NHWC -> NCHW before pooling) is no new tap
         red = max(geo[nid].jump)
         boundary = nid not in inner
         if levels and levels[-1][0] == red:
@@ -251,8 +322,9 @@ def stage_taps(graph: Graph, geo: dict[int, Geometry] | None = None) -> list[dic
                 levels[-1] = (red, nid, boundary)
         else:
             levels.append((red, nid, boundary))
-    return [{"num_chs": graph.node(nid).shape[0], "reduction": red,
-             "module": ends.get(nid, graph.node(nid).name), "node": nid} for red, nid, _ in levels]
+    return [{"num_chs": _channels(graph.node(nid).shape, geo[nid]), "reduction": red,
+             "module": ends.get(nid, graph.node(nid).name), "node": nid,
+             "layout": "NHWC" if geo[nid].axes == _HWC else "NCHW"} for red, nid, _ in levels]
 
 
 def _find(graph: Graph, label: str) -> tuple[int, str]:
@@ -281,24 +353,34 @@ def _find(graph: Graph, label: str) -> tuple[int, str]:
 
 
 def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
-                 labels: Sequence[str] | None = None) -> tuple[Graph, list[dict[str, Any]]]:
+                 labels: Sequence[str] | None = None, *, levels: Sequence[dict[str, Any]] | None = None,
+                 default_indices: Sequence[int] | None = None, as_list: bool = False) -> tuple[Graph, FeatureInfo]:
     """A derived graph that returns feature maps instead of the network's outputs.
 
     Args:
         graph: a compiled graph (``archdsl.graph(spec)``).
-        out_indices: which of the default taps to keep (timm's ``out_indices``; negative indices count
-            from the end). The default taps are the trunk's last node at each cumulative stride -- the
-            output of every stage before the resolution drops -- and the last feature map before global
-            pooling / flatten (see :func:`stage_taps`). ``None`` keeps them all.
+        out_indices: which of the levels to keep (timm's ``out_indices``; negative indices count from the
+            end). The levels are ``levels`` when given, else the default taps: the trunk's last node at each
+            cumulative stride -- the output of every stage before the resolution drops -- and the last
+            feature map before global pooling / flatten (see :func:`stage_taps`). ``None`` keeps
+            ``default_indices`` (all levels when not given).
         labels: tap these nodes instead, in this order: output names of the network, block paths
             (``"layer4"``: the block's output), node module paths (``"layer4.1.bn2"``) or unique spec labels.
             Not together with ``out_indices``.
+        levels: the reference's levels (``{"module", "num_chs", "reduction"}`` dicts, timm's feature_info of a
+            model with the same module paths); a level whose module is not a node or block of ``graph`` is
+            the default tap of the same stride and width.
+        as_list: the derived graph's forward returns a list in tap order (timm's features_only), else a dict
+            by module path.
+
+    A tap on tokens (``[L, C]``, a ViT block's output) is returned as an NCHW map as timm does: the prefix
+    tokens (class, distillation) dropped and the patch tokens laid out on the grid of its reduction.
 
     Returns:
         ``(taps_graph, feature_info)``. ``taps_graph`` (named ``<network>_features``) has one output per
-        tap, named by the tap's module path, and only the nodes the taps depend on (the head and everything after the last tap are
-        dropped; state-dict keys of what is kept do not change). ``feature_info`` is a list, in output
-        order, of ``{"num_chs", "reduction", "module"}`` dicts like timm's.
+        tap, named by the tap's module path, and only the nodes the taps depend on (the head and everything
+        after the last tap are dropped; state-dict keys of what is kept do not change). ``feature_info`` is a
+        :class:`FeatureInfo`, in output order, of ``{"num_chs", "reduction", "module"}`` dicts like timm's.
 
     Raises:
         ArchError: an index out of range, an unknown label, or both selectors given.
@@ -307,6 +389,7 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
     if labels is not None and out_indices is not None:
         raise ArchError("give out_indices or labels, not both", None,
                         hint="out_indices picks among the default stage taps; labels name the nodes")
+    picked: list[int] | None = None
     if labels is not None:
         if not labels:
             raise ArchError("labels is empty: name at least one node to tap", None)
@@ -314,28 +397,80 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
         for lab in labels:
             nid, module = _find(graph, lab)
             n = graph.node(nid)
-            taps.append({"num_chs": n.shape[0] if n.shape else 0,
-                         "reduction": max(geo[nid].jump), "module": module, "node": nid})
+            taps.append({"num_chs": _channels(n.shape, geo[nid]) if n.shape else 0,
+                         "reduction": max(geo[nid].jump), "module": module, "node": nid,
+                         "layout": "NHWC" if geo[nid].axes == _HWC else "NCHW"})
     else:
-        default = stage_taps(graph, geo)
+        default = _reference_levels(graph, levels, geo) if levels else stage_taps(graph, geo)
         if not default:
             raise ArchError(f"{graph.name} has no feature map to tap (no [C, H, W] stage before its head)", None,
                             hint="name the nodes with labels=[...]")
-        if out_indices is None:
+        chosen = out_indices if out_indices is not None else default_indices
+        if chosen is None:
             taps = default
+            picked = list(range(len(default)))
         else:
-            taps = []
-            for i in out_indices:
+            taps, picked = [], []
+            for i in chosen:
                 if isinstance(i, bool) or not isinstance(i, int) or not -len(default) <= i < len(default):
                     raise ArchError(f"out_indices: {i!r} is not an index of the {len(default)} feature levels "
                                     f"of {graph.name}", None,
                                     hint="levels: " + ", ".join(f"{k}: {t['module']} (stride {t['reduction']})"
                                                                 for k, t in enumerate(default)))
                 taps.append(default[i])
+                picked.append(i % len(default))
     names = [str(t["module"]) for t in taps]
     if len(set(names)) != len(names):
         raise ArchError("the same feature map is tapped twice: " + ", ".join(names), None)
-    return _derive(graph, taps), [{k: t[k] for k in ("num_chs", "reduction", "module")} for t in taps]
+    out = _derive(graph, taps)
+    out.output_list = as_list
+    return out, FeatureInfo([{k: t[k] for k in ("num_chs", "reduction", "module")} for t in taps], picked)
+
+
+def _reference_levels(graph: Graph, levels: Sequence[dict[str, Any]], geo: dict[int, Geometry]) -> list[dict[str, Any]]:
+    """The reference's levels on ``graph``: its module where the graph has it, else the derived tap of the
+    same stride and width (a stem activation the spec leaves unnamed)."""
+    derived = stage_taps(graph, geo)
+    out: list[dict[str, Any]] = []
+    for lv in levels:
+        try:
+            nid, module = _find(graph, str(lv["module"]))
+        except ArchError:
+            alt = [t for t in derived if t["reduction"] == lv["reduction"] and t["num_chs"] == lv["num_chs"]]
+            if not alt:
+                return derived        # the reference does not fit this graph: the derived taps
+            nid, module = alt[-1]["node"], alt[-1]["module"]
+        n = graph.node(nid)
+        tokens = len(n.shape) == 2 and len(graph.input_shape) == 3
+        out.append({"num_chs": n.shape[-1] if tokens else _channels(n.shape, geo[nid]),
+                    "reduction": int(lv["reduction"]), "module": module, "node": nid,
+                    "layout": "NLC" if tokens else "NHWC" if geo[nid].axes == _HWC else "NCHW"})
+    return out
+
+
+def _token_map(graph: Graph, out: Graph, tap: dict[str, Any], next_id: int) -> int | None:
+    """Nodes laying the tokens of ``tap`` out as an NCHW map (timm's ViT feature maps); the last node's id,
+    or None when the tokens do not hold a patch grid of the tap's reduction."""
+    n = graph.node(tap["node"])
+    _, h, w = graph.input_shape
+    r = tap["reduction"]
+    gh, gw = h // r, w // r
+    length, ch = n.shape
+    prefix = length - gh * gw
+    if gh < 1 or gw < 1 or prefix < 0:
+        return None
+    scope = n.scope[:1]
+    base = f"{tap['module']}.to_map"
+    steps = [("narrow", {"dim": 1, "start": prefix, "length": gh * gw}, (gh * gw, ch)),
+             ("transpose", {"dim0": 1, "dim1": 2}, (ch, gh * gw)),
+             ("reshape", {"shape": (ch, gh, gw), "written": (ch, gh, gw)}, (ch, gh, gw))]
+    src, shape = n.id, tuple(n.shape)
+    for k, (op, args, new) in enumerate(steps):
+        node = Node(id=next_id + k, op=op, args=args, inputs=[src], in_shapes=[shape], shape=new,
+                    name=f"{base}.{k}", scope=scope, loc=n.loc)
+        out.add(node)
+        src, shape = node.id, new
+    return src
 
 
 def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
@@ -349,11 +484,109 @@ def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
     # its own name and address: a build cache keyed by them must not hand back the whole network's class
     out = graph.derive(f"{graph.name}_features")
     out.address = f"{graph.address} (features: {', '.join(t['module'] for t in taps)})"
-    out.outputs = [(t["module"], t["node"]) for t in taps]
     for n in graph.records():
         if n.id in keep:
             out.add(n)
+    next_id = max(n.id for n in graph.records()) + 1
+    outputs = []
+    for t in taps:
+        nid = t["node"]
+        if t.get("layout") == "NLC":
+            mapped = _token_map(graph, out, t, next_id)
+            if mapped is not None:
+                nid, next_id = mapped, mapped + 1
+        outputs.append((t["module"], nid))
+    out.outputs = outputs
     kept_groups = {n.reparam for n in out.records() if n.reparam}
     out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
     out.fused_nodes = {nid for nid in graph.fused_nodes if nid in keep}
+    return out.verify()
+
+
+def head_features(graph: Graph) -> dict[str, Any] | None:
+    """timm's facts about the head of a network that ends in a ``linear`` classifier producing a vector (None
+    for any other network): ``num_features`` (the channels of the unpooled features ``forward_features``
+    returns), ``feature_shape`` (their per-sample shape), ``head_hidden_size`` (the width entering the
+    top-level classifier module: what pre-logits are), ``num_classes``, ``global_pool`` ('avg' where the head
+    pools, 'token' where it selects a token), ``output_fmt`` ('NCHW', 'NHWC' or 'NLC'), ``classifier`` (the
+    linear's module path) and ``flatten`` (the classifier takes a ``[C, 1, 1]`` map, as ConvNeXt's does)."""
+    if len(graph.outputs) != 1 or len(graph.inputs) != 1:
+        return None
+    out = graph.node(graph.outputs[0][1])
+    if out.op != "linear" or len(out.shape) != 1 or not out.in_shapes:
+        return None
+    # pre-logits: what enters the top-level module that holds the classifier (ResNet's 2048 into ``fc``,
+    # MobileNetV3's 960 into its ``classifier`` Sequential)
+    top = (out.module or out.name).split(".")[0]
+    first = next((n for n in graph.records() if (n.module or n.name) == top
+                  or (n.module or n.name).startswith(top + ".")), out)
+    into = tuple(first.in_shapes[0]) if first.in_shapes else tuple(out.in_shapes[0])
+    flatten = len(into) > 1 and all(d == 1 for d in into[1:])
+    # the unpooled features: back from the classifier's input over the parameter-free pooling / flatten /
+    # permute / token-select chain (where the generated forward_head begins)
+    nid = first.inputs[0] if first.inputs else out.inputs[0]
+    pooled = False
+    while True:
+        n = graph.node(nid)
+        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d") \
+                or any(f.kind in _MODULE_KINDS and f.path for f in n.scope):
+            break   # (a block's last op, ResNet's ReLU in layer4, is inside the features)
+        pooled = pooled or n.op in ("adaptive_avgpool", "avgpool", "mean", "adaptive_maxpool", "maxpool")
+        nid = n.inputs[0]
+    feat = graph.node(nid)
+    axes = receptive_fields(graph)[nid].axes
+    fmt = "NHWC" if axes == _HWC else "NLC" if len(feat.shape) == 2 else "NCHW"
+    channels = feat.shape[-1] if fmt != "NCHW" else feat.shape[0]
+    return {"num_features": channels, "feature_shape": tuple(feat.shape),
+            "head_hidden_size": into[0] if flatten else into[-1], "num_classes": out.shape[0],
+            "global_pool": "avg" if pooled else "token", "output_fmt": fmt, "flatten": flatten,
+            "classifier": out.module, "feature_node": nid}
+
+
+def with_classifier(graph: Graph, num_classes: int, output: str | None = None) -> Graph:
+    """A classifier on a headless network (a backbone whose outputs are feature maps): the output
+    ``output`` (the last when None) -> global average pooling -> flatten -> ``head``, a
+    ``linear(num_classes)``; the other outputs are left out (the feature taps still reach them). What timm
+    builds for ``create_model(backbone, num_classes=N)``; the backbone's state-dict keys do not change."""
+    outs = dict(graph.outputs)
+    name = output if output is not None else graph.outputs[-1][0]
+    if name not in outs:
+        raise ArchError(f"{graph.name} has no output '{name}'", None, hint="outputs: " + ", ".join(outs))
+    src = graph.node(outs[name])
+    if len(src.shape) != 3 or receptive_fields(graph)[src.id].axes != _CHW:
+        raise ArchError(f"{graph.name}: output '{name}' is not a [C, H, W] feature map to pool", None)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ArchError(f"num_classes must be a positive int, got {num_classes!r}", None)
+    keep: set[int] = set()
+    stack = [src.id]
+    while stack:
+        nid = stack.pop()
+        if nid not in keep:
+            keep.add(nid)
+            stack.extend(graph.node(nid).inputs)
+    out = graph.derive(f"{graph.name}_cls{num_classes}")
+    out.address = f"{graph.address} (+ classifier of {num_classes})"
+    for n in graph.records():
+        if n.id in keep:
+            out.add(n)
+    c = src.shape[0]
+    scope = src.scope[:1]
+    nid = max(n.id for n in graph.records()) + 1
+    steps: list[tuple[str, dict[str, Any], tuple[int, ...], str, str | None, int, int]] = [
+             ("adaptive_avgpool", {"output_size": (1, 1)}, (c, 1, 1), "pool", None, 0, 0),
+             ("flatten", {}, (c,), "flatten", None, 0, 0),
+             ("linear", {"out_features": num_classes, "bias": True}, (num_classes,), "head", "head",
+              c * num_classes + num_classes, c * num_classes)]
+    prev, shape = src.id, tuple(src.shape)
+    for k, (op, args, new, nm, module, params, macs) in enumerate(steps):
+        node = Node(id=nid + k, op=op, args=args, inputs=[prev], in_shapes=[shape], shape=new, name=nm,
+                    module=module, scope=scope, loc=src.loc, params=params, macs=macs,
+                    label=nm if op == "linear" else None)
+        out.add(node)
+        prev, shape = node.id, new
+    out.outputs = [("logits", prev)]
+    out.output_list = False
+    kept_groups = {n.reparam for n in out.records() if n.reparam}
+    out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
+    out.fused_nodes = {i for i in graph.fused_nodes if i in keep}
     return out.verify()

@@ -331,3 +331,10 @@ def _axis_rule(ok: Callable[[int], bool], axis: int, name: str, size: int) -> Ax
                 bad = mid
         maximum = size + good * step
     return AxisRule(axis, name, size, multiple=step, minimum=minimum, maximum=maximum)
+
+
+def fixed_input_size(graph: Graph) -> bool:
+    """timm's ``fixed_input_size``: the input contract of ``graph`` has a fixed or bounded spatial size (a
+    ViT's position embedding, Swin's windows), or could not be derived."""
+    c = input_contract(graph)
+    return not c.derived or any(r.fixed or r.maximum is not None for r in c.rules)
