@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-import compat_corpus as C  # noqa: E402
+import compat_corpus as C
 
 
 def main(argv: list[str]) -> int:

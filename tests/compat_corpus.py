@@ -21,9 +21,10 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "compat"
@@ -40,7 +41,7 @@ N_SAMPLES = 8
 __all__ = ["CORPUS", "MANIFEST", "RTOL", "compare", "corpus_networks", "fill_deterministic", "fingerprint",
            "load_manifest", "state_dict_signature"]
 
-_NETWORK = re.compile(r"^network\s+([A-Za-z_]\w*)", re.M)
+_NETWORK = re.compile(r"^network\s+([A-Za-z_]\w*)", re.MULTILINE)
 # a spec that needs a plugin says so in its header, as the examples do: "archc check ... --plugin examples/plugins/x.py"
 _PLUGIN = re.compile(r"--plugin\s+examples/plugins/(\w+\.py)")
 

@@ -15,12 +15,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import compat_corpus as C
 import pytest
 import torch
-
-import compat_corpus as C
-from helpers import (ROOT, assert_close, assert_close_to_float64, assert_deploy_is_exact, float64_error, make_reference,
-                     randomize_bn)
+from helpers import (
+    ROOT,
+    assert_close,
+    assert_close_to_float64,
+    assert_deploy_is_exact,
+    float64_error,
+    make_reference,
+    randomize_bn,
+)
 
 NETWORKS = C.corpus_networks()
 MANIFEST = C.load_manifest()["networks"]
@@ -109,7 +115,6 @@ def randomize_constants(model: Any, seed: int = 1) -> None:
 @pytest.mark.parametrize("address", [pytest.param(a, marks=_marks(a)) for a in USERS])
 def test_users_spec_loads_the_reference_strictly_and_matches(address: str) -> None:
     ref_name, shape, deploy = USERS[address]
-    path, _, name = address.rpartition(":")
     ref = make_reference(ref_name)
     randomize_constants(ref)
     randomize_bn(ref, seed=4)

@@ -5,9 +5,10 @@ import json
 import re
 from pathlib import Path
 
+from helpers import ROOT, run_archc
+
 import archdsl
 from archdsl._version import LANGUAGE_VERSION, __version__
-from helpers import ROOT, run_archc
 
 
 def test_version_prints_both_versions() -> None:

@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import tempfile
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,8 +23,8 @@ CORPUS = ROOT / "tests" / "compat"
 
 __all__ = ["doc_snippets", "main"]
 
-_FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.S | re.M)
-_NETWORK = re.compile(r"^network\s+(\w+)", re.M)
+_FENCE = re.compile(r"^```[a-z]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
+_NETWORK = re.compile(r"^network\s+(\w+)", re.MULTILINE)
 
 
 def doc_snippets(path: Path) -> list[str]:
