@@ -82,7 +82,7 @@ def report(seeds: list[int], runs: dict[int, dict[str, str]], walls: dict[int, f
     lines += ["", "| test | " + " | ".join(f"seed {s}" for s in seeds) + " |",
               "|---|" + "---|" * len(seeds)]
     for t in tests:
-        lines.append(f"| `{t.split('/')[-1]}` | " + " | ".join(runs[s].get(t, "missing").split(":")[0]
+        lines.append(f"| `{t.removeprefix('tests/')}` | " + " | ".join(runs[s].get(t, "missing").split(":")[0]
                                                             for s in seeds) + " |")
     return "\n".join(lines) + "\n"
 
