@@ -22,9 +22,9 @@ from . import notebook as _notebook  # noqa: F401  (Jupyter display of graphs)
 from .notebook import show
 from .plugins import load_plugins, register_op, verifying_shapes
 
-__all__ = ["build", "graph", "source", "deploy", "summary", "show", "register_op", "load_plugins", "ArchError", "Diagnostic",
-           "Graph", "Limits", "__version__"]
-from ._version import __version__
+__all__ = ["build", "graph", "source", "deploy", "summary", "show", "register_op", "load_plugins", "ArchError",
+           "Diagnostic", "Graph", "Limits", "__version__", "LANGUAGE_VERSION"]
+from ._version import LANGUAGE_VERSION, __version__
 
 
 def graph(spec: str, *, input_shape: tuple[int, ...] | None = None, limits: Limits | None = None,

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ._version import LANGUAGE_VERSION, __version__
 from .errors import ArchError, Diagnostic
 from .fsutil import output_problem
 from .source import printable
@@ -38,6 +39,19 @@ OutsideOpt = typer.Option(False, "--allow-outside", help="let imports leave the 
 ScaleOpt = typer.Option(None, "--scale", help="build the variant NAME of the network's scales table (a family)")
 PluginOpt = typer.Option([], "--plugin", help="load a Python module or .py file that registers ops "
                          "(repeatable; also ARCHDSL_PLUGINS; see docs/extending.md)")
+
+
+def _print_version(value: bool) -> None:
+    """``archc --version``: the package and the language version (docs/compat.md), then exit."""
+    if value:
+        out.print(f"archc (archdsl) {__version__}, .arch language {LANGUAGE_VERSION}", markup=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="print the archdsl and .arch language versions and exit")) -> None:
+    """archc: check, summarize, render and compile .arch architecture specs."""
 
 
 def _load_plugins(refs: list[str]) -> None:
@@ -185,7 +199,9 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
           warn_as: Optional[str] = typer.Option(None, "-W", help="'-W error': treat warnings as errors"),
           limit: List[str] = LimitOpt,
           allow_outside: bool = OutsideOpt,
-          plugin: List[str] = PluginOpt) -> None:
+          plugin: List[str] = PluginOpt,
+          as_json: bool = typer.Option(False, "--json", help="machine-readable result (diagnostics included) "
+                                       "on stdout, with the archdsl and language versions")) -> None:
     """Check specs: parse, expand and shape-check every network. Exit 1 on any error.
 
     Warnings (unused values, dead layers, windows that skip input pixels) are printed but do not
@@ -200,9 +216,14 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
                                    allow_outside=allow_outside)
         if strict or warn_as == "error":
             diags = _as_errors(diags)
+        failed = any(d.severity == "error" for d in diags)
+        if as_json:
+            out.print(json.dumps(_check_json(specs, diags, count, failed, set_, limit, allow_outside), indent=2),
+                      markup=False)
+            return 1 if failed else 0
         if diags:
             _print_diags(diags)
-        if any(d.severity == "error" for d in diags):
+        if failed:
             return 1
         if not quiet:
             out.print(f"ok: {count} network{'s' if count != 1 else ''} checked in {time.perf_counter() - t:.2f}s")
@@ -214,6 +235,22 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
                 out.print(f"input sizes: {input_contract(g).describe()}", markup=False)
         return 0
     _guard(run)
+
+
+def _check_json(specs: list[str], diags: list[Diagnostic], count: int, failed: bool, set_: list[str],
+                limit: list[str], allow_outside: bool) -> dict[str, object]:
+    """``archc check --json``: the versions a tool needs to know which language it checked against, the
+    result, every diagnostic, and for one ``file.arch:network`` the input sizes it accepts."""
+    data: dict[str, object] = {
+        "archdsl_version": __version__, "language_version": LANGUAGE_VERSION, "ok": not failed,
+        "networks": count, "errors": sum(d.severity == "error" for d in diags),
+        "warnings": sum(d.severity == "warning" for d in diags), "diagnostics": [d.to_json() for d in diags]}
+    from .lang.loader import split_address
+    if not failed and len(specs) == 1 and split_address(specs[0])[1]:
+        from .passes.sizes import input_contract
+        g = compile_graph(specs[0], parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
+        data["input_sizes"] = input_contract(g).describe()
+    return data
 
 
 @app.command("list")

@@ -143,3 +143,74 @@ def assert_group_fuses_to_one_conv(text: str) -> None:
     x = torch.randn(2, *g.input_shape)
     with torch.no_grad():
         assert_close(dep(x), model(x))
+
+
+def float64_error(model: Any, x: Any) -> tuple[Any, float]:
+    """``(output, err)``: ``model``'s float32 eval output on ``x`` and how far float32 arithmetic alone can
+    move it: the larger of its distance from the same forward in float64, and how much the float64 forward
+    moves when every weight and buffer is perturbed by half a float32 ulp (what re-rounding a fused or
+    converted weight to float32 does).
+
+    A deep, randomly initialized network (random BatchNorm statistics especially) can amplify rounding by
+    orders of magnitude -- a weight perturbation, systematic across positions, often far more than the
+    activations' rounding; two correct float32 implementations of it then differ by about this much, so a
+    comparison of them must allow for it (:func:`assert_close_to_float64`)."""
+    import copy
+
+    import torch
+    model.eval()
+    with torch.no_grad():
+        y32 = model(x)
+        m64 = copy.deepcopy(model).double()
+        y64 = m64(x.double())
+        g = torch.Generator().manual_seed(0)
+        for t in m64.state_dict().values():
+            if t.is_floating_point():
+                t.mul_(1 + (torch.rand(t.shape, generator=g, dtype=torch.float64) - 0.5) * 2.0**-23)
+        y64w = m64(x.double())
+    if isinstance(y32, (list, tuple)):
+        y32, y64, y64w = y32[0], y64[0], y64w[0]
+    return y32, max((y32.double() - y64).abs().max().item(), (y64w - y64).abs().max().item())
+
+
+def assert_close_to_float64(a: Any, b: Any, fp32_error: float, factor: float = 10.0) -> None:
+    """``a`` equals the reference output ``b`` within the issues' tolerance (1e-4 x max(1, max |b|)) or
+    ``factor`` times the reference forward's own float32 error (``fp32_error``, from :func:`float64_error`),
+    whichever is larger: another float32 evaluation order of the same function (a fused deploy form, timm's
+    reparameterize_model) lands about that far from the exact result too."""
+    scale = max(1.0, b.abs().max().item())
+    diff = (a - b).abs().max().item()
+    tol = max(1e-4 * scale, factor * fp32_error)
+    assert diff <= tol, (f"max abs diff {diff:.4g} > tolerance {tol:.4g} (output scale {scale:.4g}, the "
+                         f"reference's own float32-vs-float64 error {fp32_error:.4g})")
+
+
+def assert_deploy_is_exact(model: Any, deployed: Any, x: Any) -> float:
+    """Prove ``deployed`` (``archdsl.deploy(model)``) is ``model``'s function without float32 getting in the
+    way, and return how far the float32 deploy form may then stray from the exact result on ``x``.
+
+    1. the same deploy done in float64 equals ``model`` in float64 (1e-9 of the output scale);
+    2. every float32 deploy weight is that float64 weight rounded once (within one float32 ulp);
+    3. what is left is the rounding of the fused weights, which a deep random network can amplify far
+       beyond its activations' rounding (a random MobileOne-S4: 45% of the output scale for some draws,
+       timm's reparameterize_model alike): returned as the distance of the float32 weights run in float64
+       from the exact output, for :func:`assert_close_to_float64`."""
+    import copy
+
+    import torch
+
+    import archdsl
+    m64 = copy.deepcopy(model).double().eval()
+    d64 = archdsl.deploy(m64, memory_format="contiguous")
+    x64 = x.double()
+    with torch.no_grad():
+        exact = m64(x64)
+        scale = max(1.0, exact.abs().max().item())
+        assert (d64(x64) - exact).abs().max().item() <= 1e-9 * scale, "the float64 deploy form is not exact"
+        sd64 = d64.state_dict()
+        for k, v in deployed.state_dict().items():
+            if v.is_floating_point():
+                assert ((v.double() - sd64[k]).abs() <= sd64[k].abs() * 2.0**-23 + 1e-30).all(), \
+                    f"{k}: the float32 deploy weight is not the exact fused weight rounded once"
+        rounded = copy.deepcopy(deployed).double()
+        return (rounded(x64) - exact).abs().max().item()

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 import archdsl
-from helpers import assert_close, assert_group_fuses_to_one_conv, randomize_bn, run_archc
+from helpers import (assert_close, assert_close_to_float64, assert_deploy_is_exact, assert_group_fuses_to_one_conv,
+                     float64_error, randomize_bn, run_archc)
 
 timm = pytest.importorskip("timm")
 from timm.utils import reparameterize_model  # noqa: E402
@@ -55,19 +56,23 @@ def test_deploy_matches_train_form_and_timm_reparameterize(spec: str, name: str)
     ours, ref = _pair(spec, name)
     ours.load_state_dict(ref.state_dict(), strict=True)
     x = torch.randn(2, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        want = ref(x)
+    # A random MobileOne with random BatchNorm statistics amplifies float32 rounding (S4 at 64x64: its
+    # activations' by up to ~3e-4 of the output scale; its fused weights' by up to 45% of it for some draws,
+    # timm's reparameterize_model alike): the deploy is proven exact in float64, and every float32
+    # comparison is judged against the rounding error of the forwards compared, not a fixed fraction.
+    want, fp32_error = float64_error(ref, x)
     dep = archdsl.deploy(ours, memory_format="contiguous")
     g = archdsl.graph(f"specs/{spec}:{name}")
     assert dep.deploy_info["fused_groups"] == len(g.reparam_groups)
+    weight_error = assert_deploy_is_exact(ours, dep, x)
     tdep = reparameterize_model(ref)
     theirs = {k: tuple(v.shape) for k, v in tdep.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in dep.state_dict().items()} == theirs
     with torch.no_grad():
-        assert_close(dep(x), want)
-        assert_close(tdep(x), want)
+        assert_close_to_float64(dep(x), want, max(fp32_error, weight_error))
+        theirs_out, theirs_error = float64_error(tdep, x)
         dep.load_state_dict(tdep.state_dict(), strict=True)   # timm's fused weights run in our deploy form
-        assert_close(dep(x), want)
+        assert_close_to_float64(dep(x), theirs_out, theirs_error)
 
 
 def test_cli_deploy_converts_a_trained_mobileone_checkpoint(tmp_path: Path) -> None:
