@@ -30,37 +30,23 @@ from helpers import (
 
 NETWORKS = C.corpus_networks()
 MANIFEST = C.load_manifest()["networks"]
-# fail on today's main; the names change (locals shadow built-ins; a quoted dotted label on a layer that owns
-# a parameter) makes them build. strict: the xfail itself fails once they pass, so it cannot outlive the fix.
-NAMES_FIX = {
-    "users/efficientnet_v2.arch:efficientnet_v2_s": "a local named 'exp' (a built-in since): fixed by the names change",
-    "users/fastvit.arch:fastvit_t8": "a quoted dotted label on a layer scale: fixed by the names change",
-}
-
-
-def _marks(address: str) -> list[Any]:
-    return [pytest.mark.xfail(strict=True, reason=NAMES_FIX[address])] if address in NAMES_FIX else []
-
 
 def test_the_corpus_holds_every_shipped_spec_and_never_shrinks() -> None:
     """Every spec file and example has a frozen copy (tests/compat/freeze.py adds new ones), every recorded
     network is still in the corpus, and every corpus network has a recorded entry (scripts/compat_manifest.py
-    records new ones) -- but the two the names change fixes, recorded once they build."""
+    records new ones)."""
     frozen = {p.relative_to(C.CORPUS).as_posix() for p in C.CORPUS.rglob("*.arch")}
     shipped = {("specs/" + p.relative_to(ROOT / "specs").as_posix()) for p in (ROOT / "specs").rglob("*.arch")}
     shipped |= {f"examples/{p.name}" for p in (ROOT / "examples").glob("*.arch")}
     assert not shipped - frozen, f"not frozen yet (run python tests/compat/freeze.py): {sorted(shipped - frozen)}"
     assert not set(MANIFEST) - set(NETWORKS), f"corpus networks removed: {sorted(set(MANIFEST) - set(NETWORKS))}"
-    missing = set(NETWORKS) - set(MANIFEST) - set(NAMES_FIX)
+    missing = set(NETWORKS) - set(MANIFEST)
     assert not missing, f"no manifest entry (run python scripts/compat_manifest.py): {sorted(missing)}"
     assert len(NETWORKS) >= 100 and sum(a.startswith("users/") for a in NETWORKS) == 7
 
 
-@pytest.mark.parametrize("address", [pytest.param(a, marks=_marks(a)) for a in NETWORKS])
+@pytest.mark.parametrize("address", NETWORKS)
 def test_network_keeps_its_state_dict_and_outputs(address: str) -> None:
-    if address in NAMES_FIX and address not in MANIFEST:
-        C.fingerprint(address)   # builds and runs, or fails as it does on today's main
-        pytest.fail(f"{address} builds now: record it (python scripts/compat_manifest.py) and drop its xfail")
     want = MANIFEST[address]
     if C.plugins_of(address):
         # a plugin is a module loaded once per process under its file name (the repository's own copy may
@@ -112,7 +98,7 @@ def randomize_constants(model: Any, seed: int = 1) -> None:
                 p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.5)
 
 
-@pytest.mark.parametrize("address", [pytest.param(a, marks=_marks(a)) for a in USERS])
+@pytest.mark.parametrize("address", list(USERS))
 def test_users_spec_loads_the_reference_strictly_and_matches(address: str) -> None:
     ref_name, shape, deploy = USERS[address]
     ref = make_reference(ref_name)
