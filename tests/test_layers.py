@@ -38,7 +38,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("__init__",),
     ("cli", "notebook", "hub", "export", "summarize"),
-    ("persist",),                     # pickling by spec: compiles through pipeline, builds through codegen
+    # pickling by spec (compiles through pipeline, builds through codegen); the design-space tools
+    ("persist", "design", "sweep"),
     ("pipeline", "plugins"),
     ("render", "codegen", "backends"),
     ("passes",),
@@ -55,7 +56,10 @@ RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 HEAVY: dict[str, dict[str, str]] = {
     "torch": {
         "archdsl": "lazy",                      # archdsl.build(..., backends=...)
-        "archdsl.cli": "lazy",                  # archc deploy --weights
+        "archdsl.cli.commands": "lazy",         # archc deploy --weights
+        "archdsl.cli.design": "lazy",           # archc migrate writes a state_dict
+        "archdsl.design": "lazy",               # migrate: the checkpoint read and the target's initialization
+        "archdsl.sweep.measure": "lazy",        # archc sweep --measure times built models
         "archdsl.hub": "lazy",                  # reading state-dict files, pretrained weights
         "archdsl.plugins": "lazy",              # a user op's shape/params inferred on the meta device
         "archdsl.export": "lazy",               # ONNX export of a built model

@@ -1,12 +1,10 @@
-"""``archc``: the command-line compiler. Never prints a traceback for a bad spec."""
+"""The ``archc`` commands that check, list, summarize, compile, deploy and draw one spec."""
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -14,180 +12,39 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ._version import LANGUAGE_VERSION, __version__
-from .errors import ArchError, Diagnostic
-from .fsutil import output_problem
-from .source import printable
-from .library import LIBRARY_PREFIX, library_dir
-from .limits import Limits
-from .ops.user import verifying_shapes
-from .pipeline import (atomic_write, check_paths, compile_graph, generate_source, list_networks, parse_set)
-from .passes.summary import format_bytes, format_count, format_table, format_totals, summary_dict
+from .._version import LANGUAGE_VERSION, __version__
+from ..errors import ArchError, Diagnostic
+from ..source import printable
+from ..library import LIBRARY_PREFIX, library_dir
+from ..ops.user import verifying_shapes
+from ..pipeline import (check_paths, compile_graph, generate_source, list_networks, parse_set)
+from ..passes.summary import format_count, format_table, format_totals, summary_dict
 
-__all__ = ["app", "main"]
+from .common import (
+    app,
+    out,
+    err,
+    SetOpt,
+    LimitOpt,
+    OutsideOpt,
+    ScaleOpt,
+    PluginOpt,
+    _load_plugins,
+    _print_diags,
+    _guard,
+    MAX_BATCH,
+    MAX_DEPTH,
+    _check_number,
+    _parse_shape,
+    _write_output,
+    _check_destination,
+    _spec_file,
+    _params,
+    _limits,
+    _as_errors,
+)
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="archc: check, summarize, render and compile .arch architecture specs.")
-# emoji=False: rich would turn ':smile:' in a spec or file name into an emoji, misquoting the source
-out = Console(highlight=False, soft_wrap=True, emoji=False)
-err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
-
-SetOpt = typer.Option([], "--set", help="override a network parameter: --set num_classes=10 (repeatable)")
-LimitOpt = typer.Option([], "--limit", help="raise or lower a resource bound: --limit max_nodes=50000 "
-                        "(repeatable; names: " + ", ".join(Limits.names()) + ")")
-OutsideOpt = typer.Option(False, "--allow-outside", help="let imports leave the spec's directory tree")
-ScaleOpt = typer.Option(None, "--scale", help="build the variant NAME of the network's scales table (a family)")
-PluginOpt = typer.Option([], "--plugin", help="load a Python module or .py file that registers ops "
-                         "(repeatable; also ARCHDSL_PLUGINS; see docs/extending.md)")
-
-
-def _print_version(value: bool) -> None:
-    """``archc --version``: the package and the language version (docs/compat.md), then exit."""
-    if value:
-        out.print(f"archc (archdsl) {__version__}, .arch language {LANGUAGE_VERSION}", markup=False)
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _main(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
-                                       help="print the archdsl and .arch language versions and exit")) -> None:
-    """archc: check, summarize, render and compile .arch architecture specs."""
-
-
-def _load_plugins(refs: list[str]) -> None:
-    """Load ARCHDSL_PLUGINS and --plugin: a plugin that is missing or raises is one line and exit 1."""
-    from .plugins import load_plugins
-    try:
-        load_plugins(refs)
-    except ArchError as e:
-        err.print(f"archc: error: {e.diagnostics[0].message}", markup=False)
-        raise typer.Exit(1)
-
-
-def _print_diags(diags: list[Diagnostic]) -> None:
-    for d in diags:
-        err.print(d.format(), markup=False)
-    n_err = sum(1 for d in diags if d.severity == "error")
-    n_warn = sum(1 for d in diags if d.severity == "warning")
-    if n_err or n_warn:
-        parts = []
-        if n_err:
-            parts.append(f"{n_err} error{'s' if n_err != 1 else ''}")
-        if n_warn:
-            parts.append(f"{n_warn} warning{'s' if n_warn != 1 else ''}")
-        err.print(", ".join(parts) + " generated.", markup=False)
-
-
-_INTERNAL_ERROR = [False]   # set by _guard: status 2 is an internal error only then (see main)
-
-
-def _guard(fn: Callable[[], int | None]) -> None:
-    """Run a command: ArchError -> diagnostics + exit 1; anything unexpected -> one line + exit 2."""
-    try:
-        code = fn() or 0
-    except ArchError as e:
-        _print_diags(e.diagnostics)
-        raise typer.Exit(1)
-    except typer.Exit:
-        raise
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(130)
-    except Exception as e:  # a bug in archc, not in the spec: still no traceback unless asked for
-        if os.environ.get("ARCHC_DEBUG"):
-            raise
-        err.print(f"archc: internal error: {type(e).__name__}: {e}", markup=False)
-        err.print("(this is a bug in archc; rerun with ARCHC_DEBUG=1 for the traceback)", markup=False)
-        _INTERNAL_ERROR[0] = True
-        raise typer.Exit(2)
-    raise typer.Exit(code)
-
-
-MAX_BATCH = 2**31 - 1     # a batch torch could index; larger is a typo, not a plan
-MAX_DEPTH = 1_000_000     # deeper than any block hierarchy (a larger --depth would show the same)
-
-
-def _check_number(option: str, value: int, lo: int, hi: int, *, hint: str | None = None) -> None:
-    """A numeric option out of its range is the user's mistake: exit 1 with the range (never a usage error)."""
-    if not lo <= value <= hi:
-        raise ArchError(f"{option} must be an integer from {lo} to {hi:,}, got {value}", None, hint=hint)
-
-
-def _parse_shape(text: str | None) -> tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        vals = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise ArchError(f"--input expects sizes like 3,224,224, got '{text}'", None) from None
-    if not vals or any(v <= 0 for v in vals):
-        raise ArchError(f"--input expects positive sizes like 3,224,224, got '{text}'", None)
-    return vals
-
-
-def _write_output(path: Path, text: str | bytes) -> None:
-    """Atomic write; an unwritable destination is the user's mistake, not an internal error."""
-    if path.is_dir():
-        raise ArchError(f"output '{path}' is a directory", None, hint="give a file name, e.g. -o model.py")
-    _refuse_special(path, "output")
-    try:
-        atomic_write(path, text)
-    except OSError as e:
-        raise ArchError(f"cannot write '{path}': {e.strerror or e}", None) from None
-
-
-def _refuse_special(path: Path, what: str) -> None:
-    """An existing output that is not a regular file (a device such as /dev/null, a FIFO, a socket) is refused:
-    the atomic write would replace the node with a regular file (as root, ``-o /dev/null`` breaks the machine)."""
-    problem = output_problem(path)
-    if problem is not None:
-        raise ArchError(f"{what} '{printable(str(path))}' exists and {problem}; refusing to replace it", None,
-                        hint="write to a regular file (and copy it where it should go)")
-
-
-def _check_destination(path: Path, what: str, *, protect: tuple[str | Path, ...] = ()) -> None:
-    """Refuse an output path before anything is computed or written: a directory, an existing path that is
-    not a regular file, a missing parent folder, or a file that is one of the command's own inputs
-    (``protect``: the spec, the weights)."""
-    if path.is_dir():
-        raise ArchError(f"{what} '{path}' is a directory", None, hint="give a file name, e.g. model.pt")
-    _refuse_special(path, what)
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise ArchError(f"cannot write {what} '{path}': '{parent}' is not a directory", None)
-    for other in protect:
-        q = Path(other)
-        try:
-            same = q.exists() and path.exists() and path.resolve() == q.resolve()
-        except OSError:
-            same = False
-        if same:
-            raise ArchError(f"{what} '{path}' is the input file '{other}'; refusing to overwrite it", None,
-                            hint="write the output to another file")
-
-
-def _spec_file(spec: str) -> str:
-    """The file part of a ``file.arch[:network]`` address."""
-    from .lang.loader import split_address
-    return split_address(spec)[0]
-
-
-def _params(set_: list[str], scale: str | None) -> dict:
-    """--set values, and --scale as the variant to build (``compile_graph`` picks the row)."""
-    params = parse_set(set_)
-    if scale is not None:
-        params["scale"] = scale
-    return params
-
-
-def _limits(items: list[str]) -> Limits:
-    return Limits().with_overrides(items)
-
-
-def _as_errors(diags: list[Diagnostic]) -> list[Diagnostic]:
-    """--strict / -W error: every warning becomes an error (same message, marked as promoted)."""
-    return [Diagnostic(d.message + " [-W error]", d.span, "error", d.hint, d.notes) if d.severity == "warning"
-            else d for d in diags]
+__all__: list[str] = []   # the commands register themselves on ``app``
 
 
 @app.command()
@@ -227,8 +84,8 @@ def check(specs: List[str] = typer.Argument(..., help="files, directories or fil
             return 1
         if not quiet:
             out.print(f"ok: {count} network{'s' if count != 1 else ''} checked in {time.perf_counter() - t:.2f}s")
-            from .lang.loader import split_address
-            from .passes.sizes import input_contract
+            from ..lang.loader import split_address
+            from ..passes.sizes import input_contract
             if len(specs) == 1 and split_address(specs[0])[1]:
                 # one network: the input sizes it accepts (archc summary prints them too)
                 g = compile_graph(specs[0], _params(set_, scale), limits=_limits(limit), allow_outside=allow_outside)
@@ -245,9 +102,9 @@ def _check_json(specs: list[str], diags: list[Diagnostic], count: int, failed: b
         "archdsl_version": __version__, "language_version": LANGUAGE_VERSION, "ok": not failed,
         "networks": count, "errors": sum(d.severity == "error" for d in diags),
         "warnings": sum(d.severity == "warning" for d in diags), "diagnostics": [d.to_json() for d in diags]}
-    from .lang.loader import split_address
+    from ..lang.loader import split_address
     if not failed and len(specs) == 1 and split_address(specs[0])[1]:
-        from .passes.sizes import input_contract
+        from ..passes.sizes import input_contract
         g = compile_graph(specs[0], parse_set(set_), limits=_limits(limit), allow_outside=allow_outside)
         data["input_sizes"] = input_contract(g).describe()
     return data
@@ -356,8 +213,8 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
         data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
         plan = None
         if backends:  # torch-free: the registry, cost model and cache only (archdsl.backends.plan_graph)
-            from .backends import plan_graph
-            from .backends.spec import DTYPES, dtype_name
+            from ..backends import plan_graph
+            from ..backends.spec import DTYPES, dtype_name
             if dtype_name(dtype) not in DTYPES or device not in ("cpu", "cuda"):
                 raise ArchError(f"--dtype {dtype} / --device {device} is not a backend target", None,
                                 hint=f"dtypes: {', '.join(DTYPES)}; devices: cpu, cuda")
@@ -371,7 +228,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
         else:
             _print_summary(data)
         if plan is not None:
-            from .backends.report import plan_footer, plan_table
+            from ..backends.report import plan_footer, plan_table
             out.print(plan_table(plan))
             out.print(plan_footer(plan))
         return 0
@@ -407,8 +264,8 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
             _print_diags(g.warnings)
         n_params = g.total_params
         if deploy:
-            from .codegen.emit import generate
-            from .passes.deploy import deploy_graph, deploy_note  # graph-level passes: no torch needed
+            from ..codegen.emit import generate
+            from ..passes.deploy import deploy_graph, deploy_note  # graph-level passes: no torch needed
             dg = deploy_graph(g, fold_bn=fold_bn, limits=_limits(limit))
             src = generate(dg, source_note=deploy_note(g),
                            memory_format="channels_last" if channels_last else "contiguous")
@@ -456,17 +313,17 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
         lim = _limits(limit)
         with verifying_shapes():
             g = compile_graph(spec, _params(set_, scale), limits=lim)
-        from .passes.deploy import deploy_note, deploy_plan, state_shapes
+        from ..passes.deploy import deploy_note, deploy_plan, state_shapes
         plan = deploy_plan(g, fold_bn=fold_bn, limits=lim)    # size and exactness checks: no torch yet
         import io
 
         import torch
 
-        from .codegen.emit import generate
-        from .codegen.weights import check_finite, computed_keys, deploy_state_dict, read_checkpoint
+        from ..codegen.emit import generate
+        from ..codegen.weights import check_finite, computed_keys, deploy_state_dict, read_checkpoint
         expected = state_shapes(g)
         if expected is None:   # an op the IR cannot size: its shapes from a model on the meta device (no memory)
-            from .codegen.build import instantiate
+            from ..codegen.build import instantiate
             with torch.device("meta"):
                 expected = {k: tuple(v.shape) for k, v in instantiate(g).state_dict().items()}
         bn_vars = frozenset(f"{n.module}.running_var" for n in g.records()
@@ -497,152 +354,13 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
     _guard(run)
 
 
-@app.command("diff")
-def diff_(a: str = typer.Argument(..., help="the old spec: file.arch[:network], optionally @REV (a git revision)"),
-          b: str = typer.Argument(..., help="the new spec: file.arch[:network], optionally @REV"),
-          as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-          depth: int = typer.Option(2, "--depth", help="module-path levels of the per-block deltas (1: stages)"),
-          render_to: Optional[Path] = typer.Option(None, "--render", help="also draw B with the changes "
-                                                   "highlighted: OUT.svg, .png, .pdf or .html"),
-          set_: List[str] = SetOpt,
-          scale: Optional[str] = ScaleOpt,
-          limit: List[str] = LimitOpt,
-          allow_outside: bool = OutsideOpt,
-          plugin: List[str] = PluginOpt) -> None:
-    """What changed between two specs: layers added, removed, changed or renamed (arguments and shapes),
-    parameter/MAC deltas per block, and which checkpoint keys of A load into B. Exit 0 whether or not they
-    differ (1 only for errors)."""
-    def run() -> int:
-        from .design import spec_diff
-        _load_plugins(plugin)
-        if depth < 1:
-            raise ArchError(f"--depth must be at least 1, got {depth}", None)
-        if render_to is not None:
-            _check_destination(render_to, "--render", protect=(_spec_file(a), _spec_file(b)))
-        d, _, gb = spec_diff(a, b, params=_params(set_, scale), limits=_limits(limit), allow_outside=allow_outside,
-                             depth=depth)
-        if render_to is not None:   # graphviz only here; torch never
-            from .render import write_diagram
-            write_diagram(gb, render_to, depth=None, changes=d.marks(gb), removed=d.removed(),
-                          limits=_limits(limit))
-        if as_json:
-            out.print(json.dumps(d.to_json(), indent=2), markup=False)
-        else:
-            out.print(d.text(), markup=False)
-        return 0
-    _guard(run)
-
-
-@app.command("migrate")
-def migrate_(from_: str = typer.Option(..., "--from", help="the spec the weights were trained with (file.arch[:net][@REV])"),
-             to: str = typer.Option(..., "--to", help="the edited spec (file.arch[:net][@REV])"),
-             weights: Path = typer.Option(..., "--weights", help="state_dict of --from (torch.save)"),
-             output: Path = typer.Option(..., "-o", "--output", help="where to write the migrated state_dict"),
-             seed: int = typer.Option(0, "--seed", help="torch seed of the initialization of new tensors"),
-             as_json: bool = typer.Option(False, "--json", help="print every decision as JSON"),
-             set_: List[str] = SetOpt,
-             scale: Optional[str] = ScaleOpt,
-             limit: List[str] = LimitOpt,
-             allow_outside: bool = OutsideOpt,
-             plugin: List[str] = PluginOpt) -> None:
-    """Carry trained weights across an edit: every tensor that transfers (same key, or a renamed layer matched
-    by structure), the rest initialized as the module does; one decision per tensor. Refuses when nothing
-    matches."""
-    def run() -> int:
-        from .design import migrate
-        _load_plugins(plugin)
-        _check_destination(output, "output", protect=(weights, _spec_file(from_), _spec_file(to)))
-        m = migrate(from_, to, weights, params=_params(set_, scale), limits=_limits(limit),
-                    allow_outside=allow_outside, seed=seed)
-        import io
-
-        import torch
-        buf = io.BytesIO()
-        torch.save(m.state_dict, buf)
-        _write_output(output, buf.getvalue())
-        if as_json:
-            out.print(json.dumps({"output": str(output), "decisions": [d.to_json() for d in m.decisions],
-                                  "unused": m.unused}, indent=2), markup=False)
-        else:
-            out.print(m.text(), markup=False)
-            out.print(f"wrote {output} ({len(m.state_dict)} tensors)", markup=False)
-        return 0
-    _guard(run)
-
-
-@app.command("sweep")
-def sweep_(spec: str = typer.Argument(..., help="file.arch[:network]"),
-           grid: List[str] = typer.Option([], "--grid", help="an axis: --grid width=32,48,64 (repeatable; the "
-                                          "variants are every combination)"),
-           output: List[Path] = typer.Option(..., "-o", "--output", help="sweep.csv, sweep.html, sweep.png/.svg/.pdf "
-                                             "or sweep.json (repeatable)"),
-           measure: Optional[str] = typer.Option(None, "--measure", help="time the eager and deploy forms: cpu or cuda"),
-           batch: int = typer.Option(1, "--batch", help="batch size of the MACs, memory and latency figures"),
-           jobs: int = typer.Option(1, "-j", "--jobs", help="local processes (measurement runs one at a time)"),
-           ray: Optional[str] = typer.Option(None, "--ray", help="run one Ray task per variant: local (start one "
-                                             "here), auto (the running cluster) or a cluster address"),
-           cost: Optional[str] = typer.Option(None, "--cost", help="the front's cost axis: deploy_ms, eager_ms, macs "
-                                              "or activation_bytes (default deploy_ms with --measure, else macs)"),
-           benefit: str = typer.Option("parameters", "--benefit", help="the front's benefit axis"),
-           cache: Optional[Path] = typer.Option(None, "--cache", help="folder of per-variant results (default: "
-                                                "beside the first output, NAME.cache/); a rerun computes only "
-                                                "what is new"),
-           no_cache: bool = typer.Option(False, "--no-cache", help="compute every variant again"),
-           scales: List[str] = typer.Option([], "--scale", help="sweep these variants of the network's scales "
-                                            "table too (repeatable: an axis of the grid)"),
-           set_: List[str] = SetOpt,
-           limit: List[str] = LimitOpt,
-           plugin: List[str] = PluginOpt) -> None:
-    """Sweep a design space: every combination of the --grid values, with parameters, MACs, peak activation
-    memory and (--measure) latency per variant, the Pareto front, and a CSV / plot / interactive HTML report.
-    Invalid variants are listed with their error; they never stop the sweep."""
-    def run() -> int:
-        from .sweep import parse_grid, run_sweep, variants, write_report
-        _load_plugins(plugin)
-        if batch < 1 or jobs < 1:
-            raise ArchError(f"--batch and -j must be at least 1, got {batch} and {jobs}", None)
-        if measure not in (None, "cpu", "cuda"):
-            raise ArchError(f"--measure must be cpu or cuda, got '{printable(measure or '')}'", None)
-        for o in output:
-            _check_destination(o, "output", protect=(_spec_file(spec),))
-        axes = parse_grid(grid)
-        if scales:
-            if "scale" in axes:
-                raise ArchError("--scale and --grid scale=... name the same axis", None, hint="use one of them")
-            axes = {"scale": list(dict.fromkeys(scales)), **axes}
-        vs = variants(axes, parse_set(set_))
-        cache_dir = None if no_cache else (cache or output[0].with_name(output[0].stem + ".cache"))
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TextColumn("{task.description}"), console=err, transient=True,
-                      disable=not err.is_terminal) as bar:
-            task = bar.add_task("", total=len(vs))
-
-            def step(done: int, total: int, row: dict) -> None:
-                bar.update(task, completed=done, description=str(row.get("variant", ""))[:40])
-            res = run_sweep(spec, vs, batch=batch, measure=measure, jobs=jobs, cache_dir=cache_dir, ray=ray,
-                            limits=limit, progress=step)
-        front = write_report(res, output, cost=cost, benefit=benefit)
-        for r in res.invalid:
-            err.print(f"archc: variant {r['variant']} is invalid:", markup=False)
-            err.print("  " + r.get("error", "").replace("\n", "\n  "), markup=False)
-        out.print(f"{len(res.rows)} variants ({len(res.valid)} valid, {len(res.invalid)} invalid, {res.cached} "
-                  f"from the cache); Pareto front ({len(front)}): "
-                  + (", ".join(res.rows[i]["variant"] for i in front[:6]) + (", ..." if len(front) > 6 else "")
-                     if front else "empty")
-                  + (f"; sgemm {res.sgemm_gflops:.1f} GFLOP/s" if res.sgemm_gflops else ""), markup=False)
-        out.print("wrote " + ", ".join(str(o) for o in output), markup=False)
-        return 0
-    _guard(run)
-
-
 @app.command()
 def ops(as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
         markdown: bool = typer.Option(False, "--markdown", help="the docs/ops.md table"),
         plugin: List[str] = typer.Option([], "--plugin", help="also list the ops these plugins register "
                                          "(repeatable; see docs/extending.md)")) -> None:
     """List the built-in ops with their arguments (and, with --plugin, those the plugins register)."""
-    from .ops.docs import op_entries, ops_markdown
+    from ..ops.docs import op_entries, ops_markdown
 
     def run() -> int:
         if plugin:   # only when asked: ARCHDSL_PLUGINS must not change the docs/ops.md table
@@ -687,7 +405,7 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
            plugin: List[str] = PluginOpt) -> None:
     """Draw the architecture: blocks as nested clusters, edges labelled with tensor shapes."""
     def run() -> int:
-        from .render import write_diagram  # graphviz is needed only here; torch never is (but a plugin may)
+        from ..render import write_diagram  # graphviz is needed only here; torch never is (but a plugin may)
         if depth is not None:
             _check_number("--depth", depth, 1, MAX_DEPTH,
                           hint="depth 1 shows the network's top-level stages; leave it out for every layer")
@@ -704,23 +422,3 @@ def render(spec: str = typer.Argument(..., help="file.arch[:network]"),
         out.print(f"wrote {output} ({kind}, {len(g)} layers)")
         return 0
     _guard(run)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``archc`` script."""
-    _INTERNAL_ERROR[0] = False
-    try:
-        app(args=argv, prog_name="archc")
-    except SystemExit as e:
-        if e.code == 2 and not _INTERNAL_ERROR[0]:
-            # Click's usage errors (an option value that is not a number, an unknown option, a missing
-            # argument) exit 2, but status 2 is reserved for archc's internal errors: a usage error is the
-            # user's mistake, status 1, after the same message
-            sys.exit(1)
-        if e.code not in (0, None):
-            sys.exit(e.code)
-        raise
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
