@@ -85,9 +85,9 @@ def test_features_only_equals_timm(spec: str) -> None:
         assert _close(u, v), (u.shape, v.shape)
 
 
-@pytest.mark.parametrize("spec", ["vit.arch:vit_tiny_patch16_224", "mobilevit.arch:mobilevit_s",
-                                  "convnext_v2.arch:convnextv2_atto", "senet.arch:seresnet50",
-                                  "repvit.arch:repvit_m1_1"])
+# 8 of the 10: DeiT's distilled tokens and GhostNet's forward_intermediates are not timm's yet (closing note)
+@pytest.mark.parametrize("spec", [s for s in TIMM_REFERENCED if s not in (
+    "vit.arch:deit_tiny_distilled_patch16_224", "ghostnet.arch:ghostnet_100")])
 def test_forward_intermediates_equals_timm(spec: str) -> None:
     ours, ref = _pair(spec)
     x = _x(TIMM_REFERENCED[spec][1])

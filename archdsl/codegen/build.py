@@ -13,6 +13,7 @@ and :func:`rebuild`, which older archdsl versions named in pickles to execute th
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
 import sys
@@ -81,6 +82,7 @@ def load_source(source: str, name: str = "net") -> types.ModuleType:
         if isinstance(obj, type) and issubclass(obj, nn.Module) and obj.__module__ == modname:
             obj.__archdsl_source__ = source  # type: ignore[attr-defined]
             obj.__reduce_ex__ = _reduce_ex  # type: ignore[method-assign,assignment]
+            obj.__deepcopy__ = _deepcopy  # type: ignore[attr-defined]
             if "input_shape" in obj.__dict__:   # the network class: timm's model API
                 install(obj)
             if not hasattr(obj, "_repr_svg_"):
@@ -102,6 +104,17 @@ def _reduce_ex(self: nn.Module, protocol: int) -> Any:
             "(a pickle carries the spec, never code): build it with archdsl.build/archdsl.deploy, or save its "
             "state_dict")
     return by_spec(self, protocol)
+
+
+def _deepcopy(self: nn.Module, memo: dict[int, Any]) -> Any:
+    """``copy.deepcopy`` of a generated module: a new instance of the same class with deep copies of its state,
+    as for any module (pickling goes by spec, see :func:`_reduce_ex`, but a copy in memory needs no spec)."""
+    cls = type(self)
+    new = cls.__new__(cls)
+    memo[id(self)] = new
+    for k, v in self.__dict__.items():
+        new.__dict__[k] = copy.deepcopy(v, memo)
+    return new
 
 
 def rebuild(*args: Any, **kwargs: Any) -> nn.Module:

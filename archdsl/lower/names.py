@@ -53,8 +53,11 @@ zero_grad
 GENERATED_ATTRS: frozenset[str] = frozenset({
     "input_shape", "input_sizes", "reference", "memory_format", "arch_graph", "deploy_info", "__archdsl_source__",
     "__archdsl_recipe__", "__archdsl_plugins__", "__archdsl_pickle__",   # pickling by spec (archdsl.persist)
+    "__deepcopy__",                                                       # copy.deepcopy (codegen/build.py)
     "forward_features", "forward_head", "reset_classifier", "get_classifier", "num_features", "num_classes",
     "pretrained_cfg", "default_cfg", "feature_info",
+    # timm's model API on built networks (archdsl.codegen.model_api)
+    "forward_intermediates", "group_matcher", "set_grad_checkpointing",
     "_repr_svg_", "_repr_html_", "_repr_png_", "_ipython_display_",   # notebook display (archdsl.notebook)
 })
 

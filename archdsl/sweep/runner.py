@@ -149,7 +149,10 @@ def run_sweep(spec: str, variants: list[Variant], *, batch: int = 1, measure: st
         rows[v.index] = row
         done += 1
         if cache_dir is not None and "measuring failed" not in str(row.get("error", "")):
-            atomic_write(cache_dir / f"{v.key(salt)}.json", json.dumps(row, sort_keys=True))
+            try:
+                atomic_write(cache_dir / f"{v.key(salt)}.json", json.dumps(row, sort_keys=True))
+            except OSError:   # not a regular file there (a FIFO, a device) or no room: never written through
+                pass
         if progress is not None:
             progress(done, total, row)
 
