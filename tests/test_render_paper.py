@@ -209,3 +209,16 @@ def test_paper_stages_by_resolution_for_a_chain_of_blocks() -> None:
     u = build_view(archdsl.graph("examples/unet.arch"), style="paper")
     assert not u.visible_clusters()
     assert sum(n.kind == "block" for n in u.nodes.values()) == 9      # inc, down1-4, up1-4's DoubleConv
+
+
+def test_archdsl_render_is_callable_with_the_paper_style(tmp_path: Path) -> None:
+    """``archdsl.render(graph_or_model, style="paper")``: the package is also the function (issue 23)."""
+    import archdsl
+    import archdsl.render
+    g = archdsl.graph("specs/swin.arch:swin_t")
+    svg = archdsl.render(g, style="paper", depth=1)
+    assert svg.lstrip().startswith("<?xml") and "first=" not in svg and "sd=" not in svg
+    assert archdsl.render(g, tmp_path / "swin.pdf", style="paper") == "pdf"
+    assert (tmp_path / "swin.pdf").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(archdsl.ArchError, match="expected a graph"):
+        archdsl.render("specs/swin.arch:swin_t")

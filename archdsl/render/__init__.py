@@ -12,6 +12,13 @@ spec always gives byte-identical DOT, SVG and HTML. Nothing here imports torch.
 """
 from __future__ import annotations
 
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArchError
+from ..ir import Graph
 from .dot import RANKDIRS, check_size, render_bytes, require_dot, to_dot
 from .form import deploy_graph
 from .html import render_html
@@ -23,5 +30,29 @@ from .view import View, ViewCluster, ViewEdge, ViewNode, build_view
 __all__ = [
     "FAMILY_COLORS", "View", "ViewNode", "ViewCluster", "ViewEdge", "build_view", "to_dot", "render_bytes",
     "render_svg", "render_html", "write_diagram", "deploy_graph", "family_color", "require_dot",
-    "DIAGRAM_FORMATS", "RANKDIRS", "STYLES", "check_size", "default_rankdir",
+    "DIAGRAM_FORMATS", "RANKDIRS", "STYLES", "check_size", "default_rankdir", "draw",
 ]
+
+
+def draw(obj: Any, output: str | Path | None = None, *, style: str = "default", **options: Any) -> str:
+    """Draw a graph (``archdsl.graph(spec)``) or a built model (it carries ``arch_graph``): the SVG text, or with
+    ``output`` the file written by :func:`write_diagram` (format from its extension) and the format's name.
+    ``style="paper"`` is the figure style; ``options`` are those of :func:`write_diagram` (``depth``,
+    ``detail``, ``show_args``, ``rankdir``, ...). ``archdsl.render(...)`` is this function."""
+    graph = obj if isinstance(obj, Graph) else getattr(obj, "arch_graph", None)
+    if not isinstance(graph, Graph):
+        raise ArchError(f"render: expected a graph (archdsl.graph(spec)) or a model built by archdsl, got "
+                        f"{type(obj).__name__}", None, hint="archdsl.render(archdsl.graph('resnet50'), style='paper')")
+    if output is None:
+        return render_svg(graph, style=style, **options)
+    return write_diagram(graph, output, style=style, **options)
+
+
+class _CallableModule(types.ModuleType):
+    """``archdsl.render`` is this package and a function at once: ``archdsl.render(g, style="paper")``."""
+
+    def __call__(self, obj: Any, output: str | Path | None = None, **options: Any) -> str:
+        return draw(obj, output, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule
