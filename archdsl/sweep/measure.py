@@ -43,13 +43,14 @@ def median_ms(fn: Callable[[], Any], *, sync: Callable[[], None] = lambda: None,
     return prev
 
 
-def sgemm_gflops(device: str = "cpu", n: int = 512) -> float:
-    """The float32 matrix-multiply rate of this machine now (GFLOP/s): the bound every latency is read against."""
+def sgemm_gflops(device: str = "cpu", n: int = 1024, tries: int = 3) -> float:
+    """The float32 matrix-multiply rate of this machine now (GFLOP/s): the bound every latency is read against.
+    The best of ``tries`` warmed-up medians (a bound: a busy moment must not lower it)."""
     import torch
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    ms = median_ms(lambda: torch.mm(a, b), sync=sync)
+    ms = min(median_ms(lambda: torch.mm(a, b), sync=sync) for _ in range(tries))
     return 2 * n ** 3 / (ms * 1e-3) / 1e9
 
 
