@@ -35,7 +35,7 @@ MODELS = [
     ("mobilenet_v3_small", lambda: _torchvision("mobilenet_v3_small"), (3, 64, 64)),
     ("squeezenet1_0", lambda: _torchvision("squeezenet1_0"), (3, 64, 64)),
     ("densenet121", lambda: _torchvision("densenet121"), (3, 64, 64)),
-    ("efficientnet_b0", lambda: _torchvision("efficientnet_b0"), (3, 64, 64)),
+    ("vgg11_bn", lambda: _torchvision("vgg11_bn"), (3, 64, 64)),
     ("shufflenet_v2_x0_5", lambda: _torchvision("shufflenet_v2_x0_5"), (3, 64, 64)),
     ("swin_t", lambda: _torchvision("swin_t"), (3, 112, 112)),
     ("timm.resnet26", lambda: _timm("resnet26"), (3, 64, 64)),
