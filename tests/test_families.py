@@ -138,7 +138,7 @@ LIBRARY_VARIANTS = _library_variants_with_twins()
 def test_the_library_has_families() -> None:
     fams = {v.rsplit(":", 1)[0] for v, _ in LIBRARY_VARIANTS}
     assert {"specs/efficientnet.arch:efficientnet", "specs/convnext.arch:convnext",
-            "specs/vit.arch:vit_patch16"} <= fams
+            "specs/vit.arch:vit_patch16", "specs/resnet.arch:resnet"} <= fams
 
 
 @pytest.mark.parametrize("variant,twin", LIBRARY_VARIANTS, ids=[v for v, _ in LIBRARY_VARIANTS])
