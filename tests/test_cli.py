@@ -111,3 +111,16 @@ def test_summary_backends_for_cuda_uses_the_shipped_calibration():
     first = next(c for c in plan["layers"] if c["name"] == "stages.0.blocks.0.large_kernel.lkb_origin.conv")
     assert first["backend"] in ("fft", "triton_dw_gemm") and first["options"]["torch_nchw@nchw"] > first["ms"]
     assert plan["speedup"] > 1.0
+
+
+def test_a_closed_pipe_ends_the_listing_quietly() -> None:
+    """`archc list | head -1`: the reader goes away; archc stops with status 0 and no internal error."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "archdsl", "list", "specs"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()            # gone before archc writes its first row: every write hits a broken pipe
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 0, err
+    assert "internal error" not in err and "Traceback" not in err

@@ -2,6 +2,7 @@
 errors into diagnostics and exit statuses, and the checks of paths and numbers."""
 from __future__ import annotations
 
+import sys
 import os
 from pathlib import Path
 from typing import Callable
@@ -85,6 +86,12 @@ def _guard(fn: Callable[[], int | None]) -> None:
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(130)
+    except BrokenPipeError:
+        # the reader went away (`archc list | head`): stop quietly, as Unix tools do; point stdout at devnull
+        # so the interpreter's final flush does not raise again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0)
     except Exception as e:  # a bug in archc, not in the spec: still no traceback unless asked for
         if os.environ.get("ARCHC_DEBUG"):
             raise
