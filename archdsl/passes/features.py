@@ -473,20 +473,31 @@ def _token_map(graph: Graph, out: Graph, tap: dict[str, Any], next_id: int) -> i
     return src
 
 
-def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
+def _upstream(graph: Graph, roots: list[int], name: str, address: str) -> Graph:
+    """A derived graph named ``name`` holding the nodes ``roots`` read from (themselves included)."""
     keep: set[int] = set()
-    stack = [t["node"] for t in taps]
+    stack = list(roots)
     while stack:
         nid = stack.pop()
         if nid not in keep:
             keep.add(nid)
             stack.extend(graph.node(nid).inputs)
-    # its own name and address: a build cache keyed by them must not hand back the whole network's class
-    out = graph.derive(f"{graph.name}_features")
-    out.address = f"{graph.address} (features: {', '.join(t['module'] for t in taps)})"
+    out = graph.derive(name)
+    out.address = address
     for n in graph.records():
         if n.id in keep:
             out.add(n)
+    # the reparam groups and fused convs among the kept nodes (nodes added afterwards belong to neither)
+    kept_groups = {n.reparam for n in out.records() if n.reparam}
+    out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
+    out.fused_nodes = {i for i in graph.fused_nodes if i in keep}
+    return out
+
+
+def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
+    # its own name and address: a build cache keyed by them must not hand back the whole network's class
+    out = _upstream(graph, [t["node"] for t in taps], f"{graph.name}_features",
+                    f"{graph.address} (features: {', '.join(t['module'] for t in taps)})")
     next_id = max(n.id for n in graph.records()) + 1
     outputs = []
     for t in taps:
@@ -497,9 +508,6 @@ def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
                 nid, next_id = mapped, mapped + 1
         outputs.append((t["module"], nid))
     out.outputs = outputs
-    kept_groups = {n.reparam for n in out.records() if n.reparam}
-    out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
-    out.fused_nodes = {nid for nid in graph.fused_nodes if nid in keep}
     return out.verify()
 
 
@@ -557,18 +565,8 @@ def with_classifier(graph: Graph, num_classes: int, output: str | None = None) -
         raise ArchError(f"{graph.name}: output '{name}' is not a [C, H, W] feature map to pool", None)
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ArchError(f"num_classes must be a positive int, got {num_classes!r}", None)
-    keep: set[int] = set()
-    stack = [src.id]
-    while stack:
-        nid = stack.pop()
-        if nid not in keep:
-            keep.add(nid)
-            stack.extend(graph.node(nid).inputs)
-    out = graph.derive(f"{graph.name}_cls{num_classes}")
-    out.address = f"{graph.address} (+ classifier of {num_classes})"
-    for n in graph.records():
-        if n.id in keep:
-            out.add(n)
+    out = _upstream(graph, [src.id], f"{graph.name}_cls{num_classes}",
+                    f"{graph.address} (+ classifier of {num_classes})")
     c = src.shape[0]
     scope = src.scope[:1]
     nid = max(n.id for n in graph.records()) + 1
@@ -586,7 +584,4 @@ def with_classifier(graph: Graph, num_classes: int, output: str | None = None) -
         prev, shape = node.id, new
     out.outputs = [("logits", prev)]
     out.output_list = False
-    kept_groups = {n.reparam for n in out.records() if n.reparam}
-    out.reparam_groups = {p: v for p, v in graph.reparam_groups.items() if p in kept_groups}
-    out.fused_nodes = {i for i in graph.fused_nodes if i in keep}
     return out.verify()
