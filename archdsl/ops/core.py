@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import AbstractSet, Any, Callable, Sequence, Union
 
-__all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
+__all__ = ["TensorArg", "TorchCall", "TorchForm", "REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "size_only_input", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
            "MOD", "Piece", "Expr", "EmitArgs", "Shape"]
 
@@ -158,6 +158,57 @@ class EmitArgs:
     inplace: bool = False
 
 
+# ---- the PyTorch spellings of an op (read by the importer, archdsl/importer) -----------------------------
+@dataclass(frozen=True)
+class TensorArg:
+    """In a :class:`TorchCall`'s arguments, the place of the call's ``k``-th tensor input."""
+
+    k: int
+
+
+@dataclass(frozen=True)
+class TorchCall:
+    """One call found in a traced PyTorch model, as an op's :class:`TorchForm` sees it.
+
+    ``module`` is the ``nn.Module`` instance (kind "module"), else None. ``args``/``kwargs`` are the call's
+    own arguments with each tensor replaced by a :class:`TensorArg` (``torch.cat([a, b], dim=1)`` has args
+    ``([TensorArg(0), TensorArg(1)],)``); ``in_shapes`` the per-sample shapes of the tensor inputs (batch
+    axis removed) and ``batch_axes`` where each input's batch axis is (0 for ordinary tensors; the importer
+    tracks permutes that move it). The importer passes plain objects; nothing here imports torch.
+    """
+
+    module: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    in_shapes: list[Shape]
+    batch_axes: list[int]
+
+    def sample_dim(self, d: int, k: int = 0) -> int:
+        """Dimension ``d`` of the batched input ``k`` as a per-sample dimension (non-negative). Raises
+        ShapeError when ``d`` is the batch axis itself (the op then does not apply per sample)."""
+        rank = len(self.in_shapes[k]) + 1
+        if not -rank <= d < rank:
+            raise ShapeError(f"dimension {d} is out of range for a rank-{rank} tensor")
+        d %= rank
+        b = self.batch_axes[k]
+        if d == b:
+            raise ShapeError(f"dimension {d} is the batch axis")
+        return d if d < b else d - 1
+
+
+@dataclass(frozen=True)
+class TorchForm:
+    """One PyTorch spelling of the op, for the importer: ``kind`` "module" (``target`` an ``nn.Module``
+    class's qualified name, "torch.nn.Conv2d"), "function" (a function's qualified name, "torch.cat",
+    "torch.nn.functional.gelu") or "method" (a Tensor method's name, "permute"). ``args`` maps the
+    :class:`TorchCall` to the op's keyword args (dims already per sample), or returns None when this call is
+    not this op (e.g. a ``Conv2d`` with ``padding_mode="reflect"``); a ShapeError says why it cannot be."""
+
+    kind: str
+    target: str
+    args: Callable[[TorchCall], dict[str, Any] | None]
+
+
 def _call_mod(e: EmitArgs) -> Expr:
     return (MOD, "(", In(0), ")")
 
@@ -200,6 +251,8 @@ class OpDef:
     # a free parameter's batch, reshape's run-time sizes): no data path for feature taps, a "size" edge in
     # diagrams. None: every input is data.
     size_inputs_from: int | None = None
+    # the PyTorch modules/functions/methods this op stands for (the importer's table; see TorchForm)
+    torch_forms: tuple[TorchForm, ...] = ()
 
     def __post_init__(self) -> None:
         self.traits = frozenset(self.traits)
