@@ -8,7 +8,7 @@ Every module's AST is walked, function-level and ``TYPE_CHECKING`` imports inclu
 * no module over 600 lines;
 * torch, triton and graphviz are imported only where listed in ``HEAVY`` (``"lazy"``: only inside a function,
   so importing the module does not load them);
-* ``archc check``, ``list``, ``summary``, ``compile`` and ``render`` run without importing torch (in a
+* ``archc check``, ``list``, ``summary``, ``compile``, ``render`` and ``fmt`` run without importing torch (in a
   subprocess, as a user runs them).
 
 The same layering is declared for import-linter in pyproject.toml ``[tool.importlinter]`` (``lint-imports``,
@@ -320,7 +320,8 @@ print("\\nPROBE " + json.dumps({"code": code, "heavy": heavy}))
     ["summary", "specs/resnet.arch:resnet18"],
     ["compile", "specs/resnet.arch:resnet18", "-o", "{tmp}/r18.py"],
     ["render", "specs/resnet.arch:resnet18", "-o", "{tmp}/r18.svg", "--depth", "1"],
-], ids=["check", "list", "summary", "compile", "render"])
+    ["fmt", "--diff", "specs/resnet.arch"],
+], ids=["check", "list", "summary", "compile", "render", "fmt"])
 def test_torch_free_commands_do_not_import_torch(args: list[str], tmp_path: Path) -> None:
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
     r = subprocess.run([sys.executable, "-c", PROBE, *argv], cwd=ROOT, capture_output=True, text=True,

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from . import ast as A
 from ..source import Source
 
-__all__ = ["NodeComments", "CommentMap", "collect_comments", "comment_of_line", "comments_in"]
+__all__ = ["NodeComments", "CommentMap", "collect_comments", "comment_of_line", "comments_in", "top_level"]
 
 
 @dataclass
@@ -159,7 +159,6 @@ class _Collector:
             self._add(s, s.span.line, s.span.col, self._end(s), chain)
 
     def build(self) -> None:
-        from .printer import top_level
         for d in top_level(self.spec):
             if isinstance(d, A.BlockDef):
                 self._add(d, d.span.line, d.span.col, self._header_end(d.span.line, d.body[0].span.line), ())
@@ -249,6 +248,14 @@ class _Collector:
 def _blank(lead: list[str]) -> None:
     if not lead or lead[-1] != "":
         lead.append("")
+
+
+def top_level(spec: A.SpecFile) -> list[A.Import | A.BlockDef | A.ScalesDef]:
+    """The definitions of ``spec`` in file order (by their spans; imports, blocks, networks, scales tables
+    where the spans do not tell, as for a built AST)."""
+    items: list[A.Import | A.BlockDef | A.ScalesDef] = [*spec.imports, *spec.blocks.values(),
+                                                        *spec.networks.values(), *spec.scales.values()]
+    return sorted(items, key=lambda d: (d.span.line, d.span.col))
 
 
 def collect_comments(src: Source, spec: A.SpecFile) -> CommentMap:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from . import ast as A
-from .comments import CommentMap, NodeComments
+from .comments import CommentMap, NodeComments, top_level
 from .parser import KEYWORDS
 
 __all__ = ["print_spec", "print_expr", "WIDTH", "INDENT"]
@@ -42,6 +42,10 @@ class Group:
 
 
 Parts = list[Union[str, Group]]
+
+
+def _s(text: str) -> Parts:
+    return [text]
 
 
 # ---- expressions ------------------------------------------------------------------------------------
@@ -95,7 +99,7 @@ def _sub(e: A.Expr, need: int) -> Parts:
 
 
 def _args(args: list[A.Expr], kwargs: list[A.Kwarg]) -> list[Parts]:
-    return [_expr(a) for a in args] + [[k.name + "="] + _expr(k.value) for k in kwargs]
+    return [_expr(a) for a in args] + [_s(k.name + "=") + _expr(k.value) for k in kwargs]
 
 
 def _join(parts: list[Parts], sep: str) -> Parts:
@@ -249,22 +253,22 @@ class _Printer:
         self.leading(s, indent, first=first)
         deeper = indent + INDENT
         if isinstance(s, A.InputStmt):
-            self.line(s, ["input "] + _expr(s.shape), indent)
+            self.line(s, _s("input ") + _expr(s.shape), indent)
         elif isinstance(s, A.OutputStmt):
             self.line(s, ["output " + ", ".join(n for n, _ in s.names)], indent)
         elif isinstance(s, A.LetStmt):
-            self.line(s, [", ".join(n for n, _ in s.names) + " = "] + _pipeline(s.value), indent)
+            self.line(s, _s(", ".join(n for n, _ in s.names) + " = ") + _pipeline(s.value), indent)
         elif isinstance(s, A.LayerStmt):
             self.line(s, _pipeline(s.value), indent)
         elif isinstance(s, A.SpreadStmt):
-            head = label_text(s.label) + ": " if s.label is not None else ""
-            self.line(s, [head + "*"] + _sub(s.value, _ATOM if isinstance(s.value, A.Num) else _TEST), indent)
+            star = (label_text(s.label) + ": " if s.label is not None else "") + "*"
+            self.line(s, _s(star) + _expr(s.value), indent)
         elif isinstance(s, A.CombinatorStmt):
-            head: Parts = [(label_text(s.label) + ": " if s.label is not None else "")
-                           + ("reparam " if s.reparam else "") + s.kind]
+            head = _s((label_text(s.label) + ": " if s.label is not None else "")
+                      + ("reparam " if s.reparam else "") + s.kind)
             if s.args or s.kwargs:
                 head.append(Group("(", _args(s.args, s.kwargs), ")"))
-            self.line(s, head + [":"], indent)
+            self.line(s, head + _s(":"), indent)
             self.body(s.body, deeper)
         elif isinstance(s, A.SeqStmt):
             self.line(s, [(label_text(s.label) if s.label is not None else "seq") + ":"], indent)
@@ -286,19 +290,19 @@ class _Printer:
             else:
                 self.line(d, [f"from {string_literal(d.path)} import " + ", ".join(n for n, _ in d.names)], "")
         elif isinstance(d, A.BlockDef):
-            head: Parts = [("network " if isinstance(d, A.NetworkDef) else "block ") + d.name]
+            header = _s(("network " if isinstance(d, A.NetworkDef) else "block ") + d.name)
             if d.params:
-                head.append(Group("(", [[p.name] + (["="] + _expr(p.default) if p.default is not None else [])
-                                        for p in d.params], ")"))
+                header.append(Group("(", [_s(p.name) + (_s("=") + _expr(p.default) if p.default is not None else [])
+                                          for p in d.params], ")"))
             if isinstance(d, A.NetworkDef) and d.reference is not None:
-                head.append(" reference " + d.reference)
-            self.line(d, head + [":"], "")
+                header.append(" reference " + d.reference)
+            self.line(d, header + _s(":"), "")
             self.body(d.body, INDENT)
         else:
             self.line(d, [f"scales {d.network}:"], "")
             for k, row in enumerate(d.rows):
                 self.leading(row, INDENT, first=k == 0)
-                self.line(row, [row.name + ": "] + _join(_args([], row.kwargs), ", "), INDENT)
+                self.line(row, _s(row.name + ": ") + _join(_args([], row.kwargs), ", "), INDENT)
             footer = self._c(d.rows).leading
             self.lines.extend(INDENT + t.strip() for t in footer if t.strip())
 
@@ -306,16 +310,8 @@ class _Printer:
 def _pipeline(p: A.Pipeline) -> Parts:
     items: list[Parts] = []
     for it in p.items:
-        items.append(([label_text(it.label) + ": "] if it.label is not None else []) + _expr(it.expr))
+        items.append((_s(label_text(it.label) + ": ") if it.label is not None else []) + _expr(it.expr))
     return _join(items, " -> ")
-
-
-def top_level(spec: A.SpecFile) -> list[A.Import | A.BlockDef | A.ScalesDef]:
-    """The definitions of ``spec`` in file order (by their spans; imports, blocks, networks, scales tables
-    where the spans do not tell, as for a built AST)."""
-    items: list[A.Import | A.BlockDef | A.ScalesDef] = [*spec.imports, *spec.blocks.values(),
-                                                        *spec.networks.values(), *spec.scales.values()]
-    return sorted(items, key=lambda d: (d.span.line, d.span.col))
 
 
 def print_spec(spec: A.SpecFile, comments: CommentMap | None = None) -> str:
