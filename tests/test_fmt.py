@@ -381,3 +381,11 @@ def test_cli_syntax_error_is_located_and_nothing_is_written(tmp_path: Path) -> N
     assert good.read_text() == MESSY_VALID and bad.read_text() == bad_text
     r = run_archc("fmt", str(tmp_path / "missing.arch"))
     assert r.returncode == 1 and "no such file or directory" in r.stderr
+
+
+def test_the_docs_example_is_what_fmt_writes() -> None:
+    text = (ROOT / "docs/fmt.md").read_text(encoding="utf-8")
+    layout = text[text.index("## The layout"):]
+    blocks = [m.group(1) for m in _FENCE.finditer(layout)][:2]
+    assert format_text(blocks[0], "docs/fmt.md") == blocks[1]
+    assert blocks[0] != blocks[1]

@@ -243,11 +243,16 @@ class _Printer:
     def body(self, stmts: list[A.Stmt], indent: str) -> None:
         for k, s in enumerate(stmts):
             self.stmt(s, indent, first=k == 0)
-        footer = self._c(stmts).leading
-        if footer:
-            for text in footer:
-                if text.strip() and not text.isspace():
-                    self.lines.append(indent + text.strip())
+        self.footer(stmts, indent)
+
+    def footer(self, key: object, indent: str) -> None:
+        """The comments after the last item of a body (or of the file): blank lines only between them."""
+        texts = self._c(key).leading
+        for k, text in enumerate(texts):
+            if text.strip():
+                self.lines.append(indent + text.strip())
+            elif k < len(texts) - 1 and self.lines and self.lines[-1] != "":
+                self.lines.append("")
 
     def stmt(self, s: A.Stmt, indent: str, *, first: bool) -> None:
         self.leading(s, indent, first=first)
@@ -303,8 +308,7 @@ class _Printer:
             for k, row in enumerate(d.rows):
                 self.leading(row, INDENT, first=k == 0)
                 self.line(row, _s(row.name + ": ") + _join(_args([], row.kwargs), ", "), INDENT)
-            footer = self._c(d.rows).leading
-            self.lines.extend(INDENT + t.strip() for t in footer if t.strip())
+            self.footer(d.rows, INDENT)
 
 
 def _pipeline(p: A.Pipeline) -> Parts:
@@ -336,7 +340,7 @@ def print_spec(spec: A.SpecFile, comments: CommentMap | None = None) -> str:
     if footer:
         if pr.lines and (prev is not None and not isinstance(prev, A.Import) or not footer[0].strip()):
             pr.lines.append("")
-        pr.lines.extend(t.strip() for t in footer if t.strip())
+        pr.footer(spec, "")
     while pr.lines and pr.lines[-1] == "":
         pr.lines.pop()
     return "\n".join(pr.lines) + "\n" if pr.lines else ""
