@@ -105,7 +105,7 @@ def _fmt_or_error(text: str, path: str) -> None:
     _roundtrip(text, path)
 
 
-@_settings(150)
+@_settings(60)
 @given(mutated_spec())
 def test_mutated_library_specs_format_or_fail_cleanly(case: tuple[str, str]) -> None:
     path, text = case
@@ -164,7 +164,7 @@ def _spec_with(e: A.Expr) -> A.SpecFile:
     return A.SpecFile("<built>", networks={"n": net})
 
 
-@_settings(800)
+@_settings(400)
 @given(_exprs())
 def test_printed_expressions_parse_back_to_the_same_tree(e: A.Expr) -> None:
     spec = _spec_with(e)
