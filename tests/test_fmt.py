@@ -389,3 +389,16 @@ def test_the_docs_example_is_what_fmt_writes() -> None:
     blocks = [m.group(1) for m in _FENCE.finditer(layout)][:2]
     assert format_text(blocks[0], "docs/fmt.md") == blocks[1]
     assert blocks[0] != blocks[1]
+
+
+@pytest.mark.parametrize("word", sorted(__import__("archdsl.lang.parser", fromlist=["KEYWORDS"]).KEYWORDS))
+def test_a_keyword_label_is_quoted_where_it_must_be(word: str) -> None:
+    """A label spelled like a keyword prints bare only where it reads back as a label in every position
+    (after a dedent, ``block`` starts a definition: it stays quoted)."""
+    text = (f'network n:\n    "{word}": relu\n    y = "{word}": relu\n    z = y -> "{word}": relu\n'
+            f'    "{word}":\n        relu\n    "{word}": add:\n        relu\n        "{word}": *[relu]\n'
+            f'    "{word}": relu\n')
+    spec = parse(Source(text, "t.arch"))
+    out = print_spec(spec)
+    assert ast_equal(parse(Source(out, "t.arch")), spec), out
+    assert format_text(text) == out

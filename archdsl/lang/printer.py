@@ -14,6 +14,7 @@ Comments are not in the AST: they travel in a :class:`~archdsl.lang.comments.Com
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Union
 
@@ -71,7 +72,12 @@ def _num(v: int | float) -> str:
             raise ValueError("NaN cannot be written as a number literal")
         if v in (float("inf"), float("-inf")):
             return "1e999" if v > 0 else "-1e999"   # what the parser reads as infinity
-        return repr(v)
+        text = repr(v)
+        if "e" in text:   # Python's 1e-06 / 1e+20 as people write them: 1e-6 / 1e20 (the same value)
+            mant, exp = text.split("e")
+            sign = "-" if exp.startswith("-") else ""
+            text = f"{mant}e{sign}{exp.lstrip('+-').lstrip('0') or '0'}"
+        return text
     return str(v)
 
 
@@ -85,10 +91,29 @@ def string_literal(value: str) -> str:
 
 
 def label_text(label: str) -> str:
-    """A label as written before ``:``: a bare name, or quoted when it is a module path or a keyword."""
-    if label.isidentifier() and label not in KEYWORDS:
+    """A label as written before ``:``: a bare name, or quoted when it is a module path or a keyword that
+    would not read as a label everywhere a label stands (``block:`` does, ``input:`` does not)."""
+    if label.isidentifier() and (label not in KEYWORDS or _bare_label_reads_back(label)):
         return label
     return string_literal(label)
+
+
+@functools.lru_cache(maxsize=None)
+def _bare_label_reads_back(word: str) -> bool:
+    """Whether the keyword ``word`` parses as a bare label in every place a label stands (the lexer is
+    contextual: a keyword of the top level is a name inside a body). Asked of the parser, once per word."""
+    from ..errors import ArchError
+    from ..source import Source
+    from .parser import parse
+    text = (f"network n:\n    {word}: relu\n    y = {word}: relu\n    z = y -> {word}: relu\n"
+            f"    {word}:\n        relu\n    {word}: add:\n        relu\n        {word}: *[relu]\n")
+    try:
+        spec = parse(Source(text, "<label>"))
+    except ArchError:
+        return False
+    body = spec.networks["n"].body
+    labels = [getattr(s, "label", None) for s in body]
+    return len(body) == 5 and labels == [word, None, None, word, word]
 
 
 def _sub(e: A.Expr, need: int) -> Parts:
@@ -185,17 +210,22 @@ def _layout(parts: Parts, indent: str, width: int) -> list[str]:
     flat = _flat(parts)
     if len(indent) + len(flat) <= width:
         return [indent + flat]
-    best: tuple[int, int] | None = None
+    # the group to break: the one with the most text inside, among those whose first line (up to the
+    # bracket) and last line (from the closing bracket) fit; else among those whose first line fits; else
+    # the one that leaves the shortest first and last lines
+    best: tuple[int, int, int] | None = None
     for i, p in enumerate(parts):
         if isinstance(p, Group) and p.items:
             head = len(indent) + len(_flat(parts[:i])) + len(p.open)
             tail = len(indent) + len(p.close) + len(_flat(parts[i + 1:]))
-            score = max(head, tail)
-            if best is None or score < best[0]:
-                best = (score, i)
+            inner = len(_flat([p])) - len(p.open) - len(p.close)
+            fits = 2 if head <= width and tail <= width else 1 if head <= width else 0
+            score = (fits, inner if fits else -max(head, tail), -i)
+            if best is None or score > best[:2] + (-best[2],):
+                best = (score[0], score[1], i)
     if best is None:
         return [indent + flat]
-    i = best[1]
+    i = best[2]
     g = parts[i]
     assert isinstance(g, Group)
     inner = indent + INDENT
