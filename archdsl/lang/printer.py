@@ -206,7 +206,7 @@ def print_expr(e: A.Expr) -> str:
 # ---- line breaking -----------------------------------------------------------------------------------
 def _layout(parts: Parts, indent: str, width: int) -> list[str]:
     """``parts`` as lines starting with ``indent``: one line if it fits, else broken inside the bracket group
-    that leaves the shortest first and last lines (items on one indented line, else one per line)."""
+    chosen below (its items on one indented line, else one per line)."""
     flat = _flat(parts)
     if len(indent) + len(flat) <= width:
         return [indent + flat]
@@ -218,9 +218,9 @@ def _layout(parts: Parts, indent: str, width: int) -> list[str]:
         if isinstance(p, Group) and p.items:
             head = len(indent) + len(_flat(parts[:i])) + len(p.open)
             tail = len(indent) + len(p.close) + len(_flat(parts[i + 1:]))
-            inner = len(_flat([p])) - len(p.open) - len(p.close)
+            size = len(_flat([p])) - len(p.open) - len(p.close)
             fits = 2 if head <= width and tail <= width else 1 if head <= width else 0
-            score = (fits, inner if fits else -max(head, tail), -i)
+            score = (fits, size if fits else -max(head, tail), -i)
             if best is None or score > best[:2] + (-best[2],):
                 best = (score[0], score[1], i)
     if best is None:
