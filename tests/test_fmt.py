@@ -256,6 +256,15 @@ def test_comments_stay_with_their_statement() -> None:
         "    B(4)\n")
 
 
+def test_a_wrapped_statement_keeps_its_comment_on_its_first_line() -> None:
+    long = "conv2d(c * 4, k, stride=1, padding=(k - 1) // 2, dilation=1, groups=c, bias=false, padding_mode=\"zeros\")"
+    out = format_text(f"network n:\n    input [3, 8, 8]\n    very_long_label_name: {long}  # why\n    relu\n")
+    assert out == ("network n:\n    input [3, 8, 8]\n    very_long_label_name: conv2d(  # why\n"
+                   "        c * 4, k, stride=1, padding=(k - 1) // 2, dilation=1, groups=c, bias=false, "
+                   "padding_mode=\"zeros\"\n    )\n    relu\n")
+    assert format_text(out) == out
+
+
 def test_a_directive_wins_the_line_of_a_multi_line_statement() -> None:
     text = ("network n:\n"
             "    input [3, 8, 8]\n"

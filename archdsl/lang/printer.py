@@ -83,8 +83,10 @@ def _num(v: int | float) -> str:
 
 def string_literal(value: str) -> str:
     """A string value as a literal: double quotes, or single quotes when the value holds a double quote."""
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"a string literal cannot hold a line break: {value!r}")
     if '"' in value:
-        if "'" in value:
+        if "'" in value:   # the grammar's strings have no escapes
             raise ValueError(f"a string literal cannot hold both quote characters: {value!r}")
         return f"'{value}'"
     return f'"{value}"'
