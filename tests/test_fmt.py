@@ -346,6 +346,18 @@ def test_cli_rewrites_in_place_and_leaves_formatted_files_alone(tmp_path: Path) 
     assert [p.name for p in tmp_path.iterdir()] == ["a.arch"]   # no temporary file left
 
 
+def test_cli_in_place_follows_a_symlink_and_keeps_the_mode(tmp_path: Path) -> None:
+    real = tmp_path / "real.arch"
+    real.write_text(MESSY_VALID)
+    real.chmod(0o640)
+    link = tmp_path / "link.arch"
+    link.symlink_to(real)
+    r = run_archc("fmt", str(link))
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and real.read_text() == format_text(MESSY_VALID)
+    assert real.stat().st_mode & 0o777 == 0o640
+
+
 def test_cli_check_and_diff_write_nothing(tmp_path: Path) -> None:
     f = tmp_path / "a.arch"
     g = tmp_path / "b.arch"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 import sys
 from pathlib import Path
 from typing import List
@@ -74,7 +75,11 @@ def fmt(files: List[str] = typer.Argument(..., help="spec files or directories (
                 sys.stdout.write(new)
         for t, _, new in changed:
             if t != STDIN:
-                _write_output(Path(t), new)
+                # through a symlink to the file it names (the link stays a link), keeping the file's mode
+                target = Path(t).resolve()
+                mode = target.stat().st_mode & 0o7777
+                _write_output(target, new)
+                os.chmod(target, mode)
                 err.print(f"reformatted {printable(t)}", markup=False)
         if STDIN not in targets or len(results) > 1:
             files_changed = sum(1 for t, _, _ in changed if t != STDIN)
