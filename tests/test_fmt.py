@@ -119,6 +119,33 @@ def test_random_expressions_in_a_network_format_or_fail_cleanly(expr: str, templ
     _fmt_or_error(HEADER + template.format(e=expr), "fuzz.arch")
 
 
+LIBRARY = {k: v for k, v in CORPUS.items() if k.startswith(("specs/", "examples/"))}
+
+
+@st.composite
+def commented_spec(draw: st.DrawFn) -> tuple[str, str]:
+    """A library spec with comments added anywhere: alone on a line (any indentation) or at a line's end."""
+    path = draw(st.sampled_from(sorted(LIBRARY)))
+    lines = LIBRARY[path].split("\n")
+    for k in range(draw(st.integers(1, 8))):
+        i = draw(st.integers(0, len(lines) - 1))
+        if draw(st.booleans()):
+            lines.insert(i, " " * draw(st.sampled_from([0, 2, 4, 8, 12, 16])) + f"# added {k}")
+        elif lines[i].strip():
+            lines[i] += f"  # added {k}"
+        else:
+            lines.insert(i, "")
+    return path, "\n".join(lines)
+
+
+@_settings(60)
+@given(commented_spec())
+def test_added_comments_are_kept_wherever_they_are(case: tuple[str, str]) -> None:
+    path, text = case
+    out = _roundtrip(text, path)
+    assert sum(c.count("# added") for c in comments_in(out)) == text.count("# added")
+
+
 _SPAN = Span(Source("", "<built>"), 1, 1)
 _NAMES = st.sampled_from(["x", "c", "stride", "relu", "true", "none", "Block"])
 
