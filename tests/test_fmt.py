@@ -316,7 +316,7 @@ def test_a_built_ast_takes_comments_from_a_map() -> None:
     comments.of(block).leading.append("# torchvision.models.resnet.Bottleneck")
     comments.of(block.body[0]).trailing = "# 1x1"
     comments.of(net).leading += ["# imported", "", "# from torchvision"]
-    comments.of(spec).leading.append("# end")
+    comments.of(spec).leading.append("end")   # the printer adds the '#'
     assert comments.count() == 5
     assert print_spec(spec, comments) == (
         "# torchvision.models.resnet.Bottleneck\n"

@@ -28,6 +28,8 @@ class NodeComments:
     (at most one is printed in a row; one first in the list is a blank line before the comments, kept
     inside a body, where the layout of top-level definitions does not already separate them).
     ``trailing``: one comment (``# ...``) at the end of the node's first line.
+    Text given without a leading ``#`` gets ``# ``; a text with line breaks becomes several comment lines (one
+    line, for ``trailing``).
     """
 
     leading: list[str] = field(default_factory=list)

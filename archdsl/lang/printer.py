@@ -3,9 +3,9 @@
 The layout: 4-space indents; one space around binary operators, comparisons and ``->``; ``name=value`` for
 keyword arguments and defaults; ``, `` between items; no space before ``(`` or ``[``; the fewest parentheses
 that parse back to the same tree (derived from the grammar's precedence levels below); strings in double
-quotes unless the value holds one; numbers as Python writes them (``repr``); one blank line between
-top-level definitions (consecutive imports stay together); inside a body, a blank line where the comments
-say there was one. A line longer than :data:`WIDTH` columns is wrapped inside one of its brackets (the
+quotes unless the value holds one; numbers as Python writes them (``repr``, the exponent without ``+`` or
+leading zeros); one blank line between top-level definitions (consecutive imports stay together); inside a
+body, a blank line where the source had one or more (from the comment map). A line longer than :data:`WIDTH` columns is wrapped inside one of its brackets (the
 indenter ignores line breaks inside ``()`` and ``[]``), its items on one indented line or one per line with
 a trailing comma; a line that carries an ``# archc:`` directive is never wrapped, since the directive
 applies to the diagnostics of its own line. A line without brackets stays long.
@@ -261,7 +261,7 @@ class _Printer:
                 if not (first and k == 0) and self.lines and self.lines[-1] != "":
                     self.lines.append("")
             else:
-                self.lines.append(indent + text.strip())
+                self.lines.extend(indent + c for c in _comment_lines(text))
 
     def line(self, node: object, parts: Parts, indent: str) -> None:
         """One logical line for ``node``, wrapped if long, with its trailing comment."""
@@ -269,7 +269,7 @@ class _Printer:
         width = 10 ** 9 if trailing is not None and "archc:" in trailing else WIDTH
         lines = _layout(parts, indent, width)
         if trailing is not None:
-            lines[0] += "  " + trailing.strip()
+            lines[0] += "  " + " ".join(_comment_lines(trailing))
         self.lines.extend(lines)
 
     def body(self, stmts: list[A.Stmt], indent: str) -> None:
@@ -282,7 +282,7 @@ class _Printer:
         texts = self._c(key).leading
         for k, text in enumerate(texts):
             if text.strip():
-                self.lines.append(indent + text.strip())
+                self.lines.extend(indent + c for c in _comment_lines(text))
             elif k < len(texts) - 1 and self.lines and self.lines[-1] != "":
                 self.lines.append("")
 
@@ -341,6 +341,12 @@ class _Printer:
                 self.leading(row, INDENT, first=k == 0)
                 self.line(row, _s(row.name + ": ") + _join(_args([], row.kwargs), ", "), INDENT)
             self.footer(d.rows, INDENT)
+
+
+def _comment_lines(text: str) -> list[str]:
+    """A comment as lines that each start with ``#`` (a program may hand over text without the ``#`` or
+    with line breaks)."""
+    return [c if c.startswith("#") else "# " + c for c in (t.strip() for t in text.splitlines()) if c]
 
 
 def _pipeline(p: A.Pipeline) -> Parts:
