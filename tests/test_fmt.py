@@ -306,7 +306,7 @@ def test_a_built_ast_takes_comments_from_a_map() -> None:
     """How the importer names the source class of each block: a CommentMap filled by hand."""
     s = _SPAN
     block = A.BlockDef(s, "Bottleneck", [A.Param(s, "c", None)],
-                       [A.LayerStmt(s, "conv1", s, A.Pipeline(s, [A.PipeItem(s, "conv1", s, A.Call(
+                       [A.LayerStmt(s, "conv1", s, A.Pipeline(s, [A.PipeItem(s, None, None, A.Call(
                            s, A.Name(s, "conv2d"), [A.Name(s, "c"), A.Num(s, 1)], []))]))], s)
     net = A.NetworkDef(s, "net", [], [A.InputStmt(s, A.ListExpr(s, [A.Num(s, 3), A.Num(s, 8), A.Num(s, 8)])),
                                       A.LayerStmt(s, None, None, A.Pipeline(s, [A.PipeItem(s, None, None, A.Call(

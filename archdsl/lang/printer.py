@@ -296,7 +296,8 @@ class _Printer:
         elif isinstance(s, A.LetStmt):
             self.line(s, _s(", ".join(n for n, _ in s.names) + " = ") + _pipeline(s.value), indent)
         elif isinstance(s, A.LayerStmt):
-            self.line(s, _pipeline(s.value), indent)
+            # the parser copies the first item's label to the statement; a built statement may set only it
+            self.line(s, _pipeline(s.value, s.label), indent)
         elif isinstance(s, A.SpreadStmt):
             star = (label_text(s.label) + ": " if s.label is not None else "") + "*"
             self.line(s, _s(star) + _expr(s.value), indent)
@@ -349,10 +350,11 @@ def _comment_lines(text: str) -> list[str]:
     return [c if c.startswith("#") else "# " + c for c in (t.strip() for t in text.splitlines()) if c]
 
 
-def _pipeline(p: A.Pipeline) -> Parts:
+def _pipeline(p: A.Pipeline, first_label: str | None = None) -> Parts:
     items: list[Parts] = []
-    for it in p.items:
-        items.append((_s(label_text(it.label) + ": ") if it.label is not None else []) + _expr(it.expr))
+    for k, it in enumerate(p.items):
+        label = it.label if it.label is not None or k else first_label
+        items.append((_s(label_text(label) + ": ") if label is not None else []) + _expr(it.expr))
     return _join(items, " -> ")
 
 
