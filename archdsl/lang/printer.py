@@ -22,7 +22,7 @@ from . import ast as A
 from .comments import CommentMap, NodeComments, top_level
 from .parser import KEYWORDS
 
-__all__ = ["print_spec", "print_expr", "WIDTH", "INDENT"]
+__all__ = ["print_spec", "print_expr", "string_literal", "label_text", "Group", "WIDTH", "INDENT"]
 
 WIDTH = 110
 INDENT = "    "
