@@ -68,15 +68,17 @@ def timm_files() -> dict[str, list[str]]:
     """timm's model files -> their models in registration order (the order of the file's definitions)."""
     import timm
     from timm.models import _registry as reg
-    by_file: dict[str, list[str]] = {m: [] for m in timm.list_modules()}
+    listed = {m: timm.list_models(module=m) for m in timm.list_modules()}   # (sorted; no deprecated names)
+    by_file: dict[str, list[str]] = {m: [] for m in listed}
+    valid = {n for names in listed.values() for n in names}
     to_module = getattr(reg, "_model_to_module", {})
     for name in getattr(reg, "_model_entrypoints", {}):   # a dict filled by @register_model, in file order
         mod = to_module.get(name)
-        if mod in by_file:
+        if mod in by_file and name in valid:
             by_file[mod].append(name)
     for mod, names in by_file.items():   # (a timm without those internals: the public, sorted listing)
         if not names:
-            names.extend(timm.list_models(module=mod))
+            names.extend(listed[mod])
     return {m: v for m, v in by_file.items() if v}
 
 

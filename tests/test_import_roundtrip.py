@@ -162,3 +162,146 @@ def test_roundtrip_of_a_library_spec_against_its_reference() -> None:
     assert (r.network, r.stage) == ("resnet18", "outputs")
     r = roundtrip(ref, "specs/resnet.arch", torch.zeros(1, 3, 32, 32), name="resnet34")
     assert r.stage == "load" and "layer1.2.conv1.weight" in (r.error or "")
+
+
+# ------------------------------------------------------------------ bench/import_zoo.py: its pure parts
+def _bench(name: str) -> ModuleType:
+    """A bench/ script as a module (bench/ is not a package)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_zoo_is_listed_from_the_real_registries() -> None:
+    torchvision = pytest.importorskip("torchvision")
+    timm = pytest.importorskip("timm")
+    zoo = _bench("import_zoo")
+    tv, tm = zoo.torchvision_zoo(), zoo.timm_zoo()
+    builders = torchvision.models.list_models(module=torchvision.models)
+    assert [e["model"] for e in tv] == builders and len(builders) > 50
+    for e in tv:   # the family is the module that defines the builder
+        fam = torchvision.models.get_model_builder(e["model"]).__module__.rsplit(".", 1)[-1]
+        assert e["family"] == f"torchvision/{fam}" and e["id"] == f"torchvision:{e['model']}"
+    assert {"torchvision/resnet", "torchvision/vgg", "torchvision/vision_transformer"} <= {e["family"] for e in tv}
+    # one entry per timm model file, its first registered model first among the candidates
+    assert sorted(e["family"] for e in tm) == sorted(f"timm/{m}" for m in timm.list_modules())
+    registered = list(timm.models._registry._model_entrypoints)
+    for e in tm:
+        in_file = set(timm.list_models(module=e["family"].removeprefix("timm/")))
+        assert e["model"] == e["candidates"][0] and set(e["candidates"]) <= in_file
+        assert registered.index(e["model"]) == min(registered.index(n) for n in in_file)
+    families = {e["family"] for e in tv + tm}
+    assert len(families) > 50 and len(tm) > 50
+    everything = tv + tm
+    assert [e["id"] for e in zoo.select(everything, "timm/resnet", None)] == [
+        e["id"] for e in tm if e["family"].startswith("timm/resnet")]          # a substring
+    assert [e["model"] for e in zoo.select(everything, "torchvision:vgg1[13]", None)] == ["vgg11", "vgg13"]
+    assert len(zoo.select(everything, "*", 5)) == 5
+
+
+def test_failure_classifier_on_real_messages() -> None:
+    table = _bench("import_zoo_table")
+
+    class Branchy(nn.Module):
+        def forward(self, x: Any) -> Any:
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(Exception) as ei:   # torch.fx's own words for data-dependent control flow
+        torch.fx.symbolic_trace(Branchy())
+    assert table.classify("import", str(ei.value), type(ei.value).__name__)[0] == "data-dependent control flow"
+    torch.manual_seed(0)
+    load = roundtrip(Tiny(), tiny_spec(bn=False), x16())
+    assert table.classify(load.stage, load.error) == ("load mismatch", "bn.weight")
+    outs = roundtrip(Tiny(), tiny_spec(stem_act="gelu"), x16())
+    cat, detail = table.classify(outs.stage, outs.error)
+    assert cat == "output mismatch" and detail.startswith("outputs differ: max abs diff")
+    bad = roundtrip(Tiny(), tiny_spec().replace("linear(num_classes)", "lineer(num_classes)"), x16())
+    assert table.classify(bad.stage, bad.error)[0] == "check error"
+    cases = {
+        ("import", "error: unsupported op 'torch.roll' in blocks.0.attn", "ArchError"): ("unsupported op",
+                                                                                         "torch.roll"),
+        ("import", "error: the buffer 'relative_position_index' is computed in forward", "ArchError"):
+            ("buffer", "error: the buffer 'relative_position_index' is computed in forward"),
+        ("import", "TraceError: Proxy object cannot be iterated", "TraceError"):
+            ("data-dependent control flow", "TraceError: Proxy object cannot be iterated"),
+        ("import", "TraceError: could not trace getattr on a meta tensor", "TraceError"):
+            ("trace failure", "TraceError: could not trace getattr on a meta tensor"),
+        ("import", "error: spec line 3: something else", "ArchError"): ("import error",
+                                                                       "error: spec line 3: something else"),
+        ("import", "KeyError: 'x'", "KeyError"): ("crash", "KeyError: 'x'"),
+        ("build", "NameError: name 'foo' is not defined", None): ("build error",
+                                                                  "NameError: name 'foo' is not defined"),
+        ("outputs", "the built module fails on the input: RuntimeError: x", None):
+            ("forward error", "the built module fails on the input: RuntimeError: x"),
+        ("create", "RuntimeError: needs an extra package", None): ("model error",
+                                                                   "RuntimeError: needs an extra package"),
+        ("check", "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried", None):
+            ("memory", "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried"),
+        ("timeout", "no verdict within 300 s", None): ("timeout", "no verdict within 300 s"),
+        ("crash", "the worker died (exit status -11)", None): ("crash", "the worker died (exit status -11)"),
+    }
+    for (stage, text, exc), want in cases.items():
+        assert table.classify(stage, text, exc) == want, (stage, text)
+    assert set(table.CATEGORIES) >= {c for c, _ in cases.values()}
+
+
+def _record(id_: str, family: str, **kw: Any) -> dict[str, Any]:
+    source, _, model = id_.partition(":")
+    return {"id": id_, "source": source, "family": family, "model": model, "input": [3, 64, 64], **kw}
+
+
+def test_table_writer_from_a_results_file(tmp_path: Path) -> None:
+    table = _bench("import_zoo_table")
+    results = {r["id"]: r for r in [
+        _record("torchvision:resnet18", "torchvision/resnet", stage="outputs", ok=True, imported=True,
+                max_diff=0.0, import_s=1.25, roundtrip_s=0.5, total_s=2.0),
+        _record("torchvision:resnet34", "torchvision/resnet", stage="load", ok=False, imported=True,
+                category="load mismatch", detail="layer1.0.bn1.weight", import_s=1.0, total_s=3.0,
+                reason="the source model's state_dict does not load strictly: a | b"),
+        _record("timm:convnext_atto", "timm/convnext", stage="outputs", ok=True, imported=True, max_diff=3e-6,
+                import_s=2.0, roundtrip_s=1.0, total_s=4.0),
+        _record("timm:swin_tiny", "timm/swin_transformer", stage="import", ok=False, located=True,
+                category="unsupported op", detail="torch.roll", reason="error: unsupported op 'torch.roll'"),
+        _record("timm:eva02_tiny", "timm/eva", stage="check", ok=False, category="timeout",
+                detail="no verdict within 300 s (it was at stage check)", imported=True),
+    ]}
+    path = tmp_path / "import_zoo.json"
+    meta = {"torch": "2.x", "timm": "1.x", "machine": "test box",
+            "runs": [{"date": "2026-01-01 00:00 UTC", "command": "python bench/import_zoo.py --limit 5"}]}
+    path.write_text(json.dumps({"meta": meta, "results": results}))
+    data = json.loads(path.read_text())
+    md = table.write_table(data["results"], data["meta"], zoo_size=178)
+    assert "families that round-trip weight-exact (every model of the family): **1/4 (25%)**" in md
+    assert "models that round-trip weight-exact: **2/5 (40%)**" in md
+    assert ("models imported without a crash (a spec written): **4/5 (80%)**; the rest: 1 with a located "
+            "report, 0 crashed") in md
+    assert "torchvision classification models that round-trip: **1/2 (50%)**" in md
+    assert "timm model files whose model round-trips: **1/3 (33%)**" in md
+    assert "coverage: 5 of the 178 models" in md
+    assert "| unsupported op | 1 | 1 | torch.roll |" in md
+    assert "| torchvision/resnet | 2 | no (1/2) | load mismatch |" in md
+    assert "| timm/convnext | 1 | yes (1/1) | - |" in md
+    assert ("| resnet18 | torchvision/resnet | 3x64x64 | outputs | yes | 0 | 1.2 | 0.5 | 2.0 |  |") in md
+    assert "load mismatch: the source model's state_dict does not load strictly: a \\| b |" in md   # escaped
+    assert "| eva02_tiny | timm/eva | 3x64x64 | check | no | - | - | - | - | timeout: no verdict" in md
+    assert "- 2026-01-01 00:00 UTC: `python bench/import_zoo.py --limit 5`" in md and "- timm: 1.x" in md
+    specs_md = table.write_table(data["results"], data["meta"], mode="specs")
+    assert "spec files that round-trip weight-exact" in specs_md and "imported without a crash" not in specs_md
+
+
+def test_zoo_run_without_the_importer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    import archdsl
+    zoo = _bench("import_zoo")
+    monkeypatch.delattr(archdsl, "import_module", raising=False)
+    monkeypatch.setattr(zoo, "zoo", lambda: [{"id": "torchvision:alexnet", "source": "torchvision",
+                                              "family": "torchvision/alexnet", "model": "alexnet"}])
+    assert zoo.main(["--limit", "1", "--results", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err
+    assert "no importer (archdsl.import_module" in err and "--specs" in err
+    assert not (tmp_path / "r.json").exists()

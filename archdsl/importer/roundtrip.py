@@ -301,12 +301,12 @@ def _compare(model: Any, ours: Any, example_input: Any, seed: int,
     model.eval()
     ours.eval()
     with torch.no_grad():
-        try:
-            ref_out = model(x)
+        try:   # each gets its own copy of the input: an in-place first op must not change the other's
+            ref_out = model(x.clone())
         except Exception as e:
             return None, None, f"the source model fails on the input: {_message(e)}"
         try:
-            our_out = ours(x)
+            our_out = ours(x.clone())
         except Exception as e:
             return None, None, f"the built module fails on the input: {_message(e)}"
     refs, outs = _tensors(ref_out), _tensors(our_out)
