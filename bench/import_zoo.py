@@ -7,8 +7,9 @@ Usage (from the repository root):
     .venv/bin/python bench/import_zoo.py --specs      # the hand-written library specs through the same check
     .venv/bin/python bench/import_zoo.py --table      # rewrite the table from the results file only
 
-Each model runs in a worker process of its own (a time limit, an address-space limit: a hang or a crash of
-one model never stops the run). Results go to bench/results/import_zoo.json after every model (``--resume``
+Each model runs in a worker process of its own, forked from a server that imported torch, timm and archdsl
+once, under a time limit (``--timeout``) and an address-space limit (``--mem-gb``): a hang, a crash or a
+memory blow-up of one model never stops the run. Results go to bench/results/import_zoo.json after every model (``--resume``
 skips those already there; without it the selected models are run again and the others' results kept;
 ``--fresh`` starts an empty file), and the table to bench/results/import_zoo.md (``--specs``:
 import_zoo_specs.json / .md). ``--only`` takes a glob (or a substring) matched against a model's id
@@ -427,13 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--save-specs", metavar="DIR", help="also write each imported spec to DIR/<model>.arch")
     ap.add_argument("--table", action="store_true", help="only rewrite the table from the results file")
     ap.add_argument("--list", action="store_true", help="print the selected models (id, family) and exit")
-    ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", help=argparse.SUPPRESS)
-    ap.add_argument("--worker-opts", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.worker:
-        worker(json.loads(args.worker), json.loads(args.worker_opts or "{}"), Path(args.worker_out))
-        return 0
 
     mode = "specs" if args.specs else "zoo"
     results_path = Path(args.results) if args.results else RESULTS / (
