@@ -44,17 +44,12 @@ def make_reference(ref: str, num_classes: int | None = None) -> Any:
 
 
 def randomize_bn(model: Any, seed: int = 0) -> None:
-    """Give every BatchNorm non-trivial running statistics and affine params (so eval mode is a real test)."""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 0.5 + 0.75)
-                if m.weight is not None:
-                    m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.75)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+    """Give every BatchNorm non-trivial running statistics and affine params (so eval mode is a real test).
+
+    One definition for the tests and the round-trip verifier: :func:`archdsl.importer.randomize_bn` (the same
+    draws as this helper always made, so every seeded test sees the numbers it saw before)."""
+    from archdsl.importer.roundtrip import randomize_bn as _randomize_bn
+    _randomize_bn(model, seed)
 
 
 def assert_same_outputs(ours: Any, ref: Any, shape: tuple[int, ...], batch: int = 1, seed: int = 0) -> float:

@@ -381,12 +381,12 @@ def test_docs_pytorch_has_the_idioms() -> None:
         assert idiom in code, idiom
 
 
-@pytest.mark.parametrize("index", range(10))
+@pytest.mark.parametrize("index", range(11))
 def test_docs_pytorch_block_runs(index: int, tmp_path: Path) -> None:
     """Each block runs as written, as its own script from the repository root (a fresh process: no state
     shared with other tests); a ``# torchrun ...`` block runs on 2 processes, as torchrun would start it."""
     blocks = _doc_blocks()
-    assert len(blocks) == 10, "docs/pytorch.md: update the parametrize range with the number of blocks"
+    assert len(blocks) == 11, "docs/pytorch.md: update the parametrize range with the number of blocks"
     head, code = blocks[index]
     script = tmp_path / "example.py"
     script.write_text(head + code)

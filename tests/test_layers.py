@@ -38,8 +38,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("__init__",),
     ("cli", "notebook", "hub", "export", "summarize"),
-    # pickling by spec (compiles through pipeline, builds through codegen); the design-space tools
-    ("persist", "design", "sweep"),
+    # pickling by spec (compiles through pipeline, builds through codegen); the design-space tools; the importer
+    # (PyTorch models into specs, and the round trip that proves them)
+    ("persist", "design", "sweep", "importer"),
     ("pipeline", "plugins"),
     ("render", "codegen", "backends"),
     ("passes",),
@@ -64,6 +65,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.plugins": "lazy",              # a user op's shape/params inferred on the meta device
         "archdsl.export": "lazy",               # ONNX export of a built model
         "archdsl.summarize": "lazy",            # archdsl.summary traces and runs the module
+        "archdsl.importer.roundtrip": "lazy",   # the round trip builds, loads and runs both models
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module
