@@ -11,6 +11,8 @@ from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
 from . import math as _math  # noqa: F401  (registers tensor math, attention and free parameters)
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)
 from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
+from . import norms as _norms  # noqa: F401  (registers groupnorm, rmsnorm, normalize)
+from . import seq as _seq  # noqa: F401  (registers conv1d and the 1-D pools on sequences [C, L])
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)
