@@ -13,6 +13,10 @@ from . import sampling as _sampling  # noqa: F401  (registers upsampling, transp
 from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
 from . import norms as _norms  # noqa: F401  (registers groupnorm, rmsnorm, normalize)
 from . import seq as _seq  # noqa: F401  (registers conv1d and the 1-D pools on sequences [C, L])
+from . import layout as _layout  # noqa: F401  (registers select and repeat_interleave)
+from . import patches as _patches  # noqa: F401  (registers unfold and fold)
+from . import einsum as _einsum  # noqa: F401  (registers einsum)
+from . import mha as _mha  # noqa: F401  (registers multihead_attention)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)

@@ -94,7 +94,7 @@ TRAITS: dict[str, str] = {
                              "in place (conv2d, batchnorm, linear, add)",
     "inplace": "has an in-place form codegen uses when the producer allows it (relu, relu6, add)",
     "merge": "combines several tensors (add, mul, concat, stack): a combinator",
-    "multi-output": "produces several tensors (chunk, split): lowered to narrow nodes",
+    "multi-output": "produces several tensors (chunk, split, unbind): lowered to narrow (select) nodes",
     "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``, ``max(in.h // 2, 4)``): "
                    "lowering keeps their formulas (``args['dyn']``), the tensors they read become extra inputs "
                    "after the data input, and the generated code computes the sizes at run time (reshape); "
@@ -267,7 +267,8 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 _EXTRA_TRAITS: dict[str, frozenset[str]] = {"chunk": frozenset({"multi-output", "layout-sensitive"}),
-                                            "split": frozenset({"multi-output", "layout-sensitive"})}
+                                            "split": frozenset({"multi-output", "layout-sensitive"}),
+                                            "unbind": frozenset({"multi-output", "layout-sensitive"})}
 
 
 def register(*defs: OpDef) -> None:
