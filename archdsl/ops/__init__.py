@@ -20,8 +20,9 @@ from . import mha as _mha  # noqa: F401  (registers multihead_attention)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)
+from .layout import MULTI_OUTPUT_FORMS
 from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "MULTI_OUTPUT_OPS",
-           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers"]
+           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers", "MULTI_OUTPUT_FORMS"]
