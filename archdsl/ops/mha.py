@@ -3,8 +3,10 @@
 One input (query = key = value), the attention output only (not the weights). The module is built with
 ``batch_first=True`` (samples are batch-first everywhere in archdsl) and keeps nn.MultiheadAttention's own
 state_dict keys: ``in_proj_weight`` (3E, E), ``in_proj_bias`` (3E), ``out_proj.weight``, ``out_proj.bias``.
-MACs are fvcore's count of the module's forward: the input and output projections (4 N E^2) and the two
-attention matmuls (2 N^2 E), as ``scaled_dot_product_attention`` counts them.
+MACs are fvcore's count of the module's default call ``attn(x, x, x)`` (need_weights=True: the attention as
+two bmms): the input and output projections (4 N E^2) and the two attention matmuls (2 N^2 E), as
+``scaled_dot_product_attention`` counts them. The generated call passes ``need_weights=False`` (same output,
+fused SDPA), which fvcore does not see, as it does not see timm's fused attention: the count is the unfused one.
 """
 from __future__ import annotations
 
