@@ -107,3 +107,28 @@ def test_multihead_attention_torch_form_reproduces_the_module() -> None:
 def test_multihead_attention_errors_are_located(body: str, shape: list[int], message: str, hint: str) -> None:
     err = error_of(net(body, shape))
     assert message in err and "<spec>:3:" in err and hint in err, err
+
+
+def test_language_doc_example_of_the_sequence_ops_is_what_torch_computes() -> None:
+    import re
+
+    from helpers import ROOT
+    text = (ROOT / "docs" / "language.md").read_text()
+    m = re.search(r"### Sequences, more norms, einsum and nn\.MultiheadAttention.*?```\n(.*?)```", text, re.S)
+    assert m, "the example is gone from docs/language.md"
+    spec = m.group(1)
+    g = archdsl.graph(spec)
+    model = archdsl.build(spec).eval()
+    assert g.output_shapes["out"] == (16, 16)
+    assert [k for k in model.state_dict() if "attn" in k] == [
+        "mixer.attn.in_proj_weight", "mixer.attn.in_proj_bias", "mixer.attn.out_proj.weight",
+        "mixer.attn.out_proj.bias"]
+    x = torch.randn(2, 4, 64)
+    F = torch.nn.functional
+    with torch.no_grad():
+        h = F.max_pool1d(F.relu(model.bn(model.stem(x))), 3, 2, 1).transpose(1, 2)
+        n = model.mixer.norm(h)
+        h = h + model.mixer.attn(n, n, n)[0]
+        e = F.normalize(h, dim=-1)
+        assert_close(model(x), e @ e.transpose(1, 2))
+    assert g.total_params == sum(p.numel() for p in model.parameters())

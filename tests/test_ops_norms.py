@@ -163,3 +163,12 @@ def test_normalize_torch_form_reads_positional_and_keyword_args() -> None:
 def test_norm_errors_are_located_with_hints(body: str, shape: list[int], message: str, hint: str) -> None:
     err = error_of(net(body, shape))
     assert message in err and "<spec>:3:" in err and hint in err, err
+
+
+@pytest.mark.parametrize("written, meant", [
+    ("gn(2)", "groupnorm"), ("batchnorm1d", "batchnorm"), ("l2normalize", "normalize"), ("im2col(2)", "unfold"),
+    ("col2im([4, 4], 2)", "fold"), ("unstack", "unbind"),
+])
+def test_other_names_of_the_new_ops_point_to_them(written: str, meant: str) -> None:
+    err = error_of(net(f"    {written}\n", [4, 6, 6]))
+    assert "<spec>:3:5:" in err and f"did you mean '{meant}'?" in err, err

@@ -35,6 +35,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "globalavgpool": ("adaptive_avgpool",), "adaptiveavgpool2d": ("adaptive_avgpool",),
     "hswish": ("hardswish",), "hsigmoid": ("hardsigmoid",), "droppath": ("drop_path",),
     "clstoken": ("parameter",), "posembed": ("parameter",), "nnparameter": ("parameter",),
+    "gn": ("groupnorm",), "groupnorm1": ("groupnorm",), "rms": ("rmsnorm",), "batchnorm1d": ("batchnorm",),
+    "l2normalize": ("normalize",), "l2norm": ("normalize", "norm"), "im2col": ("unfold",), "col2im": ("fold",),
+    "unstack": ("unbind",), "repeat": ("repeat_interleave",),
 }
 
 
