@@ -164,6 +164,14 @@ def test_pool_torch_forms_reproduce_modules_and_calls() -> None:
          call([(3, 13)], torch.nn.AdaptiveAvgPool1d(5)), lambda t: F.adaptive_avg_pool1d(t, 5)),
         ("adaptive_maxpool1d", form("adaptive_maxpool1d", "function", "torch.nn.functional.adaptive_max_pool1d"),
          call([(3, 13)], args=(TensorArg(0), 4)), lambda t: F.adaptive_max_pool1d(t, 4)),
+        ("adaptive_maxpool1d", form("adaptive_maxpool1d", "module", "torch.nn.AdaptiveMaxPool1d"),
+         call([(3, 13)], torch.nn.AdaptiveMaxPool1d(6)), lambda t: F.adaptive_max_pool1d(t, 6)),
+        # F.avg_pool1d and F.adaptive_avg_pool1d are torch builtins: a trace names them torch.*
+        ("avgpool1d", form("avgpool1d", "function", "torch.avg_pool1d"),
+         call([(3, 13)], args=(TensorArg(0), 2), kwargs={"ceil_mode": True}),
+         lambda t: F.avg_pool1d(t, 2, ceil_mode=True)),
+        ("adaptive_avgpool1d", form("adaptive_avgpool1d", "function", "torch.adaptive_avg_pool1d"),
+         call([(3, 13)], args=(TensorArg(0), (3,))), lambda t: F.adaptive_avg_pool1d(t, 3)),
     ]
     for op, f, c, ref in cases:
         args = f.args(c)

@@ -76,6 +76,8 @@ def test_torch_forms_of_select_repeat_interleave_and_the_multi_output_ops() -> N
     t = TensorArg(0)
     sel = form("select", "method", "select").args(call([(3, 4, 5)], args=(t, 2, 1)))
     assert sel == {"dim": 2, "index": 1}
+    assert form("select", "function", "torch.select").args(call([(3, 4, 5)], args=(t, -1, 0))) == \
+        {"dim": 3, "index": 0}
     x = torch.randn(2, 3, 4, 5)
     _, _, y = compile_run(net(f"    {op_call('select', sel)}\n", [3, 4, 5]), x)
     assert torch.equal(y, x.select(2, 1))
@@ -102,3 +104,26 @@ def test_torch_forms_of_select_repeat_interleave_and_the_multi_output_ops() -> N
         {"sizes": [3, 3, 1], "dim": 1}
     assert multi("split", "method", "split", call([(7, 4)], args=(t, [2, 5]), kwargs={"dim": -2})) == \
         {"sizes": [2, 5], "dim": 1}
+    assert multi("split", "function", "torch.functional.split", call([(7, 4)], args=(t, 2), kwargs={"dim": 2})) == \
+        {"sizes": [2, 2], "dim": 2}
+
+
+NEW_OPS = ("groupnorm", "rmsnorm", "normalize", "conv1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d",
+           "adaptive_maxpool1d", "batchnorm", "select", "repeat_interleave", "unfold", "fold", "einsum",
+           "multihead_attention")
+
+
+def test_every_torch_form_of_the_new_ops_names_a_real_torch_object() -> None:
+    import importlib
+
+    from archdsl.ops import OPS
+    forms = [f for op in NEW_OPS for f in OPS[op].torch_forms] + [f for fs in MULTI_OUTPUT_FORMS.values() for f in fs]
+    assert all(OPS[op].torch_forms for op in NEW_OPS)
+    for f in forms:
+        if f.kind == "method":
+            assert callable(getattr(torch.Tensor, f.target)), f
+            continue
+        assert f.kind in ("module", "function"), f
+        mod, _, name = f.target.rpartition(".")
+        obj = getattr(importlib.import_module(mod), name)
+        assert isinstance(obj, type) and issubclass(obj, torch.nn.Module) if f.kind == "module" else callable(obj), f

@@ -105,7 +105,8 @@ def _unbind_form(c: TorchCall) -> dict[str, Any]:
 #: outputs are the op's outputs in order (a tuple the traced code indexes).
 MULTI_OUTPUT_FORMS: dict[str, tuple[TorchForm, ...]] = {
     "chunk": (TorchForm("method", "chunk", _chunk_form), TorchForm("function", "torch.chunk", _chunk_form)),
-    "split": (TorchForm("method", "split", _split_form), TorchForm("function", "torch.split", _split_form)),
+    "split": (TorchForm("method", "split", _split_form), TorchForm("function", "torch.split", _split_form),
+              TorchForm("function", "torch.functional.split", _split_form)),   # torch.split's own module
     "unbind": (TorchForm("method", "unbind", _unbind_form), TorchForm("function", "torch.unbind", _unbind_form)),
 }
 

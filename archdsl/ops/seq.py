@@ -210,13 +210,15 @@ def _adaptive_form(module: bool) -> Callable[[TorchCall], dict[str, Any] | None]
     return form
 
 
-def _adaptive(name: str, fn: str, mod: str, doc: str) -> OpDef:
+def _adaptive(name: str, fn: str, mod: str, doc: str, builtin: bool) -> OpDef:
+    # F.adaptive_avg_pool1d is the builtin torch.adaptive_avg_pool1d (named so by its __module__)
+    extra = (TorchForm("function", f"torch.{fn}", _adaptive_form(False)),) if builtin else ()
     return OpDef(name, "pool", [ArgSpec("output_size", "int")], _adaptive1d_shape, doc, key_args=("output_size",),
                  emit=lambda e: (f"F.{fn}(", In(0), ", ", Lit(e.args["output_size"], "output_size"), ")"),
                  module_form=lambda e: (f"nn.{mod}(", Lit(e.args["output_size"], "output_size"), ")"),
                  traits={"channel-wise"},
                  torch_forms=(TorchForm("module", f"torch.nn.{mod}", _adaptive_form(True)),
-                              TorchForm("function", f"torch.nn.functional.{fn}", _adaptive_form(False))))
+                              TorchForm("function", f"torch.nn.functional.{fn}", _adaptive_form(False)), *extra))
 
 
 _A = ArgSpec
@@ -246,9 +248,11 @@ register(
           emit=lambda e: ("F.avg_pool1d(", In(0), ", ", *_pool1d_args(e), *_avg_tail(e)),
           module_form=lambda e: ("nn.AvgPool1d(", *_pool1d_args(e), *_avg_tail(e)), traits={"channel-wise"},
           torch_forms=(TorchForm("module", "torch.nn.AvgPool1d", _pool_module_form("AvgPool1d")),
-                       TorchForm("function", "torch.nn.functional.avg_pool1d", _pool_function_form("avg_pool1d")))),
+                       TorchForm("function", "torch.nn.functional.avg_pool1d", _pool_function_form("avg_pool1d")),
+                       # F.avg_pool1d is the builtin torch.avg_pool1d (its __module__ is "torch")
+                       TorchForm("function", "torch.avg_pool1d", _pool_function_form("avg_pool1d")))),
     _adaptive("adaptive_avgpool1d", "adaptive_avg_pool1d", "AdaptiveAvgPool1d",
-              "Adaptive average pooling of a sequence [C, L] to a fixed length (nn.AdaptiveAvgPool1d)."),
+              "Adaptive average pooling of a sequence [C, L] to a fixed length (nn.AdaptiveAvgPool1d).", True),
     _adaptive("adaptive_maxpool1d", "adaptive_max_pool1d", "AdaptiveMaxPool1d",
-              "Adaptive max pooling of a sequence [C, L] to a fixed length (nn.AdaptiveMaxPool1d)."),
+              "Adaptive max pooling of a sequence [C, L] to a fixed length (nn.AdaptiveMaxPool1d).", False),
 )
