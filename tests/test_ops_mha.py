@@ -132,3 +132,19 @@ def test_language_doc_example_of_the_sequence_ops_is_what_torch_computes() -> No
         e = F.normalize(h, dim=-1)
         assert_close(model(x), e @ e.transpose(1, 2))
     assert g.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_deploy_and_tracing_keep_the_nested_attention_weights() -> None:
+    # nn.MultiheadAttention's out_proj is a submodule: the deploy form copies every key under the op's path
+    spec = net("    attn: multihead_attention(2)\n    fc: linear(4)\n", [5, 8])
+    model = archdsl.build(spec).eval()
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    dep = archdsl.deploy(model)
+    assert list(dep.state_dict()) == list(model.state_dict())
+    x = torch.randn(2, 5, 8)
+    with torch.no_grad():
+        assert_close(dep(x), model(x))
+        assert_close(torch.fx.symbolic_trace(model)(x), model(x))

@@ -80,6 +80,8 @@ TRAITS: dict[str, str] = {
     "stateful-module": "owns an nn.Module with parameters or buffers (its OpDef has a ``ctor``); the node gets a "
                        "module path and codegen calls the module",
     "parameter": "owns a bare nn.Parameter (not a module), registered under its label (layer_scale)",
+    "nested-state": "its module has submodules of its own, so its state_dict keys go deeper than its path "
+                    "(nn.MultiheadAttention's out_proj.weight): weight copies take every key under the path",
     "buffer": "owns a bare persistent buffer (a state_dict key, not a parameter), registered under its label "
               "(Swin's relative_position_index)",
     "eval-identity": "the identity in eval mode (identity, dropout, drop_path): deploy removes it",

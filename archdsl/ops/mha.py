@@ -79,6 +79,6 @@ register(
           "attention output, not the weights); E is inferred. State: in_proj_weight/in_proj_bias, out_proj.",
           params=_mha_params, macs=_mha_macs, stateful=True, aliases=("mha",), key_args=("num_heads",),
           ctor=_mha_ctor, emit=lambda e: (MOD, "(", In(0), ", ", In(0), ", ", In(0), ", need_weights=False)[0]"),
-          traits={"stateful-module", "layout-sensitive"},
+          traits={"stateful-module", "layout-sensitive", "nested-state"},
           torch_forms=(TorchForm("module", "torch.nn.MultiheadAttention", _mha_form),)),
 )
