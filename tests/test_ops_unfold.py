@@ -64,10 +64,10 @@ def test_unfold_makes_vit_patches() -> None:
 @pytest.mark.parametrize("body, shape, message, hint", [
     ("    unfold(5)\n", [3, 4, 4], "unfold block 5x5 does not fit the padded input 4x4", "the input here"),
     ("    unfold(2)\n", [3, 8], "unfold expects a feature map [C, H, W], got [3, 8]", "[C, 1, L]"),
-    ("    fold([4, 4], 2)\n", [6, 9], "the 6 rows of [6, 9] are not a multiple of the block size 2x2 = 4",
-     "C * kh * kw"),
-    ("    fold([4, 4], 2)\n", [8, 8], "output_size [4, 4] holds 3x3 = 9 blocks, but [8, 8] has L = 8 columns",
-     "those of the unfold"),
+    ("    fold([4, 4], 2)\n", [6, 9], "error: fold needs rows that are a multiple of the block size 2x2 = 4; [6, 9] "
+     "has 6", "C * kh * kw"),
+    ("    fold([4, 4], 2)\n", [8, 8], "error: fold output_size [4, 4] holds 3x3 = 9 blocks, but [8, 8] has L = 8 "
+     "columns", "those of the unfold"),
     ("    fold([4, 4], 2, stride=0)\n", [8, 9], "stride must be positive", ""),
 ])
 def test_unfold_fold_errors_are_located_with_hints(body: str, shape: list[int], message: str, hint: str) -> None:

@@ -61,11 +61,12 @@ def _fold_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     kk = math.prod(a["kernel_size"])
     if s[0] % kk:
         kh, kw = a["kernel_size"]
-        raise ShapeError(f"fold: the {s[0]} rows of {list(s)} are not a multiple of the block size {kh}x{kw} = {kk}",
+        raise ShapeError(f"fold needs rows that are a multiple of the block size {kh}x{kw} = {kk}; {list(s)} has "
+                         f"{s[0]}",
                          arg="kernel_size", hint="the rows are C * kh * kw")
     bh, bw = _blocks(a["output_size"], a)
     if bh <= 0 or bw <= 0 or bh * bw != s[1]:
-        raise ShapeError(f"fold: output_size {list(a['output_size'])} holds {max(bh, 0)}x{max(bw, 0)} = "
+        raise ShapeError(f"fold output_size {list(a['output_size'])} holds {max(bh, 0)}x{max(bw, 0)} = "
                          f"{max(bh, 0) * max(bw, 0)} blocks, but {list(s)} has L = {s[1]} columns",
                          arg="output_size", hint="output_size, kernel_size, dilation, padding and stride must be "
                                                  "those of the unfold that made the columns")
