@@ -167,6 +167,12 @@ NEGATIVE: dict[str, list[tuple[str, Callable[[torch.Tensor, dict[str, torch.Tens
                    lambda x, sd: x * sd["p"].view(3, 1, 1)),
                   ("    p = parameter([4, 6], init=\"normal\", std=1.0, dim=-2)\n    x + p\n",
                    lambda x, sd: x + sd["p"])],
+    "rmsnorm": [("    rn: rmsnorm(dim=-1)\n", lambda x, sd: F.rms_norm(x, (x.shape[-1],), sd["rn.weight"]))],
+    "normalize": [("    normalize(dim=-2)\n", lambda x, sd: F.normalize(x, dim=-2))],
+    "select": [("    select(-1, -2)\n", lambda x, sd: x.select(-1, -2))],
+    "repeat_interleave": [("    repeat_interleave(2, dim=-2)\n", lambda x, sd: x.repeat_interleave(2, dim=-2))],
+    "unbind": [("    a, b, c, d = x -> unbind(-2)\n    concat(d, a, dim=-1)\n",
+                lambda x, sd: torch.cat([x.unbind(-2)[3], x.unbind(-2)[0]], -1))],
 }
 CASES = [(op, k) for op, cases in NEGATIVE.items() for k in range(len(cases))]
 

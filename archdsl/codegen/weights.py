@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import ArchError
 from ..ir import Graph, Node
+from ..ops import has_trait
 from ..ops.user import user_ops
 from ..passes.deploy import DeployPlan
 from ..passes.reparam import GroupPlan
@@ -177,8 +178,9 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
     for path, r in plan.recipes.items():
         kind, obj = r.base
         if kind == "copy" and r.pre_bn is None and r.post_bn is None:
-            # a plugin op's module has submodules of its own: all its keys are copied
-            nested = isinstance(obj, Node) and obj.op in user_ops()
+            # a plugin op's module (and a "nested-state" op's, nn.MultiheadAttention) has submodules of its
+            # own: all its keys are copied
+            nested = isinstance(obj, Node) and (obj.op in user_ops() or has_trait(obj.op, "nested-state"))
             keys = [k for k in train_sd if k.startswith(path + ".")] if nested else owned.get(path, [])
             for k in [*keys, *([path] if path in train_sd else [])]:
                 out[k] = train_sd[k].clone()   # the deploy model must not share storage with the train model

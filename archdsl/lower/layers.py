@@ -220,6 +220,8 @@ class LayerApplier(Evaluator):
             return self.err(f"{v.name}: dim={args['dim']} is out of range for {list(x.shape)} (batch is dim 0)",
                             v.call_span or span, hint=f"valid dims here: 1..{rank} or -{rank}..-1")
         size = x.shape[dim - 1]
+        if v.name == "unbind":
+            return self._unbind(x, dim, size, scope, name, v.call_span or span, span)
         if v.name == "chunk":
             n = args["chunks"]
             if n < 1 or size % n:
@@ -244,6 +246,24 @@ class LayerApplier(Evaluator):
                                  tuple(shape), f"{scope.prefix}{name}[{i}]", None, span, scope.frames)
             outs.append(TensorVal(node.id, tuple(shape)))
             start += s
+        return outs
+
+    def _unbind(self, x: TensorVal, dim: int, size: int, scope: Scope, name: str, call_span: Span,
+                span: Span) -> Any:
+        """``unbind(dim)``: one select node per index of ``dim``, each without that dim."""
+        if len(x.shape) == 1:
+            return self.err(f"unbind: {list(x.shape)} has one dim; unbinding it would leave only the batch",
+                            call_span, hint="use chunk(n) to keep a dim")
+        if size > self.limits.max_repeat:
+            return self.err(f"unbind: {size:,} parts exceed the limit {self.limits.max_repeat:,}", call_span,
+                            hint=limit_hint("max_repeat"))
+        pin(x.dims()[dim - 1])   # the number of outputs is this size: it keeps its value
+        shape = tuple(s for k, s in enumerate(x.shape) if k != dim - 1)
+        outs = []
+        for i in range(size):
+            node = self.new_node("select", {"dim": dim, "index": i}, [x.nid], [x.shape], shape,
+                                 f"{scope.prefix}{name}[{i}]", None, span, scope.frames)
+            outs.append(TensorVal(node.id, shape))
         return outs
 
     def apply_block(self, v: LayerSpec, x: TensorVal, scope: Scope, label: str | None, label_span: Span | None,

@@ -21,10 +21,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "upsamplingbilinear2d": ("upsample", "interpolate"), "upsamplingnearest2d": ("upsample", "interpolate"),
     "resize": ("interpolate", "resize_as"), "interp": ("interpolate",), "imresize": ("interpolate",),
     "depthtospace": ("pixel_shuffle",), "spacetodepth": ("pixel_unshuffle",),
-    "bmm": ("matmul",), "mm": ("matmul",), "dot": ("matmul",), "einsum": ("matmul",),
+    "bmm": ("matmul",), "mm": ("matmul",), "dot": ("matmul",),
     "attention": ("scaled_dot_product_attention",), "attn": ("scaled_dot_product_attention",),
-    "selfattention": ("scaled_dot_product_attention",), "mha": ("scaled_dot_product_attention",),
-    "multiheadattention": ("scaled_dot_product_attention",),
+    "selfattention": ("multihead_attention", "scaled_dot_product_attention"),
     "conv": ("conv2d",), "bn": ("batchnorm",), "batchnorm2d": ("batchnorm",), "ln": ("layernorm",),
     "fc": ("linear",), "dense": ("linear",),
     "cat": ("concat",), "concatenate": ("concat",),
@@ -35,6 +34,9 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "globalavgpool": ("adaptive_avgpool",), "adaptiveavgpool2d": ("adaptive_avgpool",),
     "hswish": ("hardswish",), "hsigmoid": ("hardsigmoid",), "droppath": ("drop_path",),
     "clstoken": ("parameter",), "posembed": ("parameter",), "nnparameter": ("parameter",),
+    "gn": ("groupnorm",), "groupnorm1": ("groupnorm",), "rms": ("rmsnorm",), "batchnorm1d": ("batchnorm",),
+    "l2normalize": ("normalize",), "l2norm": ("normalize", "norm"), "im2col": ("unfold",), "col2im": ("fold",),
+    "unstack": ("unbind",), "repeat": ("repeat_interleave",),
 }
 
 

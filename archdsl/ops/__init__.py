@@ -11,11 +11,18 @@ from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
 from . import math as _math  # noqa: F401  (registers tensor math, attention and free parameters)
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)
 from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
+from . import norms as _norms  # noqa: F401  (registers groupnorm, rmsnorm, normalize)
+from . import seq as _seq  # noqa: F401  (registers conv1d and the 1-D pools on sequences [C, L])
+from . import layout as _layout  # noqa: F401  (registers select and repeat_interleave)
+from . import patches as _patches  # noqa: F401  (registers unfold and fold)
+from . import einsum as _einsum  # noqa: F401  (registers einsum)
+from . import mha as _mha  # noqa: F401  (registers multihead_attention)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)
+from .layout import MULTI_OUTPUT_FORMS
 from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "MULTI_OUTPUT_OPS",
-           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers"]
+           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers", "MULTI_OUTPUT_FORMS"]

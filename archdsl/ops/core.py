@@ -80,6 +80,8 @@ TRAITS: dict[str, str] = {
     "stateful-module": "owns an nn.Module with parameters or buffers (its OpDef has a ``ctor``); the node gets a "
                        "module path and codegen calls the module",
     "parameter": "owns a bare nn.Parameter (not a module), registered under its label (layer_scale)",
+    "nested-state": "its module has submodules of its own, so its state_dict keys go deeper than its path "
+                    "(nn.MultiheadAttention's out_proj.weight): weight copies take every key under the path",
     "buffer": "owns a bare persistent buffer (a state_dict key, not a parameter), registered under its label "
               "(Swin's relative_position_index)",
     "eval-identity": "the identity in eval mode (identity, dropout, drop_path): deploy removes it",
@@ -94,7 +96,7 @@ TRAITS: dict[str, str] = {
                              "in place (conv2d, batchnorm, linear, add)",
     "inplace": "has an in-place form codegen uses when the producer allows it (relu, relu6, add)",
     "merge": "combines several tensors (add, mul, concat, stack): a combinator",
-    "multi-output": "produces several tensors (chunk, split): lowered to narrow nodes",
+    "multi-output": "produces several tensors (chunk, split, unbind): lowered to narrow (select) nodes",
     "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``, ``max(in.h // 2, 4)``): "
                    "lowering keeps their formulas (``args['dyn']``), the tensors they read become extra inputs "
                    "after the data input, and the generated code computes the sizes at run time (reshape); "
@@ -267,7 +269,8 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 _EXTRA_TRAITS: dict[str, frozenset[str]] = {"chunk": frozenset({"multi-output", "layout-sensitive"}),
-                                            "split": frozenset({"multi-output", "layout-sensitive"})}
+                                            "split": frozenset({"multi-output", "layout-sensitive"}),
+                                            "unbind": frozenset({"multi-output", "layout-sensitive"})}
 
 
 def register(*defs: OpDef) -> None:

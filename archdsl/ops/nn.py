@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _check_positive, _need_rank,
-                   _pair, _same, conv_out, int_or_pair, layer_scale_shape, pool_out, register)
+from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TorchCall, TorchForm,
+                   _check_positive, _need_rank, _pair, _same, conv_out, int_or_pair, layer_scale_shape, pool_out,
+                   register)
+from .forms import need_batch_first
 
 __all__: list[str] = []
 
@@ -89,11 +91,25 @@ def _linear_params(shapes: list[Shape], a: dict[str, Any]) -> int:
 
 def _bn_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     s = shapes[0]
-    if len(s) not in (1, 3):
-        raise ShapeError(f"batchnorm expects [C, H, W] or [F], got {list(s)}")
+    if len(s) not in (1, 2, 3):
+        raise ShapeError(f"batchnorm expects [C, H, W], a sequence [C, L] or [F], got {list(s)}")
     if a["eps"] <= 0:
         raise ShapeError(f"eps must be positive, got {a['eps']}", arg="eps")
     return s
+
+
+def _bn_form(rank: int) -> Callable[[TorchCall], dict[str, Any]]:
+    """nn.BatchNorm1d (on [C, L] or [F]) / nn.BatchNorm2d (on [C, H, W]): the module's own settings."""
+    def form(c: TorchCall) -> dict[str, Any]:
+        need_batch_first(c, "BatchNorm")
+        if (rank == 3) != (len(c.in_shapes[0]) == 3):
+            raise ShapeError(f"a BatchNorm{rank - 1}d on {list(c.in_shapes[0])}")
+        m = c.module
+        if m.momentum is None:
+            raise ShapeError("BatchNorm with momentum=None (a cumulative average) has no batchnorm argument")
+        return {"eps": float(m.eps), "momentum": float(m.momentum), "affine": bool(m.affine),
+                "track_running_stats": bool(m.track_running_stats)}
+    return form
 
 
 # ---- pooling ---------------------------------------------------------------------------------------
@@ -290,11 +306,14 @@ register(
           traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "layout-sensitive"}),
     OpDef("batchnorm", "norm", [_A("eps", "float", 1e-5), _A("momentum", "float", 0.1), _A("affine", "bool", True),
                                  _A("track_running_stats", "bool", True)], _bn_shape,
-          "Batch normalization over channels (2-D for [C,H,W], 1-D for [F]).",
+          "Batch normalization over channels (nn.BatchNorm2d for [C, H, W], nn.BatchNorm1d for a sequence "
+          "[C, L] or features [F]).",
           params=lambda s, a: 2 * s[0][0] if a["affine"] else 0, stateful=True, ctor=_bn_ctor,
           # running mean and variance, and the batch counter
           buffers=lambda s, a: 2 * s[0][0] + 1 if a["track_running_stats"] else 0,
-          traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"}),
+          traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"},
+          torch_forms=(TorchForm("module", "torch.nn.BatchNorm1d", _bn_form(2)),
+                       TorchForm("module", "torch.nn.BatchNorm2d", _bn_form(3)))),
     OpDef("maxpool", "pool", [_A("kernel_size", "int2"), _A("stride", "int2?", None), _A("padding", "int2", 0),
                               _A("dilation", "int2", 1), _A("ceil_mode", "bool", False)], _pool_shape("maxpool"),
           "Max pooling (stride defaults to the kernel size).", normalize=_pool_norm, key_args=("kernel_size", "stride"),

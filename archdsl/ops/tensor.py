@@ -381,4 +381,6 @@ register(
 MULTI_OUTPUT_OPS = {
     "chunk": [ArgSpec("chunks", "int"), ArgSpec("dim", "int", 1)],
     "split": [ArgSpec("sizes", "list"), ArgSpec("dim", "int", 1)],
+    # one tensor per index of the dim, the dim removed (lowered to select nodes): q, k, v = qkv -> unbind(1)
+    "unbind": [ArgSpec("dim", "int", 1)],
 }
