@@ -89,8 +89,8 @@ def _linear_params(shapes: list[Shape], a: dict[str, Any]) -> int:
 
 def _bn_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     s = shapes[0]
-    if len(s) not in (1, 3):
-        raise ShapeError(f"batchnorm expects [C, H, W] or [F], got {list(s)}")
+    if len(s) not in (1, 3, 4):
+        raise ShapeError(f"batchnorm expects [C, H, W], [C, T, H, W] or [F], got {list(s)}")
     if a["eps"] <= 0:
         raise ShapeError(f"eps must be positive, got {a['eps']}", arg="eps")
     return s
@@ -216,7 +216,7 @@ def _linear_ctor(e: EmitArgs) -> Expr:
 
 def _bn_ctor(e: EmitArgs) -> Expr:
     a = e.args
-    cls = "nn.BatchNorm2d(" if len(e.shape) == 3 else "nn.BatchNorm1d("
+    cls = {4: "nn.BatchNorm3d(", 3: "nn.BatchNorm2d("}.get(len(e.shape), "nn.BatchNorm1d(")
     return (cls, Lit(e.shape[0], "num_features"), Kw("eps", a["eps"], 1e-5), Kw("momentum", a["momentum"], 0.1),
             Kw("affine", a["affine"], True), Kw("track_running_stats", a["track_running_stats"], True), ")")
 
@@ -290,7 +290,7 @@ register(
           traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "layout-sensitive"}),
     OpDef("batchnorm", "norm", [_A("eps", "float", 1e-5), _A("momentum", "float", 0.1), _A("affine", "bool", True),
                                  _A("track_running_stats", "bool", True)], _bn_shape,
-          "Batch normalization over channels (2-D for [C,H,W], 1-D for [F]).",
+          "Batch normalization over channels (2-D for [C,H,W], 3-D for [C,T,H,W], 1-D for [F]).",
           params=lambda s, a: 2 * s[0][0] if a["affine"] else 0, stateful=True, ctor=_bn_ctor,
           # running mean and variance, and the batch counter
           buffers=lambda s, a: 2 * s[0][0] + 1 if a["track_running_stats"] else 0,

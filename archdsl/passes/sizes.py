@@ -33,7 +33,7 @@ __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
 
 _MAX_PROBES = 96          # shape propagations per contract (each is one pass over the graph's nodes)
 _SWEEP_NODE_EVALS = 60_000   # node shape rules the lattice walk of a piecewise graph may run, all probes together
-_AXIS_NAMES = {3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
+_AXIS_NAMES = {4: ("C", "T", "H", "W"), 3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
 
 
 @dataclass(frozen=True)
@@ -221,7 +221,7 @@ def input_contract(graph: Graph) -> SizeContract:
     """The input sizes ``graph`` accepts; see the module docstring for how they are found."""
     declared = tuple(graph.input_shape)
     names = _AXIS_NAMES.get(len(declared), ())
-    axes = {3: (1, 2), 2: (0,)}.get(len(declared), ())
+    axes = {4: (1, 2, 3), 3: (1, 2), 2: (0,)}.get(len(declared), ())
     if len(graph.inputs) != 1:
         return SizeContract(declared, (), derived=False)
     order = graph.records()
