@@ -4,8 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _check_positive, _need_rank,
-                   _pair, _same, conv_out, int_or_pair, layer_scale_shape, pool_out, register)
+from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TorchCall, TorchForm,
+                   _check_positive, _need_rank, _pair, _same, conv_out, int_or_pair, layer_scale_shape, pool_out,
+                   register)
 
 __all__: list[str] = []
 
@@ -221,6 +222,19 @@ def _bn_ctor(e: EmitArgs) -> Expr:
             Kw("affine", a["affine"], True), Kw("track_running_stats", a["track_running_stats"], True), ")")
 
 
+def _bn_form(rank: int) -> Callable[[TorchCall], dict[str, Any] | None]:
+    """nn.BatchNorm1d/2d/3d on the per-sample rank it builds from (1-D only over [F]: BatchNorm1d over
+    [C, L] normalizes another axis than batchnorm does there); momentum=None (a cumulative average) has no
+    spelling here."""
+    def args(c: TorchCall) -> dict[str, Any] | None:
+        m = c.module
+        if len(c.in_shapes[0]) != rank or m.momentum is None:
+            return None
+        return {"eps": float(m.eps), "momentum": float(m.momentum), "affine": bool(m.affine),
+                "track_running_stats": bool(m.track_running_stats)}
+    return args
+
+
 def _ln_ctor(e: EmitArgs) -> Expr:
     a = e.args
     return ("nn.LayerNorm(", Lit(a["normalized"], "normalized_shape"), Kw("eps", a["eps"], 1e-5),
@@ -294,7 +308,8 @@ register(
           params=lambda s, a: 2 * s[0][0] if a["affine"] else 0, stateful=True, ctor=_bn_ctor,
           # running mean and variance, and the batch counter
           buffers=lambda s, a: 2 * s[0][0] + 1 if a["track_running_stats"] else 0,
-          traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"}),
+          traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"},
+          torch_forms=tuple(TorchForm("module", f"torch.nn.BatchNorm{k}d", _bn_form(r)) for k, r in ((1, 1), (2, 3), (3, 4)))),
     OpDef("maxpool", "pool", [_A("kernel_size", "int2"), _A("stride", "int2?", None), _A("padding", "int2", 0),
                               _A("dilation", "int2", 1), _A("ceil_mode", "bool", False)], _pool_shape("maxpool"),
           "Max pooling (stride defaults to the kernel size).", normalize=_pool_norm, key_args=("kernel_size", "stride"),

@@ -13,7 +13,8 @@ that every parameter keeps its count, that every layer is constructed and called
 there (the spec's arguments normalized again for the probe's shapes: an argument derived from a size, like
 layernorm's normalized shape, must come out the same), and that every fact the expansion relied on about
 sizes read from tensors still holds (``Graph.size_facts``: a comparison's outcome, a size used as a number;
-see :mod:`archdsl.lower.dims`). Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
+see :mod:`archdsl.lower.dims`). Per spatial axis (H and W of ``[C, H, W]``, T, H and W of a video or volume
+``[C, T, H, W]``, N of ``[N, C]``) it finds
 the period (the smallest divisor ``d`` of the declared size such that the two next multiples work) and the
 smallest working size on that lattice; channels never change. :class:`SizeContract` describes the result
 ("H and W multiples of 32") for ``archc check``/``summary`` and gives the generated ``forward`` its guard,
@@ -21,6 +22,7 @@ so a wrong size fails with the contract in a ``ValueError`` instead of a torch e
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -256,13 +258,13 @@ def input_contract(graph: Graph) -> SizeContract:
             return lambda v: walk(_with(declared, a, v))
 
         rules = [_swept(r, along(r.axis)) for r in rules]
-        # the axes may fail together where each works alone (a min of H and W): every accepted pair is walked
+        # the axes may fail together where each works alone (a min of H and W): every accepted combination
+        # (pair of H and W, triple of T, H and W) is walked
         free = [r for r in rules if not r.fixed]
-        if len(free) == 2:
-            pairs = [(a, b) for a in range(free[0].minimum, (free[0].maximum or 0) + 1, free[0].multiple)
-                     for b in range(free[1].minimum, (free[1].maximum or 0) + 1, free[1].multiple)]
-            if len(pairs) > budget[0] or not all(walk(_with(_with(declared, free[0].axis, a), free[1].axis, b))
-                                                 for a, b in pairs):
+        if len(free) >= 2:
+            ranges = [range(r.minimum, (r.maximum or 0) + 1, r.multiple) for r in free]
+            if math.prod(len(x) for x in ranges) > budget[0] or not all(
+                    walk(_at(declared, [r.axis for r in free], combo)) for combo in itertools.product(*ranges)):
                 rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
     # the axes were probed one at a time; the smallest sizes together and larger ones together must work too
     if rules and not all(r.fixed for r in rules):
@@ -306,6 +308,13 @@ def _swept(r: AxisRule, ok: Callable[[int], bool]) -> AxisRule:
     if low == r.declared and high == r.declared:
         return AxisRule(r.axis, r.name, r.declared, fixed=True)
     return AxisRule(r.axis, r.name, r.declared, multiple=r.multiple, minimum=low, maximum=high)
+
+
+def _at(shape: tuple[int, ...], axes: list[int], values: tuple[int, ...]) -> tuple[int, ...]:
+    s = list(shape)
+    for a, v in zip(axes, values):
+        s[a] = v
+    return tuple(s)
 
 
 def _with(shape: tuple[int, ...], axis: int, v: int) -> tuple[int, ...]:
