@@ -309,7 +309,8 @@ register(
           # running mean and variance, and the batch counter
           buffers=lambda s, a: 2 * s[0][0] + 1 if a["track_running_stats"] else 0,
           traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"},
-          torch_forms=tuple(TorchForm("module", f"torch.nn.BatchNorm{k}d", _bn_form(r)) for k, r in ((1, 1), (2, 3), (3, 4)))),
+          torch_forms=tuple(TorchForm("module", f"torch.nn.BatchNorm{k}d", _bn_form(rank))
+                            for k, rank in ((1, 1), (2, 3), (3, 4)))),
     OpDef("maxpool", "pool", [_A("kernel_size", "int2"), _A("stride", "int2?", None), _A("padding", "int2", 0),
                               _A("dilation", "int2", 1), _A("ceil_mode", "bool", False)], _pool_shape("maxpool"),
           "Max pooling (stride defaults to the kernel size).", normalize=_pool_norm, key_args=("kernel_size", "stride"),
