@@ -287,7 +287,7 @@ def test_torch_forms_refuse_what_the_ops_cannot_express() -> None:
 # ---- shape errors, located with hints ------------------------------------------------------------------
 @pytest.mark.parametrize("body,shape,where,message,hint", [
     ("    conv2d(8, 3)\n", [1, 3, 32, 32], "3:5", "conv2d expects a feature map [C, H, W], got [1, 3, 32, 32]",
-     "use the 3-D op (conv3d"),
+     "takes the 3-D op (conv3d"),
     ("    conv3d(8, 3)\n", [3, 32, 32], "3:5", "conv3d expects a video or volume [C, T, H, W], got [3, 32, 32]",
      "use the 2-D op for [C, H, W]"),
     ("    maxpool(2)\n", [3, 4, 8, 8], "3:5", "maxpool expects a feature map [C, H, W]", "maxpool3d"),
@@ -475,3 +475,15 @@ def test_r3d_18_loads_torchvision_weights_and_gives_its_outputs() -> None:
     assert g.total_params == sum(p.numel() for p in ref.parameters())
     assert g.total_macs == fvcore_macs(ref, torch.randn(1, 3, 4, 32, 32))
     assert (ROOT / "specs" / "video_resnet.arch").is_file()
+
+
+def test_pretrained_cfg_of_the_video_reference_is_torchvisions_video_preset() -> None:
+    from torchvision.models.video import R3D_18_Weights
+
+    from archdsl import hub
+    cfg = hub.pretrained_cfg(archdsl.graph("specs/video_resnet.arch:r3d_18"))
+    t = R3D_18_Weights.DEFAULT.transforms()
+    assert cfg["input_size"] == (3, 16, 112, 112) and cfg["source"] == "torchvision"
+    assert cfg["mean"] == tuple(t.mean) and cfg["std"] == tuple(t.std)      # Kinetics' statistics, not ImageNet's
+    assert cfg["crop_pct"] == round(t.crop_size[0] / t.resize_size[0], 4)
+    assert cfg["num_classes"] == 400 and cfg["first_conv"] == "stem.0" and cfg["pool_size"] == (2, 7, 7)

@@ -328,8 +328,8 @@ def _need_rank(shapes: list[Shape], rank: int, what: str) -> Shape:
         names = {4: "a video or volume [C, T, H, W]", 3: "a feature map [C, H, W]", 1: "a vector [F]"}
         hint = "add 'flatten' before it" if rank == 1 else None
         if rank == 3 and len(s) == 4:
-            hint = ("this is a [C, T, H, W] tensor: use the 3-D op (conv3d, maxpool3d, ...), or, if its first "
-                    "size is the batch, leave the batch out of the input shape")
+            hint = ("a [C, T, H, W] tensor takes the 3-D op (conv3d, maxpool3d, ...); if it is the network input "
+                    "and its first size is the batch, leave the batch out of the input shape")
         elif rank == 4 and len(s) == 3:
             hint = "3-D ops work on [C, T, H, W] (input [3, 16, 112, 112]); use the 2-D op for [C, H, W]"
         raise ShapeError(f"{what} expects {names.get(rank, f'rank {rank}')}, got {list(s)}", hint=hint)

@@ -42,7 +42,8 @@ _AXIS_NAMES = {4: ("C", "T", "H", "W"), 3: ("C", "H", "W"), 2: ("N", "C"), 1: ("
 class AxisRule:
     """The sizes one input axis accepts: ``declared`` only when ``fixed``, else ``minimum + k * multiple``."""
 
-    axis: int               # per-sample axis (batch left out): 1 and 2 for H and W, 0 for the tokens' N
+    axis: int               # per-sample axis (batch left out): 1 and 2 for H and W (1, 2, 3: T, H, W of a
+    #                         clip), 0 for the tokens' N
     name: str
     declared: int
     multiple: int = 1
