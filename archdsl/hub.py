@@ -219,10 +219,13 @@ def _reference_cfg(reference: str | None, input_shape: tuple[int, ...], num_clas
         w = _torchvision_weights(name)
         if w is not None:
             kw = dict(getattr(w.transforms, "keywords", {}) or {})
+            if len(input_shape) == 4:   # a video preset (r3d_18): (h, w) crop and resize, Kinetics' statistics
+                t = w.transforms()
+                kw.update(crop_size=t.crop_size[0], resize_size=t.resize_size[0], mean=t.mean, std=t.std)
             crop = int(kw.get("crop_size", input_shape[-1] if input_shape else 224))
             resize = int(kw.get("resize_size", round(crop / 0.875)))
             interp = kw.get("interpolation")
-            cfg.update(input_size=(chans, crop, crop), crop_pct=round(crop / resize, 4),
+            cfg.update(input_size=(chans, *input_shape[1:-2], crop, crop), crop_pct=round(crop / resize, 4),
                        mean=tuple(kw.get("mean", IMAGENET_MEAN)), std=tuple(kw.get("std", IMAGENET_STD)),
                        interpolation=getattr(interp, "value", interp or "bilinear"),
                        num_classes=len(w.meta.get("categories") or []) or num_classes,

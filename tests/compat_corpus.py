@@ -134,15 +134,16 @@ def build(address: str) -> Any:
 
 def pick_input(model: Any) -> list[int]:
     """The smallest square input side in :data:`SIDES` the network accepts (its declared size otherwise),
-    as a batch-1 shape."""
+    as a batch-1 shape; a video clip [C, T, H, W] also at most 4 frames."""
     from archdsl.passes.sizes import input_contract
     g = model.arch_graph
     declared = tuple(g.input_shape)
-    if len(declared) == 3:
+    if len(declared) in (3, 4):
         contract = input_contract(g)
         for side in SIDES:
-            shape = (declared[0], side, side)
-            if side <= max(declared[1:]) and contract.accepts(shape):
+            # a video clip [C, T, H, W]: at most 4 frames
+            shape = (declared[0], side, side) if len(declared) == 3 else (declared[0], min(declared[1], 4), side, side)
+            if side <= max(declared[-2:]) and contract.accepts(shape):
                 return [1, *shape]
     return [1, *declared]
 

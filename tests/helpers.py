@@ -36,7 +36,9 @@ def make_reference(ref: str, num_classes: int | None = None) -> Any:
         import torchvision
         if name in ("googlenet", "inception_v3"):
             kwargs.update(aux_logits=False, init_weights=False)
-        return getattr(torchvision.models, name)(weights=None, **kwargs)
+        # the video models (r3d_18) live in torchvision.models.video
+        builder = getattr(torchvision.models, name, None) or getattr(torchvision.models.video, name)
+        return builder(weights=None, **kwargs)
     if family == "timm":
         import timm
         return timm.create_model(name, pretrained=False, **kwargs)

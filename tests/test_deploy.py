@@ -61,8 +61,10 @@ def _small_graph(address: str) -> tuple[Graph, dict[str, Any]]:
     # big networks also try 32x32: their forward (RepLKNet's 31x31 depthwise convs) is a good part of the time
     sides = SMALL_SIDES if base.total_params <= MAX_BUILD_PARAMS else (32, 48, *SMALL_SIDES)
     for side in sides:
+        # a video clip [C, T, H, W] (r3d_18): at most 4 frames, small frames
+        small = (shape[0], side, side) if len(shape) == 3 else (shape[0], min(shape[1], 4), side, side)
         try:
-            return archdsl.graph(address, input_shape=(shape[0], side, side), **params), params
+            return archdsl.graph(address, input_shape=small, **params), params
         except archdsl.ArchError as e:   # too small for this network's downsampling: try a bigger one
             last = e
     raise AssertionError(f"{address} compiles at none of {sides}: {last}")

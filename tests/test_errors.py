@@ -132,8 +132,9 @@ CASES: list[tuple[str, str, str]] = [
      "1:9: error: network 'net' ends with 3 tensors, not one"),
     ('no_input', 'network net():\n    conv2d(8, 3)\n',
      "2:5: error: network 'net' must start with its input shape"),
-    ('input_rank', 'network net():\n    input [1, 3, 32, 32]\n',
-     '2:11: error: input shape must be [C, H, W], [N, C] (tokens) or [F] (batch left out), got 4 dimensions'),
+    ('input_rank', 'network net():\n    input [2, 1, 3, 32, 32]\n',
+     '2:11: error: input shape must be [C, H, W], [C, T, H, W] (video or volume), [N, C] (tokens) or [F] (batch '
+     'left out), got 5 dimensions'),
     ('input_zero', 'network net():\n    input [3, 0, 32]\n',
      '2:11: error: input shape [3, 0, 32] has a non-positive size'),
     ('input_scalar', 'network net():\n    input 224\n',

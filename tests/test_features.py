@@ -41,7 +41,7 @@ def test_every_spec_has_stage_taps_matching_its_feature_info() -> None:
             # per-block feature_info for ViTs is not derived by feature_taps yet (issue 15)
             continue
         taps, info = feature_taps(g)
-        h_in = g.input_shape[1]
+        h_in = g.input_shape[-2]   # H of [C, H, W] and of a video clip [C, T, H, W]
         shapes = list(taps.output_shapes.items())
         try:
             assert len(info) >= 3, f"only {len(info)} levels"
@@ -49,10 +49,10 @@ def test_every_spec_has_stage_taps_matching_its_feature_info() -> None:
             reds = [i["reduction"] for i in info]
             assert reds == sorted(set(reds)), f"strides not increasing: {reds}"
             for (name, shape), i in zip(shapes, info):
-                assert len(shape) == 3 and shape[0] == i["num_chs"], (name, shape, i)
+                assert len(shape) == len(g.input_shape) and shape[0] == i["num_chs"], (name, shape, i)
                 assert math.log2(i["reduction"]).is_integer(), i
                 # the map is the input divided by the stride, less what valid (unpadded) windows trim
-                assert h_in / i["reduction"] / 2 < shape[1] <= math.ceil(h_in / i["reduction"]), (name, shape, i)
+                assert h_in / i["reduction"] / 2 < shape[-2] <= math.ceil(h_in / i["reduction"]), (name, shape, i)
             kept = {n.id for n in taps.records()}
             assert kept == _ancestors(g, [nid for _, nid in taps.outputs])
             assert len(kept) < len(g) or len(g.outputs) > 1

@@ -146,6 +146,11 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
         raise ValueError(f"dtype must be None, torch.float32, torch.bfloat16 or torch.float16, got {dtype!r}")
     cast = low[dtype]
     plan = deploy_plan(graph, fold_bn=fold_bn, limits=limits)
+    # torch's channels_last is for 4-D tensors: a 3-D layer's 5-D weight cannot take it
+    volumetric = any(n.op in ("conv3d", "conv_transpose3d") for n in plan.graph.records())
+    if memory_format == "channels_last" and volumetric:
+        raise ValueError("memory_format='channels_last' needs 4-D weights; this network has 3-D layers "
+                         "(conv3d): use 'contiguous' or 'auto'")
     sd = deploy_state_dict(plan, {k: v.detach().cpu() for k, v in module.state_dict().items()})
     check_finite(sd, "the deploy weights", computed_keys(plan))   # folding must not overflow
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
@@ -169,7 +174,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     model = make("contiguous")
     if memory_format == "auto":
         chosen = "contiguous"
-        if len(graph.input_shape) == 3:
+        if len(graph.input_shape) == 3 and not volumetric:
             x = torch.randn(batch_size, *graph.input_shape, device=device, dtype=_input_dtype(module, dtype))
             with _progress("deploy: timing both memory layouts") as (bar, task):
                 timings["contiguous"] = _time(model, x, repeats)

@@ -357,7 +357,8 @@ def features_model(g: Graph, *, out_indices: Sequence[int] | None = None, labels
     model.feature_info = info
     shapes = [taps.node(nid).shape for _, nid in taps.outputs]
     model.output_fmt = "NHWC" if shapes and all(len(sh) == 3 and sh[-1] == d["num_chs"] != sh[0]
-                                                for sh, d in zip(shapes, info)) else "NCHW"
+                                                for sh, d in zip(shapes, info)) else \
+        "NCTHW" if shapes and all(len(sh) == 4 for sh in shapes) else "NCHW"
     return model
 
 
@@ -365,7 +366,7 @@ def graph_cfg(g: Graph) -> dict[str, Any]:
     """timm's cfg keys that describe the network itself: ``first_conv``, ``classifier``, ``pool_size`` (the
     unpooled features' grid at the input size), ``fixed_input_size`` (the input contract is bounded)."""
     out: dict[str, Any] = {"fixed_input_size": fixed_input_size(g)}
-    first = next((n for n in g.records() if n.op == "conv2d" and n.module), None)
+    first = next((n for n in g.records() if n.op in ("conv2d", "conv3d") and n.module), None)
     if first is not None:
         out["first_conv"] = first.module
     head = head_features(g)
@@ -373,7 +374,7 @@ def graph_cfg(g: Graph) -> dict[str, Any]:
         if head["classifier"]:
             out["classifier"] = head["classifier"]
         shape = head["feature_shape"]
-        if head["output_fmt"] == "NCHW" and len(shape) == 3:
+        if (head["output_fmt"], len(shape)) in (("NCHW", 3), ("NCTHW", 4)):
             out["pool_size"] = tuple(shape[1:])
         elif head["output_fmt"] == "NHWC":
             out["pool_size"] = tuple(shape[:2])

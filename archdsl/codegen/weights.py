@@ -206,11 +206,12 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
             else:
                 g = r.pre_bn.shape[0] // w.shape[1]
                 idx = _in_index(w.shape[0], w.shape[1], g)
-                b = b + (w * t[idx][:, :, None, None]).sum((1, 2, 3))
-                w = w * s[idx][:, :, None, None]
+                tail = [1] * (w.dim() - 2)     # the kernel's dims: (kh, kw), or (kt, kh, kw) of a conv3d
+                b = b + (w * t[idx].view(*idx.shape, *tail)).sum(tuple(range(1, w.dim())))
+                w = w * s[idx].view(*idx.shape, *tail)
         if r.post_bn is not None:
             s, t = _bn_scale_shift(train_sd, r.post_bn)
-            w = w.mul_(s[:, None] if is_linear else s[:, None, None, None])   # w is this recipe's own copy
+            w = w.mul_(s.view(-1, *[1] * (w.dim() - 1)))   # w is this recipe's own copy
             b = b * s + t
         out[path + ".weight"] = w.to(dtype)
         out[path + ".bias"] = b.to(dtype)

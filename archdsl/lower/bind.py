@@ -163,12 +163,21 @@ def _check_type(a: ArgSpec, v: Any) -> str | None:
 
     def pair_ok(x: Any) -> bool:
         return is_int(x) or (isinstance(x, list) and len(x) == 2 and all(is_int(i) for i in x))
+
+    def triple_ok(x: Any) -> bool:
+        return is_int(x) or (isinstance(x, list) and len(x) == 3 and all(is_int(i) for i in x))
     ok = True
     want = t
     if t == "int":
         ok, want = is_int(v), "an integer"
     elif t == "int2":
         ok, want = pair_ok(v), "an integer or a pair [h, w]"
+    elif t == "int3":
+        ok, want = triple_ok(v), "an integer or a triple [t, h, w]"
+    elif t == "int3?":
+        ok, want = v is None or triple_ok(v), "an integer, a triple [t, h, w] or none"
+    elif t == "padding3":
+        ok, want = triple_ok(v) or v in ("same", "valid"), "an integer, a triple, \"same\" or \"valid\""
     elif t == "int?":
         ok, want = v is None or is_int(v), "an integer or none"
     elif t == "int2?":

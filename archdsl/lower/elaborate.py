@@ -145,11 +145,12 @@ class Lowerer(LayerApplier):
             return None
         if not isinstance(v, list) or not v or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             self.err(f"input shape must be a list of integers like [3, 224, 224], got {fmt(v)}", span,
-                     hint="the batch dimension is left out: [C, H, W] for images, [F] for vectors")
+                     hint="the batch dimension is left out: [C, H, W] for images, [C, T, H, W] for videos, "
+                          "[F] for vectors")
             return None
-        if len(v) not in (1, 2, 3):
-            self.err(f"input shape must be [C, H, W], [N, C] (tokens) or [F] (batch left out), got {len(v)} "
-                     "dimensions", span, hint="e.g. input [3, 224, 224]")
+        if len(v) not in (1, 2, 3, 4):
+            self.err(f"input shape must be [C, H, W], [C, T, H, W] (video or volume), [N, C] (tokens) or [F] "
+                     f"(batch left out), got {len(v)} dimensions", span, hint="e.g. input [3, 224, 224]")
             return None
         if any(x <= 0 for x in v):
             self.err(f"input shape {fmt(v)} has a non-positive size", span, hint="every size must be at least 1")

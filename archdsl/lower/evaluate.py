@@ -332,7 +332,8 @@ class Evaluator(ABC):
                 return self.err(f"shape {list(obj.shape)} has no '{e.name}'", e.span,
                                 hint="c, h and w exist only for [C, H, W] feature maps (c also for [F]); "
                                      "use .shape[i] (e.g. .shape[-1] for tokens [N, C]) or .rank"
-                                if len(obj.shape) == 2 else "h and w exist only for [C, H, W] feature maps")
+                                if len(obj.shape) == 2 else "t exists only for videos and volumes [C, T, H, W]"
+                                if e.name == "t" else "h and w exist only for [C, H, W] and [C, T, H, W] maps")
         return self.err(f"{type_name(obj)} has no attribute '{e.name}'", e.span,
                         hint="attributes exist on 'in' and named tensors: .c .h .w .shape")
 

@@ -58,8 +58,11 @@ def _shape_attr(shape: tuple[int, ...], nid: int | None, name: str) -> Any:
         return dims_of(shape, nid)
     if name == "rank":
         return len(shape)
-    idx = {"c": 0, "h": 1, "w": 2}.get(name)
+    # a video or volume [C, T, H, W] also has .t, its frames (depth)
+    idx = ({"c": 0, "t": 1, "h": 2, "w": 3} if len(shape) == 4 else {"c": 0, "h": 1, "w": 2}).get(name)
     if idx is None:
+        if name == "t":
+            raise IndexError(name)
         raise KeyError(name)
     # [N, C] tokens have no channel-first layout: .c would be N, .h would be C; shape[-1] says what is meant
     if idx >= len(shape) or len(shape) == 2:

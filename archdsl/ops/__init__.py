@@ -1,12 +1,14 @@
 """The op registry: one :class:`OpDef` per op (signature, shape rule, parameters, MACs, emission, traits).
 
 ``core`` holds the machinery (OpDef, ArgSpec, traits, ``register``); ``nn`` registers the layers (conv,
-linear, norms, pools, activations, dropout), ``tensor`` the tensor ops (shape ops, reductions, merges),
-``math`` tensor math, matmul, attention and free parameters, ``sampling`` upsampling and transposed convs.
+linear, norms, pools, activations, dropout), ``nn3d`` the 3-D layers on videos and volumes [C, T, H, W],
+``tensor`` the tensor ops (shape ops, reductions, merges), ``math`` tensor math, matmul, attention and free
+parameters, ``sampling`` upsampling and transposed convs.
 """
 from __future__ import annotations
 
 from . import nn as _nn  # noqa: F401  (registers the layer ops)
+from . import nn3d as _nn3d  # noqa: F401  (registers the 3-D layer ops on [C, T, H, W])
 from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
 from . import math as _math  # noqa: F401  (registers tensor math, attention and free parameters)
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)

@@ -5,7 +5,8 @@ parameter and MAC counts, how code generation emits it (``emit``/``ctor``/``modu
 :class:`Lit`/:class:`In`/:class:`Kw`/:data:`MOD` pieces, never as text pasted from a spec) and its
 **traits** (see :data:`TRAITS`), which the passes query instead of keeping lists of op names.
 The built-in ops are registered by :mod:`archdsl.ops.nn` and :mod:`archdsl.ops.tensor`.
-Shapes are per sample: ``(C, H, W)`` for feature maps, ``(F,)`` for vectors.
+Shapes are per sample: ``(C, H, W)`` for feature maps, ``(C, T, H, W)`` for videos and volumes, ``(F,)`` for
+vectors.
 """
 from __future__ import annotations
 
@@ -44,12 +45,15 @@ class ArgType(str, Enum):
     INT_OPT = "int?"          # an integer or none
     INT2 = "int2"             # an integer or a pair [h, w]
     INT2_OPT = "int2?"        # an integer, a pair or none
+    INT3 = "int3"             # an integer or a triple [t, h, w] (3-D ops on [C, T, H, W])
+    INT3_OPT = "int3?"        # an integer, a triple or none
     FLOAT = "float"
     FLOAT_OPT = "float?"      # a number or none
     BOOL = "bool"
     BOOL_OPT = "bool?"        # true, false or none
     STR = "str"
     PADDING = "padding"       # an integer, a pair, "same" or "valid"
+    PADDING3 = "padding3"     # an integer, a triple, "same" or "valid"
     LIST = "list"
     DIMS = "dims"             # one dim or a non-empty list of dims
     ANY = "any"               # any value a spec can write (a plugin op's untyped argument)
@@ -315,11 +319,22 @@ def _pair(v: Any) -> tuple[int, int]:
     return int(v), int(v)
 
 
+def _triple(v: Any) -> tuple[int, int, int]:
+    if isinstance(v, (list, tuple)):
+        return int(v[0]), int(v[1]), int(v[2])
+    return int(v), int(v), int(v)
+
+
 def _need_rank(shapes: list[Shape], rank: int, what: str) -> Shape:
     s = shapes[0]
     if len(s) != rank:
-        names = {3: "a feature map [C, H, W]", 1: "a vector [F]"}
+        names = {4: "a video or volume [C, T, H, W]", 3: "a feature map [C, H, W]", 1: "a vector [F]"}
         hint = "add 'flatten' before it" if rank == 1 else None
+        if rank == 3 and len(s) == 4:
+            hint = ("a [C, T, H, W] tensor takes the 3-D op (conv3d, maxpool3d, ...); if it is the network input "
+                    "and its first size is the batch, leave the batch out of the input shape")
+        elif rank == 4 and len(s) == 3:
+            hint = "3-D ops work on [C, T, H, W] (input [3, 16, 112, 112]); use the 2-D op for [C, H, W]"
         raise ShapeError(f"{what} expects {names.get(rank, f'rank {rank}')}, got {list(s)}", hint=hint)
     return s
 

@@ -91,19 +91,21 @@ def _linear_params(shapes: list[Shape], a: dict[str, Any]) -> int:
 
 def _bn_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     s = shapes[0]
-    if len(s) not in (1, 2, 3):
-        raise ShapeError(f"batchnorm expects [C, H, W], a sequence [C, L] or [F], got {list(s)}")
+    if len(s) not in (1, 2, 3, 4):
+        raise ShapeError(f"batchnorm expects [C, H, W], [C, T, H, W], a sequence [C, L] or [F], got {list(s)}")
     if a["eps"] <= 0:
         raise ShapeError(f"eps must be positive, got {a['eps']}", arg="eps")
     return s
 
 
-def _bn_form(rank: int) -> Callable[[TorchCall], dict[str, Any]]:
-    """nn.BatchNorm1d (on [C, L] or [F]) / nn.BatchNorm2d (on [C, H, W]): the module's own settings."""
-    def form(c: TorchCall) -> dict[str, Any]:
+def _bn_form(ranks: tuple[int, ...]) -> Callable[[TorchCall], dict[str, Any] | None]:
+    """nn.BatchNorm1d (on [C, L] or [F]) / 2d (on [C, H, W]) / 3d (on [C, T, H, W]): the module's own
+    settings; another per-sample rank is not this form. momentum=None (a cumulative average) has no
+    spelling here."""
+    def form(c: TorchCall) -> dict[str, Any] | None:
         need_batch_first(c, "BatchNorm")
-        if (rank == 3) != (len(c.in_shapes[0]) == 3):
-            raise ShapeError(f"a BatchNorm{rank - 1}d on {list(c.in_shapes[0])}")
+        if len(c.in_shapes[0]) not in ranks:
+            return None
         m = c.module
         if m.momentum is None:
             raise ShapeError("BatchNorm with momentum=None (a cumulative average) has no batchnorm argument")
@@ -232,7 +234,7 @@ def _linear_ctor(e: EmitArgs) -> Expr:
 
 def _bn_ctor(e: EmitArgs) -> Expr:
     a = e.args
-    cls = "nn.BatchNorm2d(" if len(e.shape) == 3 else "nn.BatchNorm1d("
+    cls = {4: "nn.BatchNorm3d(", 3: "nn.BatchNorm2d("}.get(len(e.shape), "nn.BatchNorm1d(")
     return (cls, Lit(e.shape[0], "num_features"), Kw("eps", a["eps"], 1e-5), Kw("momentum", a["momentum"], 0.1),
             Kw("affine", a["affine"], True), Kw("track_running_stats", a["track_running_stats"], True), ")")
 
@@ -306,14 +308,14 @@ register(
           traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "layout-sensitive"}),
     OpDef("batchnorm", "norm", [_A("eps", "float", 1e-5), _A("momentum", "float", 0.1), _A("affine", "bool", True),
                                  _A("track_running_stats", "bool", True)], _bn_shape,
-          "Batch normalization over channels (nn.BatchNorm2d for [C, H, W], nn.BatchNorm1d for a sequence "
-          "[C, L] or features [F]).",
+          "Batch normalization over channels (nn.BatchNorm2d for [C, H, W], nn.BatchNorm3d for [C, T, H, W], "
+          "nn.BatchNorm1d for a sequence [C, L] or features [F]).",
           params=lambda s, a: 2 * s[0][0] if a["affine"] else 0, stateful=True, ctor=_bn_ctor,
           # running mean and variance, and the batch counter
           buffers=lambda s, a: 2 * s[0][0] + 1 if a["track_running_stats"] else 0,
           traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "channel-wise"},
-          torch_forms=(TorchForm("module", "torch.nn.BatchNorm1d", _bn_form(2)),
-                       TorchForm("module", "torch.nn.BatchNorm2d", _bn_form(3)))),
+          torch_forms=tuple(TorchForm("module", f"torch.nn.BatchNorm{k}d", _bn_form(ranks))
+                            for k, ranks in ((1, (1, 2)), (2, (3,)), (3, (4,))))),
     OpDef("maxpool", "pool", [_A("kernel_size", "int2"), _A("stride", "int2?", None), _A("padding", "int2", 0),
                               _A("dilation", "int2", 1), _A("ceil_mode", "bool", False)], _pool_shape("maxpool"),
           "Max pooling (stride defaults to the kernel size).", normalize=_pool_norm, key_args=("kernel_size", "stride"),

@@ -6,12 +6,14 @@
 - ``drop_eval_identities``: ops that are the identity in eval mode (dropout, drop_path) become ``identity``
   (code generation aliases identities away);
 - ``fold_bn``: every BatchNorm is folded into the layer before it, or into the 1x1 conv / linear after it
-  when that is exact, or else kept as a per-channel affine map (a depthwise 1x1 conv).
+  when that is exact, or else kept as a per-channel affine map (a depthwise 1x1 conv; on a video or volume
+  ``[C, T, H, W]`` it stays a BatchNorm3d).
 
-**Exact or not done.** A BatchNorm scales the *channel* axis (dim 0 of ``[C, H, W]``, the only axis of
-``[F]``). It folds into a neighbour only when that neighbour's own channel axis is the same one: a conv2d
-(channels of a feature map), or a ``linear`` on a vector ``[F]``. A ``linear`` on a feature map acts on the
-last axis (the width), so a BatchNorm beside it is never folded into it; the plan says so in
+**Exact or not done.** A BatchNorm scales the *channel* axis (dim 0 of ``[C, H, W]`` and ``[C, T, H, W]``,
+the only axis of ``[F]``). It folds into a neighbour only when that neighbour's own channel axis is the same
+one: a conv2d (channels of a feature map), a conv3d (of a video or volume), or a ``linear`` on a vector
+``[F]``. A ``linear`` on a feature map acts on the last axis (the width), so a BatchNorm beside it is never
+folded into it; the plan says so in
 :attr:`DeployPlan.notes`. The deploy form's size is checked too: a group whose fused conv would be much
 larger than its branches (a dense kernel built from a grouped one) or a deploy form over
 ``Limits.max_params`` is refused with an error at the group's line.
@@ -126,24 +128,31 @@ def _linear_node(nid: int, module: str, in_shape: tuple[int, ...], out_shape: tu
 def _channel_axis_is_bn_axis(n: Node, shape: tuple[int, ...]) -> bool:
     """Does layer ``n`` mix/scale the same axis a BatchNorm on ``shape`` normalises (dim 0)?
 
-    conv2d: its channels are dim 0 of a feature map. linear: it acts on the last dim, which is the BN's
-    axis only for a vector ``[F]``.
+    conv2d: its channels are dim 0 of a feature map; conv3d: of a video or volume ``[C, T, H, W]``. linear: it
+    acts on the last dim, which is the BN's axis only for a vector ``[F]``.
     """
     if n.op == "conv2d":
         return len(shape) == 3
+    if n.op == "conv3d":
+        return len(shape) == 4
     if n.op == "linear":
         return len(shape) == 1
     return False
 
 
+#: The layers a BatchNorm folds into (weights.py scales their weight along the output or input channels).
+_FOLDS_BN = ("conv2d", "conv3d", "linear")
+
+
 def _pre_foldable(n: Node, bn_shape: tuple[int, ...]) -> bool:
-    """A BN right before this layer folds into it exactly: a linear on a vector, or a 1x1 conv without padding."""
+    """A BN right before this layer folds into it exactly: a linear on a vector, or a 1x1 (1x1x1) conv without
+    padding (a padded border would see the BN's shift where the train form sees zeros)."""
     if not _channel_axis_is_bn_axis(n, bn_shape):
         return False
     if n.op == "linear":
         return True
-    return (tuple(n.args["kernel_size"]) == (1, 1) and tuple(n.args["padding"]) == (0, 0)
-            and tuple(n.args["dilation"]) == (1, 1))
+    return (set(n.args["kernel_size"]) == {1} and set(n.args["padding"]) == {0}
+            and set(n.args["dilation"]) == {1})
 
 
 def _group_error(graph: Graph, path: str, message: str, hint: str | None, nid: int | None = None) -> ArchError:
@@ -233,9 +242,8 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
             continue
         prod = nodes[bn.inputs[0]]
         users = [nodes[u] for u in graph.consumers(bn.id)]
-        blocked = [n for n in [prod, *users] if n.op in ("conv2d", "linear") and
-                   not _channel_axis_is_bn_axis(n, bn.shape)]
-        if (prod.op in ("conv2d", "linear") and _channel_axis_is_bn_axis(prod, bn.shape)
+        blocked = [n for n in [prod, *users] if n.op in _FOLDS_BN and not _channel_axis_is_bn_axis(n, bn.shape)]
+        if (prod.op in _FOLDS_BN and _channel_axis_is_bn_axis(prod, bn.shape)
                 and graph.consumers(prod.id) == [bn.id] and prod.id not in outputs
                 and recipes.get(prod.id, Recipe(("copy", None))).post_bn is None):
             r = recipes.setdefault(prod.id, Recipe(("copy", tg.node(prod.id))))
@@ -271,7 +279,7 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
                 f"dimension of {list(other.in_shapes[0])}, not on the channels the batchnorm scales; {kept_as}")
     g = _rebuild(graph, nodes, graph.fused_nodes)
     for n in g.records():    # folding a BN adds a bias
-        if n.op in ("conv2d", "linear"):
+        if n.op in _FOLDS_BN:
             n.params = OPS[n.op].params(n.in_shapes, n.args)
     return g
 
@@ -334,7 +342,7 @@ def state_shapes(graph: Graph) -> dict[str, tuple[int, ...]] | None:
         if not n.module:
             continue
         p, a = n.module, n.args
-        if n.op == "conv2d":
+        if n.op in ("conv2d", "conv3d"):
             out[p + ".weight"] = (a["out_channels"], n.in_shapes[0][0] // a["groups"], *a["kernel_size"])
             if a["bias"]:
                 out[p + ".bias"] = (a["out_channels"],)

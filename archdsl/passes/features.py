@@ -25,8 +25,9 @@ __all__ = ["Geometry", "FeatureInfo", "receptive_fields", "trunk", "stage_taps",
 
 _CHW = ("C", "H", "W")
 _HWC = ("H", "W", "C")   # channels-last maps (Swin's stages): timm gives them as NHWC
-_WINDOW_OPS = frozenset({"conv2d", "maxpool", "avgpool"})
-_ADAPTIVE_OPS = frozenset({"adaptive_avgpool", "adaptive_maxpool"})
+_CTHW = ("C", "T", "H", "W")   # videos and volumes: rf and jump stay spatial (H, W), time is not tracked
+_WINDOW_OPS = frozenset({"conv2d", "maxpool", "avgpool", "conv3d", "maxpool3d", "avgpool3d"})
+_ADAPTIVE_OPS = frozenset({"adaptive_avgpool", "adaptive_maxpool", "adaptive_avgpool3d", "adaptive_maxpool3d"})
 _MODULE_KINDS = frozenset({"block", "group"})   # scope frames that are module containers (not combinators)
 
 
@@ -122,18 +123,18 @@ def _node_geometry(n: Node, ins: list[Geometry]) -> Geometry:
     a = n.args
     first = ins[0]
     in_shape = n.in_shapes[0] if n.in_shapes else n.shape
-    if n.op in _WINDOW_OPS and first.is_feature_map:
-        kh, kw = a["kernel_size"]
-        dh, dw = a.get("dilation", (1, 1))
-        rf, jump = _grow(first, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), tuple(a["stride"]))  # type: ignore[arg-type]
-        return Geometry(_CHW, rf, jump)
-    if n.op in _ADAPTIVE_OPS and first.is_feature_map:
-        (ih, iw), (oh, ow) = in_shape[1:], n.shape[1:]
+    if n.op in _WINDOW_OPS and first.axes in (_CHW, _CTHW) and len(first.axes) == len(in_shape):
+        kh, kw = a["kernel_size"][-2:]     # the 3-D ops' [t, h, w]: the field is spatial
+        dh, dw = a.get("dilation", (1, 1))[-2:]
+        rf, jump = _grow(first, (dh * (kh - 1) + 1, dw * (kw - 1) + 1), tuple(a["stride"][-2:]))  # type: ignore[arg-type]
+        return Geometry(first.axes, rf, jump)
+    if n.op in _ADAPTIVE_OPS and first.axes in (_CHW, _CTHW) and len(first.axes) == len(in_shape):
+        (ih, iw), (oh, ow) = in_shape[-2:], n.shape[-2:]
         if (oh, ow) == (1, 1):
-            return _global(first, in_shape, _CHW, _CHW)
+            return _global(first, in_shape, first.axes, first.axes)
         # PyTorch's adaptive windows are at most ceil(in/out) wide and start every ~in/out pixels
         rf, jump = _grow(first, (math.ceil(ih / oh), math.ceil(iw / ow)), (max(1, ih // oh), max(1, iw // ow)))
-        return Geometry(_CHW, rf, jump)
+        return Geometry(first.axes, rf, jump)
     if n.op == "slice" and first.axes is not None and len(first.axes) == len(in_shape) \
             and first.axes[a["dim"] - 1] in ("H", "W") and a.get("step", 1) > 1:
         # a strided slice of a spatial axis (Swin's patch merging takes every other row and column)
@@ -189,7 +190,7 @@ def receptive_fields(graph: Graph) -> dict[int, Geometry]:
     geo: dict[int, Geometry] = {}
     for n in graph.nodes():
         if n.op == "input" or not n.inputs:
-            geo[n.id] = Geometry(_CHW if len(n.shape) == 3 else None, (1, 1), (1, 1))
+            geo[n.id] = Geometry({3: _CHW, 4: _CTHW}.get(len(n.shape)), (1, 1), (1, 1))
             continue
         geo[n.id] = _node_geometry(n, [geo[i] for i in n.inputs])
     return geo
@@ -208,7 +209,7 @@ def _live(graph: Graph) -> set[int]:
 
 
 #: Ops that raise the resolution; the stage taps stop before them.
-_UPSAMPLING_OPS = frozenset({"upsample", "resize_as", "conv_transpose2d", "pixel_shuffle"})
+_UPSAMPLING_OPS = frozenset({"upsample", "resize_as", "conv_transpose2d", "conv_transpose3d", "pixel_shuffle"})
 
 
 def _data_inputs(n: Node) -> list[int]:
@@ -238,7 +239,11 @@ def trunk(graph: Graph) -> list[int]:
 
 def _is_map(geo: Geometry) -> bool:
     """A feature map: channels first, or channels last as Swin's stages keep them."""
-    return geo.axes in (_CHW, _HWC)
+    return geo.axes in (_CHW, _HWC, _CTHW)
+
+
+def _layout(geo: Geometry) -> str:
+    return {_HWC: "NHWC", _CTHW: "NCTHW"}.get(geo.axes or (), "NCHW")
 
 
 def _channels(shape: tuple[int, ...], geo: Geometry) -> int:
@@ -324,7 +329,7 @@ def stage_taps(graph: Graph, geo: dict[int, Geometry] | None = None) -> list[dic
             levels.append((red, nid, boundary))
     return [{"num_chs": _channels(graph.node(nid).shape, geo[nid]), "reduction": red,
              "module": ends.get(nid, graph.node(nid).name), "node": nid,
-             "layout": "NHWC" if geo[nid].axes == _HWC else "NCHW"} for red, nid, _ in levels]
+             "layout": _layout(geo[nid])} for red, nid, _ in levels]
 
 
 def _find(graph: Graph, label: str) -> tuple[int, str]:
@@ -399,7 +404,7 @@ def feature_taps(graph: Graph, out_indices: Sequence[int] | None = None,
             n = graph.node(nid)
             taps.append({"num_chs": _channels(n.shape, geo[nid]) if n.shape else 0,
                          "reduction": max(geo[nid].jump), "module": module, "node": nid,
-                         "layout": "NHWC" if geo[nid].axes == _HWC else "NCHW"})
+                         "layout": _layout(geo[nid])})
     else:
         default = _reference_levels(graph, levels, geo) if levels else stage_taps(graph, geo)
         if not default:
@@ -444,7 +449,7 @@ def _reference_levels(graph: Graph, levels: Sequence[dict[str, Any]], geo: dict[
         tokens = len(n.shape) == 2 and len(graph.input_shape) == 3
         out.append({"num_chs": n.shape[-1] if tokens else _channels(n.shape, geo[nid]),
                     "reduction": int(lv["reduction"]), "module": module, "node": nid,
-                    "layout": "NLC" if tokens else "NHWC" if geo[nid].axes == _HWC else "NCHW"})
+                    "layout": "NLC" if tokens else _layout(geo[nid])})
     return out
 
 
@@ -536,15 +541,15 @@ def head_features(graph: Graph) -> dict[str, Any] | None:
     pooled = False
     while True:
         n = graph.node(nid)
-        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d") \
+        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d", "conv3d") \
                 or any(f.kind in _MODULE_KINDS and f.path for f in n.scope):
             break   # (a block's last op, ResNet's ReLU in layer4, is inside the features)
-        pooled = pooled or n.op in ("adaptive_avgpool", "avgpool", "mean", "adaptive_maxpool", "maxpool")
+        pooled = pooled or n.op in ("mean", "avgpool", "maxpool", "avgpool3d", "maxpool3d", *_ADAPTIVE_OPS)
         nid = n.inputs[0]
     feat = graph.node(nid)
     axes = receptive_fields(graph)[nid].axes
-    fmt = "NHWC" if axes == _HWC else "NLC" if len(feat.shape) == 2 else "NCHW"
-    channels = feat.shape[-1] if fmt != "NCHW" else feat.shape[0]
+    fmt = "NHWC" if axes == _HWC else "NLC" if len(feat.shape) == 2 else "NCTHW" if axes == _CTHW else "NCHW"
+    channels = feat.shape[0] if fmt in ("NCHW", "NCTHW") else feat.shape[-1]
     return {"num_features": channels, "feature_shape": tuple(feat.shape),
             "head_hidden_size": into[0] if flatten else into[-1], "num_classes": out.shape[0],
             "global_pool": "avg" if pooled else "token", "output_fmt": fmt, "flatten": flatten,

@@ -13,7 +13,8 @@ that every parameter keeps its count, that every layer is constructed and called
 there (the spec's arguments normalized again for the probe's shapes: an argument derived from a size, like
 layernorm's normalized shape, must come out the same), and that every fact the expansion relied on about
 sizes read from tensors still holds (``Graph.size_facts``: a comparison's outcome, a size used as a number;
-see :mod:`archdsl.lower.dims`). Per spatial axis (H and W of ``[C, H, W]``, N of ``[N, C]``) it finds
+see :mod:`archdsl.lower.dims`). Per spatial axis (H and W of ``[C, H, W]``, T, H and W of a video or volume
+``[C, T, H, W]``, N of ``[N, C]``) it finds
 the period (the smallest divisor ``d`` of the declared size such that the two next multiples work) and the
 smallest working size on that lattice; channels never change. :class:`SizeContract` describes the result
 ("H and W multiples of 32") for ``archc check``/``summary`` and gives the generated ``forward`` its guard,
@@ -21,6 +22,7 @@ so a wrong size fails with the contract in a ``ValueError`` instead of a torch e
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -33,14 +35,15 @@ __all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
 
 _MAX_PROBES = 96          # shape propagations per contract (each is one pass over the graph's nodes)
 _SWEEP_NODE_EVALS = 60_000   # node shape rules the lattice walk of a piecewise graph may run, all probes together
-_AXIS_NAMES = {3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
+_AXIS_NAMES = {4: ("C", "T", "H", "W"), 3: ("C", "H", "W"), 2: ("N", "C"), 1: ("F",)}
 
 
 @dataclass(frozen=True)
 class AxisRule:
     """The sizes one input axis accepts: ``declared`` only when ``fixed``, else ``minimum + k * multiple``."""
 
-    axis: int               # per-sample axis (batch left out): 1 and 2 for H and W, 0 for the tokens' N
+    axis: int               # per-sample axis (batch left out): 1 and 2 for H and W (1, 2, 3: T, H, W of a
+    #                         clip), 0 for the tokens' N
     name: str
     declared: int
     multiple: int = 1
@@ -221,7 +224,7 @@ def input_contract(graph: Graph) -> SizeContract:
     """The input sizes ``graph`` accepts; see the module docstring for how they are found."""
     declared = tuple(graph.input_shape)
     names = _AXIS_NAMES.get(len(declared), ())
-    axes = {3: (1, 2), 2: (0,)}.get(len(declared), ())
+    axes = {4: (1, 2, 3), 3: (1, 2), 2: (0,)}.get(len(declared), ())
     if len(graph.inputs) != 1:
         return SizeContract(declared, (), derived=False)
     order = graph.records()
@@ -256,13 +259,13 @@ def input_contract(graph: Graph) -> SizeContract:
             return lambda v: walk(_with(declared, a, v))
 
         rules = [_swept(r, along(r.axis)) for r in rules]
-        # the axes may fail together where each works alone (a min of H and W): every accepted pair is walked
+        # the axes may fail together where each works alone (a min of H and W): every accepted combination
+        # (pair of H and W, triple of T, H and W) is walked
         free = [r for r in rules if not r.fixed]
-        if len(free) == 2:
-            pairs = [(a, b) for a in range(free[0].minimum, (free[0].maximum or 0) + 1, free[0].multiple)
-                     for b in range(free[1].minimum, (free[1].maximum or 0) + 1, free[1].multiple)]
-            if len(pairs) > budget[0] or not all(walk(_with(_with(declared, free[0].axis, a), free[1].axis, b))
-                                                 for a, b in pairs):
+        if len(free) >= 2:
+            ranges = [range(r.minimum, (r.maximum or 0) + 1, r.multiple) for r in free]
+            if math.prod(len(x) for x in ranges) > budget[0] or not all(
+                    walk(_at(declared, [r.axis for r in free], combo)) for combo in itertools.product(*ranges)):
                 rules = [AxisRule(r.axis, r.name, r.declared, fixed=True) for r in rules]
     # the axes were probed one at a time; the smallest sizes together and larger ones together must work too
     if rules and not all(r.fixed for r in rules):
@@ -306,6 +309,13 @@ def _swept(r: AxisRule, ok: Callable[[int], bool]) -> AxisRule:
     if low == r.declared and high == r.declared:
         return AxisRule(r.axis, r.name, r.declared, fixed=True)
     return AxisRule(r.axis, r.name, r.declared, multiple=r.multiple, minimum=low, maximum=high)
+
+
+def _at(shape: tuple[int, ...], axes: list[int], values: tuple[int, ...]) -> tuple[int, ...]:
+    s = list(shape)
+    for a, v in zip(axes, values):
+        s[a] = v
+    return tuple(s)
 
 
 def _with(shape: tuple[int, ...], axis: int, v: int) -> tuple[int, ...]:

@@ -112,12 +112,17 @@ def row_names(g: Graph) -> dict[int, str]:
     return out
 
 
+#: Ops whose row shows a kernel ([kh, kw], or [kt, kh, kw] on a video or volume).
+_KERNEL_OPS = frozenset({"conv2d", "maxpool", "avgpool", "conv3d", "maxpool3d", "avgpool3d", "conv_transpose3d"})
+
+
 def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
     """One row per node except the input and identities, in execution order.
 
     Keys: name (:func:`row_names`), node (the IR node's name), module, op, shape (output), params, macs,
     line, inputs (input shapes), kernel
-    ([kh, kw] of windowed ops, else None), rf (receptive field [h, w] in input pixels), trainable,
+    ([kh, kw] of windowed ops, [kt, kh, kw] of 3-D ones, else None), rf (receptive field [h, w] in input
+    pixels; spatial on a video or volume [C, T, H, W]), trainable,
     non_trainable, buffers, connected_to (source names when the node reads several tensors, else []).
     """
     geo = geo if geo is not None else receptive_fields(g)
@@ -127,7 +132,7 @@ def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[
     for n in g.nodes():
         if n.op in ("input", "identity"):
             continue
-        ks = n.args.get("kernel_size") if n.op in ("conv2d", "maxpool", "avgpool") else None
+        ks = n.args.get("kernel_size") if n.op in _KERNEL_OPS else None
         srcs = list(dict.fromkeys(n.inputs))
         rows.append({
             "name": names[n.id],

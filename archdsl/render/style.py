@@ -106,7 +106,7 @@ def key_args(n: Node) -> str:
         if d is None and name == "stride" and _same_value(v, n.args.get("kernel_size")):
             continue  # pooling stride defaults to the kernel size
         if name == "kernel_size" and isinstance(v, (tuple, list)) and len(set(v)) == 1:
-            parts.append(f"{v[0]}\u00d7{v[0]}")
+            parts.append("\u00d7".join([str(v[0])] * len(v)))   # 3x3, or 3x3x3 for a 3-D op
             continue
         parts.append(f"{_SHORT_ARG.get(name, name)}={_fmt_value(v)}")
     return " ".join(parts)
