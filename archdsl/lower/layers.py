@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ArchError, Diagnostic
 from ..ir import Loc, Node, ScopeFrame
 from ..lang import ast as A
-from ..ops import OPS, OpDef, ShapeError, has_trait
+from ..ops import OPS, OpDef, ShapeError, check_batch_mix, has_trait
 from ..source import Span
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .budget import limit_hint
@@ -158,6 +158,7 @@ class LayerApplier(Evaluator):
             if opdef.normalize:
                 args = opdef.normalize(shapes, args)
             shape = opdef.shape(shapes, args)
+            check_batch_mix(opdef, shapes, [self.node(x.nid).batched for x in xs])
         except ShapeError as e:
             msg = e.message if e.message.startswith(v.name + " ") else f"{v.name}: {e.message}"
             # provenance only when the input shape is part of the problem, not for a bad argument alone
@@ -314,6 +315,7 @@ class LayerApplier(Evaluator):
             if opdef.normalize:
                 args = opdef.normalize(shapes, args)
             shape = opdef.shape(shapes, args)
+            check_batch_mix(opdef, shapes, [self.node(t.nid).batched for t in tensors])
         except ShapeError as e:
             return self.err(e.message, kwargs[e.arg][1] if e.arg in kwargs else span, e.hint,
                             notes=self.provenance(tensors))
@@ -333,9 +335,16 @@ class LayerApplier(Evaluator):
         return TensorVal(node.id, shape)
 
     def _unbatched(self, t: TensorVal) -> bool:
-        """A parameter stored without the batch dim (``parameter(..., batch_dim=false)``)."""
-        n = self.node(t.nid)
-        return n.op == "parameter" and not n.args.get("batch_dim", True)
+        """A value without the batch axis: a buffer, a ``batch_dim=false`` parameter, what is computed from them."""
+        return not self.node(t.nid).batched
+
+    def check_outputs_batched(self, g: Any, span: Span) -> None:
+        """The model returns tensors with the batch axis: an output computed from buffers and parameters alone
+        has none."""
+        for name, nid in g.outputs:
+            if not self.node(nid).batched:
+                self.err(f"the output '{name}' has no batch axis: it is computed from buffers and parameters "
+                         "alone", span, hint="an output must depend on the network's input")
 
     def provenance(self, tensors: list[TensorVal]) -> list[tuple[str, Span | None]]:
         """Notes saying which layer produced each operand's shape."""

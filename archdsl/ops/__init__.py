@@ -12,10 +12,11 @@ from . import math as _math  # noqa: F401  (registers tensor math, attention and
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)
 from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
-                   ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
-                   size_only_input)
-from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers
+                   ShapeError, batched_output, broadcast, check_batch_mix, conv_out, has_trait, layer_scale_shape,
+                   ops_with, pool_out, register, size_only_input)
+from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers, wrap_unbatched
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "MULTI_OUTPUT_OPS",
-           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers"]
+           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers", "batched_output",
+           "check_batch_mix", "wrap_unbatched"]
