@@ -154,6 +154,11 @@ class LayerApplier(Evaluator):
         shapes = [x.shape for x in xs]
         argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
         argspans.update({k: s for k, (_, s) in v.kwargs.items()})
+        for k, a in args.items():   # list arguments reach the generated code as literals: bounded
+            if isinstance(a, list) and (n := _count_items(a, self.limits.max_literal_values)) > self.limits.max_literal_values:
+                return self.err(f"{v.name}: {k}= holds more than {self.limits.max_literal_values:,} values", argspans.get(k, span),
+                                hint=limit_hint("max_literal_values", "compute large tables with an init= "
+                                                "generator, or load them (init=\"loaded\")"))
         try:
             if opdef.normalize:
                 args = opdef.normalize(shapes, args)
@@ -354,6 +359,19 @@ class LayerApplier(Evaluator):
             what = "the network input" if n.op == "input" else f"the output of {n.op} '{n.name}'"
             notes.append((f"{list(t.shape)} is {what}", span_from_loc(self.program, n.loc)))
         return notes
+
+
+def _count_items(v: Any, cap: int) -> int:
+    """The numbers in a (nested) list, counted up to just past ``cap``."""
+    n = 0
+    stack = [v]
+    while stack and n <= cap:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        else:
+            n += 1
+    return n
 
 
 def span_from_loc(program: Any, loc: Loc | None) -> Span | None:

@@ -11,9 +11,12 @@ from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
 from . import math as _math  # noqa: F401  (registers tensor math, attention and free parameters)
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)
 from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
+from . import buffers as _buffers  # noqa: F401  (registers buffer, gather_rows, zeros_like)
+from . import functional as _functional  # noqa: F401  (registers linear_fn, conv2d_fn: weights computed in forward)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
-                   ShapeError, batched_output, broadcast, check_batch_mix, conv_out, has_trait, layer_scale_shape,
-                   ops_with, pool_out, register, size_only_input)
+                   ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
+                   size_only_input)
+from .batch import batched_output, check_batch_mix
 from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers, wrap_unbatched
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",

@@ -14,7 +14,7 @@ from enum import Enum
 from typing import AbstractSet, Any, Callable, Sequence, Union
 
 __all__ = ["TensorArg", "TorchCall", "TorchForm", "REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
-           "has_trait", "size_only_input", "batched_output", "check_batch_mix", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
+           "has_trait", "size_only_input", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
            "MOD", "Piece", "Expr", "EmitArgs", "Shape"]
 
 
@@ -181,32 +181,23 @@ class TorchCall:
     own arguments with each tensor replaced by a :class:`TensorArg` (``torch.cat([a, b], dim=1)`` has args
     ``([TensorArg(0), TensorArg(1)],)``); ``in_shapes`` the per-sample shapes of the tensor inputs (batch
     axis removed) and ``batch_axes`` where each input's batch axis is (0 for ordinary tensors; the importer
-    tracks permutes that move it; None for a tensor without one: a buffer, a parameter or what is computed
-    from them alone, whose ``in_shapes`` entry is then its whole shape). The importer passes plain objects;
-    nothing here imports torch.
+    tracks permutes that move it). The importer passes plain objects; nothing here imports torch.
     """
 
     module: Any
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     in_shapes: list[Shape]
-    batch_axes: list[int | None]
+    batch_axes: list[int]
 
     def sample_dim(self, d: int, k: int = 0) -> int:
         """Dimension ``d`` of the batched input ``k`` as a per-sample dimension (non-negative). Raises
-        ShapeError when ``d`` is the batch axis itself (the op then does not apply per sample). For an input
-        without the batch axis (``batch_axes[k]`` None), ``d`` is a dim of its whole shape, returned as is
-        (non-negative): the op's arguments count it from 1, as if a batch axis stood in front."""
-        b = self.batch_axes[k]
-        if b is None:
-            rank = len(self.in_shapes[k])
-            if not -rank <= d < rank:
-                raise ShapeError(f"dimension {d} is out of range for a rank-{rank} tensor")
-            return d % rank
+        ShapeError when ``d`` is the batch axis itself (the op then does not apply per sample)."""
         rank = len(self.in_shapes[k]) + 1
         if not -rank <= d < rank:
             raise ShapeError(f"dimension {d} is out of range for a rank-{rank} tensor")
         d %= rank
+        b = self.batch_axes[k]
         if d == b:
             raise ShapeError(f"dimension {d} is the batch axis")
         return d if d < b else d - 1
@@ -277,6 +268,8 @@ class OpDef:
     # math, matmul, gathers, F.linear/F.conv2d with computed weights); other ops refuse the mix.
     unbatched_emit: Callable[[EmitArgs], Expr] | None = None
     mixed_batch: bool = False
+    # inputs that must lack the batch axis (F.linear's weight and bias): one weight serves the whole batch
+    unbatched_inputs: tuple[int, ...] = ()
     # whether the op's value has the batch axis whatever its inputs, from its bound args (a parameter: its
     # batch_dim; a buffer: never; swin_attention_bias: its bias carries a batch of one); None: a source op's
     # value has it, any other op's when one of its data inputs has it
@@ -293,40 +286,6 @@ class OpDef:
             raise ValueError(f"op {self.name} is stateful but has no ctor")
         if self.stateful and not self.traits & {"stateful-module", "parameter", "buffer"}:
             self.traits = self.traits | {"stateful-module"}
-
-
-def batched_output(d: OpDef, args: dict[str, Any], in_batched: Sequence[bool]) -> bool:
-    """Whether the value op ``d`` makes has the batch axis: its ``output_batched`` says so from its args, else
-    a source op's value has it and any other op's when one of its data inputs (not those read only for their
-    size) has it."""
-    if d.output_batched is not None:
-        return bool(d.output_batched(args))
-    if d.arity == 0:
-        return True
-    data = in_batched if d.size_inputs_from is None else in_batched[:d.size_inputs_from]
-    return any(data) if data else True
-
-
-def check_batch_mix(d: OpDef, shapes: Sequence[Shape], in_batched: Sequence[bool]) -> None:
-    """Raise ShapeError when op ``d`` cannot take these inputs with and without the batch axis together: an
-    op without ``mixed_batch`` takes either kind, not both; with it, a value without the batch axis may
-    not have more dims than the batched ones (torch lines shapes up from the right, batch included)."""
-    n = len(in_batched) if d.size_inputs_from is None else min(len(in_batched), d.size_inputs_from)
-    with_b = [shapes[k] for k in range(n) if in_batched[k]]
-    without = [shapes[k] for k in range(n) if not in_batched[k]]
-    if not with_b or not without:
-        return
-    if not d.mixed_batch:
-        raise ShapeError(f"{d.name} combines tensors with the batch axis and tensors without one (a buffer, a "
-                         f"batch_dim=false parameter or a value computed from them: {list(without[0])})",
-                         hint="expand it over the batch first (a parameter with batch_dim=true), or combine "
-                              "them with broadcasting math (add, mul, sub, div, matmul)")
-    rank = max(len(s) for s in with_b)
-    for s in without:
-        if len(s) > rank:
-            raise ShapeError(f"{d.name}: {list(s)} (without the batch axis) has more dims than the batched "
-                             f"{list(with_b[0])}; torch would line its first dim up with the batch",
-                             hint="reshape it to at most as many dims (size-1 dims broadcast)")
 
 
 OPS: dict[str, OpDef] = {}

@@ -289,12 +289,14 @@ def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: s
 
 def _buffer_bytes(n: Node, item: int) -> int:
     """Bytes of the node's buffers: BatchNorm's statistics in the model's dtype (its counter an int64),
-    Swin's relative_position_index int64."""
+    Swin's relative_position_index int64, a ``buffer`` by its dtype."""
     count = buffer_count(n)
     if not count:
         return 0
     if n.op == "batchnorm":
         return (count - 1) * item + 8
+    if n.op == "buffer":   # a buffer of floats follows the model's dtype; int64 indexes and bool masks do not
+        return count * {"int64": 8, "bool": 1}.get(n.args.get("dtype", "float32"), item)
     return count * 8
 
 
