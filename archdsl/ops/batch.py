@@ -30,7 +30,8 @@ def batched_output(d: OpDef, args: dict[str, Any], in_batched: Sequence[bool]) -
 def check_batch_mix(d: OpDef, shapes: Sequence[Shape], in_batched: Sequence[bool]) -> None:
     """Raise ShapeError when op ``d`` cannot take these inputs with and without the batch axis together: an
     op without ``mixed_batch`` takes either kind, not both; with it, a value without the batch axis may
-    not have more dims than the batched ones (torch lines shapes up from the right, batch included)."""
+    not have more dims than the batched ones where they broadcast (torch lines shapes up from the right,
+    batch included)."""
     n = len(in_batched) if d.size_inputs_from is None else min(len(in_batched), d.size_inputs_from)
     for k in d.unbatched_inputs:
         if k < n and in_batched[k]:
@@ -46,6 +47,8 @@ def check_batch_mix(d: OpDef, shapes: Sequence[Shape], in_batched: Sequence[bool
                          f"batch_dim=false parameter or a value computed from them: {list(without[0])})",
                          hint="expand it over the batch first (a parameter with batch_dim=true), or combine "
                               "them with broadcasting math (add, mul, sub, div, matmul)")
+    if d.mixed_batch != "broadcast":
+        return
     rank = max(len(s) for s in with_b)
     for s in without:
         if len(s) > rank:

@@ -212,7 +212,7 @@ register(
           "integer index tensor, gather_rows(table, index) -> [*index, *table[1:]]: Swin's relative position "
           "bias is gather_rows(relative_position_bias_table, relative_position_index). Either may lack the batch "
           "axis (a parameter table, a buffer index).",
-          arity=2, emit=_gather_emit, unbatched_emit=_gather_unbatched, mixed_batch=True,
+          arity=2, emit=_gather_emit, unbatched_emit=_gather_unbatched, mixed_batch="any",
           traits={"layout-sensitive"},
           torch_forms=(TorchForm("function", "operator.getitem", _gather_form),)),
     OpDef("zeros_like", "math", [], _same, "Zeros of the input's shape (and dtype), torch.zeros_like: BEiT's "

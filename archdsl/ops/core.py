@@ -264,10 +264,11 @@ class OpDef:
     # docs/language.md "Buffers and computation on parameters"). ``unbatched_emit``: the forward expression
     # when some data input has no batch axis (EmitArgs.batched says which); None: the generic form, the op's
     # ``emit`` over ``t[None]`` (a batch of one) with ``[0]`` taken of the result, which is right for any op
-    # that works per sample. ``mixed_batch``: inputs with and without the batch axis may meet (broadcasting
-    # math, matmul, gathers, F.linear/F.conv2d with computed weights); other ops refuse the mix.
+    # that works per sample. ``mixed_batch``: whether inputs with and without the batch axis may meet: ""
+    # (they may not), "broadcast" (torch lines them up from the right: element-wise math, matmul, attention)
+    # or "any" (each input has its role: gathers, F.linear/F.conv2d with computed weights).
     unbatched_emit: Callable[[EmitArgs], Expr] | None = None
-    mixed_batch: bool = False
+    mixed_batch: str = ""
     # inputs that must lack the batch axis (F.linear's weight and bias): one weight serves the whole batch
     unbatched_inputs: tuple[int, ...] = ()
     # whether the op's value has the batch axis whatever its inputs, from its bound args (a parameter: its

@@ -109,7 +109,7 @@ register(
           "[out_features]) computed in forward from parameters and buffers (no batch axis): "
           "linear_fn(x, w) or linear_fn(x, w, b). MACs as fvcore counts aten::linear.",
           arity=-1, macs=lambda s, o, a: math.prod(s[0]) * o[-1], emit=_linear_emit, unbatched_emit=_linear_emit,
-          mixed_batch=True, unbatched_inputs=(1, 2), traits={"layout-sensitive"},
+          mixed_batch="any", unbatched_inputs=(1, 2), traits={"layout-sensitive"},
           torch_forms=(TorchForm("function", "torch.nn.functional.linear", _linear_form),)),
     OpDef("conv2d_fn", "conv",
           [_A("stride", "int2", 1), _A("padding", "padding", 0), _A("dilation", "int2", 1), _A("groups", "int", 1)],
@@ -119,6 +119,6 @@ register(
           "parameters and buffers (no batch axis), e.g. timm's StdConv2d (weight standardization): "
           "conv2d_fn(x, w, b, stride=2, padding=1). MACs as fvcore counts the convolution.",
           arity=-1, normalize=_conv_fn_norm, macs=_conv_macs, emit=_conv_emit, unbatched_emit=_conv_emit,
-          mixed_batch=True, unbatched_inputs=(1, 2), key_args=("stride", "groups"),
+          mixed_batch="any", unbatched_inputs=(1, 2), key_args=("stride", "groups"),
           torch_forms=(TorchForm("function", "torch.nn.functional.conv2d", _tensors_form((2, 3))),)),
 )

@@ -370,9 +370,9 @@ register(
           "are this op (t * k is scale(k)).", key_args=("op", "value"), emit=_scalar_emit, unbatched_emit=_scalar_emit,
           traits=_ELEMENTWISE),
     OpDef("sub", "math", [], _binary_shape("sub"), "a - b of two named tensors (broadcasting): sub(a, b) or a - b.",
-          arity=2, emit=_sub_emit, unbatched_emit=_sub_emit, mixed_batch=True),
+          arity=2, emit=_sub_emit, unbatched_emit=_sub_emit, mixed_batch="broadcast"),
     OpDef("div", "math", [], _binary_shape("div"), "a / b of two named tensors (broadcasting): div(a, b) or a / b.",
-          arity=2, emit=_div_emit, unbatched_emit=_div_emit, mixed_batch=True),
+          arity=2, emit=_div_emit, unbatched_emit=_div_emit, mixed_batch="broadcast"),
     OpDef("pow", "math", [_A("exponent", "float")], _pow_shape, "Element-wise x ** exponent.",
           key_args=("exponent",), emit=_pow_emit, unbatched_emit=_pow_emit,
           traits=_ELEMENTWISE),
@@ -406,7 +406,7 @@ register(
     OpDef("matmul", "math", [], matmul_shape,
           "Batched matrix product of two named tensors: matmul(a, b) is [.., n, k] @ [.., k, m] -> [.., n, m] "
           "(leading dims broadcast; MACs n*k*m per leading element, as fvcore counts).",
-          arity=2, macs=matmul_macs, emit=_matmul_emit, unbatched_emit=_matmul_emit, mixed_batch=True, traits=_LAYOUT),
+          arity=2, macs=matmul_macs, emit=_matmul_emit, unbatched_emit=_matmul_emit, mixed_batch="broadcast", traits=_LAYOUT),
     OpDef("transpose", "shape", [_A("dim0", "int"), _A("dim1", "int")], _transpose_shape,
           "Swap two dims (batch is dim 0): transpose(-2, -1) turns [h, N, d] into [h, d, N].",
           aliases=("swapdims",), normalize=_transpose_norm, key_args=("dim0", "dim1"),
@@ -435,7 +435,7 @@ register(
           "softmax(q @ k^T * scale + mask) @ v over named tensors, scaled_dot_product_attention(q, k, v) with "
           "per-sample [heads, N, d] (scale none: 1/sqrt(d)); an optional 4th tensor is an additive (or boolean) "
           "mask. MACs are the two matmuls, as fvcore counts attention written as matmuls.",
-          arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, unbatched_emit=_sdpa_emit, mixed_batch=True,
+          arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, unbatched_emit=_sdpa_emit, mixed_batch="broadcast",
           traits=_LAYOUT),
     OpDef("parameter", "parameter",
           [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02),
