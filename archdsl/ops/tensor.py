@@ -329,11 +329,21 @@ def _u_permute(e: EmitArgs) -> Expr:
     return (In(0), ".permute(", Lit(dims[0], "dims0"), *_seq(dims[1:], "dim"), ")")
 
 
+def _reads_input(f: Any, k: int) -> bool:
+    """Whether the size formula ``f`` reads a size of input ``k``."""
+    if f is None or f[0] == "k":
+        return False
+    if f[0] == "in":
+        return bool(f[1] == k)
+    return _reads_input(f[1], k) or _reads_input(f[2], k)
+
+
 def _u_reshape(e: EmitArgs) -> Expr:
-    if e.args.get("dyn") and any(f is not None for f in e.args["dyn"]):
-        return wrap_unbatched(e, _reshape_emit(e))   # sizes read at run time count the batch: the generic form
-    written = e.args.get("written", e.args["shape"])
-    return (In(0), ".reshape(", Lit(written[0], "size0"), *_seq(written[1:], "size"), ")")
+    if any(_reads_input(f, 0) for f in e.args.get("dyn") or ()):
+        # a size read from the reshaped tensor itself counts its batch axis: the generic form
+        return wrap_unbatched(e, _reshape_emit(e))
+    sizes = _reshape_sizes(e)   # sizes read from other (batched) tensors are computed from them at run time
+    return (In(0), ".reshape(", *sizes[1:], ")")
 
 
 def _u_reduce(method: str) -> Callable[[EmitArgs], Expr]:
