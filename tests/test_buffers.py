@@ -22,18 +22,18 @@ def _build(src: str) -> tuple[Any, Any]:
 
 
 # ---- Swin's relative position bias ---------------------------------------------------------------------------
-SWIN_BIAS = '''
-block RelativePositionBias(heads, window=7):
-    n = window * window
-    relative_position_bias_table = parameter([(2 * window - 1) ** 2, heads], init="trunc_normal", batch_dim=false)
-    relative_position_index = buffer([n * n], dtype="int64", init="relative_position_index", window=window)
-    bias = gather_rows(relative_position_bias_table, relative_position_index) -> reshape([n, n, heads]) -> permute([0, 3, 1, 2])
-    x + bias
+def _doc_block(heading: str) -> str:
+    """The first code block after ``heading`` in docs/language.md."""
+    import re
 
-network rel(heads=3):
-    input [heads, 49, 49]
-    r: RelativePositionBias(heads)
-'''
+    from helpers import ROOT
+    m = re.search(re.escape(heading) + r".*?```\n(.*?)```", (ROOT / "docs" / "language.md").read_text(), re.DOTALL)
+    assert m, f"no code block after {heading!r} in docs/language.md"
+    return m.group(1)
+
+
+# the language reference's example (docs/language.md, "Buffers and computation on parameters")
+SWIN_BIAS = _doc_block("### Buffers and computation on parameters")
 
 
 def test_swin_relative_position_bias_equals_torchvision() -> None:
