@@ -218,3 +218,22 @@ network d():
     x = torch.randn(2, 4, 6, 6)
     with torch.no_grad():
         assert_close(deployed(x), model(x))
+
+
+def test_values_without_the_batch_axis_exist_once_in_memory() -> None:
+    # the bias computed from the table and the index is one tensor whatever the batch: at batch 4 the
+    # activations are 4x those of batch 1 less 3x the unbatched values' bytes
+    from archdsl.passes.summary import activation_memory
+    g = archdsl.graph(SWIN_BIAS)
+    one, four = activation_memory(g, 1)["activations"], activation_memory(g, 4)["activations"]
+    saved = 4 * one - four
+    assert saved > 0 and saved % 3 == 0 and saved // 3 >= 49 * 49 * 3 * 4
+
+
+def test_archc_check_locates_a_buffer_mistake(tmp_path: Any) -> None:
+    from helpers import run_archc
+    spec = tmp_path / "b.arch"
+    spec.write_text(net("    b = buffer([2, 2], dtype=\"int64\", values=[1, 2, 3, 4.5])\n    x\n", [3]))
+    r = run_archc("check", str(spec))
+    assert r.returncode == 1, r.stderr
+    assert "b.arch:3:" in r.stderr and "must be integers, got 4.5" in r.stderr and "Traceback" not in r.stderr

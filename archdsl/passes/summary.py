@@ -221,7 +221,8 @@ def activation_memory(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[
     root = _alias_root(g)
     order = list(g.nodes())
     pos = {n.id: k for k, n in enumerate(order)}
-    size = {n.id: math.prod(n.shape) * batch * item for n in order}
+    # a value without the batch axis (a buffer, a computed weight) exists once, whatever the batch
+    size = {n.id: math.prod(n.shape) * (batch if n.batched else 1) * item for n in order}
     last_use: dict[int, int] = {}
     for n in order:
         for i in n.inputs:
