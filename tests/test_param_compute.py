@@ -202,3 +202,23 @@ def test_conv2d_fn_groups_and_dilation_equal_torch() -> None:
         assert_close(model(x), ref)
     conv = torch.nn.Conv2d(6, 8, 3, stride=2, padding=2, dilation=2, groups=2, bias=False)
     assert g.total_macs == fvcore_macs(conv, x[:1])
+
+
+def test_torch_forms_of_the_functional_ops() -> None:
+    # the importer's table: F.linear / F.conv2d calls with computed weights, table[index], zeros_like
+    from archdsl.ops import OPS
+    from archdsl.ops.core import TensorArg, TorchCall
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return TorchCall(None, args, kwargs, [], [])
+
+    t0, t1, t2 = TensorArg(0), TensorArg(1), TensorArg(2)
+    lin = {f.target: f for f in OPS["linear_fn"].torch_forms}["torch.nn.functional.linear"]
+    assert lin.args(call(t0, weight=t1, bias=t2)) == {} and lin.args(call(t0)) is None
+    conv = {f.target: f for f in OPS["conv2d_fn"].torch_forms}["torch.nn.functional.conv2d"]
+    assert conv.args(call(t0, t1, None, (2, 2), (1, 1), (1, 1), 4)) == {"stride": [2, 2], "padding": [1, 1],
+                                                                     "dilation": [1, 1], "groups": 4}
+    assert conv.args(call(t0, t1, bias=t2, padding="same")) == {"padding": "same"}
+    gather = OPS["gather_rows"].torch_forms[0]
+    assert (gather.kind, gather.target) == ("function", "operator.getitem")
+    assert gather.args(call(t0, t1)) == {} and gather.args(call(t0, (slice(None), t1))) is None

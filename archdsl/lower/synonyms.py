@@ -35,6 +35,10 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "globalavgpool": ("adaptive_avgpool",), "adaptiveavgpool2d": ("adaptive_avgpool",),
     "hswish": ("hardswish",), "hsigmoid": ("hardsigmoid",), "droppath": ("drop_path",),
     "clstoken": ("parameter",), "posembed": ("parameter",), "nnparameter": ("parameter",),
+    "registerbuffer": ("buffer",), "constant": ("buffer",), "mask": ("buffer",),
+    "indexselect": ("gather_rows",), "gather": ("gather_rows",), "take": ("gather_rows",),
+    "embedding": ("gather_rows",), "flinear": ("linear_fn",), "fconv2d": ("conv2d_fn",),
+    "zeroslike": ("zeros_like",),
 }
 
 

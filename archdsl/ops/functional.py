@@ -85,8 +85,9 @@ def _conv_emit(e: EmitArgs) -> Expr:
 def _tensors_form(n_args: tuple[int, ...]) -> Any:
     """A form taking the call's leading tensor args as the op's inputs (the bias may be None: left out)."""
     def form(c: TorchCall) -> dict[str, Any] | None:
-        tensors = [x for x in c.args if isinstance(x, TensorArg)]
-        if len(tensors) not in n_args or any(isinstance(v, TensorArg) for v in c.kwargs.values()):
+        tensors = [x for x in (*c.args[:3], c.kwargs.get("weight"), c.kwargs.get("bias"))
+                   if isinstance(x, TensorArg)]
+        if len(tensors) not in n_args:
             return None
         out: dict[str, Any] = {}
         for i, name in enumerate(("stride", "padding", "dilation", "groups"), start=3):
