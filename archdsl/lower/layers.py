@@ -154,9 +154,10 @@ class LayerApplier(Evaluator):
         shapes = [x.shape for x in xs]
         argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
         argspans.update({k: s for k, (_, s) in v.kwargs.items()})
+        cap = self.limits.max_literal_values
         for k, a in args.items():   # list arguments reach the generated code as literals: bounded
-            if isinstance(a, list) and (n := _count_items(a, self.limits.max_literal_values)) > self.limits.max_literal_values:
-                return self.err(f"{v.name}: {k}= holds more than {self.limits.max_literal_values:,} values", argspans.get(k, span),
+            if isinstance(a, list) and _count_items(a, cap) > cap:
+                return self.err(f"{v.name}: {k}= holds more than {cap:,} values", argspans.get(k, span),
                                 hint=limit_hint("max_literal_values", "compute large tables with an init= "
                                                 "generator, or load them (init=\"loaded\")"))
         try:
