@@ -237,3 +237,24 @@ def test_archc_check_locates_a_buffer_mistake(tmp_path: Any) -> None:
     r = run_archc("check", str(spec))
     assert r.returncode == 1, r.stderr
     assert "b.arch:3:" in r.stderr and "must be integers, got 4.5" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_block_applied_to_a_buffer() -> None:
+    # a block's body runs on a value without the batch axis as on any other; its own parameter needs
+    # batch_dim=false there (there is no batch to expand over)
+    body = '''
+block Mix(batched=false):
+    p = parameter([4], init="normal", std=1.0, batch_dim=batched)
+    x * p
+
+network n(batched=false):
+    input [3, 4]
+    t = buffer([3, 4], init="arange") -> mix: Mix(batched)
+    x + t
+'''
+    g, model = _build(body)
+    x = torch.randn(2, 3, 4)
+    with torch.no_grad():
+        assert_close(model(x), x + torch.arange(12.0).view(3, 4) * model.mix.p)
+    err = error_of(body.replace("network n(batched=false)", "network n(batched=true)"))
+    assert "takes its batch size from the block's input, which has none here" in err and "batch_dim=false" in err, err

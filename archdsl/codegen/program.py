@@ -183,8 +183,9 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
         inplace = inplace and (batched[0] or not n.batched)
         e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace,
                      batched, n.batched)
-        if all(batched):
-            expr = tuple(opdef.emit(e))
+        data = batched if opdef.size_inputs_from is None else batched[:opdef.size_inputs_from]
+        if all(data):   # (a tensor read only for its sizes that lacks the batch axis is read as a batch of one)
+            expr = tuple(opdef.emit(e) if all(batched) else wrap_unbatched(e, opdef.emit(e), whole=False))
         else:   # an input without the batch axis (a buffer, a batch_dim=false parameter): see OpDef.unbatched_emit
             expr = tuple(opdef.unbatched_emit(e) if opdef.unbatched_emit is not None
                          else wrap_unbatched(e, opdef.emit(e)))
@@ -202,7 +203,7 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
         body.helpers.update(opdef.helpers)
         body.helpers.update(size_helpers(expr))
         mf = tuple(opdef.module_form(e)) if opdef.module_form is not None else None
-        if not all(batched) and opdef.unbatched_emit is None:
+        if not all(data) and opdef.unbatched_emit is None:
             mf = None   # the module form would see the tensor without its batch axis
         if (not u.path and not n.module and n.label and mf is not None and local == n.label and "." not in local
                 and all(batched) and n.batched

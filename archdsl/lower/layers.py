@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ArchError, Diagnostic
 from ..ir import Loc, Node, ScopeFrame
 from ..lang import ast as A
-from ..ops import OPS, OpDef, ShapeError, check_batch_mix, has_trait
+from ..ops import OPS, OpDef, ShapeError, batched_output, check_batch_mix, has_trait
 from ..source import Span
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .budget import limit_hint
@@ -165,6 +165,11 @@ class LayerApplier(Evaluator):
                 args = opdef.normalize(shapes, args)
             shape = opdef.shape(shapes, args)
             check_batch_mix(opdef, shapes, [self.node(x.nid).batched for x in xs])
+            if opdef.arity == 0 and not self.node(xs[0].nid).batched and batched_output(opdef, args, []):
+                # a parameter expanded over the batch reads the batch size from the block's input
+                raise ShapeError(f"{v.name} with the batch axis takes its batch size from the block's input, "
+                                 f"which has none here ({list(shapes[0])}: a buffer or a value computed from one)",
+                                 hint="give it batch_dim=false")
         except ShapeError as e:
             msg = e.message if e.message.startswith(v.name + " ") else f"{v.name}: {e.message}"
             # provenance only when the input shape is part of the problem, not for a bad argument alone

@@ -356,16 +356,17 @@ def _reshape_emit(e: EmitArgs) -> Expr:
     return (In(0), ".reshape(", In(0), ".shape[0]", *_reshape_sizes(e), ")")
 
 
-def wrap_unbatched(e: EmitArgs, expr: Expr) -> Expr:
+def wrap_unbatched(e: EmitArgs, expr: Expr, whole: bool = True) -> Expr:
     """The generic form of an op's ``expr`` over inputs without the batch axis: each such input made a batch
-    of one (``t[None]``) and, when no input has the batch axis, the result's batch of one taken off (``[0]``).
-    Right for any op that works per sample."""
+    of one (``t[None]``) and, when the result has no batch axis either (and ``whole``), the result's batch of
+    one taken off (``[0]``). Right for any op that works per sample; ``whole=False`` only reads sizes from
+    such inputs as if they had the batch axis."""
     out: list[Any] = []
     for p in expr:
         out.append(p)
         if isinstance(p, In) and not e.has_batch(p.k):
             out.append("[None]")
-    if e.out_batched:
+    if e.out_batched or not whole:
         return tuple(out)
     return ("(", *out, ")[0]")
 
