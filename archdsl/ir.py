@@ -77,6 +77,10 @@ class Node(BaseModel):
     # shapes (None: the node was not made from spec arguments); the input contract normalizes them again at
     # other sizes, so an argument derived from a size (layernorm's normalized shape) keeps the size fixed
     bound: dict[str, Any] | None = None
+    # whether the value has the batch axis: False for a buffer, a parameter stored without it
+    # (``batch_dim=false``) and what is computed from such values alone (a relative position bias gathered from
+    # its table); ``shape`` is then the whole tensor's shape, dims still count dim 0 as the (absent) batch
+    batched: bool = True
 
 
 @dataclass
@@ -149,7 +153,7 @@ class Graph:
 
         Nodes are the node ids; each carries the record's fields as attributes (see docs/api.md, "The
         graph as networkx"): ``op``, ``name``, ``module``, ``label``, ``args``, ``shape`` (per sample),
-        ``in_shapes``, ``params``, ``macs``, ``scope`` (the enclosing block paths, outermost first),
+        ``in_shapes``, ``params``, ``macs``, ``batched`` (whether it has the batch axis), ``scope`` (the enclosing block paths, outermost first),
         ``loc`` (``file:line:col`` or None), ``reparam``, and ``rec``: the :class:`Node` itself. Edges
         run producer -> consumer with ``index``: the input position. Graph attributes: ``name``,
         ``reference``, ``address``, ``inputs`` (ids) and ``outputs`` (``{name: id}``)."""
@@ -161,6 +165,7 @@ class Graph:
             dg.add_node(rec.id, op=rec.op, name=rec.name, module=rec.module, label=rec.label, args=dict(rec.args),
                         shape=tuple(rec.shape), in_shapes=[tuple(s) for s in rec.in_shapes], params=rec.params,
                         macs=rec.macs, scope=[f.path for f in rec.scope if f.path], reparam=rec.reparam,
+                        batched=rec.batched,
                         loc=str(rec.loc) if rec.loc else None, rec=rec)
         for rec in self._recs.values():
             for pos, src in enumerate(rec.inputs):

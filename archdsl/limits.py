@@ -36,6 +36,9 @@ class Limits:
     max_value_size: int = 100_000  # one value worked through by str, ==, sum, min/max: list items (nested
                                   # lists counted through) + string characters; also any string's length
     max_int_bits: int = 4096      # any integer value (repeated squaring); floats must stay finite
+    # numbers in one list argument of an op (a buffer's values=[...]: each becomes a literal in the generated
+    # code); the ops of specs/ take at most a few dozen
+    max_literal_values: int = 4096
     max_render_nodes: int = 2_500  # boxes + frames a diagram may hand to Graphviz (its layout is superlinear)
     max_render_edges: int = 5_000  # edges a diagram may hand to Graphviz
     # boxes + edge bends on the widest rank of the layout: Graphviz's crossing minimization grows much faster

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..ops import MOD, OPS, EmitArgs, In, Kw, Lit, has_trait, size_helpers
+from ..ops import MOD, OPS, EmitArgs, In, Kw, Lit, has_trait, size_helpers, wrap_unbatched
 from .names import GenerationError, check_child_name
 from .units import Hierarchy, Unit
 
@@ -51,7 +51,7 @@ class Stmt:
 @dataclass
 class Ctor:
     """A registration in ``__init__``: 'module' (``expr`` at ``path``), 'param' (an ``nn.Parameter``),
-    'buffer' (a persistent buffer), 'list'/'dict' (a holder container)."""
+    'buffer' (a persistent buffer), 'buffer-np' (a non-persistent one), 'list'/'dict' (a holder container)."""
 
     path: str
     kind: str
@@ -178,21 +178,35 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             src = res(n.inputs[0])
             inplace = (src in local_ops and has_trait(g.node(src).op, "inplace-safe-producer")
                        and rcons.get(src, 0) == 1 and src not in h.outputs)
-        e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace)
-        expr = tuple(opdef.emit(e))
+        batched = tuple(g.node(i).batched for i in n.inputs)
+        # an in-place add must write into a tensor of the result's size: not into one without the batch axis
+        inplace = inplace and (batched[0] or not n.batched)
+        e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace,
+                     batched, n.batched)
+        data = batched if opdef.size_inputs_from is None else batched[:opdef.size_inputs_from]
+        if all(data):   # (a tensor read only for its sizes that lacks the batch axis is read as a batch of one)
+            expr = tuple(opdef.emit(e) if all(batched) else wrap_unbatched(e, opdef.emit(e), whole=False))
+        else:   # an input without the batch axis (a buffer, a batch_dim=false parameter): see OpDef.unbatched_emit
+            expr = tuple(opdef.unbatched_emit(e) if opdef.unbatched_emit is not None
+                         else wrap_unbatched(e, opdef.emit(e)))
         rel = ""
         if n.module:
             if opdef.ctor is None:
                 raise GenerationError(f"op '{n.op}' has a module path but no constructor")
             rel = u.rel(n.module)
-            kind = "param" if has_trait(n.op, "parameter") else "buffer" if has_trait(n.op, "buffer") else "module"
+            kind = "param" if has_trait(n.op, "parameter") else "module"
+            if has_trait(n.op, "buffer"):   # a non-persistent buffer is no state_dict key
+                kind = "buffer" if opdef.persistent(e.args) else "buffer-np"
             register(rel, kind, tuple(opdef.ctor(e)))
         elif MOD in expr:
             raise GenerationError(f"op '{n.op}' calls its module but the node has none")
         body.helpers.update(opdef.helpers)
         body.helpers.update(size_helpers(expr))
         mf = tuple(opdef.module_form(e)) if opdef.module_form is not None else None
+        if not all(data) and opdef.unbatched_emit is None:
+            mf = None   # the module form would see the tensor without its batch axis
         if (not u.path and not n.module and n.label and mf is not None and local == n.label and "." not in local
+                and all(batched) and n.batched
                 and local not in registered and local not in h.module_roots):
             # a labelled parameter-free op of the network itself is a child module, as in torchvision
             # (``relu``, ``maxpool``, ``avgpool``): tools that run the root's children in order

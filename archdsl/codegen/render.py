@@ -295,11 +295,13 @@ def _ref(path: str, kinds: dict[str, str], tensors: frozenset[str] | set[str] = 
     return ref
 
 
-def _assign(path: str, value: str, kinds: dict[str, str], param: bool = False, buffer: bool = False) -> str:
+def _assign(path: str, value: str, kinds: dict[str, str], param: bool = False, buffer: bool = False,
+            persistent: bool = True) -> str:
     parent, _, name = path.rpartition(".")
     owner = _ref(parent, kinds) if parent else "self"
     if buffer:   # a plain tensor attribute would not be registered (nor be a state_dict key)
-        return f"{owner}.register_buffer({literal(name)}, {value})"
+        tail = "" if persistent else ", persistent=False"
+        return f"{owner}.register_buffer({literal(name)}, {value}{tail})"
     if param and parent and kinds.get(parent) in ("list", "dict"):   # add_module refuses a Parameter
         return f"{owner}.register_parameter({literal(name)}, {value})"
     if parent and kinds.get(parent) in ("list", "dict"):
@@ -400,7 +402,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     expand = expand or (lambda e, b: e)
     t = spec.template
     kinds = {c.path: c.kind for c in t.ctors if c.kind in ("list", "dict")}
-    tensors = {c.path for c in t.ctors if c.kind in ("param", "buffer")}
+    tensors = {c.path for c in t.ctors if c.kind in ("param", "buffer", "buffer-np")}
     n_ctor_holes = sum(len(holes_of(expand(c.expr, t))) for c in t.ctors)
     holes = _Holes(spec, n_ctor_holes)
     # a block that only chains its children is an nn.Sequential, as torchvision's stages are (``layer4[-1]``,
@@ -429,7 +431,8 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         value = render_expr(expand(c.expr, t), holes, indent="        ")
         if c.path in spec.optional:
             value = f"{value} if {spec._flags[c.path]} else None"
-        lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param", buffer=c.kind == "buffer"))
+        lines.append("        " + _assign(c.path, value, kinds, param=c.kind == "param",
+                                         buffer=c.kind in ("buffer", "buffer-np"), persistent=c.kind == "buffer"))
     for a in spec._attrs:
         lines.append(f"        self.{a} = {a}")
     if sequential:

@@ -21,7 +21,7 @@ from ..ir import DEFAULT_FUSED_NAME, Graph, Loc, Node, ReparamGroup, ScopeFrame
 from ..lang import ast as A
 from ..lang.loader import Program
 from ..limits import Limits
-from ..ops import OPS
+from ..ops import OPS, batched_output
 from ..source import Span
 from .bind import bind, fill_defaults, network_signature
 from .budget import limit_hint
@@ -118,7 +118,8 @@ class Lowerer(LayerApplier):
                              hint=did_you_mean(name, [k for k, x in env.vars.items() if isinstance(x, TensorVal)]))
         elif isinstance(cur, TensorVal):
             g.outputs.append(("out", cur.nid))
-        elif isinstance(cur, list) and cur and all(isinstance(t, TensorVal) for t in cur):
+        self.check_outputs_batched(g, net.name_span)
+        if isinstance(cur, list) and not outputs and cur and all(isinstance(t, TensorVal) for t in cur):
             self.err(f"network '{net.name}' ends with {len(cur)} tensors, not one", net.name_span,
                      hint="bind them ('a, b = x -> chunk(2)') and merge them, or list them with 'output a, b'")
         return g
@@ -540,7 +541,8 @@ class Lowerer(LayerApplier):
         # a size read from a tensor that reaches a node's arguments is a number there from now on: pinned
         args = {k: strip_dims(a) for k, a in args.items()}
         node = Node(id=self.next_id, op=op, args=args, inputs=inputs, in_shapes=in_shapes, shape=shape, name=name,
-                    module=module, scope=list(frames), loc=self.loc(span), reparam=self._reparam, label=label)
+                    module=module, scope=list(frames), loc=self.loc(span), reparam=self._reparam, label=label,
+                    batched=op not in OPS or batched_output(OPS[op], args, [self.node(i).batched for i in inputs]))
         self.next_id += 1
         return self.graph.add(node)
 

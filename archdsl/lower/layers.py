@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ArchError, Diagnostic
 from ..ir import Loc, Node, ScopeFrame
 from ..lang import ast as A
-from ..ops import OPS, OpDef, ShapeError, has_trait
+from ..ops import OPS, OpDef, ShapeError, batched_output, check_batch_mix, has_trait
 from ..source import Span
 from .bind import bind, block_signature, check_op_types, fill_defaults, op_signature
 from .budget import limit_hint
@@ -154,10 +154,22 @@ class LayerApplier(Evaluator):
         shapes = [x.shape for x in xs]
         argspans = {a.name: s for a, (_, s) in zip(opdef.args, v.args)}
         argspans.update({k: s for k, (_, s) in v.kwargs.items()})
+        cap = self.limits.max_literal_values
+        for k, a in args.items():   # list arguments reach the generated code as literals: bounded
+            if isinstance(a, list) and _count_items(a, cap) > cap:
+                return self.err(f"{v.name}: {k}= holds more than {cap:,} values", argspans.get(k, span),
+                                hint=limit_hint("max_literal_values", "compute large tables with an init= "
+                                                "generator, or load them (init=\"loaded\")"))
         try:
             if opdef.normalize:
                 args = opdef.normalize(shapes, args)
             shape = opdef.shape(shapes, args)
+            check_batch_mix(opdef, shapes, [self.node(x.nid).batched for x in xs])
+            if opdef.arity == 0 and not self.node(xs[0].nid).batched and batched_output(opdef, args, []):
+                # a parameter expanded over the batch reads the batch size from the block's input
+                raise ShapeError(f"{v.name} with the batch axis takes its batch size from the block's input, "
+                                 f"which has none here ({list(shapes[0])}: a buffer or a value computed from one)",
+                                 hint="give it batch_dim=false")
         except ShapeError as e:
             msg = e.message if e.message.startswith(v.name + " ") else f"{v.name}: {e.message}"
             # provenance only when the input shape is part of the problem, not for a bad argument alone
@@ -334,6 +346,7 @@ class LayerApplier(Evaluator):
             if opdef.normalize:
                 args = opdef.normalize(shapes, args)
             shape = opdef.shape(shapes, args)
+            check_batch_mix(opdef, shapes, [self.node(t.nid).batched for t in tensors])
         except ShapeError as e:
             return self.err(e.message, kwargs[e.arg][1] if e.arg in kwargs else span, e.hint,
                             notes=self.provenance(tensors))
@@ -353,9 +366,16 @@ class LayerApplier(Evaluator):
         return TensorVal(node.id, shape)
 
     def _unbatched(self, t: TensorVal) -> bool:
-        """A parameter stored without the batch dim (``parameter(..., batch_dim=false)``)."""
-        n = self.node(t.nid)
-        return n.op == "parameter" and not n.args.get("batch_dim", True)
+        """A value without the batch axis: a buffer, a ``batch_dim=false`` parameter, what is computed from them."""
+        return not self.node(t.nid).batched
+
+    def check_outputs_batched(self, g: Any, span: Span) -> None:
+        """The model returns tensors with the batch axis: an output computed from buffers and parameters alone
+        has none."""
+        for name, nid in g.outputs:
+            if not self.node(nid).batched:
+                self.err(f"the output '{name}' has no batch axis: it is computed from buffers and parameters "
+                         "alone", span, hint="an output must depend on the network's input")
 
     def provenance(self, tensors: list[TensorVal]) -> list[tuple[str, Span | None]]:
         """Notes saying which layer produced each operand's shape."""
@@ -365,6 +385,19 @@ class LayerApplier(Evaluator):
             what = "the network input" if n.op == "input" else f"the output of {n.op} '{n.name}'"
             notes.append((f"{list(t.shape)} is {what}", span_from_loc(self.program, n.loc)))
         return notes
+
+
+def _count_items(v: Any, cap: int) -> int:
+    """The numbers in a (nested) list, counted up to just past ``cap``."""
+    n = 0
+    stack = [v]
+    while stack and n <= cap:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        else:
+            n += 1
+    return n
 
 
 def span_from_loc(program: Any, loc: Loc | None) -> Span | None:

@@ -37,6 +37,10 @@ SYNONYMS: dict[str, tuple[str, ...]] = {
     "gn": ("groupnorm",), "groupnorm1": ("groupnorm",), "rms": ("rmsnorm",), "batchnorm1d": ("batchnorm",),
     "l2normalize": ("normalize",), "l2norm": ("normalize", "norm"), "im2col": ("unfold",), "col2im": ("fold",),
     "unstack": ("unbind",), "repeat": ("repeat_interleave",),
+    "registerbuffer": ("buffer",), "constant": ("buffer",), "mask": ("buffer",),
+    "indexselect": ("gather_rows",), "gather": ("gather_rows",), "take": ("gather_rows",),
+    "embedding": ("gather_rows",), "flinear": ("linear_fn",), "fconv2d": ("conv2d_fn",),
+    "zeroslike": ("zeros_like",),
 }
 
 

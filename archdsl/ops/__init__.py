@@ -19,12 +19,16 @@ from . import layout as _layout  # noqa: F401  (registers select and repeat_inte
 from . import patches as _patches  # noqa: F401  (registers unfold and fold)
 from . import einsum as _einsum  # noqa: F401  (registers einsum)
 from . import mha as _mha  # noqa: F401  (registers multihead_attention)
+from . import buffers as _buffers  # noqa: F401  (registers buffer, gather_rows, zeros_like)
+from . import functional as _functional  # noqa: F401  (registers linear_fn, conv2d_fn: weights computed in forward)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)
+from .batch import batched_output, check_batch_mix
 from .layout import MULTI_OUTPUT_FORMS
-from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers
+from .tensor import HELPERS, MULTI_OUTPUT_OPS, size_helpers, wrap_unbatched
 
 __all__ = ["REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "MULTI_OUTPUT_OPS",
-           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers", "MULTI_OUTPUT_FORMS"]
+           "HELPERS", "Lit", "In", "Kw", "MOD", "EmitArgs", "size_only_input", "size_helpers", "MULTI_OUTPUT_FORMS",
+           "batched_output", "check_batch_mix", "wrap_unbatched"]

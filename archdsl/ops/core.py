@@ -162,6 +162,13 @@ class EmitArgs:
     shape: Shape
     n_inputs: int = 1
     inplace: bool = False
+    # per input, whether it has the batch axis (empty: every input has it); an op's ``unbatched_emit`` reads it
+    batched: tuple[bool, ...] = ()
+    out_batched: bool = True      # whether the op's value has the batch axis
+
+    def has_batch(self, k: int) -> bool:
+        """Whether input ``k`` has the batch axis (a buffer or a ``batch_dim=false`` parameter has not)."""
+        return self.batched[k] if k < len(self.batched) else True
 
 
 # ---- the PyTorch spellings of an op (read by the importer, archdsl/importer) -----------------------------
@@ -259,6 +266,23 @@ class OpDef:
     size_inputs_from: int | None = None
     # the PyTorch modules/functions/methods this op stands for (the importer's table; see TorchForm)
     torch_forms: tuple[TorchForm, ...] = ()
+    # Values without the batch axis (buffers, batch_dim=false parameters, what is computed from them alone; see
+    # docs/language.md "Buffers and computation on parameters"). ``unbatched_emit``: the forward expression
+    # when some data input has no batch axis (EmitArgs.batched says which); None: the generic form, the op's
+    # ``emit`` over ``t[None]`` (a batch of one) with ``[0]`` taken of the result, which is right for any op
+    # that works per sample. ``mixed_batch``: whether inputs with and without the batch axis may meet: ""
+    # (they may not), "broadcast" (torch lines them up from the right: element-wise math, matmul, attention)
+    # or "any" (each input has its role: gathers, F.linear/F.conv2d with computed weights).
+    unbatched_emit: Callable[[EmitArgs], Expr] | None = None
+    mixed_batch: str = ""
+    # inputs that must lack the batch axis (F.linear's weight and bias): one weight serves the whole batch
+    unbatched_inputs: tuple[int, ...] = ()
+    # whether the op's value has the batch axis whatever its inputs, from its bound args (a parameter: its
+    # batch_dim; a buffer: never; swin_attention_bias: its bias carries a batch of one); None: a source op's
+    # value has it, any other op's when one of its data inputs has it
+    output_batched: Callable[[dict[str, Any]], bool] | None = None
+    # a "buffer" op: whether the buffer is persistent (a state_dict key) for these args
+    persistent: Callable[[dict[str, Any]], bool] = lambda a: True
 
     def __post_init__(self) -> None:
         self.traits = frozenset(self.traits)

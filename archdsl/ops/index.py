@@ -131,6 +131,8 @@ register(
           "(an int or [rows, cols]) the shifted-window mask of a map of the given size ([windows, heads, w*w, w*w]): the mask argument "
           "of scaled_dot_product_attention.",
           stateful=True, normalize=_norm, key_args=("window", "shift"), ctor=_ctor, emit=_emit,
+          # reads the table as stored (no batch axis); its bias carries a batch of one, [1, 1, heads, N, N]
+          unbatched_emit=_emit, output_batched=lambda a: True,
           buffers=lambda s, a: a["window"] ** 4,   # relative_position_index: one int64 per (query, key) pair
           traits={"buffer", "layout-sensitive"}, helpers=("swin_attention_bias",)),
 )

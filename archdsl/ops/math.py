@@ -57,7 +57,8 @@ def _binary_shape(what: str) -> Callable[[list[Shape], dict[str, Any]], Shape]:
 
 
 def _unary(name: str, fn: str, doc: str) -> OpDef:
-    return OpDef(name, "math", [], _same, doc, emit=lambda e: (fn + "(", In(0), ")"), traits=_ELEMENTWISE)
+    emit: Callable[[EmitArgs], Expr] = lambda e: (fn + "(", In(0), ")")
+    return OpDef(name, "math", [], _same, doc, emit=emit, unbatched_emit=emit, traits=_ELEMENTWISE)
 
 
 def _clamp_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
@@ -327,6 +328,26 @@ def _view_sizes(view: tuple[int, ...]) -> Expr:
     return tuple(out)
 
 
+def _sub_emit(e: EmitArgs) -> Expr:
+    return (In(0), " - ", In(1))
+
+
+def _div_emit(e: EmitArgs) -> Expr:
+    return (In(0), " / ", In(1))
+
+
+def _matmul_emit(e: EmitArgs) -> Expr:
+    return (In(0), " @ ", In(1))
+
+
+def _pow_emit(e: EmitArgs) -> Expr:
+    return ("torch.pow(", In(0), ", ", Lit(e.args["exponent"], "exponent"), ")")
+
+
+def _clamp_emit(e: EmitArgs) -> Expr:
+    return ("torch.clamp(", In(0), Kw("min", e.args["min"], None), Kw("max", e.args["max"], None), ")")
+
+
 _SCALAR = {"add": (In(0), " + ", "v"), "sub": (In(0), " - ", "v"), "rsub": ("v", " - ", In(0)),
            "div": (In(0), " / ", "v"), "rdiv": ("v", " / ", In(0))}
 
@@ -346,13 +367,14 @@ _A = ArgSpec
 register(
     OpDef("scalar", "math", [_A("op", "str", REQUIRED, tuple(_SCALAR)), _A("value", "float")], _scalar_shape,
           "A tensor and a number: 't + 1e-6', 't - k', 'k - t', 't / k', 'k / t' between a named tensor and a number "
-          "are this op (t * k is scale(k)).", key_args=("op", "value"), emit=_scalar_emit, traits=_ELEMENTWISE),
+          "are this op (t * k is scale(k)).", key_args=("op", "value"), emit=_scalar_emit, unbatched_emit=_scalar_emit,
+          traits=_ELEMENTWISE),
     OpDef("sub", "math", [], _binary_shape("sub"), "a - b of two named tensors (broadcasting): sub(a, b) or a - b.",
-          arity=2, emit=lambda e: (In(0), " - ", In(1))),
+          arity=2, emit=_sub_emit, unbatched_emit=_sub_emit, mixed_batch="broadcast"),
     OpDef("div", "math", [], _binary_shape("div"), "a / b of two named tensors (broadcasting): div(a, b) or a / b.",
-          arity=2, emit=lambda e: (In(0), " / ", In(1))),
+          arity=2, emit=_div_emit, unbatched_emit=_div_emit, mixed_batch="broadcast"),
     OpDef("pow", "math", [_A("exponent", "float")], _pow_shape, "Element-wise x ** exponent.",
-          key_args=("exponent",), emit=lambda e: ("torch.pow(", In(0), ", ", Lit(e.args["exponent"], "exponent"), ")"),
+          key_args=("exponent",), emit=_pow_emit, unbatched_emit=_pow_emit,
           traits=_ELEMENTWISE),
     _unary("sqrt", "torch.sqrt", "Element-wise square root."),
     _unary("rsqrt", "torch.rsqrt", "Element-wise 1 / sqrt(x)."),
@@ -362,7 +384,7 @@ register(
     _unary("neg", "torch.neg", "Element-wise -x."),
     OpDef("clamp", "math", [_A("min", "float?", None), _A("max", "float?", None)], _clamp_shape,
           "Element-wise clamp to [min, max] (either may be none).", key_args=("min", "max"),
-          emit=lambda e: ("torch.clamp(", In(0), Kw("min", e.args["min"], None), Kw("max", e.args["max"], None), ")"),
+          emit=_clamp_emit, unbatched_emit=_clamp_emit,
           traits=_ELEMENTWISE),
     OpDef("norm", "math", [_A("dim", "dims"), _A("ord", "float", 2.0), _A("keepdim", "bool", False)], _norm_shape,
           "Vector norm over one dim or a list of dims (batch is dim 0), torch.linalg.vector_norm: "
@@ -384,11 +406,13 @@ register(
     OpDef("matmul", "math", [], matmul_shape,
           "Batched matrix product of two named tensors: matmul(a, b) is [.., n, k] @ [.., k, m] -> [.., n, m] "
           "(leading dims broadcast; MACs n*k*m per leading element, as fvcore counts).",
-          arity=2, macs=matmul_macs, emit=lambda e: (In(0), " @ ", In(1)), traits=_LAYOUT),
+          arity=2, macs=matmul_macs, emit=_matmul_emit, unbatched_emit=_matmul_emit, mixed_batch="broadcast", traits=_LAYOUT),
     OpDef("transpose", "shape", [_A("dim0", "int"), _A("dim1", "int")], _transpose_shape,
           "Swap two dims (batch is dim 0): transpose(-2, -1) turns [h, N, d] into [h, d, N].",
           aliases=("swapdims",), normalize=_transpose_norm, key_args=("dim0", "dim1"),
           emit=lambda e: (In(0), ".transpose(", Lit(e.args["dim0"], "dim0"), ", ", Lit(e.args["dim1"], "dim1"), ")"),
+          unbatched_emit=lambda e: (In(0), ".transpose(", Lit(e.args["dim0"] - 1, "dim0"), ", ",
+                                    Lit(e.args["dim1"] - 1, "dim1"), ")"),
           traits=_LAYOUT),
     OpDef("roll", "shape", [_A("shifts", "dims"), _A("dims", "dims")], _same,
           "Cyclic shift along dims (batch is dim 0), torch.roll: roll([-3, -3], [1, 2]) is Swin's shifted "
@@ -411,7 +435,8 @@ register(
           "softmax(q @ k^T * scale + mask) @ v over named tensors, scaled_dot_product_attention(q, k, v) with "
           "per-sample [heads, N, d] (scale none: 1/sqrt(d)); an optional 4th tensor is an additive (or boolean) "
           "mask. MACs are the two matmuls, as fvcore counts attention written as matmuls.",
-          arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, traits=_LAYOUT),
+          arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, unbatched_emit=_sdpa_emit, mixed_batch="broadcast",
+          traits=_LAYOUT),
     OpDef("parameter", "parameter",
           [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02),
            _A("batch_dim", "bool", True), _A("dim", "int?", None)],
@@ -425,5 +450,6 @@ register(
           "without permutes). init: zeros, ones, normal(std), trunc_normal(std).",
           params=lambda s, a: math.prod(a["shape"]), stateful=True, arity=0, normalize=_parameter_norm,
           size_inputs_from=0,
-          key_args=("shape", "init"), ctor=_parameter_ctor, emit=_parameter_emit, traits={"parameter"}),
+          key_args=("shape", "init"), ctor=_parameter_ctor, emit=_parameter_emit, traits={"parameter"},
+          output_batched=lambda a: bool(a["batch_dim"])),
 )

@@ -288,7 +288,8 @@ _ACT_TRAITS = frozenset({"channel-wise"})
 def _act(name: str, doc: str, fn: str, module: str, *, inplace: bool = False,
          aliases: tuple[str, ...] = ()) -> OpDef:
     emit, mod = _simple(fn, module, inplace)
-    return OpDef(name, "act", [], _same, doc, aliases=aliases, emit=emit, module_form=mod,
+    # element-wise: the same call is right on a tensor without the batch axis (a buffer, a parameter)
+    return OpDef(name, "act", [], _same, doc, aliases=aliases, emit=emit, module_form=mod, unbatched_emit=emit,
                  traits=_ACT_TRAITS | ({"inplace"} if inplace else set()))
 
 
@@ -344,6 +345,7 @@ register(
     _act("tanh", "hyperbolic tangent", "torch.tanh", "nn.Tanh"),
     OpDef("gelu", "act", [_A("approximate", "str", "none", ("none", "tanh"))], _same, "Gaussian error linear unit",
           emit=lambda e: ("F.gelu(", In(0), Kw("approximate", e.args["approximate"], "none"), ")"),
+          unbatched_emit=lambda e: ("F.gelu(", In(0), Kw("approximate", e.args["approximate"], "none"), ")"),
           module_form=lambda e: ("nn.GELU(", Kw("approximate", e.args["approximate"], "none", sep=""), ")"),
           traits=_ACT_TRAITS),
     _act("silu", "x * sigmoid(x) (also called swish)", "F.silu", "nn.SiLU", aliases=("swish",)),
@@ -352,6 +354,7 @@ register(
     OpDef("leaky_relu", "act", [_A("negative_slope", "float", 0.01)], _same,
           "max(x, 0) + negative_slope * min(x, 0)",
           emit=lambda e: ("F.leaky_relu(", In(0), ", ", Lit(e.args["negative_slope"], "negative_slope"), ")"),
+          unbatched_emit=lambda e: ("F.leaky_relu(", In(0), ", ", Lit(e.args["negative_slope"], "negative_slope"), ")"),
           module_form=lambda e: ("nn.LeakyReLU(", Lit(e.args["negative_slope"], "negative_slope"), ")"),
           traits=_ACT_TRAITS),
     OpDef("dropout", "dropout", [_A("p", "float", 0.5)], _dropout_shape, "Dropout (identity in eval mode).",

@@ -7,7 +7,7 @@ from typing import Any, Callable
 from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _need_rank, _same, broadcast,
                    register)
 
-__all__ = ["MULTI_OUTPUT_OPS", "HELPERS", "SIZE_OPS", "eval_size", "size_helpers"]
+__all__ = ["MULTI_OUTPUT_OPS", "HELPERS", "SIZE_OPS", "eval_size", "size_helpers", "wrap_unbatched"]
 
 # Module-level functions the generated code may need (named by OpDef.helpers); trusted text, no spec value.
 HELPERS: dict[str, str] = {
@@ -310,6 +310,67 @@ def _narrow_emit(e: EmitArgs) -> Expr:
             Lit(a["length"], "length"), ")")
 
 
+def _mul_emit(e: EmitArgs) -> Expr:
+    return _join(e, " * ")
+
+
+# ---- emission on values without the batch axis (buffers, batch_dim=false parameters; EmitArgs.batched) ----
+# dims in the spec count dim 0 as the batch even where there is none, so the torch call takes each dim - 1
+def _u_dims(d: Any) -> Lit:
+    return _dims_lit(tuple(x - 1 for x in d) if isinstance(d, tuple) else d - 1)
+
+
+def _u_cat(fn: str) -> Callable[[EmitArgs], Expr]:
+    return lambda e: (fn + "([", *_join(e, ", "), "], ", Lit(e.args["dim"] - 1, "dim"), ")")
+
+
+def _u_permute(e: EmitArgs) -> Expr:
+    dims = [d - 1 for d in e.args["dims"][1:]]
+    return (In(0), ".permute(", Lit(dims[0], "dims0"), *_seq(dims[1:], "dim"), ")")
+
+
+def _reads_input(f: Any, k: int) -> bool:
+    """Whether the size formula ``f`` reads a size of input ``k``."""
+    if f is None or f[0] == "k":
+        return False
+    if f[0] == "in":
+        return bool(f[1] == k)
+    return _reads_input(f[1], k) or _reads_input(f[2], k)
+
+
+def _u_reshape(e: EmitArgs) -> Expr:
+    if any(_reads_input(f, 0) for f in e.args.get("dyn") or ()):
+        # a size read from the reshaped tensor itself counts its batch axis: the generic form
+        return wrap_unbatched(e, _reshape_emit(e))
+    sizes = _reshape_sizes(e)   # sizes read from other (batched) tensors are computed from them at run time
+    return (In(0), ".reshape(", *sizes[1:], ")")
+
+
+def _u_reduce(method: str) -> Callable[[EmitArgs], Expr]:
+    return lambda e: (In(0), f".{method}(", _u_dims(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")")
+
+
+def _reshape_emit(e: EmitArgs) -> Expr:
+    # the target as written (a -1 stays inferred at run time, sizes read from tensors are recomputed from them);
+    # the batch size is read from the input
+    return (In(0), ".reshape(", In(0), ".shape[0]", *_reshape_sizes(e), ")")
+
+
+def wrap_unbatched(e: EmitArgs, expr: Expr, whole: bool = True) -> Expr:
+    """The generic form of an op's ``expr`` over inputs without the batch axis: each such input made a batch
+    of one (``t[None]``) and, when the result has no batch axis either (and ``whole``), the result's batch of
+    one taken off (``[0]``). Right for any op that works per sample; ``whole=False`` only reads sizes from
+    such inputs as if they had the batch axis."""
+    out: list[Any] = []
+    for p in expr:
+        out.append(p)
+        if isinstance(p, In) and not e.has_batch(p.k):
+            out.append("[None]")
+    if e.out_batched or not whole:
+        return tuple(out)
+    return ("(", *out, ")[0]")
+
+
 def _seq(values: Any, name: str) -> Expr:
     out: list[Any] = []
     for k, v in enumerate(values):
@@ -321,6 +382,7 @@ _A = ArgSpec
 register(
     OpDef("flatten", "shape", [], _flatten_shape, "Flatten [C, H, W] to [C*H*W].",
           emit=lambda e: ("torch.flatten(", In(0), ", 1)"), module_form=lambda e: ("nn.Flatten()",),
+          unbatched_emit=lambda e: ("torch.flatten(", In(0), ")"),
           traits={"layout-sensitive"}),
     OpDef("identity", "identity", [], _same, "The input, unchanged (a shortcut branch).",
           emit=lambda e: (In(0),), module_form=lambda e: ("nn.Identity()",), traits={"eval-identity", "channel-wise"}),
@@ -329,16 +391,17 @@ register(
           emit=lambda e: ("_channel_shuffle(", In(0), ", ", Lit(e.args["groups"], "groups"), ")"),
           traits={"layout-sensitive"}),
     OpDef("add", "merge", [], _add_shape, "Element-wise sum of the branches (broadcasting).", arity=-1,
-          emit=_add_emit, traits={"merge", "inplace", "inplace-safe-producer"}),
+          emit=_add_emit, unbatched_emit=_add_emit, mixed_batch="broadcast", traits={"merge", "inplace", "inplace-safe-producer"}),
     OpDef("mul", "merge", [], _mul_shape, "Element-wise product of the branches (broadcasting).", arity=-1,
-          emit=lambda e: _join(e, " * "), traits={"merge"}),
+          emit=_mul_emit, unbatched_emit=_mul_emit, mixed_batch="broadcast", traits={"merge"}),
     OpDef("concat", "merge", [_A("dim", "int", 1)], _concat_shape,
           "Concatenation of the branches along dim (1 = channels; batch is dim 0; -1 the last).", arity=-1,
           normalize=_concat_norm,
-          emit=_cat_emit("torch.cat"), traits={"merge", "layout-sensitive"}),
+          emit=_cat_emit("torch.cat"), unbatched_emit=_u_cat("torch.cat"), traits={"merge", "layout-sensitive"}),
     OpDef("stack", "merge", [_A("dim", "int", 1)], _stack_shape,
           "Stack the branches along a new dim (1: after the batch; -1: last), e.g. the radix branches of split "
-          "attention.", arity=-1, normalize=_stack_norm, emit=_cat_emit("torch.stack"), traits={"merge", "layout-sensitive"}),
+          "attention.", arity=-1, normalize=_stack_norm, emit=_cat_emit("torch.stack"),
+          unbatched_emit=_u_cat("torch.stack"), traits={"merge", "layout-sensitive"}),
     # narrow is produced by chunk/split over named values; it is not written directly.
     OpDef("narrow", "shape", [_A("dim", "int"), _A("start", "int"), _A("length", "int")], _narrow_shape,
           "A slice of the channels (from chunk/split).", emit=_narrow_emit, traits={"layout-sensitive"}),
@@ -346,35 +409,38 @@ register(
           "Reorder dims, batch included (torch.permute): permute([0, 2, 3, 1]) makes [C, H, W] channels-last.",
           normalize=_permute_norm, key_args=("dims",),
           emit=lambda e: (In(0), ".permute(", Lit(e.args["dims"][0], "dims0"), *_seq(e.args["dims"][1:], "dim"), ")"),
+          unbatched_emit=_u_permute,
           traits={"layout-sensitive"}),
     OpDef("softmax", "act", [_A("dim", "int", 1)], _same,
           "Softmax along dim (batch is dim 0; 1 = channels), e.g. over the radix of split attention.",
           normalize=_softmax_norm, key_args=("dim",),
           emit=lambda e: ("torch.softmax(", In(0), ", ", Lit(e.args["dim"], "dim"), ")"),
+          unbatched_emit=lambda e: ("torch.softmax(", In(0), ", ", Lit(e.args["dim"] - 1, "dim"), ")"),
           module_form=lambda e: ("nn.Softmax(", Lit(e.args["dim"], "dim"), ")"), traits={"layout-sensitive"}),
     OpDef("mean", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Mean over one dim or a list of dims (batch is dim 0): mean([2, 3], keepdim=true) is global average "
           "pooling to [C, 1, 1].", normalize=_dims_norm("mean"), key_args=("dim",),
           emit=lambda e: (In(0), ".mean(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          unbatched_emit=_u_reduce("mean"),
           traits={"layout-sensitive"}),
     # not called `sum`: that name is the built-in sum of a list of numbers
     OpDef("reduce_sum", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Sum over one dim or a list of dims (batch is dim 0): reduce_sum(1) adds the branches of a stack.",
           normalize=_dims_norm("reduce_sum"), key_args=("dim",),
           emit=lambda e: (In(0), ".sum(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
+          unbatched_emit=_u_reduce("sum"),
           traits={"layout-sensitive"}),
     OpDef("reshape", "shape", [_A("shape", "list")], lambda s, a: a["shape"],
           "Reshape each sample (batch kept): one size may be -1 and is inferred; sizes written from the input "
           "(in.h // 16) are computed at run time, so the model runs at other input sizes.",
           normalize=_reshape_norm, resize=_reshape_resize, size_inputs_from=1,
           aliases=("view",), key_args=("shape",),
-          # the target as written (a -1 stays inferred at run time, sizes read from tensors are recomputed from
-          # them); the batch size is read from the input
-          emit=lambda e: (In(0), ".reshape(", In(0), ".shape[0]", *_reshape_sizes(e), ")"),
+          emit=_reshape_emit, unbatched_emit=_u_reshape,
           traits={"layout-sensitive", "reads-sizes"}),
     OpDef("scale", "act", [_A("factor", "float")], _same,
           "Multiply by a constant (Inception-ResNet's residual scaling).", key_args=("factor",),
-          emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")), traits={"channel-wise"}),
+          emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")),
+          unbatched_emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")), traits={"channel-wise"}),
 )
 
 # Ops that produce several tensors: handled by the lowering, listed here for name lookup and docs.

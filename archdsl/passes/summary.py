@@ -226,7 +226,8 @@ def activation_memory(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[
     root = _alias_root(g)
     order = list(g.nodes())
     pos = {n.id: k for k, n in enumerate(order)}
-    size = {n.id: math.prod(n.shape) * batch * item for n in order}
+    # a value without the batch axis (a buffer, a computed weight) exists once, whatever the batch
+    size = {n.id: math.prod(n.shape) * (batch if n.batched else 1) * item for n in order}
     last_use: dict[int, int] = {}
     for n in order:
         for i in n.inputs:
@@ -294,12 +295,14 @@ def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: s
 
 def _buffer_bytes(n: Node, item: int) -> int:
     """Bytes of the node's buffers: BatchNorm's statistics in the model's dtype (its counter an int64),
-    Swin's relative_position_index int64."""
+    Swin's relative_position_index int64, a ``buffer`` by its dtype."""
     count = buffer_count(n)
     if not count:
         return 0
     if n.op == "batchnorm":
         return (count - 1) * item + 8
+    if n.op == "buffer":   # a buffer of floats follows the model's dtype; int64 indexes and bool masks do not
+        return count * {"int64": 8, "bool": 1}.get(n.args.get("dtype", "float32"), item)
     return count * 8
 
 

@@ -145,9 +145,10 @@ def paper_view(view: View, tree: FrameTree, show: list[str], *, detail: str | No
             # the op and its key arguments: module names and parameter counts belong in a table
             lines = n.label.split("\n")
             name, _, op = lines[0].rpartition(": ")
-            # a parameter is known by its name (cls_token, pos_embed); any other op by what it computes
-            lines = [name or op, fmt_shape(e.shape)] if op == "parameter" and (e := _out_edge(view, n.id)) else \
-                [op] + lines[1:]
+            # a parameter or buffer is known by its name (cls_token, relative_position_index); any other op by
+            # what it computes
+            e = _out_edge(view, n.id) if op in ("parameter", "buffer") else None
+            lines = [name or op, fmt_shape(e.shape)] if e is not None else [op] + lines[1:]
             n.label = "\n".join(line for line in lines if not line.endswith(" params"))
     _simplify(view)
     if detail is None:
