@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from archdsl.codegen.deploy import deploy_graph, deploy_plan
+from archdsl.codegen.deploy import deploy_graph, deploy_plan, deploy_source
 from archdsl.ir import Graph
 from archdsl.lang.loader import load_program, load_source
 from helpers import ROOT, randomize_bn, reference_counts, replknet_state_dict_keys, run_archc
@@ -404,6 +404,28 @@ def test_batchnorm_chains_and_vectors_fold_exactly() -> None:
     g = archdsl.graph(text)
     dep = _assert_deploy_matches(archdsl.build(text), g)
     assert dep.deploy_info["folded_bn"] == 3 and dep.deploy_info["bn_as_conv"] == 1
+
+
+def test_a_kept_batchnorm_runs_as_a_per_channel_multiply_add() -> None:
+    """A BN kept between nonlinearities, and any depthwise 1x1 conv, is computed in the deploy form as the
+    per-channel multiply-add it is (PyTorch's CPU conv runs it group by group: FastViT's two kept BNs took 8 ms
+    each); the module stays an nn.Conv2d (same state_dict), the train form keeps calling it, TorchScript works."""
+    text = ("network t():\n    input [6, 5, 5]\n    conv2d(6, 3, padding=1)\n    relu\n    batchnorm\n    relu\n"
+            "    conv2d(6, 1, groups=6, bias=false)\n    relu\n    conv2d(6, 1, stride=2, groups=6)\n")
+    g = archdsl.graph(text)
+    assert "_channel_affine" not in archdsl.pipeline.generate_source(g)
+    src = deploy_source(g)
+    assert src.count("_channel_affine(") == 3   # the helper, the kept BN, the bias-free conv; not the strided one
+    model = archdsl.build(text)
+    dep = _assert_deploy_matches(model, g)
+    assert dep.deploy_info["bn_as_conv"] == 1
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in dep.modules()) == 4
+    x = torch.randn(2, 6, 5, 5, generator=torch.Generator().manual_seed(0))
+    cl = archdsl.deploy(model, memory_format="channels_last")
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(cl(x), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(dep)(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_deploy_needs_a_compiled_module() -> None:

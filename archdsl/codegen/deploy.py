@@ -39,7 +39,7 @@ def deploy_source(graph: Graph, *, fold_bn: bool = True, memory_format: str = "c
                   limits: Limits | None = None) -> str:
     """The generated source of the deploy form of ``graph`` (no torch needed)."""
     return generate(deploy_graph(graph, fold_bn=fold_bn, limits=limits), source_note=deploy_note(graph),
-                    memory_format=memory_format)
+                    memory_format=memory_format, inference=True)
 
 
 @contextlib.contextmanager
@@ -152,7 +152,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     note = deploy_note(graph)
 
     def make(fmt: str) -> Any:
-        src = generate(plan.graph, source_note=note, memory_format=fmt, dtype=cast)
+        src = generate(plan.graph, source_note=note, memory_format=fmt, dtype=cast, inference=True)
         with torch.device("meta"):   # no random init: every tensor comes from the state_dict
             m = module_class(plan.graph, src)()
         m.load_state_dict(sd, strict=True, assign=True)

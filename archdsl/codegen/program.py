@@ -109,8 +109,9 @@ def holes_of(expr: tuple[Any, ...]) -> list[Any]:
 
 
 def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], holder_kind: dict[str, str],
-               rcons: dict[int, int], res: Any) -> Body:
-    """The program of unit ``u`` (its items were ordered by :func:`archdsl.codegen.units.analyze`)."""
+               rcons: dict[int, int], res: Any, inference: bool = False) -> Body:
+    """The program of unit ``u`` (its items were ordered by :func:`archdsl.codegen.units.analyze`);
+    ``inference``: the module is a deploy form (see :class:`archdsl.ops.EmitArgs`)."""
     g = h.graph
     body = Body(u, len(u.inputs) if u.path else 1)
     vals: dict[int, int] = {}
@@ -178,7 +179,8 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             src = res(n.inputs[0])
             inplace = (src in local_ops and has_trait(g.node(src).op, "inplace-safe-producer")
                        and rcons.get(src, 0) == 1 and src not in h.outputs)
-        e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace)
+        e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace,
+                     inference)
         expr = tuple(opdef.emit(e))
         rel = ""
         if n.module:

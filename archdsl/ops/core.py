@@ -148,14 +148,16 @@ Expr = tuple  # a tuple of Pieces; ``str`` pieces are trusted code from this reg
 
 @dataclass(frozen=True)
 class EmitArgs:
-    """What an emit function gets: the node's bound args, input shapes, output shape, number of inputs and
-    whether codegen proved the op may work in place."""
+    """What an emit function gets: the node's bound args, input shapes, output shape, number of inputs,
+    whether codegen proved the op may work in place, and whether the module is an inference artefact (a deploy
+    form: an emit may then pick a faster spelling of the same function that hooks and autograd need not see)."""
 
     args: dict[str, Any]
     in_shapes: list[Shape]
     shape: Shape
     n_inputs: int = 1
     inplace: bool = False
+    inference: bool = False
 
 
 # ---- the PyTorch spellings of an op (read by the importer, archdsl/importer) -----------------------------
