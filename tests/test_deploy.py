@@ -333,6 +333,17 @@ def test_auto_memory_format_is_measured_and_recorded() -> None:
         assert torch.allclose(dep(x), model(x), atol=1e-5)
 
 
+def test_layout_timing_alternates_the_two_layouts() -> None:
+    """The layouts are timed forward by forward in turn (a load change on a shared machine hits both alike;
+    timed one after the other, a busy moment could pick the slower layout)."""
+    from archdsl.codegen.deploy import _time_both
+    calls: list[str] = []
+    res = _time_both({"contiguous": lambda x: calls.append("c"), "channels_last": lambda x: calls.append("l")},
+                     torch.zeros(1), 3)
+    assert calls == ["c", "l"] * 4 and set(res) == {"contiguous", "channels_last"}
+    assert all(v >= 0 for v in res.values())
+
+
 def test_layout_timing_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """The timing shows a progress line on a terminal's stderr, and nothing when stderr is not a terminal."""
