@@ -179,8 +179,9 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             src = res(n.inputs[0])
             inplace = (src in local_ops and has_trait(g.node(src).op, "inplace-safe-producer")
                        and rcons.get(src, 0) == 1 and src not in h.outputs)
+        finite = tuple(has_trait(g.node(i).op, "finite-values") for i in n.inputs) if inference else ()
         e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace,
-                     inference)
+                     inference, finite)
         expr = tuple(opdef.emit(e))
         rel = ""
         if n.module:

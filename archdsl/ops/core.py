@@ -93,6 +93,9 @@ TRAITS: dict[str, str] = {
     "inplace-safe-producer": "its backward does not need its output, so the next op may overwrite that output "
                              "in place (conv2d, batchnorm, linear, add)",
     "inplace": "has an in-place form codegen uses when the producer allows it (relu, relu6, add)",
+    "finite-values": "its output is finite wherever its parameters are (a bias table gathered, a finite mask "
+                     "added): an attention mask from it masks no row fully, so a deploy form may run a plain "
+                     "softmax over the scores (Swin's swin_attention_bias)",
     "merge": "combines several tensors (add, mul, concat, stack): a combinator",
     "multi-output": "produces several tensors (chunk, split): lowered to narrow nodes",
     "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``, ``max(in.h // 2, 4)``): "
@@ -158,6 +161,8 @@ class EmitArgs:
     n_inputs: int = 1
     inplace: bool = False
     inference: bool = False
+    # per input: whether its producer op has the trait "finite-values" (filled for inference only)
+    finite_inputs: tuple[bool, ...] = ()
 
 
 # ---- the PyTorch spellings of an op (read by the importer, archdsl/importer) -----------------------------

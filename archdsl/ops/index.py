@@ -132,5 +132,5 @@ register(
           "of scaled_dot_product_attention.",
           stateful=True, normalize=_norm, key_args=("window", "shift"), ctor=_ctor, emit=_emit,
           buffers=lambda s, a: a["window"] ** 4,   # relative_position_index: one int64 per (query, key) pair
-          traits={"buffer", "layout-sensitive"}, helpers=("swin_attention_bias",)),
+          traits={"buffer", "layout-sensitive", "finite-values"}, helpers=("swin_attention_bias",)),
 )

@@ -258,6 +258,13 @@ def _sdpa_macs(shapes: list[Shape], out: Shape, a: dict[str, Any]) -> int:
 
 def _sdpa_emit(e: EmitArgs) -> Expr:
     a = e.args
+    if e.inference and e.n_inputs == 4 and e.finite_inputs[3:] == (True,) and not a["is_causal"]:
+        # a deploy form's attention with a finite additive mask (Swin's bias) written out, as torchvision does:
+        # PyTorch's CPU SDPA takes its math path for a float mask and scans the scores for fully masked rows
+        # (all/isneginf/where), 2x the time of these three ops; a finite mask masks no row fully
+        scale = a["scale"] if a["scale"] is not None else e.in_shapes[0][-1] ** -0.5
+        return ("torch.matmul(torch.softmax(torch.matmul(", In(0), " * ", Lit(float(scale), "scale"), ", ", In(1),
+                ".transpose(-2, -1)) + ", In(3), ", dim=-1), ", In(2), ")")
     mask: tuple[Any, ...] = (", attn_mask=", In(3)) if e.n_inputs == 4 else ()
     return ("F.scaled_dot_product_attention(", In(0), ", ", In(1), ", ", In(2), *mask,
             Kw("is_causal", a["is_causal"], False), Kw("scale", a["scale"], None), ")")
