@@ -55,6 +55,9 @@ RESULTS = ROOT / "bench" / "results" / "deploy_library_cpu.json"
 TABLE = ROOT / "bench" / "results" / "deploy_library_cpu.md"
 REF_FORMS = ("ref", "ref_deploy")
 AA_NETS = ("resnet18", "mobilenet_v3_small", "vit_tiny_patch16_224")
+# a round (one forward of every form) longer than this: half the rounds, shorter warm-up blocks (RepLKNet-XL,
+# ConvNeXt-L, VGG at batch 8 take seconds per forward on 2 cores; their medians are steady)
+HEAVY_ROUND_S = 4.0
 
 
 # ---- pure parts (no torch): the network list, the results file, the table ----
@@ -159,7 +162,8 @@ def render_markdown(results: dict[str, Any], threshold: float = 0.98) -> str:
         f"native bf16: {'yes' if meta.get('native_bf16') else 'no'}",
         f"- torch {meta.get('torch', '?')}, timm {meta.get('timm', '?')}, torchvision {meta.get('torchvision', '?')}; "
         f"{meta.get('threads', '?')} threads; {meta.get('rounds', '?')} interleaved rounds after warm-up "
-        "(until two consecutive warm-up medians agree within 5%)",
+        f"(until two consecutive warm-up medians agree within 5%; half as many where one round takes over "
+        f"{HEAVY_ROUND_S:g} s)",
         f"- sgemm bound (fp32, 1024^3, measured in each network's process): median "
         f"{_ms(_median(gf))} GFLOP/s (min {_ms(min(gf) if gf else None)}, max {_ms(max(gf) if gf else None)})",
         f"- A/A noise (the reference timed twice per round on {', '.join(sorted({r['net'] for r in ok if r.get('aa_ratio')})) or 'no network'}): "
@@ -313,8 +317,14 @@ def _run_row(net: dict[str, Any], models: tuple[Any, Any, Any, str | None], batc
         forms["ref_aa"] = forms["ref"]   # the same module as a second form: the A/A noise
     xd = xi.contiguous(memory_format=torch.channels_last) if info["memory_format"] == "channels_last" else xi
     runs = [(m, xd if k in ("deploy", "compiled") else xi) for k, m in forms.items()]
-    row["warm_blocks"] = warm_up_interleaved(runs)
-    secs = round_robin(runs, cfg["rounds"], warm=0)
+    rounds, per, tries = cfg["rounds"], 3, 8
+    t = time.perf_counter()
+    round_robin(runs, 1, warm=0)   # one untimed round: how long a round takes
+    if time.perf_counter() - t > HEAVY_ROUND_S:   # seconds per forward: the noise is small, the time is not
+        rounds, per, tries = max(3, rounds // 2), 2, 4
+    row["warm_blocks"] = warm_up_interleaved(runs, per=per, max_tries=tries)
+    row["rounds"] = rounds
+    secs = round_robin(runs, rounds, warm=0)
     times = {k: s * 1e3 for k, s in zip(forms, secs)}
     if cfg.get("aa"):
         row["aa_ratio"] = times.pop("ref_aa") / times["ref"]
@@ -463,7 +473,10 @@ def main(argv: list[str] | None = None) -> int:
     if not nets:
         print(f"no library network with a reference matches --only {args.only!r}", file=sys.stderr)
         return 1
-    results = load_results(args.results, resume=args.resume, meta=_meta(args, argv))
+    meta = _meta(args, argv)
+    results = load_results(args.results, resume=args.resume, meta=meta)
+    if results["meta"].get("command") != meta["command"]:   # a resumed run: the table names both commands
+        results["meta"]["command"] = results["meta"]["command"] + "`, then `" + meta["command"]
     todo = pending_rows([n["id"] for n in nets], batches, dtypes, results, resume=args.resume)
     aa = {a for a in args.aa.split(",") if a} & {n["id"] for n in nets} or {nets[0]["id"]}
     t_start = time.perf_counter()
