@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
-from benchlib import round_robin as _bench_round_robin, sgemm_gflops, warm_up  # noqa: E402
+from benchlib import round_robin as _bench_round_robin, sgemm_gflops  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 __all__ = ["main", "MODELS"]
