@@ -411,7 +411,10 @@ def _run_worker(cfg: dict[str, Any], timeout: float, on_line: Any) -> list[dict[
             break
         kind, _, payload = ln.strip().partition(" ")
         if kind in ("ROW", "STAGE"):
-            obj = json.loads(payload)
+            try:
+                obj = json.loads(payload)
+            except ValueError:   # a library's own print that happened to start like ours: not a row
+                continue
             if kind == "ROW":
                 rows.append(obj)
             on_line(kind, obj)
