@@ -174,7 +174,7 @@ def _deploy_source(graph: Graph, opts: Mapping[str, Any]) -> str:
     from .passes.deploy import deploy_note, deploy_plan
     plan = deploy_plan(graph, fold_bn=opts["fold_bn"])
     return generate(plan.graph, source_note=deploy_note(graph), memory_format=opts["memory_format"],
-                    dtype=opts["dtype"])
+                    dtype=opts["dtype"], inference=True)
 
 
 def _check_plugins(plugins: Any) -> None:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,37 +29,13 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
 from archdsl.codegen.deploy import native_bf16  # noqa: E402
-from bench_deploy import MODELS, sgemm_gflops, warm_up as _warm  # noqa: E402
+from bench_deploy import MODELS  # noqa: E402
+from benchlib import gemm_gflops, round_robin, warm_up as _warm  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
-__all__ = ["main", "gemm_gflops"]
+__all__ = ["main"]
 
 BATCHES = {"ResNet-50": (8, 1), "RepVGG-A2": (8, 1), "RepLKNet-31B": (1,)}
-
-
-def gemm_gflops(dtype: torch.dtype, n: int = 2048) -> float:
-    """GFLOP/s of one n x n x n matrix product in ``dtype`` on the CPU (best of 5)."""
-    if dtype == torch.float32:
-        return sgemm_gflops(torch.device("cpu"), n)
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
-def _round_robin(runs: list[tuple[Any, torch.Tensor]], rounds: int) -> list[float]:
-    times: list[list[float]] = [[] for _ in runs]
-    with torch.inference_mode():
-        for _ in range(rounds):
-            for (m, x), ts in zip(runs, times):
-                t = time.perf_counter()
-                m(x)
-                ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -104,7 +78,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             runs = [(ref, x), (ref16, x16), (dep32, x), (dep16, x)]
             for m, xi in runs:
                 _warm(m, xi)
-            t_ref, t_ref16, t32, t16 = _round_robin(runs, max(1, args.rounds // div))
+            t_ref, t_ref16, t32, t16 = round_robin(runs, max(1, args.rounds // div), warm=0)
             macs = dep32.arch_graph.total_macs * batch
             row = {"model": name, "reference": ref_desc, "batch": batch, "ref": t_ref, "ref16": t_ref16,
                    "dep32": t32, "dep16": t16, "floor32": 2 * macs / (f32 * 1e9), "floor16": 2 * macs / (b16 * 1e9),

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -23,14 +22,15 @@ from typing import Any, Callable
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
-from archdsl.backends.impl import synchronize  # noqa: E402
+from benchlib import round_robin as _bench_round_robin, sgemm_gflops  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
-__all__ = ["main", "sgemm_gflops", "warm_up", "MODELS"]
+__all__ = ["main", "MODELS"]
 
 
 def _resnet50() -> tuple[Any, Any, str]:
@@ -60,51 +60,6 @@ MODELS: dict[str, tuple[Callable[[], tuple[Any, Any, str]], int]] = {
     "RepVGG-A2": (_repvgg_a2, 1),
     "RepLKNet-31B": (_replknet_31b, 3),
 }
-
-
-def _bench_round_robin(models: list[tuple[Any, torch.Tensor]], rounds: int) -> list[float]:
-    """Median seconds per forward of each ``model(input)``, run one after another in every round (so load
-    changes on a shared machine hit all alike)."""
-    times: list[list[float]] = [[] for _ in models]
-    with torch.inference_mode():
-        for _ in range(2 if models[0][1].device.type == "cuda" else 1):   # warm-up (allocator, primitives)
-            for m, x in models:
-                m(x)
-        synchronize(models[0][1].device)
-        for _ in range(rounds):
-            for (m, x), ts in zip(models, times):
-                t = time.perf_counter()
-                m(x)
-                synchronize(x.device)
-                ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
-
-
-def warm_up(model: Any, x: torch.Tensor, tries: int = 12) -> None:
-    """Run forwards until two consecutive ones agree within 10% (oneDNN primitive caches, allocator)."""
-    last = float("inf")
-    with torch.inference_mode():
-        for _ in range(tries):
-            t = time.perf_counter()
-            model(x)
-            dt = time.perf_counter() - t
-            if abs(dt - last) <= 0.1 * min(dt, last):
-                return
-            last = dt
-
-
-def sgemm_gflops(dev: torch.device, n: int = 2048) -> float:
-    """The device's practical fp32 ceiling: GFLOP/s of one large matrix product (best of 5)."""
-    a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(5):
-        synchronize(a.device)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        synchronize(a.device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:

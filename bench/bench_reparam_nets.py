@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import archdsl  # noqa: E402
-from bench_deploy import _bench_round_robin, sgemm_gflops, warm_up as _warm  # noqa: E402
+from benchlib import round_robin as _bench_round_robin, sgemm_gflops, warm_up as _warm  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 __all__ = ["main"]

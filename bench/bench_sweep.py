@@ -7,7 +7,6 @@ Runs the library API (what ``archc sweep`` calls) with no cache, so every varian
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -15,20 +14,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 SPEC = "examples/family_sweep.arch:net"
 GRID = ["width=16,24,32,48", "depth=1,2,3"]
 
 
 def _cpu_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), "?")
-    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model} ({', '.join(wanted) or 'no AVX2'})"
+    from benchlib import cpu_flags, cpu_model
+    return f"{cpu_model()} ({', '.join(cpu_flags(('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16'))) or 'no AVX2'})"
 
 
 def main() -> None:

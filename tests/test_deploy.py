@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import archdsl
-from archdsl.codegen.deploy import deploy_graph, deploy_plan
+from archdsl.codegen.deploy import deploy_graph, deploy_plan, deploy_source
 from archdsl.ir import Graph
 from archdsl.lang.loader import load_program, load_source
 from helpers import ROOT, randomize_bn, reference_counts, replknet_state_dict_keys, run_archc
@@ -335,6 +335,17 @@ def test_auto_memory_format_is_measured_and_recorded() -> None:
         assert torch.allclose(dep(x), model(x), atol=1e-5)
 
 
+def test_layout_timing_alternates_the_two_layouts() -> None:
+    """The layouts are timed forward by forward in turn (a load change on a shared machine hits both alike;
+    timed one after the other, a busy moment could pick the slower layout)."""
+    from archdsl.codegen.deploy import _time_both
+    calls: list[str] = []
+    res = _time_both({"contiguous": lambda x: calls.append("c"), "channels_last": lambda x: calls.append("l")},
+                     torch.zeros(1), 3)
+    assert calls == ["c", "l"] * 4 and set(res) == {"contiguous", "channels_last"}
+    assert all(v >= 0 for v in res.values())
+
+
 def test_layout_timing_progress_only_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     """The timing shows a progress line on a terminal's stderr, and nothing when stderr is not a terminal."""
@@ -406,6 +417,28 @@ def test_batchnorm_chains_and_vectors_fold_exactly() -> None:
     g = archdsl.graph(text)
     dep = _assert_deploy_matches(archdsl.build(text), g)
     assert dep.deploy_info["folded_bn"] == 3 and dep.deploy_info["bn_as_conv"] == 1
+
+
+def test_a_kept_batchnorm_runs_as_a_per_channel_multiply_add() -> None:
+    """A BN kept between nonlinearities, and any depthwise 1x1 conv, is computed in the deploy form as the
+    per-channel multiply-add it is (PyTorch's CPU conv runs it group by group: FastViT's two kept BNs took 8 ms
+    each); the module stays an nn.Conv2d (same state_dict), the train form keeps calling it, TorchScript works."""
+    text = ("network t():\n    input [6, 5, 5]\n    conv2d(6, 3, padding=1)\n    relu\n    batchnorm\n    relu\n"
+            "    conv2d(6, 1, groups=6, bias=false)\n    relu\n    conv2d(6, 1, stride=2, groups=6)\n")
+    g = archdsl.graph(text)
+    assert "_channel_affine" not in archdsl.pipeline.generate_source(g)
+    src = deploy_source(g)
+    assert src.count("_channel_affine(") == 3   # the helper, the kept BN, the bias-free conv; not the strided one
+    model = archdsl.build(text)
+    dep = _assert_deploy_matches(model, g)
+    assert dep.deploy_info["bn_as_conv"] == 1
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in dep.modules()) == 4
+    x = torch.randn(2, 6, 5, 5, generator=torch.Generator().manual_seed(0))
+    cl = archdsl.deploy(model, memory_format="channels_last")
+    with torch.no_grad():
+        want = model(x)
+        torch.testing.assert_close(cl(x), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(dep)(x), want, rtol=1e-5, atol=1e-5)
 
 
 def test_deploy_needs_a_compiled_module() -> None:

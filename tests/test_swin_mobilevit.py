@@ -168,3 +168,21 @@ def test_swin_shifted_block_has_the_mask_in_its_bias() -> None:
     assert tuple(shifted.shape) == (64, 3, 49, 49)           # 56x56 map: 8x8 windows, each with its mask
     assert tuple(last.shape) == (1, 24, 49, 49)              # 7x7 map: one window, not shifted
     assert tuple(shifted.args["shift"]) == (3, 3) and tuple(last.args["shift"]) == (0, 0)
+
+
+def test_swin_deploy_writes_its_masked_attention_out_and_equals_torchvision() -> None:
+    """The deploy form computes the attention over Swin's finite bias as torchvision does (q*scale @ k^T + bias,
+    softmax, @ v: PyTorch's CPU SDPA with a float mask scans for fully masked rows, 2x the time); the train form
+    and a mask from elsewhere (which may mask a row fully) keep F.scaled_dot_product_attention."""
+    from archdsl.codegen.deploy import deploy_source
+    g = archdsl.graph(SWIN)
+    src = deploy_source(g)
+    assert "scaled_dot_product_attention" not in src and src.count("torch.softmax(torch.matmul(") == 2
+    assert "scaled_dot_product_attention(" in archdsl.pipeline.generate_source(g)
+    ref = _swin_reference(seed=2)
+    ours = _ours(SWIN, ref.state_dict(), input_shape=(3, 96, 128))   # padded, shifted, masked windows
+    dep = archdsl.deploy(ours, memory_format="contiguous")
+    assert_same_outputs(dep, ref, (3, 96, 128), seed=3)
+    text = ("network t():\n    input [48]\n    t = x -> reshape([2, 6, 4])\n"
+            "    bias = parameter([2, 6, 6], init=\"normal\", std=1.0)\n    sdpa(t, t, t, bias)\n")
+    assert "scaled_dot_product_attention(" in deploy_source(archdsl.graph(text))

@@ -268,7 +268,7 @@ def compile_(spec: str = typer.Argument(..., help="file.arch[:network]"),
             from ..passes.deploy import deploy_graph, deploy_note  # graph-level passes: no torch needed
             dg = deploy_graph(g, fold_bn=fold_bn, limits=_limits(limit))
             src = generate(dg, source_note=deploy_note(g),
-                           memory_format="channels_last" if channels_last else "contiguous")
+                           memory_format="channels_last" if channels_last else "contiguous", inference=True)
             n_params = dg.total_params
         else:
             src = generate_source(g, spec=spec, params=_params(set_, scale), limits=_limits(limit),
@@ -336,7 +336,8 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             check_finite(dsd, f"the deploy weights in {dtype}")   # float16 overflows past 65504
         buf = io.BytesIO()
         torch.save(dsd, buf)
-        src = generate(plan.graph, source_note=deploy_note(g), dtype=dtype) if source is not None else None
+        src = generate(plan.graph, source_note=deploy_note(g), dtype=dtype,
+                       inference=True) if source is not None else None
         for note in plan.notes:
             err.print(f"archc: note: {note}", markup=False)
         if src is not None and source is not None:

@@ -12,8 +12,8 @@ The work is split by stage:
 With ``fold_bn=False`` only the reparam groups are fused (and identities dropped): for RepLKNet that
 gives exactly the official deploy form (``large_kernel.lkb_reparam``, BatchNorms kept).
 
-Memory layout rule (``memory_format="auto"``): time a forward at the deployment batch size (``batch_size``,
-default 1) in both layouts on this machine and keep the faster one (channels-last wins for dense convs on
+Memory layout rule (``memory_format="auto"``): time forwards at the deployment batch size (``batch_size``,
+default 1) in both layouts on this machine, the two alternating, and keep the faster one (channels-last wins for dense convs on
 oneDNN CPUs and on GPUs, often loses for depthwise-heavy models on CPU; measuring is cheaper than guessing).
 The choice and the timings are in ``model.deploy_info``, with ``notes`` saying what was left unfused and why.
 Long steps (layout timing, ``compile=True``) show a progress line on a terminal, nothing otherwise.
@@ -39,7 +39,7 @@ def deploy_source(graph: Graph, *, fold_bn: bool = True, memory_format: str = "c
                   limits: Limits | None = None) -> str:
     """The generated source of the deploy form of ``graph`` (no torch needed)."""
     return generate(deploy_graph(graph, fold_bn=fold_bn, limits=limits), source_note=deploy_note(graph),
-                    memory_format=memory_format)
+                    memory_format=memory_format, inference=True)
 
 
 @contextlib.contextmanager
@@ -54,22 +54,27 @@ def _progress(description: str) -> Iterator[Any]:
         yield (bar, bar.add_task(description, total=None))
 
 
-def _time(model: Any, x: Any, repeats: int) -> float:
+def _time_both(models: dict[str, Any], x: Any, repeats: int) -> dict[str, float]:
+    """Median seconds per forward of each model on ``x``, the models alternating forward by forward (A B A B:
+    a load change on a shared machine hits both alike, where timing one after the other let a busy moment
+    pick the layout); one untimed round first (oneDNN primitives, the allocator), as before."""
     import torch
 
     def sync() -> None:
         if x.device.type == "cuda":   # kernels run asynchronously: wait for them before reading the clock
             torch.cuda.synchronize(x.device)
+    ts: dict[str, list[float]] = {k: [] for k in models}
     with torch.inference_mode():
-        model(x)
+        for m in models.values():
+            m(x)
         sync()
-        ts = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            model(x)
-            sync()
-            ts.append(time.perf_counter() - t)
-    return sorted(ts)[len(ts) // 2]
+        for _ in range(max(1, repeats)):
+            for k, m in models.items():
+                t = time.perf_counter()
+                m(x)
+                sync()
+                ts[k].append(time.perf_counter() - t)
+    return {k: sorted(v)[len(v) // 2] for k, v in ts.items()}
 
 
 def _compile_frozen(model: Any, x: Any) -> Any:
@@ -157,7 +162,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
     note = deploy_note(graph)
 
     def make(fmt: str) -> Any:
-        src = generate(plan.graph, source_note=note, memory_format=fmt, dtype=cast)
+        src = generate(plan.graph, source_note=note, memory_format=fmt, dtype=cast, inference=True)
         with torch.device("meta"):   # no random init: every tensor comes from the state_dict
             m = module_class(plan.graph, src)()
         m.load_state_dict(sd, strict=True, assign=True)
@@ -176,11 +181,9 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
         chosen = "contiguous"
         if len(graph.input_shape) == 3 and not volumetric:
             x = torch.randn(batch_size, *graph.input_shape, device=device, dtype=_input_dtype(module, dtype))
-            with _progress("deploy: timing both memory layouts") as (bar, task):
-                timings["contiguous"] = _time(model, x, repeats)
-                bar.update(task, description="deploy: timing channels_last")
+            with _progress("deploy: timing both memory layouts"):
                 cl = make("channels_last")
-                timings["channels_last"] = _time(cl, x, repeats)
+                timings.update(_time_both({"contiguous": model, "channels_last": cl}, x, repeats))
             if timings["channels_last"] < timings["contiguous"]:
                 model, chosen = cl, "channels_last"
     elif memory_format == "channels_last":

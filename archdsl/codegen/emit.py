@@ -168,7 +168,7 @@ def _depth(h: Hierarchy, p: str) -> int:
 class _Parts:
     """The classes of one graph before they are written out."""
 
-    def __init__(self, graph: Graph, class_prefix: str) -> None:
+    def __init__(self, graph: Graph, class_prefix: str, inference: bool = False) -> None:
         h = analyze(graph)
         res, rcons = _resolver(h)
         holders = _holder_kinds(h)
@@ -182,7 +182,7 @@ class _Parts:
         fwd_units.sort(key=lambda p: (-_depth(h, p), h.pos[h.units[p].region[0]]))
         for p in fwd_units:
             u = h.units[p]
-            body = build_body(h, u, unit_exprs, holders, rcons, res)
+            body = build_body(h, u, unit_exprs, holders, rcons, res, inference)
             self.helpers |= body.helpers
             seq = _sequential(body)
             if seq is not None:
@@ -193,7 +193,7 @@ class _Parts:
             base = camel(u.name if u.kind == "block" else u.name or "Block", "Block")
             spec = _class_for(body, base, by_key, self.classes, taken)
             unit_exprs[p] = unit_call(spec, body)
-        root = build_body(h, h.units[""], unit_exprs, holders, rcons, res)
+        root = build_body(h, h.units[""], unit_exprs, holders, rcons, res, inference)
         self.helpers |= root.helpers
         by_name = {spec.name: spec for spec in self.classes}
 
@@ -268,7 +268,7 @@ def _vk(v: Any) -> Any:
 
 def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
              memory_format: str = "contiguous", variants: dict[str, Graph] | None = None,
-             dtype: str | None = None) -> str:
+             dtype: str | None = None, inference: bool = False) -> str:
     """Return the Python source of an ``nn.Module`` equivalent to ``graph`` (depends only on torch).
 
     ``memory_format="channels_last"`` (chosen by the deploy pass) makes ``forward`` convert its input to
@@ -278,12 +278,14 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
     address) is written into the module docstring as an escaped string, never as raw text. ``variants``
     (network parameter -> the graph compiled with that parameter changed) lets the network class take those
     parameters as constructor arguments where only root values follow them (``Resnet50(num_classes=10)``).
+    ``inference=True`` (a deploy form, which is for inference only) lets ops emit faster spellings of the same
+    function (a depthwise 1x1 conv as a per-channel multiply-add); the state_dict keys do not change.
     """
     if memory_format not in ("contiguous", "channels_last"):
         raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', got {memory_format!r}")
     if dtype not in (None, "float32", "bfloat16", "float16"):
         raise ValueError(f"dtype must be None, 'float32', 'bfloat16' or 'float16', got {dtype!r}")
-    parts = _Parts(graph, class_prefix)
+    parts = _Parts(graph, class_prefix, inference)
     if variants:
         _network_params(parts, graph, variants)
     outs = {k: list(v) for k, v in graph.output_shapes.items()}

@@ -109,8 +109,9 @@ def holes_of(expr: tuple[Any, ...]) -> list[Any]:
 
 
 def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], holder_kind: dict[str, str],
-               rcons: dict[int, int], res: Any) -> Body:
-    """The program of unit ``u`` (its items were ordered by :func:`archdsl.codegen.units.analyze`)."""
+               rcons: dict[int, int], res: Any, inference: bool = False) -> Body:
+    """The program of unit ``u`` (its items were ordered by :func:`archdsl.codegen.units.analyze`);
+    ``inference``: the module is a deploy form (see :class:`archdsl.ops.EmitArgs`)."""
     g = h.graph
     body = Body(u, len(u.inputs) if u.path else 1)
     vals: dict[int, int] = {}
@@ -181,8 +182,9 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
         batched = tuple(g.node(i).batched for i in n.inputs)
         # an in-place add must write into a tensor of the result's size: not into one without the batch axis
         inplace = inplace and (batched[0] or not n.batched)
+        finite = tuple(has_trait(g.node(i).op, "finite-values") for i in n.inputs) if inference else ()
         e = EmitArgs(dict(n.args), [tuple(s) for s in n.in_shapes], tuple(n.shape), len(n.inputs), inplace,
-                     batched, n.batched)
+                     batched=batched, out_batched=n.batched, inference=inference, finite_inputs=finite)
         data = batched if opdef.size_inputs_from is None else batched[:opdef.size_inputs_from]
         if all(data):   # (a tensor read only for its sizes that lacks the batch axis is read as a batch of one)
             expr = tuple(opdef.emit(e) if all(batched) else wrap_unbatched(e, opdef.emit(e), whole=False))

@@ -99,6 +99,9 @@ TRAITS: dict[str, str] = {
     "inplace-safe-producer": "its backward does not need its output, so the next op may overwrite that output "
                              "in place (conv2d, batchnorm, linear, add)",
     "inplace": "has an in-place form codegen uses when the producer allows it (relu, relu6, add)",
+    "finite-values": "its output is finite wherever its parameters are (a bias table gathered, a finite mask "
+                     "added): an attention mask from it masks no row fully, so a deploy form may run a plain "
+                     "softmax over the scores (Swin's swin_attention_bias)",
     "merge": "combines several tensors (add, mul, concat, stack): a combinator",
     "multi-output": "produces several tensors (chunk, split, unbind): lowered to narrow (select) nodes",
     "reads-sizes": "its integer arguments may be sizes read from tensors (``in.h // 16``, ``max(in.h // 2, 4)``): "
@@ -154,8 +157,9 @@ Expr = tuple  # a tuple of Pieces; ``str`` pieces are trusted code from this reg
 
 @dataclass(frozen=True)
 class EmitArgs:
-    """What an emit function gets: the node's bound args, input shapes, output shape, number of inputs and
-    whether codegen proved the op may work in place."""
+    """What an emit function gets: the node's bound args, input shapes, output shape, number of inputs,
+    whether codegen proved the op may work in place, and whether the module is an inference artefact (a deploy
+    form: an emit may then pick a faster spelling of the same function that hooks and autograd need not see)."""
 
     args: dict[str, Any]
     in_shapes: list[Shape]
@@ -169,6 +173,9 @@ class EmitArgs:
     def has_batch(self, k: int) -> bool:
         """Whether input ``k`` has the batch axis (a buffer or a ``batch_dim=false`` parameter has not)."""
         return self.batched[k] if k < len(self.batched) else True
+    inference: bool = False
+    # per input: whether its producer op has the trait "finite-values" (filled for inference only)
+    finite_inputs: tuple[bool, ...] = ()
 
 
 # ---- the PyTorch spellings of an op (read by the importer, archdsl/importer) -----------------------------

@@ -134,5 +134,5 @@ register(
           # reads the table as stored (no batch axis); its bias carries a batch of one, [1, 1, heads, N, N]
           unbatched_emit=_emit, output_batched=lambda a: True,
           buffers=lambda s, a: a["window"] ** 4,   # relative_position_index: one int64 per (query, key) pair
-          traits={"buffer", "layout-sensitive"}, helpers=("swin_attention_bias",)),
+          traits={"buffer", "layout-sensitive", "finite-values"}, helpers=("swin_attention_bias",)),
 )

@@ -1,0 +1,128 @@
+"""bench/bench_deploy_library.py's pure parts: the network list from the library index, resuming, the table writer,
+and that a network that fails or hangs is a row with its error (no timing here: the script's figures are its own)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from helpers import ROOT
+
+_spec = importlib.util.spec_from_file_location("bench_deploy_library", ROOT / "bench" / "bench_deploy_library.py")
+assert _spec and _spec.loader
+bdl = importlib.util.module_from_spec(_spec)
+sys.modules["bench_deploy_library"] = bdl
+_spec.loader.exec_module(bdl)
+
+
+def test_network_list_is_the_library_with_references() -> None:
+    from archdsl.library import library_index
+    nets = bdl.library_networks()
+    ids = [n["id"] for n in nets]
+    assert len(ids) == len(set(ids)), "a network id twice: a family variant named like a network"
+    by_id = {n["id"]: n for n in nets}
+    # networks with a `reference` line, family scales with one, RepLKNet's (official code not a dependency)
+    assert by_id["resnet18"]["reference"] == "torchvision.resnet18"
+    assert by_id["resnet:r18"]["reference"] == "torchvision.resnet18"
+    assert by_id["fastvit_sa12"]["reference"] == "timm.fastvit_sa12"
+    assert by_id["replknet_31b"]["reference"] == "replknet.RepLKNet_31B"
+    assert by_id["swin_t"]["input"] == [3, 224, 224]
+    # every id is a library name that builds; networks without a reference (segmentation, lenet) are not listed
+    index = library_index()
+    assert all(i in index for i in ids)
+    unreferenced = {"lenet", "fcn_resnet50", "shufflenet_v1_g3"}
+    assert unreferenced <= set(index) and not unreferenced & set(ids)
+    assert all(n["reference"] and "error" not in n for n in nets)
+    assert len(nets) >= 80
+    # the twins of networks left out on request: the same graph timed twice
+    lean = {n["id"] for n in bdl.library_networks(skip_twins=True)}
+    assert "resnet:r18" not in lean and "resnet18" in lean and len(lean) < len(ids)
+
+
+def test_only_patterns_select_by_name_or_shell_pattern() -> None:
+    entries: list[dict[str, Any]] = [
+        {"spec": "a.arch:resnet18", "network": "resnet18", "reference": "torchvision.resnet18", "input": [3, 8, 8]},
+        {"spec": "a.arch:resnet:r18", "network": "resnet", "scale": "r18", "reference": "torchvision.resnet18",
+         "input": [3, 8, 8]},
+        {"spec": "a.arch:mobilenet_v3_small", "network": "mobilenet_v3_small",
+         "reference": "torchvision.mobilenet_v3_small", "input": [3, 8, 8]},
+        {"spec": "a.arch:lenet", "network": "lenet", "reference": None, "input": [1, 28, 28]},
+        {"spec": "b.arch:broken", "network": "broken", "reference": "timm.x", "input": None, "error": "b.arch:3:1: x"},
+    ]
+    ids = [n["id"] for n in bdl.library_networks(entries=entries)]
+    assert ids == ["resnet18", "resnet:r18", "mobilenet_v3_small", "broken"]
+    assert [n["id"] for n in bdl.library_networks("resnet18", entries=entries)] == ["resnet18"]
+    assert [n["id"] for n in bdl.library_networks("resnet:*,mobile*", entries=entries)] == \
+        ["resnet:r18", "mobilenet_v3_small"]
+    # a spec that does not compile stays in the list with its error: the run records it as a failed row
+    assert bdl.library_networks("broken", entries=entries)[0]["error"] == "b.arch:3:1: x"
+    assert [n["id"] for n in bdl.library_networks(skip_twins=True, entries=entries)] == \
+        ["resnet18", "mobilenet_v3_small", "broken"]
+
+
+def _row(net: str, batch: int, dtype: str, **kw: Any) -> dict[str, Any]:
+    return {"net": net, "reference": f"torchvision.{net}", "batch": batch, "dtype": dtype, **kw}
+
+
+def test_resume_runs_only_what_is_missing_or_failed(tmp_path: Path) -> None:
+    meta = {"threads": 2, "rounds": 7, "cpu": "X"}
+    results = {"meta": meta, "rows": {
+        bdl.row_key("a", 1, "fp32"): _row("a", 1, "fp32", ratio=1.1),
+        bdl.row_key("a", 8, "fp32"): _row("a", 8, "fp32", error="timed out after 10 s")}}
+    all_rows = [("a", 1, "fp32"), ("a", 8, "fp32"), ("b", 1, "fp32"), ("b", 8, "fp32")]
+    assert bdl.pending_rows(["a", "b"], [1, 8], ["fp32"], results, resume=False) == all_rows
+    assert bdl.pending_rows(["a", "b"], [1, 8], ["fp32"], results, resume=True) == all_rows[1:]
+    assert bdl.pending_rows(["a", "b"], [1, 8], ["fp32"], results, resume=True, retry_errors=False) == all_rows[2:]
+    path = tmp_path / "r.json"
+    bdl.save_results(path, results)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert bdl.load_results(path, resume=True, meta=meta) == results
+    assert bdl.load_results(path, resume=False, meta=meta) == {"meta": meta, "rows": {}}
+    assert bdl.load_results(tmp_path / "none.json", resume=True, meta=meta) == {"meta": meta, "rows": {}}
+    with pytest.raises(SystemExit, match="threads=2"):   # rows measured with other settings are not mixed
+        bdl.load_results(path, resume=True, meta=dict(meta, threads=4))
+
+
+def test_table_from_a_small_results_file() -> None:
+    results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
+    text = bdl.render_markdown(results)
+    lines = text.splitlines()
+    assert "AMD EPYC 9R14" in text and "avx512_bf16" in text and "torch 2.9.0" in text and "2 threads" in text
+    assert "median 180.0 GFLOP/s (min 170.0, max 190.0)" in text   # three rows' same-run sgemm bounds
+    assert "A/A noise (the reference timed twice per round on resnet18): 3.0%" in text
+    assert "rows: 4 (1 failed); below 0.98x: 1" in text
+    row = next(ln for ln in lines if ln.startswith("| resnet18 | torchvision.resnet18 | 1 | fp32"))
+    assert row == ("| resnet18 | torchvision.resnet18 | 1 | fp32 | 20.0 | - | 21.0 | 16.0 (channels_last) | - "
+                   "| 1.25x | 1.60x | 4.0e-07 |")
+    slow = next(ln for ln in lines if ln.startswith("| fastvit_sa12 | timm.fastvit_sa12 | 1 | fp32"))
+    assert "| 12.0 | 9.10 | 14.0 | 10.0 (channels_last) |" in slow and "| **0.91x** |" in slow
+    failed = next(ln for ln in lines if ln.startswith("| swin_t |"))
+    assert "failed: timed out after 1800 s" in failed and failed.count("|") == row.count("|")   # 12 columns
+    # the row below the threshold has its section, the profile of both forms side by side
+    sec = text.split("## Rows below 0.98x", 1)[1]
+    assert "### fastvit_sa12, batch 1, fp32: 0.91x (deploy 10.0 ms, ref_deploy 9.10 ms; layout channels_last" in sec
+    assert "| aten::mkldnn_convolution 6.00 (30) | aten::mkldnn_convolution 5.50 (30) |" in sec
+    assert "| aten::add 1.00 (12) |  |" in sec
+    assert "Total self CPU per forward: ours 9.50 ms, reference 8.00 ms" in sec
+    assert "resnet18, batch 1" not in sec
+
+
+def test_a_failing_or_hanging_network_is_a_row_with_its_error() -> None:
+    net = {"id": "broken", "spec": "x.arch:broken", "reference": "timm.x", "input": [3, 8, 8],
+           "error": "x.arch:3:5: unknown op 'conv9d'"}
+    seen: list[tuple[str, Any]] = []
+    cfg = {"net": net, "rows": [[1, "fp32"], [8, "fp32"]], "threads": 1, "rounds": 1, "compile": False,
+           "threshold": 0.98, "aa": False}
+    rows = bdl._run_worker(cfg, 120, lambda kind, obj: seen.append((kind, obj)))
+    assert [(r["batch"], r["error"]) for r in rows] == [(1, "setup: RuntimeError: x.arch:3:5: unknown op 'conv9d'"),
+                                                        (8, "setup: RuntimeError: x.arch:3:5: unknown op 'conv9d'")]
+    assert [k for k, _ in seen] == ["ROW", "ROW"]
+    # a worker over its time limit is stopped; its rows say so and the run goes on
+    ok = dict(net, spec="specs/resnet.arch:resnet18", reference="torchvision.resnet18")
+    ok.pop("error")
+    rows = bdl._run_worker(dict(cfg, net=ok), 0.5, lambda kind, obj: None)
+    assert [(r["batch"], r["error"]) for r in rows] == [(1, "timed out after 0.5 s"), (8, "timed out after 0.5 s")]
