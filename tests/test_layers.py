@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__init__",),
     ("cli", "notebook", "hub", "export", "summarize"),
     # pickling by spec (compiles through pipeline, builds through codegen); the design-space tools
-    ("persist", "design", "sweep"),
+    ("persist", "design", "sweep", "importer"),
     ("pipeline", "plugins"),
     ("render", "codegen", "backends"),
     ("passes",),
@@ -64,6 +64,11 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.plugins": "lazy",              # a user op's shape/params inferred on the meta device
         "archdsl.export": "lazy",               # ONNX export of a built model
         "archdsl.summarize": "lazy",            # archdsl.summary traces and runs the module
+        "archdsl.importer.trace": "lazy",       # archc import: fx tracing at two batch sizes
+        "archdsl.importer.convert": "lazy",     # archc import: fx nodes and parameters
+        "archdsl.importer.api": "lazy",         # archc import: the round trip (build, load, compare)
+        "archdsl.importer.plugin": "lazy",      # archc import: recording constructor arguments
+        "archdsl.cli.importer": "lazy",         # archc import: building the source model
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module

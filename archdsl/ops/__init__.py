@@ -11,6 +11,7 @@ from . import tensor as _tensor  # noqa: F401  (registers the tensor ops)
 from . import math as _math  # noqa: F401  (registers tensor math, attention and free parameters)
 from . import sampling as _sampling  # noqa: F401  (registers upsampling, transposed conv, pixel shuffle)
 from . import index as _index  # noqa: F401  (registers Swin's relative position bias: an int64 index buffer)
+from . import pytorch as _pytorch  # noqa: F401,E402  (the PyTorch spellings of the ops above)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)

@@ -1,0 +1,12 @@
+"""The importer: a PyTorch model in, a readable ``.arch`` spec out (``archc import``, ``archdsl.import_module``).
+
+:mod:`.trace` runs fx per module class and finds the batch axis of every value, :mod:`.convert` maps each
+call to a registry op through its ``torch_forms``, :mod:`.blocks` makes one block per class with parameters
+for the literals that differ, :mod:`.emit` prints the text, :mod:`.plugin` keeps classes whole as plugin
+ops, and :mod:`.api` ties them together and proves the round trip. torch is imported lazily.
+"""
+from __future__ import annotations
+
+from .api import TOLERANCE, ImportResult, import_model, import_module, verify
+
+__all__ = ["TOLERANCE", "ImportResult", "import_model", "import_module", "verify"]

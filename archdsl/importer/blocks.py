@@ -1,0 +1,224 @@
+"""One ``block`` per module class: instances with equal structure share a block whose differing literal
+values are its parameters.
+
+Every converted body has a *signature* (its nodes, ops, labels, argument names and wiring, and its
+children's signatures) and a *slot vector* (every literal argument value in a fixed order, plus each
+child block's call arguments). Bodies of one class with one signature become one :class:`BlockDef`; the
+slots that differ between its instances are its parameters (slots with equal values in every instance
+share one parameter; a slot that is a whole multiple of a parameter is written ``c * 4``; the most common
+value is the default). Plain ``nn.Sequential`` bodies are not blocks: they are labelled groups, part of
+their parent's signature and slots.
+"""
+from __future__ import annotations
+
+import keyword
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..lang.parser import KEYWORDS
+from ..ops import OPS
+from .convert import Body, SNode
+
+__all__ = ["Param", "BlockDef", "Blocks", "dedupe", "Expr"]
+
+# how a parameter coming from an op argument is named in a block's signature
+_NAMES = {"out_channels": "c", "out_features": "c", "kernel_size": "k", "negative_slope": "slope", "shape": "shape",
+          "chunks": "n", "sizes": "sizes", "upscale_factor": "r", "output_size": "size"}
+
+
+@dataclass(frozen=True)
+class Expr:
+    """A parameter reference in a template: ``name`` times ``factor``."""
+
+    name: str
+    factor: int = 1
+
+    def text(self) -> str:
+        return self.name if self.factor == 1 else f"{self.name} * {self.factor}"
+
+
+@dataclass
+class Param:
+    """A block parameter: its name, its default (``REQUIRED`` when none) and the slots it stands for."""
+
+    name: str
+    default: Any
+    required: bool
+    slots: list[int]
+
+
+@dataclass
+class BlockDef:
+    """A block: its name, the source class, parameters, and the body of its first instance as the template
+    (``slot_expr`` maps a slot to a parameter expression; other slots print their value)."""
+
+    name: str
+    cls: str
+    template: Body
+    params: list[Param] = field(default_factory=list)
+    slot_expr: dict[int, Expr] = field(default_factory=dict)
+    instances: list[Body] = field(default_factory=list)
+
+
+@dataclass
+class Blocks:
+    """The dedupe result: block definitions in dependency order, and for each block body its definition and
+    call arguments (parameter name -> value, only those that differ from the default)."""
+
+    defs: list[BlockDef]
+    of: dict[int, BlockDef]
+    call: dict[int, dict[str, Any]]
+
+
+def _arg_slots(node: SNode) -> list[tuple[str, Any]]:
+    """The literal slots of one node's own arguments, in a fixed order."""
+    return [(k, node.args[k]) for k in sorted(node.args)]
+
+
+def _sig(body: Body, sigs: dict[int, Any]) -> Any:
+    items: list[Any] = []
+    for node in body.nodes:
+        child: Any = None
+        if node.child is not None:
+            child = _sig(node.child, sigs) if node.kind == "group" else (node.child.cls, sigs[id(node.child)])
+        items.append((node.kind, node.op, node.label, tuple(node.inputs), node.n_out, tuple(sorted(node.args)),
+                      child, node.module.__class__.__name__ if node.kind == "plugin" else None))
+    return (tuple(items), body.out)
+
+
+def _walk(body: Body, out: list[Body]) -> None:
+    """Post-order: children before parents."""
+    for node in body.nodes:
+        if node.child is not None:
+            _walk(node.child, out)
+    out.append(body)
+
+
+def _height(body: Body) -> int:
+    return 1 + max((_height(n.child) for n in body.nodes if n.child is not None), default=0)
+
+
+def slots(body: Body, blocks: Blocks) -> list[Any]:
+    """The slot vector of a body: its nodes' literal arguments (groups inlined), and each child block's
+    call arguments by its parameters in order."""
+    out: list[Any] = []
+    for node in body.nodes:
+        if node.kind == "group" and node.child is not None:
+            out += slots(node.child, blocks)
+        elif node.kind == "use" and node.child is not None:
+            d = blocks.of[id(node.child)]
+            full = _full_call(d, blocks.call[id(node.child)])
+            out += [full[p.name] for p in d.params]
+        else:
+            out += [v for _, v in _arg_slots(node)]
+    return out
+
+
+def slot_names(body: Body, blocks: Blocks) -> list[str]:
+    """A name hint for each slot of :func:`slots` (the op argument or the child's parameter name)."""
+    out: list[str] = []
+    for node in body.nodes:
+        if node.kind == "group" and node.child is not None:
+            out += slot_names(node.child, blocks)
+        elif node.kind == "use" and node.child is not None:
+            out += [p.name for p in blocks.of[id(node.child)].params]
+        else:
+            out += [_NAMES.get(k, k) for k, _ in _arg_slots(node)]
+    return out
+
+
+def _full_call(d: BlockDef, call: dict[str, Any]) -> dict[str, Any]:
+    return {p.name: call.get(p.name, p.default) for p in d.params}
+
+
+def _identifier(name: str) -> str:
+    name = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "Block"
+    if name[0].isdigit():
+        name = "B" + name
+    if name in OPS or name in KEYWORDS or keyword.iskeyword(name) or name in ("x", "true", "false", "none"):
+        name += "Block"
+    return name
+
+
+def _key(v: Any) -> Any:
+    return repr(v)
+
+
+def dedupe(root: Body) -> Blocks:
+    """Group the block bodies under ``root`` by class and signature, then find each group's parameters."""
+    order: list[Body] = []
+    _walk(root, order)
+    sigs: dict[int, Any] = {}
+    groups: dict[tuple[str, Any], list[Body]] = {}
+    for b in order:
+        sigs[id(b)] = _sig(b, sigs)
+        if b is not root and not b.container:
+            groups.setdefault((b.cls, _key(sigs[id(b)])), []).append(b)
+    blocks = Blocks([], {}, {})
+    used: Counter[str] = Counter()
+    # lower blocks first: a block's slot vector holds its children's call arguments
+    for (cls, _), bodies in sorted(groups.items(), key=lambda kv: _height(kv[1][0])):
+        base = _identifier(cls.rsplit(".", 1)[-1])
+        used[base] += 1
+        name = base if used[base] == 1 else f"{base}{used[base]}"
+        d = BlockDef(name, cls, bodies[0], instances=bodies)
+        vectors = [slots(b, blocks) for b in bodies]
+        names = slot_names(bodies[0], blocks)
+        _params(d, vectors, names)
+        blocks.defs.append(d)
+        for b, vec in zip(bodies, vectors):
+            blocks.of[id(b)] = d
+            call = {}
+            for p in d.params:
+                v = vec[p.slots[0]]
+                if p.required or v != p.default:
+                    call[p.name] = v
+            blocks.call[id(b)] = call
+    return blocks
+
+
+def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
+    n = len(vectors[0])
+    by_values: dict[str, list[int]] = {}
+    for i in range(n):
+        col = [v[i] for v in vectors]
+        if all(c == col[0] and type(c) is type(col[0]) for c in col):
+            continue
+        by_values.setdefault(_key(col), []).append(i)
+    taken: set[str] = set()
+    params: list[Param] = []
+    for key, idxs in by_values.items():
+        col = [v[idxs[0]] for v in vectors]
+        base = _identifier(names[idxs[0]].lower()) if names[idxs[0]] else "p"
+        name = base
+        k = 2
+        while name in taken:
+            name = f"{base}{k}"
+            k += 1
+        taken.add(name)
+        counts = Counter(_key(c) for c in col)
+        top, many = counts.most_common(1)[0]
+        required = many * 2 < len(col) or many == 1
+        default = next(c for c in col if _key(c) == top)
+        params.append(Param(name, None if required else default, required, idxs))
+    # a parameter that is a whole multiple of another (c * 4) is written as that multiple
+    ints = {p.name: [v[p.slots[0]] for v in vectors] for p in params}
+    for p in list(params):
+        col = ints[p.name]
+        for q in params:
+            if q is p or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0 for a in col + ints[q.name]):
+                continue
+            f = col[0] // ints[q.name][0]
+            if f > 1 and all(a == f * b for a, b in zip(col, ints[q.name])) and q.name in [x.name for x in params]:
+                if any(e.name == p.name for e in d.slot_expr.values()):
+                    continue
+                params.remove(p)
+                for s in p.slots:
+                    d.slot_expr[s] = Expr(q.name, f)
+                break
+    params.sort(key=lambda p: (not p.required, p.slots[0]))
+    for p in params:
+        for s in p.slots:
+            d.slot_expr[s] = Expr(p.name)
+    d.params = params
