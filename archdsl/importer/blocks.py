@@ -190,7 +190,9 @@ def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
     params: list[Param] = []
     for key, idxs in by_values.items():
         col = [v[idxs[0]] for v in vectors]
-        base = _identifier(names[idxs[0]].lower()) if names[idxs[0]] else "p"
+        hints = [names[i] for i in idxs if names[i]]
+        # a width is "c" whichever argument showed it first (groups=c of a depthwise conv)
+        base = "c" if "c" in hints else _identifier(hints[0].lower()) if hints else "p"
         name = base
         k = 2
         while name in taken:
@@ -199,7 +201,7 @@ def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
         taken.add(name)
         counts = Counter(_key(c) for c in col)
         top, many = counts.most_common(1)[0]
-        required = many * 2 < len(col) or many == 1
+        required = many * 2 < len(col) or many == 1 or base == "c"
         default = next(c for c in col if _key(c) == top)
         params.append(Param(name, None if required else default, required, idxs))
     # a parameter that is a whole multiple of another (c * 4) is written as that multiple

@@ -193,6 +193,7 @@ class _Conv:
                 self.call_module(n, val)
             else:
                 self.call(n, val)
+        _hoist_params(self.body)
         return self.body
 
     def get_attr(self, n: Any, val: Val) -> None:
@@ -276,8 +277,33 @@ class _Conv:
             return a
         return tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}, refs
 
+    def layer_scale(self, key: tuple[str, str], args: tuple[Any, ...], refs: list[Ref], val: Val) -> Ref | None:
+        """``gamma * x`` with a per-channel parameter ((C, 1, 1) over [C, H, W], (C,) over the last dim) is the
+        ``layer_scale`` op labelled with the parameter's name (ConvNeXt, CaiT, ...)."""
+        if key not in (("function", "operator.mul"), ("method", "mul"), ("function", "torch.mul")) or len(args) != 2:
+            return None
+        ps = [a for a in args if isinstance(a, _Param)]
+        ts = [a for a in args if isinstance(a, TensorArg)]
+        if len(ps) != 1 or len(ts) != 1 or len(refs) != 1 or "layer_scale" not in OPS:
+            return None
+        p, v = ps[0], self.vals[refs[0]]
+        shape = v.sample_shape
+        if v.batch != 0 or v.fold != 1:
+            return None
+        if len(shape) == 3 and p.shape == (shape[0], 1, 1):
+            dim = 1
+        elif p.shape == (shape[-1],):
+            dim = -1 if len(shape) == 3 else None
+        else:
+            return None
+        a: dict[str, Any] = {} if dim is None else {"dim": dim}
+        return self.add(SNode("op", "layer_scale", a, p.name, refs), val)
+
     def apply(self, n: Any, key: tuple[str, str], module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
               refs: list[Ref], val: Val, label: str | None) -> Any:
+        ls = self.layer_scale(key, args, refs, val)
+        if ls is not None:
+            return ls
         args, kwargs, refs = self._resolve_params(n, args, kwargs, refs, val)
         forms = self.index.get(key)
         what = f"{key[0]} {key[1]}"
@@ -390,6 +416,22 @@ class _Const:
 class _Param:
     name: str
     shape: tuple[int, ...]
+
+
+def _hoist_params(body: Body) -> None:
+    """Free parameters first (they read no tensor), so branches that use one stay contiguous."""
+    order = [i for i, n in enumerate(body.nodes) if n.kind == "param"]
+    order += [i for i, n in enumerate(body.nodes) if n.kind != "param"]
+    if order == list(range(len(order))):
+        return
+    new = {old: k for k, old in enumerate(order)}
+
+    def remap(r: Ref) -> Ref:
+        return r if r.node < 0 else Ref(new[r.node], r.k)
+    body.nodes = [body.nodes[i] for i in order]
+    for n in body.nodes:
+        n.inputs = [remap(r) for r in n.inputs]
+    body.out = remap(body.out)
 
 
 def _has_tensor(v: Val) -> bool:

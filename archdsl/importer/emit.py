@@ -117,12 +117,18 @@ def _item(node: SNode, ctx: _Ctx, *, inline: bool) -> str:
         return name + ("(" + ", ".join(f"{k}={lit(v)}" for k, v in args.items()) + ")" if args else "")
     if node.kind == "group":
         assert node.child is not None
-        return _list_text(node.child, ctx)
+        text = _list_text(node.child, ctx)
+        if text is None:
+            raise ValueError(f"group {node.label} holds groups: it cannot be written inside a pipeline")
+        return text
     return _op_text(node, ctx)
 
 
-def _list_text(body: Body, ctx: _Ctx) -> str:
-    """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``."""
+def _list_text(body: Body, ctx: _Ctx) -> str | None:
+    """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``.
+    None when an item is itself a group (a list in a list would be spliced, ``named`` takes no list)."""
+    if any(n.kind == "group" for n in body.nodes) or not _is_chain(body):
+        return None
     items: list[str] = []
     for i, node in enumerate(body.nodes):
         text = _item(node, ctx, inline=True)
@@ -174,6 +180,7 @@ class _Printer:
             return False
         n, m = self.nodes[i], self.nodes[j]
         return (n.n_out == 1 and n.kind != "param" and m.kind != "param" and len(m.inputs) == 1
+                and (m.kind != "group" or (m.child is not None and _list_text(m.child, _Ctx(self.ctx.blocks, {}, self.ctx.plugin_ops)) is not None))
                 and m.n_out == 1 and m.inputs[0] == Ref(i) and self.users[Ref(i)] == [j] and Ref(i) != self.body.out)
 
     def chain_end(self, i: int) -> int:
@@ -338,14 +345,15 @@ class _Printer:
         self.ctx.slot = self.base[j]
         node = self.nodes[j]
         text = _item(node, self.ctx, inline=True)
-        return text if self.positional and node.label == str(j) else _labelled(node, text)
+        # an unlabelled list would be spliced into the body: a group keeps its label
+        return text if self.positional and node.label == str(j) and node.kind != "group" else _labelled(node, text)
 
     def line(self, j: int) -> str:
         node = self.nodes[j]
         if node.kind == "group" and node.child is not None:
             self.ctx.slot = self.base[j]
             text = _list_text(node.child, self.ctx)
-            if len(text) + len(node.label or "") + 8 > _WIDTH and _is_chain(node.child):
+            if text is None or len(text) + len(node.label or "") + 8 > _WIDTH:
                 body = _Printer(node.child, self.ctx, self.base[j], positional=True).lines()
                 return f"{label_text(node.label or '')}:\n" + "\n".join("    " + ln for ln in body)
         return self.labelled_item(j)
