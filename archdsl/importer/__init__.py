@@ -8,5 +8,6 @@ ops, and :mod:`.api` ties them together and proves the round trip. torch is impo
 from __future__ import annotations
 
 from .api import TOLERANCE, ImportResult, import_model, import_module, verify
+from .plugin import recording_inits
 
-__all__ = ["TOLERANCE", "ImportResult", "import_model", "import_module", "verify"]
+__all__ = ["TOLERANCE", "ImportResult", "import_model", "import_module", "verify", "recording_inits"]

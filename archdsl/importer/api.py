@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,7 @@ class ImportResult:
     plugin: str | None = None
     kept: dict[str, str] = field(default_factory=dict)
     max_diff: float | None = None
+    plugin_ops: list[str] = field(default_factory=list)
 
 
 def _example(example_input: Any) -> Any:
@@ -126,7 +128,9 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     for m in kept_modules:
         paths_of.setdefault(id(m), _path_of(model, m))
     try:
-        ops, uses = plugin_ops(kept_modules, name)
+        shapes = {id(m): (tuple(infos[id(m)].inputs[0].shape[1:]), infos[id(m)].out_shape) for m in kept_modules
+                  if id(m) in infos and infos[id(m)].inputs and infos[id(m)].out_shape is not None}
+        ops, uses = plugin_ops(kept_modules, name, shapes)
     except ValueError as e:
         raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
     plugin = plugin_source(ops, name, paths or {}) if ops else None
@@ -137,7 +141,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     text = print_spec(root, blocks, name=name, input_shape=tuple(example.shape[1:]), header=header,
                       plugin_ops=uses)
     why = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
-    result = ImportResult(text, name, plugin, why)
+    result = ImportResult(text, name, plugin, why, plugin_ops=[op.name for op in ops])
     if check:
         result.max_diff = verify(model, result, example)
     return result
@@ -189,9 +193,11 @@ def verify(model: Any, result: ImportResult, example: Any) -> float:
     randomize(ref)
     plugins: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
+        stem = None
         if result.plugin is not None:
             digest = hashlib.sha256(result.plugin.encode()).hexdigest()[:12]
-            path = Path(tmp) / f"{result.name}_plugins_{digest}.py"
+            stem = f"{result.name}_plugins_{digest}"
+            path = Path(tmp) / f"{stem}.py"
             path.write_text(result.plugin)
             plugins.append(str(path))
         try:
@@ -199,6 +205,16 @@ def verify(model: Any, result: ImportResult, example: Any) -> float:
         except ArchError as e:
             raise ArchError(f"the imported spec does not compile (an importer bug; please report it):\n{e}",
                             None) from None
+        finally:
+            # the check's own copy of the plugin goes away: the user loads the written file
+            from ..plugins import unregister_op
+            for op in result.plugin_ops:
+                try:
+                    unregister_op(op)
+                except (KeyError, ValueError):
+                    pass
+            if stem is not None:
+                sys.modules.pop(stem, None)
         missing = built.load_state_dict(ref.state_dict(), strict=False)
         if missing.missing_keys or missing.unexpected_keys:
             raise ArchError("the imported spec's state_dict differs from the model's: missing "

@@ -82,6 +82,22 @@ def form_index() -> dict[tuple[str, str], list[tuple[str, TorchForm]]]:
     return _INDEX
 
 
+_PUBLIC = ("torch.nn.functional", "torch", "torch.linalg", "operator")
+
+
+def _fn_names(fn: Any) -> list[str]:
+    """The names a function is looked up by: the public modules that hold this very object (F.gelu is
+    ``torch._C._nn.gelu`` underneath), then its own module."""
+    import importlib
+    name = getattr(fn, "__name__", "")
+    out = []
+    for m in _PUBLIC:
+        if getattr(importlib.import_module(m), name, None) is fn:
+            out.append(f"{m}.{name}")
+    own = _fn_name(fn)
+    return out + ([own] if own not in out else [])
+
+
 def _fn_name(fn: Any) -> str:
     mod = getattr(fn, "__module__", None) or ""
     if mod == "_operator":
@@ -247,8 +263,11 @@ class _Conv:
         self.env[n.name] = self.apply(n, ("module", class_name(sub)), sub, args, kwargs, refs, val, label)
 
     def call(self, n: Any, val: Val) -> None:
-        target = n.target if n.op == "call_method" else _fn_name(n.target)
         kind = "method" if n.op == "call_method" else "function"
+        target = n.target
+        if n.op != "call_method":
+            names = _fn_names(n.target)
+            target = next((t for t in names if (kind, t) in self.index), names[0])
         if n.op == "call_function" and n.target is operator.getitem:
             return self.getitem(n, val)
         args, kwargs, refs = self.call_args(n)
@@ -327,6 +346,8 @@ class _Conv:
             if op not in _MOVED_OK and any(a != 0 for a in axes):
                 why = f"the batch is at dim {max(axes)} here"
                 continue
+            if op in ("concat", "stack", "add", "mul") and len(refs) == 1 and op != "stack":
+                op, got = "identity", {}            # torch.cat([x], 1): DenseNet's first layer
             if op in MULTI_OUTPUT_OPS:
                 node = SNode("op", op, got, label, refs, n_out=len(outs))
                 r = self.add(node, outs)

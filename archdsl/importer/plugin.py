@@ -108,6 +108,8 @@ class PluginOp:
     baked: dict[str, str]
     defaults: dict[str, Any] = field(default_factory=dict)
     imports: set[str] = field(default_factory=set)
+    # (per-sample input shape, full spec arguments) -> output shape, as traced
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def _snake(name: str) -> str:
@@ -115,9 +117,16 @@ def _snake(name: str) -> str:
     return re.sub(r"[^a-z0-9_]", "_", s) or "kept"
 
 
-def plugin_ops(modules: list[Any], prefix: str) -> tuple[list[PluginOp], dict[int, tuple[str, dict[str, Any]]]]:
+def _shape_key(in_shape: tuple[int, ...], args: dict[str, Any]) -> str:
+    return repr((tuple(in_shape), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in args.items()))))
+
+
+def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]]
+               ) -> tuple[list[PluginOp], dict[int, tuple[str, dict[str, Any]]]]:
     """The plugin ops for ``modules`` and, per module, its op name and spec arguments (those that differ
-    from the op's defaults). Raises ValueError when a module's arguments cannot be recovered or written."""
+    from the op's defaults). ``shapes`` holds each module's traced (input, output) per-sample shapes: the
+    plugin's shape function (a kept class's forward may not run on the meta device). Raises ValueError
+    when a module's arguments cannot be recovered or written."""
     ops: dict[tuple[str, str], PluginOp] = {}
     uses: dict[int, tuple[str, dict[str, Any]]] = {}
     taken: set[str] = set()
@@ -145,6 +154,9 @@ def plugin_ops(modules: list[Any], prefix: str) -> tuple[list[PluginOp], dict[in
             if k not in op.spec_args:
                 raise ValueError(f"{class_name(m)}: argument {k} differs between instances in kind")
         uses[id(m)] = (op.name, {k: (list(v) if isinstance(v, tuple) else v) for k, v in given.items()})
+        if id(m) in shapes:
+            full = {**op.defaults, **given}
+            op.shapes[_shape_key(shapes[id(m)][0], {k: full[k] for k in op.spec_args})] = shapes[id(m)][1]
     return list(ops.values()), uses
 
 
@@ -158,12 +170,24 @@ def plugin_source(ops: list[PluginOp], spec_name: str, paths: dict[str, str] | N
         imports |= op.imports
         params = ", ".join(f"{k}={_py(op.defaults[k], imports)}" for k in op.spec_args)
         call = ", ".join([f"{k}={k}" for k in op.spec_args] + [f"{k}={v}" for k, v in op.baked.items()])
+        key = f"({', '.join(f'({k!r}, {k})' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
         lines += ["", "",
                   f"def _{op.name}(in_shape{', ' + params if params else ''}):",
                   f'    """{class_name(op.cls)}, as the imported model builds it."""',
                   f"    return {op.cls.__module__}.{op.cls.__qualname__}({call})",
                   "",
-                  f"archdsl.register_op({op.name!r}, _{op.name}, doc={class_name(op.cls)!r})"]
+                  "",
+                  f"def _{op.name}_shape(in_shape{', ' + params if params else ''}):",
+                  '    """The output shape traced at import (the forward may not run on the meta device)."""',
+                  f"    key = repr((tuple(in_shape), tuple(sorted({key}))))",
+                  f"    if key not in _SHAPES_{op.name}:",
+                  f"        raise ValueError(f'{op.name} was traced at other input shapes; import the model again "
+                  "for this one')",
+                  f"    return _SHAPES_{op.name}[key]",
+                  "",
+                  "",
+                  f"_SHAPES_{op.name} = {op.shapes!r}",
+                  f"archdsl.register_op({op.name!r}, _{op.name}, shape=_{op.name}_shape, doc={class_name(op.cls)!r})"]
     head = [f'"""Plugin ops for {spec_name}.arch, written by `archc import`: the classes kept whole.',
             "",
             f"Load it with `archc ... --plugin {spec_name}_plugins.py` (or ARCHDSL_PLUGINS); it imports the",

@@ -108,6 +108,7 @@ class ModuleInfo:
     calls: int = 0
     single: bool = True             # one positional tensor in, one tensor out, no other arguments
     inputs: list[Any] = field(default_factory=list)   # the input tensor at each batch size
+    out_shape: tuple[int, ...] | None = None          # the per-sample output shape (one tensor out)
 
 
 @dataclass
@@ -145,6 +146,8 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
     def post(m: Any, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, torch.Tensor):
             infos[id(m)].single = False
+        else:
+            infos[id(m)].out_shape = tuple(out.shape[1:])
 
     for info in infos.values():
         handles.append(info.module.register_forward_pre_hook(pre, with_kwargs=True))
