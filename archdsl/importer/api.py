@@ -138,8 +138,11 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
               "Labels are the model's module paths: its state_dict loads strictly."]
     if plugin is not None:
         header.append(f"Load the classes kept whole with --plugin {name}_plugins.py.")
-    text = print_spec(root, blocks, name=name, input_shape=tuple(example.shape[1:]), header=header,
-                      plugin_ops=uses)
+    try:
+        text = print_spec(root, blocks, name=name, input_shape=tuple(example.shape[1:]), header=header,
+                          plugin_ops=uses)
+    except ValueError as e:
+        raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
     why = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
     result = ImportResult(text, name, plugin, why, plugin_ops=[op.name for op in ops])
     if check:

@@ -33,8 +33,11 @@ class Expr:
 
     name: str
     factor: int = 1
+    div: int = 1
 
     def text(self) -> str:
+        if self.div != 1:
+            return f"{self.name} // {self.div}"
         return self.name if self.factor == 1 else f"{self.name} * {self.factor}"
 
 
@@ -209,16 +212,23 @@ def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
     for p in list(params):
         col = ints[p.name]
         for q in params:
-            if q is p or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0 for a in col + ints[q.name]):
+            if q is p or q not in params or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0
+                                                    for a in col + ints[q.name]):
                 continue
             f = col[0] // ints[q.name][0]
-            if f > 1 and all(a == f * b for a, b in zip(col, ints[q.name])) and q.name in [x.name for x in params]:
-                if any(e.name == p.name for e in d.slot_expr.values()):
-                    continue
-                params.remove(p)
-                for s in p.slots:
-                    d.slot_expr[s] = Expr(q.name, f)
-                break
+            other = ints[q.name]
+            if any(e.name == p.name for e in d.slot_expr.values()):
+                continue
+            if f > 1 and all(a == f * b for a, b in zip(col, other)):
+                expr = Expr(q.name, f)
+            elif all(a == b // 2 for a, b in zip(col, other)) and len(set(other)) > 1:
+                expr = Expr(q.name, div=2)          # padding = k // 2
+            else:
+                continue
+            params.remove(p)
+            for s in p.slots:
+                d.slot_expr[s] = expr
+            break
     params.sort(key=lambda p: (not p.required, p.slots[0]))
     for p in params:
         for s in p.slots:

@@ -150,8 +150,18 @@ def _is_chain(body: Body) -> bool:
         and body.out == Ref(len(body.nodes) - 1)
 
 
+def _path_label(label: str) -> bool:
+    return all(p.isidentifier() or p.isdigit() for p in label.split("."))
+
+
 def _labelled(node: SNode, text: str) -> str:
-    return f"{label_text(node.label)}: {text}" if node.label is not None else text
+    if node.label is None:
+        return text
+    if not _path_label(node.label):
+        if "." in node.label:
+            raise ValueError(f"module path '{node.label}' cannot be a label (its parts must be names or numbers)")
+        return f"named({json.dumps(node.label)}, {text})"     # RegNet's block1-0
+    return f"{label_text(node.label)}: {text}"
 
 
 class _Printer:
