@@ -41,7 +41,8 @@ def _build(kind: str, name: str, args: dict[str, Any]) -> tuple[Any, tuple[int, 
         if not timm.is_model(name):
             raise ArchError(f"timm has no model '{name}'", None, hint=_did_you_mean(name, timm.list_models()))
         model = timm.create_model(name, pretrained=False, **args)
-        size = tuple(model.pretrained_cfg.get("input_size", (3, 224, 224)))
+        cfg: Any = getattr(model, "pretrained_cfg", None) or {}
+        size = tuple(cfg.get("input_size", (3, 224, 224)))
         return model, size, {}
     if kind == "torchvision":
         import torchvision

@@ -128,8 +128,11 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     for m in kept_modules:
         paths_of.setdefault(id(m), _path_of(model, m))
     try:
-        shapes = {id(m): (tuple(infos[id(m)].inputs[0].shape[1:]), infos[id(m)].out_shape) for m in kept_modules
-                  if id(m) in infos and infos[id(m)].inputs and infos[id(m)].out_shape is not None}
+        shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        for m in kept_modules:
+            info = infos.get(id(m))
+            if info is not None and info.inputs and info.out_shape is not None:
+                shapes[id(m)] = (tuple(int(d) for d in info.inputs[0].shape[1:]), info.out_shape)
         ops, uses = plugin_ops(kept_modules, name, shapes)
     except ValueError as e:
         raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
@@ -143,8 +146,8 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
                           plugin_ops=uses)
     except ValueError as e:
         raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
-    why = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
-    result = ImportResult(text, name, plugin, why, plugin_ops=[op.name for op in ops])
+    reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
+    result = ImportResult(text, name, plugin, reasons, plugin_ops=[op.name for op in ops])
     if check:
         result.max_diff = verify(model, result, example)
     return result
@@ -181,17 +184,28 @@ def randomize(model: Any, seed: int = 0) -> None:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.2)
         for mod in model.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and mod.running_mean is not None:
-                mod.running_mean.copy_(torch.randn(mod.running_mean.shape, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(mod.running_var.shape, generator=g) + 0.5)
+            mean, var = getattr(mod, "running_mean", None), getattr(mod, "running_var", None)
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and mean is not None and var is not None:
+                mean.copy_(torch.randn(mean.shape, generator=g) * 0.1)
+                var.copy_(torch.rand(var.shape, generator=g) + 0.5)
+
+
+def _build(text: str, plugins: list[str]) -> Any:
+    """``archdsl.build`` of spec text, from the stages below (this package sits under the top level)."""
+    from ..codegen.build import instantiate
+    from ..pipeline import compile_graph, resolve, source_with_params
+    from ..plugins import load_plugins, verifying_shapes
+    load_plugins(plugins, env=False)
+    with verifying_shapes():
+        resolved = resolve(text)
+        g = compile_graph(resolved, {})
+        return instantiate(g, source_with_params(resolved, {}, g, None, None))
 
 
 def verify(model: Any, result: ImportResult, example: Any) -> float:
     """Compile and check the spec, build it, load the model's state_dict strictly and compare the outputs;
     returns the largest difference. Raises ArchError when any step fails."""
     import torch
-
-    import archdsl
     ref = copy.deepcopy(model).eval()
     randomize(ref)
     plugins: list[str] = []
@@ -204,7 +218,7 @@ def verify(model: Any, result: ImportResult, example: Any) -> float:
             path.write_text(result.plugin)
             plugins.append(str(path))
         try:
-            built = archdsl.build(result.spec, plugins=plugins)
+            built = _build(result.spec, plugins)
         except ArchError as e:
             raise ArchError(f"the imported spec does not compile (an importer bug; please report it):\n{e}",
                             None) from None

@@ -309,6 +309,7 @@ class _Conv:
         shape = v.sample_shape
         if v.batch != 0 or v.fold != 1:
             return None
+        dim: int | None
         if len(shape) == 3 and p.shape == (shape[0], 1, 1):
             dim = 1
         elif p.shape == (shape[-1],):

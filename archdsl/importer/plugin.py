@@ -150,9 +150,9 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
             op = PluginOp(name, type(m), list(plain), baked, plain, imports)
             ops[key] = op
         given = {k: v for k, v in args.items() if _plain(v) and (k not in op.defaults or op.defaults[k] != v)}
-        for k in given:
-            if k not in op.spec_args:
-                raise ValueError(f"{class_name(m)}: argument {k} differs between instances in kind")
+        for arg in given:
+            if arg not in op.spec_args:
+                raise ValueError(f"{class_name(m)}: argument {arg} differs between instances in kind")
         uses[id(m)] = (op.name, {k: (list(v) if isinstance(v, tuple) else v) for k, v in given.items()})
         if id(m) in shapes:
             full = {**op.defaults, **given}
