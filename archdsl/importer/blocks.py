@@ -20,7 +20,21 @@ from ..lang.parser import KEYWORDS
 from ..ops import OPS
 from .convert import Body, SNode
 
-__all__ = ["Param", "BlockDef", "Blocks", "dedupe", "Expr"]
+__all__ = ["Param", "BlockDef", "Blocks", "dedupe", "Expr", "Layer", "is_act"]
+
+
+class Layer(str):
+    """A layer value in a slot (an activation passed to a block: ``act=relu``), printed as its bare name."""
+
+    def __repr__(self) -> str:
+        return f"Layer({str(self)})"
+
+
+def is_act(node: SNode) -> bool:
+    """An argument-free activation: one slot holding the op itself, so blocks that differ only in their
+    activation share one definition with an ``act`` parameter."""
+    d = OPS.get(node.op) if node.kind == "op" else None
+    return d is not None and d.family == "act" and not d.args and not node.args and d.arity == 1
 
 # how a parameter coming from an op argument is named in a block's signature
 _NAMES = {"out_channels": "c", "out_features": "c", "kernel_size": "k", "negative_slope": "slope", "shape": "shape",
@@ -75,7 +89,9 @@ class Blocks:
 
 
 def _arg_slots(node: SNode) -> list[tuple[str, Any]]:
-    """The literal slots of one node's own arguments, in a fixed order."""
+    """The literal slots of one node's own arguments, in a fixed order (an activation: the op itself)."""
+    if is_act(node):
+        return [("act", Layer(node.op))]
     return [(k, node.args[k]) for k in sorted(node.args)]
 
 
@@ -85,7 +101,8 @@ def _sig(body: Body, sigs: dict[int, Any]) -> Any:
         child: Any = None
         if node.child is not None:
             child = _sig(node.child, sigs) if node.kind == "group" else (node.child.cls, sigs[id(node.child)])
-        items.append((node.kind, node.op, node.label, tuple(node.inputs), node.n_out, tuple(sorted(node.args)),
+        items.append((node.kind, "<act>" if is_act(node) else node.op, node.label, tuple(node.inputs), node.n_out,
+                      tuple(sorted(node.args)),
                       child, node.module.__class__.__name__ if node.kind == "plugin" else None))
     return (tuple(items), body.out)
 
@@ -207,29 +224,32 @@ def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
         required = many * 2 < len(col) or many == 1 or base == "c"
         default = next(c for c in col if _key(c) == top)
         params.append(Param(name, None if required else default, required, idxs))
-    # a parameter that is a whole multiple of another (c * 4) is written as that multiple
+    # a parameter that is a whole multiple of another (c * 4) is written as that multiple, a padding that is
+    # half a kernel as k // 2
     ints = {p.name: [v[p.slots[0]] for v in vectors] for p in params}
     for p in list(params):
         col = ints[p.name]
+        if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in col):
+            continue
+        if any(e.name == p.name for e in d.slot_expr.values()):
+            continue
         for q in params:
-            if q is p or q not in params or not all(isinstance(a, int) and not isinstance(a, bool) and a > 0
-                                                    for a in col + ints[q.name]):
-                continue
-            f = col[0] // ints[q.name][0]
             other = ints[q.name]
-            if any(e.name == p.name for e in d.slot_expr.values()):
+            if q is p or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in other):
                 continue
+            f = col[0] // other[0]
             if f > 1 and all(a == f * b for a, b in zip(col, other)):
                 expr = Expr(q.name, f)
-            elif all(a == b // 2 for a, b in zip(col, other)) and len(set(other)) > 1:
-                expr = Expr(q.name, div=2)          # padding = k // 2
+            elif p.name.startswith("padding") and q.name.startswith("k") and len(set(other)) > 1 \
+                    and all(a == b // 2 for a, b in zip(col, other)):
+                expr = Expr(q.name, div=2)
             else:
                 continue
             params.remove(p)
             for s in p.slots:
                 d.slot_expr[s] = expr
             break
-    params.sort(key=lambda p: (not p.required, p.slots[0]))
+    params.sort(key=lambda p: (not p.required, p.name != "c", p.slots[0]))
     for p in params:
         for s in p.slots:
             d.slot_expr[s] = Expr(p.name)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ArgSpec
-from .blocks import BlockDef, Blocks, Expr
+from .blocks import BlockDef, Blocks, Expr, Layer, is_act
 from .convert import Body, Ref, SNode
 
 __all__ = ["lit", "label_text", "print_spec"]
@@ -29,6 +29,8 @@ def lit(v: Any) -> str:
     """A Python value as a spec literal."""
     if isinstance(v, Expr):
         return v.text()
+    if isinstance(v, Layer):
+        return str(v)
     if v is None:
         return "none"
     if isinstance(v, bool):
@@ -73,6 +75,8 @@ def _specs(op: str) -> list[ArgSpec]:
 
 
 def _op_text(node: SNode, ctx: _Ctx) -> str:
+    if is_act(node):
+        return lit(ctx.value(Layer(node.op)))
     values = {}
     for k in sorted(node.args):     # slots are numbered in sorted-key order (blocks.slots)
         values[k] = ctx.value(node.args[k])
@@ -397,7 +401,7 @@ def _slot_count(n: SNode, blocks: Blocks) -> int:
         return len(blocks.of[id(n.child)].params)
     if n.kind == "plugin":
         return 0
-    return len(n.args)
+    return 1 if is_act(n) else len(n.args)
 
 
 def _indent(text: str, n: int = 1) -> list[str]:
