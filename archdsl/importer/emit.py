@@ -319,7 +319,8 @@ class _Printer:
                     out.append(self.names[head.inputs[0]])
                 out += [self.line(j) for j in range(i, k + 1)]
             else:
-                out.append(" -> ".join(self.pipeline(i, k)))
+                out.append(self.pipeline(i, i)[0])     # the merge, then the rest of the chain line by line
+                out += [self.line(j) for j in range(i + 1, k + 1)]
             current = Ref(k)
         return out
 

@@ -170,7 +170,7 @@ def plugin_source(ops: list[PluginOp], spec_name: str, paths: dict[str, str] | N
         imports |= op.imports
         params = ", ".join(f"{k}={_py(op.defaults[k], imports)}" for k in op.spec_args)
         call = ", ".join([f"{k}={k}" for k in op.spec_args] + [f"{k}={v}" for k, v in op.baked.items()])
-        key = f"({', '.join(f'({k!r}, {k})' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
+        key = f"({', '.join(f'({k!r}, _t({k}))' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
         lines += ["", "",
                   f"def _{op.name}(in_shape{', ' + params if params else ''}):",
                   f'    """{class_name(op.cls)}, as the imported model builds it."""',
@@ -193,6 +193,8 @@ def plugin_source(ops: list[PluginOp], spec_name: str, paths: dict[str, str] | N
             f"Load it with `archc ... --plugin {spec_name}_plugins.py` (or ARCHDSL_PLUGINS); it imports the",
             'classes below, so their packages must be importable."""']
     imps = sorted(i for i in imports if i != "archdsl")
+    lines += ["", "", "def _t(v):", '    """Lists as tuples: a spec passes tuples, a default may be a list."""',
+              "    return tuple(v) if isinstance(v, list) else v"]
     dirs = sorted({(paths or {})[i] for i in imps if i in (paths or {})})
     pre = ["import sys", *(f"sys.path.insert(0, {d!r})" for d in dirs), ""] if dirs else []
     return "\n".join(head + pre + ["import archdsl"] + [f"import {i}" for i in imps] + lines) + "\n"
