@@ -123,7 +123,6 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
         root = convert(bodies[""], bodies, kept, fallback)
     except ImportFailure as e:
         raise ArchError(f"the model ({class_name(model)}) cannot be imported: {e}", None) from None
-    blocks = dedupe(root)
     kept_modules = _plugin_modules(root)
     for m in kept_modules:
         paths_of.setdefault(id(m), _path_of(model, m))
@@ -136,6 +135,8 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
         ops, uses = plugin_ops(kept_modules, name, shapes)
     except ValueError as e:
         raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
+    _name_plugins(root, uses)           # their arguments are slots: blocks holding them get parameters
+    blocks = dedupe(root)
     plugin = plugin_source(ops, name, paths or {}) if ops else None
     header = [f"{name}: imported from {source or class_name(model)} by `archc import`.",
               "Labels are the model's module paths: its state_dict loads strictly."]
@@ -143,7 +144,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
         header.append(f"Load the classes kept whole with --plugin {name}_plugins.py.")
     try:
         text = print_spec(root, blocks, name=name, input_shape=tuple(example.shape[1:]), header=header,
-                          plugin_ops=uses)
+                          plugin_ops={op.name: op.defaults for op in ops})
     except ValueError as e:
         raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
     reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
@@ -151,6 +152,15 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     if check:
         result.max_diff = verify(model, result, example)
     return result
+
+
+def _name_plugins(body: Any, uses: dict[int, tuple[str, dict[str, Any]]]) -> None:
+    """Give each plugin node its op name and arguments."""
+    for n in body.nodes:
+        if n.kind == "plugin" and id(n.module) in uses:
+            n.op, n.args = uses[id(n.module)][0], dict(uses[id(n.module)][1])
+        if n.child is not None:
+            _name_plugins(n.child, uses)
 
 
 def _plugin_modules(body: Any) -> list[Any]:

@@ -103,7 +103,7 @@ def _sig(body: Body, sigs: dict[int, Any]) -> Any:
             child = _sig(node.child, sigs) if node.kind == "group" else (node.child.cls, sigs[id(node.child)])
         items.append((node.kind, "<act>" if is_act(node) else node.op, node.label, tuple(node.inputs), node.n_out,
                       tuple(sorted(node.args)),
-                      child, node.module.__class__.__name__ if node.kind == "plugin" else None))
+                      child))
     return (tuple(items), body.out)
 
 

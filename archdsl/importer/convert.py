@@ -188,6 +188,8 @@ class _Conv:
             val = self.t.vals.get(n.name)
             if n.op == "placeholder":
                 if not first:
+                    if not n.users:
+                        continue        # an optional argument left at its default (attn_mask=None)
                     raise self.fail(n, "a forward argument besides the input")
                 first = False
                 self.env[n.name] = Ref(-1)

@@ -61,7 +61,7 @@ class _Ctx:
 
     blocks: Blocks
     slot_expr: dict[int, Expr]
-    plugin_ops: dict[int, tuple[str, dict[str, Any]]]
+    plugin_ops: dict[str, dict[str, Any]]     # plugin op -> its defaults
     slot: int = 0
 
     def value(self, v: Any) -> Any:
@@ -117,8 +117,14 @@ def _item(node: SNode, ctx: _Ctx, *, inline: bool) -> str:
     if node.kind == "use":
         return _use_text(node, ctx)
     if node.kind == "plugin":
-        name, args = ctx.plugin_ops[id(node.module)]
-        return name + ("(" + ", ".join(f"{k}={lit(v)}" for k, v in args.items()) + ")" if args else "")
+        defaults = ctx.plugin_ops.get(node.op, {})
+        parts = []
+        for k in sorted(node.args):
+            v = ctx.value(node.args[k])
+            d = defaults.get(k)
+            if isinstance(v, Expr) or not _equal(v, list(d) if isinstance(d, tuple) else d):
+                parts.append(f"{k}={lit(v)}")
+        return node.op + (f"({', '.join(parts)})" if parts else "")
     if node.kind == "group":
         assert node.child is not None
         text = _list_text(node.child, ctx)
@@ -400,8 +406,6 @@ def _slot_count(n: SNode, blocks: Blocks) -> int:
         return sum(_slot_count(c, blocks) for c in n.child.nodes)
     if n.kind == "use" and n.child is not None:
         return len(blocks.of[id(n.child)].params)
-    if n.kind == "plugin":
-        return 0
     return 1 if is_act(n) else len(n.args)
 
 
@@ -410,13 +414,13 @@ def _indent(text: str, n: int = 1) -> list[str]:
 
 
 def body_lines(body: Body, blocks: Blocks, slot_expr: dict[int, Expr],
-               plugin_ops: dict[int, tuple[str, dict[str, Any]]]) -> list[str]:
+               plugin_ops: dict[str, dict[str, Any]]) -> list[str]:
     """The statements of one body (not indented)."""
     return _Printer(body, _Ctx(blocks, slot_expr, plugin_ops)).lines()
 
 
 def print_spec(root: Body, blocks: Blocks, *, name: str, input_shape: tuple[int, ...], header: list[str],
-               plugin_ops: dict[int, tuple[str, dict[str, Any]]]) -> str:
+               plugin_ops: dict[str, dict[str, Any]]) -> str:
     """The whole spec: a header comment, one block per definition (its source class in a comment), the
     network."""
     out = [f"# {h}" if h else "#" for h in header]

@@ -13,6 +13,7 @@ import functools
 import inspect
 import re
 import sys
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -21,8 +22,9 @@ from .trace import class_name
 
 __all__ = ["recording_inits", "PluginOp", "plugin_ops", "plugin_source", "INIT_ARGS"]
 
-#: id(module) -> its constructor's bound arguments (filled by :func:`recording_inits`)
-INIT_ARGS: dict[int, dict[str, Any]] = {}
+#: module -> its constructor's bound arguments (filled by :func:`recording_inits`; weak keys: an id is
+#: reused once a temporary module is freed)
+INIT_ARGS: "weakref.WeakKeyDictionary[Any, dict[str, Any]]" = weakref.WeakKeyDictionary()
 
 
 @contextmanager
@@ -35,7 +37,7 @@ def recording_inits() -> Iterator[None]:
         if event != "call" or frame.f_code.co_name != "__init__":
             return
         self = frame.f_locals.get("self")
-        if isinstance(self, nn.Module) and id(self) not in INIT_ARGS \
+        if isinstance(self, nn.Module) and self not in INIT_ARGS \
                 and getattr(type(self).__init__, "__code__", None) is frame.f_code:
             info = inspect.getargvalues(frame)
             args = {k: info.locals[k] for k in info.args[1:] if k in info.locals}
@@ -43,7 +45,7 @@ def recording_inits() -> Iterator[None]:
                 args["*"] = tuple(info.locals[info.varargs])
             if info.keywords:
                 args.update(info.locals.get(info.keywords) or {})
-            INIT_ARGS[id(self)] = args
+            INIT_ARGS[self] = args
     sys.setprofile(prof)
     try:
         yield
@@ -60,6 +62,8 @@ def _py(v: Any, imports: set[str]) -> str:
     if isinstance(v, (list, tuple)):
         inner = ", ".join(_py(x, imports) for x in v)
         return f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        return "{" + ", ".join(f"{k!r}: {_py(x, imports)}" for k, x in v.items()) + "}"
     if isinstance(v, functools.partial):
         parts = [_py(v.func, imports)] + [_py(a, imports) for a in v.args]
         parts += [f"{k}={_py(x, imports)}" for k, x in v.keywords.items()]
@@ -123,15 +127,14 @@ def _shape_key(in_shape: tuple[int, ...], args: dict[str, Any]) -> str:
 
 def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]]
                ) -> tuple[list[PluginOp], dict[int, tuple[str, dict[str, Any]]]]:
-    """The plugin ops for ``modules`` and, per module, its op name and spec arguments (those that differ
-    from the op's defaults). ``shapes`` holds each module's traced (input, output) per-sample shapes: the
+    """The plugin ops for ``modules`` and, per module, its op name and all its spec arguments. ``shapes`` holds each module's traced (input, output) per-sample shapes: the
     plugin's shape function (a kept class's forward may not run on the meta device). Raises ValueError
     when a module's arguments cannot be recovered or written."""
     ops: dict[tuple[str, str], PluginOp] = {}
     uses: dict[int, tuple[str, dict[str, Any]]] = {}
     taken: set[str] = set()
     for m in modules:
-        args = INIT_ARGS.get(id(m))
+        args = INIT_ARGS.get(m)
         if args is None:
             args = _guess_args(m)
         if "*" in args:
@@ -153,9 +156,10 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
         for arg in given:
             if arg not in op.spec_args:
                 raise ValueError(f"{class_name(m)}: argument {arg} differs between instances in kind")
-        uses[id(m)] = (op.name, {k: (list(v) if isinstance(v, tuple) else v) for k, v in given.items()})
+        full = {**op.defaults, **given}
+        uses[id(m)] = (op.name, {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()
+                                 if k in op.spec_args})
         if id(m) in shapes:
-            full = {**op.defaults, **given}
             op.shapes[_shape_key(shapes[id(m)][0], {k: full[k] for k in op.spec_args})] = shapes[id(m)][1]
     return list(ops.values()), uses
 
