@@ -232,12 +232,24 @@ def test_root_with_data_dependent_flow_is_a_located_report(models: Any) -> None:
     assert "usermodels.Gate" in str(e.value) and "control flow" in str(e.value)
 
 
-@pytest.mark.parametrize("builder,size", [("resnet18", 64), ("mobilenet_v3_small", 64), ("convnext_tiny", 32)])
+def _small_convnext() -> Any:
+    # ConvNeXt-T's classes (CNBlock with layer scale and stochastic depth, LayerNorm2d, Permute) at a size
+    # the 2-core test machine runs quickly
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+    return ConvNeXt([CNBlockConfig(24, 48, 2), CNBlockConfig(48, None, 2)], stochastic_depth_prob=0.1)
+
+
+@pytest.mark.parametrize("builder,size", [("resnet18", 64), ("mobilenet_v3_small", 64), ("convnext", 32)])
 def test_torchvision_round_trip(builder: str, size: int) -> None:
     import torchvision
     torch.manual_seed(0)
-    model = getattr(torchvision.models, builder)()
+    model = _small_convnext() if builder == "convnext" else getattr(torchvision.models, builder)()
     r = import_model(model, (3, size, size), name=builder)
     assert r.plugin is None
-    assert f"network {builder}:" in r.spec
+    assert f"network {builder}:" in r.spec and "# torchvision.models." in r.spec
     _round_trip(model, r.spec, (3, size, size))
+    if builder == "convnext":
+        # gamma * x is the layer_scale op named by the parameter; the permutes are ops, not blocks
+        assert "layer_scale: layer_scale(dim=1)" in r.spec and "block Permute" not in r.spec
+    if builder == "resnet18":
+        assert "block BasicBlock(c):" in r.spec and "layer1: [BasicBlock(64) * 2]" in r.spec

@@ -173,7 +173,9 @@ def plugin_source(ops: list[PluginOp], spec_name: str, paths: dict[str, str] | N
         imports.add(op.cls.__module__)
         imports |= op.imports
         params = ", ".join(f"{k}={_py(op.defaults[k], imports)}" for k in op.spec_args)
-        call = ", ".join([f"{k}={k}" for k in op.spec_args] + [f"{k}={v}" for k, v in op.baked.items()])
+        # a spec passes lists as tuples: an argument the model was built with as a list gets one back
+        call = ", ".join([f"{k}=list({k})" if isinstance(op.defaults[k], list) else f"{k}={k}" for k in op.spec_args]
+                         + [f"{k}={v}" for k, v in op.baked.items()])
         key = f"({', '.join(f'({k!r}, _t({k}))' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
         lines += ["", "",
                   f"def _{op.name}(in_shape{', ' + params if params else ''}):",
