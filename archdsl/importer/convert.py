@@ -188,9 +188,9 @@ class _Conv:
             val = self.t.vals.get(n.name)
             if n.op == "placeholder":
                 if not first:
-                    if not n.users:
-                        continue        # an optional argument left at its default (attn_mask=None)
-                    raise self.fail(n, "a forward argument besides the input")
+                    # an optional argument traced at its default (attn_mask=None): fx checks it, nothing uses it
+                    self.env[n.name] = _Const(n.args[0] if n.args else None)
+                    continue
                 first = False
                 self.env[n.name] = Ref(-1)
                 self.vals[Ref(-1)] = val if val is not None else Val("tensor")
