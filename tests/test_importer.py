@@ -148,6 +148,20 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     sys.modules.pop("usermodels", None)
 
 
+@pytest.fixture(autouse=True)
+def _forget_plugins() -> Any:
+    """Plugin ops a test loads are unregistered after it (the registry is process-wide: docs/ops.md is
+    generated from it in another test)."""
+    from archdsl.plugins import unregister_op, user_ops
+    before, mods = set(user_ops()), set(sys.modules)
+    yield
+    for name in set(user_ops()) - before:
+        unregister_op(name)
+    for m in set(sys.modules) - mods:
+        if m.endswith("_plugins") or "_plugins_" in m:
+            sys.modules.pop(m, None)
+
+
 def _round_trip(model: Any, spec: str, shape: tuple[int, ...], plugins: list[str] | None = None) -> float:
     """Build the text, load the (randomized) model's weights strictly, compare outputs."""
     torch.manual_seed(0)
