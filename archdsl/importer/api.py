@@ -136,22 +136,33 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     except ValueError as e:
         raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
     _name_plugins(root, uses)           # their arguments are slots: blocks holding them get parameters
-    blocks = dedupe(root)
     plugin = plugin_source(ops, name, paths or {}) if ops else None
     header = [f"{name}: imported from {source or class_name(model)} by `archc import`.",
               "Labels are the model's module paths: its state_dict loads strictly."]
     if plugin is not None:
         header.append(f"Load the classes kept whole with --plugin {name}_plugins.py.")
-    try:
-        text = print_spec(root, blocks, name=name, input_shape=tuple(example.shape[1:]), header=header,
-                          plugin_ops={op.name: op.defaults for op in ops})
-    except ValueError as e:
-        raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
     reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
-    result = ImportResult(text, name, plugin, reasons, plugin_ops=[op.name for op in ops])
-    if check:
-        result.max_diff = verify(model, result, example)
-    return result
+    # variants of a class as one block with conditions first; where that cannot be written (or does not
+    # check), one block per variant
+    for merge in (True, False):
+        try:
+            text = print_spec(root, dedupe(root, merge), name=name, input_shape=tuple(example.shape[1:]),
+                              header=header, plugin_ops={op.name: op.defaults for op in ops})
+        except ValueError as e:
+            if merge:
+                continue
+            raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
+        result = ImportResult(text, name, plugin, reasons, plugin_ops=[op.name for op in ops])
+        if not check:
+            return result
+        try:
+            result.max_diff = verify(model, result, example)
+        except ArchError:
+            if merge:
+                continue
+            raise
+        return result
+    raise AssertionError("unreachable")
 
 
 def _name_plugins(body: Any, uses: dict[int, tuple[str, dict[str, Any]]]) -> None:

@@ -76,6 +76,8 @@ class BlockDef:
     params: list[Param] = field(default_factory=list)
     slot_expr: dict[int, Expr] = field(default_factory=dict)
     instances: list[Body] = field(default_factory=list)
+    # a condition slot (after the nodes' slots) -> the template nodes it leaves out when false
+    cond: dict[int, frozenset[int]] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Blocks:
     defs: list[BlockDef]
     of: dict[int, BlockDef]
     call: dict[int, dict[str, Any]]
+    merge: bool = True          # fold variants with left-out layers into one block
 
 
 def _arg_slots(node: SNode) -> list[tuple[str, Any]]:
@@ -95,12 +98,20 @@ def _arg_slots(node: SNode) -> list[tuple[str, Any]]:
     return [(k, node.args[k]) for k in sorted(node.args)]
 
 
-def _sig(body: Body, sigs: dict[int, Any]) -> Any:
+def node_key(node: SNode, blocks: Blocks) -> Any:
+    """What must be equal for two nodes to be the same statement (their literal values aside)."""
+    child: Any = None
+    if node.child is not None:
+        child = _sig(node.child, blocks) if node.kind == "group" else blocks.of[id(node.child)].name
+    return (node.kind, "<act>" if is_act(node) else node.op, node.label, node.n_out, tuple(sorted(node.args)), child)
+
+
+def _sig(body: Body, blocks: Blocks) -> Any:
     items: list[Any] = []
     for node in body.nodes:
         child: Any = None
         if node.child is not None:
-            child = _sig(node.child, sigs) if node.kind == "group" else (node.child.cls, sigs[id(node.child)])
+            child = _sig(node.child, blocks) if node.kind == "group" else blocks.of[id(node.child)].name
         items.append((node.kind, "<act>" if is_act(node) else node.op, node.label, tuple(node.inputs), node.n_out,
                       tuple(sorted(node.args)),
                       child))
@@ -116,23 +127,29 @@ def _walk(body: Body, out: list[Body]) -> None:
 
 
 def _height(body: Body) -> int:
-    return 1 + max((_height(n.child) for n in body.nodes if n.child is not None), default=0)
+    """1 + the height of the highest child block (groups are part of their parent: no level of their own)."""
+    best = 0
+    for n in body.nodes:
+        if n.child is not None:
+            best = max(best, _height(n.child) - 1 if n.kind == "group" else _height(n.child))
+    return 1 + best
+
+
+def node_slots(node: SNode, blocks: Blocks) -> list[Any]:
+    """The slots of one node: its literal arguments, a group's nodes' slots, a child block's call arguments."""
+    if node.kind == "group" and node.child is not None:
+        return slots(node.child, blocks)
+    if node.kind == "use" and node.child is not None:
+        d = blocks.of[id(node.child)]
+        full = _full_call(d, blocks.call[id(node.child)])
+        return [full[p.name] for p in d.params]
+    return [v for _, v in _arg_slots(node)]
 
 
 def slots(body: Body, blocks: Blocks) -> list[Any]:
     """The slot vector of a body: its nodes' literal arguments (groups inlined), and each child block's
     call arguments by its parameters in order."""
-    out: list[Any] = []
-    for node in body.nodes:
-        if node.kind == "group" and node.child is not None:
-            out += slots(node.child, blocks)
-        elif node.kind == "use" and node.child is not None:
-            d = blocks.of[id(node.child)]
-            full = _full_call(d, blocks.call[id(node.child)])
-            out += [full[p.name] for p in d.params]
-        else:
-            out += [v for _, v in _arg_slots(node)]
-    return out
+    return [v for node in body.nodes for v in node_slots(node, blocks)]
 
 
 def slot_names(body: Body, blocks: Blocks) -> list[str]:
@@ -165,51 +182,110 @@ def _key(v: Any) -> Any:
     return repr(v)
 
 
-def dedupe(root: Body) -> Blocks:
-    """Group the block bodies under ``root`` by class and signature, then find each group's parameters."""
+class _Any:
+    """A slot of a layer an instance leaves out: any value fits it."""
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY: Any = _Any()
+
+
+def dedupe(root: Body, merge: bool = True) -> Blocks:
+    """Group the block bodies under ``root`` by class and signature (children first: a signature names
+    its children's blocks), fold a variant that is another with layers left out into it (a condition
+    parameter, :mod:`.variants`), then find each block's parameters."""
+    from .variants import aligned, embed, flag_name
     order: list[Body] = []
     _walk(root, order)
-    sigs: dict[int, Any] = {}
-    groups: dict[tuple[str, Any], list[Body]] = {}
-    for b in order:
-        sigs[id(b)] = _sig(b, sigs)
-        if b is not root and not b.container:
-            groups.setdefault((b.cls, _key(sigs[id(b)])), []).append(b)
-    blocks = Blocks([], {}, {})
+    blocks = Blocks([], {}, {}, merge)
     used: Counter[str] = Counter()
-    # lower blocks first: a block's slot vector holds its children's call arguments
-    for (cls, _), bodies in sorted(groups.items(), key=lambda kv: _height(kv[1][0])):
-        base = _identifier(cls.rsplit(".", 1)[-1])
-        used[base] += 1
-        name = base if used[base] == 1 else f"{base}{used[base]}"
-        d = BlockDef(name, cls, bodies[0], instances=bodies)
-        vectors = [slots(b, blocks) for b in bodies]
-        names = slot_names(bodies[0], blocks)
-        _params(d, vectors, names)
-        blocks.defs.append(d)
-        for b, vec in zip(bodies, vectors):
-            blocks.of[id(b)] = d
-            call = {}
-            for p in d.params:
-                v = vec[p.slots[0]]
-                if p.required or v != p.default:
-                    call[p.name] = v
-            blocks.call[id(b)] = call
+    by_height: dict[int, list[Body]] = {}
+    for b in order:
+        if b is not root and not b.container:
+            by_height.setdefault(_height(b), []).append(b)
+    for h in sorted(by_height):
+        groups: dict[tuple[str, str], list[Body]] = {}
+        for b in by_height[h]:
+            groups.setdefault((b.cls, _key(_sig(b, blocks))), []).append(b)
+        # per class, the largest variants first; a smaller one that embeds in a base joins it
+        bases: list[tuple[list[Body], list[tuple[list[Body], dict[int, int], frozenset[int]]]]] = []
+        for (cls, _), bodies in sorted(groups.items(), key=lambda kv: (kv[0][0], -len(kv[1][0].nodes))):
+            for base, attached in bases:
+                if base[0].cls != cls:
+                    continue
+                m = embed(base[0], bodies[0], lambda n: node_key(n, blocks), enabled=blocks.merge)
+                if m is not None:
+                    attached.append((bodies, m[0], m[1]))
+                    break
+            else:
+                bases.append((bodies, []))
+        for base, attached in bases:
+            cls = base[0].cls
+            name_base = _identifier(cls.rsplit(".", 1)[-1])
+            used[name_base] += 1
+            name = name_base if used[name_base] == 1 else f"{name_base}{used[name_base]}"
+            template = base[0]
+            instances = list(base) + [b for bodies, _, _ in attached for b in bodies]
+            d = BlockDef(name, cls, template, instances=instances)
+            vectors = [slots(b, blocks) for b in base]
+            names = slot_names(template, blocks)
+            sets = sorted({removed for _, _, removed in attached}, key=sorted)
+            for removed in sets:
+                d.cond[len(names)] = removed
+                names.append(flag_name(template, removed))
+            vectors = [v + [True] * len(sets) for v in vectors]
+            for bodies, mapping, removed in attached:
+                for b in bodies:
+                    vectors.append(aligned(template, b, mapping, lambda n: node_slots(n, blocks), ANY)
+                                   + [r != removed for r in sets])
+            _params(d, vectors, names)
+            blocks.defs.append(d)
+            for b, vec in zip(instances, vectors):
+                blocks.of[id(b)] = d
+                call = {}
+                for p in d.params:
+                    v = vec[p.slots[0]]
+                    if v is ANY:
+                        v = p.default if not p.required else _known(vectors, p.slots[0])
+                    if p.required or v != p.default:
+                        call[p.name] = v
+                blocks.call[id(b)] = call
     return blocks
+
+
+def _known(vectors: list[list[Any]], i: int) -> Any:
+    return next((v[i] for v in vectors if v[i] is not ANY), None)
 
 
 def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
     n = len(vectors[0])
-    by_values: dict[str, list[int]] = {}
+    columns: list[tuple[list[Any], list[int]]] = []
     for i in range(n):
-        col = [v[i] for v in vectors]
+        col = [v[i] for v in vectors if v[i] is not ANY]
         if all(c == col[0] and type(c) is type(col[0]) for c in col):
+            for v in vectors:          # one value wherever it is known: a literal
+                v[i] = col[0] if col else None
             continue
-        by_values.setdefault(_key(col), []).append(i)
+        full = [v[i] for v in vectors]
+        for rep, idxs in columns:
+            # equal wherever both are known (a left-out layer's slot fits any value)
+            if all(a is ANY or b is ANY or (a == b and type(a) is type(b)) for a, b in zip(rep, full)):
+                rep[:] = [b if a is ANY else a for a, b in zip(rep, full)]
+                idxs.append(i)
+                break
+        else:
+            columns.append((full, [i]))
+    for rep, idxs in columns:
+        for v, x in zip(vectors, rep):     # a left-out slot takes the value its parameter has there
+            for i in idxs:
+                if v[i] is ANY:
+                    v[i] = x
     taken: set[str] = set()
     params: list[Param] = []
-    for key, idxs in by_values.items():
-        col = [v[idxs[0]] for v in vectors]
+    for _, idxs in columns:
+        col = [v[idxs[0]] for v in vectors if v[idxs[0]] is not ANY]
         hints = [names[i] for i in idxs if names[i]]
         # a width is "c" whichever argument showed it first (groups=c of a depthwise conv)
         base = "c" if "c" in hints else _identifier(hints[0].lower()) if hints else "p"
@@ -228,14 +304,13 @@ def _params(d: BlockDef, vectors: list[list[Any]], names: list[str]) -> None:
     # half a kernel as k // 2
     ints = {p.name: [v[p.slots[0]] for v in vectors] for p in params}
     for p in list(params):
-        col = ints[p.name]
-        if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in col):
-            continue
         if any(e.name == p.name for e in d.slot_expr.values()):
             continue
         for q in params:
-            other = ints[q.name]
-            if q is p or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in other):
+            pairs = [(a, b) for a, b in zip(ints[p.name], ints[q.name]) if a is not ANY and b is not ANY]
+            col, other = [a for a, _ in pairs], [b for _, b in pairs]
+            if q is p or not pairs or not all(isinstance(a, int) and not isinstance(a, bool) and a >= 0 for a in col) \
+                    or not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in other):
                 continue
             f = col[0] // other[0]
             if f > 1 and all(a == f * b for a, b in zip(col, other)):

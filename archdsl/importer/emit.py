@@ -177,8 +177,10 @@ def _labelled(node: SNode, text: str) -> str:
 class _Printer:
     """Plans and prints one body."""
 
-    def __init__(self, body: Body, ctx: _Ctx, start: int = 0, positional: bool = False) -> None:
+    def __init__(self, body: Body, ctx: _Ctx, start: int = 0, positional: bool = False,
+                 conds: dict[int, str] | None = None) -> None:
         self.body, self.ctx = body, ctx
+        self.conds = conds or {}          # node -> the condition it is written with (blocks' variants)
         self.positional = positional      # a group's body: labels equal to the position are left out
         self.nodes = body.nodes
         # the first slot of each node (blocks.slots numbers them in node order; printing may not follow it)
@@ -297,6 +299,9 @@ class _Printer:
                 self.ctx.slot = self.base[u[1]]
                 out.append(f"{name} = {_op_text(node, self.ctx)}")
                 continue
+            if u[0] == "chain" and any(j in self.conds and len(self.nodes[j].inputs) != 1
+                                       for j in range(u[1], u[2] + 1)):
+                raise ValueError("a merge left out by a condition is not a combinator here")
             if u[0] == "comb":
                 s, branches, m, end = u[1:]
                 if s != current:
@@ -352,6 +357,8 @@ class _Printer:
         return named
 
     def pipeline(self, i: int, k: int) -> list[str]:
+        if any(j in self.conds for j in range(i, k + 1)):
+            raise ValueError("a layer left out by a condition sits in a pipeline")
         head = self.nodes[i]
         if len(head.inputs) == 1:
             return [self.names[head.inputs[0]]] + [self.labelled_item(j) for j in range(i, k + 1)]
@@ -369,7 +376,15 @@ class _Printer:
         # an unlabelled list would be spliced into the body: a group keeps its label
         return text if self.positional and node.label == str(j) and node.kind != "group" else _labelled(node, text)
 
-    def line(self, j: int) -> str:
+    def line(self, j: int, otherwise: str | None = None) -> str:
+        text = self._line(j)
+        if j in self.conds:
+            if "\n" in text:
+                raise ValueError("a group left out by a condition")
+            text += f" if {self.conds[j]}" + (f" else {otherwise}" if otherwise else "")
+        return text
+
+    def _line(self, j: int) -> str:
         node = self.nodes[j]
         if node.kind == "group" and node.child is not None:
             self.ctx.slot = self.base[j]
@@ -386,14 +401,16 @@ class _Printer:
         extra = _op_text(merge, self.ctx)[len(head):]
         if merge.label is not None:
             head = f"{label_text(merge.label)}: {head}"
+        if m in self.conds and None not in branches:
+            raise ValueError("a merge left out by a condition has no identity branch")
         out = [f"{head}{extra}:"]
         for br in branches:
             if br is None:
-                out.append("    identity")
+                out.append("    identity" + (f" if {self.conds[m]}" if m in self.conds else ""))
                 continue
             a, b = br
             if a == b:
-                out += _indent(self.line(a))
+                out += _indent(self.line(a, otherwise="identity"))
             else:
                 out.append("    seq:")
                 for j in range(a, b + 1):
@@ -414,9 +431,9 @@ def _indent(text: str, n: int = 1) -> list[str]:
 
 
 def body_lines(body: Body, blocks: Blocks, slot_expr: dict[int, Expr],
-               plugin_ops: dict[str, dict[str, Any]]) -> list[str]:
-    """The statements of one body (not indented)."""
-    return _Printer(body, _Ctx(blocks, slot_expr, plugin_ops)).lines()
+               plugin_ops: dict[str, dict[str, Any]], conds: dict[int, str] | None = None) -> list[str]:
+    """The statements of one body (not indented); ``conds`` writes nodes as ``layer if flag``."""
+    return _Printer(body, _Ctx(blocks, slot_expr, plugin_ops), conds=conds).lines()
 
 
 def print_spec(root: Body, blocks: Blocks, *, name: str, input_shape: tuple[int, ...], header: list[str],
@@ -429,7 +446,8 @@ def print_spec(root: Body, blocks: Blocks, *, name: str, input_shape: tuple[int,
         out.append(f"# {d.cls}")
         params = ", ".join(p.name if p.required else f"{p.name}={lit(p.default)}" for p in d.params)
         out.append(f"block {d.name}" + (f"({params})" if params else "") + ":")
-        out += ["    " + ln for ln in body_lines(d.template, blocks, d.slot_expr, plugin_ops)]
+        conds = {i: lit(d.slot_expr[slot]) for slot, nodes in d.cond.items() if slot in d.slot_expr for i in nodes}
+        out += ["    " + ln for ln in body_lines(d.template, blocks, d.slot_expr, plugin_ops, conds)]
     out.append("")
     out.append(f"# {root.cls}")
     out.append(f"network {name}:")
