@@ -402,8 +402,8 @@ attach("conv_transpose2d", _mod(NN + "ConvTranspose2d", _convt))
 attach("linear", _mod(NN + "Linear", _linear),
        _mod("torch.nn.modules.linear.NonDynamicallyQuantizableLinear", _linear))
 attach("batchnorm", _mod(NN + "BatchNorm2d", _bn(3)), _mod(NN + "BatchNorm1d", _bn(1)))
-attach("layernorm", _mod(NN + "LayerNorm", _ln_last), _mod("torchvision.models.convnext.LayerNorm2d", _ln_channels),
-       _mod("timm.layers.norm.LayerNorm2d", _ln_channels))
+attach("layernorm", _mod(NN + "LayerNorm", _ln_last), _mod("timm.layers.norm.LayerNorm", _ln_last),
+       _mod("torchvision.models.convnext.LayerNorm2d", _ln_channels), _mod("timm.layers.norm.LayerNorm2d", _ln_channels))
 attach("maxpool", _mod(NN + "MaxPool2d", _pool_mod("max")), _fn(F + "max_pool2d", _pool_fn("max")),
        _fn("torch.max_pool2d", _pool_fn("max")))
 attach("avgpool", _mod(NN + "AvgPool2d", _pool_mod("avg")), _fn(F + "avg_pool2d", _pool_fn("avg")))
