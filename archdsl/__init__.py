@@ -23,7 +23,7 @@ from .notebook import show
 from .plugins import load_plugins, register_op, verifying_shapes
 
 __all__ = ["build", "graph", "source", "deploy", "summary", "show", "register_op", "load_plugins", "ArchError",
-           "Diagnostic", "Graph", "Limits", "__version__", "LANGUAGE_VERSION"]
+           "Diagnostic", "Graph", "Limits", "__version__", "LANGUAGE_VERSION", "import_module"]
 from ._version import LANGUAGE_VERSION, __version__
 
 
@@ -52,6 +52,16 @@ def deploy(module: Any, **kwargs: Any) -> Any:
     """
     from .codegen.deploy import deploy as _deploy  # torch is imported only when a module is deployed
     return remember_deploy(_deploy(module, **kwargs), module)   # it pickles by spec, as the trained model
+
+
+def import_module(model: Any, example_input: Any, *, name: str | None = None, keep: Sequence[str] = (),
+                  plugin_path: str | os.PathLike[str] | None = None, check: bool = True) -> str:
+    """The ``.arch`` text of a PyTorch model traced on ``example_input`` (a batched tensor or a per-sample
+    shape): one block per module class, labels equal to the module paths so its state_dict loads strictly,
+    proven by a round trip (see docs/import.md). Classes named in ``keep`` (and classes the language cannot
+    express) become plugin ops written to ``plugin_path``."""
+    from .importer import import_module as _import   # torch is imported only when a model is imported
+    return _import(model, example_input, name=name, keep=keep, plugin_path=plugin_path, check=check)
 
 
 def summary(obj: Any, input_size: Sequence[int] | None = None, *, depth: int | None = None, batch: int = 1,

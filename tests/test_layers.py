@@ -66,6 +66,11 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.export": "lazy",               # ONNX export of a built model
         "archdsl.summarize": "lazy",            # archdsl.summary traces and runs the module
         "archdsl.importer.roundtrip": "lazy",   # the round trip builds, loads and runs both models
+        "archdsl.importer.trace": "lazy",       # archc import: fx tracing at two batch sizes
+        "archdsl.importer.convert": "lazy",     # archc import: fx nodes and parameters
+        "archdsl.importer.api": "lazy",         # archc import: the round trip (build, load, compare)
+        "archdsl.importer.plugin": "lazy",      # archc import: recording constructor arguments
+        "archdsl.cli.importer": "lazy",         # archc import: building the source model
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)
         "archdsl.codegen.deploy": "any",        # runtime deploy of a built module

@@ -2,13 +2,13 @@
 
 :mod:`.common` holds the typer app and what the commands share; :mod:`.commands` the commands over one spec
 (check, list, summary, compile, deploy, ops, render); :mod:`.design` the design-space ones (diff, migrate,
-sweep); :mod:`.fmt` the formatter. Importing this package registers them all.
+sweep); :mod:`.fmt` the formatter; :mod:`.importer` ``archc import``. Importing this package registers them all.
 """
 from __future__ import annotations
 
 import sys
 
-from . import commands, design, fmt  # noqa: F401  (the commands register themselves on the app)
+from . import commands, design, fmt, importer  # noqa: F401  (the commands register themselves on the app)
 from .common import _INTERNAL_ERROR, app
 
 __all__ = ["app", "main"]

@@ -21,6 +21,7 @@ from . import einsum as _einsum  # noqa: F401  (registers einsum)
 from . import mha as _mha  # noqa: F401  (registers multihead_attention)
 from . import buffers as _buffers  # noqa: F401  (registers buffer, gather_rows, zeros_like)
 from . import functional as _functional  # noqa: F401  (registers linear_fn, conv2d_fn: weights computed in forward)
+from . import pytorch as _pytorch  # noqa: F401,E402  (the PyTorch spellings of the ops above)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import AbstractSet, Any, Callable, Sequence, Union
 
-__all__ = ["TensorArg", "TorchCall", "TorchForm", "REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
+__all__ = ["TensorArg", "BatchSize", "TorchCall", "TorchForm", "REQUIRED", "ArgType", "ArgSpec", "OpDef", "OPS", "ShapeError", "OP_FAMILIES", "TRAITS", "register",
            "has_trait", "size_only_input", "ops_with", "conv_out", "pool_out", "broadcast", "layer_scale_shape", "Lit", "In", "Kw",
            "MOD", "Piece", "Expr", "EmitArgs", "Shape"]
 
@@ -187,6 +187,14 @@ class TensorArg:
 
 
 @dataclass(frozen=True)
+class BatchSize:
+    """In a :class:`TorchCall`'s arguments, an integer read from a tensor that is the batch size times
+    ``factor`` (``x.shape[0]``, ``B * nW``): never a constant of the spec."""
+
+    factor: int = 1
+
+
+@dataclass(frozen=True)
 class TorchCall:
     """One call found in a traced PyTorch model, as an op's :class:`TorchForm` sees it.
 
@@ -194,7 +202,11 @@ class TorchCall:
     own arguments with each tensor replaced by a :class:`TensorArg` (``torch.cat([a, b], dim=1)`` has args
     ``([TensorArg(0), TensorArg(1)],)``); ``in_shapes`` the per-sample shapes of the tensor inputs (batch
     axis removed) and ``batch_axes`` where each input's batch axis is (0 for ordinary tensors; the importer
-    tracks permutes that move it). The importer passes plain objects; nothing here imports torch.
+    tracks permutes that move it). ``out_shapes``/``out_batch_axes`` are the traced per-sample shapes of the
+    call's tensor outputs and where their batch axis is (empty when unknown): a reshape reads its target
+    there. An integer argument equal to the batch size is a :class:`BatchSize`. Dims a form returns follow
+    the spec's convention, batch first: a torch dim ``d`` is ``call.sample_dim(d) + 1``. The importer passes
+    plain objects; nothing here imports torch.
     """
 
     module: Any
@@ -202,6 +214,23 @@ class TorchCall:
     kwargs: dict[str, Any]
     in_shapes: list[Shape]
     batch_axes: list[int]
+    out_shapes: list[Shape] = field(default_factory=list)
+    out_batch_axes: list[int] = field(default_factory=list)
+
+    def arg(self, i: int, name: str, default: Any = REQUIRED) -> Any:
+        """Argument ``name`` (position ``i`` or keyword ``name``; ``i < 0``: keyword only) or ``default``.
+        Raises ShapeError when a required one is missing."""
+        if 0 <= i < len(self.args):
+            return self.args[i]
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if default is REQUIRED:
+            raise ShapeError(f"argument {name} is missing")
+        return default
+
+    def spec_dim(self, d: int, k: int = 0) -> int:
+        """Dimension ``d`` of the batched input ``k`` in the spec's convention (batch is dim 0)."""
+        return self.sample_dim(d, k) + 1
 
     def sample_dim(self, d: int, k: int = 0) -> int:
         """Dimension ``d`` of the batched input ``k`` as a per-sample dimension (non-negative). Raises

@@ -1,0 +1,286 @@
+"""``archdsl.import_module``: a PyTorch model in, ``.arch`` text out, proven by a round trip.
+
+The steps: trace (:mod:`.trace`), convert each traced body to spec-level nodes (:mod:`.convert`), one block
+per class (:mod:`.blocks`), print (:mod:`.emit`); classes kept whole become plugin ops (:mod:`.plugin`).
+Then the text is compiled and checked (:mod:`archdsl.pipeline`), built, the source model's state_dict is
+loaded strictly and both models run on the same input (BatchNorm statistics and every parameter
+randomized first, so constant-initialized ones prove nothing by accident): any difference is an error.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import ArchError
+from .blocks import dedupe
+from .convert import convert, form_index
+from .emit import print_spec
+from .plugin import plugin_ops, plugin_source
+from .trace import ImportFailure, class_name, is_container, trace_model
+
+__all__ = ["ImportResult", "import_model", "import_module", "verify", "TOLERANCE"]
+
+#: outputs are equal when they differ by at most TOLERANCE * max(1, max |reference|)
+TOLERANCE = 1e-4
+
+
+@dataclass
+class ImportResult:
+    """The imported spec text, the plugin file's source (None when no class was kept whole) and the
+    modules kept as plugins with the reason for each (module path -> why)."""
+
+    spec: str
+    name: str
+    plugin: str | None = None
+    kept: dict[str, str] = field(default_factory=dict)
+    max_diff: float | None = None
+    plugin_ops: list[str] = field(default_factory=list)
+
+
+def _example(example_input: Any) -> Any:
+    import torch
+    if isinstance(example_input, (tuple, list)) and all(isinstance(v, int) for v in example_input):
+        return torch.zeros((1, *example_input))
+    if not isinstance(example_input, torch.Tensor):
+        raise ArchError("example_input must be a tensor with a batch axis (e.g. torch.randn(1, 3, 224, 224)) "
+                        "or a per-sample shape (3, 224, 224)", None)
+    return example_input[:1]
+
+
+def _default_name(model: Any) -> str:
+    base = type(model).__name__
+    out = "".join(ch if ch.isalnum() else "_" for ch in base).lower() or "net"
+    return out if out[0].isalpha() else "net_" + out
+
+
+def import_model(model: Any, example_input: Any, *, name: str | None = None, keep: Iterable[str] = (),
+                 check: bool = True, source: str | None = None, paths: dict[str, str] | None = None) -> ImportResult:
+    """Import ``model`` (an ``nn.Module``) traced on ``example_input``. ``keep`` names classes (by class name
+    or qualified name) to keep whole as plugin ops. ``check`` compiles the text and proves the round trip.
+    ``paths`` maps a module name to the folder the plugin must put on ``sys.path`` to import it (a
+    FILE.py source). Raises :class:`ArchError` with the module path and class of what cannot be
+    imported."""
+    example = _example(example_input)
+    name = name or _default_name(model)
+    if not name.isidentifier():
+        raise ArchError(f"--name '{name}' is not an identifier", None)
+    keep = set(keep)
+    form_keys = {t for (k, t) in form_index() if k == "module"}
+    plugins: dict[int, str] = {}
+    paths_of: dict[int, str] = {}
+
+    def kept(m: Any) -> bool:
+        return id(m) in plugins or type(m).__name__ in keep or class_name(m) in keep
+
+    def leaf(m: Any) -> bool:
+        if kept(m) or class_name(m) in form_keys:
+            return True
+        mod = type(m).__module__
+        return mod.startswith("torch.nn") and not is_container(m) and type(m).__name__ not in ("ModuleList", "ModuleDict")
+
+    def fallback(path: str, m: Any, why: str) -> bool:
+        if m is model or not path:
+            return False
+        info = infos.get(id(m)) if infos else None
+        if info is not None and (not info.single or info.calls != 1):
+            return False
+        plugins[id(m)] = why
+        paths_of[id(m)] = path
+        if os.environ.get("ARCHDSL_IMPORT_DEBUG"):
+            print(f"kept {path} ({class_name(m)}): {why}")
+        return True
+
+    infos: dict[int, Any] = {}
+    failures: dict[str, str] = {}
+
+    def on_fail(path: str, m: Any, why: str) -> None:
+        failures[path] = why
+        if not path or m is model:
+            raise ArchError(f"the model ({class_name(m)}) cannot be imported: {why}", None)
+        plugins[id(m)] = why
+        paths_of[id(m)] = path
+
+    try:
+        infos, bodies = trace_model(model, example, leaf=leaf, on_fail=on_fail)
+    except ImportFailure as e:
+        raise ArchError(f"the model ({class_name(model)}) cannot be imported: {e}", None) from None
+    for path, why in list(failures.items()):
+        m = model.get_submodule(path)
+        info = infos.get(id(m))
+        if info is None or not info.single or info.calls != 1:
+            raise ArchError(f"module '{path}' ({class_name(m)}) cannot be imported: {why}", None,
+                            hint="it is called with several tensors or more than once, so it cannot be kept "
+                                 "whole as a plugin op either")
+    if "" not in bodies:
+        raise ArchError(f"the model ({class_name(model)}) cannot be traced", None)
+    try:
+        root = convert(bodies[""], bodies, kept, fallback)
+    except ImportFailure as e:
+        raise ArchError(f"the model ({class_name(model)}) cannot be imported: {e}", None) from None
+    kept_modules = _plugin_modules(root)
+    for m in kept_modules:
+        paths_of.setdefault(id(m), _path_of(model, m))
+    try:
+        shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+        for m in kept_modules:
+            info = infos.get(id(m))
+            if info is not None and info.inputs and info.out_shape is not None:
+                shapes[id(m)] = (tuple(int(d) for d in info.inputs[0].shape[1:]), info.out_shape)
+        ops, uses = plugin_ops(kept_modules, name, shapes)
+    except ValueError as e:
+        raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
+    _name_plugins(root, uses)           # their arguments are slots: blocks holding them get parameters
+    plugin = plugin_source(ops, name, paths or {}) if ops else None
+    header = [f"{name}: imported from {source or class_name(model)} by `archc import`.",
+              "Labels are the model's module paths: its state_dict loads strictly."]
+    if plugin is not None:
+        header.append(f"Load the classes kept whole with --plugin {name}_plugins.py.")
+    reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
+    # variants of a class as one block with conditions first; where that cannot be written (or does not
+    # check), one block per variant
+    for merge in (True, False):
+        try:
+            text = print_spec(root, dedupe(root, merge), name=name, input_shape=tuple(example.shape[1:]),
+                              header=header, plugin_ops={op.name: op.defaults for op in ops})
+        except ValueError as e:
+            if merge:
+                continue
+            raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
+        result = ImportResult(text, name, plugin, reasons, plugin_ops=[op.name for op in ops])
+        if not check:
+            return result
+        try:
+            result.max_diff = verify(model, result, example)
+        except ArchError:
+            if merge:
+                continue
+            raise
+        return result
+    raise AssertionError("unreachable")
+
+
+def _name_plugins(body: Any, uses: dict[int, tuple[str, dict[str, Any]]]) -> None:
+    """Give each plugin node its op name and arguments."""
+    for n in body.nodes:
+        if n.kind == "plugin" and id(n.module) in uses:
+            n.op, n.args = uses[id(n.module)][0], dict(uses[id(n.module)][1])
+        if n.child is not None:
+            _name_plugins(n.child, uses)
+
+
+def _plugin_modules(body: Any) -> list[Any]:
+    out: list[Any] = []
+    seen: set[int] = set()
+
+    def walk(b: Any) -> None:
+        for n in b.nodes:
+            if n.kind == "plugin" and id(n.module) not in seen:
+                seen.add(id(n.module))
+                out.append(n.module)
+            if n.child is not None:
+                walk(n.child)
+    walk(body)
+    return out
+
+
+def _path_of(model: Any, m: Any) -> str:
+    for p, sub in model.named_modules():
+        if sub is m:
+            return p
+    return "?"
+
+
+def randomize(model: Any, seed: int = 0) -> None:
+    """Random BatchNorm statistics and random parameters (a seeded generator): an equal output then proves
+    every weight is used the same way."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        for mod in model.modules():
+            mean, var = getattr(mod, "running_mean", None), getattr(mod, "running_var", None)
+            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and mean is not None and var is not None:
+                mean.copy_(torch.randn(mean.shape, generator=g) * 0.1)
+                var.copy_(torch.rand(var.shape, generator=g) + 0.5)
+
+
+def _build(text: str, plugins: list[str]) -> Any:
+    """``archdsl.build`` of spec text, from the stages below (this package sits under the top level)."""
+    from ..codegen.build import instantiate
+    from ..pipeline import compile_graph, resolve, source_with_params
+    from ..plugins import load_plugins, verifying_shapes
+    load_plugins(plugins, env=False)
+    with verifying_shapes():
+        resolved = resolve(text)
+        g = compile_graph(resolved, {})
+        return instantiate(g, source_with_params(resolved, {}, g, None, None))
+
+
+def verify(model: Any, result: ImportResult, example: Any) -> float:
+    """Compile and check the spec, build it, load the model's state_dict strictly and compare the outputs;
+    returns the largest difference. Raises ArchError when any step fails."""
+    import torch
+    ref = copy.deepcopy(model).eval()
+    randomize(ref)
+    plugins: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        stem = None
+        if result.plugin is not None:
+            digest = hashlib.sha256(result.plugin.encode()).hexdigest()[:12]
+            stem = f"{result.name}_plugins_{digest}"
+            path = Path(tmp) / f"{stem}.py"
+            path.write_text(result.plugin)
+            plugins.append(str(path))
+        try:
+            built = _build(result.spec, plugins)
+        except ArchError as e:
+            raise ArchError(f"the imported spec does not compile (an importer bug; please report it):\n{e}",
+                            None) from None
+        finally:
+            # the check's own copy of the plugin goes away: the user loads the written file
+            from ..plugins import unregister_op
+            for op in result.plugin_ops:
+                try:
+                    unregister_op(op)
+                except (KeyError, ValueError):
+                    pass
+            if stem is not None:
+                sys.modules.pop(stem, None)
+        missing = built.load_state_dict(ref.state_dict(), strict=False)
+        if missing.missing_keys or missing.unexpected_keys:
+            raise ArchError("the imported spec's state_dict differs from the model's: missing "
+                            f"{missing.missing_keys[:5]}, unexpected {missing.unexpected_keys[:5]}", None)
+        built.eval()
+        g = torch.Generator().manual_seed(1)
+        x = torch.randn((2, *example.shape[1:]), generator=g, dtype=example.dtype)
+        with torch.no_grad():
+            want = ref(x)
+            got = built(x)
+    diff = float((want - got).abs().max())
+    bound = TOLERANCE * max(1.0, float(want.abs().max()))
+    if not diff <= bound:
+        raise ArchError(f"the imported spec's output differs from the model's by {diff:.3g} (allowed {bound:.3g})",
+                        None, hint="an importer bug; please report it with the model")
+    return diff
+
+
+def import_module(model: Any, example_input: Any, *, name: str | None = None, keep: Iterable[str] = (),
+                  plugin_path: str | os.PathLike[str] | None = None, check: bool = True) -> str:
+    """The ``.arch`` text of ``model`` (an ``nn.Module``) traced on ``example_input`` (a batched tensor or
+    a per-sample shape): one block per module class, labels equal to the module paths (its state_dict
+    loads strictly), proven by a round trip when ``check``. Classes named in ``keep``, and classes the
+    language cannot express, become plugin ops: their file is written to ``plugin_path`` (required then)."""
+    r = import_model(model, example_input, name=name, keep=keep, check=check)
+    if r.plugin is not None:
+        if plugin_path is None:
+            raise ArchError("classes are kept whole as plugin ops: " + ", ".join(f"{k} ({v})" for k, v in r.kept.items()),
+                            None, hint="pass plugin_path= to write the plugin file")
+        Path(plugin_path).write_text(r.plugin)
+    return r.spec

@@ -1,0 +1,476 @@
+"""From one traced module (an fx graph and its values) to a body of spec-level nodes.
+
+Each fx node becomes zero or more :class:`SNode`: a registry op found by its PyTorch spelling
+(``OpDef.torch_forms``, looked up by kind and target), the use of a child block or group, a plugin op, or a
+free parameter. Sizes read from shapes are numbers at trace time and leave no node. The tensors of the spec
+keep the batch first, the traced ones may not (a permute that moves it): the :class:`TorchCall` handed to a
+form says where each input's batch is, the form writes the per-sample op, and every op's per-sample output
+shape is checked against the traced one, so a wrong mapping fails here rather than in the round trip.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..ops import OPS, MULTI_OUTPUT_OPS
+from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
+from ..ops.pytorch import MULTI_OUTPUT_FORMS
+from .trace import ImportFailure, Traced, Val, class_name, is_container
+
+__all__ = ["Ref", "SNode", "Body", "convert", "form_index"]
+
+# ops that read the batch's position through TorchCall.sample_dim: any other op needs it first
+_MOVED_OK = {"permute", "chunk", "split", "softmax", "mean", "reduce_sum", "amax", "amin", "concat", "stack", "roll",
+             "identity"}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor of a body: output ``k`` of node ``node`` (-1: the body's input ``x``)."""
+
+    node: int
+    k: int = 0
+
+
+@dataclass
+class SNode:
+    """One statement-level node: ``kind`` "op" (a registry op or a multi-output chunk/split), "use" (a child
+    block), "group" (an nn.Sequential: a labelled group), "plugin" (a kept class) or "param" (a free
+    parameter)."""
+
+    kind: str
+    op: str
+    args: dict[str, Any]
+    label: str | None
+    inputs: list[Ref]
+    n_out: int = 1
+    child: "Body | None" = None
+    module: Any = None
+
+
+@dataclass
+class Body:
+    """The converted body of one module: its nodes in order, its output, and where it came from."""
+
+    path: str
+    cls: str
+    module: Any
+    in_shape: tuple[int, ...]
+    nodes: list[SNode] = field(default_factory=list)
+    out: Ref = Ref(-1)
+    container: bool = False
+
+
+_INDEX: dict[tuple[str, str], list[tuple[str, TorchForm]]] = {}
+
+
+def form_index() -> dict[tuple[str, str], list[tuple[str, TorchForm]]]:
+    """(kind, target) -> [(op, form)] over the registry (built on first use, so ops registered by plugins
+    or later modules are seen)."""
+    _INDEX.clear()
+    seen: set[int] = set()
+    for d in OPS.values():
+        if id(d) in seen:
+            continue
+        seen.add(id(d))
+        for f in d.torch_forms:
+            _INDEX.setdefault((f.kind, f.target), []).append((d.name, f))
+    for name, forms in MULTI_OUTPUT_FORMS.items():
+        for f in forms:
+            _INDEX.setdefault((f.kind, f.target), []).append((name, f))
+    return _INDEX
+
+
+_PUBLIC = ("torch.nn.functional", "torch", "torch.linalg", "operator")
+
+
+def _fn_names(fn: Any) -> list[str]:
+    """The names a function is looked up by: the public modules that hold this very object (F.gelu is
+    ``torch._C._nn.gelu`` underneath), then its own module."""
+    import importlib
+    name = getattr(fn, "__name__", "")
+    out = []
+    for m in _PUBLIC:
+        if getattr(importlib.import_module(m), name, None) is fn:
+            out.append(f"{m}.{name}")
+    own = _fn_name(fn)
+    return out + ([own] if own not in out else [])
+
+
+def _fn_name(fn: Any) -> str:
+    mod = getattr(fn, "__module__", None) or ""
+    if mod == "_operator":
+        mod = "operator"
+    if mod.startswith("torch._C") or mod == "torch._tensor":
+        mod = "torch"
+    return f"{mod}.{getattr(fn, '__name__', repr(fn))}"
+
+
+class _Conv:
+    """Converts the graph of one traced module."""
+
+    def __init__(self, t: Traced, bodies: dict[str, Traced], kept: Callable[[Any], bool],
+                 cache: dict[str, Body], fallback: Callable[[str, Any, str], bool]) -> None:
+        self.t, self.bodies, self.kept, self.cache, self.fallback = t, bodies, kept, cache, fallback
+        self.body = Body(t.path, class_name(t.module), t.module, t.in_shape, container=is_container(t.module))
+        self.env: dict[str, Any] = {}           # node name -> Ref, a tuple of Refs, or a constant
+        self.vals: dict[Ref, Val] = {}          # the traced value of each spec tensor
+        self.params: dict[str, int] = {}        # get_attr node -> index of its param SNode
+        self.labels: set[str] = set()
+        self.index = form_index()
+
+    def fail(self, n: Any, why: str) -> ImportFailure:
+        return ImportFailure(f"{why} (at `{n.format_node()}`)" if hasattr(n, "format_node") else why)
+
+    def add(self, node: SNode, val: Val | list[Val]) -> Ref:
+        self.body.nodes.append(node)
+        i = len(self.body.nodes) - 1
+        vals = val if isinstance(val, list) else [val]
+        for k, v in enumerate(vals):
+            self.vals[Ref(i, k)] = v
+        if node.label is not None:
+            if node.label in self.labels:
+                if node.kind == "op" and not OPS[node.op].stateful:
+                    node.label = None       # a parameter-free module called again (ResNet's self.relu)
+                else:
+                    raise ImportFailure(f"module {node.label} is called twice (shared weights)")
+            else:
+                self.labels.add(node.label)
+        return Ref(i, 0)
+
+    # ---- arguments ----------------------------------------------------------------------------------
+    def call_args(self, n: Any) -> tuple[tuple[Any, ...], dict[str, Any], list[Ref]]:
+        import torch.fx as fx
+        tensors: list[Ref] = []
+
+        def conv(a: Any) -> Any:
+            if isinstance(a, fx.Node):
+                v = self.env.get(a.name)
+                if isinstance(v, Ref):
+                    tensors.append(v)
+                    return TensorArg(len(tensors) - 1)
+                if isinstance(v, tuple) and v and all(isinstance(r, Ref) for r in v):
+                    return [conv_ref(r) for r in v]
+                if isinstance(v, (_Const,)):
+                    return v.value
+                if isinstance(v, _Param):
+                    return v
+                raise self.fail(n, f"an argument {a.name} the importer cannot express")
+            if isinstance(a, (list, tuple)):
+                return type(a)(conv(x) for x in a)
+            if isinstance(a, dict):
+                return {k: conv(v) for k, v in a.items()}
+            return a
+
+        def conv_ref(r: Ref) -> TensorArg:
+            tensors.append(r)
+            return TensorArg(len(tensors) - 1)
+        args = tuple(conv(a) for a in n.args)
+        kwargs = {k: conv(v) for k, v in n.kwargs.items()}
+        return args, kwargs, tensors
+
+    def shapes(self, refs: list[Ref]) -> tuple[list[tuple[int, ...]], list[int]]:
+        shapes, axes = [], []
+        for r in refs:
+            v = self.vals[r]
+            if v.fold != 1:
+                raise ImportFailure("a reshape folds the batch into another axis (e.g. windows as B * nW): not "
+                                    "expressible per sample")
+            shapes.append(v.sample_shape)
+            axes.append(v.batch if v.batch is not None else 0)
+        return shapes, axes
+
+    # ---- nodes -----------------------------------------------------------------------------------
+    def run(self) -> Body:
+        first = True
+        for n in self.t.gm.graph.nodes:
+            val = self.t.vals.get(n.name)
+            if n.op == "placeholder":
+                if not first:
+                    # an optional argument traced at its default (attn_mask=None): fx checks it, nothing uses it
+                    self.env[n.name] = _Const(n.args[0] if n.args else None)
+                    continue
+                first = False
+                self.env[n.name] = Ref(-1)
+                self.vals[Ref(-1)] = val if val is not None else Val("tensor")
+                continue
+            if n.op == "output":
+                out = self.env.get(n.args[0].name) if hasattr(n.args[0], "name") else None
+                if not isinstance(out, Ref):
+                    raise self.fail(n, "the output is not a tensor")
+                self.body.out = out
+                continue
+            if val is None:
+                continue
+            if n.op == "get_attr":
+                self.get_attr(n, val)
+            elif val.kind not in ("tensor", "seq") or (val.kind == "seq" and not _has_tensor(val)):
+                self.env[n.name] = _Const(_plain(val))    # a size, a shape, an assert: known at trace time
+            elif n.op == "call_module":
+                self.call_module(n, val)
+            else:
+                self.call(n, val)
+        _hoist_params(self.body)
+        return self.body
+
+    def get_attr(self, n: Any, val: Val) -> None:
+        import torch
+        obj = self.t.gm
+        for part in n.target.split("."):
+            obj = getattr(obj, part)
+        if isinstance(obj, torch.nn.Parameter) and "." not in n.target:
+            self.env[n.name] = _Param(n.target, tuple(obj.shape))
+            return
+        if isinstance(obj, torch.nn.Parameter):
+            raise self.fail(n, f"parameter {n.target} of a submodule read directly")
+        raise self.fail(n, f"buffer or constant tensor {n.target} used in forward (buffers are not expressible yet)")
+
+    def param_ref(self, p: "_Param", batched: bool) -> Ref:
+        key = (p.name, batched)
+        idx = self.params.get(str(key))
+        if idx is not None:
+            return Ref(idx)
+        shape = list(p.shape[1:]) if batched else list(p.shape)
+        node = SNode("param", "parameter", {"shape": shape, "batch_dim": batched}, p.name, [])
+        r = self.add(node, Val("tensor", (1, *shape) if batched else tuple(shape), 0 if batched else None))
+        self.params[str(key)] = r.node
+        return r
+
+    def call_module(self, n: Any, val: Val) -> None:
+        sub = self.t.gm.get_submodule(n.target)
+        label = n.target
+        args, kwargs, refs = self.call_args(n)
+        if len(refs) != 1 or args != (TensorArg(0),) or kwargs:
+            raise self.fail(n, "a module called with more than one tensor")
+        path = f"{self.t.path}.{n.target}" if self.t.path else n.target
+        child = None
+        if path in self.bodies and not self.kept(sub):
+            child = self.cache.get(path)
+            if child is None:
+                try:
+                    child = _Conv(self.bodies[path], self.bodies, self.kept, self.cache, self.fallback).run()
+                    self.cache[path] = child
+                except ImportFailure as e:
+                    if not self.fallback(path, sub, str(e)):
+                        raise
+                    child = None
+        if child is not None:
+            kind = "group" if child.container else "use"
+            self.env[n.name] = self.add(SNode(kind, child.cls, {}, label, refs, child=child, module=sub), val)
+            return
+        if self.kept(sub) or path in self.bodies:
+            self.env[n.name] = self.add(SNode("plugin", class_name(sub), {}, label, refs, module=sub), val)
+            return
+        self.env[n.name] = self.apply(n, ("module", class_name(sub)), sub, args, kwargs, refs, val, label)
+
+    def call(self, n: Any, val: Val) -> None:
+        kind = "method" if n.op == "call_method" else "function"
+        target = n.target
+        if n.op != "call_method":
+            names = _fn_names(n.target)
+            target = next((t for t in names if (kind, t) in self.index), names[0])
+        if n.op == "call_function" and n.target is operator.getitem:
+            return self.getitem(n, val)
+        args, kwargs, refs = self.call_args(n)
+        if kind == "method" and target in ("expand", "expand_as") and isinstance(self.env.get(n.args[0].name), _Param):
+            p = self.env[n.args[0].name]
+            if p.shape[0] != 1 or val.batch != 0:
+                raise self.fail(n, "a parameter expanded other than over the batch")
+            self.env[n.name] = self.param_ref(p, True)
+            return
+        if target in ("unbind", "torch.unbind"):
+            return self.unbind(n, val, args, kwargs, refs)
+        self.env[n.name] = self.apply(n, (kind, target), None, args, kwargs, refs, val, None)
+
+    def _resolve_params(self, n: Any, args: tuple[Any, ...], kwargs: dict[str, Any], refs: list[Ref],
+                        val: Val) -> tuple[tuple[Any, ...], dict[str, Any], list[Ref]]:
+        """Parameters used in math: batch_dim when they carry a leading 1 of the batched operand's rank."""
+        out_rank = len(val.shape) if val.kind == "tensor" else 0
+
+        def fix(a: Any) -> Any:
+            if isinstance(a, _Param):
+                batched = len(a.shape) == out_rank and a.shape[0] == 1 and val.batch == 0
+                refs.append(self.param_ref(a, batched))
+                return TensorArg(len(refs) - 1)
+            if isinstance(a, (list, tuple)):
+                return type(a)(fix(x) for x in a)
+            return a
+        return tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}, refs
+
+    def layer_scale(self, key: tuple[str, str], args: tuple[Any, ...], refs: list[Ref], val: Val) -> Ref | None:
+        """``gamma * x`` with a per-channel parameter ((C, 1, 1) over [C, H, W], (C,) over the last dim) is the
+        ``layer_scale`` op labelled with the parameter's name (ConvNeXt, CaiT, ...)."""
+        if key not in (("function", "operator.mul"), ("method", "mul"), ("function", "torch.mul")) or len(args) != 2:
+            return None
+        ps = [a for a in args if isinstance(a, _Param)]
+        ts = [a for a in args if isinstance(a, TensorArg)]
+        if len(ps) != 1 or len(ts) != 1 or len(refs) != 1 or "layer_scale" not in OPS:
+            return None
+        p, v = ps[0], self.vals[refs[0]]
+        shape = v.sample_shape
+        if v.batch != 0 or v.fold != 1:
+            return None
+        dim: int | None
+        if len(shape) == 3 and p.shape == (shape[0], 1, 1):
+            dim = 1
+        elif p.shape == (shape[-1],):
+            dim = -1 if len(shape) == 3 else None
+        else:
+            return None
+        a: dict[str, Any] = {} if dim is None else {"dim": dim}
+        return self.add(SNode("op", "layer_scale", a, p.name, refs), val)
+
+    def apply(self, n: Any, key: tuple[str, str], module: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+              refs: list[Ref], val: Val, label: str | None) -> Any:
+        ls = self.layer_scale(key, args, refs, val)
+        if ls is not None:
+            return ls
+        args, kwargs, refs = self._resolve_params(n, args, kwargs, refs, val)
+        forms = self.index.get(key)
+        what = f"{key[0]} {key[1]}"
+        if not forms:
+            raise self.fail(n, f"no op of the language is written as the {what}")
+        if not refs:
+            raise self.fail(n, f"computation on parameters or constants ({what})")
+        shapes, axes = self.shapes(refs)
+        outs = val.items if val.kind == "seq" else [val]
+        call = TorchCall(module, args, kwargs, shapes, axes, [o.sample_shape for o in outs],
+                         [o.batch if o.batch is not None else 0 for o in outs])
+        why = ""
+        for op, form in forms:
+            try:
+                got = form.args(call)
+            except (ShapeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+                why = getattr(e, "message", str(e))
+                continue
+            if got is None:
+                continue
+            if op not in _MOVED_OK and any(a != 0 for a in axes):
+                why = f"the batch is at dim {max(axes)} here"
+                continue
+            if op in ("concat", "stack", "add", "mul") and len(refs) == 1 and op != "stack":
+                op, got = "identity", {}            # torch.cat([x], 1): DenseNet's first layer
+            if op in MULTI_OUTPUT_OPS:
+                node = SNode("op", op, got, label, refs, n_out=len(outs))
+                r = self.add(node, outs)
+                return tuple(Ref(r.node, k) for k in range(len(outs)))
+            try:
+                self.check(op, got, shapes, val)
+            except (ShapeError, ImportFailure) as e:
+                why = getattr(e, "message", str(e))
+                continue
+            return self.add(SNode("op", op, got, label, refs), val)
+        raise self.fail(n, f"the {what} is not expressible" + (f": {why}" if why else ""))
+
+    def check(self, op: str, args: dict[str, Any], shapes: list[tuple[int, ...]], val: Val) -> None:
+        d = OPS[op]
+        full = {a.name: a.default for a in d.args}
+        full.update(args)
+        missing = [k for k, v in full.items() if v is REQUIRED]
+        if missing:
+            raise ImportFailure(f"{op} lacks {missing}")
+        a = d.normalize(shapes, full) if d.normalize else full
+        got = tuple(d.shape(shapes, a))
+        if val.kind != "tensor" or got != val.sample_shape:
+            raise ImportFailure(f"{op} gives {list(got)} where the model has {list(val.sample_shape)}")
+
+    def reshape_to(self, r: Ref, val: Val) -> Ref:
+        if self.vals[r].sample_shape == val.sample_shape:
+            self.vals[r] = val
+            return r
+        return self.add(SNode("op", "reshape", {"shape": list(val.sample_shape)}, None, [r]), val)
+
+    def unbind(self, n: Any, val: Val, args: tuple[Any, ...], kwargs: dict[str, Any], refs: list[Ref]) -> None:
+        # unbind(d) is chunk(size, d) then a reshape of each piece that drops the dim
+        shapes, axes = self.shapes(refs)
+        call = TorchCall(None, args, kwargs, shapes, axes)
+        d = call.sample_dim(call.arg(1, "dim", 0))
+        size = shapes[0][d]
+        node = SNode("op", "chunk", {"chunks": size, "dim": d + 1}, None, refs, n_out=size)
+        piece = list(shapes[0])
+        piece[d] = 1
+        r = self.add(node, [Val("tensor", (1, *piece), 0)] * size)
+        self.env[n.name] = tuple(self.reshape_to(Ref(r.node, k), item) for k, item in enumerate(val.items))
+
+    def getitem(self, n: Any, val: Val) -> None:
+        src = self.env.get(n.args[0].name)
+        idx = n.args[1]
+        if isinstance(src, tuple):         # an output of chunk/split/unbind
+            self.env[n.name] = src[idx]
+            return
+        if not isinstance(src, Ref):
+            raise self.fail(n, "indexing a value the importer cannot express")
+        sv = self.vals[src]
+        items = list(idx) if isinstance(idx, tuple) else [idx]
+        if any(i is None for i in items):
+            raise self.fail(n, "indexing with None (a new axis)")
+        if Ellipsis in items:
+            e = items.index(Ellipsis)
+            items = items[:e] + [slice(None)] * (len(sv.shape) - len(items) + 1) + items[e + 1:]
+        r = src
+        for dim, it in enumerate(items):
+            if isinstance(it, slice) and it == slice(None):
+                continue
+            if dim == sv.batch:
+                raise self.fail(n, "indexing along the batch")
+            size = sv.shape[dim]
+            if isinstance(it, int):
+                it = it % size
+                it = slice(it, it + 1, 1)
+            if not isinstance(it, slice) or not all(v is None or isinstance(v, int) for v in
+                                                    (it.start, it.stop, it.step)):
+                raise self.fail(n, "indexing with a tensor or a size read at run time")
+            start, stop, step = it.indices(size)
+            sdim = dim - 1 if sv.batch is not None and dim > sv.batch else dim
+            cur = self.vals[r]
+            shape = list(cur.sample_shape)
+            shape[sdim] = len(range(start, stop, step))
+            args = {"dim": sdim + 1, "start": start, "end": stop, "step": step}
+            r = self.add(SNode("op", "slice", args, None, [r]), Val("tensor", (1, *shape), 0))
+        self.env[n.name] = self.reshape_to(r, val)
+
+
+@dataclass(frozen=True)
+class _Const:
+    value: Any
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str
+    shape: tuple[int, ...]
+
+
+def _hoist_params(body: Body) -> None:
+    """Free parameters first (they read no tensor), so branches that use one stay contiguous."""
+    order = [i for i, n in enumerate(body.nodes) if n.kind == "param"]
+    order += [i for i, n in enumerate(body.nodes) if n.kind != "param"]
+    if order == list(range(len(order))):
+        return
+    new = {old: k for k, old in enumerate(order)}
+
+    def remap(r: Ref) -> Ref:
+        return r if r.node < 0 else Ref(new[r.node], r.k)
+    body.nodes = [body.nodes[i] for i in order]
+    for n in body.nodes:
+        n.inputs = [remap(r) for r in n.inputs]
+    body.out = remap(body.out)
+
+
+def _has_tensor(v: Val) -> bool:
+    return v.kind == "tensor" or any(_has_tensor(i) for i in v.items)
+
+
+def _plain(v: Val) -> Any:
+    if v.kind == "seq":
+        return tuple(_plain(i) for i in v.items)
+    return v.value
+
+
+def convert(root: Traced, bodies: dict[str, Traced], kept: Callable[[Any], bool],
+            fallback: Callable[[str, Any, str], bool]) -> Body:
+    """The body of ``root`` with every child body converted. A child that cannot be is handed to
+    ``fallback(path, module, why)``: True keeps it as a plugin op (``kept`` must then say so), False
+    re-raises the ImportFailure."""
+    return _Conv(root, bodies, kept, {}, fallback).run()
