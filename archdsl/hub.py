@@ -484,9 +484,9 @@ def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_sha
 def _headless_model(entry: dict[str, Any], params: dict[str, Any], input_shape: tuple[int, ...] | None,
                     num_classes: int) -> Any:
     """A backbone (feature maps out, no classifier) as a timm model: pooled features of its last map, and a
-    ``head`` classifier when ``num_classes`` > 0 (:func:`archdsl.passes.features.with_classifier`)."""
+    ``head`` classifier when ``num_classes`` > 0 (:func:`archdsl.passes.head.with_classifier`)."""
     from .codegen.build import instantiate
-    from .passes.features import with_classifier
+    from .passes.head import with_classifier
     from .pipeline import compile_graph
     g = compile_graph(entry["spec"], dict(params), input_shape=input_shape)
     model = instantiate(with_classifier(g, max(num_classes, 1)))

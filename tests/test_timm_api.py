@@ -85,9 +85,9 @@ def test_features_only_equals_timm(spec: str) -> None:
         assert _close(u, v), (u.shape, v.shape)
 
 
-# 8 of the 10: DeiT's distilled tokens and GhostNet's forward_intermediates are not timm's yet (closing note)
-@pytest.mark.parametrize("spec", [s for s in TIMM_REFERENCED if s not in (
-    "vit.arch:deit_tiny_distilled_patch16_224", "ghostnet.arch:ghostnet_100")])
+# all 10: DeiT's two prefix tokens and distilled head (the final map is the norm's tokens), GhostNet's pooled
+# conv head (the final map is the blocks' output, before global_pool -> conv_head), as timm gives them
+@pytest.mark.parametrize("spec", list(TIMM_REFERENCED))
 def test_forward_intermediates_equals_timm(spec: str) -> None:
     ours, ref = _pair(spec)
     x = _x(TIMM_REFERENCED[spec][1])
@@ -97,6 +97,9 @@ def test_forward_intermediates_equals_timm(spec: str) -> None:
         assert _close(fa, fb)
         if hasattr(ours, "forward_features"):   # (RepViT's distilled head is no linear classifier: none)
             assert _close(fa, ours.forward_features(x))
+            assert (ours.num_features, ours.head_hidden_size) == (ref.num_features, ref.head_hidden_size)
+            if type(ours.get_classifier()) is torch.nn.Linear:   # (ConvNeXt's head container: its own input)
+                assert _close(ours.forward_head(fa, pre_logits=True), ref.forward_head(fb, pre_logits=True))
         assert len(ia) == len(ib) and all(_close(u, v) for u, v in zip(ia, ib))
         only_a = ours.forward_intermediates(x, indices=[-2, -1], intermediates_only=True, output_fmt="NHWC")
         only_b = [t.permute(0, 2, 3, 1) for t in ref.forward_intermediates(x, indices=[-2, -1],

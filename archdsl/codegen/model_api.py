@@ -21,7 +21,8 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..ir import Graph
-from ..passes.features import FeatureInfo, feature_taps, head_features
+from ..passes.features import FeatureInfo, feature_taps
+from ..passes.head import head_features
 from ..passes.sizes import fixed_input_size
 
 __all__ = ["features_graph", "install", "bind", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
@@ -259,12 +260,40 @@ def _shared(model: nn.Module, graph: Graph, levels: list[dict[str, Any]], picked
 
 def _feature_node(graph: Graph, levels: list[dict[str, Any]]) -> int:
     """The node whose value forward_features returns (where the generated forward_head starts); for a
-    network without a linear classifier (RepViT's distilled head) the last level's map."""
+    network without one linear classifier (the distilled heads of DeiT and RepViT average two) the last node
+    every path to the output passes through that is not a parameter-free step of the head (of the network
+    itself or of the output's own container): DeiT's final ``norm``, RepViT's last block, as timm's
+    ``forward_features`` ends there."""
     h = head_features(graph)
     if h is not None:
         return int(h["feature_node"])
+    if len(graph.outputs) == 1:
+        out = graph.outputs[0][1]
+        head = {f.path for f in graph.node(out).scope if f.kind in ("block", "group") and f.path}
+        for nid in _dominators(graph, out):
+            n = graph.node(nid)
+            if n.op == "input" or n.params or any(f.kind in ("block", "group") and f.path and f.path not in head
+                                                  for f in n.scope):
+                return nid
     last, _ = feature_taps(graph, levels=[{k: levels[-1][k] for k in ("num_chs", "reduction", "module")}])
     return last.outputs[0][1]
+
+
+def _dominators(graph: Graph, out: int) -> list[int]:
+    """The nodes on every path from the input to ``out`` (``out`` first, then towards the input): walking the
+    graph backwards in reverse topological order, a node is one when it is the whole open frontier."""
+    order = [n.id for n in graph.records()]
+    pos = {nid: k for k, nid in enumerate(order)}
+    open_: set[int] = {out}
+    found: list[int] = []
+    for nid in reversed(order[:pos[out] + 1]):
+        if nid not in open_:
+            continue
+        if len(open_) == 1:
+            found.append(nid)
+        open_.discard(nid)
+        open_.update(graph.node(nid).inputs)
+    return found
 
 
 def _with_features(graph: Graph, taps: Graph, fnode: int) -> Graph:
