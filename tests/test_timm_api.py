@@ -231,11 +231,13 @@ def test_pretrained_cfg_keys() -> None:
 # ---- timm's own model tests (tests/test_models.py), written here, on one network per family -----------------
 @pytest.fixture(scope="module")
 def registered() -> list[str]:
-    return hub.register_timm([_spec(s) for s in ("resnet.arch", "vit.arch", "convnext.arch", "swin.arch")])
+    return hub.register_timm([_spec(s) for s in ("resnet.arch", "vit.arch", "convnext.arch", "swin.arch",
+                                                 "ghostnet.arch")])
 
 
+# (GhostNet: a head that pools before its own conv_head -- forward_features ends at the blocks, as timm's)
 FAMILIES = ["archdsl_resnet18", "archdsl_vit_tiny_patch16_224", "archdsl_convnext_tiny_backbone",
-            "archdsl_swin_t"]
+            "archdsl_swin_t", "archdsl_ghostnet_100"]
 
 
 def _size(name: str) -> tuple[int, ...]:
