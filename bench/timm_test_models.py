@@ -4,7 +4,9 @@ timm's file is never copied into this repository: it is read from a timm checkou
 directory, ``git show HEAD:tests/test_models.py``) or a file (``--test-file``) into a scratch folder, beside
 a ``conftest.py`` that registers the library before timm's module builds its parametrizations and keeps only
 the tests of models matching ``ARCHDSL_TIMM_MODELS`` (fnmatch patterns, comma-separated; default
-``archdsl_*``), with a per-test time limit (``ARCHDSL_TIMM_TEST_TIMEOUT`` s, SIGALRM). Every test's
+``archdsl_*``), with a per-test time limit (``ARCHDSL_TIMM_TEST_TIMEOUT`` s, SIGALRM). With
+``ARCHDSL_PREFIX_FILTERS=1`` (the default) timm's own name filters also apply behind our ``archdsl_`` prefix
+(``vit_*`` -> ``archdsl_vit_*``): a model gets the tests timm gives its own equivalent. Every test's
 outcome is appended to a JSON-lines log; ``--table`` writes the model x test table (markdown).
 
     python bench/timm_test_models.py --timm-git PATH/pytorch-image-models/.git --log out.jsonl \\
@@ -29,8 +31,28 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFTEST = '''
 import fnmatch, json, os, signal, time
 import pytest
+import timm
 import archdsl.hub
 archdsl.hub.register_timm()
+
+if os.environ.get("ARCHDSL_PREFIX_FILTERS", "1") == "1":
+    # timm's name filters (NON_STD_FILTERS 'vit_*', EXCLUDE_JIT_FILTERS 'densenet*', ...) also match the
+    # same patterns behind our prefix, so an archdsl model gets the tests timm gives its own equivalent
+    _list_models = timm.list_models
+
+    def _prefixed(pats):
+        pats = [pats] if isinstance(pats, str) else list(pats or [])
+        return pats + ["archdsl_" + p for p in pats if p and not p.startswith("*")]
+
+    def list_models(*args, **kwargs):
+        if args:
+            kwargs["filter"], args = args[0], args[1:]
+        for key in ("filter", "exclude_filters"):
+            if kwargs.get(key):
+                kwargs[key] = _prefixed(kwargs[key])
+        return _list_models(*args, **kwargs)
+
+    timm.list_models = list_models
 _PATS = [p for p in os.environ.get("ARCHDSL_TIMM_MODELS", "archdsl_*").split(",") if p]
 _LOG = os.environ["ARCHDSL_TIMM_LOG"]
 _LIMIT = int(os.environ.get("ARCHDSL_TIMM_TEST_TIMEOUT", "300"))

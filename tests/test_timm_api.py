@@ -232,12 +232,13 @@ def test_pretrained_cfg_keys() -> None:
 @pytest.fixture(scope="module")
 def registered() -> list[str]:
     return hub.register_timm([_spec(s) for s in ("resnet.arch", "vit.arch", "convnext.arch", "swin.arch",
-                                                 "ghostnet.arch")])
+                                                 "ghostnet.arch", "mobilenet.arch")])
 
 
-# (GhostNet: a head that pools before its own conv_head -- forward_features ends at the blocks, as timm's)
+# (GhostNet: a head that pools before its own conv_head -- forward_features ends at the blocks, as timm's;
+# MobileNetV3: torchvision's classifier Sequential, pre-logits what enters it)
 FAMILIES = ["archdsl_resnet18", "archdsl_vit_tiny_patch16_224", "archdsl_convnext_tiny_backbone",
-            "archdsl_swin_t", "archdsl_ghostnet_100"]
+            "archdsl_swin_t", "archdsl_ghostnet_100", "archdsl_mobilenet_v3_small"]
 
 
 def _size(name: str) -> tuple[int, ...]:
