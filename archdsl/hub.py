@@ -579,6 +579,8 @@ def register_timm(spec_paths: Iterable[str | os.PathLike[str]] = (), *, library:
             fn = _entrypoint(entry)
             cfg = _reference_cfg(net["reference"], tuple(net["input"]), entry["num_classes"])
             cfg["fixed_input_size"] = bool(net.get("fixed_input_size"))
+            if net.get("min_input_size"):   # (timm's tests then run at a size the spec takes)
+                cfg["min_input_size"] = tuple(net["min_input_size"])
             if entry["headless"]:
                 cfg["num_classes"] = 0
             mod.default_cfgs[fn.__name__] = {  # type: ignore[attr-defined]

@@ -295,3 +295,19 @@ def test_timm_backward_features_fx_torchscript(registered: list[str], name: str)
         maps = feats(x[:1])
     c_axis = -1 if feats.output_fmt == "NHWC" else 1
     assert [t.shape[c_axis] for t in maps] == feats.feature_info.channels()
+
+
+def test_min_input_size_where_timm_test_sizes_are_refused() -> None:
+    """MobileViT takes multiples of 64: its cfg has timm's min_input_size, so timm's tests (features at 96,
+    which the spec refuses) run at the smallest size it takes; networks any test size fits have none."""
+    from archdsl.passes.sizes import min_input_size
+    assert min_input_size(archdsl.graph(_spec("mobilevit.arch:mobilevit_s"))) == (3, 64, 64)
+    assert min_input_size(archdsl.graph(_spec("resnet.arch:resnet18"))) is None
+    assert min_input_size(archdsl.graph(_spec("swin.arch:swin_t"))) is None
+    hub.register_timm([_spec("mobilevit.arch")], library=False)
+    assert timm.models.get_pretrained_cfg_value("archdsl_mobilevit_s", "min_input_size") == (3, 64, 64)
+    feats = timm.create_model("archdsl_mobilevit_s", features_only=True).eval()
+    assert feats.default_cfg["min_input_size"] == (3, 64, 64)   # (what timm's features test reads)
+    with torch.no_grad():
+        maps = feats(_x(64))
+    assert [t.shape[1] for t in maps] == feats.feature_info.channels()

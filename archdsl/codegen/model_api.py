@@ -23,7 +23,7 @@ from torch import nn
 from ..ir import Graph
 from ..passes.features import FeatureInfo, feature_taps
 from ..passes.head import head_features
-from ..passes.sizes import fixed_input_size
+from ..passes.sizes import fixed_input_size, min_input_size
 
 __all__ = ["features_graph", "install", "bind", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
            "group_matcher", "forward_intermediates", "features_model", "graph_cfg"]
@@ -392,8 +392,12 @@ def features_model(g: Graph, *, out_indices: Sequence[int] | None = None, labels
 
 def graph_cfg(g: Graph) -> dict[str, Any]:
     """timm's cfg keys that describe the network itself: ``first_conv``, ``classifier``, ``pool_size`` (the
-    unpooled features' grid at the input size), ``fixed_input_size`` (the input contract is bounded)."""
+    unpooled features' grid at the input size), ``fixed_input_size`` (the input contract is bounded),
+    ``min_input_size`` (where timm's test sizes may be refused: :func:`archdsl.passes.sizes.min_input_size`)."""
     out: dict[str, Any] = {"fixed_input_size": fixed_input_size(g)}
+    smallest = min_input_size(g)
+    if smallest is not None:   # (MobileViT: multiples of 64; timm's tests then run at a size it takes)
+        out["min_input_size"] = smallest
     first = next((n for n in g.records() if n.op == "conv2d" and n.module), None)
     if first is not None:
         out["first_conv"] = first.module
