@@ -242,7 +242,7 @@ def pretrained_cfg(obj: Any) -> dict[str, Any]:
     from .codegen.model_api import graph_cfg
     g = _graph_of(obj)
     cfg = _reference_cfg(g.reference, g.input_shape, _num_classes(g))
-    cfg.update(graph_cfg(g))
+    cfg.update(graph_cfg(g, tuple(cfg["input_size"])))
     return cfg
 
 

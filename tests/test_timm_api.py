@@ -224,6 +224,9 @@ def test_pretrained_cfg_keys() -> None:
     r = hub.pretrained_cfg(archdsl.graph(_spec("resnet.arch:resnet50")))
     assert r["classifier"] == "fc" and r["first_conv"] == "conv1" and r["pool_size"] == (7, 7)
     assert r["fixed_input_size"] is False and r["source"] == "torchvision"
+    # the unpooled grid at the cfg's input size (torchvision's 240 crop), not at the spec's declared 224
+    b1 = hub.pretrained_cfg(archdsl.graph(_spec("efficientnet.arch:efficientnet_b1")))
+    assert b1["input_size"] == (3, 240, 240) and b1["pool_size"] == (8, 8)
     swin = hub.pretrained_cfg(archdsl.graph(_spec("swin.arch:swin_t")))
     assert swin["fixed_input_size"] is True and swin["pool_size"] == (7, 7) and swin["classifier"] == "head"
 

@@ -23,7 +23,7 @@ from torch import nn
 from ..ir import Graph
 from ..passes.features import FeatureInfo, feature_taps
 from ..passes.head import head_features
-from ..passes.sizes import fixed_input_size, min_input_size
+from ..passes.sizes import fixed_input_size, min_input_size, shapes_at
 
 __all__ = ["features_graph", "install", "bind", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
            "group_matcher", "forward_intermediates", "features_model", "graph_cfg"]
@@ -390,10 +390,16 @@ def features_model(g: Graph, *, out_indices: Sequence[int] | None = None, labels
     return model
 
 
-def graph_cfg(g: Graph) -> dict[str, Any]:
+def graph_cfg(g: Graph, input_size: tuple[int, ...] | None = None) -> dict[str, Any]:
     """timm's cfg keys that describe the network itself: ``first_conv``, ``classifier``, ``pool_size`` (the
-    unpooled features' grid at the input size), ``fixed_input_size`` (the input contract is bounded),
-    ``min_input_size`` (where timm's test sizes may be refused: :func:`archdsl.passes.sizes.min_input_size`)."""
+    unpooled features' grid at the input size: ``input_size`` where given, the cfg's -- EfficientNet-B1's
+    240 -- else the spec's), ``fixed_input_size`` (the input contract is bounded), ``min_input_size``
+    (where timm's test sizes may be refused: :func:`archdsl.passes.sizes.min_input_size`)."""
+    at = shapes_at(g, tuple(input_size)) if input_size and tuple(input_size) != tuple(g.input_shape) else None
+
+    def shape_of(nid: int) -> tuple[int, ...]:
+        return tuple(at[nid]) if at is not None else tuple(g.node(nid).shape)
+
     out: dict[str, Any] = {"fixed_input_size": fixed_input_size(g)}
     smallest = min_input_size(g)
     if smallest is not None:   # (MobileViT: multiples of 64; timm's tests then run at a size it takes)
@@ -405,7 +411,7 @@ def graph_cfg(g: Graph) -> dict[str, Any]:
     if head is not None:
         if head["classifier"]:
             out["classifier"] = head["classifier"]
-        shape = head["feature_shape"]
+        shape = shape_of(head["feature_node"])
         if head["output_fmt"] == "NCHW" and len(shape) == 3:
             out["pool_size"] = tuple(shape[1:])
         elif head["output_fmt"] == "NHWC":
@@ -413,7 +419,7 @@ def graph_cfg(g: Graph) -> dict[str, Any]:
         else:
             out["pool_size"] = None
     elif g.outputs and len(g.node(g.outputs[-1][1]).shape) == 3:
-        out["pool_size"] = tuple(g.node(g.outputs[-1][1]).shape[1:])   # a backbone: its last map
+        out["pool_size"] = shape_of(g.outputs[-1][1])[1:]   # a backbone: its last map
     return out
 
 
