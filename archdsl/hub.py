@@ -245,7 +245,7 @@ def pretrained_cfg(obj: Any) -> dict[str, Any]:
     from .codegen.model_api import graph_cfg
     g = _graph_of(obj)
     cfg = _reference_cfg(g.reference, g.input_shape, _num_classes(g))
-    cfg.update(graph_cfg(g))
+    cfg.update(graph_cfg(g, tuple(cfg["input_size"])))
     return cfg
 
 
@@ -487,9 +487,9 @@ def build_model(spec: str, params: Mapping[str, Any] | None = None, *, input_sha
 def _headless_model(entry: dict[str, Any], params: dict[str, Any], input_shape: tuple[int, ...] | None,
                     num_classes: int) -> Any:
     """A backbone (feature maps out, no classifier) as a timm model: pooled features of its last map, and a
-    ``head`` classifier when ``num_classes`` > 0 (:func:`archdsl.passes.features.with_classifier`)."""
+    ``head`` classifier when ``num_classes`` > 0 (:func:`archdsl.passes.head.with_classifier`)."""
     from .codegen.build import instantiate
-    from .passes.features import with_classifier
+    from .passes.head import with_classifier
     from .pipeline import compile_graph
     g = compile_graph(entry["spec"], dict(params), input_shape=input_shape)
     model = instantiate(with_classifier(g, max(num_classes, 1)))
@@ -582,6 +582,8 @@ def register_timm(spec_paths: Iterable[str | os.PathLike[str]] = (), *, library:
             fn = _entrypoint(entry)
             cfg = _reference_cfg(net["reference"], tuple(net["input"]), entry["num_classes"])
             cfg["fixed_input_size"] = bool(net.get("fixed_input_size"))
+            if net.get("min_input_size"):   # (timm's tests then run at a size the spec takes)
+                cfg["min_input_size"] = tuple(net["min_input_size"])
             if entry["headless"]:
                 cfg["num_classes"] = 0
             mod.default_cfgs[fn.__name__] = {  # type: ignore[attr-defined]

@@ -26,7 +26,7 @@ from .lang.scales import ScaleSettings, check_scales, scale_names, scale_setting
 from .limits import Limits
 from .lower import lower_network
 from .passes import run_checks
-from .passes.sizes import fixed_input_size
+from .passes.sizes import fixed_input_size, min_input_size
 from .source import Source
 
 __all__ = ["Resolved", "resolve", "compile_graph", "lower_checked", "check_paths", "list_networks", "parse_set",
@@ -304,7 +304,8 @@ def _applicable(net: A.NetworkDef, params: dict[str, Any] | None) -> dict[str, A
 def list_networks(path: str, *, contracts: bool = False) -> list[dict[str, Any]]:
     """Every network under ``path``: its address, default input shape and reference; with ``contracts``
     also ``fixed_input_size`` (the network takes no smaller or larger input than declared, timm's key: a
-    ViT's position embedding, Swin's windows).
+    ViT's position embedding, Swin's windows) and ``min_input_size`` (timm's key where the network needs a
+    size multiple over 32, else None: :func:`archdsl.passes.sizes.min_input_size`).
 
     A file that does not load (a syntax or import error) does not stop the listing: it gets one entry
     with ``"name": None`` and its first error in ``"error"``.
@@ -339,6 +340,7 @@ def list_networks(path: str, *, contracts: bool = False) -> list[dict[str, Any]]
                     entry["outputs"] = {k: list(v) for k, v in g.output_shapes.items()}
                     if contracts:
                         entry["fixed_input_size"] = fixed_input_size(g)
+                        entry["min_input_size"] = min_input_size(g)
                 except ArchError as e:
                     entry["error"] = e.diagnostics[0].format().splitlines()[0]
                 out.append(entry)

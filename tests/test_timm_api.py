@@ -85,9 +85,9 @@ def test_features_only_equals_timm(spec: str) -> None:
         assert _close(u, v), (u.shape, v.shape)
 
 
-# 8 of the 10: DeiT's distilled tokens and GhostNet's forward_intermediates are not timm's yet (closing note)
-@pytest.mark.parametrize("spec", [s for s in TIMM_REFERENCED if s not in (
-    "vit.arch:deit_tiny_distilled_patch16_224", "ghostnet.arch:ghostnet_100")])
+# all 10: DeiT's two prefix tokens and distilled head (the final map is the norm's tokens), GhostNet's pooled
+# conv head (the final map is the blocks' output, before global_pool -> conv_head), as timm gives them
+@pytest.mark.parametrize("spec", list(TIMM_REFERENCED))
 def test_forward_intermediates_equals_timm(spec: str) -> None:
     ours, ref = _pair(spec)
     x = _x(TIMM_REFERENCED[spec][1])
@@ -97,6 +97,9 @@ def test_forward_intermediates_equals_timm(spec: str) -> None:
         assert _close(fa, fb)
         if hasattr(ours, "forward_features"):   # (RepViT's distilled head is no linear classifier: none)
             assert _close(fa, ours.forward_features(x))
+            assert (ours.num_features, ours.head_hidden_size) == (ref.num_features, ref.head_hidden_size)
+            if type(ours.get_classifier()) is torch.nn.Linear:   # (ConvNeXt's head container: its own input)
+                assert _close(ours.forward_head(fa, pre_logits=True), ref.forward_head(fb, pre_logits=True))
         assert len(ia) == len(ib) and all(_close(u, v) for u, v in zip(ia, ib))
         only_a = ours.forward_intermediates(x, indices=[-2, -1], intermediates_only=True, output_fmt="NHWC")
         only_b = [t.permute(0, 2, 3, 1) for t in ref.forward_intermediates(x, indices=[-2, -1],
@@ -221,6 +224,9 @@ def test_pretrained_cfg_keys() -> None:
     r = hub.pretrained_cfg(archdsl.graph(_spec("resnet.arch:resnet50")))
     assert r["classifier"] == "fc" and r["first_conv"] == "conv1" and r["pool_size"] == (7, 7)
     assert r["fixed_input_size"] is False and r["source"] == "torchvision"
+    # the unpooled grid at the cfg's input size (torchvision's 240 crop), not at the spec's declared 224
+    b1 = hub.pretrained_cfg(archdsl.graph(_spec("efficientnet.arch:efficientnet_b1")))
+    assert b1["input_size"] == (3, 240, 240) and b1["pool_size"] == (8, 8)
     swin = hub.pretrained_cfg(archdsl.graph(_spec("swin.arch:swin_t")))
     assert swin["fixed_input_size"] is True and swin["pool_size"] == (7, 7) and swin["classifier"] == "head"
 
@@ -228,11 +234,14 @@ def test_pretrained_cfg_keys() -> None:
 # ---- timm's own model tests (tests/test_models.py), written here, on one network per family -----------------
 @pytest.fixture(scope="module")
 def registered() -> list[str]:
-    return hub.register_timm([_spec(s) for s in ("resnet.arch", "vit.arch", "convnext.arch", "swin.arch")])
+    return hub.register_timm([_spec(s) for s in ("resnet.arch", "vit.arch", "convnext.arch", "swin.arch",
+                                                 "ghostnet.arch", "mobilenet.arch")])
 
 
+# (GhostNet: a head that pools before its own conv_head -- forward_features ends at the blocks, as timm's;
+# MobileNetV3: torchvision's classifier Sequential, pre-logits what enters it)
 FAMILIES = ["archdsl_resnet18", "archdsl_vit_tiny_patch16_224", "archdsl_convnext_tiny_backbone",
-            "archdsl_swin_t"]
+            "archdsl_swin_t", "archdsl_ghostnet_100", "archdsl_mobilenet_v3_small"]
 
 
 def _size(name: str) -> tuple[int, ...]:
@@ -289,3 +298,19 @@ def test_timm_backward_features_fx_torchscript(registered: list[str], name: str)
         maps = feats(x[:1])
     c_axis = -1 if feats.output_fmt == "NHWC" else 1
     assert [t.shape[c_axis] for t in maps] == feats.feature_info.channels()
+
+
+def test_min_input_size_where_timm_test_sizes_are_refused() -> None:
+    """MobileViT takes multiples of 64: its cfg has timm's min_input_size, so timm's tests (features at 96,
+    which the spec refuses) run at the smallest size it takes; networks any test size fits have none."""
+    from archdsl.passes.sizes import min_input_size
+    assert min_input_size(archdsl.graph(_spec("mobilevit.arch:mobilevit_s"))) == (3, 64, 64)
+    assert min_input_size(archdsl.graph(_spec("resnet.arch:resnet18"))) is None
+    assert min_input_size(archdsl.graph(_spec("swin.arch:swin_t"))) is None
+    hub.register_timm([_spec("mobilevit.arch")], library=False)
+    assert timm.models.get_pretrained_cfg_value("archdsl_mobilevit_s", "min_input_size") == (3, 64, 64)
+    feats = timm.create_model("archdsl_mobilevit_s", features_only=True).eval()
+    assert feats.default_cfg["min_input_size"] == (3, 64, 64)   # (what timm's features test reads)
+    with torch.no_grad():
+        maps = feats(_x(64))
+    assert [t.shape[1] for t in maps] == feats.feature_info.channels()

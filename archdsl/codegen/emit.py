@@ -24,7 +24,7 @@ from typing import Any
 
 from ..ir import Graph
 from ..ops import HELPERS, Lit
-from ..passes.features import head_features
+from ..passes.head import head_features
 from ..passes.sizes import input_contract
 from .names import (RESERVED_GLOBALS, GenerationError, attr_ok, camel, check_child_name, fmt_value, literal,
                     py_identifier, unique)
@@ -326,12 +326,12 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
 
 
 def _classifier_head(graph: Graph) -> HeadInfo | None:
-    """timm's head facts (:func:`archdsl.passes.features.head_features`) of a network ending in a classifier."""
+    """timm's head facts (:func:`archdsl.passes.head.head_features`) of a network ending in a classifier."""
     h = head_features(graph)
     if h is None:
         return None
     return HeadInfo(h["num_features"], h["head_hidden_size"], h["num_classes"], h["global_pool"], h["output_fmt"],
-                    h["flatten"])
+                    h["flatten"], h["head_len"])
 
 
 def _smoke(name: str, graph: Graph) -> list[str]:

@@ -24,6 +24,7 @@ class HeadInfo:
     global_pool: str
     output_fmt: str
     flatten: bool = False
+    head_len: int | None = None   # statements of a head with layers after its pooling (GhostNet's conv_head)
 
 
 def with_head_api(spec_params: list[tuple[str, Any]], lines: list[str], body: list[str], starts: list[int],

@@ -21,8 +21,9 @@ import torch.utils.checkpoint
 from torch import nn
 
 from ..ir import Graph
-from ..passes.features import FeatureInfo, feature_taps, head_features
-from ..passes.sizes import fixed_input_size
+from ..passes.features import FeatureInfo, feature_taps
+from ..passes.head import head_features
+from ..passes.sizes import fixed_input_size, min_input_size, shapes_at
 
 __all__ = ["features_graph", "install", "bind", "block_paths", "BlockMatcher", "reference_levels", "feature_levels", "set_grad_checkpointing",
            "group_matcher", "forward_intermediates", "features_model", "graph_cfg"]
@@ -259,12 +260,40 @@ def _shared(model: nn.Module, graph: Graph, levels: list[dict[str, Any]], picked
 
 def _feature_node(graph: Graph, levels: list[dict[str, Any]]) -> int:
     """The node whose value forward_features returns (where the generated forward_head starts); for a
-    network without a linear classifier (RepViT's distilled head) the last level's map."""
+    network without one linear classifier (the distilled heads of DeiT and RepViT average two) the last node
+    every path to the output passes through that is not a parameter-free step of the head (of the network
+    itself or of the output's own container): DeiT's final ``norm``, RepViT's last block, as timm's
+    ``forward_features`` ends there."""
     h = head_features(graph)
     if h is not None:
         return int(h["feature_node"])
+    if len(graph.outputs) == 1:
+        out = graph.outputs[0][1]
+        head = {f.path for f in graph.node(out).scope if f.kind in ("block", "group") and f.path}
+        for nid in _dominators(graph, out):
+            n = graph.node(nid)
+            if n.op == "input" or n.params or any(f.kind in ("block", "group") and f.path and f.path not in head
+                                                  for f in n.scope):
+                return nid
     last, _ = feature_taps(graph, levels=[{k: levels[-1][k] for k in ("num_chs", "reduction", "module")}])
     return last.outputs[0][1]
+
+
+def _dominators(graph: Graph, out: int) -> list[int]:
+    """The nodes on every path from the input to ``out`` (``out`` first, then towards the input): walking the
+    graph backwards in reverse topological order, a node is one when it is the whole open frontier."""
+    order = [n.id for n in graph.records()]
+    pos = {nid: k for k, nid in enumerate(order)}
+    open_: set[int] = {out}
+    found: list[int] = []
+    for nid in reversed(order[:pos[out] + 1]):
+        if nid not in open_:
+            continue
+        if len(open_) == 1:
+            found.append(nid)
+        open_.discard(nid)
+        open_.update(graph.node(nid).inputs)
+    return found
 
 
 def _with_features(graph: Graph, taps: Graph, fnode: int) -> Graph:
@@ -362,10 +391,20 @@ def features_model(g: Graph, *, out_indices: Sequence[int] | None = None, labels
     return model
 
 
-def graph_cfg(g: Graph) -> dict[str, Any]:
+def graph_cfg(g: Graph, input_size: tuple[int, ...] | None = None) -> dict[str, Any]:
     """timm's cfg keys that describe the network itself: ``first_conv``, ``classifier``, ``pool_size`` (the
-    unpooled features' grid at the input size), ``fixed_input_size`` (the input contract is bounded)."""
+    unpooled features' grid at the input size: ``input_size`` where given, the cfg's -- EfficientNet-B1's
+    240 -- else the spec's), ``fixed_input_size`` (the input contract is bounded), ``min_input_size``
+    (where timm's test sizes may be refused: :func:`archdsl.passes.sizes.min_input_size`)."""
+    at = shapes_at(g, tuple(input_size)) if input_size and tuple(input_size) != tuple(g.input_shape) else None
+
+    def shape_of(nid: int) -> tuple[int, ...]:
+        return tuple(at[nid]) if at is not None else tuple(g.node(nid).shape)
+
     out: dict[str, Any] = {"fixed_input_size": fixed_input_size(g)}
+    smallest = min_input_size(g)
+    if smallest is not None:   # (MobileViT: multiples of 64; timm's tests then run at a size it takes)
+        out["min_input_size"] = smallest
     first = next((n for n in g.records() if n.op in ("conv2d", "conv3d") and n.module), None)
     if first is not None:
         out["first_conv"] = first.module
@@ -373,7 +412,7 @@ def graph_cfg(g: Graph) -> dict[str, Any]:
     if head is not None:
         if head["classifier"]:
             out["classifier"] = head["classifier"]
-        shape = head["feature_shape"]
+        shape = shape_of(head["feature_node"])
         if (head["output_fmt"], len(shape)) in (("NCHW", 3), ("NCTHW", 4)):
             out["pool_size"] = tuple(shape[1:])
         elif head["output_fmt"] == "NHWC":
@@ -381,7 +420,7 @@ def graph_cfg(g: Graph) -> dict[str, Any]:
         else:
             out["pool_size"] = None
     elif g.outputs and len(g.node(g.outputs[-1][1]).shape) == 3:
-        out["pool_size"] = tuple(g.node(g.outputs[-1][1]).shape[1:])   # a backbone: its last map
+        out["pool_size"] = shape_of(g.outputs[-1][1])[1:]   # a backbone: its last map
     return out
 
 

@@ -354,7 +354,7 @@ def _stateless_module(s: Stmt) -> bool:
     return s.module_form is not None and s.module_form != ("<module>",)
 
 
-def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | None:
+def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...], head_len: int | None = None) -> int | None:
     """Where the classification head of a root forward begins (the ``forward_features`` / ``forward_head``
     split, as in timm), or None when the forward has no such head.
 
@@ -362,9 +362,17 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
     that last statement, made only of parameter-free ops (pooling, flatten, dropout): ResNet's
     ``avgpool, flatten, fc``. The split is kept only where the chain's input is the one value alive at that
     point, so ``forward_features`` returns exactly what ``forward_head`` needs.
+
+    ``head_len``: the head is the last ``head_len`` statements, a chain that pools first and then runs
+    layers of its own (GhostNet's ``pool, conv_head, act, flatten, classifier``, where timm's
+    ``forward_features`` ends before the pool); kept only where those statements are such a chain.
     """
     if n_in != 1 or len(returns) != 1 or not real or real[-1].outs != returns or len(real[-1].ins) != 1:
         return None
+    if head_len is not None and 0 < head_len < len(real):
+        j = len(real) - head_len
+        if all(len(real[k].ins) == 1 and set(real[k].ins) <= set(real[k - 1].outs) for k in range(j + 1, len(real))):
+            return _reads_only_features(real, j)
     j = len(real) - 1
     read = {i for s in real for i in s.ins} | set(returns)
 
@@ -381,6 +389,11 @@ def _head_start(real: list[Stmt], n_in: int, returns: tuple[int, ...]) -> int | 
                 and (not prev.ref or _stateless_module(prev))):
             break
         j = k
+    return _reads_only_features(real, j)
+
+
+def _reads_only_features(real: list[Stmt], j: int) -> int | None:
+    """``j`` where the statements from ``j`` on read nothing from the body but the one features value."""
     if j == 0 or len(real[j].ins) != 1:
         return None
     feat = real[j].ins[0]
@@ -464,7 +477,7 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
             last[names_key(names, i)] = si
     returned = {names[v] for v in t.returns}
     comments = len(spec.bodies) == 1
-    split = _head_start(real, t.n_in, t.returns) if head is not None and not channels_last else None
+    split = _head_start(real, t.n_in, t.returns, head.head_len) if head is not None and not channels_last else None
     starts: list[int] = []
     for si, s in enumerate(real):
         starts.append(len(body))

@@ -20,8 +20,7 @@ from ..errors import ArchError, did_you_mean
 from ..ir import Graph, Node
 from ..ops import size_only_input
 
-__all__ = ["Geometry", "FeatureInfo", "receptive_fields", "trunk", "stage_taps", "feature_taps", "head_features",
-           "with_classifier"]
+__all__ = ["Geometry", "FeatureInfo", "receptive_fields", "trunk", "stage_taps", "feature_taps"]
 
 _CHW = ("C", "H", "W")
 _HWC = ("H", "W", "C")   # channels-last maps (Swin's stages): timm gives them as NHWC
@@ -513,80 +512,4 @@ def _derive(graph: Graph, taps: list[dict[str, Any]]) -> Graph:
                 nid, next_id = mapped, mapped + 1
         outputs.append((t["module"], nid))
     out.outputs = outputs
-    return out.verify()
-
-
-def head_features(graph: Graph) -> dict[str, Any] | None:
-    """timm's facts about the head of a network that ends in a ``linear`` classifier producing a vector (None
-    for any other network): ``num_features`` (the channels of the unpooled features ``forward_features``
-    returns), ``feature_shape`` (their per-sample shape), ``head_hidden_size`` (the width entering the
-    top-level classifier module: what pre-logits are), ``num_classes``, ``global_pool`` ('avg' where the head
-    pools, 'token' where it selects a token), ``output_fmt`` ('NCHW', 'NHWC' or 'NLC'), ``classifier`` (the
-    linear's module path) and ``flatten`` (the classifier takes a ``[C, 1, 1]`` map, as ConvNeXt's does)."""
-    if len(graph.outputs) != 1 or len(graph.inputs) != 1:
-        return None
-    out = graph.node(graph.outputs[0][1])
-    if out.op != "linear" or len(out.shape) != 1 or not out.in_shapes:
-        return None
-    # pre-logits: what enters the top-level module that holds the classifier (ResNet's 2048 into ``fc``,
-    # MobileNetV3's 960 into its ``classifier`` Sequential)
-    top = (out.module or out.name).split(".")[0]
-    first = next((n for n in graph.records() if (n.module or n.name) == top
-                  or (n.module or n.name).startswith(top + ".")), out)
-    into = tuple(first.in_shapes[0]) if first.in_shapes else tuple(out.in_shapes[0])
-    flatten = len(into) > 1 and all(d == 1 for d in into[1:])
-    # the unpooled features: back from the classifier's input over the parameter-free pooling / flatten /
-    # permute / token-select chain (where the generated forward_head begins)
-    nid = first.inputs[0] if first.inputs else out.inputs[0]
-    pooled = False
-    while True:
-        n = graph.node(nid)
-        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d", "conv3d") \
-                or any(f.kind in _MODULE_KINDS and f.path for f in n.scope):
-            break   # (a block's last op, ResNet's ReLU in layer4, is inside the features)
-        pooled = pooled or n.op in ("mean", "avgpool", "maxpool", "avgpool3d", "maxpool3d", *_ADAPTIVE_OPS)
-        nid = n.inputs[0]
-    feat = graph.node(nid)
-    axes = receptive_fields(graph)[nid].axes
-    fmt = "NHWC" if axes == _HWC else "NLC" if len(feat.shape) == 2 else "NCTHW" if axes == _CTHW else "NCHW"
-    channels = feat.shape[0] if fmt in ("NCHW", "NCTHW") else feat.shape[-1]
-    return {"num_features": channels, "feature_shape": tuple(feat.shape),
-            "head_hidden_size": into[0] if flatten else into[-1], "num_classes": out.shape[0],
-            "global_pool": "avg" if pooled else "token", "output_fmt": fmt, "flatten": flatten,
-            "classifier": out.module, "feature_node": nid}
-
-
-def with_classifier(graph: Graph, num_classes: int, output: str | None = None) -> Graph:
-    """A classifier on a headless network (a backbone whose outputs are feature maps): the output
-    ``output`` (the last when None) -> global average pooling -> flatten -> ``head``, a
-    ``linear(num_classes)``; the other outputs are left out (the feature taps still reach them). What timm
-    builds for ``create_model(backbone, num_classes=N)``; the backbone's state-dict keys do not change."""
-    outs = dict(graph.outputs)
-    name = output if output is not None else graph.outputs[-1][0]
-    if name not in outs:
-        raise ArchError(f"{graph.name} has no output '{name}'", None, hint="outputs: " + ", ".join(outs))
-    src = graph.node(outs[name])
-    if len(src.shape) != 3 or receptive_fields(graph)[src.id].axes != _CHW:
-        raise ArchError(f"{graph.name}: output '{name}' is not a [C, H, W] feature map to pool", None)
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ArchError(f"num_classes must be a positive int, got {num_classes!r}", None)
-    out = _upstream(graph, [src.id], f"{graph.name}_cls{num_classes}",
-                    f"{graph.address} (+ classifier of {num_classes})")
-    c = src.shape[0]
-    scope = src.scope[:1]
-    nid = max(n.id for n in graph.records()) + 1
-    steps: list[tuple[str, dict[str, Any], tuple[int, ...], str, str | None, int, int]] = [
-             ("adaptive_avgpool", {"output_size": (1, 1)}, (c, 1, 1), "pool", None, 0, 0),
-             ("flatten", {}, (c,), "flatten", None, 0, 0),
-             ("linear", {"out_features": num_classes, "bias": True}, (num_classes,), "head", "head",
-              c * num_classes + num_classes, c * num_classes)]
-    prev, shape = src.id, tuple(src.shape)
-    for k, (op, args, new, nm, module, params, macs) in enumerate(steps):
-        node = Node(id=nid + k, op=op, args=args, inputs=[prev], in_shapes=[shape], shape=new, name=nm,
-                    module=module, scope=scope, loc=src.loc, params=params, macs=macs,
-                    label=nm if op == "linear" else None)
-        out.add(node)
-        prev, shape = node.id, new
-    out.outputs = [("logits", prev)]
-    out.output_list = False
     return out.verify()

@@ -31,7 +31,7 @@ from ..ir import Graph, Node
 from ..lower.dims import ORDER_OPS, SIZE_OPS
 from ..ops import OPS, EmitArgs, Lit
 
-__all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at"]
+__all__ = ["AxisRule", "SizeContract", "input_contract", "shapes_at", "fixed_input_size", "min_input_size"]
 
 _MAX_PROBES = 96          # shape propagations per contract (each is one pass over the graph's nodes)
 _SWEEP_NODE_EVALS = 60_000   # node shape rules the lattice walk of a piecewise graph may run, all probes together
@@ -360,3 +360,17 @@ def fixed_input_size(graph: Graph) -> bool:
     ViT's position embedding, Swin's windows), or could not be derived."""
     c = input_contract(graph)
     return not c.derived or any(r.fixed or r.maximum is not None for r in c.rules)
+
+
+def min_input_size(graph: Graph) -> tuple[int, ...] | None:
+    """timm's ``min_input_size`` where timm's test sizes (multiples of 32: 96, 128) may be refused: the
+    smallest input the contract accepts when a spatial axis needs a multiple over 32 (MobileViT's 64); else
+    None (any size of the test targets fits, or the size is fixed)."""
+    c = input_contract(graph)
+    rules = {r.axis: r for r in c.rules}
+    if not c.derived or len(graph.input_shape) != 3 or set(rules) != {1, 2} \
+            or any(r.fixed or r.maximum is not None for r in rules.values()) \
+            or all(r.multiple <= 32 for r in rules.values()):
+        return None
+    return (graph.input_shape[0], *(-(-max(rules[a].minimum, rules[a].multiple) // rules[a].multiple)
+                                    * rules[a].multiple for a in (1, 2)))
