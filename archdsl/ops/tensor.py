@@ -543,7 +543,8 @@ register(
           traits={"layout-sensitive", "reads-sizes"},
           # any view that keeps the batch first (a partial flatten too; a whole one is flatten, above)
           torch_forms=(*(method_form(m, _reshape_form) for m in ("reshape", "view", "flatten", "squeeze", "unsqueeze")),
-                       *(function_form("torch." + f, _reshape_form) for f in ("reshape", "flatten", "squeeze", "unsqueeze")),
+                       *(function_form("torch." + f, _reshape_form)
+                         for f in ("reshape", "flatten", "squeeze", "unsqueeze")),
                        module_form(NN + "Flatten", _reshape_form))),
     OpDef("scale", "act", [_A("factor", "float")], _same,
           "Multiply by a constant (Inception-ResNet's residual scaling).", key_args=("factor",),
