@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
-from ..ops.pytorch import MULTI_OUTPUT_FORMS
+from ..ops import MULTI_OUTPUT_FORMS
 from .trace import ImportFailure, Traced, Val, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert", "form_index"]

@@ -3,7 +3,11 @@
 ``core`` holds the machinery (OpDef, ArgSpec, traits, ``register``); ``nn`` registers the layers (conv,
 linear, norms, pools, activations, dropout), ``nn3d`` the 3-D layers on videos and volumes [C, T, H, W],
 ``tensor`` the tensor ops (shape ops, reductions, merges), ``math`` tensor math, matmul, attention and free
-parameters, ``sampling`` upsampling and transposed convs.
+parameters, ``sampling`` upsampling and transposed convs, ``layout`` select/repeat_interleave and the PyTorch
+spellings of the multi-output ops (``MULTI_OUTPUT_FORMS``).
+
+Each op's PyTorch spellings (``torch_forms``, read by the importer) are declared in its own ``OpDef``, next
+to its shape rule; ``forms`` holds only the small readers those forms share.
 """
 from __future__ import annotations
 
@@ -21,7 +25,6 @@ from . import einsum as _einsum  # noqa: F401  (registers einsum)
 from . import mha as _mha  # noqa: F401  (registers multihead_attention)
 from . import buffers as _buffers  # noqa: F401  (registers buffer, gather_rows, zeros_like)
 from . import functional as _functional  # noqa: F401  (registers linear_fn, conv2d_fn: weights computed in forward)
-from . import pytorch as _pytorch  # noqa: F401,E402  (the PyTorch spellings of the ops above)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)

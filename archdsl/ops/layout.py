@@ -88,7 +88,10 @@ def _chunk_form(c: TorchCall) -> dict[str, Any]:
 def _split_form(c: TorchCall) -> dict[str, Any]:
     """x.split(sizes, dim=0) / torch.split(x, sizes, dim=0): sizes as a list (an int is a chunk size, turned
     into the list it makes for this input)."""
-    sizes = plain_value(call_arg(c, 1, "split_size_or_sections"), "split_size_or_sections")
+    sizes = call_arg(c, 1, "split_size_or_sections", None)
+    if sizes is None:           # Tensor.split's own keyword: x.split(split_size=2)
+        sizes = call_arg(c, 1, "split_size")
+    sizes = plain_value(sizes, "split_size_or_sections")
     dim = sample_dim_arg(c, plain_value(call_arg(c, 2, "dim", 0), "dim"))
     if isinstance(sizes, int):
         total = c.in_shapes[0][dim - 1]

@@ -27,10 +27,15 @@ from .core import (
     OpDef,
     Shape,
     ShapeError,
+    TensorArg,
+    TorchCall,
+    TorchForm,
     _same,
     broadcast,
     register,
 )
+from .forms import (FN, Form, binary_operands, function_form, is_number, method_form, no_args, reduce_form, spec_dims,
+                    two_tensors)
 from .tensor import _dims_lit, _dims_norm, _norm_dim, _reduce_shape
 
 __all__ = ["PARAMETER_INITS", "matmul_macs", "matmul_shape"]
@@ -56,9 +61,12 @@ def _binary_shape(what: str) -> Callable[[list[Shape], dict[str, Any]], Shape]:
     return rule
 
 
-def _unary(name: str, fn: str, doc: str) -> OpDef:
+def _unary(name: str, fn: str, doc: str, *more_forms: TorchForm) -> OpDef:
+    """An element-wise op without arguments; its PyTorch spellings are ``fn`` (torch.<name>), x.<name>() and
+    ``more_forms``."""
     emit: Callable[[EmitArgs], Expr] = lambda e: (fn + "(", In(0), ")")
-    return OpDef(name, "math", [], _same, doc, emit=emit, unbatched_emit=emit, traits=_ELEMENTWISE)
+    return OpDef(name, "math", [], _same, doc, emit=emit, unbatched_emit=emit, traits=_ELEMENTWISE,
+                 torch_forms=(function_form(fn, no_args), method_form(name, no_args), *more_forms))
 
 
 def _clamp_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
@@ -380,63 +388,143 @@ def _scalar_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     return shapes[0]
 
 
+# ---- PyTorch spellings (torch_forms, read by the importer) ------------------------------------------------
+def _scalar_form(op: str, rop: str | None) -> Form:
+    """``t + k`` (op) and, where ``rop`` is given, ``k + t`` (rop): a tensor and a number."""
+    def form(c: TorchCall) -> dict[str, Any] | None:
+        a, b = binary_operands(c)
+        if c.kwargs.get("alpha", 1) != 1:
+            return None
+        if isinstance(a, TensorArg) and is_number(b):
+            return {"op": op, "value": float(b)}
+        if rop is not None and isinstance(b, TensorArg) and is_number(a):
+            return {"op": rop, "value": float(a)}
+        return None
+    return form
+
+
+def _transpose_form(c: TorchCall) -> dict[str, Any] | None:
+    if c.batch_axes[0] != 0:
+        return None
+    return {"dim0": c.spec_dim(c.arg(1, "dim0")), "dim1": c.spec_dim(c.arg(2, "dim1"))}
+
+
+def _roll_form(c: TorchCall) -> dict[str, Any] | None:
+    dims = c.arg(2, "dims", None)
+    if dims is None:
+        return None         # a roll of the flattened tensor, batch included
+    return {"shifts": c.arg(1, "shifts"), "dims": spec_dims(c, dims)}
+
+
+def _pad_form(c: TorchCall) -> dict[str, Any] | None:
+    pad = list(c.arg(1, "pad"))
+    if len(pad) // 2 > len(c.in_shapes[0]) or c.batch_axes[0] != 0:
+        return None
+    return {"padding": pad, "mode": c.arg(2, "mode", "constant"), "value": float(c.arg(3, "value", None) or 0.0)}
+
+
+def _sdpa_form(c: TorchCall) -> dict[str, Any] | None:
+    if c.arg(4, "dropout_p", 0.0) or c.kwargs.get("enable_gqa"):
+        return None
+    return {"is_causal": bool(c.arg(5, "is_causal", False)), "scale": c.arg(-1, "scale", None)}
+
+
+def _pow_form(c: TorchCall) -> dict[str, Any] | None:
+    a, b = c.arg(0, "input"), c.arg(1, "exponent")
+    if isinstance(a, TensorArg) and is_number(b):
+        return {"exponent": float(b)}
+    return None
+
+
+def _clamp_form(c: TorchCall) -> dict[str, Any] | None:
+    lo, hi = c.arg(1, "min", None), c.arg(2, "max", None)
+    if (lo is not None and not is_number(lo)) or (hi is not None and not is_number(hi)):
+        return None
+    return {"min": None if lo is None else float(lo), "max": None if hi is None else float(hi)}
+
+
+def _vector_norm_form(c: TorchCall) -> dict[str, Any] | None:
+    dim = c.arg(2, "dim", None)
+    if dim is None:
+        return None
+    return {"ord": float(c.arg(1, "ord", 2.0)), "dim": spec_dims(c, dim), "keepdim": bool(c.arg(3, "keepdim", False))}
+
+
+def _both(fn: str, method: str, form: Form) -> tuple[TorchForm, TorchForm]:
+    """The function and the Tensor method of one op (torch.transpose, x.transpose)."""
+    return function_form(fn, form), method_form(method, form)
+
+
 _A = ArgSpec
 register(
     OpDef("scalar", "math", [_A("op", "str", REQUIRED, tuple(_SCALAR)), _A("value", "float")], _scalar_shape,
           "A tensor and a number: 't + 1e-6', 't - k', 'k - t', 't / k', 'k / t' between a named tensor and a number "
           "are this op (t * k is scale(k)).", key_args=("op", "value"), emit=_scalar_emit, unbatched_emit=_scalar_emit,
-          traits=_ELEMENTWISE),
+          traits=_ELEMENTWISE,
+          torch_forms=(*(function_form(t, _scalar_form("add", "add"))
+                         for t in ("operator.add", "operator.iadd", "torch.add")),
+                       method_form("add", _scalar_form("add", None)),
+                       function_form("operator.sub", _scalar_form("sub", "rsub")),
+                       function_form("operator.truediv", _scalar_form("div", "rdiv")),
+                       method_form("div", _scalar_form("div", None)))),
     OpDef("sub", "math", [], _binary_shape("sub"), "a - b of two named tensors (broadcasting): sub(a, b) or a - b.",
-          arity=2, emit=_sub_emit, unbatched_emit=_sub_emit, mixed_batch="broadcast"),
+          arity=2, emit=_sub_emit, unbatched_emit=_sub_emit, mixed_batch="broadcast",
+          torch_forms=(function_form("operator.sub", two_tensors), *_both("torch.sub", "sub", two_tensors))),
     OpDef("div", "math", [], _binary_shape("div"), "a / b of two named tensors (broadcasting): div(a, b) or a / b.",
-          arity=2, emit=_div_emit, unbatched_emit=_div_emit, mixed_batch="broadcast"),
+          arity=2, emit=_div_emit, unbatched_emit=_div_emit, mixed_batch="broadcast",
+          torch_forms=(function_form("operator.truediv", two_tensors), *_both("torch.div", "div", two_tensors))),
     OpDef("pow", "math", [_A("exponent", "float")], _pow_shape, "Element-wise x ** exponent.",
           key_args=("exponent",), emit=_pow_emit, unbatched_emit=_pow_emit,
-          traits=_ELEMENTWISE),
+          traits=_ELEMENTWISE,
+          torch_forms=(function_form("operator.pow", _pow_form), *_both("torch.pow", "pow", _pow_form))),
     _unary("sqrt", "torch.sqrt", "Element-wise square root."),
     _unary("rsqrt", "torch.rsqrt", "Element-wise 1 / sqrt(x)."),
     _unary("exp", "torch.exp", "Element-wise e ** x."),
     _unary("log", "torch.log", "Element-wise natural logarithm."),
     _unary("abs", "torch.abs", "Element-wise absolute value (abs(-3) on a number stays the built-in)."),
-    _unary("neg", "torch.neg", "Element-wise -x."),
+    _unary("neg", "torch.neg", "Element-wise -x.", function_form("operator.neg", no_args)),
     OpDef("clamp", "math", [_A("min", "float?", None), _A("max", "float?", None)], _clamp_shape,
           "Element-wise clamp to [min, max] (either may be none).", key_args=("min", "max"),
           emit=_clamp_emit, unbatched_emit=_clamp_emit,
-          traits=_ELEMENTWISE),
+          traits=_ELEMENTWISE,
+          torch_forms=_both("torch.clamp", "clamp", _clamp_form)),
     OpDef("norm", "math", [_A("dim", "dims"), _A("ord", "float", 2.0), _A("keepdim", "bool", False)], _norm_shape,
           "Vector norm over one dim or a list of dims (batch is dim 0), torch.linalg.vector_norm: "
           "norm([1, 2], keepdim=true) of channels-last [H, W, C] is ConvNeXt V2's GRN norm.",
           aliases=("vector_norm",), normalize=_dims_norm("norm"), key_args=("dim", "ord"),
           emit=lambda e: ("torch.linalg.vector_norm(", In(0), ", ", Lit(e.args["ord"], "ord"), ", ",
                           _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
-          traits=_LAYOUT),
+          traits=_LAYOUT,
+          torch_forms=(function_form("torch.linalg.vector_norm", _vector_norm_form),)),
     OpDef("amax", "math", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Maximum over one dim or a list of dims (batch is dim 0), torch.amax.", aliases=("reduce_max",),
           normalize=_dims_norm("amax"), key_args=("dim",),
           emit=lambda e: (In(0), ".amax(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
-          traits=_LAYOUT),
+          traits=_LAYOUT, torch_forms=(method_form("amax", reduce_form), function_form("torch.amax", reduce_form))),
     OpDef("amin", "math", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Minimum over one dim or a list of dims (batch is dim 0), torch.amin.", aliases=("reduce_min",),
           normalize=_dims_norm("amin"), key_args=("dim",),
           emit=lambda e: (In(0), ".amin(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
-          traits=_LAYOUT),
+          traits=_LAYOUT, torch_forms=(method_form("amin", reduce_form), function_form("torch.amin", reduce_form))),
     OpDef("matmul", "math", [], matmul_shape,
           "Batched matrix product of two named tensors: matmul(a, b) is [.., n, k] @ [.., k, m] -> [.., n, m] "
           "(leading dims broadcast; MACs n*k*m per leading element, as fvcore counts).",
-          arity=2, macs=matmul_macs, emit=_matmul_emit, unbatched_emit=_matmul_emit, mixed_batch="broadcast", traits=_LAYOUT),
+          arity=2, macs=matmul_macs, emit=_matmul_emit, unbatched_emit=_matmul_emit, mixed_batch="broadcast", traits=_LAYOUT,
+          torch_forms=(function_form("operator.matmul", two_tensors), *_both("torch.matmul", "matmul", two_tensors))),
     OpDef("transpose", "shape", [_A("dim0", "int"), _A("dim1", "int")], _transpose_shape,
           "Swap two dims (batch is dim 0): transpose(-2, -1) turns [h, N, d] into [h, d, N].",
           aliases=("swapdims",), normalize=_transpose_norm, key_args=("dim0", "dim1"),
           emit=lambda e: (In(0), ".transpose(", Lit(e.args["dim0"], "dim0"), ", ", Lit(e.args["dim1"], "dim1"), ")"),
           unbatched_emit=lambda e: (In(0), ".transpose(", Lit(e.args["dim0"] - 1, "dim0"), ", ",
                                     Lit(e.args["dim1"] - 1, "dim1"), ")"),
-          traits=_LAYOUT),
+          traits=_LAYOUT, torch_forms=(method_form("transpose", _transpose_form),
+                                       function_form("torch.transpose", _transpose_form))),
     OpDef("roll", "shape", [_A("shifts", "dims"), _A("dims", "dims")], _same,
           "Cyclic shift along dims (batch is dim 0), torch.roll: roll([-3, -3], [1, 2]) is Swin's shifted "
           "window on channels-last [H, W, C].", normalize=_roll_norm, key_args=("shifts", "dims"),
           emit=lambda e: ("torch.roll(", In(0), ", ", _dims_lit(e.args["shifts"]), ", ", _dims_lit(e.args["dims"]),
                           ")"),
-          traits=_LAYOUT),
+          traits=_LAYOUT, torch_forms=_both("torch.roll", "roll", _roll_form)),
     OpDef("slice", "shape", [_A("dim", "int"), _A("start", "int", 0), _A("end", "int?", None), _A("step", "int", 1)],
           _slice_shape, "Python slicing along one dim (batch is dim 0): slice(2, 0, none, 2) is x[:, :, 0::2] "
           "(Swin's patch merging on [H, W, C]).", normalize=_slice_norm, key_args=("dim", "start", "step"),
@@ -446,14 +534,14 @@ register(
           "negative values crop).", normalize=_pad_norm, key_args=("padding",),
           emit=lambda e: ("F.pad(", In(0), ", ", Lit(e.args["padding"], "padding"),
                           Kw("mode", e.args["mode"], "constant"), Kw("value", float(e.args["value"]), 0.0), ")"),
-          traits=_LAYOUT),
+          traits=_LAYOUT, torch_forms=(function_form(FN + "pad", _pad_form),)),
     OpDef("scaled_dot_product_attention", "math",
           [_A("is_causal", "bool", False), _A("scale", "float?", None)], _sdpa_shape,
           "softmax(q @ k^T * scale + mask) @ v over named tensors, scaled_dot_product_attention(q, k, v) with "
           "per-sample [heads, N, d] (scale none: 1/sqrt(d)); an optional 4th tensor is an additive (or boolean) "
           "mask. MACs are the two matmuls, as fvcore counts attention written as matmuls.",
           arity=-1, aliases=("sdpa",), macs=_sdpa_macs, emit=_sdpa_emit, unbatched_emit=_sdpa_emit, mixed_batch="broadcast",
-          traits=_LAYOUT),
+          traits=_LAYOUT, torch_forms=(function_form(FN + "scaled_dot_product_attention", _sdpa_form),)),
     OpDef("parameter", "parameter",
           [_A("shape", "list"), _A("init", "str", "zeros", PARAMETER_INITS), _A("std", "float", 0.02),
            _A("batch_dim", "bool", True), _A("dim", "int?", None)],

@@ -7,7 +7,8 @@ from typing import Any, Callable
 from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TorchCall, TorchForm,
                    _check_positive, _need_rank, _pair, _same, conv_out, int_or_pair, layer_scale_shape, pool_out,
                    register)
-from .forms import need_batch_first
+from .forms import (FN, NN, Form, function_form, has_rank, method_form, module_form, need_batch_first, no_args,
+                    spec_size)
 
 __all__: list[str] = []
 
@@ -282,6 +283,109 @@ def _avgpool_tail(e: EmitArgs) -> Expr:
             Kw("count_include_pad", e.args["count_include_pad"], True), ")")
 
 
+# ---- PyTorch spellings (torch_forms, read by the importer) ------------------------------------------------
+def _conv_form(c: TorchCall) -> dict[str, Any] | None:
+    m = c.module
+    if not has_rank(c, 3) or m.padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+        return None
+    pad = m.padding if isinstance(m.padding, str) else spec_size(m.padding)
+    return {"out_channels": m.out_channels, "kernel_size": spec_size(m.kernel_size), "stride": spec_size(m.stride),
+            "padding": pad, "dilation": spec_size(m.dilation), "groups": m.groups, "bias": m.bias is not None,
+            "padding_mode": m.padding_mode}
+
+
+def _linear_form(c: TorchCall) -> dict[str, Any] | None:
+    return {"out_features": c.module.out_features, "bias": c.module.bias is not None}
+
+
+def _ln_last_form(c: TorchCall) -> dict[str, Any] | None:
+    m = c.module
+    shape = tuple(m.normalized_shape)
+    if len(shape) != 1 or not c.in_shapes or c.in_shapes[0][-1] != shape[0]:
+        return None
+    if m.elementwise_affine and getattr(m, "bias", True) is None:
+        return None      # LayerNorm(bias=False): the op's affine has a bias
+    out: dict[str, Any] = {"eps": m.eps, "affine": m.elementwise_affine}
+    if len(c.in_shapes[0]) == 3:
+        out["dim"] = -1       # rank 3 defaults to the channels of [C, H, W]; here it is channels-last
+    return out
+
+
+def _ln_channels_form(c: TorchCall) -> dict[str, Any] | None:
+    """torchvision's / timm's LayerNorm2d: nn.LayerNorm over the channels of [C, H, W]."""
+    m = c.module
+    if not has_rank(c, 3) or tuple(m.normalized_shape) != (c.in_shapes[0][0],):
+        return None
+    return {"eps": m.eps, "affine": m.elementwise_affine}
+
+
+def _pool_module_form(kind: str) -> Form:
+    """nn.MaxPool2d / nn.AvgPool2d on [C, H, W] (return_indices and divisor_override have no spelling)."""
+    def form(c: TorchCall) -> dict[str, Any] | None:
+        m = c.module
+        if not has_rank(c, 3):
+            return None
+        out = {"kernel_size": spec_size(m.kernel_size), "stride": spec_size(m.stride),
+               "padding": spec_size(m.padding), "ceil_mode": m.ceil_mode}
+        if kind == "max":
+            if m.return_indices:
+                return None
+            out["dilation"] = spec_size(m.dilation)
+        else:
+            if m.divisor_override is not None:
+                return None
+            out["count_include_pad"] = m.count_include_pad
+        return out
+    return form
+
+
+def _pool_function_form(kind: str) -> Form:
+    """F.max_pool2d / F.avg_pool2d (torch.max_pool2d) on [C, H, W]; an empty stride is the kernel size."""
+    def form(c: TorchCall) -> dict[str, Any] | None:
+        if not has_rank(c, 3):
+            return None
+        k = c.arg(1, "kernel_size")
+        s = c.arg(2, "stride", None)
+        out = {"kernel_size": spec_size(k), "stride": spec_size(s) if s not in (None, [], ()) else None,
+               "padding": spec_size(c.arg(3, "padding", 0))}
+        if kind == "max":
+            if c.arg(6, "return_indices", False):
+                return None
+            out["dilation"] = spec_size(c.arg(4, "dilation", 1))
+            out["ceil_mode"] = c.arg(5, "ceil_mode", False)
+        else:
+            if c.arg(6, "divisor_override", None) is not None:
+                return None
+            out["ceil_mode"] = c.arg(4, "ceil_mode", False)
+            out["count_include_pad"] = c.arg(5, "count_include_pad", True)
+        return out
+    return form
+
+
+def _adaptive_args(size: Any) -> dict[str, Any] | None:
+    """An adaptive pool's output size; None in it (keep that dim's size) has no spelling."""
+    if size is None or (isinstance(size, (list, tuple)) and any(v is None for v in size)):
+        return None
+    return {"output_size": spec_size(size)}
+
+
+def _drop_path_tv_form(c: TorchCall) -> dict[str, Any] | None:
+    return {"p": float(c.module.p), "mode": c.module.mode}
+
+
+def _drop_path_timm_form(c: TorchCall) -> dict[str, Any] | None:
+    if not getattr(c.module, "scale_by_keep", True):
+        return None
+    return {"p": float(c.module.drop_prob)}
+
+
+def _act_forms(module: str, fn: str, *, fns: tuple[str, ...] = (),
+               methods: tuple[str, ...] = ()) -> tuple[TorchForm, ...]:
+    """nn.<module>, F.<fn>, more functions and Tensor methods of an activation without arguments."""
+    return (module_form(NN + module, no_args), function_form(FN + fn, no_args),
+            *(function_form(f, no_args) for f in fns), *(method_form(m, no_args) for m in methods))
+
+
 def _simple(fn: str, module: str, inplace: bool = False) -> tuple[Callable[[EmitArgs], Expr], Callable[[EmitArgs], Expr]]:
     """Emit/module-form pair of a one-input, argument-free activation."""
     def emit(e: EmitArgs) -> Expr:
@@ -296,11 +400,11 @@ _ACT_TRAITS = frozenset({"channel-wise"})
 
 
 def _act(name: str, doc: str, fn: str, module: str, *, inplace: bool = False,
-         aliases: tuple[str, ...] = ()) -> OpDef:
+         aliases: tuple[str, ...] = (), torch_forms: tuple[TorchForm, ...] = ()) -> OpDef:
     emit, mod = _simple(fn, module, inplace)
     # element-wise: the same call is right on a tensor without the batch axis (a buffer, a parameter)
     return OpDef(name, "act", [], _same, doc, aliases=aliases, emit=emit, module_form=mod, unbatched_emit=emit,
-                 traits=_ACT_TRAITS | ({"inplace"} if inplace else set()))
+                 traits=_ACT_TRAITS | ({"inplace"} if inplace else set()), torch_forms=torch_forms)
 
 
 _A = ArgSpec
@@ -312,12 +416,15 @@ register(
     ], _conv_shape, "2-D convolution; input channels are inferred.", params=_conv_params, macs=_conv_macs,
         stateful=True, normalize=_conv_norm, key_args=("kernel_size", "stride", "groups"), ctor=_conv_ctor,
         emit=_conv_emit,
-        traits={"stateful-module", "fusable-linear", "inplace-safe-producer"}),
+        traits={"stateful-module", "fusable-linear", "inplace-safe-producer"},
+        torch_forms=(module_form(NN + "Conv2d", _conv_form),)),
     OpDef("linear", "linear", [_A("out_features", "int"), _A("bias", "bool", True)], _linear_shape,
           "Fully connected layer on the last dim ([F], or e.g. channels-last [H, W, C]).", params=_linear_params,
           macs=lambda s, o, a: math.prod(s[0]) * a["out_features"], stateful=True, key_args=("out_features",),
           ctor=_linear_ctor,
-          traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "layout-sensitive"}),
+          traits={"stateful-module", "fusable-linear", "inplace-safe-producer", "layout-sensitive"},
+          torch_forms=(module_form(NN + "Linear", _linear_form),
+                       module_form("torch.nn.modules.linear.NonDynamicallyQuantizableLinear", _linear_form))),
     OpDef("batchnorm", "norm", [_A("eps", "float", 1e-5), _A("momentum", "float", 0.1), _A("affine", "bool", True),
                                  _A("track_running_stats", "bool", True)], _bn_shape,
           "Batch normalization over channels (nn.BatchNorm2d for [C, H, W], nn.BatchNorm3d for [C, T, H, W], "
@@ -332,52 +439,80 @@ register(
                               _A("dilation", "int2", 1), _A("ceil_mode", "bool", False)], _pool_shape("maxpool"),
           "Max pooling (stride defaults to the kernel size).", normalize=_pool_norm, key_args=("kernel_size", "stride"),
           emit=lambda e: ("F.max_pool2d(", In(0), ", ", *_pool_args(e), *_maxpool_tail(e)),
-          module_form=lambda e: ("nn.MaxPool2d(", *_pool_args(e), *_maxpool_tail(e)), traits={"channel-wise"}),
+          module_form=lambda e: ("nn.MaxPool2d(", *_pool_args(e), *_maxpool_tail(e)), traits={"channel-wise"},
+          torch_forms=(module_form(NN + "MaxPool2d", _pool_module_form("max")),
+                       function_form(FN + "max_pool2d", _pool_function_form("max")),
+                       function_form("torch.max_pool2d", _pool_function_form("max")))),
     OpDef("avgpool", "pool", [_A("kernel_size", "int2"), _A("stride", "int2?", None), _A("padding", "int2", 0),
                               _A("ceil_mode", "bool", False), _A("count_include_pad", "bool", True)],
           _pool_shape("avgpool"), "Average pooling (stride defaults to the kernel size).", normalize=_pool_norm,
           key_args=("kernel_size", "stride"),
           emit=lambda e: ("F.avg_pool2d(", In(0), ", ", *_pool_args(e), *_avgpool_tail(e)),
           module_form=lambda e: ("nn.AvgPool2d(", *_pool_args(e), *_avgpool_tail(e)),
-          traits={"channel-wise", "fusable-linear"}),
+          traits={"channel-wise", "fusable-linear"},
+          torch_forms=(module_form(NN + "AvgPool2d", _pool_module_form("avg")),
+                       function_form(FN + "avg_pool2d", _pool_function_form("avg")))),
     OpDef("adaptive_avgpool", "pool", [_A("output_size", "int2")], _adaptive_shape,
           "Adaptive average pooling to a fixed output size.", normalize=_adaptive_norm, key_args=("output_size",),
           emit=lambda e: ("F.adaptive_avg_pool2d(", In(0), ", ", int_or_pair(e.args["output_size"], "output_size"), ")"),
           module_form=lambda e: ("nn.AdaptiveAvgPool2d(", int_or_pair(e.args["output_size"], "output_size"), ")"),
-          traits={"channel-wise"}),
+          traits={"channel-wise"},
+          torch_forms=(module_form(NN + "AdaptiveAvgPool2d", lambda c: _adaptive_args(c.module.output_size)),
+                       function_form(FN + "adaptive_avg_pool2d", lambda c: _adaptive_args(c.arg(1, "output_size"))))),
     OpDef("adaptive_maxpool", "pool", [_A("output_size", "int2")], _adaptive_shape,
           "Adaptive max pooling to a fixed output size.", normalize=_adaptive_norm, key_args=("output_size",),
           emit=lambda e: ("F.adaptive_max_pool2d(", In(0), ", ", int_or_pair(e.args["output_size"], "output_size"), ")"),
           module_form=lambda e: ("nn.AdaptiveMaxPool2d(", int_or_pair(e.args["output_size"], "output_size"), ")"),
-          traits={"channel-wise"}),
-    _act("relu", "max(x, 0)", "F.relu", "nn.ReLU", inplace=True),
-    _act("relu6", "min(max(x, 0), 6)", "F.relu6", "nn.ReLU6", inplace=True),
-    _act("sigmoid", "1 / (1 + exp(-x))", "torch.sigmoid", "nn.Sigmoid"),
-    _act("tanh", "hyperbolic tangent", "torch.tanh", "nn.Tanh"),
+          traits={"channel-wise"},
+          torch_forms=(module_form(NN + "AdaptiveMaxPool2d", lambda c: None if c.module.return_indices
+                                   else _adaptive_args(c.module.output_size)),
+                       function_form(FN + "adaptive_max_pool2d", lambda c: None if c.arg(2, "return_indices", False)
+                                     else _adaptive_args(c.arg(1, "output_size"))))),
+    _act("relu", "max(x, 0)", "F.relu", "nn.ReLU", inplace=True,
+         torch_forms=_act_forms("ReLU", "relu", fns=("torch.relu", "torch.relu_"), methods=("relu", "relu_"))),
+    _act("relu6", "min(max(x, 0), 6)", "F.relu6", "nn.ReLU6", inplace=True, torch_forms=_act_forms("ReLU6", "relu6")),
+    _act("sigmoid", "1 / (1 + exp(-x))", "torch.sigmoid", "nn.Sigmoid",
+         torch_forms=_act_forms("Sigmoid", "sigmoid", fns=("torch.sigmoid",), methods=("sigmoid", "sigmoid_"))),
+    _act("tanh", "hyperbolic tangent", "torch.tanh", "nn.Tanh",
+         torch_forms=_act_forms("Tanh", "tanh", fns=("torch.tanh",), methods=("tanh",))),
     OpDef("gelu", "act", [_A("approximate", "str", "none", ("none", "tanh"))], _same, "Gaussian error linear unit",
           emit=lambda e: ("F.gelu(", In(0), Kw("approximate", e.args["approximate"], "none"), ")"),
           unbatched_emit=lambda e: ("F.gelu(", In(0), Kw("approximate", e.args["approximate"], "none"), ")"),
           module_form=lambda e: ("nn.GELU(", Kw("approximate", e.args["approximate"], "none", sep=""), ")"),
-          traits=_ACT_TRAITS),
-    _act("silu", "x * sigmoid(x) (also called swish)", "F.silu", "nn.SiLU", aliases=("swish",)),
-    _act("hardswish", "x * relu6(x + 3) / 6", "F.hardswish", "nn.Hardswish"),
-    _act("hardsigmoid", "relu6(x + 3) / 6", "F.hardsigmoid", "nn.Hardsigmoid"),
+          traits=_ACT_TRAITS,
+          torch_forms=(module_form(NN + "GELU", lambda c: {"approximate": c.module.approximate}),
+                       function_form(FN + "gelu", lambda c: {"approximate": c.arg(1, "approximate", "none")}))),
+    _act("silu", "x * sigmoid(x) (also called swish)", "F.silu", "nn.SiLU", aliases=("swish",),
+         torch_forms=_act_forms("SiLU", "silu")),
+    _act("hardswish", "x * relu6(x + 3) / 6", "F.hardswish", "nn.Hardswish",
+         torch_forms=_act_forms("Hardswish", "hardswish")),
+    _act("hardsigmoid", "relu6(x + 3) / 6", "F.hardsigmoid", "nn.Hardsigmoid",
+         torch_forms=_act_forms("Hardsigmoid", "hardsigmoid")),
     OpDef("leaky_relu", "act", [_A("negative_slope", "float", 0.01)], _same,
           "max(x, 0) + negative_slope * min(x, 0)",
           emit=lambda e: ("F.leaky_relu(", In(0), ", ", Lit(e.args["negative_slope"], "negative_slope"), ")"),
           unbatched_emit=lambda e: ("F.leaky_relu(", In(0), ", ", Lit(e.args["negative_slope"], "negative_slope"), ")"),
           module_form=lambda e: ("nn.LeakyReLU(", Lit(e.args["negative_slope"], "negative_slope"), ")"),
-          traits=_ACT_TRAITS),
+          traits=_ACT_TRAITS,
+          torch_forms=(module_form(NN + "LeakyReLU", lambda c: {"negative_slope": c.module.negative_slope}),
+                       function_form(FN + "leaky_relu",
+                                     lambda c: {"negative_slope": float(c.arg(1, "negative_slope", 0.01))}))),
     OpDef("dropout", "dropout", [_A("p", "float", 0.5)], _dropout_shape, "Dropout (identity in eval mode).",
           key_args=("p",), emit=lambda e: ("F.dropout(", In(0), ", ", Lit(e.args["p"], "p"), ", self.training)"),
-          module_form=lambda e: ("nn.Dropout(", Lit(e.args["p"], "p"), ")"), traits={"eval-identity", "channel-wise"}),
+          module_form=lambda e: ("nn.Dropout(", Lit(e.args["p"], "p"), ")"), traits={"eval-identity", "channel-wise"},
+          torch_forms=(module_form(NN + "Dropout", lambda c: {"p": float(c.module.p)}),
+                       function_form(FN + "dropout", lambda c: {"p": float(c.arg(1, "p", 0.5))}))),
     OpDef("layernorm", "norm", [_A("eps", "float", 1e-5), _A("affine", "bool", True), _A("dim", "int?", None)],
           _layernorm_shape,
           "Layer normalization over one dim: the channels of [C, H, W] (torchvision LayerNorm2d) or the last dim "
           "(nn.LayerNorm, e.g. after permute to [H, W, C]: dim=-1).",
           params=lambda s, a: 2 * a["normalized"] if a["affine"] else 0, stateful=True,
           normalize=_layernorm_norm, aliases=("layer_norm",), ctor=_ln_ctor, emit=_ln_emit,
-          traits={"stateful-module", "layout-sensitive"}),
+          traits={"stateful-module", "layout-sensitive"},
+          torch_forms=(module_form(NN + "LayerNorm", _ln_last_form),
+                       module_form("timm.layers.norm.LayerNorm", _ln_last_form),
+                       module_form("torchvision.models.convnext.LayerNorm2d", _ln_channels_form),
+                       module_form("timm.layers.norm.LayerNorm2d", _ln_channels_form))),
     OpDef("layer_scale", "norm", [_A("init", "float", 1e-6), _A("dim", "int?", None)], _same,
           "A learnable per-channel scale (ConvNeXt), stored as a parameter named by the label; shape (C, 1, 1) "
           "for the channels of [C, H, W], (F,) for the last dim.",
@@ -391,5 +526,7 @@ register(
           aliases=("stochastic_depth",), key_args=("p",), helpers=("drop_path",),
           emit=lambda e: ("_stochastic_depth(", In(0), ", ", Lit(float(e.args["p"]), "p"), ", ",
                           Lit(e.args["mode"], "mode"), ", self.training)"),
-          traits={"eval-identity", "channel-wise"}),
+          traits={"eval-identity", "channel-wise"},
+          torch_forms=(module_form("torchvision.ops.stochastic_depth.StochasticDepth", _drop_path_tv_form),
+                       module_form("timm.layers.drop.DropPath", _drop_path_timm_form))),
 )

@@ -22,9 +22,11 @@ from .core import (
     _check_positive,
     _need_rank,
     _pair,
+    TorchCall,
     int_or_pair,
     register,
 )
+from .forms import FN, NN, function_form, has_rank, module_form, spec_size
 
 __all__ = ["INTERPOLATION_MODES", "conv_transpose_out"]
 
@@ -168,6 +170,47 @@ def _unshuffle_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     return (c * r * r, h // r, w // r)
 
 
+# ---- PyTorch spellings (torch_forms, read by the importer) ------------------------------------------------
+def _convt_form(c: TorchCall) -> dict[str, Any] | None:
+    m = c.module
+    if not has_rank(c, 3) or m.padding_mode != "zeros":
+        return None
+    return {"out_channels": m.out_channels, "kernel_size": spec_size(m.kernel_size), "stride": spec_size(m.stride),
+            "padding": spec_size(m.padding), "output_padding": spec_size(m.output_padding), "groups": m.groups,
+            "bias": m.bias is not None, "dilation": spec_size(m.dilation)}
+
+
+def _interpolate_form(c: TorchCall) -> dict[str, Any] | None:
+    """F.interpolate by one scale factor or to a size (a scale per dim, antialias, recomputed scales: not the op)."""
+    if not has_rank(c, 3) or c.arg(5, "recompute_scale_factor", None) or c.arg(6, "antialias", False):
+        return None
+    size, sf = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
+    out: dict[str, Any] = {"mode": c.arg(3, "mode", "nearest"), "align_corners": c.arg(4, "align_corners", None)}
+    if sf is not None:
+        sf = spec_size(sf)
+        if isinstance(sf, list):
+            return None
+        out["scale_factor"] = float(sf)
+    elif size is not None:
+        out["size"] = spec_size(size)
+    return out
+
+
+def _upsample_module_form(c: TorchCall) -> dict[str, Any] | None:
+    m = c.module
+    if not has_rank(c, 3):
+        return None
+    out: dict[str, Any] = {"mode": m.mode, "align_corners": m.align_corners}
+    if m.scale_factor is not None:
+        sf = spec_size(m.scale_factor)
+        if isinstance(sf, list):
+            return None
+        out["scale_factor"] = float(sf)
+    else:
+        out["size"] = spec_size(m.size)
+    return out
+
+
 _A = ArgSpec
 _MODE = _A("mode", "str", "nearest", INTERPOLATION_MODES)
 register(
@@ -178,7 +221,9 @@ register(
           aliases=("interpolate",), key_args=("scale_factor", "mode"),
           emit=lambda e: ("F.interpolate(", In(0), ", ", *_upsample_how(e), *_interp_tail(e)),
           module_form=lambda e: ("nn.Upsample(", *_upsample_how(e), *_interp_tail(e)),
-          traits={"channel-wise"}),
+          traits={"channel-wise"},
+          torch_forms=(function_form(FN + "interpolate", _interpolate_form),
+                       module_form(NN + "Upsample", _upsample_module_form))),
     OpDef("resize_as", "upsample", [_MODE, _A("align_corners", "bool?", None)], _resize_shape,
           "resize_as(a, ref): a [C, H, W] resized to ref's height and width, read from ref at run time "
           "(F.interpolate(a, size=ref.shape[-2:]): FCN/DeepLab heads back to the input size).",
@@ -190,15 +235,21 @@ register(
     ], _convt_shape, "2-D transposed convolution (nn.ConvTranspose2d); input channels are inferred. "
                      "H' = (H - 1) * stride - 2 * padding + dilation * (k - 1) + output_padding + 1.",
         params=_convt_params, macs=_convt_macs, stateful=True, normalize=_convt_norm,
-        key_args=("kernel_size", "stride"), ctor=_convt_ctor, traits={"stateful-module", "inplace-safe-producer"}),
+        key_args=("kernel_size", "stride"), ctor=_convt_ctor, traits={"stateful-module", "inplace-safe-producer"},
+        torch_forms=(module_form(NN + "ConvTranspose2d", _convt_form),)),
     OpDef("pixel_shuffle", "upsample", [_A("upscale_factor", "int")], _shuffle_shape,
           "Depth to space: [C*r*r, H, W] -> [C, H*r, W*r] (nn.PixelShuffle).", key_args=("upscale_factor",),
           emit=lambda e: ("F.pixel_shuffle(", In(0), ", ", Lit(e.args["upscale_factor"], "upscale_factor"), ")"),
           module_form=lambda e: ("nn.PixelShuffle(", Lit(e.args["upscale_factor"], "upscale_factor"), ")"),
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(module_form(NN + "PixelShuffle", lambda c: {"upscale_factor": c.module.upscale_factor}),
+                       function_form(FN + "pixel_shuffle", lambda c: {"upscale_factor": c.arg(1, "upscale_factor")}))),
     OpDef("pixel_unshuffle", "upsample", [_A("downscale_factor", "int")], _unshuffle_shape,
           "Space to depth: [C, H*r, W*r] -> [C*r*r, H, W] (nn.PixelUnshuffle).", key_args=("downscale_factor",),
           emit=lambda e: ("F.pixel_unshuffle(", In(0), ", ", Lit(e.args["downscale_factor"], "downscale_factor"), ")"),
           module_form=lambda e: ("nn.PixelUnshuffle(", Lit(e.args["downscale_factor"], "downscale_factor"), ")"),
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(module_form(NN + "PixelUnshuffle", lambda c: {"downscale_factor": c.module.downscale_factor}),
+                       function_form(FN + "pixel_unshuffle",
+                                     lambda c: {"downscale_factor": c.arg(1, "downscale_factor")}))),
 )

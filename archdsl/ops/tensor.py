@@ -4,8 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any, Callable
 
-from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, _need_rank, _same, broadcast,
-                   register)
+from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall, TorchForm,
+                   _need_rank, _same, broadcast, register)
+from .forms import (FN, NN, Form, binary_operands, function_form, is_number, method_form, module_form, no_args,
+                    reduce_form, two_tensors)
 
 __all__ = ["MULTI_OUTPUT_OPS", "HELPERS", "SIZE_OPS", "eval_size", "size_helpers", "wrap_unbatched"]
 
@@ -393,30 +395,108 @@ def _seq(values: Any, name: str) -> Expr:
     return tuple(out)
 
 
+# ---- PyTorch spellings (torch_forms, read by the importer) ------------------------------------------------
+def _flatten_form(start: int, end: int, c: TorchCall) -> dict[str, Any] | None:
+    # the op flattens everything after the batch; a partial flatten is a reshape (below)
+    rank = len(c.in_shapes[0]) + 1
+    if c.batch_axes[0] != 0 or start % rank != 1 or end % rank != rank - 1:
+        return None
+    return {}
+
+
+def _flatten_call(c: TorchCall) -> dict[str, Any] | None:
+    return _flatten_form(c.arg(1, "start_dim", 0), c.arg(2, "end_dim", -1), c)
+
+
+def _reshape_form(c: TorchCall) -> dict[str, Any] | None:
+    """Any view of one tensor that keeps the batch first and in place: the traced per-sample target."""
+    if not c.out_shapes or c.batch_axes[0] != 0 or c.out_batch_axes[0] != 0:
+        return None
+    return {"shape": list(c.out_shapes[0])}
+
+
+def _scale_form(c: TorchCall) -> dict[str, Any] | None:
+    a, b = binary_operands(c)
+    if isinstance(a, TensorArg) and is_number(b):
+        return {"factor": float(b)}
+    if isinstance(b, TensorArg) and is_number(a):
+        return {"factor": float(a)}
+    return None
+
+
+def _cat_form(c: TorchCall) -> dict[str, Any] | None:
+    if len(set(c.batch_axes)) != 1:
+        return None
+    return {"dim": c.spec_dim(c.arg(1, "dim", 0))}
+
+
+def _stack_form(c: TorchCall) -> dict[str, Any] | None:
+    d = c.arg(1, "dim", 0)
+    return {"dim": d if d < 0 else c.spec_dim(d)}
+
+
+def _softmax_form(c: TorchCall) -> dict[str, Any] | None:
+    if c.kwargs.get("dtype") is not None:
+        return None
+    return {"dim": c.spec_dim(c.arg(1, "dim"))}
+
+
+def _permute_dims(c: TorchCall, dims: Any) -> dict[str, Any] | None:
+    rank = len(c.in_shapes[0]) + 1
+    dims = [d % rank for d in dims]
+    b = c.batch_axes[0]
+    # the spec's tensors keep the batch first: the permutation of the other dims, wherever torch puts the
+    # batch (its place in the output is the importer's business: out_batch_axes)
+    return {"dims": [0] + [c.spec_dim(d) for d in dims if d != b]}
+
+
+def _permute_method(c: TorchCall) -> dict[str, Any] | None:
+    dims = c.args[1:] if len(c.args) > 2 else c.arg(1, "dims")
+    if isinstance(dims, int):
+        dims = [dims]
+    return _permute_dims(c, list(dims))
+
+
+def _binary_forms(op: str, fn: Form) -> tuple[TorchForm, ...]:
+    """``a + b`` / ``a += b`` / torch.add / a.add (``op`` "add"; "mul" likewise)."""
+    return (*(function_form(t, fn) for t in (f"operator.{op}", f"operator.i{op}", f"torch.{op}")),
+            method_form(op, fn))
+
+
 _A = ArgSpec
 register(
     OpDef("flatten", "shape", [], _flatten_shape, "Flatten [C, H, W] to [C*H*W].",
           emit=lambda e: ("torch.flatten(", In(0), ", 1)"), module_form=lambda e: ("nn.Flatten()",),
           unbatched_emit=lambda e: ("torch.flatten(", In(0), ")"),
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(module_form(NN + "Flatten", lambda c: _flatten_form(c.module.start_dim, c.module.end_dim, c)),
+                       function_form("torch.flatten", _flatten_call), method_form("flatten", _flatten_call))),
     OpDef("identity", "identity", [], _same, "The input, unchanged (a shortcut branch).",
-          emit=lambda e: (In(0),), module_form=lambda e: ("nn.Identity()",), traits={"eval-identity", "channel-wise"}),
+          emit=lambda e: (In(0),), module_form=lambda e: ("nn.Identity()",), traits={"eval-identity", "channel-wise"},
+          torch_forms=(module_form(NN + "Identity", no_args), method_form("contiguous", no_args),
+                       method_form("clone", no_args))),
     OpDef("channel_shuffle", "shape", [_A("groups", "int")], _shuffle_shape,
           "ShuffleNet channel shuffle: [g, C/g] -> [C/g, g].", key_args=("groups",), helpers=("channel_shuffle",),
           emit=lambda e: ("_channel_shuffle(", In(0), ", ", Lit(e.args["groups"], "groups"), ")"),
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(module_form(NN + "ChannelShuffle", lambda c: {"groups": c.module.groups}),
+                       function_form(FN + "channel_shuffle", lambda c: {"groups": c.arg(1, "groups")}))),
     OpDef("add", "merge", [], _add_shape, "Element-wise sum of the branches (broadcasting).", arity=-1,
-          emit=_add_emit, unbatched_emit=_add_emit, mixed_batch="broadcast", traits={"merge", "inplace", "inplace-safe-producer"}),
+          emit=_add_emit, unbatched_emit=_add_emit, mixed_batch="broadcast", traits={"merge", "inplace", "inplace-safe-producer"},
+          torch_forms=_binary_forms("add", two_tensors)),
     OpDef("mul", "merge", [], _mul_shape, "Element-wise product of the branches (broadcasting).", arity=-1,
-          emit=_mul_emit, unbatched_emit=_mul_emit, mixed_batch="broadcast", traits={"merge"}),
+          emit=_mul_emit, unbatched_emit=_mul_emit, mixed_batch="broadcast", traits={"merge"},
+          torch_forms=_binary_forms("mul", two_tensors)),
     OpDef("concat", "merge", [_A("dim", "int", 1)], _concat_shape,
           "Concatenation of the branches along dim (1 = channels; batch is dim 0; -1 the last).", arity=-1,
           normalize=_concat_norm,
-          emit=_cat_emit("torch.cat"), unbatched_emit=_u_cat("torch.cat"), traits={"merge", "layout-sensitive"}),
+          emit=_cat_emit("torch.cat"), unbatched_emit=_u_cat("torch.cat"), traits={"merge", "layout-sensitive"},
+          torch_forms=(function_form("torch.cat", _cat_form), function_form("torch.concat", _cat_form))),
     OpDef("stack", "merge", [_A("dim", "int", 1)], _stack_shape,
           "Stack the branches along a new dim (1: after the batch; -1: last), e.g. the radix branches of split "
           "attention.", arity=-1, normalize=_stack_norm, emit=_cat_emit("torch.stack"),
-          unbatched_emit=_u_cat("torch.stack"), traits={"merge", "layout-sensitive"}),
+          unbatched_emit=_u_cat("torch.stack"), traits={"merge", "layout-sensitive"},
+          torch_forms=(function_form("torch.stack", _stack_form),)),
     # narrow is produced by chunk/split over named values; it is not written directly.
     OpDef("narrow", "shape", [_A("dim", "int"), _A("start", "int"), _A("length", "int")], _narrow_shape,
           "A slice of the channels (from chunk/split).", emit=_narrow_emit, traits={"layout-sensitive"}),
@@ -425,37 +505,54 @@ register(
           normalize=_permute_norm, key_args=("dims",),
           emit=lambda e: (In(0), ".permute(", Lit(e.args["dims"][0], "dims0"), *_seq(e.args["dims"][1:], "dim"), ")"),
           unbatched_emit=_u_permute,
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(method_form("permute", _permute_method),
+                       function_form("torch.permute", lambda c: _permute_dims(c, c.arg(1, "dims"))),
+                       module_form("torchvision.ops.misc.Permute", lambda c: _permute_dims(c, list(c.module.dims))))),
     OpDef("softmax", "act", [_A("dim", "int", 1)], _same,
           "Softmax along dim (batch is dim 0; 1 = channels), e.g. over the radix of split attention.",
           normalize=_softmax_norm, key_args=("dim",),
           emit=lambda e: ("torch.softmax(", In(0), ", ", Lit(e.args["dim"], "dim"), ")"),
           unbatched_emit=lambda e: ("torch.softmax(", In(0), ", ", Lit(e.args["dim"] - 1, "dim"), ")"),
-          module_form=lambda e: ("nn.Softmax(", Lit(e.args["dim"], "dim"), ")"), traits={"layout-sensitive"}),
+          module_form=lambda e: ("nn.Softmax(", Lit(e.args["dim"], "dim"), ")"), traits={"layout-sensitive"},
+          torch_forms=(method_form("softmax", _softmax_form), function_form(FN + "softmax", _softmax_form),
+                       function_form("torch.softmax", _softmax_form),
+                       module_form(NN + "Softmax", lambda c: {"dim": c.spec_dim(c.module.dim)}
+                                   if c.module.dim is not None else None))),
     OpDef("mean", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Mean over one dim or a list of dims (batch is dim 0): mean([2, 3], keepdim=true) is global average "
           "pooling to [C, 1, 1].", normalize=_dims_norm("mean"), key_args=("dim",),
           emit=lambda e: (In(0), ".mean(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
           unbatched_emit=_u_reduce("mean"),
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(method_form("mean", reduce_form), function_form("torch.mean", reduce_form))),
     # not called `sum`: that name is the built-in sum of a list of numbers
     OpDef("reduce_sum", "shape", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Sum over one dim or a list of dims (batch is dim 0): reduce_sum(1) adds the branches of a stack.",
           normalize=_dims_norm("reduce_sum"), key_args=("dim",),
           emit=lambda e: (In(0), ".sum(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
           unbatched_emit=_u_reduce("sum"),
-          traits={"layout-sensitive"}),
+          traits={"layout-sensitive"},
+          torch_forms=(method_form("sum", reduce_form), function_form("torch.sum", reduce_form))),
     OpDef("reshape", "shape", [_A("shape", "list")], lambda s, a: a["shape"],
           "Reshape each sample (batch kept): one size may be -1 and is inferred; sizes written from the input "
           "(in.h // 16) are computed at run time, so the model runs at other input sizes.",
           normalize=_reshape_norm, resize=_reshape_resize, size_inputs_from=1,
           aliases=("view",), key_args=("shape",),
           emit=_reshape_emit, unbatched_emit=_u_reshape,
-          traits={"layout-sensitive", "reads-sizes"}),
+          traits={"layout-sensitive", "reads-sizes"},
+          # any view that keeps the batch first (a partial flatten too; a whole one is flatten, above)
+          torch_forms=(*(method_form(m, _reshape_form) for m in ("reshape", "view", "flatten", "squeeze", "unsqueeze")),
+                       *(function_form("torch." + f, _reshape_form)
+                         for f in ("reshape", "flatten", "squeeze", "unsqueeze")),
+                       module_form(NN + "Flatten", _reshape_form))),
     OpDef("scale", "act", [_A("factor", "float")], _same,
           "Multiply by a constant (Inception-ResNet's residual scaling).", key_args=("factor",),
           emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")),
-          unbatched_emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")), traits={"channel-wise"}),
+          unbatched_emit=lambda e: (In(0), " * ", Lit(e.args["factor"], "factor")), traits={"channel-wise"},
+          # a * 0.5: a mul with a number (mul itself takes two tensors)
+          torch_forms=(*(function_form(t, _scale_form) for t in ("operator.mul", "operator.imul", "torch.mul")),
+                       method_form("mul", _scale_form))),
 )
 
 # Ops that produce several tensors: handled by the lowering, listed here for name lookup and docs.
