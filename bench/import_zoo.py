@@ -159,8 +159,10 @@ def _create(entry: dict[str, Any], max_params: int | None) -> tuple[Any, str, tu
         import torchvision
         name = entry["model"].removeprefix("torchvision.")
         kwargs: dict[str, Any] = {}
-        if entry["source"] == "spec" and name in ("googlenet", "inception_v3"):
-            kwargs.update(aux_logits=False, init_weights=False)   # as the library specs mirror them
+        if name in ("googlenet", "inception_v3"):
+            # the form torchvision's published weights build (their builders drop the auxiliary heads, which
+            # only training runs): an eval forward never calls them, so no trace can see their weights
+            kwargs.update(aux_logits=False, init_weights=False)
         model = torchvision.models.get_model(name, weights=None, **kwargs)
         default = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
         return model.eval(), name, tuple(entry.get("input") or default), bool(entry.get("fixed"))
@@ -214,7 +216,9 @@ def worker(entry: dict[str, Any], opts: dict[str, Any], out: Path) -> None:
 
     try:
         torch.manual_seed(0)
-        model, name, default, fixed = _create(entry, opts.get("max_params"))
+        from archdsl.importer import recording_inits
+        with recording_inits():   # constructor arguments of classes the importer keeps whole, as archc import does
+            model, name, default, fixed = _create(entry, opts.get("max_params"))
         rec["model"] = name if entry["source"] != "spec" else entry["model"]
         shape = _pick_input(model, default, fixed)
         rec["input"] = list(shape)
