@@ -198,7 +198,7 @@ def worker(entry: dict[str, Any], opts: dict[str, Any], out: Path) -> None:
     import torch
 
     import archdsl
-    from archdsl.importer import roundtrip
+    from archdsl.importer import import_model, roundtrip
     torch.set_num_threads(int(opts.get("threads", 1)))
     t_start = time.perf_counter()
 
@@ -230,19 +230,29 @@ def worker(entry: dict[str, Any], opts: dict[str, Any], out: Path) -> None:
     rec["create_s"] = time.perf_counter() - t_start
 
     spec, name_arg = entry.get("spec"), None
+    plugins: list[str] = []
     if entry["source"] != "spec":
         rec["stage"] = "import"
         _write(out, rec)
         t = time.perf_counter()
         try:
-            spec = archdsl.import_module(model, x)   # type: ignore[attr-defined]  # (until the importer lands)
+            # the round trip below is the check (import_module would run it a second time)
+            imp = import_model(model, x, check=False)
         except BaseException as e:   # noqa: BLE001
             rec["import_s"] = time.perf_counter() - t
             rec["located"] = _is_arch(e)
             return fail("import", e)
+        spec = imp.spec
         rec["import_s"] = time.perf_counter() - t
         rec["imported"] = True
         rec["spec_lines"] = len(spec.splitlines())
+        # classes kept whole as plugin ops: the round trip loads the plugin file the importer wrote
+        rec["kept"] = sorted(set(imp.kept.values())) if imp.kept else []
+        rec["kept_modules"] = len(imp.kept)
+        if imp.plugin is not None:
+            plugin_file = Path(tempfile.mkdtemp(prefix="import-zoo-plugin-")) / f"{imp.name}_plugins.py"
+            plugin_file.write_text(imp.plugin)
+            plugins = [str(plugin_file)]
         if opts.get("save_specs"):
             d = Path(opts["save_specs"])
             d.mkdir(parents=True, exist_ok=True)
@@ -250,7 +260,7 @@ def worker(entry: dict[str, Any], opts: dict[str, Any], out: Path) -> None:
     rec["stage"] = "check"
     _write(out, rec)
     try:
-        r = roundtrip(model, spec or "", x, name=name_arg, seed=0)
+        r = roundtrip(model, spec or "", x, name=name_arg, seed=0, plugins=plugins or None)
     except BaseException as e:   # noqa: BLE001 - roundtrip reports failures; this is one it did not expect
         return fail(rec["stage"], "".join(traceback.format_exception_only(type(e), e)), unexpected=True)
     rec.update(stage=r.stage, ok=r.ok, max_diff=r.max_diff, tolerance=r.tolerance, roundtrip_s=r.total_time,

@@ -117,6 +117,11 @@ def summary_lines(results: dict[str, dict[str, Any]], mode: str = "zoo",
                      "a dead worker)" + (f"; {other} zoo model(s) could not be created or run" if other else ""))
         tv = [r for r in recs if r.get("source") == "torchvision"]
         lines.append(f"- torchvision classification models that round-trip: **{_pct(sum(bool(r.get('ok')) for r in tv), len(tv))}**")
+        pure = [r for r in recs if r.get("ok") and not r.get("kept_modules")]
+        pure_fams = sum(all(r.get("ok") and not r.get("kept_modules") for r in v) for v in fams.values())
+        lines.append(f"- of these, written wholly in the language (no class kept whole as a plugin op): "
+                     f"**{_pct(len(pure), len(recs))}** of the models, **{_pct(pure_fams, len(fams))}** of the "
+                     "families")
         tm = [r for r in recs if r.get("source") == "timm"]
         lines.append(f"- timm model files whose model round-trips: **{_pct(sum(bool(r.get('ok')) for r in tm), len(tm))}**")
     if zoo_size is not None and zoo_size != len(recs):
@@ -128,6 +133,14 @@ def summary_lines(results: dict[str, dict[str, Any]], mode: str = "zoo",
 def _cell(text: Any) -> str:
     """A Markdown table cell: pipes escaped, no line breaks."""
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _plugins(r: dict[str, Any]) -> str:
+    """How many modules the importer kept whole as plugin ops, and their classes."""
+    n = r.get("kept_modules")
+    if not n:
+        return "-" if r.get("imported") else ""
+    return _cell(f"{n}: " + ", ".join(str(c).rsplit(".", 1)[-1] for c in r.get("kept", [])))
 
 
 def _secs(v: Any) -> str:
@@ -182,13 +195,13 @@ def write_table(results: dict[str, dict[str, Any]], meta: dict[str, Any], *, mod
 
     out += ["## Models", "", "Times in seconds: import (the importer), round trip (check, build, load, outputs), "
             "total (from creating the model to the verdict; a worker's Python start not counted).", "",
-            "| model | family | input | stage | ok | max diff | import | round trip | total | reason |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| model | family | input | stage | ok | max diff | plugins | import | round trip | total | reason |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in recs:
         reason = "" if r.get("ok") else f"{r.get('category')}: {r.get('reason') or r.get('detail') or ''}"
         inp = "x".join(str(v) for v in r["input"]) if r.get("input") else "-"
         out.append(f"| {_cell(r.get('model', r['id']))} | {_cell(r['family'])} | {inp} | {r.get('stage', '-')} | "
-                   f"{'yes' if r.get('ok') else 'no'} | {_diff(r)} | {_secs(r.get('import_s'))} | "
+                   f"{'yes' if r.get('ok') else 'no'} | {_diff(r)} | {_plugins(r)} | {_secs(r.get('import_s'))} | "
                    f"{_secs(r.get('roundtrip_s'))} | {_secs(r.get('total_s'))} | {_cell(reason)} |")
     out.append("")
 

@@ -264,7 +264,8 @@ def test_table_writer_from_a_results_file(tmp_path: Path) -> None:
                 category="load mismatch", detail="layer1.0.bn1.weight", import_s=1.0, total_s=3.0,
                 reason="the source model's state_dict does not load strictly: a | b"),
         _record("timm:convnext_atto", "timm/convnext", stage="outputs", ok=True, imported=True, max_diff=3e-6,
-                import_s=2.0, roundtrip_s=1.0, total_s=4.0),
+                import_s=2.0, roundtrip_s=1.0, total_s=4.0, kept_modules=2,
+                kept=["timm.models.convnext.ConvNeXtBlock"]),
         _record("timm:swin_tiny", "timm/swin_transformer", stage="import", ok=False, located=True,
                 category="unsupported op", detail="torch.roll", reason="error: unsupported op 'torch.roll'"),
         _record("timm:eva02_tiny", "timm/eva", stage="check", ok=False, category="timeout",
@@ -286,9 +287,13 @@ def test_table_writer_from_a_results_file(tmp_path: Path) -> None:
     assert "| unsupported op | 1 | 1 | torch.roll |" in md
     assert "| torchvision/resnet | 2 | no (1/2) | load mismatch |" in md
     assert "| timm/convnext | 1 | yes (1/1) | - |" in md
-    assert ("| resnet18 | torchvision/resnet | 3x64x64 | outputs | yes | 0 | 1.2 | 0.5 | 2.0 |  |") in md
+    assert ("| resnet18 | torchvision/resnet | 3x64x64 | outputs | yes | 0 | - | 1.2 | 0.5 | 2.0 |  |") in md
+    # a round trip through plugin ops counts, but not as written wholly in the language
+    assert "| convnext_atto | timm/convnext | 3x64x64 | outputs | yes | 3e-06 | 2: ConvNeXtBlock |" in md
+    assert ("written wholly in the language (no class kept whole as a plugin op): **1/5 (20%)** of the "
+            "models, **0/4 (0%)** of the families") in md
     assert "load mismatch: the source model's state_dict does not load strictly: a \\| b |" in md   # escaped
-    assert "| eva02_tiny | timm/eva | 3x64x64 | check | no | - | - | - | - | timeout: no verdict" in md
+    assert "| eva02_tiny | timm/eva | 3x64x64 | check | no | - | - | - | - | - | timeout: no verdict" in md
     assert "- 2026-01-01 00:00 UTC: `python bench/import_zoo.py --limit 5`" in md and "- timm: 1.x" in md
     specs_md = table.write_table(data["results"], data["meta"], mode="specs")
     assert "spec files that round-trip weight-exact" in specs_md and "imported without a crash" not in specs_md
