@@ -247,7 +247,9 @@ def worker(entry: dict[str, Any], opts: dict[str, Any], out: Path) -> None:
         rec["imported"] = True
         rec["spec_lines"] = len(spec.splitlines())
         # classes kept whole as plugin ops: the round trip loads the plugin file the importer wrote
-        rec["kept"] = sorted(set(imp.kept.values())) if imp.kept else []
+        rec["kept"] = sorted({f"{type(m).__module__}.{type(m).__qualname__}"
+                              for m in (model.get_submodule(p) for p in imp.kept)})
+        rec["kept_why"] = sorted(set(imp.kept.values()))[:3]
         rec["kept_modules"] = len(imp.kept)
         if imp.plugin is not None:
             plugin_file = Path(tempfile.mkdtemp(prefix="import-zoo-plugin-")) / f"{imp.name}_plugins.py"
