@@ -1,0 +1,186 @@
+"""The importer on buffers, computation on parameters and the newer ops: each model below is written in the
+test, imported with ``import_model`` (which proves the round trip: check, build, strict load of the randomized
+model's state_dict, equal outputs) and re-checked here on a fresh build; none may keep a class as a plugin.
+"""
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import archdsl
+from archdsl.importer import import_model
+from archdsl.importer.api import randomize
+
+MODEL_FILE = '''
+import torch
+import torch.nn as nn
+
+
+class Scaled(nn.Module):
+    """A persistent buffer (loaded from the checkpoint), a non-persistent one (its values), a parameter
+    reshaped before use, GroupNorm."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.register_buffer("shift", torch.randn(c, 1, 1))
+        self.register_buffer("mask", torch.tensor([1.0, 0.0, 1.0, 1.0]).reshape(1, 1, 4), persistent=False)
+        self.gamma = nn.Parameter(torch.randn(c))
+        self.norm = nn.GroupNorm(2, c)
+
+    def forward(self, x):
+        x = self.norm(x) * self.gamma.reshape(1, -1, 1, 1)
+        return x + self.shift + self.mask
+
+
+class RelBias(nn.Module):
+    """Swin's relative position bias: a table gathered by a non-persistent index, reshaped and permuted."""
+
+    def __init__(self, heads, window):
+        super().__init__()
+        self.n = window * window
+        self.table = nn.Parameter(torch.randn((2 * window - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+        rel[:, :, 0] += window - 1
+        rel[:, :, 1] += window - 1
+        rel[:, :, 0] *= 2 * window - 1
+        self.register_buffer("index", rel.sum(-1).flatten(), persistent=False)
+
+    def forward(self, x):
+        bias = self.table[self.index].reshape(self.n, self.n, -1).permute(2, 0, 1)
+        return x + bias
+
+
+class Tokens(nn.Module):
+    """Conv1d over [C, L], then nn.MultiheadAttention called as torchvision's ViT calls it."""
+
+    def __init__(self, c=8, heads=2):
+        super().__init__()
+        self.conv = nn.Conv1d(c, c, 3, padding=1)
+        self.attn = nn.MultiheadAttention(c, heads, batch_first=True)
+
+    def forward(self, x):
+        x = self.conv(x).transpose(1, 2)
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.scaled = Scaled(8)
+        self.rel = RelBias(2, 2)
+        self.tokens = Tokens()
+
+    def forward(self, x):
+        x = self.scaled(self.stem(x))
+        a = x.reshape(x.shape[0], 2, 4, 16)
+        x = torch.cat([self.rel(a[:, :, :, :4]), a[:, :, :, 4:]], -1).reshape(x.shape[0], 8, 4, 4)
+        return self.tokens(x.flatten(2))
+
+
+class BigTable(nn.Module):
+    """A non-persistent buffer too large for a literal list and equal to no generator."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("noise", torch.linspace(-1, 1, 8 * 32 * 32).reshape(8, 32, 32), persistent=False)
+        self.conv = nn.Conv2d(3, 8, 1)
+
+    def forward(self, x):
+        return self.conv(x) + self.noise
+
+
+class Outer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = BigTable()
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+'''
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    path = tmp_path_factory.mktemp("opmodels") / "opmodels.py"
+    path.write_text(MODEL_FILE)
+    spec = importlib.util.spec_from_file_location("opmodels", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["opmodels"] = mod
+    spec.loader.exec_module(mod)
+    yield mod
+    sys.modules.pop("opmodels", None)
+
+
+def _round_trip(model: Any, spec: str, shape: tuple[int, ...]) -> None:
+    """A fresh build of the text loads the randomized model's state_dict strictly and gives its outputs."""
+    model = model.eval()
+    randomize(model, seed=3)
+    built = archdsl.build(spec)
+    built.load_state_dict(model.state_dict(), strict=True)
+    built.eval()
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        want, got = model(x), built(x)
+    assert got.shape == want.shape
+    assert float((want - got).abs().max()) <= 1e-4 * max(1.0, float(want.abs().max()))
+
+
+def test_buffers_parameters_and_ops_round_trip(models: Any) -> None:
+    torch.manual_seed(0)
+    model = models.Net()
+    r = import_model(model, (3, 4, 4), name="net")
+    assert r.plugin is None and not r.kept and r.max_diff is not None
+    text = r.spec
+    # the persistent buffer loads from the checkpoint under its own name; the other one is data
+    assert 'shift = buffer([8, 1, 1], init="loaded")' in text
+    assert 'mask = buffer([1, 1, 4], persistent=false, values=[1.0, 0.0, 1.0, 1.0])' in text
+    # the index equals Swin's generator, the table is gathered by it, reshaped and permuted per the spec's dims
+    assert 'index = buffer([16], dtype="int64", persistent=false, init="relative_position_index", window=[2, 2])' \
+        in text
+    assert "gather_rows(table, index) -> reshape([4, 4, 2]) -> permute([0, 3, 1, 2])" in text
+    # the parameter keeps its key and shape; its reshape drops the leading 1 torch lines up with the batch
+    assert "gamma = parameter([8], batch_dim=false)" in text and "gamma -> reshape([8, 1, 1])" in text
+    assert "norm: groupnorm(2)" in text and "conv: conv1d(8, 3, padding=1)" in text
+    assert "attn: multihead_attention(2)" in text
+    _round_trip(model, text, (3, 4, 4))
+
+
+def test_persistent_buffer_values_come_from_the_checkpoint(models: Any) -> None:
+    torch.manual_seed(1)
+    model = models.Net().eval()
+    r = import_model(model, (3, 4, 4), name="net", check=False)
+    built = archdsl.build(r.spec)
+    assert "scaled.shift" in built.state_dict() and "scaled.mask" not in built.state_dict()
+    model.scaled.shift.fill_(2.5)
+    built.load_state_dict(model.state_dict(), strict=True)
+    built.eval()
+    x = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.allclose(built(x), model(x), atol=1e-5)
+
+
+def test_large_unknown_buffer_keeps_its_class(models: Any, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = models.Outer()
+    r = import_model(model, (3, 32, 32), name="outer")
+    assert list(r.kept) == ["body"] and "noise" in r.kept["body"] and "4096" in r.kept["body"]
+    assert r.max_diff is not None and r.max_diff <= 1e-4
+
+
+def test_timm_convnext_atto_imports_without_plugins() -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=10)
+    r = import_model(model, (3, 32, 32), name="convnext_atto")
+    assert r.plugin is None and not r.kept and r.max_diff is not None
+    # the layer scale keeps its key (gamma, shape [C]) and is reshaped to [C, 1, 1] in the spec
+    assert "gamma = parameter(" in r.spec and "batch_dim=false" in r.spec
