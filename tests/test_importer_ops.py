@@ -177,7 +177,7 @@ def test_large_unknown_buffer_keeps_its_class(models: Any, tmp_path: Path) -> No
 
 
 def test_timm_convnext_atto_imports_without_plugins() -> None:
-    timm = pytest.importorskip("timm")
+    import timm
     torch.manual_seed(0)
     # convnext_atto with one block per stage (the same classes; the full depths take longer to trace)
     model = timm.create_model("convnext_atto", pretrained=False, num_classes=10, depths=(1, 1, 1, 1))
@@ -185,3 +185,23 @@ def test_timm_convnext_atto_imports_without_plugins() -> None:
     assert r.plugin is None and not r.kept and r.max_diff is not None
     # the layer scale keeps its key (gamma, shape [C]) and is reshaped to [C, 1, 1] in the spec
     assert "gamma = parameter(" in r.spec and "batch_dim=false" in r.spec
+
+
+def test_timm_batchnorm_act_is_batchnorm_then_act() -> None:
+    from timm.layers import BatchNormAct2d
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), BatchNormAct2d(8, act_layer=torch.nn.SiLU),
+                                torch.nn.Conv2d(8, 4, 1), BatchNormAct2d(4, apply_act=False))
+    r = import_model(model, (3, 8, 8), name="bnact")
+    assert r.plugin is None and not r.kept
+    # the batchnorm carries the module's path (its keys: weight, bias, running stats); the act has no keys
+    assert "batchnorm" in r.spec and "silu" in r.spec and "BatchNormAct2d" not in r.spec
+    _round_trip(model, r.spec, (3, 8, 8))
+    # training mode: batch statistics and the running-average update, as in timm
+    built = archdsl.build(r.spec)
+    built.load_state_dict(model.state_dict(), strict=True)
+    built.train()
+    model.train()
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    assert torch.allclose(built(x), model(x), atol=1e-4)
+    assert torch.allclose(built.state_dict()["1.running_mean"], model.state_dict()["1.running_mean"], atol=1e-6)

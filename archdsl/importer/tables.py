@@ -110,10 +110,18 @@ def is_batchnorm_act(m: Any) -> bool:
     F.batch_norm call on its own weight, bias and running statistics, cumulative average when momentum is
     None) then ``self.drop`` and ``self.act``. It is the ``batchnorm`` op labelled with its path (the same
     state_dict keys) followed by the act (and the dropout when there is one)."""
-    import torch.nn as nn
     cls = type(m)
-    if not isinstance(m, nn.BatchNorm2d) or cls is nn.BatchNorm2d or cls.__name__ != "BatchNormAct2d":
+    if cls.__name__ != "BatchNormAct2d" or not cls.__module__.startswith("timm.") \
+            or not any(_is(c, "torch.nn.modules.batchnorm", "BatchNorm2d") for c in cls.__mro__):
         return False
-    return (cls.__module__.startswith("timm.") and isinstance(getattr(m, "act", None), nn.Module)
-            and isinstance(getattr(m, "drop", None), nn.Module) and m.track_running_stats
-            and m.running_mean is not None)
+    return (_is_module(getattr(m, "act", None)) and _is_module(getattr(m, "drop", None))
+            and bool(m.track_running_stats) and m.running_mean is not None)
+
+
+def _is(cls: type, module: str, name: str) -> bool:
+    return cls.__module__ == module and cls.__name__ == name
+
+
+def _is_module(obj: Any) -> bool:
+    """An nn.Module instance (by its class's bases: this module does not import torch)."""
+    return obj is not None and any(_is(c, "torch.nn.modules.module", "Module") for c in type(obj).__mro__)
