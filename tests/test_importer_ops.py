@@ -19,6 +19,7 @@ from archdsl.importer.api import randomize
 MODEL_FILE = '''
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class Scaled(nn.Module):
@@ -82,6 +83,44 @@ class Net(nn.Module):
         a = x.reshape(x.shape[0], 2, 4, 16)
         x = torch.cat([self.rel(a[:, :, :, :4]), a[:, :, :, 4:]], -1).reshape(x.shape[0], 8, 4, 4)
         return self.tokens(x.flatten(2))
+
+
+class StdConv(nn.Module):
+    """Weight standardization (timm StdConv2d's math on its own weight), then F.conv2d with it."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, 3, 3))
+        self.bias = nn.Parameter(torch.randn(cout))
+
+    def forward(self, x):
+        w = self.weight - self.weight.mean((1, 2, 3), keepdim=True)
+        w = w * torch.rsqrt((w * w).mean((1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, padding=1)
+
+
+class QkvBias(nn.Module):
+    """BEiT's qkv: F.linear with a bias concatenated from parameters and zeros, computed in forward."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(3 * c, c))
+        self.q_bias = nn.Parameter(torch.randn(c))
+        self.v_bias = nn.Parameter(torch.randn(c))
+
+    def forward(self, x):
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        return F.linear(x, self.weight, bias)
+
+
+class Computed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = StdConv(3, 8)
+        self.qkv = QkvBias(8)
+
+    def forward(self, x):
+        return self.qkv(self.conv(x).flatten(2).transpose(1, 2))
 
 
 class BigTable(nn.Module):
@@ -205,3 +244,16 @@ def test_timm_batchnorm_act_is_batchnorm_then_act() -> None:
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(7))
     assert torch.allclose(built(x), model(x), atol=1e-4)
     assert torch.allclose(built.state_dict()["1.running_mean"], model.state_dict()["1.running_mean"], atol=1e-6)
+
+
+def test_weights_computed_in_forward(models: Any) -> None:
+    torch.manual_seed(0)
+    model = models.Computed()
+    r = import_model(model, (3, 6, 6), name="computed")
+    assert r.plugin is None and not r.kept
+    text = r.spec
+    # torch's dims (1, 2, 3) of the unbatched weight are the spec's (2, 3, 4); the conv and the linear take
+    # the computed weight (and the concatenated bias) as tensors
+    assert "mean([2, 3, 4], keepdim=true)" in text and "conv2d_fn(" in text and "linear_fn(" in text
+    assert "zeros_like" in text and "concat(" in text
+    _round_trip(model, text, (3, 6, 6))

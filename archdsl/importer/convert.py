@@ -179,7 +179,7 @@ class _Conv:
                 raise ImportFailure("a reshape folds the batch into another axis (e.g. windows as B * nW): not "
                                     "expressible per sample")
             shapes.append(v.sample_shape)
-            axes.append(v.batch if v.batch is not None else 0)
+            axes.append(v.batch if v.batch is not None else -1)     # -1: no batch axis (TorchCall)
         return shapes, axes
 
     # ---- nodes -----------------------------------------------------------------------------------
@@ -346,7 +346,31 @@ class _Conv:
             if isinstance(a, (list, tuple)):
                 return type(a)(fix(x) for x in a)
             return a
-        return tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}, refs
+        args, kwargs = tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}
+        # the op's inputs in the order the call names them (F.linear(x, weight, bias) with a parameter weight)
+        order: list[int] = []
+
+        def seen(a: Any) -> None:
+            if isinstance(a, TensorArg):
+                if a.k not in order:
+                    order.append(a.k)
+            elif isinstance(a, (list, tuple)):
+                for x in a:
+                    seen(x)
+        for a in (*args, *kwargs.values()):
+            seen(a)
+        order += [k for k in range(len(refs)) if k not in order]
+        if order == list(range(len(refs))):
+            return args, kwargs, refs
+
+        def renum(a: Any) -> Any:
+            if isinstance(a, TensorArg):
+                return TensorArg(order.index(a.k))
+            if isinstance(a, (list, tuple)):
+                return type(a)(renum(x) for x in a)
+            return a
+        return (tuple(renum(a) for a in args), {k: renum(v) for k, v in kwargs.items()},
+                [refs[k] for k in order])
 
     def layer_scale(self, key: tuple[str, str], args: tuple[Any, ...], refs: list[Ref], val: Val) -> Ref | None:
         """``gamma * x`` with a per-channel parameter ((C, 1, 1) over [C, H, W], (C,) over the last dim) is the
@@ -396,7 +420,7 @@ class _Conv:
         shapes, axes = self.shapes(refs)
         outs = val.items if val.kind == "seq" else [val]
         call = TorchCall(module, args, kwargs, shapes, axes, [o.sample_shape for o in outs],
-                         [o.batch if o.batch is not None else 0 for o in outs])
+                         [o.batch if o.batch is not None else -1 for o in outs])
         why = ""
         for op, form in forms:
             try:
@@ -406,7 +430,7 @@ class _Conv:
                 continue
             if got is None:
                 continue
-            if op not in _MOVED_OK and any(a != 0 for a in axes):
+            if op not in _MOVED_OK and any(a not in (0, -1) for a in axes):
                 why = f"the batch is at dim {max(axes)} here"
                 continue
             if op in ("concat", "stack", "add", "mul") and len(refs) == 1 and op != "stack":
