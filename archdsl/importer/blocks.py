@@ -231,7 +231,8 @@ def dedupe(root: Body, merge: bool = True) -> Blocks:
             d = BlockDef(name, cls, template, instances=instances)
             vectors = [slots(b, blocks) for b in base]
             names = slot_names(template, blocks)
-            sets = sorted({removed for _, _, removed in attached}, key=sorted)
+            # larger sets first: a node left out in several is written with the last (smallest) set's flag
+            sets = sorted({removed for _, _, removed in attached}, key=lambda r: (-len(r), sorted(r)))
             for removed in sets:
                 d.cond[len(names)] = removed
                 names.append(flag_name(template, removed))
@@ -239,7 +240,7 @@ def dedupe(root: Body, merge: bool = True) -> Blocks:
             for bodies, mapping, removed in attached:
                 for b in bodies:
                     vectors.append(aligned(template, b, mapping, lambda n: node_slots(n, blocks), ANY)
-                                   + [r != removed for r in sets])
+                                   + [not r <= removed for r in sets])
             _params(d, vectors, names)
             blocks.defs.append(d)
             for b, vec in zip(instances, vectors):

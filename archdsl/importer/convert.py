@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
 from ..ops import MULTI_OUTPUT_FORMS
+from .tables import buffer_args, is_batchnorm_act, unbatched_op
 from .trace import ImportFailure, Traced, Val, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert", "form_index"]
@@ -178,7 +179,7 @@ class _Conv:
                 raise ImportFailure("a reshape folds the batch into another axis (e.g. windows as B * nW): not "
                                     "expressible per sample")
             shapes.append(v.sample_shape)
-            axes.append(v.batch if v.batch is not None else 0)
+            axes.append(v.batch if v.batch is not None else -1)     # -1: no batch axis (TorchCall)
         return shapes, axes
 
     # ---- nodes -----------------------------------------------------------------------------------
@@ -224,7 +225,13 @@ class _Conv:
             return
         if isinstance(obj, torch.nn.Parameter):
             raise self.fail(n, f"parameter {n.target} of a submodule read directly")
-        raise self.fail(n, f"buffer or constant tensor {n.target} used in forward (buffers are not expressible yet)")
+        if isinstance(obj, torch.Tensor) and "." not in n.target and n.target in dict(self.t.module.named_buffers(
+                recurse=False)):
+            args = buffer_args(self.t.module, n.target, obj)
+            node = SNode("param", "buffer", args, n.target, [])
+            self.env[n.name] = self.add(node, Val("tensor", tuple(obj.shape), None))
+            return
+        raise self.fail(n, f"a constant tensor {n.target} used in forward (not a buffer of this module)")
 
     def param_ref(self, p: "_Param", batched: bool) -> Ref:
         key = (p.name, batched)
@@ -241,9 +248,15 @@ class _Conv:
         sub = self.t.gm.get_submodule(n.target)
         label = n.target
         args, kwargs, refs = self.call_args(n)
-        if len(refs) != 1 or args != (TensorArg(0),) or kwargs:
-            raise self.fail(n, "a module called with more than one tensor")
         path = f"{self.t.path}.{n.target}" if self.t.path else n.target
+        if is_batchnorm_act(sub):
+            self.env[n.name] = self.batchnorm_act(n, sub, refs, val, label)
+            return
+        if len(refs) != 1 or args != (TensorArg(0),) or kwargs:
+            if ("module", class_name(sub)) in self.index and not self.kept(sub):
+                self.env[n.name] = self.module_call(n, sub, args, kwargs, refs, val, label)
+                return
+            raise self.fail(n, "a module called with more than one tensor")
         child = None
         if path in self.bodies and not self.kept(sub):
             child = self.cache.get(path)
@@ -263,6 +276,43 @@ class _Conv:
             self.env[n.name] = self.add(SNode("plugin", class_name(sub), {}, label, refs, module=sub), val)
             return
         self.env[n.name] = self.apply(n, ("module", class_name(sub)), sub, args, kwargs, refs, val, label)
+
+    def batchnorm_act(self, n: Any, sub: Any, refs: list[Ref], val: Val, label: str) -> Ref:
+        """timm's BatchNormAct2d: batchnorm labelled with its path (its keys), then drop and act (no keys)."""
+        import torch.nn as nn
+        r = self.apply(n, ("module", "torch.nn.BatchNorm2d"), sub, (TensorArg(0),), {}, refs, val, label)
+        for m in (sub.drop, sub.act):
+            if type(m) is nn.Identity:
+                continue
+            key = ("module", class_name(m))
+            if key not in self.index:
+                raise self.fail(n, f"BatchNormAct2d with {class_name(m)}")
+            r = self.apply(n, key, m, (TensorArg(0),), {}, [r], val, None)
+        return r
+
+    def module_call(self, n: Any, sub: Any, args: tuple[Any, ...], kwargs: dict[str, Any], refs: list[Ref],
+                    val: Val, label: str) -> Any:
+        """A module op called with its tensor more than once or with options (``mha(x, x, x,
+        need_weights=False)``); a tuple result's first item is the op (the rest must be None)."""
+        uniq: list[Ref] = []
+        for r in refs:
+            if r not in uniq:
+                uniq.append(r)
+
+        def remap(a: Any) -> Any:
+            if isinstance(a, TensorArg):
+                return TensorArg(uniq.index(refs[a.k]))
+            if isinstance(a, (list, tuple)):
+                return type(a)(remap(x) for x in a)
+            return a
+        args, kwargs = tuple(remap(a) for a in args), {k: remap(v) for k, v in kwargs.items()}
+        if val.kind == "seq":
+            first, rest = val.items[0], val.items[1:]
+            if first.kind != "tensor" or any(i.kind != "none" for i in rest):
+                raise self.fail(n, "a module op whose result holds more than one tensor")
+            r = self.apply(n, ("module", class_name(sub)), sub, args, kwargs, uniq, first, label)
+            return (r, *[_Const(None)] * len(rest))
+        return self.apply(n, ("module", class_name(sub)), sub, args, kwargs, uniq, val, label)
 
     def call(self, n: Any, val: Val) -> None:
         kind = "method" if n.op == "call_method" else "function"
@@ -296,7 +346,31 @@ class _Conv:
             if isinstance(a, (list, tuple)):
                 return type(a)(fix(x) for x in a)
             return a
-        return tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}, refs
+        args, kwargs = tuple(fix(a) for a in args), {k: fix(v) for k, v in kwargs.items()}
+        # the op's inputs in the order the call names them (F.linear(x, weight, bias) with a parameter weight)
+        order: list[int] = []
+
+        def seen(a: Any) -> None:
+            if isinstance(a, TensorArg):
+                if a.k not in order:
+                    order.append(a.k)
+            elif isinstance(a, (list, tuple)):
+                for x in a:
+                    seen(x)
+        for a in (*args, *kwargs.values()):
+            seen(a)
+        order += [k for k in range(len(refs)) if k not in order]
+        if order == list(range(len(refs))):
+            return args, kwargs, refs
+
+        def renum(a: Any) -> Any:
+            if isinstance(a, TensorArg):
+                return TensorArg(order.index(a.k))
+            if isinstance(a, (list, tuple)):
+                return type(a)(renum(x) for x in a)
+            return a
+        return (tuple(renum(a) for a in args), {k: renum(v) for k, v in kwargs.items()},
+                [refs[k] for k in order])
 
     def layer_scale(self, key: tuple[str, str], args: tuple[Any, ...], refs: list[Ref], val: Val) -> Ref | None:
         """``gamma * x`` with a per-channel parameter ((C, 1, 1) over [C, H, W], (C,) over the last dim) is the
@@ -327,8 +401,18 @@ class _Conv:
         if ls is not None:
             return ls
         args, kwargs, refs = self._resolve_params(n, args, kwargs, refs, val)
-        forms = self.index.get(key)
         what = f"{key[0]} {key[1]}"
+        unb = [self.vals[r].batch is None for r in refs]
+        if refs and all(unb) and val.kind == "tensor":
+            got_u = unbatched_op(key[0], key[1], args, kwargs, [self.vals[r].shape for r in refs], val.shape)
+            if got_u is not None:
+                if got_u[0] == "identity":
+                    self.vals[refs[0]] = val
+                    return refs[0]
+                return self.add(SNode("op", got_u[0], got_u[1], label, refs), val)
+        if any(unb) and not all(unb):
+            refs = [self.unbatched_operand(r, refs) if u else r for r, u in zip(refs, unb)]
+        forms = self.index.get(key)
         if not forms:
             raise self.fail(n, f"no op of the language is written as the {what}")
         if not refs:
@@ -336,7 +420,7 @@ class _Conv:
         shapes, axes = self.shapes(refs)
         outs = val.items if val.kind == "seq" else [val]
         call = TorchCall(module, args, kwargs, shapes, axes, [o.sample_shape for o in outs],
-                         [o.batch if o.batch is not None else 0 for o in outs])
+                         [o.batch if o.batch is not None else -1 for o in outs])
         why = ""
         for op, form in forms:
             try:
@@ -346,7 +430,7 @@ class _Conv:
                 continue
             if got is None:
                 continue
-            if op not in _MOVED_OK and any(a != 0 for a in axes):
+            if op not in _MOVED_OK and any(a not in (0, -1) for a in axes):
                 why = f"the batch is at dim {max(axes)} here"
                 continue
             if op in ("concat", "stack", "add", "mul") and len(refs) == 1 and op != "stack":
@@ -362,6 +446,22 @@ class _Conv:
                 continue
             return self.add(SNode("op", op, got, label, refs), val)
         raise self.fail(n, f"the {what} is not expressible" + (f": {why}" if why else ""))
+
+    def unbatched_operand(self, r: Ref, refs: list[Ref]) -> Ref:
+        """A value without the batch axis meeting batched ones: torch lines it up from the right with the
+        batch, so a leading 1 of the batched operands' whole rank (``gamma.reshape(1, -1, 1, 1)``) is dropped,
+        in the reshape that made it when it was the node just before."""
+        v = self.vals[r]
+        rank = max(len(self.vals[q].shape) for q in refs if self.vals[q].batch is not None)
+        if len(v.shape) != rank or v.shape[0] != 1:
+            return r
+        nv = Val("tensor", v.shape[1:], None)
+        node = self.body.nodes[r.node] if r.node >= 0 else None
+        if node is not None and r.node == len(self.body.nodes) - 1 and node.op == "reshape" and r.k == 0:
+            node.args = {"shape": list(nv.shape)}
+            self.vals[r] = nv
+            return r
+        return self.add(SNode("op", "reshape", {"shape": list(nv.shape)}, None, [r]), nv)
 
     def check(self, op: str, args: dict[str, Any], shapes: list[tuple[int, ...]], val: Val) -> None:
         d = OPS[op]
@@ -399,8 +499,17 @@ class _Conv:
         if isinstance(src, tuple):         # an output of chunk/split/unbind
             self.env[n.name] = src[idx]
             return
+        if isinstance(src, _Param):
+            src = self.param_ref(src, False)
         if not isinstance(src, Ref):
             raise self.fail(n, "indexing a value the importer cannot express")
+        ix = self.env.get(idx.name) if hasattr(idx, "name") else None
+        if isinstance(ix, Ref):             # table[index]: the rows picked by an integer tensor
+            iv = self.vals[ix]
+            if self.vals[src].batch is not None or iv.fold != 1:
+                raise self.fail(n, "indexing a batched tensor with a tensor")
+            self.env[n.name] = self.add(SNode("op", "gather_rows", {}, None, [src, ix]), val)
+            return
         sv = self.vals[src]
         items = list(idx) if isinstance(idx, tuple) else [idx]
         if any(i is None for i in items):

@@ -202,7 +202,7 @@ class TorchCall:
     own arguments with each tensor replaced by a :class:`TensorArg` (``torch.cat([a, b], dim=1)`` has args
     ``([TensorArg(0), TensorArg(1)],)``); ``in_shapes`` the per-sample shapes of the tensor inputs (batch
     axis removed) and ``batch_axes`` where each input's batch axis is (0 for ordinary tensors; the importer
-    tracks permutes that move it). ``out_shapes``/``out_batch_axes`` are the traced per-sample shapes of the
+    tracks permutes that move it; -1 for a value without the batch axis). ``out_shapes``/``out_batch_axes`` are the traced per-sample shapes of the
     call's tensor outputs and where their batch axis is (empty when unknown): a reshape reads its target
     there. An integer argument equal to the batch size is a :class:`BatchSize`. Dims a form returns follow
     the spec's convention, batch first: a torch dim ``d`` is ``call.sample_dim(d) + 1``. The importer passes
@@ -234,7 +234,13 @@ class TorchCall:
 
     def sample_dim(self, d: int, k: int = 0) -> int:
         """Dimension ``d`` of the batched input ``k`` as a per-sample dimension (non-negative). Raises
-        ShapeError when ``d`` is the batch axis itself (the op then does not apply per sample)."""
+        ShapeError when ``d`` is the batch axis itself (the op then does not apply per sample). A batch axis of
+        -1 is a value without one (a buffer, a parameter): torch's dim ``d`` is then the sample dim ``d``."""
+        if self.batch_axes[k] == -1:
+            rank = len(self.in_shapes[k])
+            if not -rank <= d < rank:
+                raise ShapeError(f"dimension {d} is out of range for a rank-{rank} tensor")
+            return d % rank
         rank = len(self.in_shapes[k]) + 1
         if not -rank <= d < rank:
             raise ShapeError(f"dimension {d} is out of range for a rank-{rank} tensor")

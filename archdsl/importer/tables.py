@@ -1,0 +1,127 @@
+"""Values without the batch axis in an imported body: buffers read in forward and computation on parameters.
+
+A ``get_attr`` of a module's own buffer becomes ``buffer(...)`` labelled with the buffer's name (so the
+state_dict loads strictly): ``init="loaded"`` when it is persistent (the checkpoint fills it); when it is not
+(no state_dict key, the model computes it when built) its values are written as a literal list when small
+enough (:attr:`Limits.max_literal_values`), or named by a known generator when they equal its output (Swin's
+``relative_position_index``); anything else is an :class:`ImportFailure` (the class is kept as a plugin).
+
+Torch calls whose tensors all lack the batch axis (``gamma.reshape(1, -1, 1, 1)``, ``table[index]``,
+``bias.permute(2, 0, 1)``, ``torch.cat((q_bias, k_bias, v_bias))``) are written here: torch's dim ``d`` of
+such a value is the spec's dim ``d + 1`` (the spec counts dim 0 as the absent batch, docs/language.md).
+
+torch is imported inside the functions only.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..limits import Limits
+from ..ops.buffers import relative_position_index
+from .trace import ImportFailure
+
+__all__ = ["buffer_args", "unbatched_op", "is_batchnorm_act"]
+
+_DTYPES = {"torch.float32": "float32", "torch.int64": "int64", "torch.bool": "bool"}
+
+
+def buffer_args(module: Any, name: str, t: Any) -> dict[str, Any]:
+    """The ``buffer(...)`` arguments reproducing ``module``'s buffer ``name`` (the tensor ``t``)."""
+    dtype = _DTYPES.get(str(t.dtype))
+    if dtype is None:
+        raise ImportFailure(f"buffer {name} of dtype {t.dtype} (buffers are float32, int64 or bool)")
+    shape = [int(s) for s in t.shape]
+    persistent = name not in getattr(module, "_non_persistent_buffers_set", set())
+    args: dict[str, Any] = {"shape": shape, "dtype": dtype}
+    if persistent:
+        args["init"] = "loaded"
+        return args
+    args["persistent"] = False
+    window = _rpi_window(t)
+    if window is not None:
+        args["init"] = "relative_position_index"
+        args["window"] = window
+        return args
+    if t.numel() > Limits().max_literal_values:
+        raise ImportFailure(f"non-persistent buffer {name} of {t.numel()} values (more than "
+                            f"{Limits().max_literal_values} cannot be written as a literal list, and they equal no "
+                            "known generator)")
+    flat = t.detach().reshape(-1).tolist()
+    if dtype == "float32" and not all(abs(v) < float("inf") for v in flat):
+        raise ImportFailure(f"non-persistent buffer {name} holds non-finite values")
+    args["values"] = [bool(v) for v in flat] if dtype == "bool" else \
+        [int(v) for v in flat] if dtype == "int64" else [float(v) for v in flat]
+    return args
+
+
+def _rpi_window(t: Any) -> list[int] | None:
+    """The window ``[h, w]`` whose Swin relative position index ``t`` is (flat or square), else None."""
+    if str(t.dtype) != "torch.int64" or t.numel() == 0:
+        return None
+    n = t.numel()
+    area = round(n ** 0.5)
+    if area * area != n or not (t.dim() == 1 or tuple(t.shape) == (area, area)):
+        return None
+    flat = t.reshape(-1).tolist()
+    for h in range(1, area + 1):
+        if area % h == 0 and relative_position_index(h, area // h) == flat:
+            return [h, area // h]
+    return None
+
+
+def _dims(dims: Any) -> list[int]:
+    if isinstance(dims, int):
+        return [dims]
+    return [int(d) for d in dims]
+
+
+def unbatched_op(kind: str, target: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                 shapes: list[tuple[int, ...]], out_shape: tuple[int, ...]) -> tuple[str, dict[str, Any]] | None:
+    """The spec op and its arguments for a torch call on values without the batch axis (``shapes``: their
+    whole shapes, ``out_shape`` the traced result's), or None when it is not one written here (the op's own
+    torch form is tried then)."""
+    rank = len(shapes[0]) if shapes else 0
+
+    def spec(d: int) -> int:
+        return d % rank + 1
+    if (kind, target) in (("method", "reshape"), ("method", "view"), ("function", "torch.reshape"),
+                          ("method", "flatten"), ("function", "torch.flatten"), ("method", "unsqueeze"),
+                          ("function", "torch.unsqueeze"), ("method", "squeeze"), ("method", "contiguous")):
+        if len(shapes) != 1:
+            return None
+        if target == "contiguous" or tuple(shapes[0]) == tuple(out_shape):
+            return "identity", {}
+        return "reshape", {"shape": list(out_shape)}
+    if (kind, target) in (("method", "permute"), ("function", "torch.permute")):
+        dims = args[1:] if len(args) > 2 else args[1] if len(args) > 1 else kwargs.get("dims")
+        return "permute", {"dims": [0] + [spec(d) for d in _dims(dims)]}
+    if (kind, target) in (("method", "transpose"), ("function", "torch.transpose")):
+        d0 = args[1] if len(args) > 1 else kwargs["dim0"]
+        d1 = args[2] if len(args) > 2 else kwargs["dim1"]
+        return "transpose", {"dim0": spec(d0), "dim1": spec(d1)}
+    if (kind, target) in (("function", "torch.cat"), ("function", "torch.concat")):
+        d = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+        return "concat", {"dim": spec(d)}
+    return None
+
+
+def is_batchnorm_act(m: Any) -> bool:
+    """timm's ``BatchNormAct2d``: an ``nn.BatchNorm2d`` subclass whose forward is BatchNorm2d's (the same
+    F.batch_norm call on its own weight, bias and running statistics, cumulative average when momentum is
+    None) then ``self.drop`` and ``self.act``. It is the ``batchnorm`` op labelled with its path (the same
+    state_dict keys) followed by the act (and the dropout when there is one)."""
+    cls = type(m)
+    if cls.__name__ != "BatchNormAct2d" or not cls.__module__.startswith("timm.") \
+            or not any(_is(c, "torch.nn.modules.batchnorm", "BatchNorm2d") for c in cls.__mro__):
+        return False
+    return (_is_module(getattr(m, "act", None)) and _is_module(getattr(m, "drop", None))
+            and bool(m.track_running_stats) and m.running_mean is not None)
+
+
+def _is(cls: type, module: str, name: str) -> bool:
+    return cls.__module__ == module and cls.__name__ == name
+
+
+def _is_module(obj: Any) -> bool:
+    """An nn.Module instance (by its class's bases: this module does not import torch)."""
+    return obj is not None and any(_is(c, "torch.nn.modules.module", "Module") for c in type(obj).__mro__)
