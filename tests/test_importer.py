@@ -179,6 +179,34 @@ def _round_trip(model: Any, spec: str, shape: tuple[int, ...], plugins: list[str
     return diff
 
 
+def _canonical(text: str) -> None:
+    """The imported text is the printer's: parsed and printed again it is the same text (comments kept), and
+    ``archc fmt`` leaves it as it is."""
+    from archdsl.lang.comments import collect_comments
+    from archdsl.lang.fmt import format_text
+    from archdsl.lang.parser import parse
+    from archdsl.lang.printer import print_spec
+    from archdsl.source import Source
+    src = Source(text, "imported.arch")
+    spec = parse(src)
+    assert print_spec(spec, collect_comments(src, spec)) == text
+    assert format_text(text) == text
+
+
+def test_emit_writes_only_literals_and_validated_names() -> None:
+    from archdsl.importer.emit import ident, lit
+    from archdsl.lang.printer import print_expr
+    assert print_expr(lit([1, -2, 0.5, 1e-06, True, None, "a b"])) == '[1, -2, 0.5, 1e-6, true, none, "a b"]'
+    assert print_expr(lit('say "hi"')) == "'say \"hi\"'"
+    for bad in ("a\nb", "both ' and \"", float("inf"), float("nan"), object()):
+        with pytest.raises(ValueError):
+            lit(bad)
+    for bad_name in ("x y", "input", "add", "1x", "naïve", "a.b"):
+        with pytest.raises(ValueError):
+            ident(bad_name)
+    assert ident("conv_1") == "conv_1"
+
+
 def test_user_model_round_trip(models: Any) -> None:
     torch.manual_seed(0)
     model = models.Net()
@@ -193,6 +221,7 @@ def test_user_model_round_trip(models: Any) -> None:
     assert "add:\n        identity" in text or "add:\n        body:" in text
     # the multiply by a constant is an op with its value, defaults are left out
     assert "scale(0.5)" in text and "padding_mode" not in text
+    _canonical(text)
     _round_trip(model, text, (3, 32, 32))
 
 
@@ -206,6 +235,7 @@ def test_attention_with_batch_moving_permute(models: Any) -> None:
     assert "= t2 -> chunk(3)" in text and "scaled_dot_product_attention(" in text
     assert "cls_token = parameter([1, 32])" in text
     assert '"blocks.0": Attention' in text and '"blocks.1": Attention2' in text
+    _canonical(text)
     _round_trip(model, text, (16, 32))
 
 
@@ -261,6 +291,7 @@ def test_torchvision_round_trip(builder: str, size: int) -> None:
     r = import_model(model, (3, size, size), name=builder)
     assert r.plugin is None
     assert f"network {builder}:" in r.spec and "# torchvision.models." in r.spec
+    _canonical(r.spec)
     _round_trip(model, r.spec, (3, size, size))
     if builder == "convnext":
         # gamma * x is the layer_scale op named by the parameter; the permutes are ops, not blocks
