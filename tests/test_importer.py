@@ -19,7 +19,7 @@ import torch
 import archdsl
 from archdsl.errors import ArchError
 from archdsl.importer import import_model
-from archdsl.importer.api import randomize
+from archdsl.importer import ImportResult, randomize_constants, verify
 from archdsl.importer.plugin import recording_inits
 
 MODEL_FILE = '''
@@ -166,7 +166,7 @@ def _round_trip(model: Any, spec: str, shape: tuple[int, ...], plugins: list[str
     """Build the text, load the (randomized) model's weights strictly, compare outputs."""
     torch.manual_seed(0)
     model = model.eval()
-    randomize(model, seed=3)
+    randomize_constants(model, seed=3)
     built = archdsl.build(spec, plugins=plugins or [])
     built.load_state_dict(model.state_dict(), strict=True)
     built.eval()
@@ -205,6 +205,17 @@ def test_emit_writes_only_literals_and_validated_names() -> None:
         with pytest.raises(ValueError):
             ident(bad_name)
     assert ident("conv_1") == "conv_1"
+
+
+def test_verify_is_the_round_trip_and_names_the_failing_stage() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    ok = "network net:\n    input [3, 8, 8]\n    \"0\": conv2d(4, 3)\n    \"1\": relu\n"
+    assert verify(model, ImportResult(ok, "net"), torch.zeros(1, 3, 8, 8)) <= 1e-4
+    for spec, stage in ((ok.replace("relu", "sigmoid"), "outputs"), (ok.replace('"0"', "c0"), "load"),
+                        (ok.replace("conv2d(4, 3)", "conv2d(4, 3, nope=1)"), "check")):
+        with pytest.raises(ArchError, match=f"round trip failed at {stage}"):
+            verify(model, ImportResult(spec, "net"), torch.zeros(1, 3, 8, 8))
 
 
 def test_user_model_round_trip(models: Any) -> None:
