@@ -311,3 +311,33 @@ def test_torchvision_round_trip(builder: str, size: int) -> None:
         # one block for the class: the downsample branch is a condition of it
         assert r.spec.count("block BasicBlock") == 1 and "block BasicBlock(c, stride=1, downsample=false):" in r.spec
         assert "if downsample else identity" in r.spec and "layer1: [BasicBlock(64) * 2]" in r.spec
+
+
+class _LongChain(torch.nn.Module):
+    """A chain read twice (a named value) whose one-line pipeline would be wider than the printer's width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_convolution_with_a_long_name = torch.nn.Conv2d(3, 4, 1)
+        self.second_convolution_with_a_long_name = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.third_convolution_with_a_long_name = torch.nn.Conv2d(4, 4, 1)
+        self.last = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.third_convolution_with_a_long_name(self.second_convolution_with_a_long_name(
+            self.first_convolution_with_a_long_name(x)))
+        return torch.cat([x, y, self.last(y)], 1)
+
+
+def test_a_long_pipeline_is_split_into_named_parts() -> None:
+    from archdsl.lang.printer import WIDTH
+    torch.manual_seed(0)
+    model = _LongChain()
+    r = import_model(model, (3, 8, 8), name="chain")
+    text = r.spec
+    assert all(len(line) <= WIDTH for line in text.splitlines())
+    # one part per layer here (two would not fit); the printer never breaks a pipeline inside its brackets
+    assert "t1 = t0 -> second_convolution_with_a_long_name: conv2d(4, 3, padding=1)" in text
+    assert "concat(x, t2, t3)" in text
+    _canonical(text)
+    _round_trip(model, text, (3, 8, 8))
