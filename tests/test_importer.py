@@ -19,7 +19,7 @@ import torch
 import archdsl
 from archdsl.errors import ArchError
 from archdsl.importer import import_model
-from archdsl.importer.api import randomize
+from archdsl.importer import ImportResult, randomize_constants, verify
 from archdsl.importer.plugin import recording_inits
 
 MODEL_FILE = '''
@@ -166,7 +166,7 @@ def _round_trip(model: Any, spec: str, shape: tuple[int, ...], plugins: list[str
     """Build the text, load the (randomized) model's weights strictly, compare outputs."""
     torch.manual_seed(0)
     model = model.eval()
-    randomize(model, seed=3)
+    randomize_constants(model, seed=3)
     built = archdsl.build(spec, plugins=plugins or [])
     built.load_state_dict(model.state_dict(), strict=True)
     built.eval()
@@ -177,6 +177,45 @@ def _round_trip(model: Any, spec: str, shape: tuple[int, ...], plugins: list[str
     diff = float((want - got).abs().max())
     assert diff <= 1e-4 * max(1.0, float(want.abs().max())), diff
     return diff
+
+
+def _canonical(text: str) -> None:
+    """The imported text is the printer's: parsed and printed again it is the same text (comments kept), and
+    ``archc fmt`` leaves it as it is."""
+    from archdsl.lang.comments import collect_comments
+    from archdsl.lang.fmt import format_text
+    from archdsl.lang.parser import parse
+    from archdsl.lang.printer import print_spec
+    from archdsl.source import Source
+    src = Source(text, "imported.arch")
+    spec = parse(src)
+    assert print_spec(spec, collect_comments(src, spec)) == text
+    assert format_text(text) == text
+
+
+def test_emit_writes_only_literals_and_validated_names() -> None:
+    from archdsl.importer.emit import ident, lit
+    from archdsl.lang.printer import print_expr
+    assert print_expr(lit([1, -2, 0.5, 1e-06, True, None, "a b"])) == '[1, -2, 0.5, 1e-6, true, none, "a b"]'
+    assert print_expr(lit('say "hi"')) == "'say \"hi\"'"
+    for bad in ("a\nb", "both ' and \"", float("inf"), float("nan"), object()):
+        with pytest.raises(ValueError):
+            lit(bad)
+    for bad_name in ("x y", "input", "add", "1x", "naïve", "a.b"):
+        with pytest.raises(ValueError):
+            ident(bad_name)
+    assert ident("conv_1") == "conv_1"
+
+
+def test_verify_is_the_round_trip_and_names_the_failing_stage() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    ok = "network net:\n    input [3, 8, 8]\n    \"0\": conv2d(4, 3)\n    \"1\": relu\n"
+    assert verify(model, ImportResult(ok, "net"), torch.zeros(1, 3, 8, 8)) <= 1e-4
+    for spec, stage in ((ok.replace("relu", "sigmoid"), "outputs"), (ok.replace('"0"', "c0"), "load"),
+                        (ok.replace("conv2d(4, 3)", "conv2d(4, 3, nope=1)"), "check")):
+        with pytest.raises(ArchError, match=f"round trip failed at {stage}"):
+            verify(model, ImportResult(spec, "net"), torch.zeros(1, 3, 8, 8))
 
 
 def test_user_model_round_trip(models: Any) -> None:
@@ -193,6 +232,7 @@ def test_user_model_round_trip(models: Any) -> None:
     assert "add:\n        identity" in text or "add:\n        body:" in text
     # the multiply by a constant is an op with its value, defaults are left out
     assert "scale(0.5)" in text and "padding_mode" not in text
+    _canonical(text)
     _round_trip(model, text, (3, 32, 32))
 
 
@@ -206,6 +246,7 @@ def test_attention_with_batch_moving_permute(models: Any) -> None:
     assert "= t2 -> chunk(3)" in text and "scaled_dot_product_attention(" in text
     assert "cls_token = parameter([1, 32])" in text
     assert '"blocks.0": Attention' in text and '"blocks.1": Attention2' in text
+    _canonical(text)
     _round_trip(model, text, (16, 32))
 
 
@@ -261,6 +302,7 @@ def test_torchvision_round_trip(builder: str, size: int) -> None:
     r = import_model(model, (3, size, size), name=builder)
     assert r.plugin is None
     assert f"network {builder}:" in r.spec and "# torchvision.models." in r.spec
+    _canonical(r.spec)
     _round_trip(model, r.spec, (3, size, size))
     if builder == "convnext":
         # gamma * x is the layer_scale op named by the parameter; the permutes are ops, not blocks
@@ -269,3 +311,33 @@ def test_torchvision_round_trip(builder: str, size: int) -> None:
         # one block for the class: the downsample branch is a condition of it
         assert r.spec.count("block BasicBlock") == 1 and "block BasicBlock(c, stride=1, downsample=false):" in r.spec
         assert "if downsample else identity" in r.spec and "layer1: [BasicBlock(64) * 2]" in r.spec
+
+
+class _LongChain(torch.nn.Module):
+    """A chain read twice (a named value) whose one-line pipeline would be wider than the printer's width."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_convolution_with_a_long_name = torch.nn.Conv2d(3, 4, 1)
+        self.second_convolution_with_a_long_name = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.third_convolution_with_a_long_name = torch.nn.Conv2d(4, 4, 1)
+        self.last = torch.nn.Conv2d(4, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.third_convolution_with_a_long_name(self.second_convolution_with_a_long_name(
+            self.first_convolution_with_a_long_name(x)))
+        return torch.cat([x, y, self.last(y)], 1)
+
+
+def test_a_long_pipeline_is_split_into_named_parts() -> None:
+    from archdsl.lang.printer import WIDTH
+    torch.manual_seed(0)
+    model = _LongChain()
+    r = import_model(model, (3, 8, 8), name="chain")
+    text = r.spec
+    assert all(len(line) <= WIDTH for line in text.splitlines())
+    # one part per layer here (two would not fit); the printer never breaks a pipeline inside its brackets
+    assert "t1 = t0 -> second_convolution_with_a_long_name: conv2d(4, 3, padding=1)" in text
+    assert "concat(x, t2, t3)" in text
+    _canonical(text)
+    _round_trip(model, text, (3, 8, 8))

@@ -200,6 +200,34 @@ def test_reset_classifier_any_number_of_times() -> None:
         model.reset_classifier(3, "max")
 
 
+def test_a_layer_labelled_global_pool_stays_a_module() -> None:
+    """timm's models have a `global_pool` child module: the generated class's pool-type string must not shadow
+    (or clash with) a layer of that name, and the head API keeps working beside it."""
+    from archdsl.importer import import_model
+    spec = ("network gp:\n    input [3, 16, 16]\n    stem: conv2d(8, 3, padding=1)\n"
+            "    global_pool: [adaptive_avgpool(1), flatten]\n    fc: linear(4)\n")
+    model = archdsl.build(spec).eval()
+    assert isinstance(model.global_pool, torch.nn.Module)
+    with torch.no_grad():
+        model.reset_classifier(0)
+        assert model(_x(16)).shape == (1, 8) and isinstance(model.global_pool, torch.nn.Module)
+    # timm's resnet18 imported: its state_dict loads strictly into the spec's build
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet18", pretrained=False).eval()
+    randomize_bn(ref, seed=1)
+    text = import_model(ref, (3, 32, 32), name="r18").spec
+    assert "global_pool: SelectAdaptivePool2d" in text
+    ours = archdsl.build(text).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    assert isinstance(ours.global_pool, torch.nn.Module)
+    x = _x(32, batch=2)
+    with torch.no_grad():
+        assert _close(ours(x), ref(x))
+        assert _close(ours.forward_head(ours.forward_features(x)), ref(x))
+        ours.reset_classifier(5)
+        assert ours(x).shape == (2, 5) and isinstance(ours.global_pool, torch.nn.Module)
+
+
 def test_feature_info_api_and_dict_outputs() -> None:
     m = hub.build_model(_spec("resnet.arch:resnet50"), features_only=True, out_indices=(-3, -2, -1))
     fi = m.feature_info

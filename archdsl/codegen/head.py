@@ -37,7 +37,7 @@ def with_head_api(spec_params: list[tuple[str, Any]], lines: list[str], body: li
     lines += ["        " + b for b in body[:starts[split]]] + [f"        return {feat}"]
     lines += ["", f"    def forward_head(self, {feat}: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:",
               # global_pool '' (timm's reset_classifier(0, '')): the unpooled features, as timm's models give
-              '        if self.global_pool == "":',
+              '        if self._pool_type == "":',
               f"            return {feat}"]
     tail = body[starts[split]:]
     cut = starts[len(real) - 1] - starts[split]
@@ -63,9 +63,9 @@ def with_head_api(spec_params: list[tuple[str, Any]], lines: list[str], body: li
                   + " + repr(global_pool))",
                   "            if global_pool == '' and num_classes > 0:",
                   "                raise ValueError(\"global_pool='' removes the pooling: only with num_classes=0\")",
-                  "            self.global_pool = global_pool",
-                  "        elif num_classes > 0 and self.global_pool == '':",
-                  f"            self.global_pool = {literal(head.global_pool)}",
+                  "            self._set_pool_type(global_pool)",
+                  "        elif num_classes > 0 and self._pool_type == '':",
+                  f"            self._set_pool_type({literal(head.global_pool)})",
                   f"        _reset_linear(self, {literal(last.ref)}, max(int(num_classes), 0), self.head_hidden_size, "
                   f"{head.flatten!r})",
                   "        self.num_classes = max(int(num_classes), 0)"]
@@ -81,8 +81,16 @@ def with_head_api(spec_params: list[tuple[str, Any]], lines: list[str], body: li
     else:
         lines[at:at] = attrs + [""]
     end = next(i for i, ln in enumerate(lines) if ln.startswith("    def forward_features("))
-    # instance attributes (TorchScript reads them; reset_classifier changes them)
-    lines.insert(end - 1, f"        self.global_pool = {literal(head.global_pool)}")
+    # instance attributes (TorchScript reads them; reset_classifier changes them). The pool type lives in a
+    # private attribute: a layer labelled `global_pool` (an imported timm model's head) is a child module of
+    # that name, which a string attribute would shadow; timm's `global_pool` string is there only otherwise
+    lines.insert(end - 1, f"        self._set_pool_type({literal(head.global_pool)})")
+    lines[end + 1:end + 1] = [
+        "    def _set_pool_type(self, pool: str) -> None:",
+        "        self._pool_type = pool",
+        "        if 'global_pool' not in self._modules:   # a child module of that name is the layer itself",
+        "            self.global_pool = pool",
+        ""]
     if has_arg:   # the constructor argument is the instance's attribute, as in timm
         lines.insert(end - 1, "        self.num_classes = num_classes")
     return lines

@@ -3,8 +3,8 @@ and the round trip that proves a spec is its model.
 
 :mod:`.trace` runs fx per module class and finds the batch axis of every value, :mod:`.convert` maps each
 call to a registry op through its ``torch_forms``, :mod:`.blocks` makes one block per class with parameters
-for the literals that differ, :mod:`.emit` prints the text, :mod:`.plugin` keeps classes whole as plugin
-ops, and :mod:`.api` ties them together. :mod:`.roundtrip` (check -> build -> strict load -> equal eval
+for the literals that differ, :mod:`.emit` builds the AST that the language's printer writes, :mod:`.plugin`
+keeps classes whole as plugin ops, and :mod:`.api` ties them together. :mod:`.roundtrip` (check -> build -> strict load -> equal eval
 outputs, constants randomized first) proves the result. torch is imported lazily.
 """
 from __future__ import annotations

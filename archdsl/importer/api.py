@@ -3,8 +3,9 @@
 The steps: trace (:mod:`.trace`), convert each traced body to spec-level nodes (:mod:`.convert`), one block
 per class (:mod:`.blocks`), print (:mod:`.emit`); classes kept whole become plugin ops (:mod:`.plugin`).
 Then the text is compiled and checked (:mod:`archdsl.pipeline`), built, the source model's state_dict is
-loaded strictly and both models run on the same input (BatchNorm statistics and every parameter
-randomized first, so constant-initialized ones prove nothing by accident): any difference is an error.
+loaded strictly and both models run on the same input: :func:`verify` is :func:`.roundtrip.roundtrip`
+(BatchNorm statistics and constant parameters randomized first, so they prove nothing by accident); any
+difference is an error naming the stage.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .blocks import dedupe
 from .convert import convert, form_index
 from .emit import print_spec
 from .plugin import plugin_ops, plugin_source
+from .roundtrip import roundtrip
 from .trace import ImportFailure, class_name, is_container, trace_model
 
 __all__ = ["ImportResult", "import_model", "import_module", "verify", "TOLERANCE"]
@@ -196,39 +198,13 @@ def _path_of(model: Any, m: Any) -> str:
     return "?"
 
 
-def randomize(model: Any, seed: int = 0) -> None:
-    """Random BatchNorm statistics and random parameters (a seeded generator): an equal output then proves
-    every weight is used the same way."""
-    import torch
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-        for mod in model.modules():
-            mean, var = getattr(mod, "running_mean", None), getattr(mod, "running_var", None)
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm) and mean is not None and var is not None:
-                mean.copy_(torch.randn(mean.shape, generator=g) * 0.1)
-                var.copy_(torch.rand(var.shape, generator=g) + 0.5)
-
-
-def _build(text: str, plugins: list[str]) -> Any:
-    """``archdsl.build`` of spec text, from the stages below (this package sits under the top level)."""
-    from ..codegen.build import instantiate
-    from ..pipeline import compile_graph, resolve, source_with_params
-    from ..plugins import load_plugins, verifying_shapes
-    load_plugins(plugins, env=False)
-    with verifying_shapes():
-        resolved = resolve(text)
-        g = compile_graph(resolved, {})
-        return instantiate(g, source_with_params(resolved, {}, g, None, None))
-
-
 def verify(model: Any, result: ImportResult, example: Any) -> float:
-    """Compile and check the spec, build it, load the model's state_dict strictly and compare the outputs;
-    returns the largest difference. Raises ArchError when any step fails."""
+    """Prove the import with :func:`~archdsl.importer.roundtrip.roundtrip` (check, build, strict load, equal
+    outputs; BatchNorm statistics and constant parameters randomized first) on a copy of ``model``, the
+    plugin file (if any) loaded from a private temporary folder. Returns the largest output difference;
+    raises :class:`ArchError` naming the stage that failed."""
     import torch
     ref = copy.deepcopy(model).eval()
-    randomize(ref)
     plugins: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         stem = None
@@ -238,11 +214,10 @@ def verify(model: Any, result: ImportResult, example: Any) -> float:
             path = Path(tmp) / f"{stem}.py"
             path.write_text(result.plugin)
             plugins.append(str(path))
+        # two samples: a batch of one would hide a mix-up of the batch axis
+        x = torch.zeros((2, *example.shape[1:]), dtype=example.dtype)
         try:
-            built = _build(result.spec, plugins)
-        except ArchError as e:
-            raise ArchError(f"the imported spec does not compile (an importer bug; please report it):\n{e}",
-                            None) from None
+            r = roundtrip(ref, result.spec, x, name=result.name, rtol_scale=TOLERANCE, plugins=plugins)
         finally:
             # the check's own copy of the plugin goes away: the user loads the written file
             from ..plugins import unregister_op
@@ -253,22 +228,13 @@ def verify(model: Any, result: ImportResult, example: Any) -> float:
                     pass
             if stem is not None:
                 sys.modules.pop(stem, None)
-        missing = built.load_state_dict(ref.state_dict(), strict=False)
-        if missing.missing_keys or missing.unexpected_keys:
-            raise ArchError("the imported spec's state_dict differs from the model's: missing "
-                            f"{missing.missing_keys[:5]}, unexpected {missing.unexpected_keys[:5]}", None)
-        built.eval()
-        g = torch.Generator().manual_seed(1)
-        x = torch.randn((2, *example.shape[1:]), generator=g, dtype=example.dtype)
-        with torch.no_grad():
-            want = ref(x)
-            got = built(x)
-    diff = float((want - got).abs().max())
-    bound = TOLERANCE * max(1.0, float(want.abs().max()))
-    if not diff <= bound:
-        raise ArchError(f"the imported spec's output differs from the model's by {diff:.3g} (allowed {bound:.3g})",
-                        None, hint="an importer bug; please report it with the model")
-    return diff
+    if r.ok:
+        assert r.max_diff is not None
+        return r.max_diff
+    what = {"check": "does not compile", "build": "does not build",
+            "load": "does not load the model's state_dict", "outputs": "gives other outputs than the model"}
+    raise ArchError(f"the imported spec {what.get(r.stage, 'fails')} (round trip failed at {r.stage}):\n{r.error}",
+                    None, hint="an importer bug; please report it with the model")
 
 
 def import_module(model: Any, example_input: Any, *, name: str | None = None, keep: Iterable[str] = (),

@@ -1,58 +1,124 @@
-"""Printing the imported blocks and network as ``.arch`` text.
+"""The imported blocks and network as the language's AST, printed by the language's printer.
 
-All of the importer's text comes from this module (to be replaced by the language's printer,
-``archdsl.lang.printer``, when it lands: the plan below — chains as lines or ``->`` pipelines, branches
-from one tensor as ``add:``/``mul:``/``concat:`` combinators, everything else as named values — would then
-build AST nodes instead of lines). Literal values are printed from Python values through :func:`lit`, so
-nothing from the model reaches the spec except numbers, booleans, quoted strings and validated names.
+The plan of each body — chains as lines or ``->`` pipelines, branches from one tensor as ``add:``/``mul:``/
+``concat:`` combinators, everything else as named values — builds nodes of :mod:`archdsl.lang.ast`;
+:func:`archdsl.lang.printer.print_spec` writes them in the one canonical layout (the text ``archc fmt``
+gives), the header and the comment naming each source class travelling in a
+:class:`~archdsl.lang.comments.CommentMap`. Values from the model become nodes only through :func:`lit`
+and names only through :func:`ident`: nothing from the model reaches the spec except numbers, booleans,
+strings (written by the printer's ``string_literal``, which refuses what it cannot quote) and validated
+identifiers. Every node gets one synthetic span: the AST is printed, never diagnosed.
 """
 from __future__ import annotations
 
-import json
 import math
+import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
+from ..lang import ast as A
+from ..lang.comments import CommentMap
+from ..lang.parser import KEYWORDS
+from ..lang.printer import INDENT, WIDTH, label_text, print_expr, string_literal
+from ..lang.printer import print_spec as print_ast
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ArgSpec
-from .blocks import BlockDef, Blocks, Expr, Layer, is_act
+from ..source import Source, Span
+from .blocks import Blocks, Expr, Layer, is_act
 from .convert import Body, Ref, SNode
 
-__all__ = ["lit", "label_text", "print_spec"]
+__all__ = ["lit", "ident", "build_spec", "print_spec"]
 
 _MERGES = {"add", "mul", "concat"}
-_WIDTH = 110
+# the grammar's COMBINATOR words: `add(a, b)` is a combinator call, not a call of a name
+_COMBINATOR_CALLS = frozenset({"add", "concat", "mul", "stack"})
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PATH = "<import>"
+_SPAN = Span(Source("", _PATH), 1, 1)
+
+#: a labelled item of a pipeline: (label or None, expression)
+Item = tuple[Union[str, None], A.Expr]
 
 
-def lit(v: Any) -> str:
-    """A Python value as a spec literal."""
+def ident(name: str) -> str:
+    """``name`` when the language reads it as a name (ASCII, not a keyword); else ValueError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in KEYWORDS:
+        raise ValueError(f"{name!r} cannot be written as a name in a spec")
+    return name
+
+
+def _name(name: str) -> A.Name:
+    return A.Name(_SPAN, ident(name))
+
+
+def _num(v: int | float) -> A.Expr:
+    # a negative number is written (and parsed back) as a unary minus on its magnitude
+    if v < 0 or (v == 0 and math.copysign(1.0, v) < 0):
+        return A.UnaryOp(_SPAN, "-", A.Num(_SPAN, -v))
+    return A.Num(_SPAN, v)
+
+
+def lit(v: Any) -> A.Expr:
+    """A Python value (or a template's parameter expression) as an expression node; ValueError for a value
+    the language cannot write."""
     if isinstance(v, Expr):
-        return v.text()
+        if v.div != 1:
+            return A.BinOp(_SPAN, "//", _name(v.name), A.Num(_SPAN, int(v.div)), _SPAN)
+        if v.factor != 1:
+            return A.BinOp(_SPAN, "*", _name(v.name), A.Num(_SPAN, int(v.factor)), _SPAN)
+        return _name(v.name)
     if isinstance(v, Layer):
-        return str(v)
+        return _name(str(v))
     if v is None:
-        return "none"
+        return A.Name(_SPAN, "none")
     if isinstance(v, bool):
-        return "true" if v else "false"
+        return A.Name(_SPAN, "true" if v else "false")
     if isinstance(v, int):
-        return str(v)
+        return _num(int(v))
     if isinstance(v, float):
         if not math.isfinite(v):
             raise ValueError(f"a non-finite number {v} cannot be written in a spec")
-        return repr(v)
+        return _num(float(v))
     if isinstance(v, str):
-        return json.dumps(v)
+        string_literal(v)       # raises ValueError for a line break or both quote characters
+        return A.Str(_SPAN, v)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(lit(x) for x in v) + "]"
+        return A.ListExpr(_SPAN, [lit(x) for x in v])
     raise ValueError(f"a value of type {type(v).__name__} cannot be written in a spec")
 
 
-def label_text(label: str) -> str:
-    """A label as written before ``:`` (quoted when it holds dots or is a number)."""
-    if label.isidentifier():
-        return label
-    return json.dumps(label)
+def _callish(op: str, args: list[A.Expr], kwargs: list[A.Kwarg]) -> A.Expr:
+    """``op``, or ``op(args)`` when it has arguments."""
+    if op in _COMBINATOR_CALLS:
+        return A.CombinatorCall(_SPAN, op, args, kwargs)
+    return A.Call(_SPAN, _name(op), args, kwargs) if args or kwargs else _name(op)
+
+
+def _kw(name: str, v: Any) -> A.Kwarg:
+    return A.Kwarg(_SPAN, ident(name), lit(v))
+
+
+def _named(label: str, e: A.Expr) -> A.Expr:
+    return A.Call(_SPAN, A.Name(_SPAN, "named"), [lit(label), e], [])
+
+
+def _path_label(label: str) -> bool:
+    return all(_NAME.fullmatch(p) or p.isdigit() for p in label.split("."))
+
+
+def _pipe_stmt(items: list[Item], names: list[str] | None = None) -> A.Stmt:
+    """``names = a -> b`` (a let) or ``label: a -> b`` (a layer line; the parser copies the first item's
+    label to the statement)."""
+    pipe = A.Pipeline(_SPAN, [A.PipeItem(_SPAN, lb, _SPAN if lb is not None else None, e) for lb, e in items])
+    if names is not None:
+        return A.LetStmt(_SPAN, [(ident(n), _SPAN) for n in names], pipe)
+    first = items[0][0]
+    return A.LayerStmt(_SPAN, first, _SPAN if first is not None else None, pipe)
+
+
+def _bare(name: str) -> A.Stmt:
+    return _pipe_stmt([(None, _name(name))])
 
 
 @dataclass
@@ -74,22 +140,28 @@ def _specs(op: str) -> list[ArgSpec]:
     return list(MULTI_OUTPUT_OPS[op]) if op in MULTI_OUTPUT_OPS else list(OPS[op].args)
 
 
-def _op_text(node: SNode, ctx: _Ctx) -> str:
-    if is_act(node):
-        return lit(ctx.value(Layer(node.op)))
+def _op_args(node: SNode, ctx: _Ctx) -> tuple[list[A.Expr], list[A.Kwarg]]:
+    """An op's arguments: required ones positional, others by name where they differ from the default."""
     values = {}
     for k in sorted(node.args):     # slots are numbered in sorted-key order (blocks.slots)
         values[k] = ctx.value(node.args[k])
-    parts: list[str] = []
+    args: list[A.Expr] = []
+    kwargs: list[A.Kwarg] = []
     for a in _specs(node.op):
         if a.name not in values:
             continue
         v = values[a.name]
         if a.default is REQUIRED:
-            parts.append(lit(v))
+            args.append(lit(v))
         elif isinstance(v, Expr) or not _equal(v, a.default):
-            parts.append(f"{a.name}={lit(v)}")
-    return node.op + (f"({', '.join(parts)})" if parts else "")
+            kwargs.append(_kw(a.name, v))
+    return args, kwargs
+
+
+def _op_expr(node: SNode, ctx: _Ctx) -> A.Expr:
+    if is_act(node):
+        return lit(ctx.value(Layer(node.op)))
+    return _callish(node.op, *_op_args(node, ctx))
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -97,62 +169,67 @@ def _equal(a: Any, b: Any) -> bool:
         else (not isinstance(b, bool) and isinstance(b, (int, float)) and a == b)
 
 
-def _use_text(node: SNode, ctx: _Ctx) -> str:
+def _use_expr(node: SNode, ctx: _Ctx) -> A.Expr:
     assert node.child is not None
     d = ctx.blocks.of[id(node.child)]
     call = ctx.blocks.call[id(node.child)]
-    parts: list[str] = []
+    args: list[A.Expr] = []
+    kwargs: list[A.Kwarg] = []
     for p in d.params:
-        v = call.get(p.name, p.default)
-        v = ctx.value(v)
+        v = ctx.value(call.get(p.name, p.default))
         if p.required:
-            parts.append(lit(v))
+            args.append(lit(v))
         elif isinstance(v, Expr) or not _equal(v, p.default):
-            parts.append(f"{p.name}={lit(v)}")
-    return d.name + (f"({', '.join(parts)})" if parts else "")
+            kwargs.append(_kw(p.name, v))
+    return _callish(d.name, args, kwargs)
 
 
-def _item(node: SNode, ctx: _Ctx, *, inline: bool) -> str:
+def _item(node: SNode, ctx: _Ctx) -> A.Expr:
     """One layer as written in a pipeline or a line (without its label)."""
     if node.kind == "use":
-        return _use_text(node, ctx)
+        return _use_expr(node, ctx)
     if node.kind == "plugin":
         defaults = ctx.plugin_ops.get(node.op, {})
-        parts = []
+        kwargs = []
         for k in sorted(node.args):
             v = ctx.value(node.args[k])
             d = defaults.get(k)
             if isinstance(v, Expr) or not _equal(v, list(d) if isinstance(d, tuple) else d):
-                parts.append(f"{k}={lit(v)}")
-        return node.op + (f"({', '.join(parts)})" if parts else "")
+                kwargs.append(_kw(k, v))
+        return _callish(node.op, [], kwargs)
     if node.kind == "group":
         assert node.child is not None
-        text = _list_text(node.child, ctx)
-        if text is None:
+        e = _list_expr(node.child, ctx)
+        if e is None:
             raise ValueError(f"group {node.label} holds groups: it cannot be written inside a pipeline")
-        return text
-    return _op_text(node, ctx)
+        return e
+    return _op_expr(node, ctx)
 
 
-def _list_text(body: Body, ctx: _Ctx) -> str | None:
+def _can_list(body: Body) -> bool:
+    """Whether a sequential group can be a list (a list in a list would be spliced, ``named`` takes no list)."""
+    return not any(n.kind == "group" for n in body.nodes) and _is_chain(body)
+
+
+def _list_expr(body: Body, ctx: _Ctx) -> A.Expr | None:
     """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``.
-    None when an item is itself a group (a list in a list would be spliced, ``named`` takes no list)."""
-    if any(n.kind == "group" for n in body.nodes) or not _is_chain(body):
+    None when it cannot be one (:func:`_can_list`)."""
+    if not _can_list(body):
         return None
-    items: list[str] = []
+    runs: list[list[Any]] = []      # [expression, its text, count, named]
     for i, node in enumerate(body.nodes):
-        text = _item(node, ctx, inline=True)
-        if node.label is not None and node.label != str(i):
-            text = f"named({json.dumps(node.label)}, {text})"
-        items.append(text)
-    runs: list[list[Any]] = []
-    for t in items:
-        if runs and runs[-1][0] == t and not t.startswith("named("):
-            runs[-1][1] += 1
+        e = _item(node, ctx)
+        named = node.label is not None and node.label != str(i)
+        if named:
+            assert node.label is not None
+            e = _named(node.label, e)
+        text = print_expr(e)
+        if runs and runs[-1][1] == text and not named:
+            runs[-1][2] += 1
         else:
-            runs.append([t, 1])
-    parts = [t if n == 1 else f"{t} * {n}" for t, n in runs]
-    return "[" + ", ".join(parts) + "]"
+            runs.append([e, text, 1, named])
+    return A.ListExpr(_SPAN, [e if n == 1 else A.BinOp(_SPAN, "*", e, A.Num(_SPAN, n), _SPAN)
+                              for e, _, n, _ in runs])
 
 
 def _is_chain(body: Body) -> bool:
@@ -160,26 +237,29 @@ def _is_chain(body: Body) -> bool:
         and body.out == Ref(len(body.nodes) - 1)
 
 
-def _path_label(label: str) -> bool:
-    return all(p.isidentifier() or p.isdigit() for p in label.split("."))
-
-
-def _labelled(node: SNode, text: str) -> str:
+def _labelled(node: SNode, e: A.Expr) -> Item:
     if node.label is None:
-        return text
+        return None, e
     if not _path_label(node.label):
         if "." in node.label:
             raise ValueError(f"module path '{node.label}' cannot be a label (its parts must be names or numbers)")
-        return f"named({json.dumps(node.label)}, {text})"     # RegNet's block1-0
-    return f"{label_text(node.label)}: {text}"
+        return None, _named(node.label, e)     # RegNet's block1-0
+    return node.label, e
+
+
+def _group_label(label: str | None) -> str:
+    if label is None or not _path_label(label):
+        raise ValueError(f"group {label!r} cannot be a label (its parts must be names or numbers)")
+    return label
 
 
 class _Printer:
-    """Plans and prints one body."""
+    """Plans one body and builds its statements."""
 
     def __init__(self, body: Body, ctx: _Ctx, start: int = 0, positional: bool = False,
-                 conds: dict[int, str] | None = None) -> None:
+                 conds: dict[int, A.Expr] | None = None, depth: int = 1) -> None:
         self.body, self.ctx = body, ctx
+        self.depth = depth                # indentation level of the body's statements (line widths)
         self.conds = conds or {}          # node -> the condition it is written with (blocks' variants)
         self.positional = positional      # a group's body: labels equal to the position are left out
         self.nodes = body.nodes
@@ -202,7 +282,7 @@ class _Printer:
             return False
         n, m = self.nodes[i], self.nodes[j]
         return (n.n_out == 1 and n.kind != "param" and m.kind != "param" and len(m.inputs) == 1
-                and (m.kind != "group" or (m.child is not None and _list_text(m.child, _Ctx(self.ctx.blocks, {}, self.ctx.plugin_ops)) is not None))
+                and (m.kind != "group" or (m.child is not None and _can_list(m.child)))
                 and m.n_out == 1 and m.inputs[0] == Ref(i) and self.users[Ref(i)] == [j] and Ref(i) != self.body.out)
 
     def chain_end(self, i: int) -> int:
@@ -277,11 +357,8 @@ class _Printer:
             i = k + 1
         return units
 
-    def lines(self) -> list[str]:
-        """The statements, one line each (a group's body indented below its label)."""
-        return [ln for text in self.statements() for ln in text.split("\n")]
-
-    def statements(self) -> list[str]:
+    def statements(self) -> list[A.Stmt]:
+        """The body's statements, in node order."""
         while True:
             units = self.plan()
             named = self.needs_names(units)
@@ -289,7 +366,7 @@ class _Printer:
             if not bad:
                 break
             self.no_comb.update(bad)
-        out: list[str] = []
+        out: list[A.Stmt] = []
         current = Ref(-1)
         for u, nm in zip(units, named):
             if u[0] == "param":
@@ -297,7 +374,7 @@ class _Printer:
                 name = node.label or f"p{u[1]}"
                 self.names[Ref(u[1])] = name
                 self.ctx.slot = self.base[u[1]]
-                out.append(f"{name} = {_op_text(node, self.ctx)}")
+                out.append(_pipe_stmt([(None, _op_expr(node, self.ctx))], [name]))
                 continue
             if u[0] == "chain" and any(j in self.conds and len(self.nodes[j].inputs) != 1
                                        for j in range(u[1], u[2] + 1)):
@@ -305,9 +382,9 @@ class _Printer:
             if u[0] == "comb":
                 s, branches, m, end = u[1:]
                 if s != current:
-                    out.append(self.names[s])
-                out += self.comb_lines(branches, m)
-                out += [self.line(j) for j in range(m + 1, end + 1)]
+                    out.append(_bare(self.names[s]))
+                out.append(self.comb_stmt(branches, m))
+                out += [self.line(j, depth=self.depth) for j in range(m + 1, end + 1)]
                 current = Ref(end)
                 continue
             i, k = u[1], u[2]
@@ -316,23 +393,40 @@ class _Printer:
                 names = [f"t{i}_{j}" for j in range(head.n_out)]
                 for j, nme in enumerate(names):
                     self.names[Ref(i, j)] = nme
-                out.append(f"{', '.join(names)} = {self.names[head.inputs[0]]} -> {self.labelled_item(i)}")
+                out.append(_pipe_stmt([(None, _name(self.names[head.inputs[0]])), self.labelled_item(i)], names))
                 current = Ref(-2)
                 continue
             if nm:
                 name = f"t{k}"
                 self.names[Ref(k)] = name
-                out.append(f"{name} = " + " -> ".join(self.pipeline(i, k)))
+                out += self.split_let(self.pipeline(i, k), i, name)
                 current = Ref(k)
                 continue
             if len(head.inputs) == 1:
                 if head.inputs[0] != current:
-                    out.append(self.names[head.inputs[0]])
-                out += [self.line(j) for j in range(i, k + 1)]
+                    out.append(_bare(self.names[head.inputs[0]]))
+                out += [self.line(j, depth=self.depth) for j in range(i, k + 1)]
             else:
-                out.append(self.pipeline(i, i)[0])     # the merge, then the rest of the chain line by line
-                out += [self.line(j) for j in range(i + 1, k + 1)]
+                out.append(_pipe_stmt(self.pipeline(i, i)[:1]))   # the merge, then the rest line by line
+                out += [self.line(j, depth=self.depth) for j in range(i + 1, k + 1)]
             current = Ref(k)
+        return out
+
+    def split_let(self, items: list[Item], i: int, name: str) -> list[A.Stmt]:
+        """``name = items`` as one let, or, where that line would be wider than the printer's width, as
+        several: each part ends at node j named ``t{j}`` (a name no other value has) and the next starts
+        from it, so the printer never has to break a pipeline inside its brackets."""
+        room = WIDTH - len(INDENT) * self.depth
+        first = i if len(self.nodes[i].inputs) == 1 else i + 1     # the node of items[1]
+        out: list[A.Stmt] = []
+        part: list[Item] = [items[0]]
+        for n, it in enumerate(items[1:]):
+            if len(part) > 1 and _width(part + [it], name) > room:
+                mid = f"t{first + n - 1}"
+                out.append(_pipe_stmt(part, [mid]))
+                part = [(None, _name(mid))]
+            part.append(it)
+        out.append(_pipe_stmt(part, [name]))
         return out
 
     def needs_names(self, units: list[tuple[Any, ...]]) -> list[bool]:
@@ -356,66 +450,79 @@ class _Printer:
             named.append(not ok)
         return named
 
-    def pipeline(self, i: int, k: int) -> list[str]:
+    def pipeline(self, i: int, k: int) -> list[Item]:
+        """Nodes i..k as the items of one pipeline, starting from the name of the head's input (or, for a
+        merge at the head, the merge over its inputs' names)."""
         if any(j in self.conds for j in range(i, k + 1)):
             raise ValueError("a layer left out by a condition sits in a pipeline")
         head = self.nodes[i]
         if len(head.inputs) == 1:
-            return [self.names[head.inputs[0]]] + [self.labelled_item(j) for j in range(i, k + 1)]
-        args = ", ".join(self.names[r] for r in head.inputs)
+            return [(None, _name(self.names[head.inputs[0]]))] + [self.labelled_item(j) for j in range(i, k + 1)]
         self.ctx.slot = self.base[i]
-        text = _op_text(head, self.ctx)
-        extra = text[len(head.op):]
-        inner = args + (", " + extra[1:-1] if extra else "")
-        return [f"{head.op}({inner})"] + [self.labelled_item(j) for j in range(i + 1, k + 1)]
+        args, kwargs = _op_args(head, self.ctx)
+        merge = _callish(head.op, [_name(self.names[r]) for r in head.inputs] + args, kwargs)
+        return [(None, merge)] + [self.labelled_item(j) for j in range(i + 1, k + 1)]
 
-    def labelled_item(self, j: int) -> str:
+    def labelled_item(self, j: int) -> Item:
         self.ctx.slot = self.base[j]
         node = self.nodes[j]
-        text = _item(node, self.ctx, inline=True)
+        e = _item(node, self.ctx)
         # an unlabelled list would be spliced into the body: a group keeps its label
-        return text if self.positional and node.label == str(j) and node.kind != "group" else _labelled(node, text)
+        return (None, e) if self.positional and node.label == str(j) and node.kind != "group" else _labelled(node, e)
 
-    def line(self, j: int, otherwise: str | None = None) -> str:
-        text = self._line(j)
+    def line(self, j: int, otherwise: str | None = None, *, depth: int) -> A.Stmt:
+        """Node j as one statement at indentation ``depth``, with its condition (``layer if flag [else
+        otherwise]``)."""
+        st = self._line(j, depth)
         if j in self.conds:
-            if "\n" in text:
+            if not isinstance(st, A.LayerStmt):
                 raise ValueError("a group left out by a condition")
-            text += f" if {self.conds[j]}" + (f" else {otherwise}" if otherwise else "")
-        return text
+            item = st.value.items[0]
+            cond = self.conds[j]
+            item.expr = (A.Ternary(_SPAN, item.expr, cond, _name(otherwise)) if otherwise
+                         else A.OptionalExpr(_SPAN, item.expr, cond))
+        return st
 
-    def _line(self, j: int) -> str:
+    def _line(self, j: int, depth: int) -> A.Stmt:
         node = self.nodes[j]
         if node.kind == "group" and node.child is not None:
             self.ctx.slot = self.base[j]
-            text = _list_text(node.child, self.ctx)
-            if text is None or len(text) + len(node.label or "") + 8 > _WIDTH:
-                body = _Printer(node.child, self.ctx, self.base[j], positional=True).lines()
-                return f"{label_text(node.label or '')}:\n" + "\n".join("    " + ln for ln in body)
-        return self.labelled_item(j)
+            e = _list_expr(node.child, self.ctx)
+            # a list that does not fit on its line is a group body, one item per line
+            if e is None or len(INDENT) * depth + _width([(_group_label(node.label), e)]) > WIDTH:
+                body = _Printer(node.child, self.ctx, self.base[j], positional=True, depth=depth + 1).statements()
+                return A.SeqStmt(_SPAN, _group_label(node.label), _SPAN, body)
+        return _pipe_stmt([self.labelled_item(j)])
 
-    def comb_lines(self, branches: list[tuple[int, int] | None], m: int) -> list[str]:
+    def comb_stmt(self, branches: list[tuple[int, int] | None], m: int) -> A.Stmt:
+        """The merge m over its branches as a combinator (``add:`` and one branch per line or ``seq:``)."""
         merge = self.nodes[m]
-        head = merge.op
         self.ctx.slot = self.base[m]
-        extra = _op_text(merge, self.ctx)[len(head):]
-        if merge.label is not None:
-            head = f"{label_text(merge.label)}: {head}"
+        args, kwargs = _op_args(merge, self.ctx)
         if m in self.conds and None not in branches:
             raise ValueError("a merge left out by a condition has no identity branch")
-        out = [f"{head}{extra}:"]
+        body: list[A.Stmt] = []
         for br in branches:
             if br is None:
-                out.append("    identity" + (f" if {self.conds[m]}" if m in self.conds else ""))
+                ident_e: A.Expr = _name("identity")
+                if m in self.conds:
+                    ident_e = A.OptionalExpr(_SPAN, ident_e, self.conds[m])
+                body.append(_pipe_stmt([(None, ident_e)]))
                 continue
             a, b = br
             if a == b:
-                out += _indent(self.line(a, otherwise="identity"))
+                body.append(self.line(a, otherwise="identity", depth=self.depth + 1))
             else:
-                out.append("    seq:")
-                for j in range(a, b + 1):
-                    out += _indent(self.line(j), 2)
-        return out
+                body.append(A.SeqStmt(_SPAN, None, None, [self.line(j, depth=self.depth + 2) for j in range(a, b + 1)]))
+        label = _group_label(merge.label) if merge.label is not None else None
+        return A.CombinatorStmt(_SPAN, label, _SPAN if label is not None else None, False, merge.op,
+                                args, kwargs, body)
+
+
+def _width(items: list[Item], name: str | None = None) -> int:
+    """The printed width of ``[name = ]items`` on one line (without its indentation)."""
+    text = " -> ".join((label_text(lb) + ": " if lb is not None else "") + print_expr(e) for lb, e in items)
+    return len(text) + (len(name) + 3 if name is not None else 0)
 
 
 def _slot_count(n: SNode, blocks: Blocks) -> int:
@@ -426,31 +533,42 @@ def _slot_count(n: SNode, blocks: Blocks) -> int:
     return 1 if is_act(n) else len(n.args)
 
 
-def _indent(text: str, n: int = 1) -> list[str]:
-    return ["    " * n + ln for ln in text.split("\n")]
+def body_stmts(body: Body, blocks: Blocks, slot_expr: dict[int, Expr],
+               plugin_ops: dict[str, dict[str, Any]], conds: dict[int, A.Expr] | None = None) -> list[A.Stmt]:
+    """The statements of one body; ``conds`` writes nodes as ``layer if flag``."""
+    return _Printer(body, _Ctx(blocks, slot_expr, plugin_ops), conds=conds).statements()
 
 
-def body_lines(body: Body, blocks: Blocks, slot_expr: dict[int, Expr],
-               plugin_ops: dict[str, dict[str, Any]], conds: dict[int, str] | None = None) -> list[str]:
-    """The statements of one body (not indented); ``conds`` writes nodes as ``layer if flag``."""
-    return _Printer(body, _Ctx(blocks, slot_expr, plugin_ops), conds=conds).lines()
+def build_spec(root: Body, blocks: Blocks, *, name: str, input_shape: tuple[int, ...], header: list[str],
+               plugin_ops: dict[str, dict[str, Any]]) -> tuple[A.SpecFile, CommentMap]:
+    """The whole spec as an AST and its comments: a header, one block per definition (a comment naming its
+    source class above it), the network."""
+    spec = A.SpecFile(_PATH)
+    comments = CommentMap()
+    for d in blocks.defs:
+        conds = {i: lit(d.slot_expr[slot]) for slot, nodes in d.cond.items() if slot in d.slot_expr for i in nodes}
+        params = [A.Param(_SPAN, ident(p.name), None if p.required else lit(p.default)) for p in d.params]
+        bd = A.BlockDef(_SPAN, ident(d.name), params, body_stmts(d.template, blocks, d.slot_expr, plugin_ops, conds),
+                        _SPAN, _PATH)
+        if bd.name in spec.blocks:
+            raise ValueError(f"two blocks are named {bd.name}")
+        spec.blocks[bd.name] = bd
+        comments.of(bd).leading.append(f"# {d.cls}")
+    body: list[A.Stmt] = [A.InputStmt(_SPAN, lit(list(input_shape)))]
+    net = A.NetworkDef(_SPAN, ident(name), [], body + body_stmts(root, blocks, {}, plugin_ops), _SPAN, _PATH)
+    if net.name in spec.blocks:
+        raise ValueError(f"the network's name {net.name} is also a block's")
+    spec.networks[net.name] = net
+    comments.of(net).leading.append(f"# {root.cls}")
+    first: A.BlockDef = next(iter(spec.blocks.values()), net)
+    # an empty header line is a bare '#' (an empty string would be a blank line)
+    comments.of(first).leading[:0] = [f"# {h}" if h else "#" for h in header] + ([""] if header else [])
+    return spec, comments
 
 
 def print_spec(root: Body, blocks: Blocks, *, name: str, input_shape: tuple[int, ...], header: list[str],
                plugin_ops: dict[str, dict[str, Any]]) -> str:
-    """The whole spec: a header comment, one block per definition (its source class in a comment), the
-    network."""
-    out = [f"# {h}" if h else "#" for h in header]
-    for d in blocks.defs:
-        out.append("")
-        out.append(f"# {d.cls}")
-        params = ", ".join(p.name if p.required else f"{p.name}={lit(p.default)}" for p in d.params)
-        out.append(f"block {d.name}" + (f"({params})" if params else "") + ":")
-        conds = {i: lit(d.slot_expr[slot]) for slot, nodes in d.cond.items() if slot in d.slot_expr for i in nodes}
-        out += ["    " + ln for ln in body_lines(d.template, blocks, d.slot_expr, plugin_ops, conds)]
-    out.append("")
-    out.append(f"# {root.cls}")
-    out.append(f"network {name}:")
-    out.append(f"    input {lit(list(input_shape))}")
-    out += ["    " + ln for ln in body_lines(root, blocks, {}, plugin_ops)]
-    return "\n".join(out) + "\n"
+    """The whole spec as text, from the language's printer (:func:`build_spec`)."""
+    spec, comments = build_spec(root, blocks, name=name, input_shape=input_shape, header=header,
+                                plugin_ops=plugin_ops)
+    return print_ast(spec, comments)
