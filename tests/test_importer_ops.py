@@ -14,7 +14,7 @@ import torch
 
 import archdsl
 from archdsl.importer import import_model
-from archdsl.importer.api import randomize
+from archdsl.importer import randomize_constants
 
 MODEL_FILE = '''
 import torch
@@ -162,7 +162,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def _round_trip(model: Any, spec: str, shape: tuple[int, ...]) -> None:
     """A fresh build of the text loads the randomized model's state_dict strictly and gives its outputs."""
     model = model.eval()
-    randomize(model, seed=3)
+    randomize_constants(model, seed=3)
     built = archdsl.build(spec)
     built.load_state_dict(model.state_dict(), strict=True)
     built.eval()
