@@ -237,7 +237,10 @@ def test_dot_never_outlives_archc(tmp_path: Path, how: str) -> None:
             "--limit", "max_render_width=100000"]
     if how == "timeout":
         args += ["--limit", "max_render_seconds=2"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # archc starts with SIGHUP's default action even where the suite runs under nohup (which ignores SIGHUP
+    # in every child: archc then rightly stops dot, and goes on ignoring the signal)
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     dots: list[int] = []
     while not dots and time.monotonic() < deadline and proc.poll() is None:

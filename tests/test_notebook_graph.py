@@ -16,7 +16,7 @@ def test_to_networkx_has_the_documented_record() -> None:
     assert isinstance(d, nx.DiGraph) and d is not g.g and d.number_of_nodes() == len(g)
     assert d.graph["name"] == "resnet18" and d.graph["outputs"] == dict(g.outputs) and d.graph["inputs"] == g.inputs
     documented = {"op", "name", "module", "label", "args", "shape", "in_shapes", "params", "macs", "scope",
-                  "reparam", "loc", "rec"}
+                  "reparam", "batched", "loc", "rec"}
     doc = (ROOT / "docs" / "api.md").read_text()
     for key in documented:   # the schema table lists every attribute
         assert f"| `{key}` |" in doc, key
