@@ -41,10 +41,8 @@ def _conv_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
 
 
 
-def _conv_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
-    c, h, w = _need_rank(shapes, 3, "conv2d")
-    _check_positive(a, ["out_channels", "kernel_size", "stride", "dilation", "groups"])
-    _check_positive(a, ["padding"], allow_zero=["padding"])
+def _groups_check(c: int, a: dict[str, Any]) -> None:
+    """A grouped convolution's groups divide both channel counts (conv1d, conv2d, conv3d)."""
     g = a["groups"]
     if c % g:
         raise ShapeError(f"groups={g} does not divide the {c} input channels", arg="groups",
@@ -52,6 +50,13 @@ def _conv_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
                               + ", ".join(str(x) for x in _divisors(c)))
     if a["out_channels"] % g:
         raise ShapeError(f"groups={g} does not divide out_channels={a['out_channels']}", arg="groups")
+
+
+def _conv_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    c, h, w = _need_rank(shapes, 3, "conv2d")
+    _check_positive(a, ["out_channels", "kernel_size", "stride", "dilation", "groups"])
+    _check_positive(a, ["padding"], allow_zero=["padding"])
+    _groups_check(c, a)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = a["kernel_size"], a["stride"], a["padding"], a["dilation"]
     oh, ow = conv_out(h, kh, sh, ph, dh), conv_out(w, kw, sw, pw, dw)
     if oh <= 0 or ow <= 0:

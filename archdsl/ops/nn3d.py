@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TorchCall, TorchForm, _check_positive,
                    _need_rank, _triple, conv_out, int_or_pair, pool_out, register)
+from .nn import _avgpool_tail, _groups_check, _maxpool_tail, _pool_args, _v
 
 __all__ = ["torch_value", "call_args"]
 
@@ -64,16 +65,6 @@ def _conv3d_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
     return a
 
 
-def _groups_check(c: int, a: dict[str, Any]) -> None:
-    g = a["groups"]
-    if c % g:
-        raise ShapeError(f"groups={g} does not divide the {c} input channels", arg="groups",
-                         hint="groups must divide both channel counts; divisors of "
-                              f"{c}: " + ", ".join(str(x) for x in range(1, min(c, 64) + 1) if c % x == 0))
-    if a["out_channels"] % g:
-        raise ShapeError(f"groups={g} does not divide out_channels={a['out_channels']}", arg="groups")
-
-
 def _conv3d_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     c, *sizes = _need_rank(shapes, 4, "conv3d")
     _check_positive(a, ["out_channels", "kernel_size", "stride", "dilation", "groups"])
@@ -98,10 +89,6 @@ def _conv3d_params(shapes: list[Shape], a: dict[str, Any]) -> int:
 def _conv3d_macs(shapes: list[Shape], out: Shape, a: dict[str, Any]) -> int:
     # fvcore: weight elements times output positions (bias not counted)
     return math.prod(out) * (shapes[0][0] // a["groups"]) * math.prod(a["kernel_size"])
-
-
-def _v(x: Any) -> Any:
-    return int_or_pair(x).value
 
 
 def _conv3d_ctor(e: EmitArgs) -> Expr:
@@ -202,21 +189,6 @@ def _pool3d_shape(op: str) -> Callable[[list[Shape], dict[str, Any]], Shape]:
                              arg="kernel_size", hint=f"the input here is {list(shapes[0])}")
         return (c, *out)
     return rule
-
-
-def _pool_args(e: EmitArgs) -> Expr:
-    a = e.args
-    return (int_or_pair(a["kernel_size"], "kernel_size"), ", ", int_or_pair(a["stride"], "stride"), ", ",
-            int_or_pair(a["padding"], "padding"))
-
-
-def _maxpool_tail(e: EmitArgs) -> Expr:
-    return (Kw("dilation", _v(e.args["dilation"]), 1), Kw("ceil_mode", e.args["ceil_mode"], False), ")")
-
-
-def _avgpool_tail(e: EmitArgs) -> Expr:
-    return (Kw("ceil_mode", e.args["ceil_mode"], False),
-            Kw("count_include_pad", e.args["count_include_pad"], True), ")")
 
 
 _MAXPOOL_NAMES = ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TorchCall, TorchForm,
                    _check_positive, conv_out, pool_out, register)
 from .forms import call_arg, need_batch_first, plain_value, single
-from .nn import _divisors
+from .nn import _groups_check
 
 __all__: list[str] = []
 
@@ -63,13 +63,7 @@ def _conv1d_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     c, length = _need_seq(shapes, "conv1d")
     _check_positive(a, ["out_channels", "kernel_size", "stride", "dilation", "groups"])
     _check_positive(a, ["padding"], allow_zero=["padding"])
-    g = a["groups"]
-    if c % g:
-        raise ShapeError(f"groups={g} does not divide the {c} input channels", arg="groups",
-                         hint=f"groups must divide both channel counts; divisors of {c}: "
-                              + ", ".join(str(x) for x in _divisors(c)))
-    if a["out_channels"] % g:
-        raise ShapeError(f"groups={g} does not divide out_channels={a['out_channels']}", arg="groups")
+    _groups_check(c, a)
     k, p, d = a["kernel_size"], a["padding"], a["dilation"]
     out = conv_out(length, k, a["stride"], p, d)
     if out <= 0:
