@@ -211,3 +211,17 @@ def assert_deploy_is_exact(model: Any, deployed: Any, x: Any) -> float:
                     f"{k}: the float32 deploy weight is not the exact fused weight rounded once"
         rounded = copy.deepcopy(deployed).double()
         return (rounded(x64) - exact).abs().max().item()
+
+
+def module_from_text(folder: Path, name: str, text: str) -> Any:
+    """Write ``text`` to ``folder/name.py`` and import it as the module ``name`` (a user's own model file, as
+    ``archc import FILE.py:...`` reads one); the caller pops ``sys.modules[name]`` when done."""
+    import importlib.util
+    path = folder / f"{name}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -7,7 +7,7 @@ are randomized first); the tests also re-do that check themselves on a fresh bui
 """
 from __future__ import annotations
 
-import importlib.util
+from helpers import module_from_text
 import sys
 import textwrap
 from pathlib import Path
@@ -136,15 +136,7 @@ class Encoder(nn.Module):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    folder = tmp_path_factory.mktemp("usermodels")
-    path = folder / "usermodels.py"
-    path.write_text(MODEL_FILE)
-    spec = importlib.util.spec_from_file_location("usermodels", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["usermodels"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
+    yield module_from_text(tmp_path_factory.mktemp("usermodels"), "usermodels", MODEL_FILE)
     sys.modules.pop("usermodels", None)
 
 

@@ -4,7 +4,7 @@ model's state_dict, equal outputs) and re-checked here on a fresh build; none ma
 """
 from __future__ import annotations
 
-import importlib.util
+from helpers import module_from_text
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ import torch
 
 import archdsl
 from archdsl.importer import import_model
-from archdsl.importer import randomize_constants
+from archdsl.importer import roundtrip
 
 MODEL_FILE = '''
 import torch
@@ -148,29 +148,15 @@ class Outer(nn.Module):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    path = tmp_path_factory.mktemp("opmodels") / "opmodels.py"
-    path.write_text(MODEL_FILE)
-    spec = importlib.util.spec_from_file_location("opmodels", path)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["opmodels"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
+    yield module_from_text(tmp_path_factory.mktemp("opmodels"), "opmodels", MODEL_FILE)
     sys.modules.pop("opmodels", None)
 
 
 def _round_trip(model: Any, spec: str, shape: tuple[int, ...]) -> None:
     """A fresh build of the text loads the randomized model's state_dict strictly and gives its outputs."""
-    model = model.eval()
-    randomize_constants(model, seed=3)
-    built = archdsl.build(spec)
-    built.load_state_dict(model.state_dict(), strict=True)
-    built.eval()
-    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        want, got = model(x), built(x)
-    assert got.shape == want.shape
-    assert float((want - got).abs().max()) <= 1e-4 * max(1.0, float(want.abs().max()))
+    r = roundtrip(model.eval(), spec, torch.zeros(2, *shape), seed=3)
+    assert r.ok, r.summary()
+    assert r.stage == "outputs" and r.max_diff is not None and r.max_diff <= r.tolerance
 
 
 def test_buffers_parameters_and_ops_round_trip(models: Any) -> None:
