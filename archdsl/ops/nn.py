@@ -121,14 +121,21 @@ def _bn_form(ranks: tuple[int, ...]) -> Callable[[TorchCall], dict[str, Any] | N
 
 
 # ---- pooling ---------------------------------------------------------------------------------------
-def _pool_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
-    a = dict(a)
-    a["kernel_size"] = _pair(a["kernel_size"])
-    a["stride"] = _pair(a["stride"]) if a["stride"] is not None else a["kernel_size"]
-    a["padding"] = _pair(a["padding"])
-    if "dilation" in a:
-        a["dilation"] = _pair(a["dilation"])
-    return a
+def _pool_normalizer(fit: Callable[[Any], Any]) -> Callable[[list[Shape], dict[str, Any]], dict[str, Any]]:
+    """A pool's args with every size made ``fit`` (a pair for the 2-D pools, a triple for the 3-D ones) and
+    the stride defaulting to the kernel size."""
+    def norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
+        a = dict(a)
+        a["kernel_size"] = fit(a["kernel_size"])
+        a["stride"] = fit(a["stride"]) if a["stride"] is not None else a["kernel_size"]
+        a["padding"] = fit(a["padding"])
+        if "dilation" in a:
+            a["dilation"] = fit(a["dilation"])
+        return a
+    return norm
+
+
+_pool_norm = _pool_normalizer(_pair)
 
 
 def _pool_shape(op: str) -> Callable[[list[Shape], dict[str, Any]], Shape]:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .core import (ArgSpec, EmitArgs, Expr, In, Kw, Lit, OpDef, Shape, ShapeError, TorchCall, TorchForm, _check_positive,
                    _need_rank, _triple, conv_out, int_or_pair, pool_out, register)
-from .nn import _avgpool_tail, _groups_check, _maxpool_tail, _pool_args, _v
+from .nn import _avgpool_tail, _groups_check, _maxpool_tail, _pool_args, _pool_normalizer, _v
 
 __all__ = ["torch_value", "call_args"]
 
@@ -162,14 +162,7 @@ def _convt3d_form(c: TorchCall) -> dict[str, Any] | None:
 
 
 # ---- pooling -----------------------------------------------------------------------------------------------
-def _pool3d_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
-    a = dict(a)
-    a["kernel_size"] = _triple(a["kernel_size"])
-    a["stride"] = _triple(a["stride"]) if a["stride"] is not None else a["kernel_size"]
-    a["padding"] = _triple(a["padding"])
-    if "dilation" in a:
-        a["dilation"] = _triple(a["dilation"])
-    return a
+_pool3d_norm = _pool_normalizer(_triple)
 
 
 def _pool3d_shape(op: str) -> Callable[[list[Shape], dict[str, Any]], Shape]:
