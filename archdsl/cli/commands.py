@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .._version import LANGUAGE_VERSION, __version__
+from ..codegen.fxnames import fx_node_names
+from ..codegen.names import GenerationError
 from ..errors import ArchError, Diagnostic
 from ..source import printable
 from ..library import LIBRARY_PREFIX, library_dir
@@ -169,13 +171,22 @@ def _print_summary(data: dict) -> None:
         ins = list(dict.fromkeys(str(s) for s in r["inputs"]))
         name = escape(name)  # spec names are text, not rich markup
         table.add_row(f"[bold]{name}[/bold]" if r.get("kind") == "block" else name, escape(r["op"]), ", ".join(ins),
-                      str([batch, *r["shape"]] if batch > 1 else r["shape"]), dims(r["kernel"]) if r["kernel"] else "",
+                      str(r["output_size"] if batch > 1 else r["shape"]), dims(r["kernel"]) if r["kernel"] else "",
                       f"{r['params']:,}" if r["params"] else "", format_count(r["macs"]) if r["macs"] else "",
                       dims(r["rf"]), escape(", ".join(r["connected_to"])))
     # piped output keeps whole rows (scripts grep it); a terminal squeezes the table to its width
     (out if out.is_terminal else Console(highlight=False, soft_wrap=True, width=1000)).print(table)
     for line in format_totals(data):
         out.print(line, markup=False)
+
+
+def _fx_names(g: Any) -> dict[int, str] | None:
+    """The built module's fx node names of the steps (torch-free: replayed on the generated code), so every
+    row name is one ``create_feature_extractor`` takes; None where the graph cannot be written as code."""
+    try:
+        return fx_node_names(g)
+    except GenerationError:
+        return None
 
 
 @app.command()
@@ -210,7 +221,7 @@ def summary(spec: str = typer.Argument(..., help="file.arch[:network]"),
         with verifying_shapes():   # a plugin's declared shape/params are compared with its module (meta device)
             g = compile_graph(spec, _params(set_, scale), input_shape=_parse_shape(input_), limits=_limits(limit),
                               allow_outside=allow_outside)
-        data = summary_dict(g, depth=depth, batch=batch, dtype=dtype)
+        data = summary_dict(g, depth=depth, batch=batch, dtype=dtype, names=_fx_names(g))
         plan = None
         if backends:  # torch-free: the registry, cost model and cache only (archdsl.backends.plan_graph)
             from ..backends import plan_graph

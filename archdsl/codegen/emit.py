@@ -178,6 +178,10 @@ class _Parts:
         by_key: dict[tuple[str, Any], ClassSpec] = {}
         unit_exprs: dict[str, tuple[Any, ...]] = {}
         self.helpers: set[str] = set()
+        # each unit's program as its forward runs it (``sequential``: an ``nn.Sequential(...)`` of its steps, an
+        # identity among them an ``nn.Identity`` child): what archdsl.codegen.fxnames replays
+        self.bodies: dict[str, Body] = {}
+        self.sequential: set[str] = set()
         fwd_units = [p for p, u in h.units.items() if p and u.forward]
         fwd_units.sort(key=lambda p: (-_depth(h, p), h.pos[h.units[p].region[0]]))
         for p in fwd_units:
@@ -187,13 +191,17 @@ class _Parts:
             seq = _sequential(body)
             if seq is not None:
                 unit_exprs[p] = seq
+                self.bodies[p] = body
+                self.sequential.add(p)
                 continue
             if u.kind == "block":
                 body = _module_chain_body(body)
+            self.bodies[p] = body
             base = camel(u.name if u.kind == "block" else u.name or "Block", "Block")
             spec = _class_for(body, base, by_key, self.classes, taken)
             unit_exprs[p] = unit_call(spec, body)
         root = build_body(h, h.units[""], unit_exprs, holders, rcons, res, inference)
+        self.bodies[""] = root
         self.helpers |= root.helpers
         by_name = {spec.name: spec for spec in self.classes}
 

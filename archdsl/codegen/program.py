@@ -42,6 +42,7 @@ class Stmt:
     name: str = ""                 # local name (for matching an identity with an optional child)
     module_form: tuple[Any, ...] | None = None   # the op as an nn.Module, for nn.Sequential
     note: str = ""                 # shape comment
+    node: int = -1                 # the IR node an 'op' or 'alias' statement computes (not part of the key)
 
     def key(self) -> tuple[Any, ...]:
         return (self.kind, self.ins, self.outs, expr_key(self.expr), self.ref,
@@ -169,7 +170,7 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
         out = new()
         vals[n.id] = out
         if n.op == "identity":
-            body.stmts.append(Stmt("alias", ins, (out,), name=local))
+            body.stmts.append(Stmt("alias", ins, (out,), name=local, node=n.id))
             continue
         opdef = OPS.get(n.op)
         if opdef is None:
@@ -218,7 +219,7 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             expr = PLAIN_CALL
         if n.module and expr == PLAIN_CALL:
             mf = ("<module>",)
-        body.stmts.append(Stmt("op", ins, (out,), expr, rel, local, mf, str(list(n.shape))))
+        body.stmts.append(Stmt("op", ins, (out,), expr, rel, local, mf, str(list(n.shape)), n.id))
         local_ops.add(n.id)
     if u.path:
         body.returns = tuple(vals[o] for o in u.outputs)

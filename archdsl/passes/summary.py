@@ -86,10 +86,11 @@ def _rf(geo: Geometry) -> list[int]:
 
 
 def row_names(g: Graph) -> dict[int, str]:
-    """The name each node's row goes by, as torchvision's fx feature extraction names the step
-    (``create_feature_extractor(model, [name])``): a layer with a module is its module path
+    """The name each node's row goes by when only the IR is known: a layer with a module is its module path
     (``layer1.0.conv1``); a parameter-free op is its block's path, a dot and the op
-    (``layer1.0.relu``), ``_1``, ``_2``... for the op's next uses in the same block."""
+    (``layer1.0.relu``), ``_1``, ``_2``... for the op's next uses in the same block. The exact fx names of
+    the built module (what ``create_feature_extractor`` takes) come from the generated code:
+    :func:`archdsl.codegen.fxnames.fx_node_names`, passed to :func:`summary_dict` as ``names``."""
     out: dict[int, str] = {}
     seen: dict[str, int] = {}
     for n in g.nodes():
@@ -116,18 +117,19 @@ def row_names(g: Graph) -> dict[int, str]:
 _KERNEL_OPS = frozenset({"conv2d", "maxpool", "avgpool", "conv3d", "maxpool3d", "avgpool3d", "conv_transpose3d"})
 
 
-def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
+def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None,
+                 names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """One row per node except the input and identities, in execution order.
 
-    Keys: name (:func:`row_names`), node (the IR node's name), module, op, shape (output), params, macs,
-    line, inputs (input shapes), kernel
-    ([kh, kw] of windowed ops, [kt, kh, kw] of 3-D ones, else None), rf (receptive field [h, w] in input
-    pixels; spatial on a video or volume [C, T, H, W]), trainable,
-    non_trainable, buffers, connected_to (source names when the node reads several tensors, else []).
+    Keys: name (``names[node id]``, else :func:`row_names`), node (the IR node's name), module, op, shape
+    (output), params, macs, line, inputs (input shapes), kernel ([kh, kw] of windowed ops, [kt, kh, kw] of
+    3-D ones, else None), rf (receptive field [h, w] in input pixels; spatial on a video or volume
+    [C, T, H, W]), trainable, non_trainable, buffers, connected_to (source names when the node reads several
+    tensors, else []), batched (whether the value has the batch axis: a parameter has none).
     """
     geo = geo if geo is not None else receptive_fields(g)
     ends = _block_outputs(g)
-    names = row_names(g)
+    names = {**row_names(g), **(names or {})}
     rows = []
     for n in g.nodes():
         if n.op in ("input", "identity"):
@@ -150,23 +152,25 @@ def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None) -> list[dict[
             "non_trainable": 0,
             "buffers": buffer_count(n),
             "connected_to": [_source_name(g, i, n, ends, names) for i in srcs] if len(srcs) > 1 else [],
+            "batched": n.batched,
         })
     return rows
 
 
-def summary_tree(g: Graph, depth: int, geo: dict[int, Geometry] | None = None) -> list[dict[str, Any]]:
+def summary_tree(g: Graph, depth: int, geo: dict[int, Geometry] | None = None,
+                 names: dict[int, str] | None = None) -> list[dict[str, Any]]:
     """Rows down to ``depth`` levels of the block hierarchy, like torchinfo's ``depth``.
 
     Top-level layers and blocks are depth 1. A block row (``kind: "block"``) carries the totals of every
     layer inside it (params, MACs, trainable, buffers), the shapes entering it (``inputs``), its output
     shape and receptive field (its last layer's); blocks at ``depth`` are shown collapsed, shallower
     ones are followed by their children (``depth`` + 1). Layer rows are those of :func:`summary_rows`
-    plus ``kind: "layer"`` and ``depth``.
+    (named by ``names``) plus ``kind: "layer"`` and ``depth``; a block row is named by its module path.
     """
     if depth < 0:
         raise ArchError(f"--depth must be 0 or more, got {depth}", None)
     geo = geo if geo is not None else receptive_fields(g)
-    by_name = {r["node"]: r for r in summary_rows(g, geo)}
+    by_name = {r["node"]: r for r in summary_rows(g, geo, names)}
     order = list(g.nodes())
     members: dict[str, list[Node]] = {}
     frames: dict[str, Any] = {}
@@ -209,6 +213,7 @@ def _block_row(g: Graph, frame: Any, depth: int, nodes: list[Node], geo: dict[in
         "layers": sum(1 for n in nodes if n.op not in ("input", "identity")),
         "connected_to": [_source_name(g, i, nodes[0], ends) for i in entering] if len(entering) > 1 else [],
         "line": f"{frame.loc}" if frame.loc else None,
+        "batched": last.batched,
     }
 
 
@@ -250,17 +255,20 @@ def activation_memory(g: Graph, batch: int = 1, dtype: str = "float32") -> dict[
             "input": size[g.inputs[0]], "activations": total, "peak": peak}
 
 
-def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: str = "float32") -> dict[str, Any]:
+def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: str = "float32",
+                 names: dict[int, str] | None = None) -> dict[str, Any]:
     """Everything ``archc summary --json`` prints: network facts, flat ``layers``, ``tree`` (with a
     depth), ``totals`` (params split, buffers, MACs per sample and for the batch, layers), ``memory`` and
-    ``receptive_field``. Each row also has ``output_size``: its output shape with the batch axis first, and
-    ``macs_batch``: its MACs for the whole batch."""
+    ``receptive_field``. Each row also has ``output_size``: its output shape with the batch axis first (a
+    value without one, such as a parameter, as it is: ``batched`` says which), and
+    ``macs_batch``: its MACs for the whole batch. ``names``: node id -> row name (the built module's fx
+    names, :func:`archdsl.codegen.fxnames.fx_node_names`); :func:`row_names` for the others."""
     geo = receptive_fields(g)
-    rows = summary_rows(g, geo)
+    rows = summary_rows(g, geo, names)
     mem = activation_memory(g, batch, dtype)
     buffers = sum(buffer_count(n) for n in g.nodes())
     for r in rows:
-        r["output_size"] = [batch, *r["shape"]]
+        r["output_size"] = [batch, *r["shape"]] if r["batched"] else list(r["shape"])
         r["macs_batch"] = r["macs"] * batch
     item = mem["bytes_per_element"]
     param_bytes = g.total_params * item
@@ -286,9 +294,9 @@ def summary_dict(g: Graph, *, depth: int | None = None, batch: int = 1, dtype: s
     }
     if depth is not None:
         out["depth"] = depth
-        out["tree"] = summary_tree(g, depth, geo)
+        out["tree"] = summary_tree(g, depth, geo, names)
         for r in out["tree"]:
-            r["output_size"] = [batch, *r["shape"]]
+            r["output_size"] = [batch, *r["shape"]] if r["batched"] else list(r["shape"])
             r["macs_batch"] = r["macs"] * batch
     return out
 
@@ -368,7 +376,7 @@ def format_table(data: dict[str, Any], columns: int | None = None) -> str:
         return ("  " * (r["depth"] - 1) + r["name"]) if tree is not None else r["name"]
 
     def cells(r: dict[str, Any], wide: bool) -> list[str]:
-        out = [r["op"], _dims([batch, *r["shape"]]), f"{r['params']:,}" if r["params"] else "",
+        out = [r["op"], _dims(r["output_size"]), f"{r['params']:,}" if r["params"] else "",
                format_count(r["macs"] * batch) if r["macs"] else ""]
         if wide:
             ins = ", ".join(dict.fromkeys(_dims([batch, *s]) for s in r["inputs"]))
