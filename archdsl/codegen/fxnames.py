@@ -188,7 +188,7 @@ class _Replay:
             else:
                 v = self.stmt(s, ctors, args)
             env[s.outs[0]] = v
-            if s.kind == "op" and s.node >= 0:
+            if s.kind == "op" and s.node >= 0 and v.name:
                 self.names[s.node] = v.name
         return [env[r] for r in body.returns]
 
@@ -203,11 +203,11 @@ class _Replay:
                 v = self.tensor(v)
                 if v.kind == "proxy":
                     return v
-            except (_Unsupported, SyntaxError, TypeError, ValueError, ArithmeticError, IndexError, KeyError):
+            except Exception:   # any code the replay cannot evaluate (_Unsupported, or Python refusing a value)
                 pass
             # from here on this forward's steps cannot be counted: its path names them all
             self.opaque.add(self.path)
-        return _V("proxy", self.path) if self.path else _V("proxy", "")
+        return _V("proxy", self.path)   # (the network's own forward: no name, the IR's is kept)
 
     def ref(self, rel: str, ctors: dict[str, Ctor]) -> _V:
         c = ctors.get(rel)

@@ -42,7 +42,7 @@ class Stmt:
     name: str = ""                 # local name (for matching an identity with an optional child)
     module_form: tuple[Any, ...] | None = None   # the op as an nn.Module, for nn.Sequential
     note: str = ""                 # shape comment
-    node: int = -1                 # the IR node an 'op' or 'alias' statement computes (not part of the key)
+    node: int = field(default=-1, compare=False)   # the IR node an 'op'/'alias' computes (not structure)
 
     def key(self) -> tuple[Any, ...]:
         return (self.kind, self.ins, self.outs, expr_key(self.expr), self.ref,
