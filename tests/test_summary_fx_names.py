@@ -124,3 +124,27 @@ def test_cli_summary_rows_are_fx_names() -> None:
     assert len(tree) >= 60 and {row["name"] for row in tree} <= nodes
     assert {row["connected_to"][0] for row in data["layers"] if row["op"] == "add"} <= nodes | {
         row["name"] for row in data["tree"] if row["kind"] == "block"}
+
+
+def test_code_the_replay_cannot_follow_is_named_by_its_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step the replay cannot evaluate makes its module's forward opaque: that step and the later ones of
+    that forward are named by the module's path (its output, still a name the feature extractor takes);
+    other modules keep their node names."""
+    from archdsl.codegen import fxnames
+    g = archdsl.graph("resnet18")
+    before = fx_node_names(g)
+    real = fxnames._Eval.expr
+
+    def refuse(self: Any, e: Any) -> Any:
+        if (self.rp.path == "layer2.0" and isinstance(e, fxnames.ast.Call)
+                and isinstance(e.func, fxnames.ast.Attribute) and e.func.attr == "add_"):   # the residual add
+            raise fxnames._Unsupported("test")
+        return real(self, e)
+
+    monkeypatch.setattr(fxnames._Eval, "expr", refuse)
+    after = fx_node_names(g)
+    by = {n.name: n.id for n in g.nodes()}
+    assert after[by["layer2.0.conv2"]] == "layer2.0.conv2" and after[by["layer2.0.2"]] == "layer2.0.relu"
+    assert after[by["layer2.0.add"]] == after[by["layer2.0.6"]] == "layer2.0"
+    assert before[by["layer2.0.add"]] == "layer2.0.add_"
+    assert after[by["layer2.1.add"]] == before[by["layer2.1.add"]] == "layer2.1.add_"
