@@ -32,7 +32,7 @@ def main(specs: list[str]) -> None:
         nodes = get_graph_node_names(archdsl.build(spec).eval())[1]
         names = _fx_names(g)
 
-        def taken(n: str) -> bool:
+        def taken(n: str, nodes: list[str] = nodes) -> bool:
             return any(re.match(rf"^{re.escape(n)}(\.|$)", x) for x in nodes)
 
         kw = {"names": names} if names is not None else {}

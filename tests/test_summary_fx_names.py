@@ -12,11 +12,11 @@ import pytest
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
+from helpers import run_archc  # noqa: E402
+
 import archdsl  # noqa: E402
 from archdsl.codegen.fxnames import fx_node_names  # noqa: E402
 from archdsl.passes.summary import summary_dict  # noqa: E402
-
-from helpers import run_archc  # noqa: E402
 
 BATCH = 2
 # the six: torchvision's resnet18 / mobilenet_v3_large / convnext_tiny / swin_t / efficientnet_b0 and
@@ -54,7 +54,10 @@ def _traced_shapes(model: Any, x: Any) -> tuple[list[str], dict[str, list[int] |
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_every_row_name_is_a_feature_extraction_node(spec: str) -> None:
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    from torchvision.models.feature_extraction import (
+        create_feature_extractor,
+        get_graph_node_names,
+    )
     g = archdsl.graph(spec)
     model = archdsl.build(spec).eval()
     nodes = get_graph_node_names(model)[1]

@@ -10,16 +10,18 @@ steps of that name in that module, every ``x.shape[0]`` included). A module path
 (:class:`archdsl.codegen.emit._Parts`: the same bodies, the same ``nn.Sequential`` decisions): each
 statement's expression, rendered as it is written out, is evaluated over values that are traced tensors,
 constants or modules, in eval mode (``self.training`` is False: a drop-path is no step there), creating the
-fx nodes Python's evaluation order creates. A statement whose code the replay does not model names its node
-by the enclosing module's path (still a name the feature extractor takes: that module's output), so no name
-is ever guessed.
+fx nodes Python's evaluation order creates. A statement whose code the replay does not model names its node,
+and the later ones of that forward, by the enclosing module's path (still a name the feature extractor takes:
+that module's output); in the network's own forward, which has no path, those nodes are left out (the
+summary keeps their IR names). Every network of specs/ and examples/ replays completely.
 """
 from __future__ import annotations
 
 import ast
 import operator
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..ir import Graph
 from ..ops import HELPERS
@@ -60,7 +62,7 @@ class _V:
     child module at path ``name``; ``leaf``: traced as one call), ``fn`` (a function named ``name``),
     ``self`` or ``seq`` (a tuple or list holding traced values)."""
 
-    __slots__ = ("kind", "name", "value", "leaf", "node")
+    __slots__ = ("kind", "leaf", "name", "node", "value")
 
     def __init__(self, kind: str, name: str = "", value: Any = None, leaf: bool = True) -> None:
         self.kind, self.name, self.value, self.leaf = kind, name, value, leaf
