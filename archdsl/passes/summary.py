@@ -367,7 +367,7 @@ def format_table(data: dict[str, Any], columns: int | None = None) -> str:
     The wide layout has every column (layer, op, input, output, kernel, params, MACs, RF, connected to);
     when it does not fit, the narrow layout keeps layer, op, output (batch axis first), params and MACs
     (for the batch), and a layer name too long for its column gets a line of its own. Rows are named by
-    module path or fx-style step name (:func:`row_names`), indented by depth with ``depth``."""
+    module path or fx node name (as :func:`summary_dict` named them), indented by depth with ``depth``."""
     tree = data.get("tree")
     rows = tree if tree is not None else data["layers"]
     batch = data.get("batch", 1)
