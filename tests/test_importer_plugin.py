@@ -216,3 +216,33 @@ def test_pad_modules_import_as_pad(pad: str) -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), eval(f"torch.nn.{pad}"), torch.nn.Conv2d(4, 4, 3))
     r = import_model(model, (3, 8, 8), name="padded")
     assert r.plugin is None and r.max_diff is not None and "pad(" in r.spec
+
+
+def test_cli_takes_a_lambda_class_from_the_file(tmp_path: Path) -> None:
+    """`archc import FILE.py:Net --arg ...`: the plugin rebuilds the model from the file with the same --arg
+    values; a fresh process builds the spec with it and loads the model's weights strictly."""
+    from helpers import run_archc
+    (tmp_path / "lambdanet.py").write_text(MODELS)
+    out = tmp_path / "ln.arch"
+    r = run_archc("import", f"{tmp_path / 'lambdanet.py'}:Net", "-o", str(out), "--input", "3,8,8",
+                  "--arg", "odd=true", "--arg", "c=4", "--keep", "Odd", "--name", "ln", timeout=600)
+    assert r.returncode == 0, r.stderr
+    plugin = (tmp_path / "ln_plugins.py").read_text()
+    assert "_Net = _load('lambdanet', 'Net')" in plugin and "_MODEL[\"model\"] = _Net(odd=True, c=4)" in plugin
+    assert f"sys.path.insert(0, {str(tmp_path)!r})" in plugin
+    script = f'''
+import sys, torch, archdsl
+sys.path.insert(0, {str(tmp_path)!r})
+import lambdanet
+torch.manual_seed(3)
+ref = lambdanet.Net(odd=True, c=4).eval()
+net = archdsl.build(open({str(out)!r}).read(), plugins=[{str(tmp_path / "ln_plugins.py")!r}]).eval()
+net.load_state_dict(ref.state_dict(), strict=True)
+x = torch.randn(2, 3, 8, 8)
+print("diff", float((net(x) - ref(x)).abs().max()))
+'''
+    import subprocess
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert float(res.stdout.split("diff")[-1]) <= 1e-5
