@@ -246,3 +246,35 @@ print("diff", float((net(x) - ref(x)).abs().max()))
                          cwd=str(tmp_path))
     assert res.returncode == 0, res.stderr
     assert float(res.stdout.split("diff")[-1]) <= 1e-5
+
+
+class _Conf:
+    """A plain config object: its attributes are its constructor's arguments."""
+
+    def __init__(self, dim: int, act: Any = torch.nn.ReLU, _private: int = 0) -> None:
+        self.dim, self.act, self._private = dim, act, _private
+
+
+def _make_factory(n: int) -> Any:
+    k = n * 2      # a computed value: the closure is not the factory's call on its arguments
+
+    def inner() -> int:
+        return k
+    return inner
+
+
+def test_writer_values_and_what_it_refuses() -> None:
+    from archdsl.importer.pywrite import Unwritable, Writer, load
+
+    def no_guess(m: Any) -> dict[str, Any]:
+        raise ValueError("no arguments")
+    w = Writer(lambda m: None, no_guess, set())
+    src = w.value(_Conf(4, _private=2))
+    assert src == "__Conf(dim=4, act=_ReLU, _private=2)"
+    assert w.refs[(__name__, "_Conf")] == "__Conf" and load(__name__, "_Conf") is _Conf
+    assert w.value([1.5, float("nan"), (None,), {"a": True}]) == "[1.5, float('nan'), (None,), {'a': True}]"
+    for bad, why in [(torch.zeros(2), "not a literal"), (lambda x: x, "lambda"),
+                     (_make_factory(2), "closes over values other than the arguments"),
+                     (torch.nn.Conv2d(1, 1, 1), "no arguments"), ({1, 2}, "not a literal")]:
+        with pytest.raises(Unwritable, match=why):
+            w.value(bad)

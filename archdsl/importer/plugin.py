@@ -236,7 +236,7 @@ def _op_lines(op: PluginOp) -> list[str]:
         body = [f'    """{class_name(op.cls)}, as the imported model builds it."""',
                 f"    return {op.call}"]
     else:
-        why = re.sub(r"[^ -~]|\\|\"\"\"", "?", op.why)[:200]
+        why = re.sub(r"[^ -~]|[\\\"]", "'", op.why)[:200]    # (printable, no quote or backslash: a docstring)
         body = [f'    """{class_name(op.cls)}, taken from the model built from its source: its constructor',
                 f'    arguments cannot be written here ({why})."""',
                 f"    if path not in _PATHS_{op.name}:",

@@ -205,7 +205,9 @@ class Writer:
         """A plain object whose attributes are its constructor's parameters (``self.dim = dim``), as that call."""
         cls = type(v)
         state = getattr(v, "__dict__", None)
-        if not isinstance(state, dict) or cls.__module__ == "builtins":
+        # a class whose constructor is Python (a tensor's is not: `Tensor()` would be an empty one)
+        if not isinstance(state, dict) or cls.__module__ == "builtins" or not inspect.isfunction(cls.__init__) \
+                or _is_tensor(v):
             raise Unwritable(f"{_what(v)} is not a literal, an importable class or function, or a config object")
         try:
             params = list(inspect.signature(cls).parameters.values())
@@ -237,6 +239,14 @@ def _is_module(v: Any) -> bool:
     except ImportError:   # pragma: no cover - the importer runs with torch
         return False
     return isinstance(v, nn.Module)
+
+
+def _is_tensor(v: Any) -> bool:
+    try:
+        import torch
+    except ImportError:   # pragma: no cover
+        return False
+    return isinstance(v, torch.Tensor)
 
 
 def _what(v: Any) -> str:
