@@ -154,6 +154,14 @@ def _source_call(w: Writer, src: ModelSource) -> str:
     return f"{w.named(src.kind, src.name, load(src.kind, src.name))}({args})"
 
 
+def _arg(w: Writer, name: str, v: Any) -> str:
+    """The constructor argument ``name`` written as Python; Unwritable names it."""
+    try:
+        return w.value(v)
+    except Unwritable as e:
+        raise Unwritable(f"its argument {name}: {e}") from None
+
+
 def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]],
                root: Any = None, paths: dict[int, str] | None = None
                ) -> tuple[list[PluginOp], dict[int, tuple[str, dict[str, Any]]]]:
@@ -186,8 +194,8 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
             if args is None:
                 args = _guess_args(m)
             plain = {k: v for k, v in args.items() if k != "*" and _plain(v)}
-            baked = {k: writer.value(v) for k, v in args.items() if k != "*" and not _plain(v)}
-            star = [writer.value(x) for x in args.get("*", ())]
+            baked = {k: _arg(writer, k, v) for k, v in args.items() if k != "*" and not _plain(v)}
+            star = [_arg(writer, f"*args[{i}]", x) for i, x in enumerate(args.get("*", ()))]
             call = writer.call(type(m), {**{k: f"list({k})" if isinstance(v, list) else k for k, v in plain.items()},
                                          **baked}, star)
         except ValueError as e:     # (Unwritable included)
