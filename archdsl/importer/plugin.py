@@ -1,11 +1,14 @@
 """Classes kept whole (``--keep``, or not expressible in the language) as plugin ops: a real
-``register_op`` file written beside the spec that imports the user's class and builds it with its
-recorded constructor arguments.
+``register_op`` file written beside the spec that loads the user's class and builds it with its recorded
+constructor arguments.
 
 Constructor arguments are recovered from what :func:`recording_inits` saw while the model was built (the
 CLI builds it), else from attributes named like the ``__init__`` parameters (``self.dim = dim``); arguments
-that are plain values become the op's arguments in the spec, others (classes, functions,
-``functools.partial``) are written into the plugin as Python expressions that import them by name.
+that are plain values become the op's arguments in the spec, the others (modules, configs, classes, functions,
+``functools.partial``, closures made by a factory) are written into the plugin by :mod:`.pywrite` as Python of
+repr literals and checked references. A class whose arguments cannot be written (a lambda) is taken from the
+model rebuilt from its source (:func:`remember_source`: ``timm:NAME``, ``torchvision:NAME``, ``FILE.py:NAME``
+with the same arguments) at its module path.
 """
 from __future__ import annotations
 
