@@ -26,9 +26,11 @@ import functools
 import importlib
 import inspect
 import keyword
-from typing import Any, Callable, Mapping
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
-__all__ = ["Unwritable", "Writer", "load", "LOAD_SOURCE"]
+__all__ = ["LOAD_SOURCE", "Unwritable", "Writer", "load"]
 
 #: how deep module / config arguments may nest (a cycle ends here, not in a RecursionError)
 MAX_DEPTH = 24
@@ -116,7 +118,7 @@ class Writer:
         if v is None or isinstance(v, (bool, int, str)) and not isinstance(v, enum.Enum):
             return repr(v)
         if isinstance(v, float):
-            return repr(v) if v == v and v not in (float("inf"), float("-inf")) else f"float({str(v)!r})"
+            return repr(v) if math.isfinite(v) else f"float({str(v)!r})"
         if type(v) in (list, tuple):
             inner = ", ".join(self.value(x, d) for x in v)
             return f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
@@ -235,7 +237,7 @@ class Writer:
 
 def _is_module(v: Any) -> bool:
     try:
-        import torch.nn as nn
+        from torch import nn
     except ImportError:   # pragma: no cover - the importer runs with torch
         return False
     return isinstance(v, nn.Module)
