@@ -155,6 +155,8 @@ def _pick_input(model: Any, default: tuple[int, ...], fixed: bool) -> tuple[int,
 def _create(entry: dict[str, Any], max_params: int | None) -> tuple[Any, str, tuple[int, ...], bool]:
     """(model in eval mode, its name, default input shape, whether the size is fixed) for a zoo entry."""
     import torch
+
+    from archdsl.importer.plugin import remember_source
     if entry["source"] == "torchvision" or entry["model"].startswith("torchvision."):
         import torchvision
         name = entry["model"].removeprefix("torchvision.")
@@ -164,6 +166,7 @@ def _create(entry: dict[str, Any], max_params: int | None) -> tuple[Any, str, tu
             # only training runs): an eval forward never calls them, so no trace can see their weights
             kwargs.update(aux_logits=False, init_weights=False)
         model = torchvision.models.get_model(name, weights=None, **kwargs)
+        remember_source(model, "torchvision", name, kwargs)   # as archc import does: a kept class may come from it
         default = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
         return model.eval(), name, tuple(entry.get("input") or default), bool(entry.get("fixed"))
     import timm
@@ -178,6 +181,7 @@ def _create(entry: dict[str, Any], max_params: int | None) -> tuple[Any, str, tu
                 break
         name = next((n for n in counts if counts[n] <= max_params), min(counts, key=lambda n: counts[n]))
     model = timm.create_model(name, pretrained=False)
+    remember_source(model, "timm", name, {})
     cfg = getattr(model, "pretrained_cfg", None) or {}
     default = tuple(entry.get("input") or cfg.get("input_size") or (3, 224, 224))
     fixed = bool(entry.get("fixed")) if entry["source"] == "spec" else bool(cfg.get("fixed_input_size"))

@@ -35,12 +35,15 @@ def _did_you_mean(name: str, choices: list[str]) -> str | None:
 
 
 def _build(kind: str, name: str, args: dict[str, Any]) -> tuple[Any, tuple[int, ...] | None, dict[str, str]]:
-    """The model, its default input shape (None: unknown) and the folders of user modules (for plugins)."""
+    """The model, its default input shape (None: unknown) and the folders of user modules (for plugins); how
+    it was built is remembered for the plugin (a kept class it cannot rebuild is taken from such a model)."""
+    from ..importer.plugin import remember_source
     if kind == "timm":
         import timm
         if not timm.is_model(name):
             raise ArchError(f"timm has no model '{name}'", None, hint=_did_you_mean(name, timm.list_models()))
         model = timm.create_model(name, pretrained=False, **args)
+        remember_source(model, "timm", name, args)
         cfg: Any = getattr(model, "pretrained_cfg", None) or {}
         size = tuple(cfg.get("input_size", (3, 224, 224)))
         return model, size, {}
@@ -51,7 +54,9 @@ def _build(kind: str, name: str, args: dict[str, Any]) -> tuple[Any, tuple[int, 
             raise ArchError(f"torchvision has no classification model '{name}'", None,
                             hint=_did_you_mean(name, names) or "archc import takes torchvision's classification builders")
         full = {**_TV_DEFAULTS.get(name, {}), **args}
-        return torchvision.models.get_model(name, weights=None, **full), _TV_INPUT.get(name, (3, 224, 224)), {}
+        model = torchvision.models.get_model(name, weights=None, **full)
+        remember_source(model, "torchvision", name, full)
+        return model, _TV_INPUT.get(name, (3, 224, 224)), {}
     path = Path(kind)
     if not path.is_file():
         raise ArchError(f"model file '{printable(kind)}' does not exist", None)
@@ -84,6 +89,7 @@ def _build(kind: str, name: str, args: dict[str, Any]) -> tuple[Any, tuple[int, 
     import torch.nn as nn
     if not isinstance(model, nn.Module):
         raise ArchError(f"{name}(...) gave a {type(model).__name__}, not an nn.Module", None)
+    remember_source(model, mod_name, name, args)
     return model, None, {mod_name: folder}
 
 

@@ -134,7 +134,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
             info = infos.get(id(m))
             if info is not None and info.inputs and info.out_shape is not None:
                 shapes[id(m)] = (tuple(int(d) for d in info.inputs[0].shape[1:]), info.out_shape)
-        ops, uses = plugin_ops(kept_modules, name, shapes)
+        ops, uses = plugin_ops(kept_modules, name, shapes, root=model, paths=paths_of)
     except ValueError as e:
         raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
     _name_plugins(root, uses)           # their arguments are slots: blocks holding them get parameters

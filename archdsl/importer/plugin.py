@@ -1,15 +1,18 @@
 """Classes kept whole (``--keep``, or not expressible in the language) as plugin ops: a real
-``register_op`` file written beside the spec that imports the user's class and builds it with its
-recorded constructor arguments.
+``register_op`` file written beside the spec that loads the user's class and builds it with its recorded
+constructor arguments.
 
 Constructor arguments are recovered from what :func:`recording_inits` saw while the model was built (the
 CLI builds it), else from attributes named like the ``__init__`` parameters (``self.dim = dim``); arguments
-that are plain values become the op's arguments in the spec, others (classes, functions,
-``functools.partial``) are written into the plugin as Python expressions that import them by name.
+that are plain values become the op's arguments in the spec, the others (modules, configs, classes, functions,
+``functools.partial``, closures made by a factory) are written into the plugin by :mod:`.pywrite` as Python of
+repr literals and checked references. A class whose arguments cannot be written (a lambda) is taken from the
+model rebuilt from its source (:func:`remember_source`: ``timm:NAME``, ``torchvision:NAME``, ``FILE.py:NAME``
+with the same arguments) at its module path.
 """
 from __future__ import annotations
 
-import functools
+import enum
 import inspect
 import re
 import sys
@@ -18,9 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from .pywrite import LOAD_SOURCE, Unwritable, Writer, load
 from .trace import class_name
 
-__all__ = ["recording_inits", "PluginOp", "plugin_ops", "plugin_source", "INIT_ARGS"]
+__all__ = ["recording_inits", "PluginOp", "plugin_ops", "plugin_source", "INIT_ARGS", "ModelSource", "SOURCES",
+           "remember_source"]
 
 #: module -> its constructor's bound arguments (filled by :func:`recording_inits`; weak keys: an id is
 #: reused once a temporary module is freed)
@@ -53,31 +58,10 @@ def recording_inits() -> Iterator[None]:
         sys.setprofile(old)
 
 
-def _py(v: Any, imports: set[str]) -> str:
-    """Python source for ``v``: literals, importable classes/functions, functools.partial of them."""
-    if v is None or isinstance(v, (bool, int, str)):
-        return repr(v)
-    if isinstance(v, float):
-        return repr(v) if v == v and v not in (float("inf"), float("-inf")) else f"float({str(v)!r})"
-    if isinstance(v, (list, tuple)):
-        inner = ", ".join(_py(x, imports) for x in v)
-        return f"[{inner}]" if isinstance(v, list) else f"({inner}{',' if len(v) == 1 else ''})"
-    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
-        return "{" + ", ".join(f"{k!r}: {_py(x, imports)}" for k, x in v.items()) + "}"
-    if isinstance(v, functools.partial):
-        parts = [_py(v.func, imports)] + [_py(a, imports) for a in v.args]
-        parts += [f"{k}={_py(x, imports)}" for k, x in v.keywords.items()]
-        imports.add("functools")
-        return f"functools.partial({', '.join(parts)})"
-    if isinstance(v, type) or inspect.isfunction(v) or inspect.isbuiltin(v):
-        mod, qual = getattr(v, "__module__", ""), getattr(v, "__qualname__", "")
-        if mod and qual and "<" not in qual and all(p.isidentifier() for p in mod.split(".")):
-            imports.add(mod)
-            return f"{mod}.{qual}"
-    raise ValueError(f"cannot write {type(v).__name__} {v!r:.60} into the plugin")
-
-
 def _plain(v: Any) -> bool:
+    """A value the spec can hold as the op's argument (an Enum member is written into the plugin instead)."""
+    if isinstance(v, enum.Enum):
+        return False
     if v is None or isinstance(v, (bool, int, float, str)):
         return True
     return isinstance(v, (list, tuple)) and all(_plain(x) for x in v) and not any(isinstance(x, (list, tuple)) for x in v)
@@ -102,18 +86,47 @@ def _guess_args(m: Any) -> dict[str, Any]:
     return out
 
 
+
+
+@dataclass
+class ModelSource:
+    """How the model was built, for kept modules the plugin takes from it: ``kind`` is "timm", "torchvision" or
+    the module of a user's file (FILE.py), ``name`` the model (timm / torchvision) or the file's factory, ``args``
+    the keyword arguments (literals: ``--arg`` values)."""
+
+    kind: str
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+#: model -> how it was built (:func:`remember_source`; weak keys, as for INIT_ARGS)
+SOURCES: "weakref.WeakKeyDictionary[Any, ModelSource]" = weakref.WeakKeyDictionary()
+
+
+def remember_source(model: Any, kind: str, name: str, args: dict[str, Any] | None = None) -> None:
+    """Record that ``model`` is ``timm.create_model(name, pretrained=False, **args)`` (kind "timm"),
+    ``torchvision.models.get_model(name, weights=None, **args)`` ("torchvision") or ``kind.name(**args)`` (a
+    module, a user's FILE.py): a kept class whose constructor arguments cannot be written as Python (a lambda,
+    a closure over computed values) is then taken from a model the plugin builds the same way."""
+    SOURCES[model] = ModelSource(kind, name, dict(args or {}))
+
+
 @dataclass
 class PluginOp:
-    """One plugin op: the class it builds, its spec arguments (with defaults) and baked Python arguments."""
+    """One plugin op: the class it builds, its spec arguments (with defaults) and the Python call building it
+    (``call``); for a class taken from the model's source (``paths``: the module paths it may take), ``call``
+    builds the source model."""
 
     name: str
     cls: type
     spec_args: list[str]
-    baked: dict[str, str]
+    call: str
+    writer: Writer
     defaults: dict[str, Any] = field(default_factory=dict)
-    imports: set[str] = field(default_factory=set)
     # (per-sample input shape, full spec arguments) -> output shape, as traced
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    paths: list[str] | None = None
+    why: str = ""
 
 
 def _snake(name: str) -> str:
@@ -125,37 +138,98 @@ def _shape_key(in_shape: tuple[int, ...], args: dict[str, Any]) -> str:
     return repr((tuple(in_shape), tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in args.items()))))
 
 
-def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]]
+# names of the plugin file an alias must not take
+_RESERVED = {"_t", "_load", "_model", "_submodule", "_MODEL", "in_shape", "path"}
+_PATH_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+def _source_call(w: Writer, src: ModelSource) -> str:
+    """The Python call building the model the way ``src`` says (references checked by the writer)."""
+    args = ", ".join(f"{w.ident(k, src.name)}={w.value(v)}" for k, v in src.args.items())
+    if src.kind == "timm":
+        import timm
+        fn = w.named("timm", "create_model", timm.create_model)
+        return f"{fn}({src.name!r}, pretrained=False{', ' + args if args else ''})"
+    if src.kind == "torchvision":
+        import torchvision
+        fn = w.named("torchvision.models", "get_model", torchvision.models.get_model)
+        return f"{fn}({src.name!r}, weights=None{', ' + args if args else ''})"
+    return f"{w.named(src.kind, src.name, load(src.kind, src.name))}({args})"
+
+
+def _arg(w: Writer, name: str, v: Any) -> str:
+    """The constructor argument ``name`` written as Python; Unwritable names it."""
+    try:
+        return w.value(v)
+    except Unwritable as e:
+        raise Unwritable(f"its argument {name}: {e}") from None
+
+
+def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]],
+               root: Any = None, paths: dict[int, str] | None = None
                ) -> tuple[list[PluginOp], dict[int, tuple[str, dict[str, Any]]]]:
-    """The plugin ops for ``modules`` and, per module, its op name and all its spec arguments. ``shapes`` holds each module's traced (input, output) per-sample shapes: the
-    plugin's shape function (a kept class's forward may not run on the meta device). Raises ValueError
-    when a module's arguments cannot be recovered or written."""
+    """The plugin ops for ``modules`` and, per module, its op name and all its spec arguments. ``shapes`` holds
+    each module's traced (input, output) per-sample shapes: the plugin's shape function (a kept class's forward
+    may not run on the meta device). A module whose constructor arguments cannot be written (see
+    :class:`~archdsl.importer.pywrite.Writer`) is taken from the model's source when ``root`` (the model) was
+    recorded with :func:`remember_source` (``paths``: module id -> its path in ``root``). Raises ValueError
+    naming the module when it can be neither written nor taken."""
     ops: dict[tuple[str, str], PluginOp] = {}
     uses: dict[int, tuple[str, dict[str, Any]]] = {}
     taken: set[str] = set()
+    writer = Writer(INIT_ARGS.get, _guess_args, _RESERVED)
+    source = SOURCES.get(root) if root is not None else None
+
+    def new_name(m: Any) -> str:
+        base = f"{prefix}_{_snake(type(m).__name__)}"
+        name, k = base, 2
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        writer.reserved |= {f"_{name}", f"_{name}_shape", f"_SHAPES_{name}", f"_PATHS_{name}"}
+        return name
+
     for m in modules:
-        args = INIT_ARGS.get(m)
-        if args is None:
-            args = _guess_args(m)
-        if "*" in args:
-            raise ValueError(f"{class_name(m)} takes *args: the plugin cannot rebuild it")
-        imports: set[str] = set()
-        baked = {k: _py(v, imports) for k, v in args.items() if not _plain(v)}
-        key = (class_name(m), repr(sorted(baked.items())))
+        path = (paths or {}).get(id(m), "?")
+        saved = dict(writer.refs)
+        try:
+            args = INIT_ARGS.get(m)
+            if args is None:
+                args = _guess_args(m)
+            plain = {k: v for k, v in args.items() if k != "*" and _plain(v)}
+            baked = {k: _arg(writer, k, v) for k, v in args.items() if k != "*" and not _plain(v)}
+            star = [_arg(writer, f"*args[{i}]", x) for i, x in enumerate(args.get("*", ()))]
+            call = writer.call(type(m), {**{k: f"list({k})" if isinstance(v, list) else k for k, v in plain.items()},
+                                         **baked}, star)
+        except ValueError as e:     # (Unwritable included)
+            writer.refs = saved
+            if source is None or not _PATH_RE.fullmatch(path):
+                raise ValueError(f"{path} ({class_name(m)}): {e}; the plugin cannot rebuild it"
+                                 + (" (import it with `archc import`, which can take it from the model's source)"
+                                    if source is None else "")) from None
+            key = (class_name(m), "<source>")
+            op = ops.get(key)
+            if op is None:
+                op = PluginOp(new_name(m), type(m), ["path"], _source_call(writer, source), writer,
+                              {"path": path}, paths=[], why=str(e))
+                ops[key] = op
+            assert op.paths is not None
+            op.paths.append(path)
+            uses[id(m)] = (op.name, {"path": path})
+            if id(m) in shapes:
+                op.shapes[_shape_key(shapes[id(m)][0], {"path": path})] = shapes[id(m)][1]
+            continue
+        # one op per class and written (non-spec) arguments; a spec passes lists as tuples: an argument the
+        # model was built with as a list gets one back (the call's list(k))
+        key = (class_name(m), repr(sorted(baked.items())) + repr(star))
         op = ops.get(key)
         if op is None:
-            base = f"{prefix}_{_snake(type(m).__name__)}"
-            name, k = base, 2
-            while name in taken:
-                name, k = f"{base}_{k}", k + 1
-            taken.add(name)
-            plain = {k: v for k, v in args.items() if _plain(v)}
-            op = PluginOp(name, type(m), list(plain), baked, plain, imports)
+            op = PluginOp(new_name(m), type(m), list(plain), call, writer, plain)
             ops[key] = op
-        given = {k: v for k, v in args.items() if _plain(v) and (k not in op.defaults or op.defaults[k] != v)}
+        given = {k: v for k, v in plain.items() if k not in op.defaults or op.defaults[k] != v}
         for arg in given:
             if arg not in op.spec_args:
-                raise ValueError(f"{class_name(m)}: argument {arg} differs between instances in kind")
+                raise ValueError(f"{path} ({class_name(m)}): argument {arg} differs between instances in kind")
         full = {**op.defaults, **given}
         uses[id(m)] = (op.name, {k: (list(v) if isinstance(v, tuple) else v) for k, v in full.items()
                                  if k in op.spec_args})
@@ -164,43 +238,82 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
     return list(ops.values()), uses
 
 
+def _op_lines(op: PluginOp) -> list[str]:
+    """The op's factory and shape function and its registration."""
+    w = op.writer
+    params = ", ".join(f"{k}={w.value(op.defaults[k])}" for k in op.spec_args)
+    key = f"({', '.join(f'({k!r}, _t({k}))' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
+    if op.paths is None:
+        body = [f'    """{class_name(op.cls)}, as the imported model builds it."""',
+                f"    return {op.call}"]
+    else:
+        why = re.sub(r"[^ -~]|[\\\"]", "'", op.why)[:200]    # (printable, no quote or backslash: a docstring)
+        body = [f'    """{class_name(op.cls)}, taken from the model built from its source: its constructor',
+                f'    arguments cannot be written here ({why})."""',
+                f"    if path not in _PATHS_{op.name}:",
+                f"        raise ValueError(f'{op.name}: {{path!r}} is none of the modules this plugin was written for')",
+                "    return _submodule(path)"]
+    return ["", "",
+            f"def _{op.name}(in_shape{', ' + params if params else ''}):",
+            *body,
+            "",
+            "",
+            f"def _{op.name}_shape(in_shape{', ' + params if params else ''}):",
+            '    """The output shape traced at import (the forward may not run on the meta device)."""',
+            f"    key = repr((tuple(in_shape), tuple(sorted({key}))))",
+            f"    if key not in _SHAPES_{op.name}:",
+            f"        raise ValueError(f'{op.name} was traced at other input shapes; import the model again "
+            "for this one')",
+            f"    return _SHAPES_{op.name}[key]",
+            "",
+            "",
+            *([f"_PATHS_{op.name} = {tuple(op.paths)!r}"] if op.paths is not None else []),
+            f"_SHAPES_{op.name} = {op.shapes!r}",
+            f"archdsl.register_op({op.name!r}, _{op.name}, shape=_{op.name}_shape, doc={class_name(op.cls)!r})"]
+
+
+_SOURCE_LINES = '''
+
+_MODEL = {{}}
+
+
+def _model():
+    """The model as `archc import` built it, {call}, built once (on the CPU, the
+    random number generator left as it was): the classes taken from their source below come from it."""
+    if "model" not in _MODEL:
+        import torch
+        with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+            _MODEL["model"] = {call}
+    return _MODEL["model"]
+
+
+def _submodule(path):
+    """A copy of the source model's module at ``path`` (the spec loads its weights), on the default device."""
+    import copy
+    import torch
+    sub = copy.deepcopy(_model().get_submodule(path))
+    device = torch.empty(0).device
+    return sub if device.type == "cpu" else sub.to(device)'''
+
+
 def plugin_source(ops: list[PluginOp], spec_name: str, paths: dict[str, str] | None = None) -> str:
-    """The plugin file: imports the classes by module path and registers one op per kept class. ``paths``
-    maps a module loaded from a user's file to its folder, which the plugin puts on ``sys.path``."""
-    imports: set[str] = {"archdsl"}
+    """The plugin file: loads the classes by module and qualified name and registers one op per kept class.
+    ``paths`` maps a module loaded from a user's file to its folder, which the plugin puts on ``sys.path``."""
     lines: list[str] = []
     for op in ops:
-        imports.add(op.cls.__module__)
-        imports |= op.imports
-        params = ", ".join(f"{k}={_py(op.defaults[k], imports)}" for k in op.spec_args)
-        # a spec passes lists as tuples: an argument the model was built with as a list gets one back
-        call = ", ".join([f"{k}=list({k})" if isinstance(op.defaults[k], list) else f"{k}={k}" for k in op.spec_args]
-                         + [f"{k}={v}" for k, v in op.baked.items()])
-        key = f"({', '.join(f'({k!r}, _t({k}))' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
-        lines += ["", "",
-                  f"def _{op.name}(in_shape{', ' + params if params else ''}):",
-                  f'    """{class_name(op.cls)}, as the imported model builds it."""',
-                  f"    return {op.cls.__module__}.{op.cls.__qualname__}({call})",
-                  "",
-                  "",
-                  f"def _{op.name}_shape(in_shape{', ' + params if params else ''}):",
-                  '    """The output shape traced at import (the forward may not run on the meta device)."""',
-                  f"    key = repr((tuple(in_shape), tuple(sorted({key}))))",
-                  f"    if key not in _SHAPES_{op.name}:",
-                  f"        raise ValueError(f'{op.name} was traced at other input shapes; import the model again "
-                  "for this one')",
-                  f"    return _SHAPES_{op.name}[key]",
-                  "",
-                  "",
-                  f"_SHAPES_{op.name} = {op.shapes!r}",
-                  f"archdsl.register_op({op.name!r}, _{op.name}, shape=_{op.name}_shape, doc={class_name(op.cls)!r})"]
+        lines += _op_lines(op)     # (writes the defaults: may add references)
+    w = ops[0].writer
     head = [f'"""Plugin ops for {spec_name}.arch, written by `archc import`: the classes kept whole.',
             "",
             f"Load it with `archc ... --plugin {spec_name}_plugins.py` (or ARCHDSL_PLUGINS); it imports the",
             'classes below, so their packages must be importable."""']
-    imps = sorted(i for i in imports if i != "archdsl")
-    lines += ["", "", "def _t(v):", '    """Lists as tuples: a spec passes tuples, a default may be a list."""',
-              "    return tuple(v) if isinstance(v, list) else v"]
-    dirs = sorted({(paths or {})[i] for i in imps if i in (paths or {})})
+    dirs = sorted({(paths or {})[m] for m, _ in w.refs if m in (paths or {})})
     pre = ["import sys", *(f"sys.path.insert(0, {d!r})" for d in dirs), ""] if dirs else []
-    return "\n".join(head + pre + ["import archdsl"] + [f"import {i}" for i in imps] + lines) + "\n"
+    imps = ["import archdsl"] + (["import functools"] if w.functools else []) + ["import importlib", "", ""]
+    refs = [f"{alias} = _load({m!r}, {q!r})" for (m, q), alias in w.refs.items()]
+    srcs = [o for o in ops if o.paths is not None]
+    tail = ["", "", "def _t(v):", '    """Lists as tuples: a spec passes tuples, a default may be a list."""',
+            "    return tuple(v) if isinstance(v, list) else v"]
+    return "\n".join(head + pre + imps + LOAD_SOURCE.splitlines() + ["", ""] + refs
+                     + (_SOURCE_LINES.format(call=srcs[0].call).splitlines() if srcs else [])
+                     + lines + tail) + "\n"

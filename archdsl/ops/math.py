@@ -34,8 +34,8 @@ from .core import (
     broadcast,
     register,
 )
-from .forms import (FN, Form, binary_operands, function_form, is_number, method_form, no_args, reduce_form, spec_dims,
-                    two_tensors)
+from .forms import (FN, NN, Form, binary_operands, function_form, is_number, method_form, module_form, no_args,
+                    reduce_form, spec_dims, two_tensors)
 from .tensor import _dims_lit, _dims_norm, _norm_dim, _reduce_shape
 
 __all__ = ["PARAMETER_INITS", "matmul_macs", "matmul_shape"]
@@ -423,6 +423,21 @@ def _pad_form(c: TorchCall) -> dict[str, Any] | None:
     return {"padding": pad, "mode": c.arg(2, "mode", "constant"), "value": float(c.arg(3, "value", None) or 0.0)}
 
 
+def _pad_module_form(mode: str) -> Form:
+    """nn.ZeroPad2d / ConstantPad / ReflectionPad / ReplicationPad / CircularPad (1-3d): F.pad of the
+    module's ``padding`` (torch order already) in its mode."""
+    def form(c: TorchCall) -> dict[str, Any] | None:
+        pad = [int(v) for v in c.module.padding]
+        if len(pad) // 2 > len(c.in_shapes[0]) or c.batch_axes[0] != 0:
+            return None
+        return {"padding": pad, "mode": mode, "value": float(getattr(c.module, "value", 0.0) or 0.0)}
+    return form
+
+
+_PAD_MODULES = (("ZeroPad", "constant"), ("ConstantPad", "constant"), ("ReflectionPad", "reflect"),
+                ("ReplicationPad", "replicate"), ("CircularPad", "circular"))
+
+
 def _sdpa_form(c: TorchCall) -> dict[str, Any] | None:
     if c.arg(4, "dropout_p", 0.0) or c.kwargs.get("enable_gqa"):
         return None
@@ -534,7 +549,9 @@ register(
           "negative values crop).", normalize=_pad_norm, key_args=("padding",),
           emit=lambda e: ("F.pad(", In(0), ", ", Lit(e.args["padding"], "padding"),
                           Kw("mode", e.args["mode"], "constant"), Kw("value", float(e.args["value"]), 0.0), ")"),
-          traits=_LAYOUT, torch_forms=(function_form(FN + "pad", _pad_form),)),
+          traits=_LAYOUT, torch_forms=(function_form(FN + "pad", _pad_form),
+                                        *(module_form(f"{NN}{cls}{d}d", _pad_module_form(mode))
+                                          for cls, mode in _PAD_MODULES for d in (1, 2, 3)))),
     OpDef("scaled_dot_product_attention", "math",
           [_A("is_causal", "bool", False), _A("scale", "float?", None)], _sdpa_shape,
           "softmax(q @ k^T * scale + mask) @ v over named tensors, scaled_dot_product_attention(q, k, v) with "
