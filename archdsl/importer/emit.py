@@ -463,7 +463,10 @@ class _Printer:
             return [(None, _name(self.names[head.inputs[0]]))] + [self.labelled_item(j) for j in range(i, k + 1)]
         self.ctx.slot = self.base[i]
         args, kwargs = _op_args(head, self.ctx)
-        merge = _callish(head.op, [_name(self.names[r]) for r in head.inputs] + args, kwargs)
+        if args:    # a call on named tensors takes its other arguments by keyword: einsum(a, b, equation="...")
+            req = [a.name for a in _specs(head.op) if a.default is REQUIRED and a.name in head.args]
+            kwargs = [A.Kwarg(_SPAN, ident(k), v) for k, v in zip(req, args)] + kwargs
+        merge = _callish(head.op, [_name(self.names[r]) for r in head.inputs], kwargs)
         return [(None, merge)] + [self.labelled_item(j) for j in range(i + 1, k + 1)]
 
     def labelled_item(self, j: int) -> Item:
