@@ -10,7 +10,7 @@ model's and the strict load holds.
 A read used only for its metadata (``self.proj.weight.device``, ``.dtype``, ``.shape``) is no tensor of the
 spec: it writes nothing.
 
-torch is imported inside the functions only.
+It needs no torch: the module answers what it registered (``named_parameters``, ``named_buffers``).
 """
 from __future__ import annotations
 
@@ -41,20 +41,19 @@ def read_attr(module: Any, target: str, users: list[Any]) -> AttrRead:
     """What ``module.<target>`` (a dotted path) is to the body of ``module``; ``users`` are the fx nodes
     that read it. A tensor that is neither a parameter nor a registered buffer (a constant fx lifted out of
     the code) is an :class:`ImportFailure`."""
-    import torch
     owner, _, name = target.rpartition(".")
     try:
         sub = module.get_submodule(owner) if owner else module
     except AttributeError:
         sub = None                  # a tensor attribute of a non-module object: a constant, refused below
-    obj = getattr(sub, name, None) if sub is not None else None
-    if not isinstance(obj, torch.Tensor):
-        raise ImportFailure(f"attribute {target} is not a tensor")
     if users and all(_meta_read(u) for u in users):
         return AttrRead("meta", target)
-    if isinstance(obj, torch.nn.Parameter):
-        return AttrRead("param", target, tuple(obj.shape))
-    if name in dict(sub.named_buffers(recurse=False)):
+    params = dict(sub.named_parameters(recurse=False)) if sub is not None else {}
+    if name in params:
+        return AttrRead("param", target, tuple(params[name].shape))
+    buffers = dict(sub.named_buffers(recurse=False)) if sub is not None else {}
+    if name in buffers and buffers[name] is not None:
+        obj = buffers[name]
         return AttrRead("buffer", target, tuple(obj.shape), buffer_args(sub, name, obj))
     where = "this module" if not owner else f"{owner} ({type(sub).__name__})"
     raise ImportFailure(f"a constant tensor {target} used in forward (not a buffer of {where})")

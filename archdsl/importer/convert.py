@@ -472,6 +472,8 @@ class _Conv:
             raise ImportFailure(f"{op} gives {list(got)} where the model has {list(val.sample_shape)}")
 
     def reshape_to(self, r: Ref, val: Val) -> Ref:
+        if val.batch is None and val.kind == "tensor" and not val.shape:
+            val = Val("tensor", (1,), None)     # a 0-d value (weights[i]) as [1]: it broadcasts the same
         if self.vals[r].sample_shape == val.sample_shape:
             self.vals[r] = val
             return r
