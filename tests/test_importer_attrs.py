@@ -196,3 +196,27 @@ def test_einsum_between_named_tensors_takes_its_equation_by_keyword(tmp_path: An
     r = import_model(model, (3, 4), name="mix")
     assert 'einsum(t0, t1, equation="nc,mc->nm")' in r.spec
     _round_trip(model, r.spec, (3, 4))
+
+
+def test_stack_in_front_of_the_batch_and_a_picked_weight() -> None:
+    class Heads(torch.nn.Module):
+        """EfficientViM's head: softmax weights, weights[i] (a 0-d value) times each head, stacked in front
+        of the batch (dim 0) and summed over the heads."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = torch.nn.ModuleList([torch.nn.Linear(6, 5) for _ in range(3)])
+            self.weights = torch.nn.Parameter(torch.randn(3))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            w = self.weights.softmax(-1)
+            return torch.stack([w[i] * head(x) for i, head in enumerate(self.heads)]).sum(0)
+    torch.manual_seed(3)
+    model = Heads()
+    r = import_model(model, (6,), name="heads")
+    assert r.plugin is None and not r.kept
+    # stacked at the per-sample dim 0 (the default dim=1), summed over it
+    assert "stack(t4, t7, t10)\n    reduce_sum(1)\n" in r.spec
+    # w[2] is the slice [1] as it is (a 0-d value would need reshape([]), which the language has not)
+    assert "slice(1, start=2, end=3)" in r.spec and "reshape(" not in r.spec
+    _round_trip(model, r.spec, (6,))
