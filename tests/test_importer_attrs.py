@@ -220,3 +220,28 @@ def test_stack_in_front_of_the_batch_and_a_picked_weight() -> None:
     # w[2] is the slice [1] as it is (a 0-d value would need reshape([]), which the language has not)
     assert "slice(1, start=2, end=3)" in r.spec and "reshape(" not in r.spec
     _round_trip(model, r.spec, (6,))
+
+
+def test_a_path_name_beside_an_own_parameter_of_that_name() -> None:
+    class Inner(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.g = torch.nn.Parameter(torch.randn(4))
+
+        def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return x + self.g + y
+
+    class Outer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Inner()
+            self.inner_g = torch.nn.Parameter(torch.randn(4))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x, x) + x + self.inner_g
+    torch.manual_seed(4)
+    model = Outer()
+    r = import_model(model, (3, 4), name="outer")
+    assert 'inner_g_ = "inner.g": parameter([4], batch_dim=false)' in r.spec
+    assert "inner_g = parameter([4], batch_dim=false)" in r.spec
+    _round_trip(model, r.spec, (3, 4))

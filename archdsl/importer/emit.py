@@ -373,6 +373,9 @@ class _Printer:
             if u[0] == "param":
                 node = self.nodes[u[1]]
                 name = param_name(node.label) if node.label else f"p{u[1]}"
+                while name != node.label and (name in self.names.values() or any(
+                        n.kind == "param" and n.label == name for n in self.nodes)):
+                    name += "_"         # blocks.0.g beside an own parameter named blocks_0_g
                 self.names[Ref(u[1])] = name
                 self.ctx.slot = self.base[u[1]]
                 # a submodule's parameter keeps its path as the label: `blocks_0_g = "blocks.0.g": parameter(...)`
