@@ -16,8 +16,9 @@ from typing import Any, Callable
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
 from ..ops import MULTI_OUTPUT_FORMS
-from .tables import buffer_args, is_batchnorm_act, unbatched_op
-from .trace import ImportFailure, Traced, Val, class_name, is_container
+from .attrs import read_attr
+from .tables import is_batchnorm_act, unbatched_op
+from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert", "form_index"]
 
@@ -216,22 +217,17 @@ class _Conv:
         return self.body
 
     def get_attr(self, n: Any, val: Val) -> None:
-        import torch
-        obj = self.t.gm
-        for part in n.target.split("."):
-            obj = getattr(obj, part)
-        if isinstance(obj, torch.nn.Parameter) and "." not in n.target:
-            self.env[n.name] = _Param(n.target, tuple(obj.shape))
-            return
-        if isinstance(obj, torch.nn.Parameter):
-            raise self.fail(n, f"parameter {n.target} of a submodule read directly")
-        if isinstance(obj, torch.Tensor) and "." not in n.target and n.target in dict(self.t.module.named_buffers(
-                recurse=False)):
-            args = buffer_args(self.t.module, n.target, obj)
-            node = SNode("param", "buffer", args, n.target, [])
-            self.env[n.name] = self.add(node, Val("tensor", tuple(obj.shape), None))
-            return
-        raise self.fail(n, f"a constant tensor {n.target} used in forward (not a buffer of this module)")
+        try:
+            got = read_attr(self.t.module, n.target, list(n.users))    # a submodule's: a dotted label
+        except ImportFailure as e:
+            raise self.fail(n, str(e)) from None
+        if got.kind == "meta":
+            self.env[n.name] = _Const(None)
+        elif got.kind == "param":
+            self.env[n.name] = _Param(got.label, got.shape)
+        else:
+            self.env[n.name] = self.add(SNode("param", "buffer", got.args, got.label, []),
+                                        Val("tensor", got.shape, None))
 
     def param_ref(self, p: "_Param", batched: bool) -> Ref:
         key = (p.name, batched)
@@ -252,7 +248,7 @@ class _Conv:
         if is_batchnorm_act(sub):
             self.env[n.name] = self.batchnorm_act(n, sub, refs, val, label)
             return
-        if len(refs) != 1 or args != (TensorArg(0),) or kwargs:
+        if len(refs) != 1 or args[:1] != (TensorArg(0),) or not at_defaults(sub, args[1:], kwargs):
             if ("module", class_name(sub)) in self.index and not self.kept(sub):
                 self.env[n.name] = self.module_call(n, sub, args, kwargs, refs, val, label)
                 return
@@ -476,6 +472,8 @@ class _Conv:
             raise ImportFailure(f"{op} gives {list(got)} where the model has {list(val.sample_shape)}")
 
     def reshape_to(self, r: Ref, val: Val) -> Ref:
+        if val.batch is None and val.kind == "tensor" and not val.shape:
+            val = Val("tensor", (1,), None)     # a 0-d value (weights[i]) as [1]: it broadcasts the same
         if self.vals[r].sample_shape == val.sample_shape:
             self.vals[r] = val
             return r

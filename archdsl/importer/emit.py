@@ -25,6 +25,7 @@ from ..lang.printer import print_spec as print_ast
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ArgSpec
 from ..source import Source, Span
+from .attrs import param_name
 from .blocks import Blocks, Expr, Layer, is_act
 from .convert import Body, Ref, SNode
 
@@ -371,10 +372,15 @@ class _Printer:
         for u, nm in zip(units, named):
             if u[0] == "param":
                 node = self.nodes[u[1]]
-                name = node.label or f"p{u[1]}"
+                name = param_name(node.label) if node.label else f"p{u[1]}"
+                while name != node.label and (name in self.names.values() or any(
+                        n.kind == "param" and n.label == name for n in self.nodes)):
+                    name += "_"         # blocks.0.g beside an own parameter named blocks_0_g
                 self.names[Ref(u[1])] = name
                 self.ctx.slot = self.base[u[1]]
-                out.append(_pipe_stmt([(None, _op_expr(node, self.ctx))], [name]))
+                # a submodule's parameter keeps its path as the label: `blocks_0_g = "blocks.0.g": parameter(...)`
+                label = node.label if node.label and name != node.label else None
+                out.append(_pipe_stmt([(label, _op_expr(node, self.ctx))], [name]))
                 continue
             if u[0] == "chain" and any(j in self.conds and len(self.nodes[j].inputs) != 1
                                        for j in range(u[1], u[2] + 1)):
@@ -460,7 +466,10 @@ class _Printer:
             return [(None, _name(self.names[head.inputs[0]]))] + [self.labelled_item(j) for j in range(i, k + 1)]
         self.ctx.slot = self.base[i]
         args, kwargs = _op_args(head, self.ctx)
-        merge = _callish(head.op, [_name(self.names[r]) for r in head.inputs] + args, kwargs)
+        if args:    # a call on named tensors takes its other arguments by keyword: einsum(a, b, equation="...")
+            req = [a.name for a in _specs(head.op) if a.default is REQUIRED and a.name in head.args]
+            kwargs = [A.Kwarg(_SPAN, ident(k), v) for k, v in zip(req, args)] + kwargs
+        merge = _callish(head.op, [_name(self.names[r]) for r in head.inputs], kwargs)
         return [(None, merge)] + [self.labelled_item(j) for j in range(i + 1, k + 1)]
 
     def labelled_item(self, j: int) -> Item:

@@ -4,7 +4,7 @@ A ``get_attr`` of a module's own buffer becomes ``buffer(...)`` labelled with th
 state_dict loads strictly): ``init="loaded"`` when it is persistent (the checkpoint fills it); when it is not
 (no state_dict key, the model computes it when built) its values are written as a literal list when small
 enough (:attr:`Limits.max_literal_values`), or named by a known generator when they equal its output (Swin's
-``relative_position_index``); anything else is an :class:`ImportFailure` (the class is kept as a plugin).
+``relative_position_index``, BEiT's with a class token); anything else is an :class:`ImportFailure` (the class is kept as a plugin).
 
 Torch calls whose tensors all lack the batch axis (``gamma.reshape(1, -1, 1, 1)``, ``table[index]``,
 ``bias.permute(2, 0, 1)``, ``torch.cat((q_bias, k_bias, v_bias))``) are written here: torch's dim ``d`` of
@@ -37,16 +37,23 @@ def buffer_args(module: Any, name: str, t: Any) -> dict[str, Any]:
         args["init"] = "loaded"
         return args
     args["persistent"] = False
-    window = _rpi_window(t)
-    if window is not None:
-        args["init"] = "relative_position_index"
-        args["window"] = window
-        return args
+    flat = t.detach().reshape(-1).tolist()
+    if t.numel() > 1:
+        # constant fills by name rather than a literal list (BEiT's k_bias: a zero per channel in every block)
+        for init, want in (("zeros", lambda i: 0), ("ones", lambda i: 1), ("arange", lambda i: i)):
+            if (init != "arange" or dtype != "bool") and all(v == want(i) for i, v in enumerate(flat)):
+                args["init"] = init
+                return args
+    for cls_token in (False, True):
+        window = _rpi_window(t, cls_token)
+        if window is not None:
+            args["init"] = "relative_position_index_cls" if cls_token else "relative_position_index"
+            args["window"] = window
+            return args
     if t.numel() > Limits().max_literal_values:
         raise ImportFailure(f"non-persistent buffer {name} of {t.numel()} values (more than "
                             f"{Limits().max_literal_values} cannot be written as a literal list, and they equal no "
                             "known generator)")
-    flat = t.detach().reshape(-1).tolist()
     if dtype == "float32" and not all(abs(v) < float("inf") for v in flat):
         raise ImportFailure(f"non-persistent buffer {name} holds non-finite values")
     args["values"] = [bool(v) for v in flat] if dtype == "bool" else \
@@ -54,17 +61,19 @@ def buffer_args(module: Any, name: str, t: Any) -> dict[str, Any]:
     return args
 
 
-def _rpi_window(t: Any) -> list[int] | None:
-    """The window ``[h, w]`` whose Swin relative position index ``t`` is (flat or square), else None."""
+def _rpi_window(t: Any, cls_token: bool = False) -> list[int] | None:
+    """The window ``[h, w]`` whose Swin relative position index ``t`` is (flat or square), or with
+    ``cls_token`` BEiT's (one more row and column for the class token), else None."""
     if str(t.dtype) != "torch.int64" or t.numel() == 0:
         return None
     n = t.numel()
-    area = round(n ** 0.5)
-    if area * area != n or not (t.dim() == 1 or tuple(t.shape) == (area, area)):
+    side = round(n ** 0.5)
+    area = side - 1 if cls_token else side
+    if side * side != n or area < 1 or not (t.dim() == 1 or tuple(t.shape) == (side, side)):
         return None
     flat = t.reshape(-1).tolist()
     for h in range(1, area + 1):
-        if area % h == 0 and relative_position_index(h, area // h) == flat:
+        if area % h == 0 and relative_position_index(h, area // h, cls_token) == flat:
             return [h, area // h]
     return None
 

@@ -19,7 +19,8 @@ from typing import Any, Callable
 from ..errors import ArchError
 from ..ops.core import BatchSize
 
-__all__ = ["BATCHES", "Val", "ModuleInfo", "Traced", "is_container", "class_name", "trace_model", "ImportFailure"]
+__all__ = ["BATCHES", "Val", "ModuleInfo", "Traced", "is_container", "class_name", "trace_model", "ImportFailure",
+           "at_defaults"]
 
 #: the two batch sizes every forward is run at
 BATCHES = (2, 3)
@@ -106,7 +107,7 @@ class ModuleInfo:
     path: str
     module: Any
     calls: int = 0
-    single: bool = True             # one positional tensor in, one tensor out, no other arguments
+    single: bool = True             # one positional tensor in, one tensor out, other arguments at their defaults
     inputs: list[Any] = field(default_factory=list)   # the input tensor at each batch size
     out_shape: tuple[int, ...] | None = None          # the per-sample output shape (one tensor out)
 
@@ -137,8 +138,7 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
         info = infos[id(m)]
         if run[0] == 0:
             info.calls += 1
-        ok = (len(args) == 1 and isinstance(args[0], torch.Tensor)
-              and all(v is None or isinstance(v, (bool, int, float)) for v in kwargs.values()) and not kwargs)
+        ok = len(args) >= 1 and isinstance(args[0], torch.Tensor) and at_defaults(m, args[1:], kwargs)
         info.single = info.single and ok
         if ok and len(info.inputs) == run[0]:
             info.inputs.append(args[0].detach().clone())
@@ -161,6 +161,29 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
         for h in handles:
             h.remove()
     return infos
+
+
+def at_defaults(m: Any, rest: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A call of ``m`` that passes, besides its first tensor, only values equal to ``m.forward``'s defaults
+    (``blk(x, shared_rel_pos_bias=None)``): the same as ``m(x)``, so ``m`` is traced as a block of its own
+    (at those defaults) rather than through, as part of its caller."""
+    if not rest and not kwargs:
+        return True
+    try:
+        params = list(inspect.signature(m.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if len(rest) > len(params) - 1 or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params[:len(rest) + 1]):
+        return False
+    named = {p.name: p for p in params[1:]}
+    given = [(p, v) for p, v in zip(params[1:], rest)] + [(named.get(k), v) for k, v in kwargs.items()]
+    return all(p is not None and _same_default(p.default, v) for p, v in given)
+
+
+def _same_default(default: Any, v: Any) -> bool:
+    if v is None or default is None:
+        return v is None and default is None
+    return type(v) in (bool, int, float) and type(v) is type(default) and v == default
 
 
 def _batched(example: Any, b: int) -> Any:
@@ -231,7 +254,7 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
             sig = inspect.signature(m.forward)
             concrete = {k: p.default for i, (k, p) in enumerate(sig.parameters.items())
                         if i > 0 and p.default is not inspect.Parameter.empty}
-            graph = Tracer().trace(m, concrete_args=concrete or None)
+            graph = _trace(Tracer, m, concrete)
             gm = fx.GraphModule(m, graph)
             rec = _Recorder(gm)
             runs = [rec.run(x) for x in info.inputs]
@@ -249,6 +272,18 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
                 if not leaf(sub):
                     pending.append(sub)
     return infos, bodies
+
+
+def _trace(tracer: Any, m: Any, concrete: dict[str, Any]) -> Any:
+    """``m``'s graph with its buffers read as ``get_attr`` nodes (``self.index.view(-1)`` a call on the buffer,
+    not a tensor constant computed at trace time that no spec value could name); a forward whose control
+    flow reads a buffer is traced again with buffers as the tensors they hold."""
+    t = tracer()
+    t.proxy_buffer_attributes = True
+    try:
+        return t.trace(m, concrete_args=concrete or None)
+    except Exception:       # control flow on a buffer: the plain trace (its failure is the one reported)
+        return tracer().trace(m, concrete_args=concrete or None)
 
 
 def _why(e: Exception) -> str:

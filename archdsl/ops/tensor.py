@@ -432,6 +432,9 @@ def _cat_form(c: TorchCall) -> dict[str, Any] | None:
 
 def _stack_form(c: TorchCall) -> dict[str, Any] | None:
     d = c.arg(1, "dim", 0)
+    if d >= 0 and d == c.batch_axes[0]:
+        # the new axis goes in front of the batch (torch.stack(logits).sum(0)): per sample it is dim d
+        return {"dim": d + 1}
     return {"dim": d if d < 0 else c.spec_dim(d)}
 
 
