@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
 from ..ops import MULTI_OUTPUT_FORMS
-from .tables import buffer_args, is_batchnorm_act, unbatched_op
+from .tables import VALUES_INDICES, NoValue, buffer_args, is_batchnorm_act, unbatched_op
 from .trace import ImportFailure, Traced, Val, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert", "form_index"]
@@ -328,6 +328,10 @@ class _Conv:
             if p.shape[0] != 1 or val.batch != 0:
                 raise self.fail(n, "a parameter expanded other than over the batch")
             self.env[n.name] = self.param_ref(p, True)
+            return
+        if val.kind == "seq" and target in VALUES_INDICES:     # x.max(dim) is (values, indices): values only
+            r = self.apply(n, (kind, target), None, args, kwargs, refs, val.items[0], None)
+            self.env[n.name] = (r, NoValue(f"the indices of {target}"))
             return
         if target in ("unbind", "torch.unbind"):
             return self.unbind(n, val, args, kwargs, refs)
