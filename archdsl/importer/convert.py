@@ -157,7 +157,8 @@ class _Conv:
                     return v.value
                 if isinstance(v, _Param):
                     return v
-                raise self.fail(n, f"an argument {a.name} the importer cannot express")
+                raise self.fail(n, f"{v.what} cannot be expressed" if isinstance(v, NoValue)
+                                else f"an argument {a.name} the importer cannot express")
             if isinstance(a, (list, tuple)):
                 return type(a)(conv(x) for x in a)
             if isinstance(a, dict):
@@ -331,7 +332,7 @@ class _Conv:
             return
         if val.kind == "seq" and target in VALUES_INDICES:     # x.max(dim) is (values, indices): values only
             r = self.apply(n, (kind, target), None, args, kwargs, refs, val.items[0], None)
-            self.env[n.name] = (r, NoValue(f"the indices of {target}"))
+            self.env[n.name] = (r, NoValue(f"the indices of {target} (an integer tensor)"))
             return
         if target in ("unbind", "torch.unbind"):
             return self.unbind(n, val, args, kwargs, refs)
