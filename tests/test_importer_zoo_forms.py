@@ -87,6 +87,38 @@ class Nested(nn.Module):
         return a * b + b
 
 
+class Counted(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.conv(x).relu()
+
+
+class Mid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = Counted()
+        self.norm = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        return self.norm(self.inner(x)) + x
+
+
+class Deep(nn.Module):
+    """Three levels of blocks: the innermost forward must run once per batch size and pass, not once per
+    level (vit_h_14's import ran its 632M parameters several times over)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 1)
+        self.mid = Mid()
+
+    def forward(self, x):
+        return self.mid(self.stem(x))
+
+
 class Keywords(nn.Module):
     """State_dict keys that are keywords (seq, add) or op names (scale) or x: the spec keeps every key."""
 
@@ -166,3 +198,17 @@ def test_keys_that_are_keywords_or_ops_label_values_of_other_names(models: Any) 
     for key, op in (("add", "parameter"), ("scale", "parameter"), ("x", "parameter"), ("input", "buffer")):
         assert re.search(rf'\bp\d+ = "{key}": {op}\(', text) or re.search(rf'\bp\d+ = {key}: {op}\(', text), key
     assert '"seq": [conv2d(8, 1), relu]' in text
+
+
+def test_each_forward_runs_once_per_batch_size_and_pass(models: Any) -> None:
+    from archdsl.importer.trace import BATCHES
+    model = models.Deep().eval()
+    calls: list[int] = []
+    hook = model.mid.inner.conv.register_forward_hook(lambda m, a, out: calls.append(a[0].shape[0]))
+    r = import_model(model, (3, 4, 4), name="net", check=False)
+    hook.remove()
+    # the hooks' pass and the graphs' pass, each at both batch sizes (the bodies of Deep, Mid and Counted
+    # interpreted inside each other, not each again on its own input)
+    assert calls == [*BATCHES, *BATCHES]
+    assert "inner: Counted" in r.spec and "mid: Mid" in r.spec
+    _imported(model, (3, 4, 4))
