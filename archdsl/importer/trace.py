@@ -123,6 +123,19 @@ class Traced:
 
 
 def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
+    """What the hooks see of every module at both batch sizes: shapes only, so the model runs on fake
+    tensors (no arithmetic: a 632M-parameter ViT's pass is free) where it can, else on real ones (a forward
+    that reads a value, ``if x.max() > 0``, or an op without a fake kernel)."""
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        return _record_run(model, example, FakeTensorMode(allow_non_fake_inputs=True))
+    except Exception:           # noqa: BLE001 - whatever fails on fake tensors runs on real ones
+        return _record_run(model, example, None)
+
+
+def _record_run(model: Any, example: Any, mode: Any) -> dict[int, ModuleInfo]:
+    import contextlib
+
     import torch
     infos: dict[int, ModuleInfo] = {}
     for path, m in model.named_modules(remove_duplicate=False):
@@ -132,6 +145,7 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
         infos[id(m)] = ModuleInfo(path, m)
     handles = []
     run = [0]
+    shapes: dict[int, list[tuple[tuple[int, ...], Any]]] = {}
 
     def pre(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         info = infos[id(m)]
@@ -140,28 +154,31 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
         ok = (len(args) == 1 and isinstance(args[0], torch.Tensor)
               and all(v is None or isinstance(v, (bool, int, float)) for v in kwargs.values()) and not kwargs)
         info.single = info.single and ok
-        if ok and len(info.inputs) == run[0]:
-            # the shape only (the bodies are run again inside their parents, trace_model): keeping every
-            # module's input would hold gigabytes for a large model
-            info.inputs.append(torch.empty(args[0].shape, dtype=args[0].dtype, device="meta"))
+        seen = shapes.setdefault(id(m), [])
+        if ok and len(seen) == run[0]:
+            seen.append((tuple(int(d) for d in args[0].shape), args[0].dtype))
 
     def post(m: Any, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, torch.Tensor):
             infos[id(m)].single = False
         else:
-            infos[id(m)].out_shape = tuple(out.shape[1:])
+            infos[id(m)].out_shape = tuple(int(d) for d in out.shape[1:])
 
     for info in infos.values():
         handles.append(info.module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(info.module.register_forward_hook(post))
     try:
-        with torch.no_grad():
-            for i, b in enumerate(BATCHES):
+        inputs = [_batched(example, b) for b in BATCHES]
+        with torch.no_grad(), mode if mode is not None else contextlib.nullcontext():
+            for i, x in enumerate(inputs):
                 run[0] = i
-                model(_batched(example, b))
+                model(x)
     finally:
         for h in handles:
             h.remove()
+    # the inputs' shapes as meta tensors (no data: the bodies are run again inside their parents, trace_model)
+    for key, seen in shapes.items():
+        infos[key].inputs = [torch.empty(shape, dtype=dtype, device="meta") for shape, dtype in seen]
     return infos
 
 
