@@ -212,3 +212,22 @@ def test_each_forward_runs_once_per_batch_size_and_pass(models: Any) -> None:
     assert calls == [*BATCHES, *BATCHES]
     assert "inner: Counted" in r.spec and "mid: Mid" in r.spec
     _imported(model, (3, 4, 4))
+
+
+def test_the_hooks_pass_on_fake_tensors_sees_what_a_real_one_sees(models: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from archdsl.importer import trace
+    monkeypatch.setattr(trace, "FAKE_PARAMS", 0)       # the tiny model as if it were large
+    model = models.Nested().eval()
+    x = torch.zeros(1, 3, 6, 6)
+    kinds: list[str] = []
+    hook = model.transition[1].register_forward_hook(lambda m, a, out: kinds.append(type(a[0]).__name__))
+    fake = trace._record(model, x)
+    hook.remove()
+    assert kinds == ["FakeTensor", "FakeTensor"]
+    real = trace._record_run(model, x, None)
+
+    def seen(infos: dict[int, Any]) -> dict[str, Any]:
+        return {i.path: (i.calls, i.single, i.out_shape, [tuple(t.shape) for t in i.inputs]) for i in infos.values()}
+    assert seen(fake) == seen(real) and seen(real)["transition.1"][3] == [(2, 8, 6, 6), (3, 8, 6, 6)]
+    assert _imported(model, (3, 6, 6)).count("transition.1.") == 3

@@ -23,6 +23,8 @@ __all__ = ["BATCHES", "Val", "ModuleInfo", "Traced", "is_container", "class_name
 
 #: the two batch sizes every forward is run at
 BATCHES = (2, 3)
+#: from this many parameters on, the hooks' pass runs on fake tensors (_record)
+FAKE_PARAMS = 30_000_000
 
 
 class ImportFailure(Exception):
@@ -123,9 +125,12 @@ class Traced:
 
 
 def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
-    """What the hooks see of every module at both batch sizes: shapes only, so the model runs on fake
-    tensors (no arithmetic: a 632M-parameter ViT's pass is free) where it can, else on real ones (a forward
-    that reads a value, ``if x.max() > 0``, or an op without a fake kernel)."""
+    """What the hooks see of every module at both batch sizes: shapes only, so a large model runs on fake
+    tensors (no arithmetic: a 632M-parameter ViT's pass takes seconds, not minutes) where it can, else on
+    real ones (a forward that reads a value, ``if x.max() > 0``, or an op without a fake kernel). A small
+    model runs on real ones: fake tensors cost more per op than its arithmetic."""
+    if sum(p.numel() for p in model.parameters()) < FAKE_PARAMS:
+        return _record_run(model, example, None)
     try:
         from torch._subclasses.fake_tensor import FakeTensorMode
         return _record_run(model, example, FakeTensorMode(allow_non_fake_inputs=True))
