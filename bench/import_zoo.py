@@ -21,7 +21,8 @@ every file of timm's registry, its first registered model (family: the file), or
 file's smallest. Models are created with random weights (torchvision ``weights=None``; timm
 ``pretrained=False``, default ``num_classes``) and fed a small input: the default size (timm's pretrained cfg,
 224 for torchvision), shrunk to the first of 64, 96, 128, ... the model runs at, unless its input size is fixed
-(timm's ``fixed_input_size``: ViT, Swin).
+(timm's ``fixed_input_size``: ViT, Swin); a fixed size over 384 (SAM's 1024) is rebuilt at 224 where
+the timm model takes ``img_size``.
 """
 from __future__ import annotations
 
@@ -51,6 +52,8 @@ from import_zoo_table import classify, first_line, write_table  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 SIZES = (64, 96, 128, 160, 192, 224, 256, 288, 320, 384)
 MAX_CANDIDATES = 12   # timm models of one file considered when the first is over --max-params
+MAX_FIXED = 384       # a fixed input size above this is rebuilt at FIXED_SMALL where the model takes img_size
+FIXED_SMALL = 224
 
 
 # ------------------------------------------------------------------------------------------- the zoo lists
@@ -185,6 +188,14 @@ def _create(entry: dict[str, Any], max_params: int | None) -> tuple[Any, str, tu
     cfg = getattr(model, "pretrained_cfg", None) or {}
     default = tuple(entry.get("input") or cfg.get("input_size") or (3, 224, 224))
     fixed = bool(entry.get("fixed")) if entry["source"] == "spec" else bool(cfg.get("fixed_input_size"))
+    if fixed and entry["source"] != "spec" and len(default) == 3 and max(default[1:]) > MAX_FIXED:
+        # a fixed size too large for a small input (SAM's 1024 px): built for FIXED_SMALL px where the
+        # model takes img_size (the structure is the same; position tables are sized for the input)
+        try:
+            model = timm.create_model(name, pretrained=False, img_size=FIXED_SMALL)
+            default = (default[0], FIXED_SMALL, FIXED_SMALL)
+        except TypeError:
+            pass
     return model.eval(), name, default, fixed
 
 

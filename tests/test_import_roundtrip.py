@@ -310,3 +310,19 @@ def test_zoo_run_without_the_importer_is_a_clear_error(monkeypatch: pytest.Monke
     err = capsys.readouterr().err
     assert "no importer (archdsl.import_module" in err and "--specs" in err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_zoo_builds_a_large_fixed_size_timm_model_for_a_small_input() -> None:
+    pytest.importorskip("timm")
+    zoo = _bench("import_zoo")
+    # SAM's ViT is fixed at 1024 px (its import allocated 1.6 GB per attention map); this one at 512
+    name = "vit_pe_spatial_tiny_patch16_512"
+    torch.manual_seed(0)
+    model, got, default, fixed = zoo._create({"source": "timm", "model": name, "candidates": [name]}, None)
+    assert got == name and fixed and default == (3, zoo.FIXED_SMALL, zoo.FIXED_SMALL)
+    assert tuple(model.patch_embed.img_size) == (zoo.FIXED_SMALL, zoo.FIXED_SMALL)
+    assert zoo._runs_at(model, default)
+    # a fixed size of at most MAX_FIXED stays as timm gives it
+    model, _, default, fixed = zoo._create({"source": "timm", "model": "deit_tiny_patch16_224",
+                                            "candidates": ["deit_tiny_patch16_224"]}, None)
+    assert fixed and default == (3, 224, 224)

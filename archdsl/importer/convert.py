@@ -17,7 +17,7 @@ from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
 from ..ops import MULTI_OUTPUT_FORMS
 from .attrs import read_attr
-from .tables import is_batchnorm_act, unbatched_op
+from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, unbatched_op
 from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert", "form_index"]
@@ -158,7 +158,8 @@ class _Conv:
                     return v.value
                 if isinstance(v, _Param):
                     return v
-                raise self.fail(n, f"an argument {a.name} the importer cannot express")
+                raise self.fail(n, f"{v.what} cannot be expressed" if isinstance(v, NoValue)
+                                else f"an argument {a.name} the importer cannot express")
             if isinstance(a, (list, tuple)):
                 return type(a)(conv(x) for x in a)
             if isinstance(a, dict):
@@ -324,6 +325,10 @@ class _Conv:
             if p.shape[0] != 1 or val.batch != 0:
                 raise self.fail(n, "a parameter expanded other than over the batch")
             self.env[n.name] = self.param_ref(p, True)
+            return
+        if val.kind == "seq" and target in VALUES_INDICES:     # x.max(dim) is (values, indices): values only
+            r = self.apply(n, (kind, target), None, args, kwargs, refs, val.items[0], None)
+            self.env[n.name] = (r, NoValue(f"the indices of {target} (an integer tensor)"))
             return
         if target in ("unbind", "torch.unbind"):
             return self.unbind(n, val, args, kwargs, refs)

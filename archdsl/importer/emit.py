@@ -5,107 +5,31 @@ The plan of each body — chains as lines or ``->`` pipelines, branches from one
 :func:`archdsl.lang.printer.print_spec` writes them in the one canonical layout (the text ``archc fmt``
 gives), the header and the comment naming each source class travelling in a
 :class:`~archdsl.lang.comments.CommentMap`. Values from the model become nodes only through :func:`lit`
-and names only through :func:`ident`: nothing from the model reaches the spec except numbers, booleans,
-strings (written by the printer's ``string_literal``, which refuses what it cannot quote) and validated
-identifiers. Every node gets one synthetic span: the AST is printed, never diagnosed.
+and names only through :func:`ident` (both in :mod:`.astlit`): nothing from the model reaches the spec
+except numbers, booleans, strings and validated identifiers.
 """
 from __future__ import annotations
 
-import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from ..lang import ast as A
 from ..lang.comments import CommentMap
-from ..lang.parser import KEYWORDS
-from ..lang.printer import INDENT, WIDTH, label_text, print_expr, string_literal
+from ..lang.printer import INDENT, WIDTH, print_expr
 from ..lang.printer import print_spec as print_ast
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ArgSpec
-from ..source import Source, Span
 from .attrs import param_name
+from .astlit import PATH as _PATH, SPAN as _SPAN, Item, ident, lit
+from .astlit import callish as _callish, equal as _equal, kw as _kw, name_node as _name, named as _named
+from .astlit import path_label as _path_label, value_name as _value_name, width as _width
 from .blocks import Blocks, Expr, Layer, is_act
 from .convert import Body, Ref, SNode
 
 __all__ = ["lit", "ident", "build_spec", "print_spec"]
 
 _MERGES = {"add", "mul", "concat"}
-# the grammar's COMBINATOR words: `add(a, b)` is a combinator call, not a call of a name
-_COMBINATOR_CALLS = frozenset({"add", "concat", "mul", "stack"})
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_PATH = "<import>"
-_SPAN = Span(Source("", _PATH), 1, 1)
-
-#: a labelled item of a pipeline: (label or None, expression)
-Item = tuple[Union[str, None], A.Expr]
-
-
-def ident(name: str) -> str:
-    """``name`` when the language reads it as a name (ASCII, not a keyword); else ValueError."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or name in KEYWORDS:
-        raise ValueError(f"{name!r} cannot be written as a name in a spec")
-    return name
-
-
-def _name(name: str) -> A.Name:
-    return A.Name(_SPAN, ident(name))
-
-
-def _num(v: int | float) -> A.Expr:
-    # a negative number is written (and parsed back) as a unary minus on its magnitude
-    if v < 0 or (v == 0 and math.copysign(1.0, v) < 0):
-        return A.UnaryOp(_SPAN, "-", A.Num(_SPAN, -v))
-    return A.Num(_SPAN, v)
-
-
-def lit(v: Any) -> A.Expr:
-    """A Python value (or a template's parameter expression) as an expression node; ValueError for a value
-    the language cannot write."""
-    if isinstance(v, Expr):
-        if v.div != 1:
-            return A.BinOp(_SPAN, "//", _name(v.name), A.Num(_SPAN, int(v.div)), _SPAN)
-        if v.factor != 1:
-            return A.BinOp(_SPAN, "*", _name(v.name), A.Num(_SPAN, int(v.factor)), _SPAN)
-        return _name(v.name)
-    if isinstance(v, Layer):
-        return _name(str(v))
-    if v is None:
-        return A.Name(_SPAN, "none")
-    if isinstance(v, bool):
-        return A.Name(_SPAN, "true" if v else "false")
-    if isinstance(v, int):
-        return _num(int(v))
-    if isinstance(v, float):
-        if not math.isfinite(v):
-            raise ValueError(f"a non-finite number {v} cannot be written in a spec")
-        return _num(float(v))
-    if isinstance(v, str):
-        string_literal(v)       # raises ValueError for a line break or both quote characters
-        return A.Str(_SPAN, v)
-    if isinstance(v, (list, tuple)):
-        return A.ListExpr(_SPAN, [lit(x) for x in v])
-    raise ValueError(f"a value of type {type(v).__name__} cannot be written in a spec")
-
-
-def _callish(op: str, args: list[A.Expr], kwargs: list[A.Kwarg]) -> A.Expr:
-    """``op``, or ``op(args)`` when it has arguments."""
-    if op in _COMBINATOR_CALLS:
-        return A.CombinatorCall(_SPAN, op, args, kwargs)
-    return A.Call(_SPAN, _name(op), args, kwargs) if args or kwargs else _name(op)
-
-
-def _kw(name: str, v: Any) -> A.Kwarg:
-    return A.Kwarg(_SPAN, ident(name), lit(v))
-
-
-def _named(label: str, e: A.Expr) -> A.Expr:
-    return A.Call(_SPAN, A.Name(_SPAN, "named"), [lit(label), e], [])
-
-
-def _path_label(label: str) -> bool:
-    return all(_NAME.fullmatch(p) or p.isdigit() for p in label.split("."))
 
 
 def _pipe_stmt(items: list[Item], names: list[str] | None = None) -> A.Stmt:
@@ -165,11 +89,6 @@ def _op_expr(node: SNode, ctx: _Ctx) -> A.Expr:
     return _callish(node.op, *_op_args(node, ctx))
 
 
-def _equal(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and a == b if not isinstance(a, (int, float)) or isinstance(a, bool) \
-        else (not isinstance(b, bool) and isinstance(b, (int, float)) and a == b)
-
-
 def _use_expr(node: SNode, ctx: _Ctx) -> A.Expr:
     assert node.child is not None
     d = ctx.blocks.of[id(node.child)]
@@ -210,6 +129,31 @@ def _item(node: SNode, ctx: _Ctx) -> A.Expr:
 def _can_list(body: Body) -> bool:
     """Whether a sequential group can be a list (a list in a list would be spliced, ``named`` takes no list)."""
     return not any(n.kind == "group" for n in body.nodes) and _is_chain(body)
+
+
+def _can_flatten(body: Body) -> bool:
+    """Whether a sequential group that holds groups can be written in a pipeline as its items one after
+    another, each labelled with its module path (``"stage.0.1": [...]``): a chain whose groups are lists or
+    flatten in turn (HRNet's ``transition1.1``, a Sequential holding one Sequential)."""
+    return _is_chain(body) and all(n.kind != "group" or (n.child is not None and n.label is not None and (
+        _can_list(n.child) or _can_flatten(n.child))) for n in body.nodes)
+
+
+def _flat_items(prefix: str, body: Body, ctx: _Ctx) -> list[Item]:
+    """The items of a group :func:`_can_flatten` accepts, labelled ``prefix.label`` (slots in node order, as
+    :func:`_list_expr` reads them); an unlabelled item (a parameter-free op called again) stays unlabelled."""
+    out: list[Item] = []
+    for node in body.nodes:
+        path = f"{prefix}.{node.label}" if node.label is not None else None
+        if node.kind == "group" and node.child is not None and not _can_list(node.child):
+            assert path is not None
+            out += _flat_items(path, node.child, ctx)
+            continue
+        e = _item(node, ctx)
+        if path is not None and not _path_label(path):
+            raise ValueError(f"module path '{path}' cannot be a label (its parts must be names or numbers)")
+        out.append((path, e))
+    return out
 
 
 def _list_expr(body: Body, ctx: _Ctx) -> A.Expr | None:
@@ -283,7 +227,7 @@ class _Printer:
             return False
         n, m = self.nodes[i], self.nodes[j]
         return (n.n_out == 1 and n.kind != "param" and m.kind != "param" and len(m.inputs) == 1
-                and (m.kind != "group" or (m.child is not None and _can_list(m.child)))
+                and (m.kind != "group" or (m.child is not None and (_can_list(m.child) or _can_flatten(m.child))))
                 and m.n_out == 1 and m.inputs[0] == Ref(i) and self.users[Ref(i)] == [j] and Ref(i) != self.body.out)
 
     def chain_end(self, i: int) -> int:
@@ -372,15 +316,19 @@ class _Printer:
         for u, nm in zip(units, named):
             if u[0] == "param":
                 node = self.nodes[u[1]]
-                name = param_name(node.label) if node.label else f"p{u[1]}"
-                while name != node.label and (name in self.names.values() or any(
+                # the label is the state_dict key; a dotted key (a submodule's: blocks.0.g) names its value
+                # blocks_0_g; a key the value cannot be named by (a keyword: `seq`, `add`; an op it would
+                # shadow: `scale`; x) labels a value of another name
+                lb = node.label
+                name = param_name(lb) if lb else f"p{u[1]}"
+                if not _value_name(name):
+                    name = f"p{u[1]}"
+                while name != lb and (name in self.names.values() or any(
                         n.kind == "param" and n.label == name for n in self.nodes)):
                     name += "_"         # blocks.0.g beside an own parameter named blocks_0_g
                 self.names[Ref(u[1])] = name
                 self.ctx.slot = self.base[u[1]]
-                # a submodule's parameter keeps its path as the label: `blocks_0_g = "blocks.0.g": parameter(...)`
-                label = node.label if node.label and name != node.label else None
-                out.append(_pipe_stmt([(label, _op_expr(node, self.ctx))], [name]))
+                out.append(_pipe_stmt([(lb if lb and lb != name else None, _op_expr(node, self.ctx))], [name]))
                 continue
             if u[0] == "chain" and any(j in self.conds and len(self.nodes[j].inputs) != 1
                                        for j in range(u[1], u[2] + 1)):
@@ -463,14 +411,23 @@ class _Printer:
             raise ValueError("a layer left out by a condition sits in a pipeline")
         head = self.nodes[i]
         if len(head.inputs) == 1:
-            return [(None, _name(self.names[head.inputs[0]]))] + [self.labelled_item(j) for j in range(i, k + 1)]
+            return [(None, _name(self.names[head.inputs[0]]))] + [it for j in range(i, k + 1) for it in self.items(j)]
         self.ctx.slot = self.base[i]
         args, kwargs = _op_args(head, self.ctx)
         if args:    # a call on named tensors takes its other arguments by keyword: einsum(a, b, equation="...")
             req = [a.name for a in _specs(head.op) if a.default is REQUIRED and a.name in head.args]
             kwargs = [A.Kwarg(_SPAN, ident(k), v) for k, v in zip(req, args)] + kwargs
         merge = _callish(head.op, [_name(self.names[r]) for r in head.inputs], kwargs)
-        return [(None, merge)] + [self.labelled_item(j) for j in range(i + 1, k + 1)]
+        return [(None, merge)] + [it for j in range(i + 1, k + 1) for it in self.items(j)]
+
+    def items(self, j: int) -> list[Item]:
+        """Node j as pipeline items: one, or a group that holds groups as its path-labelled items."""
+        node = self.nodes[j]
+        if node.kind == "group" and node.child is not None and not _can_list(node.child) \
+                and _can_flatten(node.child):
+            self.ctx.slot = self.base[j]
+            return _flat_items(_group_label(node.label), node.child, self.ctx)
+        return [self.labelled_item(j)]
 
     def labelled_item(self, j: int) -> Item:
         self.ctx.slot = self.base[j]
@@ -526,12 +483,6 @@ class _Printer:
         label = _group_label(merge.label) if merge.label is not None else None
         return A.CombinatorStmt(_SPAN, label, _SPAN if label is not None else None, False, merge.op,
                                 args, kwargs, body)
-
-
-def _width(items: list[Item], name: str | None = None) -> int:
-    """The printed width of ``[name = ]items`` on one line (without its indentation)."""
-    text = " -> ".join((label_text(lb) + ": " if lb is not None else "") + print_expr(e) for lb, e in items)
-    return len(text) + (len(name) + 3 if name is not None else 0)
 
 
 def _slot_count(n: SNode, blocks: Blocks) -> int:

@@ -20,7 +20,22 @@ from ..limits import Limits
 from ..ops.buffers import relative_position_index
 from .trace import ImportFailure
 
-__all__ = ["buffer_args", "unbatched_op", "is_batchnorm_act"]
+__all__ = ["buffer_args", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue"]
+
+#: torch calls that return a (values, indices) pair when given a dim (x.max(1), torch.min(x, 0)): the values are
+#: an op (amax, amin), the indices are not expressible
+VALUES_INDICES = frozenset({"max", "min", "torch.max", "torch.min"})
+
+
+class NoValue:
+    """A traced value the spec cannot hold (the indices of x.max(dim)): using it is an ImportFailure, since the
+    converter accepts only tensors, constants and parameters as arguments."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"NoValue({self.what})"
 
 _DTYPES = {"torch.float32": "float32", "torch.int64": "int64", "torch.bool": "bool"}
 

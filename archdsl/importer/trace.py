@@ -24,6 +24,8 @@ __all__ = ["BATCHES", "Val", "ModuleInfo", "Traced", "is_container", "class_name
 
 #: the two batch sizes every forward is run at
 BATCHES = (2, 3)
+#: from this many parameters on, the hooks' pass runs on fake tensors (_record)
+FAKE_PARAMS = 30_000_000
 
 
 class ImportFailure(Exception):
@@ -108,7 +110,7 @@ class ModuleInfo:
     module: Any
     calls: int = 0
     single: bool = True             # one positional tensor in, one tensor out, other arguments at their defaults
-    inputs: list[Any] = field(default_factory=list)   # the input tensor at each batch size
+    inputs: list[Any] = field(default_factory=list)   # the input at each batch size (a meta tensor: its shape)
     out_shape: tuple[int, ...] | None = None          # the per-sample output shape (one tensor out)
 
 
@@ -124,6 +126,22 @@ class Traced:
 
 
 def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
+    """What the hooks see of every module at both batch sizes: shapes only, so a large model runs on fake
+    tensors (no arithmetic: a 632M-parameter ViT's pass takes seconds, not minutes) where it can, else on
+    real ones (a forward that reads a value, ``if x.max() > 0``, or an op without a fake kernel). A small
+    model runs on real ones: fake tensors cost more per op than its arithmetic."""
+    if sum(p.numel() for p in model.parameters()) < FAKE_PARAMS:
+        return _record_run(model, example, None)
+    try:
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        return _record_run(model, example, FakeTensorMode(allow_non_fake_inputs=True))
+    except Exception:           # noqa: BLE001 - whatever fails on fake tensors runs on real ones
+        return _record_run(model, example, None)
+
+
+def _record_run(model: Any, example: Any, mode: Any) -> dict[int, ModuleInfo]:
+    import contextlib
+
     import torch
     infos: dict[int, ModuleInfo] = {}
     for path, m in model.named_modules(remove_duplicate=False):
@@ -133,6 +151,7 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
         infos[id(m)] = ModuleInfo(path, m)
     handles = []
     run = [0]
+    shapes: dict[int, list[tuple[tuple[int, ...], Any]]] = {}
 
     def pre(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         info = infos[id(m)]
@@ -140,26 +159,31 @@ def _record(model: Any, example: Any) -> dict[int, ModuleInfo]:
             info.calls += 1
         ok = len(args) >= 1 and isinstance(args[0], torch.Tensor) and at_defaults(m, args[1:], kwargs)
         info.single = info.single and ok
-        if ok and len(info.inputs) == run[0]:
-            info.inputs.append(args[0].detach().clone())
+        seen = shapes.setdefault(id(m), [])
+        if ok and len(seen) == run[0]:
+            seen.append((tuple(int(d) for d in args[0].shape), args[0].dtype))
 
     def post(m: Any, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, torch.Tensor):
             infos[id(m)].single = False
         else:
-            infos[id(m)].out_shape = tuple(out.shape[1:])
+            infos[id(m)].out_shape = tuple(int(d) for d in out.shape[1:])
 
     for info in infos.values():
         handles.append(info.module.register_forward_pre_hook(pre, with_kwargs=True))
         handles.append(info.module.register_forward_hook(post))
     try:
-        with torch.no_grad():
-            for i, b in enumerate(BATCHES):
+        inputs = [_batched(example, b) for b in BATCHES]
+        with torch.no_grad(), mode if mode is not None else contextlib.nullcontext():
+            for i, x in enumerate(inputs):
                 run[0] = i
-                model(_batched(example, b))
+                model(x)
     finally:
         for h in handles:
             h.remove()
+    # the inputs' shapes as meta tensors (no data: the bodies are run again inside their parents, trace_model)
+    for key, seen in shapes.items():
+        infos[key].inputs = [torch.empty(shape, dtype=dtype, device="meta") for shape, dtype in seen]
     return infos
 
 
@@ -193,29 +217,55 @@ def _batched(example: Any, b: int) -> Any:
     return torch.randn((b, *example.shape[1:]), generator=g, dtype=example.dtype)
 
 
-class _Recorder:
-    """Runs a graph module on an input and keeps every node's output."""
+class _Runs:
+    """The model run at each batch size with every body's graph interpreted inside its parent's (so every
+    forward runs once per batch size; running each body on its own recorded input ran a deep model once per
+    level of nesting), the value of each body's nodes kept: the first run's, then the :class:`Val` of both."""
 
-    def __init__(self, gm: Any) -> None:
+    def __init__(self, graphs: dict[int, Any]) -> None:
+        self.graphs = graphs
+        self.first: dict[int, dict[str, Any]] = {}      # id(module) -> node -> value at BATCHES[0]
+        self.vals: dict[int, dict[str, Val] | str] = {}  # id(module) -> node values, or why they are not
+        self.failed: dict[int, str] = {}                # id(module) -> why its graph does not run
+
+    def run(self, model: Any, example: Any) -> None:
+        import torch
+        for k, b in enumerate(BATCHES):
+            with torch.no_grad():
+                self.body(model, (_batched(example, b),), {}, k)
+
+    def body(self, m: Any, args: tuple[Any, ...], kwargs: dict[str, Any], k: int) -> Any:
         import torch.fx as fx
+        runs = self
+        seen: dict[str, Any] = {}
 
         class Interp(fx.Interpreter):   # type: ignore[misc]
-            def __init__(self, gm: Any) -> None:
-                super().__init__(gm)
-                self.seen: dict[str, Any] = {}
-
             def run_node(self, n: Any) -> Any:
                 out = super().run_node(n)
-                self.seen[n.name] = out
+                seen[n.name] = out
                 return out
-        self.interp = Interp(gm)
 
-    def run(self, x: Any) -> dict[str, Any]:
-        import torch
-        self.interp.seen = {}
-        with torch.no_grad():
-            self.interp.run(x)
-        return dict(self.interp.seen)
+            def call_module(self, target: Any, a: tuple[Any, ...], kw: dict[str, Any]) -> Any:
+                sub = self.fetch_attr(target)
+                # a body was traced with its other arguments at their defaults (at_defaults): run on its tensor
+                if id(sub) in runs.graphs and id(sub) not in runs.failed and a and at_defaults(sub, a[1:], kw):
+                    return runs.body(sub, a[:1], {}, k)
+                return super().call_module(target, a, kw)
+        try:
+            out = Interp(self.graphs[id(m)]).run(*args, **kwargs)
+        except Exception as e:     # the graph fails where the module ran (fx's view of it differs)
+            self.failed[id(m)] = _why(e)
+            return m(*args, **kwargs)
+        if k == 0:
+            self.first[id(m)] = seen
+            return out
+        first = self.first.pop(id(m), None)
+        if first is not None:
+            try:
+                self.vals[id(m)] = {name: _val(first[name], seen[name]) for name in first if name in seen}
+            except ImportFailure as e:
+                self.vals[id(m)] = str(e)
+        return out
 
 
 def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
@@ -234,7 +284,6 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
     if not root.single:
         raise ArchError(f"the model's forward must take one tensor and return one tensor ({class_name(model)})",
                         None, hint="wrap it in a module whose forward does")
-    bodies: dict[str, Traced] = {}
 
     def inline(m: Any) -> bool:
         info = infos.get(id(m))
@@ -244,33 +293,50 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
             return not inline(m)
 
-    pending = [model]
+    # every body's graph (symbolic tracing is cheap), breadth first: a body's children after it
+    graphs: dict[int, Any] = {}
+    failed: dict[int, str] = {}
+    order: list[tuple[Any, Any]] = []     # (module, its parent body or None)
+    pending: list[tuple[Any, Any]] = [(model, None)]
     while pending:
-        m = pending.pop(0)
+        m, parent = pending.pop(0)
         info = infos[id(m)]
         if info.calls == 0:
             continue
+        order.append((m, parent))
         try:
             sig = inspect.signature(m.forward)
             concrete = {k: p.default for i, (k, p) in enumerate(sig.parameters.items())
                         if i > 0 and p.default is not inspect.Parameter.empty}
             graph = _trace(Tracer, m, concrete)
-            gm = fx.GraphModule(m, graph)
-            rec = _Recorder(gm)
-            runs = [rec.run(x) for x in info.inputs]
-            vals = {n.name: _val(runs[0][n.name], runs[1][n.name]) for n in graph.nodes if n.name in runs[0]}
+            graphs[id(m)] = fx.GraphModule(m, graph)
         except ImportFailure as e:
-            on_fail(info.path, m, str(e))
+            failed[id(m)] = str(e)
             continue
         except Exception as e:     # fx's TraceError, a TypeError from a Proxy in control flow, ...
-            on_fail(info.path, m, _why(e))
+            failed[id(m)] = _why(e)
             continue
-        bodies[info.path] = Traced(info.path, m, gm, vals, tuple(info.inputs[0].shape[1:]))
         for n in graph.nodes:
             if n.op == "call_module":
-                sub = gm.get_submodule(n.target)
+                sub = graphs[id(m)].get_submodule(n.target)
                 if not leaf(sub):
-                    pending.append(sub)
+                    pending.append((sub, m))
+    runs = _Runs(graphs)
+    runs.run(model, example)
+    # the bodies in the same order; a module inside one that failed is not reported (its parent is kept)
+    bodies: dict[str, Traced] = {}
+    done: set[int] = set()
+    for m, parent in order:
+        if parent is not None and id(parent) not in done:
+            continue
+        info = infos[id(m)]
+        vals = runs.vals.get(id(m), "the module was not run by its parent's graph")
+        why = failed.get(id(m)) or runs.failed.get(id(m)) or (vals if isinstance(vals, str) else None)
+        if why is not None or isinstance(vals, str):
+            on_fail(info.path, m, why or str(vals))
+            continue
+        bodies[info.path] = Traced(info.path, m, graphs[id(m)], vals, tuple(info.inputs[0].shape[1:]))
+        done.add(id(m))
     return infos, bodies
 
 

@@ -80,9 +80,26 @@ def _ri_form(c: TorchCall) -> dict[str, Any]:
 
 # ---- the multi-output ops' PyTorch spellings ------------------------------------------------------------------
 def _chunk_form(c: TorchCall) -> dict[str, Any]:
-    """x.chunk(chunks, dim=0) / torch.chunk(x, chunks, dim=0)."""
-    n = plain_value(call_arg(c, 1, "chunks"), "chunks")
-    return {"chunks": int(n), "dim": sample_dim_arg(c, plain_value(call_arg(c, 2, "dim", 0), "dim"))}
+    """x.chunk(chunks, dim=0) / torch.chunk(x, chunks, dim=0) into equal parts (the language's chunk); an uneven
+    one is :func:`_chunk_split_form`."""
+    n = int(plain_value(call_arg(c, 1, "chunks"), "chunks"))
+    dim = sample_dim_arg(c, plain_value(call_arg(c, 2, "dim", 0), "dim"))
+    size = c.in_shapes[0][dim - 1]
+    if n < 1 or size % n:
+        raise ShapeError(f"chunk: {size} cannot be split into {n} equal parts")
+    return {"chunks": n, "dim": dim}
+
+
+def _chunk_split_form(c: TorchCall) -> dict[str, Any]:
+    """An uneven x.chunk(chunks, dim) is the split torch makes of it: parts of ceil(size / chunks), the last
+    smaller (torch.chunk of 88 by 3 is 30, 30, 28; of 6 by 4 is 2, 2, 2: fewer parts than asked)."""
+    n = int(plain_value(call_arg(c, 1, "chunks"), "chunks"))
+    dim = sample_dim_arg(c, plain_value(call_arg(c, 2, "dim", 0), "dim"))
+    size = c.in_shapes[0][dim - 1]
+    if n < 1 or size < 1:
+        raise ShapeError(f"chunk: {size} cannot be split into {n} parts")
+    step = -(-size // n)
+    return {"sizes": [min(step, size - k) for k in range(0, size, step)], "dim": dim}
 
 
 def _split_form(c: TorchCall) -> dict[str, Any]:
@@ -109,7 +126,9 @@ def _unbind_form(c: TorchCall) -> dict[str, Any]:
 MULTI_OUTPUT_FORMS: dict[str, tuple[TorchForm, ...]] = {
     "chunk": (TorchForm("method", "chunk", _chunk_form), TorchForm("function", "torch.chunk", _chunk_form)),
     "split": (TorchForm("method", "split", _split_form), TorchForm("function", "torch.split", _split_form),
-              TorchForm("function", "torch.functional.split", _split_form)),   # torch.split's own module
+              TorchForm("function", "torch.functional.split", _split_form),    # torch.split's own module
+              # tried after chunk's own forms: an uneven chunk
+              TorchForm("method", "chunk", _chunk_split_form), TorchForm("function", "torch.chunk", _chunk_split_form)),
     "unbind": (TorchForm("method", "unbind", _unbind_form), TorchForm("function", "torch.unbind", _unbind_form)),
 }
 

@@ -465,6 +465,16 @@ def _vector_norm_form(c: TorchCall) -> dict[str, Any] | None:
     return {"ord": float(c.arg(1, "ord", 2.0)), "dim": spec_dims(c, dim), "keepdim": bool(c.arg(3, "keepdim", False))}
 
 
+def _values_form(call: TorchCall) -> dict[str, Any] | None:
+    """x.max(dim, keepdim) / torch.max(x, dim) (and min): the values of the (values, indices) pair torch returns
+    are amax (amin) over that dim; the importer keeps only the values (using the indices is refused there).
+    torch.max(a, b) (element-wise) and x.max() (over everything, the batch included) are not this op."""
+    dim = call.arg(1, "dim", None)
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        return None
+    return reduce_form(call)
+
+
 def _both(fn: str, method: str, form: Form) -> tuple[TorchForm, TorchForm]:
     """The function and the Tensor method of one op (torch.transpose, x.transpose)."""
     return function_form(fn, form), method_form(method, form)
@@ -515,12 +525,14 @@ register(
           "Maximum over one dim or a list of dims (batch is dim 0), torch.amax.", aliases=("reduce_max",),
           normalize=_dims_norm("amax"), key_args=("dim",),
           emit=lambda e: (In(0), ".amax(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
-          traits=_LAYOUT, torch_forms=(method_form("amax", reduce_form), function_form("torch.amax", reduce_form))),
+          traits=_LAYOUT, torch_forms=(method_form("amax", reduce_form), function_form("torch.amax", reduce_form),
+                                       *_both("torch.max", "max", _values_form))),
     OpDef("amin", "math", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Minimum over one dim or a list of dims (batch is dim 0), torch.amin.", aliases=("reduce_min",),
           normalize=_dims_norm("amin"), key_args=("dim",),
           emit=lambda e: (In(0), ".amin(", _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
-          traits=_LAYOUT, torch_forms=(method_form("amin", reduce_form), function_form("torch.amin", reduce_form))),
+          traits=_LAYOUT, torch_forms=(method_form("amin", reduce_form), function_form("torch.amin", reduce_form),
+                                       *_both("torch.min", "min", _values_form))),
     OpDef("matmul", "math", [], matmul_shape,
           "Batched matrix product of two named tensors: matmul(a, b) is [.., n, k] @ [.., k, m] -> [.., n, m] "
           "(leading dims broadcast; MACs n*k*m per leading element, as fvcore counts).",
