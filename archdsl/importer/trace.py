@@ -231,7 +231,10 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
             sig = inspect.signature(m.forward)
             concrete = {k: p.default for i, (k, p) in enumerate(sig.parameters.items())
                         if i > 0 and p.default is not inspect.Parameter.empty}
-            graph = Tracer().trace(m, concrete_args=concrete or None)
+            try:
+                graph = Tracer().trace(m, concrete_args=concrete or None)
+            except Exception:   # noqa: BLE001 - control flow on sizes: trace again at the real shapes
+                graph = _trace_concrete(Tracer, m, info.inputs, concrete)
             gm = fx.GraphModule(m, graph)
             rec = _Recorder(gm)
             runs = [rec.run(x) for x in info.inputs]
@@ -249,6 +252,22 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
                 if not leaf(sub):
                     pending.append(sub)
     return infos, bodies
+
+
+def _trace_concrete(tracer: type, m: Any, inputs: list[Any], concrete: dict[str, Any]) -> Any:
+    """The graph of ``m`` traced on its real inputs (:mod:`.concrete`: conditions on sizes take the branch
+    the run takes) at both batch sizes, which must give the same graph."""
+    from .concrete import DataDependent, concrete_tracer
+    graphs = []
+    for x in inputs:
+        try:
+            graphs.append(concrete_tracer(tracer, m, x, concrete).trace(m, concrete_args=concrete or None))
+        except DataDependent as e:
+            raise ImportFailure(str(e)) from None
+    if len(graphs) > 1 and str(graphs[0]) != str(graphs[1]):
+        raise ImportFailure("data-dependent control flow (the forward takes other branches at batch sizes "
+                            f"{BATCHES[0]} and {BATCHES[1]})")
+    return graphs[0]
 
 
 def _why(e: Exception) -> str:
