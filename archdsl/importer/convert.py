@@ -511,6 +511,7 @@ class _Conv:
             self.env[n.name] = self.add(SNode("op", "gather_rows", {}, None, [src, ix]), val)
             return
         sv = self.vals[src]
+        idx = _consts(idx, self.env)        # x[:, :n] with n = t.shape[1]: a size known at trace time
         items = list(idx) if isinstance(idx, tuple) else [idx]
         if any(i is None for i in items):
             raise self.fail(n, "indexing with None (a new axis)")
@@ -569,6 +570,15 @@ def _hoist_params(body: Body) -> None:
 
 def _has_tensor(v: Val) -> bool:
     return v.kind == "tensor" or any(_has_tensor(i) for i in v.items)
+
+
+def _consts(a: Any, env: dict[str, Any]) -> Any:
+    if isinstance(a, slice):
+        return slice(*(_consts(v, env) for v in (a.start, a.stop, a.step)))
+    if isinstance(a, tuple):
+        return tuple(_consts(v, env) for v in a)
+    c = env.get(a.name) if hasattr(a, "name") and hasattr(a, "op") else None
+    return c.value if isinstance(c, _Const) and isinstance(c.value, int) else a
 
 
 def _plain(v: Val) -> Any:
