@@ -156,9 +156,8 @@ def concrete_tracer(base: type, module: Any, x: Any, concrete: dict[str, Any]) -
             v = self.values.get(n, unknown)
             if n in self.static and v is not unknown:
                 return v
-            where = user_line()
-            raise DataDependent(f"data-dependent control flow ({what} of `{n.format_node()}`, a value computed "
-                                f"from tensor data{', at ' + where if where else ''})")
+            raise DataDependent(f"data-dependent control flow ({what} of `{n.name}`, a value computed from "
+                                "tensor data)")
 
         def to_bool(self, obj: Any) -> bool:
             return bool(self.concrete_value(obj, "a condition"))

@@ -16,6 +16,7 @@ from typing import Any, Callable
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
 from ..ops import MULTI_OUTPUT_FORMS
+from .fallback import locate, where_node
 from .tables import buffer_args, is_batchnorm_act, unbatched_op
 from .trace import ImportFailure, Traced, Val, class_name, is_container
 
@@ -122,7 +123,8 @@ class _Conv:
         self.index = form_index()
 
     def fail(self, n: Any, why: str) -> ImportFailure:
-        return ImportFailure(f"{why} (at `{n.format_node()}`)" if hasattr(n, "format_node") else why)
+        e = ImportFailure(f"{why} (at `{n.format_node()}`)" if hasattr(n, "format_node") else why)
+        return locate(e, where_node(n).under(self.t.path, self.body.cls)) if hasattr(n, "meta") else e
 
     def add(self, node: SNode, val: Val | list[Val]) -> Ref:
         self.body.nodes.append(node)
@@ -573,10 +575,9 @@ def _has_tensor(v: Val) -> bool:
 
 
 def _consts(a: Any, env: dict[str, Any]) -> Any:
-    if isinstance(a, slice):
-        return slice(*(_consts(v, env) for v in (a.start, a.stop, a.step)))
-    if isinstance(a, tuple):
-        return tuple(_consts(v, env) for v in a)
+    if isinstance(a, (slice, tuple)):
+        got = tuple(_consts(v, env) for v in ((a.start, a.stop, a.step) if isinstance(a, slice) else a))
+        return slice(*got) if isinstance(a, slice) else got
     c = env.get(a.name) if hasattr(a, "name") and hasattr(a, "op") else None
     return c.value if isinstance(c, _Const) and isinstance(c.value, int) else a
 

@@ -27,7 +27,12 @@ BATCHES = (2, 3)
 
 class ImportFailure(Exception):
     """A module the importer cannot express: the enclosing class becomes a plugin or the import fails with
-    ``message`` (the module path and class are added by the caller)."""
+    ``message`` (the module path and class are added by the caller; the source line, when the failure was
+    located by :func:`.fallback.locate`, ends the text)."""
+
+    def __str__(self) -> str:
+        where = getattr(self, "_archdsl_where", None)
+        return super().__str__() + (where.text() if where is not None else "")
 
 
 @dataclass
@@ -196,15 +201,18 @@ class _Recorder:
 
 
 def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
-                on_fail: Callable[[str, Any, str], None]) -> tuple[dict[int, ModuleInfo], dict[str, Traced]]:
+                on_fail: Callable[[str, Any, str, Any], None]) -> tuple[dict[int, ModuleInfo], dict[str, Traced]]:
     """Trace every module of ``model`` that becomes a block or group body.
 
     ``leaf(m)`` says whether a module is an op or a plugin (never traced into). A non-leaf module called
     with one tensor that gives one tensor is traced on its own; any other is traced through as part of
-    its parent. ``on_fail(path, module, why)`` is told of a module fx cannot trace (the caller keeps it as
-    a plugin or reports it). Returns the hook records and the traced bodies by module path.
+    its parent. ``on_fail(path, module, why, where)`` is told of a module fx cannot trace (the caller keeps
+    it as a plugin or reports it; ``where``: the :class:`~.fallback.Where` of the failing code). Returns the
+    hook records and the traced bodies by module path.
     """
     import torch.fx as fx
+
+    from .fallback import mark_node, note_module, where_traced
     model.eval()
     infos = _record(model, example)
     root = infos[id(model)]
@@ -220,6 +228,18 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
     class Tracer(fx.Tracer):    # type: ignore[misc]
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
             return not inline(m)
+
+        def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
+            try:
+                return super().call_module(m, forward, args, kwargs)
+            except Exception as e:      # the innermost module traced through names the failure
+                note_module(e, self.path_of_module(m), class_name(m))
+                raise
+
+        def create_node(self, *args: Any, **kwargs: Any) -> Any:
+            node = super().create_node(*args, **kwargs)
+            mark_node(node)
+            return node
 
     pending = [model]
     while pending:
@@ -240,10 +260,10 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
             runs = [rec.run(x) for x in info.inputs]
             vals = {n.name: _val(runs[0][n.name], runs[1][n.name]) for n in graph.nodes if n.name in runs[0]}
         except ImportFailure as e:
-            on_fail(info.path, m, str(e))
+            on_fail(info.path, m, e.args[0] if e.args else str(e), where_traced(e).under(info.path, class_name(m)))
             continue
         except Exception as e:     # fx's TraceError, a TypeError from a Proxy in control flow, ...
-            on_fail(info.path, m, _why(e))
+            on_fail(info.path, m, _why(e), where_traced(e).under(info.path, class_name(m)))
             continue
         bodies[info.path] = Traced(info.path, m, gm, vals, tuple(info.inputs[0].shape[1:]))
         for n in graph.nodes:
@@ -258,12 +278,13 @@ def _trace_concrete(tracer: type, m: Any, inputs: list[Any], concrete: dict[str,
     """The graph of ``m`` traced on its real inputs (:mod:`.concrete`: conditions on sizes take the branch
     the run takes) at both batch sizes, which must give the same graph."""
     from .concrete import DataDependent, concrete_tracer
+    from .fallback import locate, where_traced
     graphs = []
     for x in inputs:
         try:
             graphs.append(concrete_tracer(tracer, m, x, concrete).trace(m, concrete_args=concrete or None))
         except DataDependent as e:
-            raise ImportFailure(str(e)) from None
+            raise locate(ImportFailure(str(e)), where_traced(e)) from None
     if len(graphs) > 1 and str(graphs[0]) != str(graphs[1]):
         raise ImportFailure("data-dependent control flow (the forward takes other branches at batch sizes "
                             f"{BATCHES[0]} and {BATCHES[1]})")
