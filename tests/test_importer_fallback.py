@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 import torch
+from helpers import module_from_text, run_archc
 
 from archdsl.errors import ArchError
 from archdsl.importer import import_model, roundtrip
-from helpers import module_from_text, run_archc
 
 MODEL_FILE = '''
 import torch
@@ -116,7 +116,9 @@ class PairNet(nn.Module):
 
 
 def _line(marker: str) -> str:
-    return f"autokeep_models.py:{MODEL_FILE.splitlines().index(next(ln for ln in MODEL_FILE.splitlines() if marker in ln)) + 1}"
+    """``autokeep_models.py:N`` of the line of MODEL_FILE holding ``marker``."""
+    lines = MODEL_FILE.splitlines()
+    return f"autokeep_models.py:{next(i for i, ln in enumerate(lines) if marker in ln) + 1}"
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +137,7 @@ def test_children_that_cannot_be_seen_through_are_kept_whole(models: Any, tmp_pa
     assert r.kept["gate"].startswith("data-dependent control flow") and r.kept["gate"].endswith(_line("GATE-LINE"))
     assert "module conv is called twice (shared weights)" in r.kept["twice"]
     # the spec says so, one comment line per kept module; the rest stays in the language
-    assert f"# Kept whole: gate (autokeep_models.Gate): data-dependent control flow" in r.spec
+    assert "# Kept whole: gate (autokeep_models.Gate): data-dependent control flow" in r.spec
     assert "# Kept whole: twice (autokeep_models.Twice): module conv is called twice" in r.spec
     assert "stem: conv2d(8, 3, padding=1)" in r.spec and "head: linear(4)" in r.spec
     plugin = tmp_path / "autonet_plugins.py"

@@ -113,7 +113,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
         why += where.text()
         failures[path] = why
         if not path or m is model:
-            raise root_failure(model, why, where)
+            raise root_failure(class_name(model), why, where)
         if not auto_keep:
             raise cannot_import(where.path or path, where.cls or class_name(m), why, keep_hint=True)
         plugins[id(m)] = why
@@ -122,7 +122,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     try:
         infos, bodies = trace_model(model, example, leaf=leaf, on_fail=on_fail)
     except ImportFailure as e:
-        raise root_failure(model, str(e), where_of(e) or Where()) from None
+        raise root_failure(class_name(model), str(e), where_of(e) or Where()) from None
     for path, why in list(failures.items()):
         m = model.get_submodule(path)
         info = infos.get(id(m))
@@ -133,7 +133,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     try:
         root = convert(bodies[""], bodies, kept, fallback)
     except ImportFailure as e:
-        raise root_failure(model, str(e), where_of(e) or Where()) from None
+        raise root_failure(class_name(model), str(e), where_of(e) or Where()) from None
     kept_modules = _plugin_modules(root)
     for m in kept_modules:
         paths_of.setdefault(id(m), _path_of(model, m))

@@ -5,10 +5,11 @@ fx's symbolic tracer cannot branch on a value it traces (``if H != ss[0]:`` afte
 inputs to control flow" and the whole model could not be imported. Most such conditions only read sizes,
 and the spec is written for the input size it was traced at (its ``input`` line) anyway, so the import may
 take the branch the real run takes. :func:`concrete_tracer` runs every traced call on real tensors as the
-graph is recorded, and a condition, ``len``, iteration or an integer use of a traced value then takes its
-real value **when the value was computed from sizes only** (``x.shape``, ``x.size()``, ``x.dim()``,
+graph is recorded, and a condition, ``len`` or iteration on a traced value then takes its real value **when the value was computed from sizes only** (``x.shape``, ``x.size()``, ``x.dim()``,
 ``numel``, and arithmetic on those and constants). A condition on tensor data (``if x.max() > 0:``,
-``x.sum().item()``) is still refused as data-dependent control flow, with the source line.
+``x.sum().item()``) is still refused as data-dependent control flow, with the source line. (An integer use,
+``range(n)``, is not resolved: a proxy that is an integer to torch's argument parser would turn a size into
+a constant of the graph.)
 
 Soundness: the graph is traced at both batch sizes of :data:`~.trace.BATCHES` and must be the same; a forward
 whose branches depend on the batch size is refused. The round trip then proves the result.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 __all__ = ["concrete_tracer", "user_line", "DataDependent"]
 
@@ -51,6 +52,7 @@ def user_line() -> str | None:
 def _unpatched() -> Any:
     """A context in which fx's tracing patches are undone (torch's private helper; without it, nothing)."""
     import contextlib
+
     from torch.fx import _symbolic_trace
     revert = getattr(_symbolic_trace, "_maybe_revert_all_patches", None)
     return revert() if revert is not None else contextlib.nullcontext()
@@ -78,14 +80,8 @@ def concrete_tracer(base: type, module: Any, x: Any, concrete: dict[str, Any]) -
                 return int(v.shape[0])      # a size: the batch size when dim 0 is the batch (traced twice)
             return len(self._concrete("len()"))
 
-        def __index__(self) -> int:
-            return int(self._concrete("an integer"))
-
-        def __int__(self) -> int:
-            return int(self._concrete("an integer"))
-
         def __getattr__(self, k: str) -> Any:
-            return CAttribute(self, k)
+            return CAttribute(cast(Proxy, self), k)
 
     class CProxy(_Mixin, Proxy):        # type: ignore[misc]
         pass

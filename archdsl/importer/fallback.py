@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import ArchError
 from .concrete import user_line
@@ -28,7 +28,8 @@ from .concrete import user_line
 __all__ = ["Where", "mark_node", "note_module", "where_traced", "where_node", "locate", "where_of",
            "kept_lines", "cannot_import", "root_failure"]
 
-_ATTR = "_archdsl_where"
+_ATTR = "_archdsl_where"     # read by ImportFailure.__str__ (trace.py) too
+E = TypeVar("E", bound=BaseException)
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ def where_node(n: Any) -> Where:
     return Where(str(path), cls, n.meta.get("archdsl_line"))
 
 
-def locate(e: BaseException, w: Where) -> BaseException:
+def locate(e: E, w: Where) -> E:
     """``e`` marked with ``w`` (unless already marked); returns ``e``."""
     if getattr(e, _ATTR, None) is None:
         setattr(e, _ATTR, w)
@@ -121,12 +122,12 @@ def cannot_import(path: str, cls: str, why: str, *, keep_hint: bool = False) -> 
     return ArchError(f"module '{path}' ({cls}) cannot be imported: {why}", None, hint=hint)
 
 
-def root_failure(model: Any, why: str, where: Where) -> ArchError:
-    """The error for a failure in the model's own forward or in code traced as part of it (a module called
-    with several tensors or more than once): the module the failing code belongs to and the line."""
-    from .trace import class_name
+def root_failure(model_cls: str, why: str, where: Where) -> ArchError:
+    """The error for a failure in the model's own forward (``model_cls``: its class) or in code traced as part
+    of it (a module called with several tensors or more than once): the module the failing code belongs to
+    and the line."""
     if where.path:
         return ArchError(f"module '{where.path}' ({where.cls}) cannot be imported: {why}", None,
                          hint="it is traced as part of the model's forward (called with several tensors, other "
                               "arguments or more than once), so it cannot be kept whole as a plugin op")
-    return ArchError(f"the model ({class_name(model)}) cannot be imported: {why}", None)
+    return ArchError(f"the model ({model_cls}) cannot be imported: {why}", None)
