@@ -121,6 +121,7 @@ class _Conv:
         self.params: dict[str, int] = {}        # get_attr node -> index of its param SNode
         self.labels: set[str] = set()
         self.index = form_index()
+        self.cur: Any = None                    # the fx node being converted (where a failure is)
 
     def fail(self, n: Any, why: str) -> ImportFailure:
         e = ImportFailure(f"{why} (at `{n.format_node()}`)" if hasattr(n, "format_node") else why)
@@ -137,7 +138,7 @@ class _Conv:
                 if node.kind == "op" and not OPS[node.op].stateful:
                     node.label = None       # a parameter-free module called again (ResNet's self.relu)
                 else:
-                    raise ImportFailure(f"module {node.label} is called twice (shared weights)")
+                    raise self.fail(self.cur, f"module {node.label} is called twice (shared weights)")
             else:
                 self.labels.add(node.label)
         return Ref(i, 0)
@@ -188,6 +189,7 @@ class _Conv:
     def run(self) -> Body:
         first = True
         for n in self.t.gm.graph.nodes:
+            self.cur = n
             val = self.t.vals.get(n.name)
             if n.op == "placeholder":
                 if not first:
