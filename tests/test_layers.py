@@ -71,7 +71,6 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.importer.api": "lazy",         # archc import: the round trip (build, load, compare)
         "archdsl.importer.plugin": "lazy",      # archc import: recording constructor arguments
         "archdsl.importer.concrete": "lazy",    # archc import: fx tracing with concrete shapes
-        "archdsl.importer.fallback": "lazy",    # archc import: the source line of a failure (torch's frames skipped)
         "archdsl.cli.importer": "lazy",         # archc import: building the source model
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)

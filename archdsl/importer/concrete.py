@@ -18,11 +18,12 @@ torch is imported inside the functions only.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Any, Callable, cast
 
-__all__ = ["concrete_tracer", "user_line", "DataDependent"]
+__all__ = ["concrete_tracer", "user_line", "skipped_dirs", "DataDependent"]
 
 #: attributes and methods of a tensor that read its metadata, not its values
 _SHAPE_ATTRS = {"shape", "ndim", "dtype", "device", "is_cuda", "requires_grad", "layout", "is_sparse"}
@@ -36,10 +37,16 @@ class DataDependent(Exception):
     """A traced value that depends on tensor data was used in Python control flow."""
 
 
+@functools.lru_cache(maxsize=1)
+def skipped_dirs() -> tuple[str, ...]:
+    """The folders whose frames are not the user's code: torch's and archdsl's."""
+    import torch
+    return (os.path.dirname(os.path.abspath(torch.__file__)), _HERE)
+
+
 def user_line() -> str | None:
     """``file.py:LINE`` of the innermost frame of the user's code (not torch, not archdsl) on the stack."""
-    import torch
-    skip = (os.path.dirname(os.path.abspath(torch.__file__)), _HERE)
+    skip = skipped_dirs()
     f = sys._getframe(1)
     while f is not None:
         path = os.path.abspath(f.f_code.co_filename)

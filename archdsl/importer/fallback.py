@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import ArchError
-from .concrete import user_line
+from .concrete import skipped_dirs, user_line
 
 __all__ = ["Where", "mark_node", "note_module", "where_traced", "where_node", "locate", "where_of",
            "kept_lines", "cannot_import", "root_failure"]
@@ -66,9 +66,7 @@ def note_module(e: BaseException, path: str, cls: str) -> None:
 
 
 def _tb_line(e: BaseException) -> str | None:
-    import torch
-    skip = (os.path.dirname(os.path.abspath(torch.__file__)),
-            os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    skip = skipped_dirs()
     line = None
     for fr in traceback.extract_tb(e.__traceback__):
         path = os.path.abspath(fr.filename)
