@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
 from ..ops import MULTI_OUTPUT_FORMS
-from .fallback import locate, where_node
+from .fallback import finite, locate, where_node
 from .tables import buffer_args, is_batchnorm_act, unbatched_op
 from .trace import ImportFailure, Traced, Val, class_name, is_container
 
@@ -128,6 +128,8 @@ class _Conv:
         return locate(e, where_node(n).under(self.t.path, self.body.cls)) if hasattr(n, "meta") else e
 
     def add(self, node: SNode, val: Val | list[Val]) -> Ref:
+        if not finite(node.args):   # (MaxPool2dSame pads with -inf): the class is kept whole instead
+            raise self.fail(self.cur, f"{node.op} with a non-finite number, which a spec cannot write")
         self.body.nodes.append(node)
         i = len(self.body.nodes) - 1
         vals = val if isinstance(val, list) else [val]

@@ -17,6 +17,7 @@ Locations come from the trace: the tracer marks each fx node with the user's sou
 """
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ..errors import ArchError
 from .concrete import skipped_dirs, user_line
 
 __all__ = ["Where", "mark_node", "note_module", "where_traced", "where_node", "locate", "where_of",
-           "kept_lines", "cannot_import", "root_failure"]
+           "kept_lines", "cannot_import", "root_failure", "finite"]
 
 _ATTR = "_archdsl_where"     # read by ImportFailure.__str__ (trace.py) too
 E = TypeVar("E", bound=BaseException)
@@ -104,6 +105,18 @@ def where_of(e: BaseException) -> Where | None:
     """The place ``e`` was marked with, if any."""
     w = getattr(e, _ATTR, None)
     return w if isinstance(w, Where) else None
+
+
+def finite(v: Any) -> bool:
+    """Whether the numbers in ``v`` (an op's arguments: dicts, lists, numbers) are finite: a spec cannot write
+    ``inf`` or ``nan``."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, dict):
+        return all(finite(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return all(finite(x) for x in v)
+    return True
 
 
 def kept_lines(kept: dict[str, str], classes: dict[str, str]) -> list[str]:
