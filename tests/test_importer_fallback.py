@@ -59,6 +59,27 @@ class Net(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
+class PadPool(nn.Module):
+    """timm's MaxPool2dSame: -inf padding (a number a spec cannot write) under conditions on sizes."""
+
+    def forward(self, x):
+        ih, iw = x.size()[-2:]
+        pad_h = max((ih + 1) // 2 * 2 - ih, 0)
+        if pad_h > 0:
+            x = F.pad(x, (0, pad_h, 0, pad_h), value=-float("inf"))
+        return F.max_pool2d(x, 2)
+
+
+class PadNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.pool = PadPool()
+
+    def forward(self, x):
+        return self.pool(self.stem(x)).mean((2, 3))
+
+
 class Sized(nn.Module):
     """Conditions on sizes only (CrossViT's scale_image, its head average over branches): resolved at the
     import size."""
@@ -169,6 +190,15 @@ def test_conditions_on_sizes_resolve_at_the_import_size(models: Any) -> None:
     # at the size the model expects, no interpolation is traced
     r12 = import_model(model, (3, 12, 12), name="sized")
     assert "upsample" not in r12.spec and r12.max_diff is not None
+
+
+def test_a_non_finite_argument_keeps_its_class_whole(models: Any) -> None:
+    r = import_model(models.PadNet(), (3, 7, 7), name="padnet")
+    assert list(r.kept) == ["pool"] and r.max_diff is not None
+    assert r.kept["pool"].startswith("pad with a non-finite number, which a spec cannot write")
+    # at an even size no padding is traced: the pool is in the language
+    r8 = import_model(models.PadNet(), (3, 8, 8), name="padnet")
+    assert not r8.kept and "maxpool" in r8.spec
 
 
 def test_control_flow_on_the_batch_size_is_refused(models: Any) -> None:
