@@ -90,8 +90,9 @@ def concrete_tracer(base: type, module: Any, x: Any, concrete: dict[str, Any]) -
         def __getattr__(self, k: str) -> Any:
             return CAttribute(cast(Proxy, self), k)
 
-    class CProxy(_Mixin, Proxy):        # type: ignore[misc]
-        pass
+    # named like fx's own class: Python's messages about it ("'Proxy' object does not support item
+    # assignment") then read as fx's do
+    CProxy = type("Proxy", (_Mixin, Proxy), {})
 
     class CAttribute(_Mixin, Attribute):   # type: ignore[misc]
         pass
