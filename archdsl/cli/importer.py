@@ -112,7 +112,10 @@ def import_(source: str = typer.Argument(..., help="timm:NAME, torchvision:NAME 
             arg: List[str] = typer.Option([], "--arg", help="a constructor argument: --arg num_classes=10 "
                                           "(repeatable; literal values only)"),
             keep: List[str] = typer.Option([], "--keep", help="keep a class whole as a plugin op (repeatable; its "
-                                           "name or qualified name)")) -> None:
+                                           "name or qualified name)"),
+            auto_keep: bool = typer.Option(True, "--auto-keep/--no-auto-keep",
+                                           help="keep a class the importer cannot see through whole as a plugin "
+                                                "op (default), or stop with a located error")) -> None:
     """Import a PyTorch model as a readable spec: one block per module class, labels equal to the module
     paths (its state_dict loads strictly); the round trip is checked before the spec is written. Classes
     kept whole go to NAME_plugins.py beside the spec (load it with --plugin)."""
@@ -131,13 +134,15 @@ def import_(source: str = typer.Argument(..., help="timm:NAME, torchvision:NAME 
         net = name or "".join(ch if ch.isalnum() else "_" for ch in model_name).lower()
         if not net[:1].isalpha():
             net = "net_" + net
-        r = import_model(model, shape, name=net, keep=keep, source=source, paths=paths)
+        r = import_model(model, shape, name=net, keep=keep, source=source, paths=paths, auto_keep=auto_keep)
         _write_output(output, r.spec)
         msg = f"wrote {output} ({len(r.spec.splitlines())} lines); round trip: max |diff| {r.max_diff:.2g}"
         if r.plugin is not None:
             plugin = output.parent / f"{net}_plugins.py"
             _write_output(plugin, r.plugin)
-            msg += f"; kept whole in {plugin}: " + ", ".join(f"{k} ({v})" for k, v in r.kept.items())
+            msg += f"; classes kept whole in {plugin}:"
+            for path, why in r.kept.items():
+                msg += f"\n  kept whole: {path} ({r.kept_classes.get(path, '?')}): {why}"
         out.print(msg, markup=False)
         return 0
     _guard(run)

@@ -20,8 +20,10 @@ from typing import Any, Iterable
 
 from ..errors import ArchError
 from .blocks import dedupe
-from .convert import convert, form_index
+from .convert import convert
+from .formindex import form_index
 from .emit import print_spec
+from .fallback import Where, cannot_import, kept_lines, root_failure, where_of
 from .plugin import plugin_ops, plugin_source
 from .roundtrip import roundtrip
 from .trace import ImportFailure, class_name, is_container, trace_model
@@ -35,7 +37,8 @@ TOLERANCE = 1e-4
 @dataclass
 class ImportResult:
     """The imported spec text, the plugin file's source (None when no class was kept whole) and the
-    modules kept as plugins with the reason for each (module path -> why)."""
+    modules kept as plugins with the reason for each (module path -> why; ``kept_classes``: module path ->
+    its class's qualified name)."""
 
     spec: str
     name: str
@@ -43,6 +46,7 @@ class ImportResult:
     kept: dict[str, str] = field(default_factory=dict)
     max_diff: float | None = None
     plugin_ops: list[str] = field(default_factory=list)
+    kept_classes: dict[str, str] = field(default_factory=dict)
 
 
 def _example(example_input: Any) -> Any:
@@ -62,12 +66,15 @@ def _default_name(model: Any) -> str:
 
 
 def import_model(model: Any, example_input: Any, *, name: str | None = None, keep: Iterable[str] = (),
-                 check: bool = True, source: str | None = None, paths: dict[str, str] | None = None) -> ImportResult:
+                 check: bool = True, source: str | None = None, paths: dict[str, str] | None = None,
+                 auto_keep: bool = True) -> ImportResult:
     """Import ``model`` (an ``nn.Module``) traced on ``example_input``. ``keep`` names classes (by class name
-    or qualified name) to keep whole as plugin ops. ``check`` compiles the text and proves the round trip.
+    or qualified name) to keep whole as plugin ops. ``auto_keep``: a module the importer cannot see through
+    is kept whole as a plugin op (the reason and source line in ``kept`` and the spec's header) rather than
+    failing the import (:mod:`.fallback`). ``check`` compiles the text and proves the round trip.
     ``paths`` maps a module name to the folder the plugin must put on ``sys.path`` to import it (a
-    FILE.py source). Raises :class:`ArchError` with the module path and class of what cannot be
-    imported."""
+    FILE.py source). Raises :class:`ArchError` with the module path, class and source line of what cannot
+    be imported."""
     example = _example(example_input)
     name = name or _default_name(model)
     if not name.isidentifier():
@@ -92,6 +99,8 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
         info = infos.get(id(m)) if infos else None
         if info is not None and (not info.single or info.calls != 1):
             return False
+        if not auto_keep:
+            raise cannot_import(path, class_name(m), why, keep_hint=True)
         plugins[id(m)] = why
         paths_of[id(m)] = path
         if os.environ.get("ARCHDSL_IMPORT_DEBUG"):
@@ -101,30 +110,31 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     infos: dict[int, Any] = {}
     failures: dict[str, str] = {}
 
-    def on_fail(path: str, m: Any, why: str) -> None:
+    def on_fail(path: str, m: Any, why: str, where: Where) -> None:
+        why += where.text()
         failures[path] = why
         if not path or m is model:
-            raise ArchError(f"the model ({class_name(m)}) cannot be imported: {why}", None)
+            raise root_failure(class_name(model), why, where)
+        if not auto_keep:
+            raise cannot_import(where.path or path, where.cls or class_name(m), why, keep_hint=True)
         plugins[id(m)] = why
         paths_of[id(m)] = path
 
     try:
         infos, bodies = trace_model(model, example, leaf=leaf, on_fail=on_fail)
     except ImportFailure as e:
-        raise ArchError(f"the model ({class_name(model)}) cannot be imported: {e}", None) from None
+        raise root_failure(class_name(model), str(e), where_of(e) or Where()) from None
     for path, why in list(failures.items()):
         m = model.get_submodule(path)
         info = infos.get(id(m))
         if info is None or not info.single or info.calls != 1:
-            raise ArchError(f"module '{path}' ({class_name(m)}) cannot be imported: {why}", None,
-                            hint="it is called with several tensors or more than once, so it cannot be kept "
-                                 "whole as a plugin op either")
+            raise cannot_import(path, class_name(m), why)
     if "" not in bodies:
         raise ArchError(f"the model ({class_name(model)}) cannot be traced", None)
     try:
         root = convert(bodies[""], bodies, kept, fallback)
     except ImportFailure as e:
-        raise ArchError(f"the model ({class_name(model)}) cannot be imported: {e}", None) from None
+        raise root_failure(class_name(model), str(e), where_of(e) or Where()) from None
     kept_modules = _plugin_modules(root)
     for m in kept_modules:
         paths_of.setdefault(id(m), _path_of(model, m))
@@ -141,9 +151,11 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     plugin = plugin_source(ops, name, paths or {}) if ops else None
     header = [f"{name}: imported from {source or class_name(model)} by `archc import`.",
               "Labels are the model's module paths: its state_dict loads strictly."]
+    reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
+    classes = {paths_of[id(m)]: class_name(m) for m in kept_modules}
     if plugin is not None:
         header.append(f"Load the classes kept whole with --plugin {name}_plugins.py.")
-    reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
+        header += ["Kept whole: " + line for line in kept_lines(reasons, classes)]
     # variants of a class as one block with conditions first; where that cannot be written (or does not
     # check), one block per variant
     for merge in (True, False):
@@ -154,7 +166,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
             if merge:
                 continue
             raise ArchError(f"the model ({class_name(model)}) cannot be written as a spec: {e}", None) from None
-        result = ImportResult(text, name, plugin, reasons, plugin_ops=[op.name for op in ops])
+        result = ImportResult(text, name, plugin, reasons, plugin_ops=[op.name for op in ops], kept_classes=classes)
         if not check:
             return result
         try:

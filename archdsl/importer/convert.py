@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..ops import OPS, MULTI_OUTPUT_OPS
-from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall, TorchForm
-from ..ops import MULTI_OUTPUT_FORMS
+from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall
 from .attrs import read_attr
+from .fallback import finite, locate, where_node
+from .formindex import fn_names, form_index
 from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, unbatched_op
 from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
 
-__all__ = ["Ref", "SNode", "Body", "convert", "form_index"]
+__all__ = ["Ref", "SNode", "Body", "convert"]
 
 # ops that read the batch's position through TorchCall.sample_dim: any other op needs it first
 _MOVED_OK = {"permute", "chunk", "split", "softmax", "mean", "reduce_sum", "amax", "amin", "concat", "stack", "roll",
@@ -64,51 +65,6 @@ class Body:
     container: bool = False
 
 
-_INDEX: dict[tuple[str, str], list[tuple[str, TorchForm]]] = {}
-
-
-def form_index() -> dict[tuple[str, str], list[tuple[str, TorchForm]]]:
-    """(kind, target) -> [(op, form)] over the registry (built on first use, so ops registered by plugins
-    or later modules are seen)."""
-    _INDEX.clear()
-    seen: set[int] = set()
-    for d in OPS.values():
-        if id(d) in seen:
-            continue
-        seen.add(id(d))
-        for f in d.torch_forms:
-            _INDEX.setdefault((f.kind, f.target), []).append((d.name, f))
-    for name, forms in MULTI_OUTPUT_FORMS.items():
-        for f in forms:
-            _INDEX.setdefault((f.kind, f.target), []).append((name, f))
-    return _INDEX
-
-
-_PUBLIC = ("torch.nn.functional", "torch", "torch.linalg", "operator")
-
-
-def _fn_names(fn: Any) -> list[str]:
-    """The names a function is looked up by: the public modules that hold this very object (F.gelu is
-    ``torch._C._nn.gelu`` underneath), then its own module."""
-    import importlib
-    name = getattr(fn, "__name__", "")
-    out = []
-    for m in _PUBLIC:
-        if getattr(importlib.import_module(m), name, None) is fn:
-            out.append(f"{m}.{name}")
-    own = _fn_name(fn)
-    return out + ([own] if own not in out else [])
-
-
-def _fn_name(fn: Any) -> str:
-    mod = getattr(fn, "__module__", None) or ""
-    if mod == "_operator":
-        mod = "operator"
-    if mod.startswith("torch._C") or mod == "torch._tensor":
-        mod = "torch"
-    return f"{mod}.{getattr(fn, '__name__', repr(fn))}"
-
-
 class _Conv:
     """Converts the graph of one traced module."""
 
@@ -121,11 +77,15 @@ class _Conv:
         self.params: dict[str, int] = {}        # get_attr node -> index of its param SNode
         self.labels: set[str] = set()
         self.index = form_index()
+        self.cur: Any = None                    # the fx node being converted (where a failure is)
 
     def fail(self, n: Any, why: str) -> ImportFailure:
-        return ImportFailure(f"{why} (at `{n.format_node()}`)" if hasattr(n, "format_node") else why)
+        e = ImportFailure(f"{why} (at `{n.format_node()}`)" if hasattr(n, "format_node") else why)
+        return locate(e, where_node(n).under(self.t.path, self.body.cls)) if hasattr(n, "meta") else e
 
     def add(self, node: SNode, val: Val | list[Val]) -> Ref:
+        if not finite(node.args):   # (MaxPool2dSame pads with -inf): the class is kept whole instead
+            raise self.fail(self.cur, f"{node.op} with a non-finite number, which a spec cannot write")
         self.body.nodes.append(node)
         i = len(self.body.nodes) - 1
         vals = val if isinstance(val, list) else [val]
@@ -136,7 +96,7 @@ class _Conv:
                 if node.kind == "op" and not OPS[node.op].stateful:
                     node.label = None       # a parameter-free module called again (ResNet's self.relu)
                 else:
-                    raise ImportFailure(f"module {node.label} is called twice (shared weights)")
+                    raise self.fail(self.cur, f"module {node.label} is called twice (shared weights)")
             else:
                 self.labels.add(node.label)
         return Ref(i, 0)
@@ -188,6 +148,7 @@ class _Conv:
     def run(self) -> Body:
         first = True
         for n in self.t.gm.graph.nodes:
+            self.cur = n
             val = self.t.vals.get(n.name)
             if n.op == "placeholder":
                 if not first:
@@ -315,7 +276,7 @@ class _Conv:
         kind = "method" if n.op == "call_method" else "function"
         target = n.target
         if n.op != "call_method":
-            names = _fn_names(n.target)
+            names = fn_names(n.target)
             target = next((t for t in names if (kind, t) in self.index), names[0])
         if n.op == "call_function" and n.target is operator.getitem:
             return self.getitem(n, val)
@@ -514,6 +475,7 @@ class _Conv:
             self.env[n.name] = self.add(SNode("op", "gather_rows", {}, None, [src, ix]), val)
             return
         sv = self.vals[src]
+        idx = _consts(idx, self.env)        # x[:, :n] with n = t.shape[1]: a size known at trace time
         items = list(idx) if isinstance(idx, tuple) else [idx]
         if any(i is None for i in items):
             raise self.fail(n, "indexing with None (a new axis)")
@@ -572,6 +534,14 @@ def _hoist_params(body: Body) -> None:
 
 def _has_tensor(v: Val) -> bool:
     return v.kind == "tensor" or any(_has_tensor(i) for i in v.items)
+
+
+def _consts(a: Any, env: dict[str, Any]) -> Any:
+    if isinstance(a, (slice, tuple)):
+        got = tuple(_consts(v, env) for v in ((a.start, a.stop, a.step) if isinstance(a, slice) else a))
+        return slice(*got) if isinstance(a, slice) else got
+    c = env.get(a.name) if hasattr(a, "name") and hasattr(a, "op") else None
+    return c.value if isinstance(c, _Const) and isinstance(c.value, int) else a
 
 
 def _plain(v: Val) -> Any:

@@ -30,7 +30,12 @@ FAKE_PARAMS = 30_000_000
 
 class ImportFailure(Exception):
     """A module the importer cannot express: the enclosing class becomes a plugin or the import fails with
-    ``message`` (the module path and class are added by the caller)."""
+    ``message`` (the module path and class are added by the caller; the source line, when the failure was
+    located by :func:`.fallback.locate`, ends the text)."""
+
+    def __str__(self) -> str:
+        where = getattr(self, "_archdsl_where", None)
+        return super().__str__() + (where.text() if where is not None else "")
 
 
 @dataclass
@@ -269,15 +274,18 @@ class _Runs:
 
 
 def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
-                on_fail: Callable[[str, Any, str], None]) -> tuple[dict[int, ModuleInfo], dict[str, Traced]]:
+                on_fail: Callable[[str, Any, str, Any], None]) -> tuple[dict[int, ModuleInfo], dict[str, Traced]]:
     """Trace every module of ``model`` that becomes a block or group body.
 
     ``leaf(m)`` says whether a module is an op or a plugin (never traced into). A non-leaf module called
     with one tensor that gives one tensor is traced on its own; any other is traced through as part of
-    its parent. ``on_fail(path, module, why)`` is told of a module fx cannot trace (the caller keeps it as
-    a plugin or reports it). Returns the hook records and the traced bodies by module path.
+    its parent. ``on_fail(path, module, why, where)`` is told of a module fx cannot trace (the caller keeps
+    it as a plugin or reports it; ``where``: the :class:`~.fallback.Where` of the failing code). Returns the
+    hook records and the traced bodies by module path.
     """
     import torch.fx as fx
+
+    from .fallback import Where, mark_node, note_module, where_traced
     model.eval()
     infos = _record(model, example)
     root = infos[id(model)]
@@ -293,9 +301,21 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
         def is_leaf_module(self, m: Any, qualname: str) -> bool:
             return not inline(m)
 
+        def call_module(self, m: Any, forward: Any, args: Any, kwargs: Any) -> Any:
+            try:
+                return super().call_module(m, forward, args, kwargs)
+            except Exception as e:      # the innermost module traced through names the failure
+                note_module(e, self.path_of_module(m), class_name(m))
+                raise
+
+        def create_node(self, *args: Any, **kwargs: Any) -> Any:
+            node = super().create_node(*args, **kwargs)
+            mark_node(node)
+            return node
+
     # every body's graph (symbolic tracing is cheap), breadth first: a body's children after it
     graphs: dict[int, Any] = {}
-    failed: dict[int, str] = {}
+    failed: dict[int, tuple[str, Any]] = {}     # id(module) -> (why, where)
     order: list[tuple[Any, Any]] = []     # (module, its parent body or None)
     pending: list[tuple[Any, Any]] = [(model, None)]
     while pending:
@@ -308,13 +328,16 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
             sig = inspect.signature(m.forward)
             concrete = {k: p.default for i, (k, p) in enumerate(sig.parameters.items())
                         if i > 0 and p.default is not inspect.Parameter.empty}
-            graph = _trace(Tracer, m, concrete)
+            try:
+                graph = _trace(Tracer, m, concrete)
+            except Exception:   # noqa: BLE001 - control flow on sizes: trace again at the real shapes
+                graph = _trace_concrete(Tracer, m, info.inputs, concrete)
             graphs[id(m)] = fx.GraphModule(m, graph)
         except ImportFailure as e:
-            failed[id(m)] = str(e)
+            failed[id(m)] = (e.args[0] if e.args else str(e), where_traced(e).under(info.path, class_name(m)))
             continue
         except Exception as e:     # fx's TraceError, a TypeError from a Proxy in control flow, ...
-            failed[id(m)] = _why(e)
+            failed[id(m)] = (_why(e), where_traced(e).under(info.path, class_name(m)))
             continue
         for n in graph.nodes:
             if n.op == "call_module":
@@ -330,10 +353,13 @@ def trace_model(model: Any, example: Any, *, leaf: Callable[[Any], bool],
         if parent is not None and id(parent) not in done:
             continue
         info = infos[id(m)]
+        if id(m) in failed:
+            on_fail(info.path, m, *failed[id(m)])
+            continue
         vals = runs.vals.get(id(m), "the module was not run by its parent's graph")
-        why = failed.get(id(m)) or runs.failed.get(id(m)) or (vals if isinstance(vals, str) else None)
+        why = runs.failed.get(id(m)) or (vals if isinstance(vals, str) else None)
         if why is not None or isinstance(vals, str):
-            on_fail(info.path, m, why or str(vals))
+            on_fail(info.path, m, why or str(vals), Where(info.path, class_name(m)))
             continue
         bodies[info.path] = Traced(info.path, m, graphs[id(m)], vals, tuple(info.inputs[0].shape[1:]))
         done.add(id(m))
@@ -350,6 +376,29 @@ def _trace(tracer: Any, m: Any, concrete: dict[str, Any]) -> Any:
         return t.trace(m, concrete_args=concrete or None)
     except Exception:       # control flow on a buffer: the plain trace (its failure is the one reported)
         return tracer().trace(m, concrete_args=concrete or None)
+
+
+def _trace_concrete(tracer: type, m: Any, inputs: list[Any], concrete: dict[str, Any]) -> Any:
+    """The graph of ``m`` traced on real inputs of its recorded shapes (:mod:`.concrete`: conditions on sizes
+    take the branch the run takes) at both batch sizes, which must give the same graph. The recorded inputs
+    are shapes only (meta tensors); a condition on values is refused whatever the values, so random ones do."""
+    import torch
+
+    from .concrete import DataDependent, concrete_tracer
+    from .fallback import locate, where_traced
+    graphs = []
+    for k, x in enumerate(inputs):
+        g = torch.Generator().manual_seed(k)
+        real = (torch.randn(x.shape, generator=g, dtype=x.dtype) if x.dtype.is_floating_point
+                else torch.zeros(x.shape, dtype=x.dtype))
+        try:
+            graphs.append(concrete_tracer(tracer, m, real, concrete).trace(m, concrete_args=concrete or None))
+        except DataDependent as e:
+            raise locate(ImportFailure(str(e)), where_traced(e)) from None
+    if len(graphs) > 1 and str(graphs[0]) != str(graphs[1]):
+        raise ImportFailure("data-dependent control flow (the forward takes other branches at batch sizes "
+                            f"{BATCHES[0]} and {BATCHES[1]})")
+    return graphs[0]
 
 
 def _why(e: Exception) -> str:

@@ -432,10 +432,16 @@ def _cat_form(c: TorchCall) -> dict[str, Any] | None:
 
 def _stack_form(c: TorchCall) -> dict[str, Any] | None:
     d = c.arg(1, "dim", 0)
-    if d >= 0 and d == c.batch_axes[0]:
-        # the new axis goes in front of the batch (torch.stack(logits).sum(0)): per sample it is dim d
-        return {"dim": d + 1}
-    return {"dim": d if d < 0 else c.spec_dim(d)}
+    b = c.batch_axes[0] if c.batch_axes else 0
+    if len(set(c.batch_axes)) > 1:
+        return None
+    if d < 0 or b == -1:
+        return {"dim": d if d < 0 else c.spec_dim(d)}
+    # a new axis at or before the batch (torch.stack(heads, dim=0)) moves the batch behind it; per sample
+    # it is the same stack, at the sample's dim d
+    if d > len(c.in_shapes[0]) + 1:
+        raise ShapeError(f"dimension {d} is out of range for stacking rank-{len(c.in_shapes[0]) + 1} tensors")
+    return {"dim": d + 1 if d <= b else d}
 
 
 def _softmax_form(c: TorchCall) -> dict[str, Any] | None:
