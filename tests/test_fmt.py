@@ -450,3 +450,20 @@ def test_a_keyword_label_is_quoted_where_it_must_be(word: str) -> None:
     out = print_spec(spec)
     assert ast_equal(parse(Source(out, "t.arch")), spec), out
     assert format_text(text) == out
+
+
+def test_a_long_list_of_literals_fills_its_lines() -> None:
+    """An imported buffer table (hundreds of numbers) fills lines up to the width rather than one value per
+    line (SwinV2's coordinate tables made a 6,543-line spec, over the source-line limit); the text reads
+    back to the same tree, and a list of calls still breaks one item per line."""
+    values = ", ".join(f"{(-1) ** k * k / 7:.6f}" for k in range(300))
+    text = (f"network n:\n    input [3, 8, 8]\n    t = buffer([300], persistent=false, values=[{values}])\n"
+            "    conv2d(8, 3)\n")
+    out = _roundtrip(text, "n.arch")
+    lines = out.splitlines()
+    body = [ln for ln in lines if re.fullmatch(r"\s+-?[0-9].*", ln)]
+    assert 300 // 12 <= len(body) <= 300 // 8, len(body)        # about 10 per line, not 300 lines
+    assert all(len(ln) <= WIDTH for ln in lines)
+    calls = "[" + ", ".join(f"conv2d({k}, 3, padding=1, bias=false)" for k in range(1, 12)) + "]"
+    wide = format_text(f"network m:\n    input [3, 8, 8]\n    {calls}\n", "m.arch")
+    assert sum("conv2d(" in ln for ln in wide.splitlines()) == 11      # one call per line

@@ -7,7 +7,7 @@ quotes unless the value holds one; numbers as Python writes them (``repr``, the 
 leading zeros); one blank line between top-level definitions (consecutive imports stay together); inside a
 body, a blank line where the source had one or more (from the comment map). A line longer than :data:`WIDTH` columns is wrapped inside one of its brackets (the
 indenter ignores line breaks inside ``()`` and ``[]``), its items on one indented line or one per line with
-a trailing comma; a line that carries an ``# archc:`` directive is never wrapped, since the directive
+a trailing comma (a long list of plain literals — an imported table — fills its lines instead); a line that carries an ``# archc:`` directive is never wrapped, since the directive
 applies to the diagnostics of its own line. A line without brackets stays long.
 
 Comments are not in the AST: they travel in a :class:`~archdsl.lang.comments.CommentMap` beside it.
@@ -15,6 +15,7 @@ Comments are not in the AST: they travel in a :class:`~archdsl.lang.comments.Com
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from typing import Union
 
@@ -235,6 +236,8 @@ def _layout(parts: Parts, indent: str, width: int) -> list[str]:
     joined = ", ".join(_flat(it) for it in g.items)
     if len(inner) + len(joined) <= width:
         lines.append(inner + joined)
+    elif len(g.items) > _FILL_MIN and all(_LITERAL.fullmatch(_flat(it)) for it in g.items):
+        lines.extend(_fill([_flat(it) for it in g.items], inner, width, g.comma))
     else:
         for k, item in enumerate(g.items):
             sub = _layout(item, inner, width - 1)
@@ -242,6 +245,28 @@ def _layout(parts: Parts, indent: str, width: int) -> list[str]:
                 sub[-1] += ","
             lines.extend(sub)
     lines.extend(_layout([g.close, *parts[i + 1:]], indent, width))
+    return lines
+
+
+# a long list of plain literals (an imported table of buffer values) fills its lines: one value per line
+# would make a 4,096-value table a 4,096-line file
+_FILL_MIN = 8
+_LITERAL = re.compile(r"-?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?|inf|nan)|true|false|none")
+
+
+def _fill(items: list[str], indent: str, width: int, comma: bool) -> list[str]:
+    """``items`` (each followed by a comma, the last one only where the grammar takes a trailing comma)
+    as lines of ``indent`` filled up to ``width``."""
+    lines: list[str] = []
+    cur = ""
+    for k, it in enumerate(items):
+        text = it + ("," if comma or k < len(items) - 1 else "")
+        if cur and len(indent) + len(cur) + 1 + len(text) > width:
+            lines.append(indent + cur)
+            cur = ""
+        cur = f"{cur} {text}" if cur else text
+    if cur:
+        lines.append(indent + cur)
     return lines
 
 
