@@ -16,7 +16,8 @@ from typing import Any, Iterable
 __all__ = ["CATEGORIES", "classify", "first_line", "family_ok", "summary_lines", "write_table"]
 
 #: every failure reason, in the order the tables list them
-CATEGORIES = ("unsupported op", "data-dependent control flow", "buffer", "trace failure", "import error",
+CATEGORIES = ("unsupported op", "data-dependent control flow", "buffer", "shared weights", "trace failure",
+              "import error",
               "check error", "build error", "load mismatch", "output mismatch", "forward error", "model error",
               "timeout", "memory", "crash")
 
@@ -30,6 +31,8 @@ _CONTROL = re.compile(r"control flow|data[- ]dependent|symbolically traced varia
 _BUFFER = re.compile(r"\bbuffers?\b|register_buffer", re.IGNORECASE)
 _TRACE = re.compile(r"\btrac(?:e|ed|ing)\b|torch\.fx|\bproxy\b|\bfx\b|meta (?:tensor|device)", re.IGNORECASE)
 _QUOTED = re.compile(r"[`'\"]([^`'\"\s][^`'\"]{0,60})[`'\"]")
+_WHY = re.compile(r"cannot be imported: (.+)")
+_SHARED = re.compile(r"called twice|shared weights")
 _KEY = re.compile(r"(?:lacks|has) \d+ key\(s\)[^:]*: ([^,;\s]+)")
 
 
@@ -58,6 +61,13 @@ def classify(stage: str, error: str | None, exc_type: str | None = None) -> tupl
     if stage == "create":
         return "model error", first_line(text)
     if stage == "import":
+        m = _WHY.search(text)
+        if m:       # the importer's located report: "module 'cpe1' (Class) cannot be imported: WHY (at `...`)"
+            why = m.group(1).split(" (at `")[0]
+            cat = ("data-dependent control flow" if _CONTROL.search(why) else "shared weights" if _SHARED.search(why)
+                   else "buffer" if _BUFFER.search(why) else "trace failure" if _TRACE.search(why)
+                   else "unsupported op")
+            return cat, first_line(why, 100)
         if _UNSUPPORTED.search(text):
             m = _QUOTED.search(text)
             return "unsupported op", m.group(1) if m else first_line(text, 60)

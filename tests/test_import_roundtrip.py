@@ -231,6 +231,17 @@ def test_failure_classifier_on_real_messages() -> None:
             ("data-dependent control flow", "TraceError: Proxy object cannot be iterated"),
         ("import", "TraceError: could not trace getattr on a meta tensor", "TraceError"):
             ("trace failure", "TraceError: could not trace getattr on a meta tensor"),
+        ("import", "error: module 'cpe1' (timm.models.coat.ConvPosEnc) cannot be imported: module cpe1.proj is "
+                   "called twice (shared weights) (at `%cpe1_proj_1 = call_module`) at coat.py:179", "ArchError"):
+            ("shared weights", "module cpe1.proj is called twice (shared weights)"),
+        ("import", "error: module 'attn' (m.Attn) cannot be imported: 'Proxy' object does not support item "
+                   "assignment at mvitv2.py:196", "ArchError"):
+            ("trace failure", "'Proxy' object does not support item assignment at mvitv2.py:196"),
+        ("import", "error: the model (m.Eva) cannot be imported: non-persistent buffer pos_embed of 32768 values",
+         "ArchError"): ("buffer", "non-persistent buffer pos_embed of 32768 values"),
+        ("import", "error: module 'pe' (m.PE) cannot be imported: no op of the language is written as the "
+                   "function torch.arange (at `%arange = ...`)", "ArchError"):
+            ("unsupported op", "no op of the language is written as the function torch.arange"),
         ("import", "error: spec line 3: something else", "ArchError"): ("import error",
                                                                        "error: spec line 3: something else"),
         ("import", "KeyError: 'x'", "KeyError"): ("crash", "KeyError: 'x'"),
