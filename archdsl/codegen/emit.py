@@ -23,9 +23,10 @@ from dataclasses import replace
 from typing import Any
 
 from ..ir import Graph
-from ..ops import HELPERS, Lit
+from ..ops import HELPERS
 from ..passes.head import head_features
 from ..passes.sizes import input_contract
+from .head import RESET_HEAD_HELPER
 from .names import (RESERVED_GLOBALS, GenerationError, attr_ok, camel, check_child_name, fmt_value, literal,
                     py_identifier, unique)
 from .program import PLAIN_CALL, Body, Ctor, Stmt, UnitCall, build_body, holes_of, module_chain
@@ -182,6 +183,11 @@ class _Parts:
         # identity among them an ``nn.Identity`` child): what archdsl.codegen.fxnames replays
         self.bodies: dict[str, Body] = {}
         self.sequential: set[str] = set()
+        # the head container of a classifier (:func:`_classifier_head`): its children where it is an
+        # nn.Sequential; else its class gets ``forward_pre_logits`` (its forward without the classifier)
+        self.head = head_features(graph)
+        self.seq_children: dict[str, tuple[str, ...]] = {}
+        self.pre_method = False
         fwd_units = [p for p, u in h.units.items() if p and u.forward]
         fwd_units.sort(key=lambda p: (-_depth(h, p), h.pos[h.units[p].region[0]]))
         for p in fwd_units:
@@ -193,6 +199,7 @@ class _Parts:
                 unit_exprs[p] = seq
                 self.bodies[p] = body
                 self.sequential.add(p)
+                self.seq_children[p] = tuple(st.name for st in body.stmts)
                 continue
             if u.kind == "block":
                 body = _module_chain_body(body)
@@ -216,10 +223,23 @@ class _Parts:
         self.expand = expand
         for spec in self.classes:   # children before parents: a class exists before any instance that uses it
             spec.finish(expand)
+            pre = self._pre_logits_class(spec)
+            self.pre_method = self.pre_method or pre
             spec.text = render_class(spec, doc=f"Block {spec.base} of the spec ({len(spec.bodies)} instance"
-                                     f"{'s' if len(spec.bodies) != 1 else ''} in this network).", expand=expand)
+                                     f"{'s' if len(spec.bodies) != 1 else ''} in this network).", expand=expand,
+                                     pre_logits_method=pre)
         self.root = ClassSpec(self.root_name, [root])
         self.root.finish(expand)
+
+    def _pre_logits_class(self, spec: ClassSpec) -> bool:
+        """``spec`` is the one-instance class of a head container that is no nn.Sequential (torchvision
+        ConvNeXt's norm, flatten, linear) whose forward ends in the classifier: it gets ``forward_pre_logits``."""
+        h = self.head
+        if not h or not h["inline"] or len(spec.bodies) != 1 or spec.template.unit.path != h["inline"]:
+            return False
+        real = [st for st in spec.template.stmts if st.kind != "alias"]
+        return bool(real) and len(h["classifiers"]) == 1 and real[-1].ref == h["classifiers"][0][len(h["inline"]) + 1:] \
+            and len(real[-1].ins) == 1 and spec.template.returns == real[-1].outs
 
     def root_values(self) -> list[Any]:
         """The root's literal values in order (after expanding the children's constructor calls)."""
@@ -311,7 +331,7 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
     root_text = render_class(parts.root, doc=doc, class_attrs=extra, root=True,
                              outputs=[n for n, _ in graph.outputs],
                              channels_last=memory_format == "channels_last" and len(graph.input_shape) == 3,
-                             expand=parts.expand, head=_classifier_head(graph), contract=contract, cast=cast,
+                             expand=parts.expand, head=_classifier_head(graph, parts), contract=contract, cast=cast,
                              output_list=graph.output_list)
     note = source_note or graph.name
     lines = [
@@ -327,19 +347,38 @@ def generate(graph: Graph, *, source_note: str = "", class_prefix: str = "",
         lines += ["", HELPERS[hname].strip("\n"), ""]
     if "_reset_linear(self" in root_text:
         lines += ["", RESET_LINEAR_HELPER, ""]
+    if "_reset_head(self" in root_text:
+        lines += ["", RESET_HEAD_HELPER, ""]
     for spec in parts.classes:
         lines += ["", spec.text, ""]
     lines += ["", root_text, "", "", *_smoke(parts.root_name, graph)]
     return "\n".join(lines)
 
 
-def _classifier_head(graph: Graph) -> HeadInfo | None:
-    """timm's head facts (:func:`archdsl.passes.head.head_features`) of a network ending in a classifier."""
+def _classifier_head(graph: Graph, parts: _Parts) -> HeadInfo | None:
+    """timm's head facts (:func:`archdsl.passes.head.head_features`) of a network ending in a classifier. A
+    head container to run child by child must have become an nn.Sequential with one child per node (else no
+    head API rather than a wrong one)."""
     h = head_features(graph)
     if h is None:
         return None
+    children: tuple[str, ...] = ()
+    inline, split, pre_method = h["inline"], h["split_node"], False
+    if inline:
+        body = next((b for c in parts.classes for b in c.bodies if b.unit.path == inline), None)
+        if inline in parts.seq_children:    # an nn.Sequential(...) of the network (LeNet's)
+            children = parts.seq_children[inline]
+        elif body is not None and module_chain(body):
+            children = tuple(c.path for c in body.ctors)
+        elif parts.pre_method:              # its class has forward_pre_logits: the head calls it whole
+            inline, split, pre_method = None, None, True
+        else:
+            return None
+        if inline and len(children) != len(h["inline_nodes"]):
+            return None
     return HeadInfo(h["num_features"], h["head_hidden_size"], h["num_classes"], h["global_pool"], h["output_fmt"],
-                    h["flatten"], h["head_len"])
+                    h["flatten"], h["head_len"], tuple(h["classifiers"]), tuple(h["layers"]),
+                    h["layer_kind"] == "conv", split, inline, children, tuple(h["inline_nodes"]), pre_method)
 
 
 def _smoke(name: str, graph: Graph) -> list[str]:

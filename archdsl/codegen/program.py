@@ -73,6 +73,7 @@ class Body:
     returns: tuple[int, ...] = ()
     helpers: set[str] = field(default_factory=set)
     in_shapes: list[tuple[int, ...]] = field(default_factory=list)
+    node_vals: dict[int, int] = field(default_factory=dict)   # graph node -> its value here (no part of key())
 
     def key(self) -> tuple[Any, ...]:
         """The structure (cached: a body is complete once built)."""
@@ -225,6 +226,7 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
         body.returns = tuple(vals[o] for o in u.outputs)
     else:
         body.returns = tuple(vals[nid] for _, nid in g.outputs)
+    body.node_vals = vals
     return body
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..ops import MOD, In, Kw, Lit
 from ..passes.sizes import SizeContract
 from .names import RESERVED_GLOBALS, GenerationError, attr_ok, literal, py_identifier, unique
-from .head import RESET_LINEAR_HELPER, HeadInfo, with_head_api
+from .head import RESET_LINEAR_HELPER, HeadInfo, inline_head, split_at_node, with_head_api
 from .program import PLAIN_CALL, SEQUENTIAL_SLICE, Body, Ctor, Stmt, UnitCall, holes_of, module_chain
 
 __all__ = ["UnitCall", "ClassSpec", "render_class", "input_guard", "CHECK_INPUT_HELPER", "RESET_LINEAR_HELPER", "render_expr", "unit_call", "NL", "IND", "DED"]
@@ -406,7 +406,7 @@ def _reads_only_features(real: list[Stmt], j: int) -> int | None:
 def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]] | None = None, root: bool = False,
                  outputs: list[str] | None = None, channels_last: bool = False, expand: Any = None,
                  head: HeadInfo | None = None, contract: SizeContract | None = None,
-                 cast: str | None = None, output_list: bool = False) -> str:
+                 cast: str | None = None, output_list: bool = False, pre_logits_method: bool = False) -> str:
     """The class text. ``output_list``: several outputs are returned as a list (else a dict by name). ``contract`` (the root): the forward first checks its input against it
     (:func:`input_guard`). ``head`` (the root of a classifier: ``(num_features, num_classes)``) adds timm's model
     API where the forward has a classification head (see :func:`_head_start`): ``forward_features``,
@@ -471,6 +471,12 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     if channels_last:
         body.append(f"{ins[0]} = {ins[0]}.contiguous(memory_format=torch.channels_last)  # chosen by the deploy pass")
     real = [s for s in t.stmts if s.kind != "alias"]
+    values = dict(t.node_vals)
+    if head is not None and head.inline and not channels_last:   # (a head container run child by child)
+        kinds = dict(kinds)
+        inlined = inline_head(real, names, kinds, head)
+        head = None if inlined is None else head
+        real, values = (real, values) if inlined is None else (inlined[0], {**values, **inlined[1]})
     last: dict[str, int] = {}
     for si, s in enumerate(real):
         for i in s.ins:
@@ -478,6 +484,8 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
     returned = {names[v] for v in t.returns}
     comments = len(spec.bodies) == 1
     split = _head_start(real, t.n_in, t.returns, head.head_len) if head is not None and not channels_last else None
+    if head is not None and head.split_node is not None and not channels_last:   # the newer forms: by graph node
+        split = split_at_node(real, {a.outs[0]: a.ins[0] for a in t.stmts if a.kind == "alias"}, values, head)
     starts: list[int] = []
     for si, s in enumerate(real):
         starts.append(len(body))
@@ -510,6 +518,10 @@ def render_class(spec: ClassSpec, *, doc: str, class_attrs: list[tuple[str, str]
         body.append("return " + ", ".join(rets))
     if split is None or head is None:
         lines += ["        " + b for b in body]
+        if pre_logits_method:   # a head container: its forward without the classifier, its last statement
+            lines += ["", f"    def forward_pre_logits(self, {', '.join(f'{i}: torch.Tensor' for i in params)}) -> {ann}:",
+                      '        """timm\'s pre-logits: the forward without its last layer, the classifier."""']
+            lines += ["        " + b for b in body[:starts[-1]]] + [f"        return {names[real[-1].ins[0]]}"]
         return "\n".join(lines)
     return "\n".join(with_head_api(spec.params, lines, body, starts, real, split, names, params, head))
 

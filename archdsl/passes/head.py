@@ -12,6 +12,7 @@ from .features import _ADAPTIVE_OPS, _CHW, _CTHW, _HWC, _MODULE_KINDS, _upstream
 __all__ = ["head_features", "with_classifier"]
 
 _POOL_OPS = frozenset({"mean", "avgpool", "maxpool", "avgpool3d", "maxpool3d", *_ADAPTIVE_OPS})
+_NORM_OPS = frozenset({"batchnorm", "layernorm", "groupnorm", "rmsnorm"})
 
 
 def head_features(graph: Graph) -> dict[str, Any] | None:
@@ -24,8 +25,31 @@ def head_features(graph: Graph) -> dict[str, Any] | None:
     if len(graph.outputs) != 1 or len(graph.inputs) != 1:
         return None
     out = graph.node(graph.outputs[0][1])
-    if out.op != "linear" or len(out.shape) != 1 or not out.in_shapes:
+    if len(out.shape) != 1 or not out.in_shapes:
         return None
+    if out.op != "linear":   # a convolutional classifier, or two heads averaged
+        return _conv_head(graph, out) or _two_heads(graph, out)
+    top = (out.module or out.name).split(".")[0]
+    if top != (out.module or out.name):
+        members = _container_chain(graph, top, out)
+        if members is not None and graph.node(members[0]).inputs == [graph.inputs[0]] and len(members) > 1:
+            return _whole_container(graph, out, top, members)   # LeNet: the whole network is one container
+        if members is not None and _only_norms(graph, members[:-1]) \
+                and any(graph.node(i).op in _POOL_OPS | _NORM_OPS for i in members[:-1]):
+            # a head container that pools or normalizes, then the linear (RepVGG's, FastViT's ClassifierHead,
+            # torchvision ConvNeXt's norm + flatten + linear): timm's pre-logits are what enters the linear,
+            # and reset_classifier replaces the linear only (a dropout + linear container needs none of this)
+            h = _legacy_head(graph, out)
+            if h is not None:
+                h.update(_inline_facts(top, members, (str(out.module),), (str(out.module),), "linear",
+                                       h["feature_node"]))
+                h["head_hidden_size"], h["flatten"] = out.in_shapes[0][0], False
+            return h
+    return _legacy_head(graph, out)
+
+
+def _legacy_head(graph: Graph, out: Node) -> dict[str, Any] | None:
+    """The facts of a network whose output is one linear (the first form :func:`head_features` knew)."""
     # pre-logits: what enters the top-level module that holds the classifier (ResNet's 2048 into ``fc``,
     # MobileNetV3's 960 into its ``classifier`` Sequential)
     top = (out.module or out.name).split(".")[0]
@@ -65,7 +89,164 @@ def head_features(graph: Graph) -> dict[str, Any] | None:
     return {"num_features": channels, "feature_shape": tuple(feat.shape),
             "head_hidden_size": hidden, "num_classes": out.shape[0],
             "global_pool": "avg" if pooled else "token", "output_fmt": fmt, "flatten": flatten,
-            "classifier": out.module, "feature_node": nid, "head_len": head_len}
+            "classifier": out.module, "feature_node": nid, "head_len": head_len, **_inline_facts()}
+
+
+def _inline_facts(container: str | None = None, members: list[int] | None = None, classifiers: tuple[str, ...] = (),
+                  layers: tuple[str, ...] = (), kind: str = "linear", feature: int | None = None) -> dict[str, Any]:
+    """The facts of the newer head forms: ``classifiers`` (the modules reset_classifier(0) replaces by identity
+    and pre-logits skip; empty: the top-level module of the one linear), ``layers`` (the classifier layers a
+    positive reset_classifier replaces), ``layer_kind`` ('linear' or 'conv'), ``inline`` (a container of the
+    network's own, one node per child in a chain, whose children forward_head runs one by one: the
+    classifier is one of them) with ``inline_nodes`` (its nodes, in order) and ``split_node`` (where
+    forward_features ends, found by node rather than by the legacy statement walk)."""
+    return {"classifiers": classifiers, "layers": layers, "layer_kind": kind, "inline": container,
+            "inline_nodes": tuple(members or ()), "split_node": feature}
+
+
+def _container_chain(graph: Graph, top: str, last: Node) -> list[int] | None:
+    """The nodes of the top-level container ``top`` (in order) where they form a chain of direct children
+    (one node each, the first on the container's input) ending in ``last``; else None."""
+    members = [n for n in graph.records() if n.op != "identity"
+               and (n.module or n.name).startswith(top + ".")]
+    if not members or members[-1].id != last.id:
+        return None
+    seen: set[str] = set()
+    for k, n in enumerate(members):
+        child = (n.module or n.name)[len(top) + 1:]
+        if not child or "." in child or child in seen or len(n.inputs) != 1 or n.op in ("input", "parameter"):
+            return None
+        seen.add(child)
+        if k and _skip_identity(graph, n.inputs[0]) != members[k - 1].id:
+            return None
+    return [n.id for n in members]
+
+
+def _skip_identity(graph: Graph, nid: int) -> int:
+    n = graph.node(nid)
+    while n.op == "identity" and len(n.inputs) == 1:
+        n = graph.node(n.inputs[0])
+    return n.id
+
+
+def _only_norms(graph: Graph, nids: list[int]) -> bool:
+    """No layer with parameters among ``nids`` but norms."""
+    return all(not graph.node(i).params or graph.node(i).op in _NORM_OPS for i in nids)
+
+
+def _facts(graph: Graph, nid: int, pooled: bool, hidden: int, num_classes: int, classifier: Any,
+           pool: str | None = None) -> dict[str, Any]:
+    """The common facts, the features ending at ``nid``."""
+    feat = graph.node(nid)
+    axes = receptive_fields(graph)[nid].axes
+    fmt = "NHWC" if axes == _HWC else "NLC" if len(feat.shape) == 2 else "NCTHW" if axes == _CTHW else "NCHW"
+    return {"num_features": feat.shape[0] if fmt in ("NCHW", "NCTHW") else feat.shape[-1],
+            "feature_shape": tuple(feat.shape), "head_hidden_size": hidden, "num_classes": num_classes,
+            "global_pool": pool or ("avg" if pooled else "token"), "output_fmt": fmt, "flatten": False,
+            "classifier": classifier, "feature_node": nid, "head_len": None}
+
+
+def _features_before(graph: Graph, nid: int) -> tuple[int, bool]:
+    """Back from ``nid`` (what enters the head's first unit) over the parameter-free steps of the network
+    itself (dropout, flatten, global pooling): (where the features end, whether a pooling was passed). A
+    pooling with a window (NiN's last max-pool) belongs to the features, as timm's."""
+    pooled = False
+    while True:
+        n = graph.node(nid)
+        local = n.op in _POOL_OPS and n.op not in _ADAPTIVE_OPS and n.op != "mean" \
+            and any(d != 1 for d in n.shape[1:])
+        if n.op == "input" or n.params or len(n.inputs) != 1 or n.op in ("linear", "conv2d", "conv3d") or local \
+                or any(f.kind in _MODULE_KINDS and f.path for f in n.scope):
+            return nid, pooled
+        pooled = pooled or n.op in _POOL_OPS
+        nid = n.inputs[0]
+
+
+def _whole_container(graph: Graph, out: Node, top: str, members: list[int]) -> dict[str, Any] | None:
+    """LeNet: the whole network in one container. The features end at its last map (before the flatten);
+    the head is the rest (flatten, the hidden linears), the classifier its last linear, as timm's VGG keeps
+    its pre-logits layers."""
+    k = len(members) - 1
+    while k > 0 and len(graph.node(members[k - 1]).shape) == 1:
+        k -= 1
+    if k == 0 or len(graph.node(members[k - 1]).shape) != 3:
+        return None
+    h = _facts(graph, members[k - 1], False, out.in_shapes[0][0], out.shape[0], out.module, "flatten")
+    h.update(_inline_facts(top, members, (str(out.module),), (str(out.module),), "linear", members[k - 1]))
+    return h
+
+
+def _conv_head(graph: Graph, out: Node) -> dict[str, Any] | None:
+    """A convolutional classifier (SqueezeNet's 1x1 conv, NiN's last block): a conv to ``num_classes`` channels,
+    then parameter-free steps with a global pooling to the class vector. num_features are the channels
+    entering the classifier's unit (timm's rule for conv classifiers); reset_classifier(0) replaces that unit
+    by identity, so the pooled features come out."""
+    n, pooled = out, False
+    while not n.params:
+        if len(n.inputs) != 1 or n.op == "input":
+            return None
+        pooled = pooled or (n.op in _POOL_OPS and all(d == 1 for d in n.shape[1:]))
+        n = graph.node(n.inputs[0])
+    if n.op != "conv2d" or not pooled or n.shape[0] != out.shape[0] or not n.module:
+        return None
+    top = n.module.split(".")[0]
+    entry = first = n   # (the head's first node; the classifier unit's first node)
+    if top == n.module:
+        facts = _inline_facts(None, None, (top,), (top,), "conv")
+    else:
+        members = _container_chain(graph, top, graph.node(max(m.id for m in graph.records()
+                                                                if (m.module or m.name).startswith(top + "."))))
+        if members is None:
+            return None
+        entry = graph.node(members[0])
+        if _only_norms(graph, [m for m in members if m != n.id]):   # SqueezeNet: the conv alone is the classifier
+            facts = _inline_facts(top, members, (n.module,), (n.module,), "conv")
+        else:                                                        # NiN: its last block is
+            facts = _inline_facts(None, None, (top,), (n.module,), "conv")
+            first = entry
+    feat, _ = _features_before(graph, entry.inputs[0])
+    if len(graph.node(feat).shape) != 3:
+        return None
+    h = _facts(graph, feat, True, first.in_shapes[0][0], out.shape[0], n.module)
+    h.update(facts)
+    h["split_node"] = feat
+    return h
+
+
+def _two_heads(graph: Graph, out: Node) -> dict[str, Any] | None:
+    """Two linear heads averaged (DeiT's distilled head and dist head on two tokens, RepViT's distilled
+    classifier): as timm, pre-logits are the mean of the heads' inputs, reset_classifier(0) replaces the heads
+    by identity and a positive one replaces both linears."""
+    n = out
+    while n.op in ("scale", "scalar", "div", "mul") and len(n.inputs) == 1:
+        n = graph.node(n.inputs[0])
+    if n.op != "add" or len(n.inputs) != 2:
+        return None
+    linears, chains = [], []
+    for i in n.inputs:
+        m = graph.node(i)
+        if m.op != "linear" or m.shape != out.shape or not m.module:
+            return None
+        chain, k = [], m.inputs[0]
+        for _ in range(64):   # the single-input path up from the linear
+            chain.append(k)
+            node = graph.node(k)
+            if len(node.inputs) != 1:
+                break
+            k = node.inputs[0]
+        linears.append(m)
+        chains.append(chain)
+    common = next((c for c in chains[0] if c in chains[1]), None)
+    if common is None:
+        return None
+    tops = tuple(dict.fromkeys(str(m.module).split(".")[0] for m in linears))
+    units = [m for m in graph.records() if any((m.module or m.name).startswith(t + ".") or m.module == t for t in tops)]
+    entry = min(units, key=lambda m: m.id)
+    hidden = entry.in_shapes[0][-1] if entry.in_shapes else graph.node(common).shape[-1]
+    feat, pooled = _features_before(graph, common)
+    h = _facts(graph, feat, pooled, hidden, out.shape[0], tuple(str(m.module) for m in linears))
+    h.update(_inline_facts(None, None, tops, tuple(str(m.module) for m in linears), "linear", feat))
+    return h
 
 
 def _pooled_head_start(graph: Graph, nid: int) -> tuple[int, int] | None:
