@@ -26,6 +26,7 @@ from .astlit import callish as _callish, equal as _equal, kw as _kw, name_node a
 from .astlit import path_label as _path_label, value_name as _value_name, width as _width
 from .blocks import Blocks, Expr, Layer, is_act
 from .convert import Body, Ref, SNode
+from .reroll import reroll
 
 __all__ = ["lit", "ident", "build_spec", "print_spec"]
 
@@ -157,24 +158,22 @@ def _flat_items(prefix: str, body: Body, ctx: _Ctx) -> list[Item]:
 
 
 def _list_expr(body: Body, ctx: _Ctx) -> A.Expr | None:
-    """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``.
-    None when it cannot be one (:func:`_can_list`)."""
+    """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``,
+    runs of one block with linearly stepping arguments a comprehension (:mod:`.reroll`). None when it cannot
+    be one (:func:`_can_list`)."""
     if not _can_list(body):
         return None
-    runs: list[list[Any]] = []      # [expression, its text, count, named]
+    items: list[tuple[A.Expr, bool]] = []
     for i, node in enumerate(body.nodes):
         e = _item(node, ctx)
         named = node.label is not None and node.label != str(i)
         if named:
             assert node.label is not None
             e = _named(node.label, e)
-        text = print_expr(e)
-        if runs and runs[-1][1] == text and not named:
-            runs[-1][2] += 1
-        else:
-            runs.append([e, text, 1, named])
-    return A.ListExpr(_SPAN, [e if n == 1 else A.BinOp(_SPAN, "*", e, A.Num(_SPAN, n), _SPAN)
-                              for e, _, n, _ in runs])
+        items.append((e, named))
+    out = reroll(items)
+    # a list that is one comprehension is written as the comprehension (its items numbered 0..n-1)
+    return out[0] if len(out) == 1 and isinstance(out[0], A.ListComp) else A.ListExpr(_SPAN, out)
 
 
 def _is_chain(body: Body) -> bool:
