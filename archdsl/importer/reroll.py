@@ -21,7 +21,7 @@ from ..lang import ast as A
 from ..lang.printer import print_expr
 from .astlit import SPAN, num
 
-__all__ = ["reroll", "formula", "MIN_RUN"]
+__all__ = ["reroll", "reroll_lines", "formula", "MIN_RUN"]
 
 #: the fewest items written as a comprehension (any two numbers step linearly: two stay as they are)
 MIN_RUN = 3
@@ -172,15 +172,43 @@ def formula(values: list[Number]) -> Callable[[str], A.Expr] | None:
     return min(cands, key=lambda c: (not c.exact, c.cost)).expr
 
 
-def _shape(e: A.Expr) -> tuple[str, int, tuple[str, ...]] | None:
-    """What items of one run share: the callee's text, the number of positional arguments, the keywords."""
+#: a callee's default for a keyword it was called without (``Default(callee, keyword)``), None if none
+Default = Callable[[str, str], Union[A.Expr, None]]
+
+
+def _shape(e: A.Expr) -> tuple[str, int] | None:
+    """What items of one run share: the callee's name and the number of positional arguments."""
     if not isinstance(e, A.Call) or not isinstance(e.func, A.Name) or e.func.id == "named":
         return None
-    return e.func.id, len(e.args), tuple(k.name for k in e.kwargs)
+    return e.func.id, len(e.args)
 
 
-def _args(e: A.Call) -> list[A.Expr]:
-    return [*e.args, *(k.value for k in e.kwargs)]
+def _columns(run: list[A.Call], default: Default) -> tuple[list[str], list[list[A.Expr]]] | None:
+    """The keywords of a run (in order of first use) and each item's arguments, positional then keywords, a
+    keyword an item leaves out filled with the callee's default; None where a default is unknown."""
+    names: list[str] = []
+    for c in run:
+        names += [k.name for k in c.kwargs if k.name not in names]
+    rows: list[list[A.Expr]] = []
+    for c in run:
+        given = {k.name: k.value for k in c.kwargs}
+        row = list(c.args)
+        for n in names:
+            v = given[n] if n in given else default(c.func.id, n) if isinstance(c.func, A.Name) else None
+            if v is None:
+                return None
+            row.append(v)
+        rows.append(row)
+    return names, rows
+
+
+def _alternating(col: list[A.Expr], var: str) -> A.Expr | None:
+    """``a if i % 2 == 0 else b`` for a column alternating between two values (Swin's shifted windows)."""
+    texts = [print_expr(x) for x in col]
+    if len(col) < 3 or texts[0] == texts[1] or any(t != texts[k % 2] for k, t in enumerate(texts)):
+        return None
+    cond = A.Compare(SPAN, _bin("%", A.Name(SPAN, var), A.Num(SPAN, 2)), [("==", A.Num(SPAN, 0))])
+    return A.Ternary(SPAN, col[0], cond, col[1])
 
 
 def _names(e: A.Expr) -> set[str]:
@@ -198,39 +226,48 @@ def _names(e: A.Expr) -> set[str]:
     return out
 
 
-def _comprehension(run: list[A.Call]) -> A.Expr | None:
+def _comprehension(run: list[A.Call], default: Default) -> A.Expr | None:
     """The run as ``[Call(..., f(i), ...) for i in range(n)]``; None when an argument differs between items
-    and is not a number stepping linearly with the position."""
-    cols = list(zip(*(_args(c) for c in run)))
-    makers: dict[int, Callable[[str], A.Expr]] = {}
-    for k, col in enumerate(cols):
-        if len({print_expr(x) for x in col}) == 1:
-            continue
-        values = [_number(x) for x in col]
-        if any(v is None for v in values):
-            return None
-        f = formula([v for v in values if v is not None])
-        if f is None:
-            return None
-        makers[k] = f
-    if not makers:
+    and is neither a number stepping linearly with the position nor alternating between two values."""
+    cols_of = _columns(run, default)
+    if cols_of is None:
         return None
-    first = run[0]
-    taken = _names(first)
-    var = next(v for v in _VARS if v not in taken)
-    args = [makers[k](var) if k in makers else a for k, a in enumerate(_args(first))]
-    npos = len(first.args)
-    elt = A.Call(SPAN, first.func, args[:npos],
-                 [A.Kwarg(SPAN, kw.name, a) for kw, a in zip(first.kwargs, args[npos:])])
+    names, rows = cols_of
+    cols = [list(c) for c in zip(*rows)]
+    taken: set[str] = set()
+    for c in run:
+        taken |= _names(c)
+    var = next((v for v in _VARS if v not in taken), None)
+    if var is None:
+        return None
+    args: list[A.Expr] = []
+    varies = False
+    for col in cols:
+        if len({print_expr(x) for x in col}) == 1:
+            args.append(col[0])
+            continue
+        varies = True
+        values = [_number(x) for x in col]
+        f = formula([v for v in values if v is not None]) if all(v is not None for v in values) else None
+        alt = _alternating(col, var) if f is None else None
+        if f is None and alt is None:
+            return None
+        args.append(f(var) if f is not None else alt)     # type: ignore[arg-type]
+    if not varies:
+        return None
+    npos = len(run[0].args)
+    elt = A.Call(SPAN, run[0].func, args[:npos], [A.Kwarg(SPAN, n, a) for n, a in zip(names, args[npos:])])
     loop = A.CompFor(SPAN, var, [], A.Call(SPAN, A.Name(SPAN, "range"), [A.Num(SPAN, len(run))], []), None)
     return A.ListComp(SPAN, elt, [loop])
 
 
-def reroll(items: list[tuple[A.Expr, bool]]) -> list[A.Expr]:
+def reroll(items: list[tuple[A.Expr, bool]], default: Default | None = None) -> list[A.Expr]:
     """The items of a list (each with whether it is named, which keeps it alone), re-rolled: a run of equal
     unnamed items is ``item * n``; a run of at least :data:`MIN_RUN` unnamed calls of one callee whose differing
-    arguments step linearly is a comprehension (spliced into the list, numbered by position). Each run is the
-    longest that starts at its first item."""
+    arguments step linearly (or alternate between two values) is a comprehension (spliced into the list, numbered by position). Each run is the
+    longest that starts at its first item. ``default`` gives a callee's default for a keyword some items
+    leave out (without it, such a run is not re-rolled)."""
+    default = default or (lambda callee, kw: None)
     out: list[A.Expr] = []
     texts = [print_expr(e) for e, _ in items]
     i = 0
@@ -252,7 +289,7 @@ def reroll(items: list[tuple[A.Expr, bool]]) -> list[A.Expr]:
             # the longest run from i that re-rolls (a shorter one when the tail breaks the progression)
             for end in range(k, i + MIN_RUN - 1, -1):
                 calls = [items[m][0] for m in range(i, end)]
-                comp = _comprehension([c for c in calls if isinstance(c, A.Call)])
+                comp = _comprehension([c for c in calls if isinstance(c, A.Call)], default)
                 if comp is not None:
                     best = (end, comp)
                     break
@@ -263,3 +300,16 @@ def reroll(items: list[tuple[A.Expr, bool]]) -> list[A.Expr]:
         out.append(best[1])
         i = best[0]
     return out
+
+
+def reroll_lines(e: A.Expr | None) -> list[A.Expr] | None:
+    """The lines of a group body for a re-rolled list too wide for one line: its items one a line (an
+    unlabelled comprehension or ``item * n`` line is spliced into the body and numbered by position, as in the
+    list). None when nothing was re-rolled or an item is named (the body's own printing labels those)."""
+    if isinstance(e, A.ListComp):
+        return [e]
+    if not isinstance(e, A.ListExpr) or not any(isinstance(x, (A.ListComp, A.BinOp)) for x in e.items):
+        return None
+    if any(isinstance(x, A.Call) and isinstance(x.func, A.Name) and x.func.id == "named" for x in e.items):
+        return None
+    return list(e.items)
