@@ -250,9 +250,12 @@ def _comprehension(run: list[A.Call], default: Default) -> A.Expr | None:
         values = [_number(x) for x in col]
         f = formula([v for v in values if v is not None]) if all(v is not None for v in values) else None
         alt = _alternating(col, var) if f is None else None
-        if f is None and alt is None:
+        if f is not None:
+            args.append(f(var))
+        elif alt is not None:
+            args.append(alt)
+        else:
             return None
-        args.append(f(var) if f is not None else alt)     # type: ignore[arg-type]
     if not varies:
         return None
     npos = len(run[0].args)
