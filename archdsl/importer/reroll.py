@@ -6,14 +6,15 @@ ConvNeXt, EfficientNet and Swin stages; timm's ``torch.linspace(0, drop_path_rat
 call per block with the loop's values as literals. :func:`reroll` writes such a run back as the loop:
 ``[CNBlock(96, 0.1 * (i + 3) / 17) for i in range(3)]``. An argument equal in every item stays as written; a
 numeric one becomes a formula of the index only when the formula, evaluated for every index as the language
-evaluates it, gives every stored value (bit for bit where a short formula does, else within 1e-7 relative:
-timm's schedule was rounded to float32); otherwise the run stays one item per call. A comprehension inside a
+evaluates it, gives every stored value bit for bit (or, for a value torch rounded to float32 — timm's
+``linspace`` schedule — within 1e-7 relative); otherwise the run stays one item per call. A comprehension inside a
 list is spliced into it and its items are numbered by position, so the module paths (and state_dict keys)
 are those of the items written one by one.
 """
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -37,7 +38,8 @@ Number = Union[int, float]
 
 @dataclass
 class _Cand:
-    """One formula for a run's values: its AST (of the index name), and what ranks it."""
+    """One formula for a run's values: its AST (of the index name), and what ranks it (bit-exact first, then
+    the shortest text)."""
 
     expr: Callable[[str], A.Expr]
     exact: bool
@@ -81,6 +83,14 @@ def _short(x: float, digits: int) -> float:
     return float(f"{x:.{digits}g}")
 
 
+def _is_float32(x: float) -> bool:
+    """Whether ``x`` is a float32 value (what ``tensor.item()`` of a float32 tensor gives)."""
+    try:
+        return struct.unpack("f", struct.pack("f", x))[0] == x
+    except OverflowError:
+        return False
+
+
 def _matches(e: A.Expr, values: list[Number]) -> tuple[bool, bool]:
     """(within tolerance, bit-exact) of the formula ``e`` (in ``i``) against every value."""
     exact = True
@@ -90,7 +100,10 @@ def _matches(e: A.Expr, values: list[Number]) -> tuple[bool, bool]:
             return False, False
         if got != want:
             exact = False
-            if isinstance(want, int) or not math.isfinite(got) or abs(got - want) > REL_TOL * abs(want):
+            # only a value torch rounded to float32 may be off (by less than that rounding); a float64 one
+            # (torchvision's schedules are Python floats) is matched bit for bit
+            if isinstance(want, int) or not _is_float32(want) or not math.isfinite(got) \
+                    or abs(got - want) > REL_TOL * abs(want):
                 return False, False
     return True, exact
 
@@ -134,8 +147,7 @@ def _float_candidates(values: list[float]) -> list[_Cand]:
                 return e if d == 1 else _bin("/", e, A.Num(SPAN, d))
             ok, exact = _matches(make("i"), values)
             if ok:
-                cost = digits + (len(str(d)) if d > 1 else 0) + (len(str(abs(b))) if b else 0)
-                out.append(_Cand(make, exact, cost))
+                out.append(_Cand(make, exact, len(print_expr(make("i")))))
             if ok and exact:
                 break
     for digits in range(1, 8):
@@ -146,7 +158,7 @@ def _float_candidates(values: list[float]) -> list[_Cand]:
             return step if c0 == 0 else _bin("+", num(c0), step)
         ok, exact = _matches(make_affine("i"), values)
         if ok:
-            out.append(_Cand(make_affine, exact, 2 * digits + 1))
+            out.append(_Cand(make_affine, exact, len(print_expr(make_affine("i")))))
             break
     return out
 
