@@ -130,6 +130,7 @@ def test_formula_forms() -> None:
     assert text([3, 5, 7]) == "3 + 2 * i"
     assert text([4, 5, 6]) == "i + 4"
     assert text([2, 4, 6]) == "2 * (i + 1)"
+    assert text([9, 6, 3]) == "-3 * (i - 3)"
     assert text([0.3, 0.5, 0.8]) is None            # not linear
     assert text([1, 2.0, 3]) is None                # an int and a float: the type would change
     assert text([0.1, 0.2 + 1e-5, 0.3]) is None      # off the line by more than float32 rounding

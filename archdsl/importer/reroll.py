@@ -169,7 +169,8 @@ def formula(values: list[Number]) -> Callable[[str], A.Expr] | None:
     if len(values) < 2 or any(isinstance(v, bool) for v in values):
         return None
     if all(type(v) is int for v in values):
-        return _int_formula([int(v) for v in values])
+        f = _int_formula([int(v) for v in values])
+        return f if f is not None and _matches(f("i"), values) == (True, True) else None
     if not all(type(v) is float for v in values):
         return None
     fl = [float(v) for v in values]
