@@ -26,6 +26,7 @@ from .astlit import callish as _callish, equal as _equal, kw as _kw, name_node a
 from .astlit import path_label as _path_label, value_name as _value_name, width as _width
 from .blocks import Blocks, Expr, Layer, is_act
 from .convert import Body, Ref, SNode
+from .reroll import reroll, reroll_lines
 
 __all__ = ["lit", "ident", "build_spec", "print_spec"]
 
@@ -157,24 +158,37 @@ def _flat_items(prefix: str, body: Body, ctx: _Ctx) -> list[Item]:
 
 
 def _list_expr(body: Body, ctx: _Ctx) -> A.Expr | None:
-    """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``.
-    None when it cannot be one (:func:`_can_list`)."""
+    """A sequential group as a list: items numbered by position, others named; runs of equal items ``* n``,
+    runs of one block with linearly stepping arguments a comprehension (:mod:`.reroll`). None when it cannot
+    be one (:func:`_can_list`)."""
     if not _can_list(body):
         return None
-    runs: list[list[Any]] = []      # [expression, its text, count, named]
+    items: list[tuple[A.Expr, bool]] = []
     for i, node in enumerate(body.nodes):
         e = _item(node, ctx)
         named = node.label is not None and node.label != str(i)
         if named:
             assert node.label is not None
             e = _named(node.label, e)
-        text = print_expr(e)
-        if runs and runs[-1][1] == text and not named:
-            runs[-1][2] += 1
-        else:
-            runs.append([e, text, 1, named])
-    return A.ListExpr(_SPAN, [e if n == 1 else A.BinOp(_SPAN, "*", e, A.Num(_SPAN, n), _SPAN)
-                              for e, _, n, _ in runs])
+        items.append((e, named))
+    out = reroll(items, lambda callee, kw: _default(callee, kw, ctx))
+    # a list that is one comprehension is written as the comprehension (its items numbered 0..n-1)
+    return out[0] if len(out) == 1 and isinstance(out[0], A.ListComp) else A.ListExpr(_SPAN, out)
+
+
+def _default(callee: str, kw: str, ctx: _Ctx) -> A.Expr | None:
+    """The default of keyword ``kw`` of a block, op or plugin op (what a call that leaves it out gets)."""
+    d = next((d for d in ctx.blocks.defs if d.name == callee), None)
+    if d is not None:
+        p = next((p for p in d.params if p.name == kw), None)
+        return None if p is None or p.required else lit(p.default)
+    if callee in ctx.plugin_ops:
+        v = ctx.plugin_ops[callee].get(kw)
+        return None if kw not in ctx.plugin_ops[callee] else lit(list(v) if isinstance(v, tuple) else v)
+    if callee in OPS or callee in MULTI_OUTPUT_OPS:
+        a = next((a for a in _specs(callee) if a.name == kw), None)
+        return None if a is None or a.default is REQUIRED else lit(a.default)
+    return None
 
 
 def _is_chain(body: Body) -> bool:
@@ -456,6 +470,9 @@ class _Printer:
             e = _list_expr(node.child, self.ctx)
             # a list that does not fit on its line is a group body, one item per line
             if e is None or len(INDENT) * depth + _width([(_group_label(node.label), e)]) > WIDTH:
+                lines = reroll_lines(e)
+                if lines is not None:
+                    return A.SeqStmt(_SPAN, _group_label(node.label), _SPAN, [_pipe_stmt([(None, x)]) for x in lines])
                 body = _Printer(node.child, self.ctx, self.base[j], positional=True, depth=depth + 1).statements()
                 return A.SeqStmt(_SPAN, _group_label(node.label), _SPAN, body)
         return _pipe_stmt([self.labelled_item(j)])
