@@ -150,3 +150,17 @@ def test_reroll_runs() -> None:
              (call(2, 0.1), False), (call(2, 0.2), False)]
     out = [print_expr(e) for e in reroll(items)]
     assert out == ["B(8, 0.0)", "B(8, 0.5)", "B(4, 1) * 2", "B(2, 0.1)", "B(2, 0.2)"]
+
+
+def test_a_plugin_op_takes_only_bit_exact_formulas() -> None:
+    """A plugin op's arguments rebuild the user's class and key the shapes traced at import: a float32
+    schedule that only a 7-digit formula approximates stays literal for it (timm Swin's kept blocks), while a
+    block of the language takes the formula."""
+    vals = [torch.linspace(0, 0.1, 12)[k].item() for k in range(3, 9)]
+    assert formula(vals, exact=True) is None and formula(vals) is not None
+    items = [(callish("P", [lit(v)], []), False) for v in vals]
+    kept = [print_expr(e) for e in reroll(items, exact=lambda callee: callee == "P")]
+    assert kept == [print_expr(e) for e, _ in items]
+    block = [(callish("B", [lit(v)], []), False) for v in vals]
+    assert [print_expr(e) for e in reroll(block, exact=lambda callee: callee == "P")] == [
+        "[B(0.1 * (i + 3) / 11) for i in range(6)]"]

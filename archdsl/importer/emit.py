@@ -171,7 +171,7 @@ def _list_expr(body: Body, ctx: _Ctx) -> A.Expr | None:
             assert node.label is not None
             e = _named(node.label, e)
         items.append((e, named))
-    out = reroll(items, lambda callee, kw: _default(callee, kw, ctx))
+    out = reroll(items, lambda callee, kw: _default(callee, kw, ctx), lambda callee: callee in ctx.plugin_ops)
     # a list that is one comprehension is written as the comprehension (its items numbered 0..n-1)
     return out[0] if len(out) == 1 and isinstance(out[0], A.ListComp) else A.ListExpr(_SPAN, out)
 

@@ -163,9 +163,10 @@ def _float_candidates(values: list[float]) -> list[_Cand]:
     return out
 
 
-def formula(values: list[Number]) -> Callable[[str], A.Expr] | None:
+def formula(values: list[Number], exact: bool = False) -> Callable[[str], A.Expr] | None:
     """The simplest formula of the index that gives ``values`` (item ``k`` for index ``k``): bit-exact ones
-    first, then the shortest; None when the values do not step linearly or no short formula reproduces them."""
+    first, then the shortest; None when the values do not step linearly or no short formula reproduces them
+    (with ``exact``, none that is not bit-exact)."""
     if len(values) < 2 or any(isinstance(v, bool) for v in values):
         return None
     if all(type(v) is int for v in values):
@@ -179,7 +180,7 @@ def formula(values: list[Number]) -> Callable[[str], A.Expr] | None:
     if not all(math.isfinite(v) for v in fl) or any(
             abs(v - (fl[0] + slope * k)) > 1e-6 * max(abs(x) for x in fl) for k, v in enumerate(fl)):
         return None
-    cands = _float_candidates(fl)
+    cands = [c for c in _float_candidates(fl) if c.exact or not exact]
     if not cands:
         return None
     return min(cands, key=lambda c: (not c.exact, c.cost)).expr
@@ -239,7 +240,7 @@ def _names(e: A.Expr) -> set[str]:
     return out
 
 
-def _comprehension(run: list[A.Call], default: Default) -> A.Expr | None:
+def _comprehension(run: list[A.Call], default: Default, exact: bool = False) -> A.Expr | None:
     """The run as ``[Call(..., f(i), ...) for i in range(n)]``; None when an argument differs between items
     and is neither a number stepping linearly with the position nor alternating between two values."""
     cols_of = _columns(run, default)
@@ -261,7 +262,7 @@ def _comprehension(run: list[A.Call], default: Default) -> A.Expr | None:
             continue
         varies = True
         values = [_number(x) for x in col]
-        f = formula([v for v in values if v is not None]) if all(v is not None for v in values) else None
+        f = formula([v for v in values if v is not None], exact) if all(v is not None for v in values) else None
         alt = _alternating(col, var) if f is None else None
         if f is not None:
             args.append(f(var))
@@ -277,12 +278,14 @@ def _comprehension(run: list[A.Call], default: Default) -> A.Expr | None:
     return A.ListComp(SPAN, elt, [loop])
 
 
-def reroll(items: list[tuple[A.Expr, bool]], default: Default | None = None) -> list[A.Expr]:
+def reroll(items: list[tuple[A.Expr, bool]], default: Default | None = None,
+           exact: Callable[[str], bool] | None = None) -> list[A.Expr]:
     """The items of a list (each with whether it is named, which keeps it alone), re-rolled: a run of equal
     unnamed items is ``item * n``; a run of at least :data:`MIN_RUN` unnamed calls of one callee whose differing
     arguments step linearly (or alternate between two values) is a comprehension (spliced into the list, numbered by position). Each run is the
     longest that starts at its first item. ``default`` gives a callee's default for a keyword some items
-    leave out (without it, such a run is not re-rolled)."""
+    leave out (without it, such a run is not re-rolled). ``exact(callee)``: the callee takes only bit-exact
+    formulas (a plugin op: its arguments rebuild the user's class and key the shapes traced at import)."""
     default = default or (lambda callee, kw: None)
     out: list[A.Expr] = []
     texts = [print_expr(e) for e, _ in items]
@@ -305,7 +308,8 @@ def reroll(items: list[tuple[A.Expr, bool]], default: Default | None = None) -> 
             # the longest run from i that re-rolls (a shorter one when the tail breaks the progression)
             for end in range(k, i + MIN_RUN - 1, -1):
                 calls = [items[m][0] for m in range(i, end)]
-                comp = _comprehension([c for c in calls if isinstance(c, A.Call)], default)
+                comp = _comprehension([c for c in calls if isinstance(c, A.Call)], default,
+                                      exact is not None and exact(shape[0]))
                 if comp is not None:
                     best = (end, comp)
                     break
