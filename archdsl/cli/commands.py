@@ -20,7 +20,7 @@ from ..source import printable
 from ..library import LIBRARY_PREFIX, library_dir
 from ..ops.user import verifying_shapes
 from ..pipeline import (check_paths, compile_graph, generate_source, list_networks, parse_set)
-from ..passes.summary import format_count, format_table, format_totals, summary_dict
+from ..passes.summary import format_count, format_table, format_totals, op_text, summary_dict
 
 from .common import (
     app,
@@ -170,7 +170,7 @@ def _print_summary(data: dict) -> None:
         name = ("  " * (r["depth"] - 1) + r["name"]) if tree is not None else r["name"]
         ins = list(dict.fromkeys(str(s) for s in r["inputs"]))
         name = escape(name)  # spec names are text, not rich markup
-        table.add_row(f"[bold]{name}[/bold]" if r.get("kind") == "block" else name, escape(r["op"]), ", ".join(ins),
+        table.add_row(f"[bold]{name}[/bold]" if r.get("kind") == "block" else name, escape(op_text(r)), ", ".join(ins),
                       str(r["output_size"] if batch > 1 else r["shape"]), dims(r["kernel"]) if r["kernel"] else "",
                       f"{r['params']:,}" if r["params"] else "", format_count(r["macs"]) if r["macs"] else "",
                       dims(r["rf"]), escape(", ".join(r["connected_to"])))

@@ -17,7 +17,7 @@ from .features import Geometry, receptive_fields, stage_taps
 from .sizes import input_contract
 
 __all__ = ["summary_rows", "summary_tree", "summary_dict", "activation_memory", "buffer_count", "dtype_bytes",
-           "format_count", "format_bytes", "row_names", "format_table", "format_totals"]
+           "format_count", "format_bytes", "row_names", "format_table", "format_totals", "op_text"]
 
 _MODULE_KINDS = frozenset({"block", "group"})   # scope frames that are module containers (not combinators)
 # ops whose output shares its input's storage (no new activation memory)
@@ -155,6 +155,14 @@ def summary_rows(g: Graph, geo: dict[int, Geometry] | None = None,
             "batched": n.batched,
         })
     return rows
+
+
+def op_text(r: dict[str, Any]) -> str:
+    """A row's op column: the op, and for a parameter or buffer its own name where the row's (the fx node
+    of its use: ``expand_1`` for ViT's ``pos_embed``) does not say it."""
+    if r["op"] in ("parameter", "buffer") and r.get("node") and r["name"].rsplit(".", 1)[-1] != r["node"]:
+        return f"{r['op']} {r['node']}"
+    return str(r["op"])
 
 
 def summary_tree(g: Graph, depth: int, geo: dict[int, Geometry] | None = None,
@@ -376,7 +384,7 @@ def format_table(data: dict[str, Any], columns: int | None = None) -> str:
         return ("  " * (r["depth"] - 1) + r["name"]) if tree is not None else r["name"]
 
     def cells(r: dict[str, Any], wide: bool) -> list[str]:
-        out = [r["op"], _dims(r["output_size"]), f"{r['params']:,}" if r["params"] else "",
+        out = [op_text(r), _dims(r["output_size"]), f"{r['params']:,}" if r["params"] else "",
                format_count(r["macs"] * batch) if r["macs"] else ""]
         if wide:
             ins = ", ".join(dict.fromkeys(_dims([batch, *s]) for s in r["inputs"]))
