@@ -262,8 +262,9 @@ def test_pretrained_cfg_keys() -> None:
 # ---- timm's own model tests (tests/test_models.py), written here, on one network per family -----------------
 @pytest.fixture(scope="module")
 def registered() -> list[str]:
+    # these six files only: registering the whole shipped library too costs a minute per worker
     return hub.register_timm([_spec(s) for s in ("resnet.arch", "vit.arch", "convnext.arch", "swin.arch",
-                                                 "ghostnet.arch", "mobilenet.arch")])
+                                                 "ghostnet.arch", "mobilenet.arch")], library=False)
 
 
 # (GhostNet: a head that pools before its own conv_head -- forward_features ends at the blocks, as timm's;

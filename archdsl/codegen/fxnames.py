@@ -245,9 +245,10 @@ class _Eval:
             return _V("fn", e.id)
         raise _Unsupported(e.id)
 
-    def _seq(self, e: ast.Tuple | ast.List, kind: type) -> _V:
+    def _items(self, elts: list[ast.expr]) -> list[_V]:
+        """The values of a tuple's items or a call's positional arguments, ``*seq`` spread."""
         items: list[_V] = []
-        for x in e.elts:
+        for x in elts:
             if isinstance(x, ast.Starred):
                 v = self.expr(x.value)
                 if v.kind not in ("const", "seq"):
@@ -255,6 +256,10 @@ class _Eval:
                 items += [_const(y) for y in v.value] if v.kind == "const" else list(v.value)
             else:
                 items.append(self.expr(x))
+        return items
+
+    def _seq(self, e: ast.Tuple | ast.List, kind: type) -> _V:
+        items = self._items(e.elts)
         if all(v.kind == "const" for v in items):
             return _const(kind(v.value for v in items))
         return _V("seq", value=tuple(items))
@@ -366,15 +371,7 @@ class _Eval:
 
     def _Call(self, e: ast.Call) -> _V:
         f = self.expr(e.func)
-        args: list[_V] = []
-        for a in e.args:
-            if isinstance(a, ast.Starred):
-                v = self.expr(a.value)
-                if v.kind not in ("const", "seq"):
-                    raise _Unsupported("starred")
-                args += [_const(y) for y in v.value] if v.kind == "const" else list(v.value)
-            else:
-                args.append(self.expr(a))
+        args = self._items(e.args)
         kwargs: dict[str, _V] = {}
         for k in e.keywords:
             if k.arg is None:
