@@ -65,6 +65,11 @@ class Body:
     container: bool = False
 
 
+def _dtype(v: Val) -> str:
+    """The traced dtype of a tensor value ("float32"), "" when the trace kept none."""
+    return str(getattr(v.value, "dtype", "")).removeprefix("torch.")
+
+
 class _Conv:
     """Converts the graph of one traced module."""
 
@@ -382,7 +387,8 @@ class _Conv:
         shapes, axes = self.shapes(refs)
         outs = val.items if val.kind == "seq" else [val]
         call = TorchCall(module, args, kwargs, shapes, axes, [o.sample_shape for o in outs],
-                         [o.batch if o.batch is not None else -1 for o in outs])
+                         [o.batch if o.batch is not None else -1 for o in outs],
+                         [_dtype(self.vals[r]) for r in refs], [_dtype(o) for o in outs])
         why = ""
         for op, form in forms:
             try:
@@ -397,6 +403,8 @@ class _Conv:
                 continue
             if op in ("concat", "stack", "add", "mul") and len(refs) == 1 and op != "stack":
                 op, got = "identity", {}            # torch.cat([x], 1): DenseNet's first layer
+            if op == "identity" and len(refs) > 1:  # x.type_as(y): y only lends its dtype
+                refs, shapes = refs[:1], shapes[:1]
             if op in MULTI_OUTPUT_OPS:
                 node = SNode("op", op, got, label, refs, n_out=len(outs))
                 r = self.add(node, outs)

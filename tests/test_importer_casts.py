@@ -1,0 +1,79 @@
+"""The importer on casts (NaFlexViT's ``x.float()``): a float32 value cast to float32 is the identity, in each
+spelling (``.float()``, ``.to(torch.float32)``, ``.type_as(y)``); a cast that changes the dtype is refused
+by name. Each model is written in the test and imported with ``import_model`` (which proves the round trip:
+check, build, strict load of the randomized model's state_dict, equal outputs), then round-tripped again."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import pytest
+import torch
+from helpers import module_from_text
+
+from archdsl.errors import ArchError
+from archdsl.importer import import_model, roundtrip
+from archdsl.ops import OPS, ShapeError
+from archdsl.ops.core import TorchCall
+
+MODEL_FILE = '''
+import torch
+import torch.nn as nn
+
+
+class FloatCasts(nn.Module):
+    """Each cast of a float32 value to float32 (NaFlexViT's embeds: x.float())."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, x):
+        y = self.fc(x).float()
+        z = self.proj(y.to(torch.float32)).type_as(x)
+        return z.permute(0, 2, 1).float() * 2.0
+
+
+class ToDouble(nn.Module):
+    """A cast that changes the dtype is no identity."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        return self.fc(x).to(torch.float64)
+'''
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    yield module_from_text(tmp_path_factory.mktemp("casts"), "casts_models", MODEL_FILE)
+    sys.modules.pop("casts_models", None)
+
+
+def test_float32_casts_of_float32_values_import_as_the_identity(models: Any) -> None:
+    model = models.FloatCasts().eval()
+    torch.manual_seed(0)
+    r = import_model(model, (5, 8), name="net")
+    assert r.plugin is None and not r.kept and r.max_diff is not None
+    rt = roundtrip(model, r.spec, torch.zeros(2, 5, 8), seed=3)
+    assert rt.ok and rt.stage == "outputs", rt.summary()
+    assert "float" not in r.spec.replace("float32", "")   # no cast is written: the values are float32
+
+
+def test_a_cast_that_changes_the_dtype_is_refused(models: Any) -> None:
+    with pytest.raises(ArchError, match=r"a cast from float32 to float64: only float32 to float32"):
+        import_model(models.ToDouble().eval(), (5, 8), name="net", check=False)
+
+
+def test_the_cast_form_reads_the_traced_dtypes() -> None:
+    forms = {(f.kind, f.target): f for f in OPS["identity"].torch_forms}
+    for m in ("float", "to", "type_as", "type"):
+        assert ("method", m) in forms
+    call = TorchCall(None, (), {}, [(4,)], [0], [(4,)], [0], ["float32"], ["float32"])
+    assert forms["method", "float"].args(call) == {}
+    for ins, outs in ((["float16"], ["float32"]), (["float32"], ["int64"]), ([], [])):
+        with pytest.raises(ShapeError):
+            forms["method", "to"].args(TorchCall(None, (), {}, [(4,)], [0], [(4,)], [0], ins, outs))
