@@ -19,6 +19,7 @@ from archdsl.ops.core import TorchCall
 MODEL_FILE = '''
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class FloatCasts(nn.Module):
@@ -33,6 +34,25 @@ class FloatCasts(nn.Module):
         y = self.fc(x).float()
         z = self.proj(y.to(torch.float32)).type_as(x)
         return z.permute(0, 2, 1).float() * 2.0
+
+
+class PosEmbedResize(nn.Module):
+    """Hiera/SAM2's and NaFlexViT's position embeddings: a parameter (1, C, H, W) resized to the feature
+    map's size read at trace time (bicubic; antialias where it shrinks), added to the features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 2, stride=2)
+        self.pos_embed = nn.Parameter(torch.randn(1, 6, 7, 7))
+        self.grid = nn.Parameter(torch.randn(1, 7, 7, 6))
+
+    def forward(self, x):
+        x = self.conv(x)
+        h, w = x.shape[-2:]
+        a = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        b = F.interpolate(self.grid.permute(0, 3, 1, 2).float(), size=(h // 2, w // 2), mode="bilinear",
+                          antialias=True)
+        return x + a + F.interpolate(b, scale_factor=2.0, mode="nearest")
 
 
 class ToDouble(nn.Module):
@@ -61,6 +81,19 @@ def test_float32_casts_of_float32_values_import_as_the_identity(models: Any) -> 
     rt = roundtrip(model, r.spec, torch.zeros(2, 5, 8), seed=3)
     assert rt.ok and rt.stage == "outputs", rt.summary()
     assert "float" not in r.spec.replace("float32", "")   # no cast is written: the values are float32
+
+
+def test_a_parameter_resized_to_a_size_read_at_trace_time(models: Any) -> None:
+    model = models.PosEmbedResize().eval()
+    torch.manual_seed(0)
+    r = import_model(model, (3, 12, 8), name="net")
+    assert r.plugin is None and not r.kept and r.max_diff is not None
+    rt = roundtrip(model, r.spec, torch.zeros(2, 3, 12, 8), seed=3)
+    assert rt.ok and rt.stage == "outputs", rt.summary()
+    # the parameter's one sample is resized: its leading 1 dropped before, put back after
+    assert 'pos_embed -> reshape([6, 7, 7]) -> upsample(mode="bicubic", size=[6, 4]) -> reshape([1, 6, 6, 4])' \
+        in r.spec
+    assert 'upsample(mode="bilinear", size=[3, 2], antialias=true)' in r.spec
 
 
 def test_a_cast_that_changes_the_dtype_is_refused(models: Any) -> None:

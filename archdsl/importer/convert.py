@@ -24,6 +24,8 @@ from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_conta
 __all__ = ["Ref", "SNode", "Body", "convert"]
 
 # ops that read the batch's position through TorchCall.sample_dim: any other op needs it first
+#: calls that treat dim 0 as the batch: on a value without one whose dim 0 is 1, the op is applied to its sample
+_BATCH_FIRST = {("function", "torch.nn.functional.interpolate")}
 _MOVED_OK = {"permute", "chunk", "split", "softmax", "mean", "reduce_sum", "amax", "amin", "concat", "stack", "roll",
              "identity"}
 
@@ -379,6 +381,12 @@ class _Conv:
                 return self.add(SNode("op", got_u[0], got_u[1], label, refs), val)
         if any(unb) and not all(unb):
             refs = [self.unbatched_operand(r, refs) if u else r for r, u in zip(refs, unb)]
+        one = self.vals[refs[0]].shape if refs and all(unb) and key in _BATCH_FIRST else ()
+        if len(one) == 4 and one[0] == 1 and val.kind == "tensor" and val.shape[:1] == (1,):
+            # F.interpolate of a parameter (1, C, H, W): the op on its one sample, the leading 1 put back after
+            r = self.reshape_to(refs[0], Val("tensor", one[1:], None))
+            r = self.apply(n, key, module, args, kwargs, [r], Val("tensor", val.shape[1:], None), label)
+            return self.reshape_to(r, val)
         forms = self.index.get(key)
         if not forms:
             raise self.fail(n, f"no op of the language is written as the {what}")
