@@ -55,6 +55,34 @@ class PosEmbedResize(nn.Module):
         return x + a + F.interpolate(b, scale_factor=2.0, mode="nearest")
 
 
+class InplaceAdd(nn.Module):
+    """NaFlexViT's embeds: x.add_(pos), its result unused; x's later uses read the sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+        self.pos = nn.Linear(8, 6)
+
+    def forward(self, x):
+        y = self.fc(x)
+        y.add_(self.pos(x))
+        return y * 2.0
+
+
+class InplaceUnderAView(nn.Module):
+    """A view made before x.add_ and read after sees the change too: no spec says that."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x):
+        y = self.fc(x)
+        v = y.view(-1, 5, 3, 2)
+        y.add_(x[:, :, :6])
+        return v.flatten(2)
+
+
 class ToDouble(nn.Module):
     """A cast that changes the dtype is no identity."""
 
@@ -94,6 +122,21 @@ def test_a_parameter_resized_to_a_size_read_at_trace_time(models: Any) -> None:
     assert 'pos_embed -> reshape([6, 7, 7]) -> upsample(mode="bicubic", size=[6, 4]) -> reshape([1, 6, 6, 4])' \
         in r.spec
     assert 'upsample(mode="bilinear", size=[3, 2], antialias=true)' in r.spec
+
+
+def test_an_inplace_method_is_its_op_read_by_the_later_uses(models: Any) -> None:
+    model = models.InplaceAdd().eval()
+    torch.manual_seed(0)
+    r = import_model(model, (5, 8), name="net")
+    assert r.plugin is None and not r.kept and r.max_diff is not None
+    rt = roundtrip(model, r.spec, torch.zeros(2, 5, 8), seed=3)
+    assert rt.ok and rt.stage == "outputs", rt.summary()
+    assert "    add:\n        fc: linear(6)\n        pos: linear(6)\n    scale(2.0)\n" in r.spec   # the sum, scaled
+
+
+def test_an_inplace_method_under_a_view_read_later_is_refused(models: Any) -> None:
+    with pytest.raises(ArchError, match=r"the in-place add_ also changes view, which shares its storage"):
+        import_model(models.InplaceUnderAView().eval(), (5, 8), name="net", check=False)
 
 
 def test_a_cast_that_changes_the_dtype_is_refused(models: Any) -> None:

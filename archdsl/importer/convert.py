@@ -18,7 +18,7 @@ from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall
 from .attrs import read_attr
 from .fallback import finite, locate, where_node
 from .formindex import fn_names, form_index
-from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, unbatched_op
+from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, stale_alias, unbatched_op
 from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert"]
@@ -300,6 +300,15 @@ class _Conv:
             return
         if target in ("unbind", "torch.unbind"):
             return self.unbind(n, val, args, kwargs, refs)
+        if kind == "method" and target.endswith("_") and (kind, target) not in self.index \
+                and (kind, target[:-1]) in self.index and refs:
+            # x.add_(y), its result unused (NaFlexViT's position embedding): the op, read by x's later uses
+            stale = stale_alias(self.t.gm.graph, n, self.t.vals)
+            if stale is not None:
+                raise self.fail(n, f"the in-place {target} also changes {stale}, which shares its storage")
+            r = self.apply(n, (kind, target[:-1]), None, args, kwargs, refs, val, None)
+            self.env[n.name] = self.env[n.args[0].name] = r
+            return
         self.env[n.name] = self.apply(n, (kind, target), None, args, kwargs, refs, val, None)
 
     def _resolve_params(self, n: Any, args: tuple[Any, ...], kwargs: dict[str, Any], refs: list[Ref],
