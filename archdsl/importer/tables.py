@@ -156,8 +156,8 @@ def stale_alias(graph: Any, n: Any, vals: dict[str, Any]) -> str | None:
     storage (a view of it, or what it views) and is read after it, or None. The importer rebinds ``x`` to the
     result; such a value would see the change too, which a spec (no aliasing) cannot say."""
     def storage(name: str) -> int | None:
-        t = getattr(vals.get(name), "value", None)
-        return t.untyped_storage().data_ptr() if hasattr(t, "untyped_storage") else None
+        t: Any = getattr(vals.get(name), "value", None)
+        return int(t.untyped_storage().data_ptr()) if hasattr(t, "untyped_storage") else None
     src = n.args[0]
     mine = storage(src.name)
     before, after = set(), False
