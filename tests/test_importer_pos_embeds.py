@@ -1,6 +1,7 @@
-"""The importer on casts (NaFlexViT's ``x.float()``): a float32 value cast to float32 is the identity, in each
-spelling (``.float()``, ``.to(torch.float32)``, ``.type_as(y)``); a cast that changes the dtype is refused
-by name. Each model is written in the test and imported with ``import_model`` (which proves the round trip:
+"""The importer on NaFlexViT's and SAM2-Hiera's position embeddings: a float32 value cast to float32 is the
+identity, in each spelling (``.float()``, ``.to(torch.float32)``, ``.type_as(y)``), a cast that changes the
+dtype is refused by name; a parameter resized by F.interpolate to a size read at trace time; ``x.tile``; an
+in-place ``x.add_(y)`` (refused when a view made before it is read after). Each model is written in the test and imported with ``import_model`` (which proves the round trip:
 check, build, strict load of the randomized model's state_dict, equal outputs), then round-tripped again."""
 from __future__ import annotations
 
@@ -53,6 +54,26 @@ class PosEmbedResize(nn.Module):
         b = F.interpolate(self.grid.permute(0, 3, 1, 2).float(), size=(h // 2, w // 2), mode="bilinear",
                           antialias=True)
         return x + a + F.interpolate(b, scale_factor=2.0, mode="nearest")
+
+
+class HieraPosEmbed(nn.Module):
+    """SAM2's Hiera (timm hieradet_sam2): the position embedding resized to the feature map, plus the window
+    embedding tiled over it, permuted to channels-last and added."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Conv2d(3, 4, 2, stride=2)
+        self.pos_embed = nn.Parameter(torch.randn(1, 4, 5, 5))
+        self.pos_embed_window = nn.Parameter(torch.randn(1, 4, 2, 2))
+
+    def forward(self, x):
+        x = self.proj(x).permute(0, 2, 3, 1)
+        h, w = x.shape[1:3]
+        pos_embed = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
+        tile_h = pos_embed.shape[-2] // self.pos_embed_window.shape[-2]
+        tile_w = pos_embed.shape[-1] // self.pos_embed_window.shape[-1]
+        pos_embed = pos_embed + self.pos_embed_window.tile((tile_h, tile_w))
+        return x + pos_embed.permute(0, 2, 3, 1)
 
 
 class InplaceAdd(nn.Module):
@@ -122,6 +143,16 @@ def test_a_parameter_resized_to_a_size_read_at_trace_time(models: Any) -> None:
     assert 'pos_embed -> reshape([6, 7, 7]) -> upsample(mode="bicubic", size=[6, 4]) -> reshape([1, 6, 6, 4])' \
         in r.spec
     assert 'upsample(mode="bilinear", size=[3, 2], antialias=true)' in r.spec
+
+
+def test_hiera_window_embedding_tiled_over_the_resized_one(models: Any) -> None:
+    model = models.HieraPosEmbed().eval()
+    torch.manual_seed(0)
+    r = import_model(model, (3, 8, 12), name="net")
+    assert r.plugin is None and not r.kept and r.max_diff is not None
+    rt = roundtrip(model, r.spec, torch.zeros(2, 3, 8, 12), seed=3)
+    assert rt.ok and rt.stage == "outputs", rt.summary()
+    assert "pos_embed_window -> tile([1, 1, 2, 3])" in r.spec
 
 
 def test_an_inplace_method_is_its_op_read_by_the_later_uses(models: Any) -> None:
