@@ -153,3 +153,15 @@ def test_taps_equal_torchvision_intermediate_layers(name: str) -> None:
         assert a[k].shape == b[k].shape and a[k].shape[1] == info[list(b).index(k)]["num_chs"]
         diff = (a[k] - b[k]).abs().max().item()
         assert diff <= 1e-4 * max(1.0, b[k].abs().max().item()), f"{k}: max abs diff {diff:.3g}"
+
+
+def test_a_permuted_parameter_of_another_rank_than_the_input_has_a_field() -> None:
+    # NaFlexViT's position embedding: a [1, H, W, C] parameter (it takes the input's geometry) permuted to
+    # [1, C, H, W]; the analysis lost its layout (4 dims against the input's 3) and must not index past it
+    src = ("network n:\n    input [4, 3, 3]\n    w = parameter([1, 3, 3, 4], batch_dim=false)\n"
+           "    t = w -> permute([0, 1, 4, 2, 3]) -> reshape([4, 3, 3])\n    add(x, t)\n")
+    g = archdsl.graph(src)
+    geo = receptive_fields(g)
+    perm = next(n for n in g.nodes() if n.op == "permute")
+    assert geo[perm.id].axes == ("?", "?", "?", "?")
+    archdsl.build(src)   # its head analysis runs the same pass

@@ -57,7 +57,30 @@ def test_repeat_interleave_equals_torch(spec_args: str, kw: tuple[int, int]) -> 
     assert torch.equal(y, want) and g.output_shapes["out"] == tuple(want.shape[1:]) and g.total_macs == 0
 
 
+@pytest.mark.parametrize("reps", [[1, 2, 3], [2, 1, 1], [1, 1, 1]])
+def test_tile_equals_torch(reps: list[int]) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5)
+    g, _, y = compile_run(net(f"    tile({reps})\n", [3, 4, 5]), x)
+    want = x.tile((1, *reps))
+    assert torch.equal(y, want) and g.output_shapes["out"] == tuple(want.shape[1:])
+    assert g.total_macs == 0 and g.total_params == 0   # a copy: fvcore counts no MACs for it
+
+
+def test_tile_of_a_parameter_without_the_batch_axis_equals_torch() -> None:
+    torch.manual_seed(0)
+    src = net("    w = parameter([1, 3, 2, 2], batch_dim=false)\n    t = w -> tile([1, 1, 2, 3])\n"
+              "    add(x, t)\n", [1, 3, 4, 6])
+    g, model, y = compile_run(src, torch.randn(2, 1, 3, 4, 6))
+    w = dict(model.named_parameters())["w"]
+    x = torch.randn(2, 1, 3, 4, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), x + w.tile((2, 3)))
+
+
 @pytest.mark.parametrize("body, shape, message, hint", [
+    ("    tile([2, 2])\n", [3, 4, 5], "tile reps [2, 2] need one count per dim of the input [3, 4, 5]", "write 1"),
+    ("    tile([1, 0, 1])\n", [3, 4, 5], "tile reps [1, 0, 1] must be positive", ""),
     ("    a, b = x -> unbind(1)\n    a\n", [3, 4], "2 names but the value has 3 parts", ""),
     ("    a, b, c = x -> unbind(0)\n    a\n", [3, 4], "unbind: dim=0 is out of range for [3, 4]", "valid dims"),
     ("    a = x -> unbind(1)\n    a\n", [3], "unbind: [3] has one dim", "chunk(n)"),
@@ -88,6 +111,15 @@ def test_torch_forms_of_select_repeat_interleave_and_the_multi_output_ops() -> N
         with pytest.raises(ShapeError):
             form("repeat_interleave", "method", "repeat_interleave").args(call([(3, 4, 5)], args=(t,), kwargs=bad))
 
+    tile = form("tile", "method", "tile")
+    assert tile.args(call([(3, 4, 5)], args=(t, (2, 3)))) == {"reps": [1, 2, 3]}          # torch prepends 1s
+    assert tile.args(call([(1, 3, 4, 5)], args=(t, (2, 3)), batch_axes=[-1])) == {"reps": [1, 1, 2, 3]}
+    assert form("tile", "method", "repeat").args(call([(3, 4)], args=(t, 1, 2, 1))) == {"reps": [2, 1]}
+    assert form("tile", "function", "torch.tile").args(call([(3, 4)], args=(t,), kwargs={"dims": (1, 2)})) == \
+        {"reps": [1, 2]}
+    with pytest.raises(ShapeError, match="tile repeats the batch axis"):
+        tile.args(call([(3, 4)], args=(t, (2, 1, 1))))
+
     def multi(op: str, kind: str, target: str, c: object) -> dict[str, object]:
         forms = [f for f in MULTI_OUTPUT_FORMS[op] if (f.kind, f.target) == (kind, target)]
         assert len(forms) == 1
@@ -110,7 +142,7 @@ def test_torch_forms_of_select_repeat_interleave_and_the_multi_output_ops() -> N
 
 NEW_OPS = ("groupnorm", "rmsnorm", "normalize", "conv1d", "maxpool1d", "avgpool1d", "adaptive_avgpool1d",
            "adaptive_maxpool1d", "batchnorm", "select", "repeat_interleave", "unfold", "fold", "einsum",
-           "multihead_attention")
+           "multihead_attention", "tile")
 
 
 def test_every_torch_form_of_the_new_ops_names_a_real_torch_object() -> None:

@@ -50,6 +50,20 @@ def test_upsample_to_a_fixed_size_and_in_a_sequential() -> None:
     assert g.output_shapes["out"] == (4, 14, 10) == tuple(y.shape[1:])
 
 
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_upsample_antialias_matches_interpolate_and_needs_a_filtering_mode(mode: str) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 12, 10)
+    src = net(f'    upsample(size=[5, 4], mode="{mode}", antialias=true)\n', [3, 12, 10])
+    g, _, y = compile_run(src, x)
+    want = F.interpolate(x, size=(5, 4), mode=mode, antialias=True)
+    torch.testing.assert_close(y, want)
+    assert (y - F.interpolate(x, size=(5, 4), mode=mode)).abs().max() > 1e-3   # the filter changed the values
+    assert g.output_shapes["out"] == (3, 5, 4)
+    err = error_of(net('    upsample(size=[5, 4], mode="nearest", antialias=true)\n', [3, 12, 10]))
+    assert "antialias applies only to mode" in err
+
+
 @GRID
 @given(c=st.integers(1, 4), h=st.integers(2, 9), w=st.integers(2, 9), mode=st.sampled_from(['"bilinear"', '"nearest"']))
 def test_resize_as_follows_the_reference_tensor_at_run_time(c: int, h: int, w: int, mode: str) -> None:

@@ -18,12 +18,14 @@ from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall
 from .attrs import read_attr
 from .fallback import finite, locate, where_node
 from .formindex import fn_names, form_index
-from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, unbatched_op
+from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, stale_alias, unbatched_op
 from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert"]
 
 # ops that read the batch's position through TorchCall.sample_dim: any other op needs it first
+#: calls that treat dim 0 as the batch: on a value without one whose dim 0 is 1, the op is applied to its sample
+_BATCH_FIRST = {("function", "torch.nn.functional.interpolate")}
 _MOVED_OK = {"permute", "chunk", "split", "softmax", "mean", "reduce_sum", "amax", "amin", "concat", "stack", "roll",
              "identity"}
 
@@ -63,6 +65,11 @@ class Body:
     nodes: list[SNode] = field(default_factory=list)
     out: Ref = Ref(-1)
     container: bool = False
+
+
+def _dtype(v: Val) -> str:
+    """The traced dtype of a tensor value ("float32"), "" when the trace kept none."""
+    return str(getattr(v.value, "dtype", "")).removeprefix("torch.")
 
 
 class _Conv:
@@ -293,6 +300,15 @@ class _Conv:
             return
         if target in ("unbind", "torch.unbind"):
             return self.unbind(n, val, args, kwargs, refs)
+        if kind == "method" and target.endswith("_") and (kind, target) not in self.index \
+                and (kind, target[:-1]) in self.index and refs:
+            # x.add_(y), its result unused (NaFlexViT's position embedding): the op, read by x's later uses
+            stale = stale_alias(self.t.gm.graph, n, self.t.vals)
+            if stale is not None:
+                raise self.fail(n, f"the in-place {target} also changes {stale}, which shares its storage")
+            r = self.apply(n, (kind, target[:-1]), None, args, kwargs, refs, val, None)
+            self.env[n.name] = self.env[n.args[0].name] = r
+            return
         self.env[n.name] = self.apply(n, (kind, target), None, args, kwargs, refs, val, None)
 
     def _resolve_params(self, n: Any, args: tuple[Any, ...], kwargs: dict[str, Any], refs: list[Ref],
@@ -374,6 +390,12 @@ class _Conv:
                 return self.add(SNode("op", got_u[0], got_u[1], label, refs), val)
         if any(unb) and not all(unb):
             refs = [self.unbatched_operand(r, refs) if u else r for r, u in zip(refs, unb)]
+        one = self.vals[refs[0]].shape if refs and all(unb) and key in _BATCH_FIRST else ()
+        if len(one) == 4 and one[0] == 1 and val.kind == "tensor" and val.shape[:1] == (1,):
+            # F.interpolate of a parameter (1, C, H, W): the op on its one sample, the leading 1 put back after
+            r = self.reshape_to(refs[0], Val("tensor", one[1:], None))
+            r = self.apply(n, key, module, args, kwargs, [r], Val("tensor", val.shape[1:], None), label)
+            return self.reshape_to(r, val)
         forms = self.index.get(key)
         if not forms:
             raise self.fail(n, f"no op of the language is written as the {what}")
@@ -382,7 +404,8 @@ class _Conv:
         shapes, axes = self.shapes(refs)
         outs = val.items if val.kind == "seq" else [val]
         call = TorchCall(module, args, kwargs, shapes, axes, [o.sample_shape for o in outs],
-                         [o.batch if o.batch is not None else -1 for o in outs])
+                         [o.batch if o.batch is not None else -1 for o in outs],
+                         [_dtype(self.vals[r]) for r in refs], [_dtype(o) for o in outs])
         why = ""
         for op, form in forms:
             try:
@@ -397,6 +420,8 @@ class _Conv:
                 continue
             if op in ("concat", "stack", "add", "mul") and len(refs) == 1 and op != "stack":
                 op, got = "identity", {}            # torch.cat([x], 1): DenseNet's first layer
+            if op == "identity" and len(refs) > 1:  # x.type_as(y): y only lends its dtype
+                refs, shapes = refs[:1], shapes[:1]
             if op in MULTI_OUTPUT_OPS:
                 node = SNode("op", op, got, label, refs, n_out=len(outs))
                 r = self.add(node, outs)

@@ -20,7 +20,7 @@ from ..limits import Limits
 from ..ops.buffers import relative_position_index
 from .trace import ImportFailure
 
-__all__ = ["buffer_args", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue"]
+__all__ = ["buffer_args", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue", "stale_alias"]
 
 #: torch calls that return a (values, indices) pair when given a dim (x.max(1), torch.min(x, 0)): the values are
 #: an op (amax, amin), the indices are not expressible
@@ -149,3 +149,25 @@ def _is(cls: type, module: str, name: str) -> bool:
 def _is_module(obj: Any) -> bool:
     """An nn.Module instance (by its class's bases: this module does not import torch)."""
     return obj is not None and any(_is(c, "torch.nn.modules.module", "Module") for c in type(obj).__mro__)
+
+
+def stale_alias(graph: Any, n: Any, vals: dict[str, Any]) -> str | None:
+    """For an in-place method ``n`` (``x.add_(y)``), the name of a value made before it that shares ``x``'s
+    storage (a view of it, or what it views) and is read after it, or None. The importer rebinds ``x`` to the
+    result; such a value would see the change too, which a spec (no aliasing) cannot say."""
+    def storage(name: str) -> int | None:
+        t: Any = getattr(vals.get(name), "value", None)
+        return int(t.untyped_storage().data_ptr()) if hasattr(t, "untyped_storage") else None
+    src = n.args[0]
+    mine = storage(src.name)
+    before, after = set(), False
+    for m in graph.nodes:
+        if m is n:
+            after = True
+        elif not after:
+            before.add(m.name)
+        else:
+            for q in m.all_input_nodes:
+                if q is not src and q.name in before and mine is not None and storage(q.name) == mine:
+                    return q.name
+    return None if mine is not None else src.name

@@ -204,7 +204,7 @@ class TorchCall:
     axis removed) and ``batch_axes`` where each input's batch axis is (0 for ordinary tensors; the importer
     tracks permutes that move it; -1 for a value without the batch axis). ``out_shapes``/``out_batch_axes`` are the traced per-sample shapes of the
     call's tensor outputs and where their batch axis is (empty when unknown): a reshape reads its target
-    there. An integer argument equal to the batch size is a :class:`BatchSize`. Dims a form returns follow
+    there; ``in_dtypes``/``out_dtypes`` their traced dtypes. An integer argument equal to the batch size is a :class:`BatchSize`. Dims a form returns follow
     the spec's convention, batch first: a torch dim ``d`` is ``call.sample_dim(d) + 1``. The importer passes
     plain objects; nothing here imports torch.
     """
@@ -216,6 +216,10 @@ class TorchCall:
     batch_axes: list[int]
     out_shapes: list[Shape] = field(default_factory=list)
     out_batch_axes: list[int] = field(default_factory=list)
+    #: the traced dtypes ("float32", "int64", ...) of the tensor inputs and outputs (empty when unknown): a cast
+    #: (``x.float()``) is the identity only where the value already has the dtype it casts to
+    in_dtypes: list[str] = field(default_factory=list)
+    out_dtypes: list[str] = field(default_factory=list)
 
     def arg(self, i: int, name: str, default: Any = REQUIRED) -> Any:
         """Argument ``name`` (position ``i`` or keyword ``name``; ``i < 0``: keyword only) or ``default``.

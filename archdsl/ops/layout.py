@@ -1,5 +1,5 @@
 """Built-in ops, indexing and repetition: ``select`` (one index of a dim, the dim removed: what ``unbind``
-produces), ``repeat_interleave``, and the PyTorch spellings of the multi-output ops (``chunk``, ``split``,
+produces), ``repeat_interleave``, ``tile``, and the PyTorch spellings of the multi-output ops (``chunk``, ``split``,
 ``unbind``), which the lowering expands into ``narrow``/``select`` nodes and so have no OpDef of their own.
 
 Dims count the batch as dim 0, as everywhere (1 is the first per-sample dim); no op here works over the batch.
@@ -78,6 +78,38 @@ def _ri_form(c: TorchCall) -> dict[str, Any]:
     return {"repeats": r, "dim": sample_dim_arg(c, plain_value(d, "dim"))}
 
 
+# ---- tile --------------------------------------------------------------------------------------------------
+def _tile_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    s, reps = shapes[0], list(a["reps"])
+    if len(reps) != len(s):
+        raise ShapeError(f"tile reps {reps} need one count per dim of the input {list(s)} (batch not counted)",
+                         arg="reps", hint="write 1 for a dim that is not repeated")
+    if any(not isinstance(r, int) or isinstance(r, bool) or r < 1 for r in reps):
+        raise ShapeError(f"tile reps {reps} must be positive", arg="reps")
+    return tuple(d * r for d, r in zip(s, reps))
+
+
+def _tile_form(c: TorchCall) -> dict[str, Any]:
+    """x.tile(dims) / torch.tile(x, dims) / x.repeat(dims): constant counts, the batch's 1 (torch prepends 1s
+    to dims shorter than the input's rank; x.repeat needs them all)."""
+    dims = c.args[1:] if len(c.args) > 2 else call_arg(c, 1, "dims", None)
+    if dims is None:
+        dims = call_arg(c, 1, "repeats")
+    reps = [plain_value(d, "dims") for d in (dims if isinstance(dims, (list, tuple)) else [dims])]
+    if not all(isinstance(r, int) and not isinstance(r, bool) for r in reps):
+        raise ShapeError("tile by counts computed in forward; only constant counts are an op")
+    b = c.batch_axes[0]
+    rank = len(c.in_shapes[0]) + (b != -1)
+    if len(reps) > rank:
+        raise ShapeError(f"tile by {len(reps)} counts adds dims to an input of rank {rank}")
+    reps = [1] * (rank - len(reps)) + reps
+    if b != -1:
+        if reps[b] != 1:
+            raise ShapeError("tile repeats the batch axis")
+        del reps[b]
+    return {"reps": reps}
+
+
 # ---- the multi-output ops' PyTorch spellings ------------------------------------------------------------------
 def _chunk_form(c: TorchCall) -> dict[str, Any]:
     """x.chunk(chunks, dim=0) / torch.chunk(x, chunks, dim=0) into equal parts (the language's chunk); an uneven
@@ -150,4 +182,12 @@ register(
           traits={"layout-sensitive"},
           torch_forms=(TorchForm("method", "repeat_interleave", _ri_form),
                        TorchForm("function", "torch.repeat_interleave", _ri_form))),
+    OpDef("tile", "shape", [_A("reps", "list")], _tile_shape,
+          "Repeat the whole input reps[i] times along each per-sample dim i (x.tile; the batch is not repeated): "
+          "tile([1, 2, 3]) of [C, H, W] is [C, 2H, 3W]. No parameters, 0 MACs (a copy, as fvcore counts it).",
+          key_args=("reps",),
+          emit=lambda e: (In(0), ".tile(", Lit((1, *e.args["reps"]), "reps"), ")"),
+          traits={"layout-sensitive"},
+          torch_forms=(TorchForm("method", "tile", _tile_form), TorchForm("function", "torch.tile", _tile_form),
+                       TorchForm("method", "repeat", _tile_form))),
 )

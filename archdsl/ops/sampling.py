@@ -45,6 +45,9 @@ def _check_align(a: dict[str, Any], what: str) -> None:
 def _upsample_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     c, h, w = _need_rank(shapes, 3, "upsample")
     _check_align(a, "upsample")
+    if a.get("antialias") and a["mode"] not in _ALIGNABLE:
+        raise ShapeError(f"upsample antialias applies only to mode \"bilinear\" or \"bicubic\", not \"{a['mode']}\"",
+                         arg="antialias", hint="leave antialias out (false)")
     s, size = a["scale_factor"], a["size"]
     if (s is None) == (size is None):
         raise ShapeError("upsample takes scale_factor= or size=, exactly one of them",
@@ -65,7 +68,8 @@ def _upsample_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
 
 def _interp_tail(e: EmitArgs) -> Expr:
     a = e.args
-    return (", mode=", Lit(a["mode"], "mode"), Kw("align_corners", a["align_corners"], None), ")")
+    return (", mode=", Lit(a["mode"], "mode"), Kw("align_corners", a["align_corners"], None),
+            Kw("antialias", a.get("antialias", False), False), ")")
 
 
 def _upsample_how(e: EmitArgs) -> Expr:
@@ -181,11 +185,13 @@ def _convt_form(c: TorchCall) -> dict[str, Any] | None:
 
 
 def _interpolate_form(c: TorchCall) -> dict[str, Any] | None:
-    """F.interpolate by one scale factor or to a size (a scale per dim, antialias, recomputed scales: not the op)."""
-    if not has_rank(c, 3) or c.arg(5, "recompute_scale_factor", None) or c.arg(6, "antialias", False):
+    """F.interpolate by one scale factor or to a size (a scale per dim, recomputed scales: not the op)."""
+    if not has_rank(c, 3) or c.arg(5, "recompute_scale_factor", None):
         return None
     size, sf = c.arg(1, "size", None), c.arg(2, "scale_factor", None)
     out: dict[str, Any] = {"mode": c.arg(3, "mode", "nearest"), "align_corners": c.arg(4, "align_corners", None)}
+    if c.arg(6, "antialias", False):
+        out["antialias"] = True
     if sf is not None:
         sf = spec_size(sf)
         if isinstance(sf, list):
@@ -215,9 +221,10 @@ _A = ArgSpec
 _MODE = _A("mode", "str", "nearest", INTERPOLATION_MODES)
 register(
     OpDef("upsample", "upsample", [_A("scale_factor", "float?", None), _MODE, _A("align_corners", "bool?", None),
-                                   _A("size", "int2?", None)], _upsample_shape,
+                                   _A("size", "int2?", None), _A("antialias", "bool", False)], _upsample_shape,
           "Resize [C, H, W] by scale_factor (F.interpolate; the generated code keeps the factor, so the output "
-          "follows the input size at run time), or to a fixed size=[h, w].",
+          "follows the input size at run time), or to a fixed size=[h, w]; antialias=true filters a bilinear or "
+          "bicubic downscale (F.interpolate's antialias).",
           aliases=("interpolate",), key_args=("scale_factor", "mode"),
           emit=lambda e: ("F.interpolate(", In(0), ", ", *_upsample_how(e), *_interp_tail(e)),
           module_form=lambda e: ("nn.Upsample(", *_upsample_how(e), *_interp_tail(e)),

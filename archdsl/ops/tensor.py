@@ -472,6 +472,20 @@ def _binary_forms(op: str, fn: Form) -> tuple[TorchForm, ...]:
             method_form(op, fn))
 
 
+#: the Tensor methods that cast (``x.float()``, ``x.to(torch.float32)``, ``x.type_as(y)``, ``x.type(dtype)``)
+_CASTS = ("float", "to", "type_as", "type")
+
+
+def _float_cast_form(c: TorchCall) -> dict[str, Any] | None:
+    """A cast of a float32 value that gives float32 (NaFlexViT's ``x.float()``) changes nothing: the identity.
+    The traced dtypes decide (a spec's tensors are float32); any other cast is not this op."""
+    if not c.in_dtypes or c.in_dtypes[0] != "float32" or c.out_dtypes != ["float32"]:
+        raise ShapeError(f"a cast from {c.in_dtypes[0] if c.in_dtypes else 'an unknown dtype'} to "
+                         f"{c.out_dtypes[0] if c.out_dtypes else 'an unknown dtype'}: only float32 to float32 "
+                         "(the identity) has a spelling")
+    return {}
+
+
 _A = ArgSpec
 register(
     OpDef("flatten", "shape", [], _flatten_shape, "Flatten [C, H, W] to [C*H*W].",
@@ -483,7 +497,7 @@ register(
     OpDef("identity", "identity", [], _same, "The input, unchanged (a shortcut branch).",
           emit=lambda e: (In(0),), module_form=lambda e: ("nn.Identity()",), traits={"eval-identity", "channel-wise"},
           torch_forms=(module_form(NN + "Identity", no_args), method_form("contiguous", no_args),
-                       method_form("clone", no_args))),
+                       method_form("clone", no_args), *(method_form(m, _float_cast_form) for m in _CASTS))),
     OpDef("channel_shuffle", "shape", [_A("groups", "int")], _shuffle_shape,
           "ShuffleNet channel shuffle: [g, C/g] -> [C/g, g].", key_args=("groups",), helpers=("channel_shuffle",),
           emit=lambda e: ("_channel_shuffle(", In(0), ", ", Lit(e.args["groups"], "groups"), ")"),

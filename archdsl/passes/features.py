@@ -141,7 +141,7 @@ def _node_geometry(n: Node, ins: list[Geometry]) -> Geometry:
         step = int(a["step"])
         jump = (first.jump[0] * step, first.jump[1]) if k == 0 else (first.jump[0], first.jump[1] * step)
         return Geometry(first.axes, first.rf, jump)
-    if n.op == "permute" and first.axes is not None:
+    if n.op == "permute" and first.axes is not None and len(first.axes) == len(in_shape):
         return Geometry(tuple(first.axes[d - 1] for d in a["dims"][1:]), first.rf, first.jump)
     if n.op == "flatten":
         return _global(first, in_shape, first.axes, None)
