@@ -100,6 +100,31 @@ class Plain(nn.Module):
         return x + self.gamma * self.attn(x, extra=bias)
 
 
+class Gain(nn.Module):
+    """NFNet's skip-init gain: a 0-d parameter, no spec parameter has its shape."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c          # (the plugin recovers its constructor argument from it)
+        self.conv = nn.Conv2d(c, c, 1)
+        self.gain = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x):
+        out = self.conv(x)
+        out.mul_(self.gain)
+        return out + x
+
+
+class GainNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 1)
+        self.block = Gain(4)
+
+    def forward(self, x):
+        return self.block(self.stem(x))
+
+
 class Stack(nn.Module):
     def __init__(self, c=8, n=4):
         super().__init__()
@@ -245,3 +270,12 @@ def test_a_path_name_beside_an_own_parameter_of_that_name() -> None:
     assert 'inner_g_ = "inner.g": parameter([4], batch_dim=false)' in r.spec
     assert "inner_g = parameter([4], batch_dim=false)" in r.spec
     _round_trip(model, r.spec, (3, 4))
+
+
+def test_a_0d_parameter_keeps_its_class_whole(models: Any) -> None:
+    """A 0-d parameter (NFNet's ``skipinit_gain``) has no spec spelling (``parameter([])`` is refused and
+    ``[1]`` would not load its key strictly): its class is kept whole and the model still round-trips."""
+    torch.manual_seed(0)
+    r = import_model(models.GainNet(), (3, 8, 8), name="gainnet")     # check=True: the round trip is proven
+    assert set(r.kept) == {"block"} and "0-d parameter" in r.kept["block"]
+    assert "parameter([]" not in r.spec

@@ -50,6 +50,8 @@ def read_attr(module: Any, target: str, users: list[Any]) -> AttrRead:
         return AttrRead("meta", target)
     params = dict(sub.named_parameters(recurse=False)) if sub is not None else {}
     if name in params:
+        if params[name].dim() == 0:     # (its key holds a 0-d tensor: no spec parameter has that shape)
+            raise ImportFailure(f"a 0-d parameter {target} (the language's parameters have at least one dimension)")
         return AttrRead("param", target, tuple(params[name].shape))
     buffers = dict(sub.named_buffers(recurse=False)) if sub is not None else {}
     if name in buffers and buffers[name] is not None:
