@@ -72,6 +72,7 @@ HEAVY: dict[str, dict[str, str]] = {
         "archdsl.importer.plugin": "lazy",      # archc import: recording constructor arguments
         "archdsl.importer.pywrite": "lazy",     # archc import: is a constructor argument a module, a tensor
         "archdsl.importer.concrete": "lazy",    # archc import: fx tracing with concrete shapes
+        "archdsl.importer.tables": "lazy",      # archc import: a buffer's values against a generator's table
         "archdsl.cli.importer": "lazy",         # archc import: building the source model
         "archdsl.codegen.build": "any",         # instantiating the generated module
         "archdsl.codegen.model_api": "any",     # timm's model API of built networks (checkpointing, ...)

@@ -201,7 +201,9 @@ def build_body(h: Hierarchy, u: Unit, unit_exprs: dict[str, tuple[Any, ...]], ho
             kind = "param" if has_trait(n.op, "parameter") else "module"
             if has_trait(n.op, "buffer"):   # a non-persistent buffer is no state_dict key
                 kind = "buffer" if opdef.persistent(e.args) else "buffer-np"
-            register(rel, kind, tuple(opdef.ctor(e)))
+            ctor = tuple(opdef.ctor(e))
+            register(rel, kind, ctor)
+            body.helpers.update(size_helpers(ctor))
         elif MOD in expr:
             raise GenerationError(f"op '{n.op}' calls its module but the node has none")
         body.helpers.update(opdef.helpers)

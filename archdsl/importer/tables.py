@@ -4,7 +4,8 @@ A ``get_attr`` of a module's own buffer becomes ``buffer(...)`` labelled with th
 state_dict loads strictly): ``init="loaded"`` when it is persistent (the checkpoint fills it); when it is not
 (no state_dict key, the model computes it when built) its values are written as a literal list when small
 enough (:attr:`Limits.max_literal_values`), or named by a known generator when they equal its output (Swin's
-``relative_position_index``, BEiT's with a class token); anything else is an :class:`ImportFailure` (the class is kept as a plugin).
+``relative_position_index``, BEiT's with a class token, timm's rotary position embedding tables: the
+generator's arguments are read from the owning module's attributes as candidates, the values decide); anything else is an :class:`ImportFailure` (the class is kept as a plugin).
 
 Torch calls whose tensors all lack the batch axis (``gamma.reshape(1, -1, 1, 1)``, ``table[index]``,
 ``bias.permute(2, 0, 1)``, ``torch.cat((q_bias, k_bias, v_bias))``) are written here: torch's dim ``d`` of
@@ -14,13 +15,15 @@ torch is imported inside the functions only.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ..limits import Limits
 from ..ops.buffers import relative_position_index
+from ..ops.rotary import ROTARY_DEFAULTS, ROTARY_INITS
+from ..ops.tensor import HELPERS
 from .trace import ImportFailure
 
-__all__ = ["buffer_args", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue", "stale_alias"]
+__all__ = ["buffer_args", "rotary_table", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue", "stale_alias"]
 
 #: torch calls that return a (values, indices) pair when given a dim (x.max(1), torch.min(x, 0)): the values are
 #: an op (amax, amin), the indices are not expressible
@@ -65,6 +68,10 @@ def buffer_args(module: Any, name: str, t: Any) -> dict[str, Any]:
             args["init"] = "relative_position_index_cls" if cls_token else "relative_position_index"
             args["window"] = window
             return args
+    rotary = _rotary_args(module, t)
+    if rotary is not None:
+        args.update(rotary)
+        return args
     if t.numel() > Limits().max_literal_values:
         raise ImportFailure(f"non-persistent buffer {name} of {t.numel()} values (more than "
                             f"{Limits().max_literal_values} cannot be written as a literal list, and they equal no "
@@ -91,6 +98,72 @@ def _rpi_window(t: Any, cls_token: bool = False) -> list[int] | None:
         if area % h == 0 and relative_position_index(h, area // h, cls_token) == flat:
             return [h, area // h]
     return None
+
+
+def _rotary_args(module: Any, t: Any) -> dict[str, Any] | None:
+    """The ``buffer(...)`` arguments of a rotary init whose table equals the float32 ``t`` (within 1e-6 of each
+    value's magnitude, at least 1), trying the parameters a timm ``RotaryEmbedding(Cat)`` keeps as attributes
+    (``feat_shape``, ``ref_feat_shape``, ``temperature``, ``grid_offset``, ``grid_indexing``, ``rotate_half``)
+    and timm's defaults on a square grid; else None."""
+    if str(t.dtype) != "torch.float32" or t.dim() != 2 or t.shape[1] % 4:
+        return None
+    n, width = int(t.shape[0]), int(t.shape[1])
+    got: dict[str, Any] = {}
+    for key, attr, ok in (("window", "feat_shape", _int_pair), ("ref_window", "ref_feat_shape", _int_pair),
+                          ("temperature", "temperature", _number), ("offset", "grid_offset", _number),
+                          ("indexing", "grid_indexing", lambda v: v if v in ("ij", "xy") else None),
+                          ("rotate_half", "rotate_half", lambda v: v if isinstance(v, bool) else None)):
+        v = ok(getattr(module, attr, None))
+        if v is not None:
+            got[key] = v
+    side = round(n ** 0.5)
+    candidates = [{**ROTARY_DEFAULTS, "window": [side, side]}]
+    if "window" in got:
+        candidates.insert(0, {**ROTARY_DEFAULTS, **got})
+    for cand in candidates:
+        h, w = cand["window"]
+        if h * w != n:
+            continue
+        for init, part in ROTARY_INITS.items():
+            per_band = 8 if part == "sin_cos" else 4
+            if width % per_band:
+                continue
+            want = rotary_table(h, w, width // per_band, cand["temperature"], cand["ref_window"],
+                                    cand["offset"], cand["indexing"], cand["rotate_half"], part)
+            if tuple(want.shape) == tuple(t.shape) and \
+                    bool(((want - t).abs() <= 1e-6 * want.abs().clamp(min=1.0)).all()):
+                out = {"init": init, "window": [h, w]}
+                out.update({k: v for k, v in cand.items() if k in ROTARY_DEFAULTS and v != ROTARY_DEFAULTS[k]})
+                return out
+    return None
+
+
+_ROTARY_FN: list[Callable[..., Any]] = []
+
+
+def rotary_table(win_h: int, win_w: int, num_bands: int, temperature: float = 10000.0,
+                 ref_window: tuple[int, int] | list[int] | None = None, offset: float = 0.0, indexing: str = "ij",
+                 rotate_half: bool = False, part: str = "sin_cos") -> Any:
+    """The table a rotary buffer's generated code builds (a float32 tensor), computed by the same helper text
+    (``HELPERS["rotary_embedding"]``, trusted text of :mod:`archdsl.ops.rotary`, never spec text)."""
+    if not _ROTARY_FN:
+        import torch
+        ns: dict[str, Any] = {"torch": torch}
+        exec(compile(HELPERS["rotary_embedding"], "<archdsl rotary_embedding helper>", "exec"), ns)
+        _ROTARY_FN.append(ns["_rotary_embedding"])
+    ref_h, ref_w = ref_window if ref_window is not None else (0, 0)
+    return _ROTARY_FN[0](win_h, win_w, num_bands, float(temperature), ref_h, ref_w, float(offset), indexing == "xy",
+                         rotate_half, part)
+
+
+def _int_pair(v: Any) -> list[int] | None:
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x > 0 for x in v):
+        return [int(x) for x in v]
+    return None
+
+
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < float("inf") else None
 
 
 def _dims(dims: Any) -> list[int]:

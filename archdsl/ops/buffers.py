@@ -6,7 +6,8 @@ state_dict key when it is persistent: index tables (Swin's and BEiT's ``relative
 fixed filters, constants. Its values come from a fixed table of data-only initializers (:data:`BUFFER_INITS`),
 never from code in a spec: ``zeros``, ``ones``, ``arange``, ``values=[...]`` (finite numbers, at most
 ``Limits.max_literal_values`` of them, written into the generated code as a repr literal), the relative
-position indexes of a window, or ``loaded`` (zeros until a checkpoint fills it: persistent only).
+position indexes of a window, rotary position embedding tables (:mod:`archdsl.ops.rotary`), or ``loaded``
+(zeros until a checkpoint fills it: persistent only).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall,
                    TorchForm, _same, register)
+from .rotary import ROTARY_DEFAULTS, ROTARY_INITS, rotary_ctor, rotary_norm
 from .tensor import HELPERS
 
 __all__ = ["BUFFER_INITS", "BUFFER_DTYPES", "relative_position_index"]
@@ -31,6 +33,11 @@ BUFFER_INITS: dict[str, str] = {
     "relative_position_index_cls": "BEiT's index (timm gen_relative_position_index): the window's pairs as "
                                    "above plus a class token, [h*w+1, h*w+1] into a table of "
                                    "(2h-1)*(2w-1)+3 rows",
+    "rotary_sin_cos": "timm's rotary position embedding of a window=[h, w] grid of patches (RotaryEmbeddingCat, "
+                      "EVA-02): sin then cos, [h*w, 8*bands]; temperature=, ref_window=, offset=, rotate_half=, "
+                      "indexing=\"ij\"|\"xy\" as timm's build_rotary_pos_embed(in_pixels=False)",
+    "rotary_sin": "the sin half of rotary_sin_cos, [h*w, 4*bands] (timm RotaryEmbedding.pos_embed_sin)",
+    "rotary_cos": "the cos half of rotary_sin_cos, [h*w, 4*bands] (timm RotaryEmbedding.pos_embed_cos)",
     "loaded": "zeros until a checkpoint fills it (persistent buffers only): a build without weights has zeros",
 }
 #: The element types a buffer may have, as torch spells them (trusted text, never spec text).
@@ -140,10 +147,10 @@ def _buffer_norm(shapes: list[Shape], a: dict[str, Any]) -> dict[str, Any]:
         if dtype != "int64":
             raise ShapeError(f"buffer init=\"{init}\" makes indexes: dtype must be \"int64\"", arg="dtype")
         a["window"] = (h, w)
-    elif window is not None:
-        raise ShapeError(f"buffer window= is read only by init=\"relative_position_index\", not \"{init}\"",
-                         arg="window")
-    return a
+    elif window is not None and init not in ROTARY_INITS:
+        raise ShapeError(f"buffer window= is read only by init=\"relative_position_index\" and the rotary inits, "
+                         f"not \"{init}\"", arg="window")
+    return rotary_norm(a)
 
 
 def _buffer_ctor(e: EmitArgs) -> Expr:
@@ -158,6 +165,8 @@ def _buffer_ctor(e: EmitArgs) -> Expr:
         return ("torch.arange(", Lit(math.prod(a["shape"]), "numel"), f", dtype={dt}).reshape(", shape, ")")
     if init == "values":
         return ("torch.tensor(", Lit(tuple(a["values"]), "values"), f", dtype={dt}).reshape(", shape, ")")
+    if init in ROTARY_INITS:
+        return rotary_ctor(e, shape)
     h, w = a["window"]
     cls = ", True" if init.endswith("_cls") else ""
     return ("_relative_position_index(", Lit(h, "win_h"), ", ", Lit(w, "win_w"), cls + ").reshape(", shape, ")")
@@ -195,13 +204,18 @@ _A = ArgSpec
 register(
     OpDef("buffer", "parameter",
           [_A("shape", "list"), _A("dtype", "str", "float32", tuple(BUFFER_DTYPES)), _A("persistent", "bool", True),
-           _A("init", "str", "zeros", tuple(BUFFER_INITS)), _A("values", "any", None), _A("window", "int2?", None)],
+           _A("init", "str", "zeros", tuple(BUFFER_INITS)), _A("values", "any", None), _A("window", "int2?", None),
+           _A("temperature", "float", ROTARY_DEFAULTS["temperature"]), _A("ref_window", "int2?", None),
+           _A("offset", "float", ROTARY_DEFAULTS["offset"]), _A("rotate_half", "bool", False),
+           _A("indexing", "str", "ij", ("ij", "xy"))],
           lambda s, a: a["shape"],
           "A registered buffer bound to a name, which is its state_dict key when persistent (the default; "
           "persistent=false: not saved, computed when the model is built): index tables, masks, fixed filters, "
           "constants. Its shape is the whole tensor's (no batch axis; dims still count dim 0 as the batch). init: "
           "zeros, ones, arange, relative_position_index (window=[h, w]; Swin), relative_position_index_cls "
-          "(BEiT, with a class token), loaded (zeros until a checkpoint fills it); values=[...] gives the numbers "
+          "(BEiT, with a class token), rotary_sin_cos / rotary_sin / rotary_cos (timm's rotary position "
+          "embedding of a window=[h, w] grid: temperature=10000, ref_window=none, offset=0, rotate_half=false, "
+          "indexing=\"ij\"), loaded (zeros until a checkpoint fills it); values=[...] gives the numbers "
           "(at most Limits.max_literal_values). dtype: float32, int64, bool.",
           stateful=True, arity=0, size_inputs_from=0, normalize=_buffer_norm, key_args=("shape", "init"),
           buffers=lambda s, a: math.prod(a["shape"]), ctor=_buffer_ctor, emit=lambda e: (MOD,),

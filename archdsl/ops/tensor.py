@@ -218,12 +218,13 @@ _SIZE_CALLS = {"max": "_size_max", "min": "_size_min"}
 
 
 # the helper calls an expression may contain beyond its op's own helpers: call text -> HELPERS key
-_CALLED_HELPERS = {"_size_max(": "size_ops", "_size_min(": "size_ops", "_channel_affine(": "channel_affine"}
+_CALLED_HELPERS = {"_size_max(": "size_ops", "_size_min(": "size_ops", "_channel_affine(": "channel_affine",
+                   "_rotary_embedding(": "rotary_embedding"}
 
 
 def size_helpers(expr: Expr) -> tuple[str, ...]:
-    """The helpers (:data:`HELPERS` keys) an emitted expression calls beyond its op's own: the size ones, and
-    the deploy form's per-channel affine map (a conv2d emitted for inference only)."""
+    """The helpers (:data:`HELPERS` keys) an emitted expression calls beyond its op's own: the size ones, the
+    deploy form's per-channel affine map (a conv2d emitted for inference only) and a rotary buffer's table."""
     return tuple(sorted({_CALLED_HELPERS[p] for p in expr if isinstance(p, str) and p in _CALLED_HELPERS}))
 
 
