@@ -1,6 +1,6 @@
 """The rotary position embedding buffer inits (``rotary_sin_cos``, ``rotary_sin``, ``rotary_cos``) against timm's
 own RotaryEmbeddingCat / RotaryEmbedding tables, their argument checks, and the importer naming a non-persistent
-table by them (EVA-02)."""
+table by them (whole models: tests/test_importer_rope.py)."""
 from __future__ import annotations
 
 from typing import Any
@@ -98,16 +98,3 @@ def test_importer_names_a_rotary_table_by_its_init() -> None:
     sq = _timm("RotaryEmbeddingCat", dict(dim=32, feat_shape=[5, 5]))
     sq.feat_shape, sq.temperature = [25, 1], 3.0
     assert buffer_args(sq, "pos_embed", sq.pos_embed)["window"] == [5, 5]
-
-
-def test_eva02_imports_with_its_rotary_table() -> None:
-    import timm
-
-    from archdsl.importer import import_model
-    torch.manual_seed(0)
-    # EVA-02 tiny at 56 px with two blocks (the same classes; the rope table is rescaled onto the 16x16
-    # reference grid): import_model proves the round trip (strict load, equal outputs)
-    model = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=56, depth=2).eval()
-    r = import_model(model, (3, 56, 56), name="eva02_tiny", auto_keep=False)
-    assert r.plugin is None and not r.kept and r.max_diff is not None and r.max_diff <= 1e-5
-    assert "init=\"rotary_sin_cos\", window=[4, 4], ref_window=[16, 16]" in r.spec, r.spec

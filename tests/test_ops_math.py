@@ -29,7 +29,7 @@ shapes3 = st.tuples(st.integers(1, 5), st.integers(1, 5), st.integers(1, 5))
 # ---- element-wise ---------------------------------------------------------------------------------------
 UNARY = {
     "sqrt": torch.sqrt, "rsqrt": torch.rsqrt, "exp": torch.exp, "log": torch.log, "abs": torch.abs,
-    "neg": torch.neg, "pow(3)": lambda t: torch.pow(t, 3), "pow(0.5)": lambda t: torch.pow(t, 0.5),
+    "neg": torch.neg, "sin": torch.sin, "cos": torch.cos, "pow(3)": lambda t: torch.pow(t, 3), "pow(0.5)": lambda t: torch.pow(t, 0.5),
     "clamp(min=0.3)": lambda t: torch.clamp(t, min=0.3), "clamp(max=0.5)": lambda t: torch.clamp(t, max=0.5),
     "clamp(0.2, 0.7)": lambda t: torch.clamp(t, 0.2, 0.7),
 }

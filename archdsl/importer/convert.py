@@ -193,10 +193,10 @@ class _Conv:
         if got.kind == "meta":
             self.env[n.name] = _Const(None)
         elif got.kind == "param":
-            self.env[n.name] = _Param(got.label, got.shape)
+            self.env[n.name] = _Param(got.label, got.shape, val.value)
         else:
             self.env[n.name] = self.add(SNode("param", "buffer", got.args, got.label, []),
-                                        Val("tensor", got.shape, None))
+                                        Val("tensor", got.shape, None, value=val.value))
 
     def param_ref(self, p: "_Param", batched: bool) -> Ref:
         key = (p.name, batched)
@@ -205,7 +205,8 @@ class _Conv:
             return Ref(idx)
         shape = list(p.shape[1:]) if batched else list(p.shape)
         node = SNode("param", "parameter", {"shape": shape, "batch_dim": batched}, p.name, [])
-        r = self.add(node, Val("tensor", (1, *shape) if batched else tuple(shape), 0 if batched else None))
+        r = self.add(node, Val("tensor", (1, *shape) if batched else tuple(shape), 0 if batched else None,
+                               value=p.value))
         self.params[str(key)] = r.node
         return r
 
@@ -539,6 +540,8 @@ class _Const:
 class _Param:
     name: str
     shape: tuple[int, ...]
+    # the traced tensor, read for its dtype only (a cast of a float32 parameter is the identity)
+    value: Any = field(default=None, compare=False, repr=False)
 
 
 def _hoist_params(body: Body) -> None:

@@ -506,6 +506,8 @@ register(
     _unary("rsqrt", "torch.rsqrt", "Element-wise 1 / sqrt(x)."),
     _unary("exp", "torch.exp", "Element-wise e ** x."),
     _unary("log", "torch.log", "Element-wise natural logarithm."),
+    _unary("sin", "torch.sin", "Element-wise sine (rotary position embeddings computed in forward)."),
+    _unary("cos", "torch.cos", "Element-wise cosine (rotary position embeddings computed in forward)."),
     _unary("abs", "torch.abs", "Element-wise absolute value (abs(-3) on a number stays the built-in)."),
     _unary("neg", "torch.neg", "Element-wise -x.", function_form("operator.neg", no_args)),
     OpDef("clamp", "math", [_A("min", "float?", None), _A("max", "float?", None)], _clamp_shape,

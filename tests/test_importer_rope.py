@@ -1,0 +1,46 @@
+"""timm's vision transformers with rotary position embeddings, imported whole (``import_model`` proves the round
+trip: check, build, strict load of the randomized model's state_dict, equal outputs). Each is built small (two
+blocks, a small image) with the classes of the full model.
+
+* EVA-02 and ViT-RoPE: the non-persistent ``rope.pos_embed`` is ``buffer(init="rotary_sin_cos")``;
+  ``apply_rot_embed_cat`` in every block is chunk, stepped slices, neg, stack, reshape, mul and add.
+* ViT-RoPE-Mixed: the table is computed in forward from learnt frequencies (a float32 parameter cast by
+  ``.float()``, the identity), the sin and cos of the angles, and picked per block (``rot_pos_embed[i]``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from archdsl.importer import import_model
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+
+def _import(name: str, size: int, **kw: Any) -> Any:
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, img_size=size, depth=2, **kw).eval()
+    r = import_model(model, (3, size, size), name=name, auto_keep=False)
+    assert r.plugin is None and not r.kept and r.max_diff is not None and r.max_diff <= 1e-5, r.max_diff
+    return r
+
+
+def test_eva02_rotary_table_rescaled_onto_its_reference_grid() -> None:
+    # 56 px: a 4x4 grid of patches whose positions are rescaled onto the 16x16 pretraining grid
+    r = _import("eva02_tiny_patch14_224", 56)
+    assert "init=\"rotary_sin_cos\", window=[4, 4], ref_window=[16, 16]" in r.spec, r.spec
+    assert "neg" in r.spec and "stack(" in r.spec
+
+
+def test_vit_rope_xy_indexing_and_temperature() -> None:
+    r = _import("vit_small_patch16_rope_224", 64)
+    assert "init=\"rotary_sin_cos\", window=[4, 4], temperature=100.0, indexing=\"xy\"" in r.spec, r.spec
+
+
+def test_vit_rope_mixed_computes_its_table_in_forward() -> None:
+    r = _import("vit_small_patch16_rope_mixed_224", 64)
+    spec = r.spec
+    assert "-> sin" in spec and "-> cos" in spec and "rope.freqs" in spec, spec
+    assert "rotary_sin_cos" not in spec            # learnt frequencies: no fixed table
