@@ -184,3 +184,6 @@ def test_the_cast_form_reads_the_traced_dtypes() -> None:
     for ins, outs in ((["float16"], ["float32"]), (["float32"], ["int64"]), ([], [])):
         with pytest.raises(ShapeError):
             forms["method", "to"].args(TorchCall(None, (), {}, [(4,)], [0], [(4,)], [0], ins, outs))
+    # a value whose dtype the trace did not keep is named so, never as an empty word
+    with pytest.raises(ShapeError, match="a cast from an unknown dtype to float32"):
+        forms["method", "float"].args(TorchCall(None, (), {}, [(4,)], [0], [(4,)], [0], [""], ["float32"]))

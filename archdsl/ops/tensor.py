@@ -481,8 +481,8 @@ def _float_cast_form(c: TorchCall) -> dict[str, Any] | None:
     """A cast of a float32 value that gives float32 (NaFlexViT's ``x.float()``) changes nothing: the identity.
     The traced dtypes decide (a spec's tensors are float32); any other cast is not this op."""
     if not c.in_dtypes or c.in_dtypes[0] != "float32" or c.out_dtypes != ["float32"]:
-        raise ShapeError(f"a cast from {c.in_dtypes[0] if c.in_dtypes else 'an unknown dtype'} to "
-                         f"{c.out_dtypes[0] if c.out_dtypes else 'an unknown dtype'}: only float32 to float32 "
+        raise ShapeError(f"a cast from {(c.in_dtypes or [''])[0] or 'an unknown dtype'} to "
+                         f"{(c.out_dtypes or [''])[0] or 'an unknown dtype'}: only float32 to float32 "
                          "(the identity) has a spelling")
     return {}
 
