@@ -220,6 +220,23 @@ network d():
         assert_close(deployed(x), model(x))
 
 
+def test_deploy_gives_non_persistent_buffers_their_computed_values() -> None:
+    # no state_dict key fills them: the deployed model (built on the meta device) takes the built model's
+    src = net("    s = \"table.shift\": buffer([16], values=[0.5, -1.5] * 8, persistent=false)\n"
+              "    r = buffer([4, 16], persistent=false, init=\"rotary_sin_cos\", window=[2, 2])\n"
+              "    k = buffer([16], persistent=false, init=\"ones\")\n"
+              "    y = x + s + k\n    y * r\n", [4, 16])
+    _, model = _build(src)
+    deployed = archdsl.deploy(model, memory_format="contiguous")
+    for name, buf in model.named_buffers():
+        got = deployed.get_buffer(name)
+        assert not got.is_meta and torch.equal(got, buf), name
+    assert deployed.state_dict() == {}                  # still no keys
+    x = torch.randn(2, 4, 16)
+    with torch.no_grad():
+        assert torch.equal(deployed(x), model(x))
+
+
 def test_values_without_the_batch_axis_exist_once_in_memory() -> None:
     # the bias computed from the table and the index is one tensor whatever the batch: at batch 4 the
     # activations are 4x those of batch 1 less 3x the unbatched values' bytes

@@ -111,6 +111,18 @@ def native_bf16(device: Any = None) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _copy_computed_buffers(m: Any, module: Any) -> None:
+    """Give the non-persistent buffers of ``m`` (built on the meta device: no state_dict key fills them) the
+    values ``module`` computed when it was built (a rotary table, a mask, BEiT's zero ``k_bias``)."""
+    source = dict(module.named_buffers())
+    for name, buf in list(m.named_buffers()):
+        if buf is not None and buf.is_meta:
+            if name not in source:
+                raise ValueError(f"deploy: the buffer {name} has no value (no state_dict key, none in the module)")
+            owner, _, leaf = name.rpartition(".")
+            setattr(m.get_submodule(owner) if owner else m, leaf, source[name].detach().clone())
+
+
 def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", repeats: int = 3,
            batch_size: int = 1, compile: bool = False, dtype: Any = None, limits: Limits | None = None) -> Any:
     """The deploy (inference) form of a compiled train-form module, with the same eval-mode function.
@@ -166,6 +178,7 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
         with torch.device("meta"):   # no random init: every tensor comes from the state_dict
             m = module_class(plan.graph, src)()
         m.load_state_dict(sd, strict=True, assign=True)
+        _copy_computed_buffers(m, module)
         m.to(device).eval()
         if dtype is not None:
             m.to(dtype)   # floating parameters and buffers; integer buffers (an index) keep theirs
