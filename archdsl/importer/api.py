@@ -65,21 +65,65 @@ def _default_name(model: Any) -> str:
     return out if out[0].isalpha() else "net_" + out
 
 
+#: classes kept whole by retrying an import (:class:`_KeepClass`) at most
+MAX_KEEP_RETRIES = 8
+
+
+class _KeepClass(Exception):
+    """An import failed in the code of a module traced through as part of its caller: retry with its class
+    kept whole (each call a plugin op bound to it, :mod:`.bound`); ``error`` is the failure to report if not."""
+
+    def __init__(self, cls: str, why: str, error: ArchError) -> None:
+        super().__init__(cls)
+        self.cls, self.why, self.error = cls, why, error
+
+
 def import_model(model: Any, example_input: Any, *, name: str | None = None, keep: Iterable[str] = (),
                  check: bool = True, source: str | None = None, paths: dict[str, str] | None = None,
                  auto_keep: bool = True) -> ImportResult:
     """Import ``model`` (an ``nn.Module``) traced on ``example_input``. ``keep`` names classes (by class name
     or qualified name) to keep whole as plugin ops. ``auto_keep``: a module the importer cannot see through
     is kept whole as a plugin op (the reason and source line in ``kept`` and the spec's header) rather than
-    failing the import (:mod:`.fallback`). ``check`` compiles the text and proves the round trip.
-    ``paths`` maps a module name to the folder the plugin must put on ``sys.path`` to import it (a
-    FILE.py source). Raises :class:`ArchError` with the module path, class and source line of what cannot
-    be imported."""
+    failing the import (:mod:`.fallback`); one the model calls with more than a tensor has its class kept
+    whole and the import is tried again (at most :data:`MAX_KEEP_RETRIES` classes). ``check`` compiles the
+    text and proves the round trip. ``paths`` maps a module name to the folder the plugin must put on
+    ``sys.path`` to import it (a FILE.py source). Raises :class:`ArchError` with the module path, class and
+    source line of what cannot be imported."""
     example = _example(example_input)
     name = name or _default_name(model)
     if not name.isidentifier():
         raise ArchError(f"--name '{name}' is not an identifier", None)
-    keep = set(keep)
+    extra: dict[str, _KeepClass] = {}          # class -> why it was kept by a retry
+    while True:
+        try:
+            result = _import(model, example, name, set(keep) | set(extra), check, source, paths, auto_keep, extra)
+        except _KeepClass as k:
+            if k.cls in extra or len(extra) >= MAX_KEEP_RETRIES:
+                raise k.error from None
+            extra[k.cls] = k
+            if os.environ.get("ARCHDSL_IMPORT_DEBUG"):
+                print(f"retrying with {k.cls} kept whole: {k.why}")
+            continue
+        return result
+
+
+def _keep_or(model: Any, where: Where, why: str, error: ArchError, auto_keep: bool) -> Exception:
+    """``error``, or :class:`_KeepClass` when it is in the code of a module (at ``where``) that can be kept
+    whole: not the model, not a container."""
+    if not auto_keep or not where.path:
+        return error
+    try:
+        m = model.get_submodule(where.path)
+    except AttributeError:
+        return error
+    if m is model or is_container(m) or type(m).__name__ in ("ModuleList", "ModuleDict"):
+        return error
+    return _KeepClass(class_name(m), why, error)
+
+
+def _import(model: Any, example: Any, name: str, keep: set[str], check: bool, source: str | None,
+            paths: dict[str, str] | None, auto_keep: bool, retried: dict[str, _KeepClass]) -> ImportResult:
+    """One try of :func:`import_model` (``retried``: classes kept by earlier tries, with why)."""
     form_keys = {t for (k, t) in form_index() if k == "module"}
     plugins: dict[int, str] = {}
     paths_of: dict[int, str] = {}
@@ -114,7 +158,7 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
         why += where.text()
         failures[path] = why
         if not path or m is model:
-            raise root_failure(class_name(model), why, where)
+            raise _keep_or(model, where, why, root_failure(class_name(model), why, where), auto_keep)
         if not auto_keep:
             raise cannot_import(where.path or path, where.cls or class_name(m), why, keep_hint=True)
         plugins[id(m)] = why
@@ -123,35 +167,46 @@ def import_model(model: Any, example_input: Any, *, name: str | None = None, kee
     try:
         infos, bodies = trace_model(model, example, leaf=leaf, on_fail=on_fail)
     except ImportFailure as e:
-        raise root_failure(class_name(model), str(e), where_of(e) or Where()) from None
+        w = where_of(e) or Where()
+        raise _keep_or(model, w, str(e), root_failure(class_name(model), str(e), w), auto_keep) from None
     for path, why in list(failures.items()):
         m = model.get_submodule(path)
         info = infos.get(id(m))
         if info is None or not info.single or info.calls != 1:
-            raise cannot_import(path, class_name(m), why)
+            raise _keep_or(model, Where(path, class_name(m)), why, cannot_import(path, class_name(m), why),
+                           auto_keep)
     if "" not in bodies:
         raise ArchError(f"the model ({class_name(model)}) cannot be traced", None)
     try:
         root = convert(bodies[""], bodies, kept, fallback)
     except ImportFailure as e:
-        raise root_failure(class_name(model), str(e), where_of(e) or Where()) from None
+        first = retried.get(getattr(e, "kept_class", ""))
+        if first is not None:       # a class kept by a retry whose calls cannot be plugin ops: the first cause
+            raise first.error from None
+        w = where_of(e) or Where()
+        raise _keep_or(model, w, str(e), root_failure(class_name(model), str(e), w), auto_keep) from None
     kept_modules = _plugin_modules(root)
+    bindings = _bindings(root)
     for m in kept_modules:
         paths_of.setdefault(id(m), _path_of(model, m))
     try:
         shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]] = {}
         for m in kept_modules:
             info = infos.get(id(m))
-            if info is not None and info.inputs and info.out_shape is not None:
+            b = bindings.get(id(m))
+            if b is not None:
+                shapes[id(m)] = (b.in_shape, b.out_shape)
+            elif info is not None and info.inputs and info.out_shape is not None:
                 shapes[id(m)] = (tuple(int(d) for d in info.inputs[0].shape[1:]), info.out_shape)
-        ops, uses = plugin_ops(kept_modules, name, shapes, root=model, paths=paths_of)
+        ops, uses = plugin_ops(kept_modules, name, shapes, root=model, paths=paths_of, bindings=bindings)
     except ValueError as e:
         raise ArchError(f"a class kept whole cannot be written as a plugin: {e}", None) from None
     _name_plugins(root, uses)           # their arguments are slots: blocks holding them get parameters
     plugin = plugin_source(ops, name, paths or {}) if ops else None
     header = [f"{name}: imported from {source or class_name(model)} by `archc import`.",
               "Labels are the model's module paths: its state_dict loads strictly."]
-    reasons = {paths_of[id(m)]: plugins.get(id(m), "kept with --keep") for m in kept_modules}
+    reasons = {paths_of[id(m)]: plugins.get(id(m)) or _why_kept(retried, class_name(m))
+               for m in kept_modules}
     classes = {paths_of[id(m)]: class_name(m) for m in kept_modules}
     if plugin is not None:
         header.append(f"Load the classes kept whole with --plugin {name}_plugins.py.")
@@ -186,6 +241,25 @@ def _name_plugins(body: Any, uses: dict[int, tuple[str, dict[str, Any]]]) -> Non
             n.op, n.args = uses[id(n.module)][0], dict(uses[id(n.module)][1])
         if n.child is not None:
             _name_plugins(n.child, uses)
+
+
+def _why_kept(retried: dict[str, _KeepClass], cls: str) -> str:
+    k = retried.get(cls)
+    return k.why if k is not None else "kept with --keep"
+
+
+def _bindings(body: Any) -> dict[int, Any]:
+    """The :class:`~.bound.Binding` of each plugin op's module the model calls with more than a tensor."""
+    out: dict[int, Any] = {}
+    for n in body.nodes:
+        if n.kind == "plugin" and n.bound is not None:
+            if id(n.module) in out:
+                raise ArchError(f"module {n.label} is called twice (shared weights)", None)
+            out[id(n.module)] = n.bound
+        if n.child is not None:
+            for k, v in _bindings(n.child).items():
+                out.setdefault(k, v)
+    return out
 
 
 def _plugin_modules(body: Any) -> list[Any]:

@@ -10,15 +10,17 @@ shape is checked against the traced one, so a wrong mapping fails here rather th
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..ops import OPS, MULTI_OUTPUT_OPS
 from ..ops.core import REQUIRED, ShapeError, TensorArg, TorchCall
 from .attrs import read_attr
+from .bound import bound_call
 from .fallback import finite, locate, where_node
 from .formindex import fn_names, form_index
 from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, stale_alias, unbatched_op
+from .snodes import Body, Const as _Const, Param as _Param, Ref, SNode, has_tensor as _has_tensor, hoist_params
+from .snodes import plain as _plain
 from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
 
 __all__ = ["Ref", "SNode", "Body", "convert"]
@@ -28,43 +30,6 @@ __all__ = ["Ref", "SNode", "Body", "convert"]
 _BATCH_FIRST = {("function", "torch.nn.functional.interpolate")}
 _MOVED_OK = {"permute", "chunk", "split", "softmax", "mean", "reduce_sum", "amax", "amin", "concat", "stack", "roll",
              "identity"}
-
-
-@dataclass(frozen=True)
-class Ref:
-    """A tensor of a body: output ``k`` of node ``node`` (-1: the body's input ``x``)."""
-
-    node: int
-    k: int = 0
-
-
-@dataclass
-class SNode:
-    """One statement-level node: ``kind`` "op" (a registry op or a multi-output chunk/split), "use" (a child
-    block), "group" (an nn.Sequential: a labelled group), "plugin" (a kept class) or "param" (a free
-    parameter)."""
-
-    kind: str
-    op: str
-    args: dict[str, Any]
-    label: str | None
-    inputs: list[Ref]
-    n_out: int = 1
-    child: "Body | None" = None
-    module: Any = None
-
-
-@dataclass
-class Body:
-    """The converted body of one module: its nodes in order, its output, and where it came from."""
-
-    path: str
-    cls: str
-    module: Any
-    in_shape: tuple[int, ...]
-    nodes: list[SNode] = field(default_factory=list)
-    out: Ref = Ref(-1)
-    container: bool = False
 
 
 def _dtype(v: Val) -> str:
@@ -182,7 +147,7 @@ class _Conv:
                 self.call_module(n, val)
             else:
                 self.call(n, val)
-        _hoist_params(self.body)
+        hoist_params(self.body)
         return self.body
 
     def get_attr(self, n: Any, val: Val) -> None:
@@ -217,6 +182,10 @@ class _Conv:
         path = f"{self.t.path}.{n.target}" if self.t.path else n.target
         if is_batchnorm_act(sub):
             self.env[n.name] = self.batchnorm_act(n, sub, refs, val, label)
+            return
+        if self.kept(sub) and (val.kind == "seq" or len(refs) != 1 or args[:1] != (TensorArg(0),)
+                               or not at_defaults(sub, args[1:], kwargs)):
+            self.env[n.name] = bound_call(self, n, sub, args, kwargs, refs, val, label)
             return
         if len(refs) != 1 or args[:1] != (TensorArg(0),) or not at_defaults(sub, args[1:], kwargs):
             if ("module", class_name(sub)) in self.index and not self.kept(sub):
@@ -531,51 +500,12 @@ class _Conv:
         self.env[n.name] = self.reshape_to(r, val)
 
 
-@dataclass(frozen=True)
-class _Const:
-    value: Any
-
-
-@dataclass(frozen=True)
-class _Param:
-    name: str
-    shape: tuple[int, ...]
-    # the traced tensor, read for its dtype only (a cast of a float32 parameter is the identity)
-    value: Any = field(default=None, compare=False, repr=False)
-
-
-def _hoist_params(body: Body) -> None:
-    """Free parameters first (they read no tensor), so branches that use one stay contiguous."""
-    order = [i for i, n in enumerate(body.nodes) if n.kind == "param"]
-    order += [i for i, n in enumerate(body.nodes) if n.kind != "param"]
-    if order == list(range(len(order))):
-        return
-    new = {old: k for k, old in enumerate(order)}
-
-    def remap(r: Ref) -> Ref:
-        return r if r.node < 0 else Ref(new[r.node], r.k)
-    body.nodes = [body.nodes[i] for i in order]
-    for n in body.nodes:
-        n.inputs = [remap(r) for r in n.inputs]
-    body.out = remap(body.out)
-
-
-def _has_tensor(v: Val) -> bool:
-    return v.kind == "tensor" or any(_has_tensor(i) for i in v.items)
-
-
 def _consts(a: Any, env: dict[str, Any]) -> Any:
     if isinstance(a, (slice, tuple)):
         got = tuple(_consts(v, env) for v in ((a.start, a.stop, a.step) if isinstance(a, slice) else a))
         return slice(*got) if isinstance(a, slice) else got
     c = env.get(a.name) if hasattr(a, "name") and hasattr(a, "op") else None
     return c.value if isinstance(c, _Const) and isinstance(c.value, int) else a
-
-
-def _plain(v: Val) -> Any:
-    if v.kind == "seq":
-        return tuple(_plain(i) for i in v.items)
-    return v.value
 
 
 def convert(root: Traced, bodies: dict[str, Traced], kept: Callable[[Any], bool],

@@ -27,7 +27,7 @@ from ..errors import ArchError
 from .concrete import skipped_dirs, user_line
 
 __all__ = ["Where", "mark_node", "note_module", "where_traced", "where_node", "locate", "where_of",
-           "kept_lines", "cannot_import", "root_failure", "finite"]
+           "kept_lines", "cannot_import", "root_failure", "finite", "ROOT_HINT"]
 
 _ATTR = "_archdsl_where"     # read by ImportFailure.__str__ (trace.py) too
 E = TypeVar("E", bound=BaseException)
@@ -127,10 +127,15 @@ def kept_lines(kept: dict[str, str], classes: dict[str, str]) -> list[str]:
 def cannot_import(path: str, cls: str, why: str, *, keep_hint: bool = False) -> ArchError:
     """The error for module ``path`` (class ``cls``) that cannot be imported nor kept whole (``keep_hint``:
     it could be, but ``auto_keep`` is off)."""
-    hint = ("without --no-auto-keep it is kept whole as a plugin op" if keep_hint else
-            "it is called with several tensors or more than once, so it cannot be kept whole as a plugin op "
-            "either")
+    hint = "without --no-auto-keep it is kept whole as a plugin op" if keep_hint else ROOT_HINT
     return ArchError(f"module '{path}' ({cls}) cannot be imported: {why}", None, hint=hint)
+
+
+#: why a module traced as part of its caller was not kept whole (the importer retries with its class kept
+#: when auto_keep is on: :mod:`.bound`)
+ROOT_HINT = ("it is traced as part of its caller (called with other arguments than one tensor, or more than once); "
+             "its class can be kept whole only when each of its modules is called once, with at most one tensor "
+             "(and sizes), giving one tensor (and sizes)")
 
 
 def root_failure(model_cls: str, why: str, where: Where) -> ArchError:
@@ -139,6 +144,5 @@ def root_failure(model_cls: str, why: str, where: Where) -> ArchError:
     and the line."""
     if where.path:
         return ArchError(f"module '{where.path}' ({where.cls}) cannot be imported: {why}", None,
-                         hint="it is traced as part of the model's forward (called with several tensors, other "
-                              "arguments or more than once), so it cannot be kept whole as a plugin op")
+                         hint=ROOT_HINT)
     return ArchError(f"the model ({model_cls}) cannot be imported: {why}", None)

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from .bound import BOUND_HELPERS, CALL_PREFIX, Binding, bound_lines
 from .pywrite import LOAD_SOURCE, Unwritable, Writer, load
 from .trace import class_name
 
@@ -127,6 +128,8 @@ class PluginOp:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     paths: list[str] | None = None
     why: str = ""
+    bound: Binding | None = None        # the model calls it with more than a tensor (:mod:`.bound`)
+    alias: str = ""                     # the class's name in the plugin file (a bound op subclasses it)
 
 
 def _snake(name: str) -> str:
@@ -166,14 +169,15 @@ def _arg(w: Writer, name: str, v: Any) -> str:
 
 
 def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[int, ...], tuple[int, ...]]],
-               root: Any = None, paths: dict[int, str] | None = None
+               root: Any = None, paths: dict[int, str] | None = None, bindings: dict[int, Binding] | None = None
                ) -> tuple[list[PluginOp], dict[int, tuple[str, dict[str, Any]]]]:
     """The plugin ops for ``modules`` and, per module, its op name and all its spec arguments. ``shapes`` holds
     each module's traced (input, output) per-sample shapes: the plugin's shape function (a kept class's forward
     may not run on the meta device). A module whose constructor arguments cannot be written (see
     :class:`~archdsl.importer.pywrite.Writer`) is taken from the model's source when ``root`` (the model) was
-    recorded with :func:`remember_source` (``paths``: module id -> its path in ``root``). Raises ValueError
-    naming the module when it can be neither written nor taken."""
+    recorded with :func:`remember_source` (``paths``: module id -> its path in ``root``). ``bindings``: the
+    modules the model calls with more than a tensor (their ``call_`` arguments join the op's). Raises
+    ValueError naming the module when it can be neither written nor taken."""
     ops: dict[tuple[str, str], PluginOp] = {}
     uses: dict[int, tuple[str, dict[str, Any]]] = {}
     taken: set[str] = set()
@@ -186,11 +190,12 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
         while name in taken:
             name, k = f"{base}_{k}", k + 1
         taken.add(name)
-        writer.reserved |= {f"_{name}", f"_{name}_shape", f"_SHAPES_{name}", f"_PATHS_{name}"}
+        writer.reserved |= {f"_{name}", f"_{name}_shape", f"_SHAPES_{name}", f"_PATHS_{name}", f"_{name}_call"}
         return name
 
     for m in modules:
         path = (paths or {}).get(id(m), "?")
+        b = (bindings or {}).get(id(m))
         saved = dict(writer.refs)
         try:
             args = INIT_ARGS.get(m)
@@ -207,24 +212,33 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
                 raise ValueError(f"{path} ({class_name(m)}): {e}; the plugin cannot rebuild it"
                                  + (" (import it with `archc import`, which can take it from the model's source)"
                                     if source is None else "")) from None
-            key = (class_name(m), "<source>")
+            key = (class_name(m), "<source>" + (repr(b.layout()) if b is not None else ""))
             op = ops.get(key)
             if op is None:
-                op = PluginOp(new_name(m), type(m), ["path"], _source_call(writer, source), writer,
-                              {"path": path}, paths=[], why=str(e))
+                op = PluginOp(new_name(m), type(m), ["path", *sorted(b.values if b else {})],
+                              _source_call(writer, source), writer, {"path": path, **(b.values if b else {})},
+                              paths=[], why=str(e), bound=b, alias=_alias(writer, m, b))
                 ops[key] = op
             assert op.paths is not None
             op.paths.append(path)
-            uses[id(m)] = (op.name, {"path": path})
+            full = {"path": path, **(b.values if b else {})}
+            uses[id(m)] = (op.name, full)
             if id(m) in shapes:
-                op.shapes[_shape_key(shapes[id(m)][0], {"path": path})] = shapes[id(m)][1]
+                op.shapes[_shape_key(shapes[id(m)][0], full)] = shapes[id(m)][1]
             continue
         # one op per class and written (non-spec) arguments; a spec passes lists as tuples: an argument the
         # model was built with as a list gets one back (the call's list(k))
-        key = (class_name(m), repr(sorted(baked.items())) + repr(star))
+        key = (class_name(m), repr(sorted(baked.items())) + repr(star) + (repr(b.layout()) if b else ""))
+        if b is not None:
+            clash = sorted(set(plain) & set(b.values))
+            if clash:
+                raise ValueError(f"{path} ({class_name(m)}): its constructor argument {clash[0]} is named like "
+                                 "a bound call's argument")
+            plain = {**plain, **b.values}
         op = ops.get(key)
         if op is None:
-            op = PluginOp(new_name(m), type(m), list(plain), call, writer, plain)
+            op = PluginOp(new_name(m), type(m), list(plain), call, writer, plain, bound=b,
+                          alias=_alias(writer, m, b))
             ops[key] = op
         given = {k: v for k, v in plain.items() if k not in op.defaults or op.defaults[k] != v}
         for arg in given:
@@ -238,22 +252,33 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
     return list(ops.values()), uses
 
 
+def _alias(w: Writer, m: Any, b: Binding | None) -> str:
+    """The class's alias in the plugin file when a bound op subclasses it ("" otherwise)."""
+    return w.ref(type(m)) if b is not None else ""
+
+
 def _op_lines(op: PluginOp) -> list[str]:
     """The op's factory and shape function and its registration."""
     w = op.writer
     params = ", ".join(f"{k}={w.value(op.defaults[k])}" for k in op.spec_args)
     key = f"({', '.join(f'({k!r}, _t({k}))' for k in op.spec_args)}{',' if len(op.spec_args) == 1 else ''})"
+    made = op.call if op.paths is None else "_submodule(path)"
+    if op.bound is not None:        # the call's arguments: its spec arguments named call_<parameter>
+        values = ", ".join(f"{k[len(CALL_PREFIX):]!r}: {k}" for k in op.spec_args if k in op.bound.values)
+        made = f"_bind({made}, _{op.name}_call, {{{values}}})"
     if op.paths is None:
         body = [f'    """{class_name(op.cls)}, as the imported model builds it."""',
-                f"    return {op.call}"]
+                f"    return {made}"]
     else:
         why = re.sub(r"[^ -~]|[\\\"]", "'", op.why)[:200]    # (printable, no quote or backslash: a docstring)
         body = [f'    """{class_name(op.cls)}, taken from the model built from its source: its constructor',
                 f'    arguments cannot be written here ({why})."""',
                 f"    if path not in _PATHS_{op.name}:",
                 f"        raise ValueError(f'{op.name}: {{path!r}} is none of the modules this plugin was written for')",
-                "    return _submodule(path)"]
-    return ["", "",
+                f"    return {made}"]
+    sub = [] if op.bound is None else bound_lines(op.name, op.alias, re.sub(r"[^A-Za-z0-9_.]", "_", class_name(op.cls)),
+                                                   op.bound)
+    return [*sub, "", "",
             f"def _{op.name}(in_shape{', ' + params if params else ''}):",
             *body,
             "",
@@ -312,8 +337,9 @@ def plugin_source(ops: list[PluginOp], spec_name: str, paths: dict[str, str] | N
     imps = ["import archdsl"] + (["import functools"] if w.functools else []) + ["import importlib", "", ""]
     refs = [f"{alias} = _load({m!r}, {q!r})" for (m, q), alias in w.refs.items()]
     srcs = [o for o in ops if o.paths is not None]
+    helpers = BOUND_HELPERS.splitlines() if any(o.bound is not None for o in ops) else []
     tail = ["", "", "def _t(v):", '    """Lists as tuples: a spec passes tuples, a default may be a list."""',
             "    return tuple(v) if isinstance(v, list) else v"]
     return "\n".join(head + pre + imps + LOAD_SOURCE.splitlines() + ["", ""] + refs
-                     + (_SOURCE_LINES.format(call=srcs[0].call).splitlines() if srcs else [])
+                     + (_SOURCE_LINES.format(call=srcs[0].call).splitlines() if srcs else []) + helpers
                      + lines + tail) + "\n"
