@@ -6,6 +6,8 @@ blocks, a small image) with the classes of the full model.
   ``apply_rot_embed_cat`` in every block is chunk, stepped slices, neg, stack, reshape, mul and add.
 * ViT-RoPE-Mixed: the table is computed in forward from learnt frequencies (a float32 parameter cast by
   ``.float()``, the identity), the sin and cos of the angles, and picked per block (``rot_pos_embed[i]``).
+* DINOv3: the table is computed in forward from a coordinate grid of the input's size (a constant at the
+  traced size) and periods.
 """
 from __future__ import annotations
 
@@ -44,3 +46,12 @@ def test_vit_rope_mixed_computes_its_table_in_forward() -> None:
     spec = r.spec
     assert "-> sin" in spec and "-> cos" in spec and "rope.freqs" in spec, spec
     assert "rotary_sin_cos" not in spec            # learnt frequencies: no fixed table
+
+
+def test_dinov3_computes_its_table_in_forward_from_a_constant_grid() -> None:
+    # DINOv3 (dynamic_img_size): the coordinate grid is timm's fx-wrapped _build_grid of the traced size, a
+    # non-persistent buffer of its values; the periods are indexed eagerly (a constant fx lifts); rotate_half
+    r = _import("vit_small_patch16_dinov3", 64)
+    spec = " ".join(r.spec.split())
+    assert "buffer( [4, 4, 2], persistent=false, values=[ -0.75, -0.75, -0.75, -0.25," in spec, r.spec
+    assert "-> sin" in spec and "-> cos" in spec

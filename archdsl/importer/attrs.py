@@ -29,7 +29,8 @@ _META = frozenset({"device", "dtype", "shape", "ndim", "is_cuda", "requires_grad
 @dataclass(frozen=True)
 class AttrRead:
     """One ``get_attr``: ``kind`` "param" (a parameter, by ``label`` and ``shape``), "buffer" (``args`` of
-    ``buffer(...)``) or "meta" (only its device, dtype or shape are read)."""
+    ``buffer(...)``), "const" (a tensor fx lifted as a constant) or "meta" (only its device, dtype or shape
+    are read)."""
 
     kind: str
     label: str
@@ -39,8 +40,9 @@ class AttrRead:
 
 def read_attr(module: Any, target: str, users: list[Any]) -> AttrRead:
     """What ``module.<target>`` (a dotted path) is to the body of ``module``; ``users`` are the fx nodes
-    that read it. A tensor that is neither a parameter nor a registered buffer (a constant fx lifted out of
-    the code) is an :class:`ImportFailure`."""
+    that read it. A tensor that is neither a parameter nor a registered buffer is kind "const": a constant
+    fx lifted out of the code (``self.periods[None, None, :]`` computed while tracing, a plain tensor
+    attribute), whose traced values the converter writes as a non-persistent buffer."""
     owner, _, name = target.rpartition(".")
     try:
         sub = module.get_submodule(owner) if owner else module
@@ -57,8 +59,7 @@ def read_attr(module: Any, target: str, users: list[Any]) -> AttrRead:
     if name in buffers and buffers[name] is not None:
         obj = buffers[name]
         return AttrRead("buffer", target, tuple(obj.shape), buffer_args(sub, name, obj))
-    where = "this module" if not owner else f"{owner} ({type(sub).__name__})"
-    raise ImportFailure(f"a constant tensor {target} used in forward (not a buffer of {where})")
+    return AttrRead("const", target)
 
 
 def _meta_read(node: Any) -> bool:

@@ -18,7 +18,8 @@ from .attrs import read_attr
 from .bound import bound_call
 from .fallback import finite, locate, where_node
 from .formindex import fn_names, form_index
-from .tables import VALUES_INDICES, NoValue, is_batchnorm_act, stale_alias, unbatched_op
+from .tables import (VALUES_INDICES, NoValue, constant_buffer, is_batchnorm_act, stale_alias, unbatched_op,
+                     wrapped_function)
 from .snodes import Body, Const as _Const, Param as _Param, Ref, SNode, has_tensor as _has_tensor, hoist_params
 from .snodes import plain as _plain
 from .trace import ImportFailure, Traced, Val, at_defaults, class_name, is_container
@@ -159,6 +160,12 @@ class _Conv:
             self.env[n.name] = _Const(None)
         elif got.kind == "param":
             self.env[n.name] = _Param(got.label, got.shape, val.value)
+        elif got.kind == "const":       # fx lifted it out of the code: its traced values
+            try:
+                node = constant_buffer(f"the tensor constant {n.target}", val.value)
+            except ImportFailure as e:
+                raise self.fail(n, str(e)) from None
+            self.env[n.name] = self.add(node, Val("tensor", tuple(val.shape), None, value=val.value))
         else:
             self.env[n.name] = self.add(SNode("param", "buffer", got.args, got.label, []),
                                         Val("tensor", got.shape, None, value=val.value))
@@ -350,6 +357,12 @@ class _Conv:
             return ls
         args, kwargs, refs = self._resolve_params(n, args, kwargs, refs, val)
         what = f"{key[0]} {key[1]}"
+        if not refs and val.kind == "tensor" and val.batch is None and val.value is not None \
+                and n.op == "call_function" and wrapped_function(n.target):
+            try:    # a tensor an fx-wrapped function computed from constants alone: its traced values
+                return self.add(constant_buffer(what, val.value), val)
+            except ImportFailure as e:
+                raise self.fail(n, str(e)) from None
         unb = [self.vals[r].batch is None for r in refs]
         if refs and all(unb) and val.kind == "tensor":
             got_u = unbatched_op(key[0], key[1], args, kwargs, [self.vals[r].shape for r in refs], val.shape)
@@ -472,8 +485,7 @@ class _Conv:
         sv = self.vals[src]
         idx = _consts(idx, self.env)        # x[:, :n] with n = t.shape[1]: a size known at trace time
         items = list(idx) if isinstance(idx, tuple) else [idx]
-        if any(i is None for i in items):
-            raise self.fail(n, "indexing with None (a new axis)")
+        items = [i for i in items if i is not None]     # a new axis (x[:, None]): the reshape below adds it
         if Ellipsis in items:
             e = items.index(Ellipsis)
             items = items[:e] + [slice(None)] * (len(sv.shape) - len(items) + 1) + items[e + 1:]

@@ -21,9 +21,10 @@ from ..limits import Limits
 from ..ops.buffers import relative_position_index
 from ..ops.rotary import ROTARY_DEFAULTS, ROTARY_INITS
 from ..ops.tensor import HELPERS
+from .snodes import SNode
 from .trace import ImportFailure
 
-__all__ = ["buffer_args", "rotary_table", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue", "stale_alias"]
+__all__ = ["buffer_args", "constant_buffer", "wrapped_function", "rotary_table", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue", "stale_alias"]
 
 #: torch calls that return a (values, indices) pair when given a dim (x.max(1), torch.min(x, 0)): the values are
 #: an op (amax, amin), the indices are not expressible
@@ -43,13 +44,17 @@ class NoValue:
 _DTYPES = {"torch.float32": "float32", "torch.int64": "int64", "torch.bool": "bool"}
 
 
-def buffer_args(module: Any, name: str, t: Any) -> dict[str, Any]:
-    """The ``buffer(...)`` arguments reproducing ``module``'s buffer ``name`` (the tensor ``t``)."""
+def buffer_args(module: Any, name: str, t: Any, what: str = "") -> dict[str, Any]:
+    """The ``buffer(...)`` arguments reproducing ``module``'s buffer ``name`` (the tensor ``t``). ``what``: the
+    tensor is no buffer but a value computed from constants alone (``module`` None), described so in errors:
+    a non-persistent buffer."""
+    what = what or f"non-persistent buffer {name}"
     dtype = _DTYPES.get(str(t.dtype))
     if dtype is None:
-        raise ImportFailure(f"buffer {name} of dtype {t.dtype} (buffers are float32, int64 or bool)")
+        raise ImportFailure(f"{what if module is None else f'buffer {name}'} of dtype {t.dtype} (buffers are "
+                            "float32, int64 or bool)")
     shape = [int(s) for s in t.shape]
-    persistent = name not in getattr(module, "_non_persistent_buffers_set", set())
+    persistent = module is not None and name not in getattr(module, "_non_persistent_buffers_set", set())
     args: dict[str, Any] = {"shape": shape, "dtype": dtype}
     if persistent:
         args["init"] = "loaded"
@@ -73,14 +78,32 @@ def buffer_args(module: Any, name: str, t: Any) -> dict[str, Any]:
         args.update(rotary)
         return args
     if t.numel() > Limits().max_literal_values:
-        raise ImportFailure(f"non-persistent buffer {name} of {t.numel()} values (more than "
+        raise ImportFailure(f"{what} of {t.numel()} values (more than "
                             f"{Limits().max_literal_values} cannot be written as a literal list, and they equal no "
                             "known generator)")
     if dtype == "float32" and not all(abs(v) < float("inf") for v in flat):
-        raise ImportFailure(f"non-persistent buffer {name} holds non-finite values")
+        raise ImportFailure(f"{what} holds non-finite values")
     args["values"] = [bool(v) for v in flat] if dtype == "bool" else \
         [int(v) for v in flat] if dtype == "int64" else [float(v) for v in flat]
     return args
+
+
+def constant_buffer(what: str, t: Any) -> SNode:
+    """The unlabelled non-persistent ``buffer`` node of a tensor without the batch axis that a call computed
+    from constants alone (``what``: the call) while tracing: DINOv3's coordinate grid of the traced size,
+    ``_build_grid((14, 14), ...)``. Its values are the traced ones, by the buffer's rules (a generator, a
+    fill, a literal list); the round trip checks them at the traced input size."""
+    args = buffer_args(None, "", t, what=f"a tensor computed from constants alone ({what})")
+    return SNode("param", "buffer", args, None, [])
+
+
+def wrapped_function(fn: Any) -> bool:
+    """Whether ``fn`` is a function of the model's own code that fx recorded as one call (``torch.fx.wrap``:
+    timm's ``_build_grid``), not one of torch's or Python's (``torch.arange(h)`` of a size stays a call the
+    importer refuses: what follows it, ``meshgrid``, would be refused in turn, and the module that makes it is
+    kept whole instead)."""
+    module = getattr(fn, "__module__", None) or ""
+    return callable(fn) and module.split(".")[0] not in ("torch", "operator", "_operator", "builtins", "math")
 
 
 def _rpi_window(t: Any, cls_token: bool = False) -> list[int] | None:
