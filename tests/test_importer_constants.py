@@ -67,6 +67,16 @@ class Parent(nn.Module):
         return self.fc(x) * self.rope.embed(5).cos()
 
 
+class EmptyUse(nn.Module):
+    def forward(self, x):                          # an empty slice read other than by a concatenation
+        return x[:, :0].sum(1) + x.mean(1)
+
+
+class EmptyCat(nn.Module):
+    def forward(self, x):                          # cat([x[:, :0], y]) is y
+        return torch.cat([x[:, :0], x * 2.0], dim=1)
+
+
 class Big(nn.Module):
     def forward(self, x):                          # a 100x100 grid: too many values for a literal list
         return x + grid(x.shape[1], x.shape[2])
@@ -108,3 +118,10 @@ def test_a_large_constant_is_a_located_error(models: Any) -> None:
     msg = str(ei.value)
     assert "a tensor computed from constants alone (function" in msg and "20000 values" in msg, msg
     assert "consts_models.py" in msg or "grid" in msg, msg
+
+
+def test_an_empty_slice_is_left_out_of_a_concatenation_and_refused_elsewhere(models: Any) -> None:
+    r = import_model(models.EmptyCat().eval(), (3, 4), name="emptycat", auto_keep=False)
+    assert r.max_diff == 0 and "slice" not in r.spec and "concat" not in r.spec, r.spec
+    with pytest.raises(ArchError, match=r"an empty slice \(x\[:, :0\]\) cannot be expressed"):
+        import_model(models.EmptyUse().eval(), (3, 4), name="emptyuse", auto_keep=False)

@@ -55,3 +55,9 @@ def test_dinov3_computes_its_table_in_forward_from_a_constant_grid() -> None:
     spec = " ".join(r.spec.split())
     assert "buffer( [4, 4, 2], persistent=false, values=[ -0.75, -0.75, -0.75, -0.25," in spec, r.spec
     assert "-> sin" in spec and "-> cos" in spec
+
+
+def test_eva02_without_a_class_token_drops_the_empty_prefix() -> None:
+    # no prefix token: q[:, :, :0] is empty, and cat([empty, rotated]) is the rotated part alone
+    r = _import("eva02_tiny_patch14_224", 56, class_token=False, global_pool="avg")
+    assert "end=0" not in r.spec and "rotary_sin_cos" in r.spec, r.spec

@@ -264,6 +264,11 @@ class _Conv:
             target = next((t for t in names if (kind, t) in self.index), names[0])
         if n.op == "call_function" and n.target is operator.getitem:
             return self.getitem(n, val)
+        if target in ("torch.cat", "torch.concat") and n.args and isinstance(n.args[0], (list, tuple)):
+            rest = [self.env.get(a.name) for a in n.args[0] if not _empty(self.env.get(getattr(a, "name", "")))]
+            if len(rest) == 1 < len(n.args[0]) and isinstance(rest[0], Ref):
+                self.env[n.name] = rest[0]      # cat([x[:, :0], y]) is y (EVA-02 with no class token)
+                return
         args, kwargs, refs = self.call_args(n)
         if kind == "method" and target in ("expand", "expand_as") and isinstance(self.env.get(n.args[0].name), _Param):
             p = self.env[n.args[0].name]
@@ -503,6 +508,9 @@ class _Conv:
                                                     (it.start, it.stop, it.step)):
                 raise self.fail(n, "indexing with a tensor or a size read at run time")
             start, stop, step = it.indices(size)
+            if not range(start, stop, step):   # nothing: left out where it is concatenated, refused elsewhere
+                self.env[n.name] = NoValue(_EMPTY)
+                return
             sdim = dim - 1 if sv.batch is not None and dim > sv.batch else dim
             cur = self.vals[r]
             shape = list(cur.sample_shape)
@@ -510,6 +518,13 @@ class _Conv:
             args = {"dim": sdim + 1, "start": start, "end": stop, "step": step}
             r = self.add(SNode("op", "slice", args, None, [r]), Val("tensor", (1, *shape), 0))
         self.env[n.name] = self.reshape_to(r, val)
+
+
+_EMPTY = "an empty slice (x[:, :0])"
+
+
+def _empty(v: Any) -> bool:
+    return isinstance(v, NoValue) and v.what == _EMPTY
 
 
 def _consts(a: Any, env: dict[str, Any]) -> Any:
