@@ -35,10 +35,10 @@ def test_rotary_inits_equal_timm_bit_for_bit(kw: dict[str, Any], extra: str) -> 
     cat, sep = _timm("RotaryEmbeddingCat", kw), _timm("RotaryEmbedding", kw)
     h, w = kw["feat_shape"]
     n, bands = h * w, kw["dim"] // 4
-    more = f", {extra}" if extra else ""
-    src = net(f"    a = buffer([{n}, {8 * bands}], persistent=false, init=\"rotary_sin_cos\", window=[{h}, {w}]{more})\n"
-              f"    s = buffer([{n}, {4 * bands}], persistent=false, init=\"rotary_sin\", window=[{h}, {w}]{more})\n"
-              f"    c = buffer([{n}, {4 * bands}], persistent=false, init=\"rotary_cos\", window=[{h}, {w}]{more})\n"
+    win = f"window=[{h}, {w}]" + (f", {extra}" if extra else "")
+    src = net(f"    a = buffer([{n}, {8 * bands}], persistent=false, init=\"rotary_sin_cos\", {win})\n"
+              f"    s = buffer([{n}, {4 * bands}], persistent=false, init=\"rotary_sin\", {win})\n"
+              f"    c = buffer([{n}, {4 * bands}], persistent=false, init=\"rotary_cos\", {win})\n"
               "    x\n", [3])
     model = archdsl.build(src)
     assert torch.equal(model.a, cat.pos_embed)

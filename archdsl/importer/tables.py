@@ -5,7 +5,9 @@ state_dict loads strictly): ``init="loaded"`` when it is persistent (the checkpo
 (no state_dict key, the model computes it when built) its values are written as a literal list when small
 enough (:attr:`Limits.max_literal_values`), or named by a known generator when they equal its output (Swin's
 ``relative_position_index``, BEiT's with a class token, timm's rotary position embedding tables: the
-generator's arguments are read from the owning module's attributes as candidates, the values decide); anything else is an :class:`ImportFailure` (the class is kept as a plugin).
+generator's arguments are read from the owning module's attributes as candidates, the values decide); anything
+else is an :class:`ImportFailure` (the class is kept as a plugin). A tensor computed from constants alone while
+tracing is such a buffer too, unlabelled (:func:`constant_buffer`).
 
 Torch calls whose tensors all lack the batch axis (``gamma.reshape(1, -1, 1, 1)``, ``table[index]``,
 ``bias.permute(2, 0, 1)``, ``torch.cat((q_bias, k_bias, v_bias))``) are written here: torch's dim ``d`` of
@@ -24,7 +26,8 @@ from ..ops.tensor import HELPERS
 from .snodes import SNode
 from .trace import ImportFailure
 
-__all__ = ["buffer_args", "constant_buffer", "wrapped_function", "rotary_table", "unbatched_op", "is_batchnorm_act", "VALUES_INDICES", "NoValue", "stale_alias"]
+__all__ = ["buffer_args", "constant_buffer", "wrapped_function", "rotary_table", "unbatched_op", "is_batchnorm_act",
+           "VALUES_INDICES", "NoValue", "stale_alias"]
 
 #: torch calls that return a (values, indices) pair when given a dim (x.max(1), torch.min(x, 0)): the values are
 #: an op (amax, amin), the indices are not expressible
@@ -48,11 +51,10 @@ def buffer_args(module: Any, name: str, t: Any, what: str = "") -> dict[str, Any
     """The ``buffer(...)`` arguments reproducing ``module``'s buffer ``name`` (the tensor ``t``). ``what``: the
     tensor is no buffer but a value computed from constants alone (``module`` None), described so in errors:
     a non-persistent buffer."""
-    what = what or f"non-persistent buffer {name}"
     dtype = _DTYPES.get(str(t.dtype))
     if dtype is None:
-        raise ImportFailure(f"{what if module is None else f'buffer {name}'} of dtype {t.dtype} (buffers are "
-                            "float32, int64 or bool)")
+        raise ImportFailure(f"{what or f'buffer {name}'} of dtype {t.dtype} (buffers are float32, int64 or bool)")
+    what = what or f"non-persistent buffer {name}"
     shape = [int(s) for s in t.shape]
     persistent = module is not None and name not in getattr(module, "_non_persistent_buffers_set", set())
     args: dict[str, Any] = {"shape": shape, "dtype": dtype}
@@ -151,8 +153,8 @@ def _rotary_args(module: Any, t: Any) -> dict[str, Any] | None:
             per_band = 8 if part == "sin_cos" else 4
             if width % per_band:
                 continue
-            want = rotary_table(h, w, width // per_band, cand["temperature"], cand["ref_window"],
-                                    cand["offset"], cand["indexing"], cand["rotate_half"], part)
+            want = rotary_table(h, w, width // per_band, cand["temperature"], cand["ref_window"], cand["offset"],
+                                cand["indexing"], cand["rotate_half"], part)
             if tuple(want.shape) == tuple(t.shape) and \
                     bool(((want - t).abs() <= 1e-6 * want.abs().clamp(min=1.0)).all()):
                 out = {"init": init, "window": [h, w]}
