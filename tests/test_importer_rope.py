@@ -61,3 +61,14 @@ def test_eva02_without_a_class_token_drops_the_empty_prefix() -> None:
     # no prefix token: q[:, :, :0] is empty, and cat([empty, rotated]) is the rotated part alone
     r = _import("eva02_tiny_patch14_224", 56, class_token=False, global_pool="avg")
     assert "end=0" not in r.spec and "rotary_sin_cos" in r.spec, r.spec
+
+
+def test_an_input_the_model_refuses_is_a_user_error() -> None:
+    # EVA's position tables are built for its img_size: another input fails in the model's own forward
+    from archdsl.errors import ArchError
+    model = timm.create_model("eva02_tiny_patch14_224", pretrained=False, img_size=56, depth=1).eval()
+    with pytest.raises(ArchError) as ei:
+        import_model(model, (3, 112, 112), name="eva", auto_keep=False)
+    msg = str(ei.value)
+    assert "fails on an input of shape [2, 3, 112, 112]: AssertionError: Input height (112)" in msg, msg
+    assert "img_size" in msg, msg

@@ -182,7 +182,13 @@ def _record_run(model: Any, example: Any, mode: Any) -> dict[int, ModuleInfo]:
         with torch.no_grad(), mode if mode is not None else contextlib.nullcontext():
             for i, x in enumerate(inputs):
                 run[0] = i
-                model(x)
+                try:
+                    model(x)
+                except Exception as e:  # the model's own check (a fixed input size): the user's input, no bug
+                    raise ArchError(f"the model ({class_name(model)}) fails on an input of shape "
+                                    f"{list(x.shape)}: {type(e).__name__}: {e}", None,
+                                    hint="give --input a shape the model takes (timm: --arg img_size=N builds "
+                                         "it for another size)") from None
     finally:
         for h in handles:
             h.remove()
