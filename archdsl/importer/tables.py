@@ -17,7 +17,8 @@ torch is imported inside the functions only.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..limits import Limits
 from ..ops.buffers import relative_position_index
@@ -174,7 +175,7 @@ def rotary_table(win_h: int, win_w: int, num_bands: int, temperature: float = 10
     if not _ROTARY_FN:
         import torch
         ns: dict[str, Any] = {"torch": torch}
-        exec(compile(HELPERS["rotary_embedding"], "<archdsl rotary_embedding helper>", "exec"), ns)
+        exec(compile(HELPERS["rotary_embedding"], "<archdsl rotary_embedding helper>", "exec"), ns)  # noqa: S102
         _ROTARY_FN.append(ns["_rotary_embedding"])
     ref_h, ref_w = ref_window if ref_window is not None else (0, 0)
     return _ROTARY_FN[0](win_h, win_w, num_bands, float(temperature), ref_h, ref_w, float(offset), indexing == "xy",

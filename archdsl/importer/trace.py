@@ -184,7 +184,7 @@ def _record_run(model: Any, example: Any, mode: Any) -> dict[int, ModuleInfo]:
                 run[0] = i
                 try:
                     model(x)
-                except Exception as e:  # the model's own check (a fixed input size): the user's input, no bug
+                except Exception as e:  # noqa: BLE001 - the model's own check (its input size): no archc bug
                     raise ArchError(f"the model ({class_name(model)}) fails on an input of shape "
                                     f"{list(x.shape)}: {type(e).__name__}: {e}", None,
                                     hint="give --input a shape the model takes (timm: --arg img_size=N builds "

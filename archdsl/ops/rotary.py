@@ -19,7 +19,7 @@ from typing import Any
 from .core import EmitArgs, Expr, Lit, ShapeError
 from .tensor import HELPERS
 
-__all__ = ["ROTARY_INITS", "ROTARY_DEFAULTS", "rotary_norm", "rotary_ctor"]
+__all__ = ["ROTARY_DEFAULTS", "ROTARY_INITS", "rotary_ctor", "rotary_norm"]
 
 #: init name -> which table (the helper's ``part``)
 ROTARY_INITS = {"rotary_sin_cos": "sin_cos", "rotary_sin": "sin", "rotary_cos": "cos"}
