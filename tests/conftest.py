@@ -60,6 +60,22 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture
+def clean_plugin_ops() -> Any:
+    """Plugin ops a test registers by loading a written plugin file (``NAME_plugins.py``) are unregistered and
+    the file's module forgotten after it: later tests in the process (the ops reference) see the shipped
+    registry."""
+    from archdsl.ops.user import user_ops
+    from archdsl.plugins import unregister_op
+    ops, mods = set(user_ops()), set(sys.modules)
+    yield
+    for name in set(user_ops()) - ops:
+        unregister_op(name)
+    for name in set(sys.modules) - mods:
+        if name.endswith("_plugins"):
+            sys.modules.pop(name, None)
+
+
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     """Seed torch, ``random`` and numpy with :data:`TEST_SEED` before every test (see the module docstring)."""

@@ -108,6 +108,9 @@ def _line(marker: str) -> str:
     return f"bound_models.py:{next(i for i, ln in enumerate(lines) if marker in ln) + 1}"
 
 
+pytestmark = pytest.mark.usefixtures("clean_plugin_ops")
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Any:
     yield module_from_text(tmp_path_factory.mktemp("bound"), "bound_models", MODEL_FILE)

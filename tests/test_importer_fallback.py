@@ -136,6 +136,9 @@ class PairNet(nn.Module):
 '''
 
 
+pytestmark = pytest.mark.usefixtures("clean_plugin_ops")
+
+
 def _line(marker: str) -> str:
     """``autokeep_models.py:N`` of the line of MODEL_FILE holding ``marker``."""
     lines = MODEL_FILE.splitlines()
