@@ -32,13 +32,13 @@ class Odd(nn.Module):
 
 
 class Net(nn.Module):
-    def __init__(self, width=8, depth=2, num_classes=5):
+    def __init__(self, width=8, depth=2, num_classes=5, head_bias=True):
         super().__init__()
         self.stem = nn.Conv2d(3, width, 3, padding=1)
         self.blocks = nn.Sequential(*[Block(width, k=3 if i % 2 == 0 else 5) for i in range(depth)])
         self.odd = Odd(width)
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(width, num_classes)
+        self.fc = nn.Linear(width, num_classes, bias=head_bias)
 
     def forward(self, x):
         x = self.odd(self.blocks(self.stem(x)))
@@ -68,6 +68,15 @@ def test_import_file_with_keep_and_args(model_file: Path, tmp_path: Path) -> Non
     # the written pair checks on its own (the plugin imports the user's file by its folder)
     chk = run_archc("check", str(out), "--plugin", str(plugin), timeout=300)
     assert chk.returncode == 0, chk.stderr
+
+
+def test_args_take_python_booleans(model_file: Path, tmp_path: Path) -> None:
+    """--arg head_bias=False is the boolean (as head_bias=false), not the string 'False'."""
+    out = tmp_path / "nb.arch"
+    r = run_archc("import", f"{model_file}:Net", "-o", str(out), "--input", "3,8,8", "--arg", "head_bias=False",
+                  "--name", "nb", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "fc: linear(5, bias=false)" in out.read_text()
 
 
 @pytest.mark.parametrize("args,message", [

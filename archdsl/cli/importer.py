@@ -23,6 +23,7 @@ from .common import _check_destination, _guard, _parse_shape, _write_output, app
 __all__: list[str] = []   # the command registers itself on ``app``
 
 # torchvision builders whose defaults add modules the eval forward never calls (auxiliary heads) or run a
+_PY_WORDS: dict[str, Any] = {"True": True, "False": False, "None": None}
 # slow initialization: the import turns them off unless --arg says otherwise
 _TV_DEFAULTS: dict[str, dict[str, Any]] = {"googlenet": {"aux_logits": False, "init_weights": False},
                                            "inception_v3": {"aux_logits": False, "init_weights": False}}
@@ -121,7 +122,8 @@ def import_(source: str = typer.Argument(..., help="timm:NAME, torchvision:NAME 
     kept whole go to NAME_plugins.py beside the spec (load it with --plugin)."""
     def run() -> int:
         kind, model_name = _source(source)
-        args = parse_set(arg)
+        # constructor arguments are Python's: True / False / None as well as the spec's true / false / none
+        args = {k: _PY_WORDS.get(v, v) if isinstance(v, str) else v for k, v in parse_set(arg).items()}
         shape = _parse_shape(input_)
         if output.suffix != ".arch":
             raise ArchError(f"output '{printable(str(output))}' should end in .arch", None)
