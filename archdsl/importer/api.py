@@ -16,7 +16,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from ..errors import ArchError
 from .blocks import dedupe
@@ -236,11 +236,9 @@ def _import(model: Any, example: Any, name: str, keep: set[str], check: bool, so
 
 def _name_plugins(body: Any, uses: dict[int, tuple[str, dict[str, Any]]]) -> None:
     """Give each plugin node its op name and arguments."""
-    for n in body.nodes:
-        if n.kind == "plugin" and id(n.module) in uses:
+    for n in _plugin_nodes(body):
+        if id(n.module) in uses:
             n.op, n.args = uses[id(n.module)][0], dict(uses[id(n.module)][1])
-        if n.child is not None:
-            _name_plugins(n.child, uses)
 
 
 def _why_kept(retried: dict[str, _KeepClass], cls: str) -> str:
@@ -248,33 +246,29 @@ def _why_kept(retried: dict[str, _KeepClass], cls: str) -> str:
     return k.why if k is not None else "kept with --keep"
 
 
+def _plugin_nodes(body: Any) -> Iterator[Any]:
+    """Every plugin node of ``body`` and of the bodies it uses, in order."""
+    for n in body.nodes:
+        if n.kind == "plugin":
+            yield n
+        if n.child is not None:
+            yield from _plugin_nodes(n.child)
+
+
 def _bindings(body: Any) -> dict[int, Any]:
     """The :class:`~.bound.Binding` of each plugin op's module the model calls with more than a tensor."""
     out: dict[int, Any] = {}
-    for n in body.nodes:
-        if n.kind == "plugin" and n.bound is not None:
+    for n in _plugin_nodes(body):
+        if n.bound is not None:
             if id(n.module) in out:
                 raise ArchError(f"module {n.label} is called twice (shared weights)", None)
             out[id(n.module)] = n.bound
-        if n.child is not None:
-            for k, v in _bindings(n.child).items():
-                out.setdefault(k, v)
     return out
 
 
 def _plugin_modules(body: Any) -> list[Any]:
-    out: list[Any] = []
-    seen: set[int] = set()
-
-    def walk(b: Any) -> None:
-        for n in b.nodes:
-            if n.kind == "plugin" and id(n.module) not in seen:
-                seen.add(id(n.module))
-                out.append(n.module)
-            if n.child is not None:
-                walk(n.child)
-    walk(body)
-    return out
+    """The modules of the plugin nodes, each once, in order."""
+    return list({id(n.module): n.module for n in _plugin_nodes(body)}.values())
 
 
 def _path_of(model: Any, m: Any) -> str:

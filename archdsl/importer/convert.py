@@ -190,11 +190,11 @@ class _Conv:
         if is_batchnorm_act(sub):
             self.env[n.name] = self.batchnorm_act(n, sub, refs, val, label)
             return
-        if self.kept(sub) and (val.kind == "seq" or len(refs) != 1 or args[:1] != (TensorArg(0),)
-                               or not at_defaults(sub, args[1:], kwargs)):
+        single = len(refs) == 1 and args[:1] == (TensorArg(0),) and at_defaults(sub, args[1:], kwargs)
+        if self.kept(sub) and (val.kind == "seq" or not single):
             self.env[n.name] = bound_call(self, n, sub, args, kwargs, refs, val, label)
             return
-        if len(refs) != 1 or args[:1] != (TensorArg(0),) or not at_defaults(sub, args[1:], kwargs):
+        if not single:
             if ("module", class_name(sub)) in self.index and not self.kept(sub):
                 self.env[n.name] = self.module_call(n, sub, args, kwargs, refs, val, label)
                 return

@@ -213,15 +213,15 @@ def plugin_ops(modules: list[Any], prefix: str, shapes: dict[int, tuple[tuple[in
                                  + (" (import it with `archc import`, which can take it from the model's source)"
                                     if source is None else "")) from None
             key = (class_name(m), "<source>" + (repr(b.layout()) if b is not None else ""))
+            full = {"path": path, **(b.values if b else {})}
             op = ops.get(key)
             if op is None:
                 op = PluginOp(new_name(m), type(m), ["path", *sorted(b.values if b else {})],
-                              _source_call(writer, source), writer, {"path": path, **(b.values if b else {})},
-                              paths=[], why=str(e), bound=b, alias=_alias(writer, m, b))
+                              _source_call(writer, source), writer, dict(full), paths=[], why=str(e), bound=b,
+                              alias=_alias(writer, m, b))
                 ops[key] = op
             assert op.paths is not None
             op.paths.append(path)
-            full = {"path": path, **(b.values if b else {})}
             uses[id(m)] = (op.name, full)
             if id(m) in shapes:
                 op.shapes[_shape_key(shapes[id(m)][0], full)] = shapes[id(m)][1]
