@@ -97,7 +97,8 @@ class TestRunner:
         assert format_graph(plan.graph).splitlines()[1:] == err.strip().splitlines()[2:]
 
     def test_pass_names(self) -> None:
-        assert [p.name for p in DEPLOY_PASSES] == ["fuse_reparam", "drop_eval_identities", "fold_bn"]
+        assert [p.name for p in DEPLOY_PASSES] == ["fuse_reparam", "drop_eval_identities", "fold_bn", "fold_scales",
+                                                  "fuse_mul_add"]
         assert [p.name for p in CHECK_PASSES] == ["reparam_proof", "lint"]
 
 

@@ -361,7 +361,8 @@ def deploy_(spec: str = typer.Argument(..., help="file.arch[:network] the weight
             raise
         out.print(f"wrote {output} ({len(dsd)} tensors, {plan.graph.total_params:,} params"
                   + (f" in {dtype}" if dtype != "float32" else "") + "; "
-                  f"{len(plan.fused_groups)} reparam groups fused, {plan.folded_bn} BatchNorms folded)")
+                  f"{len(plan.fused_groups)} reparam groups fused, {plan.folded_bn} BatchNorms folded"
+                  + (f", {plan.folded_scales} layer scales folded" if plan.folded_scales else "") + ")")
         return 0
     _guard(run)
 

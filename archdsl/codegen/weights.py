@@ -177,7 +177,7 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
         owned.setdefault(k.rpartition(".")[0], []).append(k)
     for path, r in plan.recipes.items():
         kind, obj = r.base
-        if kind == "copy" and r.pre_bn is None and r.post_bn is None:
+        if r.is_copy:
             # a plugin op's module (and a "nested-state" op's, nn.MultiheadAttention) has submodules of its
             # own: all its keys are copied
             nested = isinstance(obj, Node) and (obj.op in user_ops() or has_trait(obj.op, "nested-state"))
@@ -213,6 +213,10 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
             s, t = _bn_scale_shift(train_sd, r.post_bn)
             w = w.mul_(s.view(-1, *[1] * (w.dim() - 1)))   # w is this recipe's own copy
             b = b * s + t
+        if r.post_scale is not None:    # a layer_scale / scale after it: rows and bias scaled
+            s, _ = _channel_affine(train_sd, r.post_scale, w.shape[0])
+            w = w * s.view(-1, *[1] * (w.dim() - 1))
+            b = b * s
         out[path + ".weight"] = w.to(dtype)
         out[path + ".bias"] = b.to(dtype)
     return out
@@ -221,7 +225,7 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
 def computed_keys(plan: DeployPlan) -> list[str]:
     """The deploy ``state_dict`` keys that folding computes (the rest are copies of train tensors)."""
     return [f"{path}.{k}" for path, r in plan.recipes.items()
-            if not (r.base[0] == "copy" and r.pre_bn is None and r.post_bn is None) for k in ("weight", "bias")]
+            if not r.is_copy for k in ("weight", "bias")]
 
 
 def check_finite(sd: dict[str, Any], what: str, keys: list[str] | None = None) -> None:

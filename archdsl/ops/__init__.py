@@ -4,7 +4,8 @@
 linear, norms, pools, activations, dropout), ``nn3d`` the 3-D layers on videos and volumes [C, T, H, W],
 ``tensor`` the tensor ops (shape ops, reductions, merges), ``math`` tensor math, matmul, attention and free
 parameters, ``sampling`` upsampling and transposed convs, ``layout`` select/repeat_interleave and the PyTorch
-spellings of the multi-output ops (``MULTI_OUTPUT_FORMS``).
+spellings of the multi-output ops (``MULTI_OUTPUT_FORMS``), ``fused`` addcmul (what deploy makes of a product
+feeding a sum).
 
 Each op's PyTorch spellings (``torch_forms``, read by the importer) are declared in its own ``OpDef``, next
 to its shape rule; ``forms`` holds only the small readers those forms share.
@@ -25,6 +26,7 @@ from . import einsum as _einsum  # noqa: F401  (registers einsum)
 from . import mha as _mha  # noqa: F401  (registers multihead_attention)
 from . import buffers as _buffers  # noqa: F401  (registers buffer, gather_rows, zeros_like)
 from . import functional as _functional  # noqa: F401  (registers linear_fn, conv2d_fn: weights computed in forward)
+from . import fused as _fused  # noqa: F401  (registers addcmul: t + a * b in one pass)
 from .core import (MOD, OP_FAMILIES, OPS, REQUIRED, TRAITS, ArgSpec, ArgType, EmitArgs, In, Kw, Lit, OpDef,
                    ShapeError, broadcast, conv_out, has_trait, layer_scale_shape, ops_with, pool_out, register,
                    size_only_input)

@@ -459,10 +459,12 @@ def _clamp_form(c: TorchCall) -> dict[str, Any] | None:
 
 
 def _vector_norm_form(c: TorchCall) -> dict[str, Any] | None:
-    dim = c.arg(2, "dim", None)
-    if dim is None:
+    """torch.linalg.vector_norm(x, ord, dim, keepdim); torch.norm / x.norm(p, dim, keepdim) (timm's GRN) over
+    given dims with a number p, or "fro" (the 2-norm over those dims)."""
+    dim, p = c.arg(2, "dim", None), c.arg(1, "ord", c.kwargs.get("p", 2.0))
+    if dim is None or not (p == "fro" or is_number(p)) or c.kwargs.get("dtype") is not None:
         return None
-    return {"ord": float(c.arg(1, "ord", 2.0)), "dim": spec_dims(c, dim), "keepdim": bool(c.arg(3, "keepdim", False))}
+    return {"ord": 2.0 if p == "fro" else float(p), "dim": spec_dims(c, dim), "keepdim": bool(c.arg(3, "keepdim", False))}
 
 
 def _values_form(call: TorchCall) -> dict[str, Any] | None:
@@ -522,7 +524,8 @@ register(
           emit=lambda e: ("torch.linalg.vector_norm(", In(0), ", ", Lit(e.args["ord"], "ord"), ", ",
                           _dims_lit(e.args["dim"]), Kw("keepdim", e.args["keepdim"], False), ")"),
           traits=_LAYOUT,
-          torch_forms=(function_form("torch.linalg.vector_norm", _vector_norm_form),)),
+          torch_forms=(*(function_form(f, _vector_norm_form) for f in ("torch.linalg.vector_norm", "torch.norm")),
+                       method_form("norm", _vector_norm_form))),
     OpDef("amax", "math", [_A("dim", "dims"), _A("keepdim", "bool", False)], _reduce_shape,
           "Maximum over one dim or a list of dims (batch is dim 0), torch.amax.", aliases=("reduce_max",),
           normalize=_dims_norm("amax"), key_args=("dim",),

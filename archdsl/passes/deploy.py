@@ -1,4 +1,4 @@
-"""The deploy rewrite of the graph IR (no torch): train form -> inference form, as three named passes.
+"""The deploy rewrite of the graph IR (no torch): train form -> inference form, as five named passes.
 
 - ``fuse_reparam``: every ``reparam add:`` group becomes one conv, or one linear for a group over vectors
   (:mod:`archdsl.passes.reparam` proves it exact), keeping the id of the group's output so consumers need no
@@ -7,7 +7,10 @@
   (code generation aliases identities away);
 - ``fold_bn``: every BatchNorm is folded into the layer before it, or into the 1x1 conv / linear after it
   when that is exact, or else kept as a per-channel affine map (a depthwise 1x1 conv; on a video or volume
-  ``[C, T, H, W]`` it stays a BatchNorm3d).
+  ``[C, T, H, W]`` it stays a BatchNorm3d);
+- ``fold_scales``: a ``layer_scale`` / ``scale`` folds into the conv or linear whose output it scales (permutes
+  in between followed: ConvNeXt's ``linear, permute, layer_scale``);
+- ``fuse_mul_add``: a product only a sum reads becomes ``addcmul`` (one pass over the map, not two).
 
 **Exact or not done.** A BatchNorm scales the *channel* axis (dim 0 of ``[C, H, W]`` and ``[C, T, H, W]``,
 the only axis of ``[F]``). It folds into a neighbour only when that neighbour's own channel axis is the same
@@ -51,12 +54,19 @@ class Recipe:
 
     ``base``: ``("copy", node)`` (the train module, unchanged or with BNs folded in), ``("group", plan)``
     (a fused reparam group) or ``("bn_affine", node)`` (a lone BN as a depthwise 1x1 conv); nodes are
-    train-graph nodes. ``pre_bn`` / ``post_bn``: BatchNorm nodes folded in before / after it.
+    train-graph nodes. ``pre_bn`` / ``post_bn``: BatchNorm nodes folded in before / after it;
+    ``post_scale``: a ``layer_scale`` or ``scale`` folded in after those.
     """
 
     base: tuple[str, Any]
     pre_bn: Node | None = None
     post_bn: Node | None = None
+    post_scale: Node | None = None
+
+    @property
+    def is_copy(self) -> bool:
+        """The train module's tensors, unchanged (nothing folded into them)."""
+        return self.base[0] == "copy" and self.pre_bn is None and self.post_bn is None and self.post_scale is None
 
 
 @dataclass
@@ -70,6 +80,8 @@ class DeployPlan:
     fused_groups: list[str] = field(default_factory=list)
     folded_bn: int = 0
     bn_as_conv: int = 0
+    folded_scales: int = 0
+    fused_mul_add: int = 0
     notes: list[str] = field(default_factory=list)   # what was left unfused, and why
     limits: Limits = field(default_factory=Limits)
     by_id: dict[int, Recipe] = field(default_factory=dict)
@@ -284,11 +296,103 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
     return g
 
 
+def _out_axis(n: Node) -> int | None:
+    """The per-sample axis of layer ``n``'s output that its weight's rows make (a conv's channels, dim 0 of
+    [C, H, W] / [C, T, H, W]; a linear's features, the last dim); None for any other op."""
+    if (n.op == "conv2d" and len(n.shape) == 3) or (n.op == "conv3d" and len(n.shape) == 4):
+        return 0
+    if n.op == "linear":
+        return len(n.shape) - 1
+    return None
+
+
+def fold_scales(graph: Graph, plan: DeployPlan) -> Graph:
+    """Fold every ``layer_scale`` and ``scale`` into the conv or linear whose output it scales.
+
+    ConvNeXt's ``layer_scale`` follows ``linear(dim), permute([0, 3, 1, 2])``: the permute is followed back, so
+    the scale's channel axis is matched with the linear's output features. ``gamma * (W x + b)`` is
+    ``(gamma W) x + gamma b`` exactly; the scale's pass over the feature map is gone. Folded only where every
+    value in between feeds nothing else (a value read twice would see the scale where the train form does not).
+    """
+    nodes = {n.id: _copy(n) for n in graph.records()}
+    tg = plan.train_graph or graph
+    outputs = {nid for _, nid in graph.outputs}
+    for nid in sorted(nodes):
+        sc = nodes[nid]
+        if sc.op not in ("layer_scale", "scale") or nid in outputs or not sc.inputs:
+            continue
+        # the scaled axis, per sample (None: a scalar scales every axis)
+        axis = sc.args["dim"] - 1 if sc.op == "layer_scale" else None
+        prev, cur = sc, nodes[sc.inputs[0]]
+        while cur.op in ("permute", "identity") and graph.consumers(cur.id) == [prev.id] and cur.id not in outputs:
+            if cur.op == "permute" and axis is not None:
+                axis = cur.args["dims"][axis + 1] - 1     # dims count the batch as 0
+            prev, cur = cur, nodes[cur.inputs[0]]
+        out_axis = _out_axis(cur)
+        r = plan.by_id.get(cur.id)
+        if (out_axis is None or (axis is not None and axis != out_axis) or graph.consumers(cur.id) != [prev.id]
+                or cur.id in outputs or (r is not None and r.post_scale is not None)):
+            continue
+        r = plan.by_id.setdefault(cur.id, Recipe(("copy", tg.node(cur.id))))
+        r.post_scale = tg.node(nid)
+        nodes[cur.id] = _copy(cur, args={**cur.args, "bias": True})
+        nodes[cur.id].params = OPS[cur.op].params(cur.in_shapes, nodes[cur.id].args)
+        nodes[nid] = _copy(sc, op="identity", args={}, module=None, params=0, macs=0)
+        plan.folded_scales += 1
+    return _rebuild(graph, nodes, graph.fused_nodes)
+
+
+def fuse_mul_add(graph: Graph, plan: DeployPlan) -> Graph:
+    """A product of two tensors read only by a sum, as its first or second term, becomes ``addcmul``.
+
+    ``a * b + t`` (and ``t + a * b``) is ``torch.addcmul(t, a, b)``: one pass over the map where the train form
+    makes two (ConvNeXt V2's GRN, a squeeze-excitation gate before its residual sum). A sum of more terms keeps
+    the rest: ``a * b + t + u`` is ``addcmul(t, a, b) + u``, the same order of additions.
+    """
+    from ..ops import broadcast
+    nodes = {n.id: _copy(n) for n in graph.records()}
+    outputs = {nid for _, nid in graph.outputs}
+    for nid in sorted(nodes):
+        add = nodes[nid]
+        if add.op != "add" or len(add.inputs) < 2:
+            continue
+        for pos in (0, 1):
+            m = nodes[add.inputs[pos]]
+            if (m.op != "mul" or len(m.inputs) != 2 or m.id in outputs or graph.consumers(m.id) != [nid]
+                    or add.inputs.count(m.id) != 1):
+                continue
+            t = nodes[add.inputs[1 - pos]]
+            while t.op == "identity" and len(t.inputs) == 1:   # an identity branch (or a dropout) is its input
+                t = nodes[t.inputs[0]]
+            ins, shapes = [t.id, *m.inputs], [t.shape, *m.in_shapes]
+            if len(add.inputs) == 2:      # the sum itself becomes the addcmul
+                nodes[nid] = _copy(add, op="addcmul", args={}, inputs=ins, in_shapes=shapes)
+            elif t.id < m.id:             # the product's node becomes addcmul(t, a, b), the sum keeps the rest
+                nodes[m.id] = _copy(m, op="addcmul", args={}, inputs=ins, in_shapes=shapes,
+                                    shape=broadcast([t.shape, m.shape], "addcmul"), batched=t.batched or m.batched)
+                rest = list(zip(add.inputs, add.in_shapes))[2:]
+                nodes[nid] = _copy(add, inputs=[m.id, *(i for i, _ in rest)],
+                                   in_shapes=[nodes[m.id].shape, *(s for _, s in rest)])
+                plan.fused_mul_add += 1
+                break
+            else:                         # t is computed after the product: the node order has no place for it
+                continue
+            del nodes[m.id]
+            plan.fused_mul_add += 1
+            break
+    return _rebuild(graph, nodes, graph.fused_nodes)
+
+
 DEPLOY_PASSES = (
     Pass("fuse_reparam", fuse_reparam, "reparam groups -> one conv each"),
     Pass("drop_eval_identities", drop_eval_identities, "dropout, drop_path -> identity"),
     Pass("fold_bn", fold_bn, "BatchNorm folded into the conv/linear acting on its channels"),
+    Pass("fold_scales", fold_scales, "layer_scale/scale folded into the conv/linear whose output it scales"),
+    Pass("fuse_mul_add", fuse_mul_add, "a product read only by a sum -> addcmul"),
 )
+
+#: the passes ``fold_bn=False`` leaves out (they fold or fuse layers other than reparam groups)
+_FOLDING = frozenset({"fold_bn", "fold_scales", "fuse_mul_add"})
 
 
 # ------------------------------------------------------------------------------------------------ drivers
@@ -300,7 +404,8 @@ def deploy_plan(graph: Graph, *, fold_bn: bool = True, limits: Limits | None = N
     ``graph`` itself is left untouched.
     """
     plan = DeployPlan(graph, train_graph=graph, limits=limits or Limits())
-    passes = [p for p in DEPLOY_PASSES if fold_bn or p.name != "fold_bn"]
+    # fold_bn=False is the official RepLKNet deploy form: reparam groups fused, every other layer as it is
+    passes = [p for p in DEPLOY_PASSES if fold_bn or p.name not in _FOLDING]
     g = run_passes(graph, passes, plan, verify=verify, print_after=print_after)
     g.name = graph.name + "_deploy"
     total = g.total_params
