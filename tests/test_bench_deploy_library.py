@@ -95,6 +95,9 @@ def test_table_from_a_small_results_file() -> None:
     assert "median 180.0 GFLOP/s (min 170.0, max 190.0)" in text   # three rows' same-run sgemm bounds
     assert "A/A noise (the reference timed twice per round on resnet18): 3.0%" in text
     assert "rows: 4 (1 failed); below 0.98x: 1" in text
+    # per dtype and batch: the rows at the bar, the median and the lowest (the failed row is not counted)
+    assert "- fp32, batch 1: 1/2 at >= 0.98x, 1/2 at >= 1.00x; median 1.25x, lowest 0.91x (fastvit_sa12)" in lines
+    assert "- fp32, batch 8: 1/1 at >= 0.98x, 1/1 at >= 1.00x; median 1.30x, lowest 1.30x (resnet18)" in lines
     row = next(ln for ln in lines if ln.startswith("| resnet18 | torchvision.resnet18 | 1 | fp32"))
     assert row == ("| resnet18 | torchvision.resnet18 | 1 | fp32 | 20.0 | - | 21.0 | 16.0 (channels_last) | - "
                    "| 1.25x | 1.60x | 4.0e-07 |")
@@ -126,3 +129,17 @@ def test_a_failing_or_hanging_network_is_a_row_with_its_error() -> None:
     ok.pop("error")
     rows = bdl._run_worker(dict(cfg, net=ok), 0.5, lambda kind, obj: None)
     assert [(r["batch"], r["error"]) for r in rows] == [(1, "timed out after 0.5 s"), (8, "timed out after 0.5 s")]
+
+
+def test_again_measures_the_rows_below_the_threshold_and_the_table_keeps_both() -> None:
+    results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
+    slow = bdl.row_key("fastvit_sa12", 1, "fp32")
+    assert bdl.measure_again(results, 0.98, ["resnet18"]) == []          # only the networks asked for
+    assert bdl.measure_again(results, 0.98) == [slow]                    # failed rows are not "below"
+    assert slow not in results["rows"] and results["first_measure"] == {slow: pytest.approx(0.91)}
+    assert bdl.pending_rows(["fastvit_sa12"], [1], ["fp32"], results, resume=True) == [("fastvit_sa12", 1, "fp32")]
+    text = bdl.render_markdown(results)
+    assert "## Rows measured again (`--again`)" in text and "| fastvit_sa12, b1, fp32 | 0.91x | - |" in text
+    results["rows"][slow] = dict(net="fastvit_sa12", batch=1, dtype="fp32", reference="timm.fastvit_sa12",
+                                 ratio=1.02, times_ms={"deploy": 9.0, "ref": 9.2}, best_ref_form="ref")
+    assert "| fastvit_sa12, b1, fp32 | 0.91x | 1.02x |" in bdl.render_markdown(results)
