@@ -209,14 +209,11 @@ def deploy_state_dict(plan: DeployPlan, train_sd: dict[str, Any]) -> dict[str, A
                 tail = [1] * (w.dim() - 2)     # the kernel's dims: (kh, kw), or (kt, kh, kw) of a conv3d
                 b = b + (w * t[idx].view(*idx.shape, *tail)).sum(tuple(range(1, w.dim())))
                 w = w * s[idx].view(*idx.shape, *tail)
-        if r.post_bn is not None:
-            s, t = _bn_scale_shift(train_sd, r.post_bn)
-            w = w.mul_(s.view(-1, *[1] * (w.dim() - 1)))   # w is this recipe's own copy
-            b = b * s + t
-        if r.post_scale is not None:    # a layer_scale / scale after it: rows and bias scaled
-            s, _ = _channel_affine(train_sd, r.post_scale, w.shape[0])
-            w = w * s.view(-1, *[1] * (w.dim() - 1))
-            b = b * s
+        for post in (r.post_bn, r.post_scale):   # a BatchNorm, then a layer_scale / scale, after it
+            if post is not None:
+                s, t = _channel_affine(train_sd, post, w.shape[0])
+                w = w.mul_(s.view(-1, *[1] * (w.dim() - 1)))   # w is this recipe's own copy
+                b = b * s + t
         out[path + ".weight"] = w.to(dtype)
         out[path + ".bias"] = b.to(dtype)
     return out

@@ -137,6 +137,13 @@ def _linear_node(nid: int, module: str, in_shape: tuple[int, ...], out_shape: tu
                 macs=op.macs([in_shape], out_shape, args))
 
 
+def _with_bias(n: Node) -> Node:
+    """A copy of layer ``n`` with a bias (folding a BatchNorm's shift or a scale into it needs one), its
+    parameter count updated."""
+    args = {**n.args, "bias": True}
+    return _copy(n, args=args, params=OPS[n.op].params(n.in_shapes, args))
+
+
 def _channel_axis_is_bn_axis(n: Node, shape: tuple[int, ...]) -> bool:
     """Does layer ``n`` mix/scale the same axis a BatchNorm on ``shape`` normalises (dim 0)?
 
@@ -245,9 +252,6 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
     def to_identity(bn: Node) -> None:
         nodes[bn.id] = _copy(bn, op="identity", args={}, module=None, params=0, macs=0)
 
-    def with_bias(n: Node) -> None:
-        nodes[n.id] = _copy(n, args={**n.args, "bias": True})
-
     for nid in sorted(nodes):            # ids are a topological order
         bn = nodes[nid]
         if bn.op != "batchnorm" or not bn.args["track_running_stats"]:
@@ -260,7 +264,7 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
                 and recipes.get(prod.id, Recipe(("copy", None))).post_bn is None):
             r = recipes.setdefault(prod.id, Recipe(("copy", tg.node(prod.id))))
             r.post_bn = tg.node(bn.id)
-            with_bias(prod)
+            nodes[prod.id] = _with_bias(prod)
             to_identity(bn)
             plan.folded_bn += 1
             continue
@@ -269,7 +273,7 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
             for u in users:
                 r = recipes.setdefault(u.id, Recipe(("copy", tg.node(u.id))))
                 r.pre_bn = tg.node(bn.id)
-                with_bias(nodes[u.id])
+                nodes[u.id] = _with_bias(nodes[u.id])
             to_identity(bn)
             plan.folded_bn += 1
             continue
@@ -289,11 +293,7 @@ def fold_bn(graph: Graph, plan: DeployPlan) -> Graph:
             plan.notes.append(
                 f"batchnorm '{bn.name}'{where} not folded into {other.op} '{other.name}': it acts on the last "
                 f"dimension of {list(other.in_shapes[0])}, not on the channels the batchnorm scales; {kept_as}")
-    g = _rebuild(graph, nodes, graph.fused_nodes)
-    for n in g.records():    # folding a BN adds a bias
-        if n.op in _FOLDS_BN:
-            n.params = OPS[n.op].params(n.in_shapes, n.args)
-    return g
+    return _rebuild(graph, nodes, graph.fused_nodes)
 
 
 def _out_axis(n: Node) -> int | None:
@@ -335,8 +335,7 @@ def fold_scales(graph: Graph, plan: DeployPlan) -> Graph:
             continue
         r = plan.by_id.setdefault(cur.id, Recipe(("copy", tg.node(cur.id))))
         r.post_scale = tg.node(nid)
-        nodes[cur.id] = _copy(cur, args={**cur.args, "bias": True})
-        nodes[cur.id].params = OPS[cur.op].params(cur.in_shapes, nodes[cur.id].args)
+        nodes[cur.id] = _with_bias(cur)
         nodes[nid] = _copy(sc, op="identity", args={}, module=None, params=0, macs=0)
         plan.folded_scales += 1
     return _rebuild(graph, nodes, graph.fused_nodes)
@@ -367,17 +366,13 @@ def fuse_mul_add(graph: Graph, plan: DeployPlan) -> Graph:
             ins, shapes = [t.id, *m.inputs], [t.shape, *m.in_shapes]
             if len(add.inputs) == 2:      # the sum itself becomes the addcmul
                 nodes[nid] = _copy(add, op="addcmul", args={}, inputs=ins, in_shapes=shapes)
+                del nodes[m.id]
             elif t.id < m.id:             # the product's node becomes addcmul(t, a, b), the sum keeps the rest
                 nodes[m.id] = _copy(m, op="addcmul", args={}, inputs=ins, in_shapes=shapes,
                                     shape=broadcast([t.shape, m.shape], "addcmul"), batched=t.batched or m.batched)
-                rest = list(zip(add.inputs, add.in_shapes))[2:]
-                nodes[nid] = _copy(add, inputs=[m.id, *(i for i, _ in rest)],
-                                   in_shapes=[nodes[m.id].shape, *(s for _, s in rest)])
-                plan.fused_mul_add += 1
-                break
+                nodes[nid] = _copy(add, inputs=[m.id, *add.inputs[2:]], in_shapes=[nodes[m.id].shape, *add.in_shapes[2:]])
             else:                         # t is computed after the product: the node order has no place for it
                 continue
-            del nodes[m.id]
             plan.fused_mul_add += 1
             break
     return _rebuild(graph, nodes, graph.fused_nodes)
