@@ -143,3 +143,27 @@ def test_again_measures_the_rows_below_the_threshold_and_the_table_keeps_both() 
     results["rows"][slow] = dict(net="fastvit_sa12", batch=1, dtype="fp32", reference="timm.fastvit_sa12",
                                  ratio=1.02, times_ms={"deploy": 9.0, "ref": 9.2}, best_ref_form="ref")
     assert "| fastvit_sa12, b1, fp32 | 0.91x | 1.02x |" in bdl.render_markdown(results)
+
+
+def test_aa_line_names_the_worst_row_and_keeps_the_full_round_rows_apart() -> None:
+    rows = [{"net": "resnet18", "batch": 1, "dtype": "fp32", "aa_ratio": 1.02, "rounds": 7},
+            {"net": "resnet18", "batch": 8, "dtype": "fp32", "aa_ratio": 0.95, "rounds": 7},
+            {"net": "replknet_xl", "batch": 1, "dtype": "bf16", "aa_ratio": 1.15, "rounds": 3},
+            {"net": "alexnet", "batch": 1, "dtype": "fp32", "rounds": 7}]   # measured no A/A
+    line = bdl.aa_line(rows, 7)
+    assert line == ("- A/A noise (the reference timed twice per round on replknet_xl, resnet18): 15.0% at most "
+                    "(replknet_xl, batch 1, bf16, 3 rounds), median 5.0%; 5.0% at most in the rows timed 7 rounds")
+    assert bdl.aa_line(rows[:2], 7).endswith("5.0% at most (resnet18, batch 8, fp32, 7 rounds), median 5.0%")
+    assert bdl.aa_line(rows[3:], 7).endswith("on no network): -")
+
+
+def test_replknet_rows_show_how_much_of_the_ratio_is_the_layout() -> None:
+    results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
+    assert "how much of the ratio is the layout" not in bdl.render_markdown(results)
+    results["rows"]["replknet_31b|b1|fp32"] = dict(
+        net="replknet_31b", batch=1, dtype="fp32", reference="replknet.RepLKNet_31B", ratio=3.0, layout="channels_last",
+        layout_timings={"channels_last": 0.25, "contiguous": 0.74}, best_ref_form="ref_deploy",
+        times_ms={"ref": 730.0, "ref_deploy": 723.0, "deploy": 240.0})
+    text = bdl.render_markdown(results)
+    assert "RepLKNet, how much of the ratio is the layout" in text
+    assert "| replknet_31b | 1 | fp32 | 723.0 | 740.0 | 250.0 (channels_last) |" in text.splitlines()
