@@ -233,22 +233,30 @@ def test_load_weights_resamples_pos_embed_on_request() -> None:
         hub.resample_pos_embed_to(torch.nn.Linear(2, 2), trained)
 
 
-def test_vit_deploy_runs_the_fused_attention_on_4d_heads() -> None:
+def test_vit_runs_the_fused_attention_on_4d_heads() -> None:
     """ViT's q, k, v are slices of the packed qkv ([B, 1, heads, N, d]); PyTorch's CPU SDPA runs its fused
-    kernel only for 4-D inputs, so the deploy form merges the leading dims into the batch (the train form is
-    unchanged), and still equals timm."""
+    kernel only for 4-D inputs, so the train and the deploy form merge the leading dims into the batch, and
+    still equal timm (outputs and, for the train form, gradients)."""
     from archdsl.codegen.deploy import deploy_source
     name = "vit_tiny_patch16_224"
     g = archdsl.graph(f"specs/vit.arch:{name}")
-    assert ".flatten(0, 1)" not in archdsl.pipeline.generate_source(g)
-    src = deploy_source(g)
-    assert src.count(".flatten(0, 1)") == 3 and ").unflatten(0, (-1, 1))" in src
+    for src in (archdsl.pipeline.generate_source(g), deploy_source(g)):
+        assert src.count(".flatten(0, 1)") == 3 and ").unflatten(0, (-1, 1))" in src
     ref = _reference(name)
-    dep = archdsl.deploy(_ours(f"specs/vit.arch:{name}", ref.state_dict()), memory_format="contiguous")
-    assert_same_outputs(dep, ref, (3, 224, 224), batch=2)
-    import torch
+    ours = _ours(f"specs/vit.arch:{name}", ref.state_dict())
     x = torch.randn(2, 3, 224, 224)
-    with torch.inference_mode(), torch.profiler.profile() as prof:
-        dep(x)
-    ops = {e.key for e in prof.key_averages()}
-    assert "aten::_scaled_dot_product_attention_math" not in ops
+    ours.train()
+    ref.train()
+    ours(x).square().mean().backward()
+    ref(x).square().mean().backward()
+    grads = dict(ref.named_parameters())
+    for k, p in ours.named_parameters():   # the merged view passes the gradient through unchanged
+        torch.testing.assert_close(p.grad, grads[k].grad, rtol=1e-4, atol=1e-6)
+    ours.eval()
+    dep = archdsl.deploy(ours, memory_format="contiguous")
+    for m in (ours, dep):
+        assert_same_outputs(m, ref, (3, 224, 224), batch=2)
+        with torch.inference_mode(), torch.profiler.profile() as prof:
+            m(x)
+        ops = {e.key for e in prof.key_averages()}
+        assert "aten::_scaled_dot_product_attention_math" not in ops

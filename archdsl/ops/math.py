@@ -275,11 +275,12 @@ def _sdpa_emit(e: EmitArgs) -> Expr:
         return ("torch.matmul(torch.softmax(torch.matmul(", In(0), " * ", Lit(float(scale), "scale"), ", ", In(1),
                 ".transpose(-2, -1)) + ", In(3), ", dim=-1), ", In(2), ")")
     lead = e.in_shapes[0][:-3]
-    if e.inference and e.n_inputs == 3 and lead and all(tuple(s[:-2]) == tuple(e.in_shapes[0][:-2])
-                                                         for s in e.in_shapes[1:3]):
+    if e.n_inputs == 3 and lead and all(tuple(s[:-2]) == tuple(e.in_shapes[0][:-2]) for s in e.in_shapes[1:3]):
         # q, k, v of rank 5+ ([B, 1, heads, N, d]: a slice of the packed qkv): PyTorch's CPU SDPA has its fused
-        # (flash) kernel for 4-D inputs only and otherwise takes its math path (ViT-Ti: 16% of the forward);
-        # the leading dims merged into the batch (a view here), split again after
+        # (flash) kernel for 4-D inputs only and otherwise takes its math path (ViT-Ti: 16% of the forward; in
+        # the train form's bf16 eager forward, ViT-Ti batch 8, 60%); the leading dims merged into the batch (a
+        # view here), split again after. Train and deploy forms alike: flatten/unflatten are views with a
+        # gradient, and the fused kernel is the one timm's 4-D attention runs
         end = Lit(len(lead), "end_dim")
         flat = tuple(x for i in range(3) for x in (", " if i else "", In(i), ".flatten(0, ", end, ")"))
         return ("F.scaled_dot_product_attention(", *flat, Kw("is_causal", a["is_causal"], False),
