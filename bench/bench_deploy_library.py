@@ -50,7 +50,7 @@ for _p in (ROOT / "bench", ROOT, ROOT / "tests"):
         sys.path.insert(0, str(_p))
 
 __all__ = ["library_networks", "row_key", "pending_rows", "measure_again", "load_results", "save_results",
-           "render_markdown", "summary_lines", "aa_noise", "aa_line", "main"]
+           "render_markdown", "summary_lines", "aa_line", "main"]
 
 RESULTS = ROOT / "bench" / "results" / "deploy_library_cpu.json"
 TABLE = ROOT / "bench" / "results" / "deploy_library_cpu.md"
@@ -149,12 +149,6 @@ def save_results(path: Path, results: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def aa_noise(rows: Iterable[dict[str, Any]]) -> float | None:
-    """The A/A noise: the largest |1 - t(ref, 2nd copy) / t(ref)| over the rows that measured it."""
-    vals = [abs(1 - r["aa_ratio"]) for r in rows if r.get("aa_ratio")]
-    return max(vals) if vals else None
-
-
 def aa_line(rows: list[dict[str, Any]], rounds: int | None) -> str:
     """The table's A/A line: the largest noise with its row, the median, and the largest among the rows timed
     the full ``rounds`` (a heavy row timed half as many rounds is noisier: shown apart, not hidden)."""
@@ -210,7 +204,8 @@ def render_markdown(results: dict[str, Any], threshold: float = 0.98) -> str:
     gf = [r["sgemm_gflops"] for r in ok if r.get("sgemm_gflops")]
     below = [r for r in ok if r.get("ratio") is not None and r["ratio"] < threshold]
     lines = [
-        "# Deploy form vs the best reference form, every library network (CPU)", "",
+        f"# Deploy form vs the best reference form, {len({r['net'] for r in rows})} library networks (CPU"
+        + (", with `deploy(compile=True)`)" if any("compiled" in r.get("times_ms", {}) for r in ok) else ")"), "",
         f"`{meta.get('command', 'bench/bench_deploy_library.py')}`", "",
         f"- CPU: {meta.get('cpu', '?')}; flags: {', '.join(meta.get('flags', [])) or '-'}; "
         f"native bf16: {'yes' if meta.get('native_bf16') else 'no'}",

@@ -91,6 +91,7 @@ def test_table_from_a_small_results_file() -> None:
     results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
     text = bdl.render_markdown(results)
     lines = text.splitlines()
+    assert lines[0] == "# Deploy form vs the best reference form, 3 library networks (CPU)"
     assert "AMD EPYC 9R14" in text and "avx512_bf16" in text and "torch 2.9.0" in text and "2 threads" in text
     assert "median 180.0 GFLOP/s (min 170.0, max 190.0)" in text   # three rows' same-run sgemm bounds
     assert "A/A noise (the reference timed twice per round on resnet18): 3.0%" in text
