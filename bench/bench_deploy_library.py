@@ -50,7 +50,7 @@ for _p in (ROOT / "bench", ROOT, ROOT / "tests"):
         sys.path.insert(0, str(_p))
 
 __all__ = ["library_networks", "row_key", "pending_rows", "measure_again", "load_results", "save_results",
-           "render_markdown", "summary_lines", "aa_line", "main"]
+           "render_markdown", "summary_lines", "compiled_lines", "aa_line", "main"]
 
 RESULTS = ROOT / "bench" / "results" / "deploy_library_cpu.json"
 TABLE = ROOT / "bench" / "results" / "deploy_library_cpu.md"
@@ -196,6 +196,23 @@ def summary_lines(rows: list[dict[str, Any]], threshold: float = 0.98) -> list[s
     return out
 
 
+def compiled_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per dtype and batch size for the rows that timed ``deploy(compile=True)``: its speed-up over the
+    best reference form and over our deploy form (medians, and the lowest with its network)."""
+    out = []
+    rs = [r for r in rows if "compiled" in r.get("times_ms", {}) and r.get("best_ref_form")]
+    for dtype in sorted({r["dtype"] for r in rs}, key=lambda d: (d != "fp32", d)):
+        for b in sorted({r["batch"] for r in rs if r["dtype"] == dtype}):
+            sel = [r for r in rs if r["dtype"] == dtype and r["batch"] == b]
+            vs_ref = [r["times_ms"][r["best_ref_form"]] / r["times_ms"]["compiled"] for r in sel]
+            vs_dep = [r["times_ms"]["deploy"] / r["times_ms"]["compiled"] for r in sel]
+            low = min(range(len(sel)), key=lambda i: vs_dep[i])
+            out.append(f"- compiled, {dtype}, batch {b} ({len(sel)} rows): median {_median(vs_ref):.2f}x the best "
+                       f"reference form (lowest {min(vs_ref):.2f}x), {_median(vs_dep):.2f}x our deploy form "
+                       f"(lowest {vs_dep[low]:.2f}x, {sel[low]['net']})")
+    return out
+
+
 def render_markdown(results: dict[str, Any], threshold: float = 0.98) -> str:
     """The table of ``results`` (bench/results/deploy_library_cpu.md)."""
     meta = results.get("meta", {})
@@ -217,7 +234,7 @@ def render_markdown(results: dict[str, Any], threshold: float = 0.98) -> str:
         f"{_ms(_median(gf))} GFLOP/s (min {_ms(min(gf) if gf else None)}, max {_ms(max(gf) if gf else None)})",
         aa_line(ok, meta.get("rounds")),
         f"- rows: {len(rows)} ({len(rows) - len(ok)} failed); below {threshold:.2f}x: {len(below)}",
-        *summary_lines(ok, threshold), "",
+        *summary_lines(ok, threshold), *compiled_lines(ok), "",
         "Median ms per forward. `ref`: the reference eager; `ref deploy`: its own deploy form (timm "
         "`reparameterize_model`; RepLKNet: the official structural_reparam form, see below); `built`: ours eager; "
         "`deploy`: `archdsl.deploy` (layout it chose); `ratio` = best reference form / ours deployed (>= 1.00x: "

@@ -168,3 +168,16 @@ def test_replknet_rows_show_how_much_of_the_ratio_is_the_layout() -> None:
     text = bdl.render_markdown(results)
     assert "RepLKNet, how much of the ratio is the layout" in text
     assert "| replknet_31b | 1 | fp32 | 723.0 | 740.0 | 250.0 (channels_last) |" in text.splitlines()
+
+
+def test_compiled_rows_have_their_summary_lines() -> None:
+    results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
+    assert "compiled," not in bdl.render_markdown(results)
+    rows = [dict(net="a", batch=1, dtype="fp32", best_ref_form="ref", times_ms={"ref": 12.0, "deploy": 10.0,
+                                                                                 "compiled": 8.0}),
+            dict(net="b", batch=1, dtype="fp32", best_ref_form="ref_deploy",
+                 times_ms={"ref": 30.0, "ref_deploy": 20.0, "deploy": 10.0, "compiled": 10.0}),
+            dict(net="c", batch=1, dtype="fp32", best_ref_form="ref", times_ms={"ref": 9.0, "deploy": 8.0})]
+    assert bdl.compiled_lines(rows) == [
+        "- compiled, fp32, batch 1 (2 rows): median 2.00x the best reference form (lowest 1.50x), 1.25x our "
+        "deploy form (lowest 1.00x, b)"]
