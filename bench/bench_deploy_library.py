@@ -157,14 +157,13 @@ def aa_line(rows: list[dict[str, Any]], rounds: int | None) -> str:
     head = f"- A/A noise (the reference timed twice per round on {nets}): "
     if not aa:
         return head + "-"
-    dev = {id(r): abs(1 - r["aa_ratio"]) for r in aa}
-    worst = max(aa, key=lambda r: dev[id(r)])
-    text = f"{dev[id(worst)] * 100:.1f}%"
+    dev = [abs(1 - r["aa_ratio"]) for r in aa]
+    i = max(range(len(aa)), key=dev.__getitem__)
+    text = f"{dev[i] * 100:.1f}%"
     if len(aa) > 1:
-        mid = sorted(dev.values())[len(dev) // 2]
-        text += (f" at most ({worst['net']}, batch {worst['batch']}, {worst['dtype']}, {worst.get('rounds', '?')} "
-                 f"rounds), median {mid * 100:.1f}%")
-        full = [dev[id(r)] for r in aa if r.get("rounds") == rounds]
+        text += (f" at most ({aa[i]['net']}, batch {aa[i]['batch']}, {aa[i]['dtype']}, {aa[i].get('rounds', '?')} "
+                 f"rounds), median {sorted(dev)[len(dev) // 2] * 100:.1f}%")
+        full = [d for d, r in zip(dev, aa) if r.get("rounds") == rounds]
         if full and len(full) < len(aa):
             text += f"; {max(full) * 100:.1f}% at most in the rows timed {rounds} rounds"
     return head + text
@@ -179,20 +178,24 @@ def _median(vals: list[float]) -> float | None:
     return vals[len(vals) // 2] if vals else None
 
 
+def _by_dtype_batch(rows: list[dict[str, Any]]) -> list[tuple[str, int, list[dict[str, Any]]]]:
+    """``rows`` grouped per (dtype, batch size): fp32 first, batch sizes ascending; empty groups left out."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["dtype"], r["batch"]), []).append(r)
+    return [(d, b, groups[d, b]) for d, b in sorted(groups, key=lambda k: (k[0] != "fp32", k[0], k[1]))]
+
+
 def summary_lines(rows: list[dict[str, Any]], threshold: float = 0.98) -> list[str]:
     """One line per dtype and batch size: how many rows reach ``threshold`` and 1.00x, the median and the lowest
     ratio (the issue's bar: >= 0.98x in fp32, >= 1.00x in bf16)."""
     out = []
-    for dtype in sorted({r["dtype"] for r in rows}, key=lambda d: (d != "fp32", d)):
-        for b in sorted({r["batch"] for r in rows if r["dtype"] == dtype}):
-            rs = [r for r in rows if r["dtype"] == dtype and r["batch"] == b and r.get("ratio") is not None]
-            if not rs:
-                continue
-            ratios = [r["ratio"] for r in rs]
-            worst = min(rs, key=lambda r: r["ratio"])
-            out.append(f"- {dtype}, batch {b}: {sum(x >= threshold for x in ratios)}/{len(rs)} at >= {threshold:.2f}x, "
-                       f"{sum(x >= 1.0 for x in ratios)}/{len(rs)} at >= 1.00x; median {_median(ratios):.2f}x, "
-                       f"lowest {worst['ratio']:.2f}x ({worst['net']})")
+    for dtype, b, rs in _by_dtype_batch([r for r in rows if r.get("ratio") is not None]):
+        ratios = [r["ratio"] for r in rs]
+        worst = min(rs, key=lambda r: r["ratio"])
+        out.append(f"- {dtype}, batch {b}: {sum(x >= threshold for x in ratios)}/{len(rs)} at >= {threshold:.2f}x, "
+                   f"{sum(x >= 1.0 for x in ratios)}/{len(rs)} at >= 1.00x; median {_median(ratios):.2f}x, "
+                   f"lowest {worst['ratio']:.2f}x ({worst['net']})")
     return out
 
 
@@ -200,16 +203,14 @@ def compiled_lines(rows: list[dict[str, Any]]) -> list[str]:
     """One line per dtype and batch size for the rows that timed ``deploy(compile=True)``: its speed-up over the
     best reference form and over our deploy form (medians, and the lowest with its network)."""
     out = []
-    rs = [r for r in rows if "compiled" in r.get("times_ms", {}) and r.get("best_ref_form")]
-    for dtype in sorted({r["dtype"] for r in rs}, key=lambda d: (d != "fp32", d)):
-        for b in sorted({r["batch"] for r in rs if r["dtype"] == dtype}):
-            sel = [r for r in rs if r["dtype"] == dtype and r["batch"] == b]
-            vs_ref = [r["times_ms"][r["best_ref_form"]] / r["times_ms"]["compiled"] for r in sel]
-            vs_dep = [r["times_ms"]["deploy"] / r["times_ms"]["compiled"] for r in sel]
-            low = min(range(len(sel)), key=lambda i: vs_dep[i])
-            out.append(f"- compiled, {dtype}, batch {b} ({len(sel)} rows): median {_median(vs_ref):.2f}x the best "
-                       f"reference form (lowest {min(vs_ref):.2f}x), {_median(vs_dep):.2f}x our deploy form "
-                       f"(lowest {vs_dep[low]:.2f}x, {sel[low]['net']})")
+    timed = [r for r in rows if "compiled" in r.get("times_ms", {}) and r.get("best_ref_form")]
+    for dtype, b, sel in _by_dtype_batch(timed):
+        vs_ref = [r["times_ms"][r["best_ref_form"]] / r["times_ms"]["compiled"] for r in sel]
+        vs_dep = [r["times_ms"]["deploy"] / r["times_ms"]["compiled"] for r in sel]
+        low = min(range(len(sel)), key=lambda i: vs_dep[i])
+        out.append(f"- compiled, {dtype}, batch {b} ({len(sel)} rows): median {_median(vs_ref):.2f}x the best "
+                   f"reference form (lowest {min(vs_ref):.2f}x), {_median(vs_dep):.2f}x our deploy form "
+                   f"(lowest {vs_dep[low]:.2f}x, {sel[low]['net']})")
     return out
 
 

@@ -370,7 +370,8 @@ def fuse_mul_add(graph: Graph, plan: DeployPlan) -> Graph:
             elif t.id < m.id:             # the product's node becomes addcmul(t, a, b), the sum keeps the rest
                 nodes[m.id] = _copy(m, op="addcmul", args={}, inputs=ins, in_shapes=shapes,
                                     shape=broadcast([t.shape, m.shape], "addcmul"), batched=t.batched or m.batched)
-                nodes[nid] = _copy(add, inputs=[m.id, *add.inputs[2:]], in_shapes=[nodes[m.id].shape, *add.in_shapes[2:]])
+                nodes[nid] = _copy(add, inputs=[m.id, *add.inputs[2:]],
+                                   in_shapes=[nodes[m.id].shape, *add.in_shapes[2:]])
             else:                         # t is computed after the product: the node order has no place for it
                 continue
             plan.fused_mul_add += 1
