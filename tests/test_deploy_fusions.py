@@ -170,3 +170,96 @@ class _GRN(torch.nn.Module):
 def test_importer_reads_torch_addcmul() -> None:
     text = archdsl.import_module(_GRN(6).eval(), (5, 5, 6))   # the round trip (strict load, equal outputs) runs
     assert "addcmul(" in text
+
+
+# ---- fuse_linear_pointwise: linear + activation, linear + residual sum ----------------------------------
+LINEARS = '''
+network linears():
+    input [5, 8]
+    a = x -> fc1: linear(16) -> gelu -> dropout(0.1) -> fc2: linear(8)
+    b = a + x
+    c = b -> fc3: linear(16) -> gelu(approximate="tanh") -> fc4: linear(8) -> relu
+    d = c -> fc5: linear(8) -> silu
+    e = d -> fc6: linear(8) -> sigmoid
+    f = e -> fc7: linear(8)
+    g = f + f
+    h = g -> fc8: linear(8)
+    k = h -> fc9: linear(8)
+    m = k + h -> relu
+    s = m -> fc10: linear(1)
+    t = s + m
+    late = m -> fc11: linear(8)
+    v = m -> fc12: linear(8, bias=false)
+    u = late + v + t
+    u -> head: linear(3)
+'''
+
+
+def _fused_kernel_calls(model: Any, x: torch.Tensor) -> int:
+    """How many times one forward runs oneDNN's fused inner product (torch.profiler's op names)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        model(x)
+    return sum(e.count for e in prof.key_averages() if e.key.startswith("mkldnn::_linear_pointwise"))
+
+
+def test_a_linear_read_only_by_an_activation_or_a_sum_runs_as_one_kernel() -> None:
+    plan = deploy_plan(archdsl.graph(LINEARS))
+    fused = {n.module: (n.op, n.args.get("act"), n.args.get("approximate")) for n in plan.graph.records()
+             if n.op in ("linear_act", "linear_add")}
+    # fc1 + gelu, fc3 + gelu(tanh), fc4 + relu, fc5 + silu; fc2 + x (through the dropout), fc9 + h (h also feeds
+    # fc9: it is both inputs), fc12 + late (late is computed first). Not: fc6 (sigmoid), fc7 (read twice),
+    # fc8 (read by fc9 and the sum), fc10 (its [5, 1] broadcasts in the sum), fc11 (fc12 comes after it), head
+    # (the output), and the three-term sum's second addition (its other term is a sum, not a linear)
+    assert fused == {"fc1": ("linear_act", "gelu", "none"), "fc3": ("linear_act", "gelu", "tanh"),
+                     "fc4": ("linear_act", "relu", "none"), "fc5": ("linear_act", "silu", "none"),
+                     "fc2": ("linear_add", None, None), "fc9": ("linear_add", None, None),
+                     "fc12": ("linear_add", None, None)}
+    assert (plan.fused_linear_act, plan.fused_linear_add) == (4, 3)
+    model = _randomized(LINEARS)
+    dep = archdsl.deploy(model, memory_format="contiguous")
+    assert (dep.deploy_info["fused_linear_act"], dep.deploy_info["fused_linear_add"]) == (4, 3)
+    assert set(dep.state_dict()) == set(model.state_dict())           # the same nn.Linear modules and keys
+    assert isinstance(dep.fc1, torch.nn.Linear)
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        torch.testing.assert_close(dep(x), model(x), rtol=1e-5, atol=1e-5)
+        assert _fused_kernel_calls(dep, x) == 7
+    bf = archdsl.deploy(model, memory_format="contiguous", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        torch.testing.assert_close(bf(x.bfloat16()).float(), model(x), rtol=0.05, atol=0.05)
+    assert archdsl.deploy(model, fold_bn=False).deploy_info["fused_linear_act"] == 0
+
+
+def test_the_fused_linear_keeps_autograd_tracing_and_export_on_the_plain_ops() -> None:
+    """The fused kernel has no backward: with gradients the deploy form runs F.linear and the activation or sum
+    (the same gradients as the train form); fx, TorchScript and torch.export see only portable ops."""
+    model = _randomized(LINEARS)
+    dep = archdsl.deploy(model, memory_format="contiguous")
+    x = torch.randn(3, 5, 8, generator=torch.Generator().manual_seed(5))
+    assert _fused_kernel_calls(dep, x) == 0                             # parameters require grad here
+    model(x).square().sum().backward()
+    dep(x).square().sum().backward()
+    for name, p in dep.named_parameters():
+        torch.testing.assert_close(p.grad, model.get_parameter(name).grad, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        want = model(x)
+        traced = torch.fx.symbolic_trace(dep)
+        assert not any("mkldnn" in str(n.target) for n in traced.graph.nodes)
+        torch.testing.assert_close(traced(x), want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(torch.jit.script(dep)(x), want, rtol=1e-5, atol=1e-5)
+    exported = torch.export.export(dep.eval(), (x,))
+    assert not any("mkldnn" in str(n.target) for n in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(x), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("address, counts", [("specs/vit.arch:vit_small_patch16_224", (12, 24)),
+                                             ("specs/swin.arch:swin_t", (12, 12)),
+                                             ("specs/convnext.arch:convnext_tiny", (18, 0)),
+                                             ("specs/vgg.arch:vgg16", (2, 0))])
+def test_library_networks_fuse_their_mlps(address: str, counts: tuple[int, int]) -> None:
+    """ViT: fc1 + GELU, proj and fc2 + residual per block; Swin: the MLP's fc1 + GELU and fc2 + residual (its
+    proj feeds the window reverse); ConvNeXt: pwconv1 + GELU (pwconv2's output is permuted before the sum);
+    VGG: the classifier's two linear + ReLU (torch-free)."""
+    plan = deploy_plan(archdsl.graph(address))
+    assert (plan.fused_linear_act, plan.fused_linear_add) == counts

@@ -98,7 +98,7 @@ class TestRunner:
 
     def test_pass_names(self) -> None:
         assert [p.name for p in DEPLOY_PASSES] == ["fuse_reparam", "drop_eval_identities", "fold_bn", "fold_scales",
-                                                  "fuse_mul_add"]
+                                                  "fuse_mul_add", "fuse_linear_pointwise"]
         assert [p.name for p in CHECK_PASSES] == ["reparam_proof", "lint"]
 
 

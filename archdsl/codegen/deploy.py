@@ -203,7 +203,8 @@ def deploy(module: Any, *, fold_bn: bool = True, memory_format: str = "auto", re
         model = make("channels_last")
     info = {"fused_groups": len(plan.fused_groups), "folded_bn": plan.folded_bn,
             "bn_as_conv": plan.bn_as_conv, "folded_scales": plan.folded_scales,
-            "fused_mul_add": plan.fused_mul_add, "memory_format": chosen, "timings_s": timings,
+            "fused_mul_add": plan.fused_mul_add, "fused_linear_act": plan.fused_linear_act,
+            "fused_linear_add": plan.fused_linear_add, "memory_format": chosen, "timings_s": timings,
             "timed_batch": batch_size if timings else None, "fold_bn": fold_bn, "compiled": False,
             "params": plan.graph.total_params, "notes": list(plan.notes),
             "dtype": str(dtype or _input_dtype(module, None)).replace("torch.", ""), "native_bf16": native_bf16(device)}

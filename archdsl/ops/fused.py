@@ -1,4 +1,5 @@
-"""Built-in ops, fused element-wise math: ``addcmul`` (``t + a * b`` in one pass over memory).
+"""Built-in ops, fused math: ``addcmul`` (``t + a * b`` in one pass over memory) and the linear layer with its
+activation or its residual sum as one kernel (``linear_act``, ``linear_add``).
 
 The deploy rewrite (:func:`archdsl.passes.deploy.fuse_mul_add`) turns a product that feeds nothing but a sum
 into this op: ConvNeXt V2's GRN (``weight * (x * nx) + bias + x``), a squeeze-excitation gate before its
@@ -8,10 +9,13 @@ reason). A spec may write it too, and the importer reads ``torch.addcmul(t, a, b
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from .core import EmitArgs, Expr, In, OpDef, Shape, ShapeError, TensorArg, TorchCall, broadcast, register
+from .core import MOD, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall, broadcast, register
 from .forms import function_form, method_form
+from .nn import _linear_ctor, _linear_params, _linear_shape
+from .tensor import HELPERS
 
 __all__: list[str] = []
 
@@ -44,4 +48,109 @@ register(
           arity=3, emit=_addcmul_emit, unbatched_emit=_addcmul_emit, mixed_batch="broadcast",
           traits={"inplace-safe-producer"},
           torch_forms=(function_form("torch.addcmul", _addcmul_form), method_form("addcmul", _addcmul_form))),
+)
+
+
+# ---- linear + activation, linear + residual sum ----------------------------------------------------------
+# The deploy rewrite (:func:`archdsl.passes.deploy.fuse_linear_pointwise`) turns a ``linear`` read only by a
+# GELU/ReLU/SiLU into ``linear_act``, and one read only by a two-term sum into ``linear_add``. On the CPU,
+# ``F.linear`` first writes its bias over the whole output (``addmm``), then the activation or the sum makes
+# another pass over it; oneDNN's inner product applies both as the GEMM's epilogue (the kernel inductor picks
+# for these pairs). Measured on 2 AVX-512 cores: ViT-S's fc1 + GELU at batch 8 (1576x384 @ 384x1536) 10.3 ->
+# 9.8 ms, fc2 + residual 10.0 -> 9.0 ms; Swin-T's first-stage MLP at batch 8 (25088x96 @ 96x384) 39.3 -> 26.1 ms
+# (fp32) and 18.7 -> 7.2 ms (bf16). The module stays an ``nn.Linear`` at the same path (same state_dict keys).
+HELPERS["fused_linear"] = '''
+_MKLDNN_LINEAR = torch.backends.mkldnn.is_available()
+_MKLDNN_LINEAR_BF16 = _MKLDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _fused_linear_ok(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    # oneDNN's fused inner product has no backward, and is a CPU kernel for fp32 and bf16 only; traced,
+    # exported and compiled code gets the plain ops (portable; inductor fuses the pair itself)
+    if not _MKLDNN_LINEAR or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    if x.device.type != "cpu" or x.dtype != weight.dtype or (bias is not None and bias.dtype != x.dtype):
+        return False
+    if x.dtype != torch.float32 and not (x.dtype == torch.bfloat16 and _MKLDNN_LINEAR_BF16):
+        return False
+    return not (torch.is_grad_enabled()
+                and (x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)))
+
+
+def _linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str,
+                approximate: str) -> torch.Tensor:
+    # act(F.linear(x, weight, bias)) with act one of gelu (approximate: none / tanh), relu, silu
+    if not torch.jit.is_scripting():
+        if _fused_linear_ok(x, weight, bias):
+            return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "swish" if act == "silu" else act, [],
+                                                      approximate if act == "gelu" else "")
+    y = F.linear(x, weight, bias)
+    if act == "gelu":
+        return F.gelu(y, approximate=approximate)
+    if act == "silu":
+        return F.silu(y)
+    return F.relu(y)
+
+
+def _linear_add(x: torch.Tensor, other: torch.Tensor, weight: torch.Tensor,
+                bias: torch.Tensor | None) -> torch.Tensor:
+    # other + F.linear(x, weight, bias), other of the output's shape
+    if not torch.jit.is_scripting():
+        if _fused_linear_ok(x, weight, bias) and other.dtype == x.dtype and other.device == x.device:
+            return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
+    return other + F.linear(x, weight, bias)
+
+
+# one call each for symbolic tracing (fx cannot branch on a traced tensor's device or dtype)
+torch.fx.wrap("_linear_act")
+torch.fx.wrap("_linear_add")
+'''
+
+LINEAR_ACTS = ("gelu", "relu", "silu")
+
+
+def _linear_act_emit(e: EmitArgs) -> Expr:
+    return ("_linear_act(", In(0), ", ", MOD, ".weight, ", MOD, ".bias, ", Lit(e.args["act"], "act"), ", ",
+            Lit(e.args["approximate"], "approximate"), ")")
+
+
+def _linear_add_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
+    if len(shapes) != 2:
+        raise ShapeError(f"linear_add takes 2 tensors (x, other), got {len(shapes)}",
+                         hint="linear_add(x, other, out_features) is other + linear(x)")
+    out = _linear_shape(shapes[:1], a)
+    if tuple(shapes[1]) != tuple(out):
+        raise ShapeError(f"linear_add's other term {list(shapes[1])} is not of the output's shape {list(out)}",
+                         hint="the sum must not broadcast: give both terms the same shape")
+    return out
+
+
+def _linear_add_emit(e: EmitArgs) -> Expr:
+    return ("_linear_add(", In(0), ", ", In(1), ", ", MOD, ".weight, ", MOD, ".bias)")
+
+
+def _linear_macs(s: list[Shape], o: Shape, a: dict[str, Any]) -> int:
+    return math.prod(s[0]) * a["out_features"]
+
+
+_LINEAR_ARGS = [ArgSpec("out_features", "int"), ArgSpec("bias", "bool", True)]
+_LINEAR_TRAITS = {"stateful-module", "inplace-safe-producer", "layout-sensitive"}
+
+register(
+    OpDef("linear_act", "linear",
+          [*_LINEAR_ARGS, ArgSpec("act", "str", "gelu", LINEAR_ACTS),
+           ArgSpec("approximate", "str", "none", ("none", "tanh"))], _linear_shape,
+          "act(linear(x)) in one kernel on the CPU (oneDNN's inner product with the activation as its "
+          "epilogue; the plain ops elsewhere, under autograd, tracing and torch.compile): gelu (approximate "
+          "none/tanh), relu or silu. The deploy form writes a linear read only by that activation this way; "
+          "the module is an nn.Linear.",
+          params=_linear_params, macs=_linear_macs, stateful=True, key_args=("out_features", "act"),
+          ctor=_linear_ctor, emit=_linear_act_emit, traits=_LINEAR_TRAITS, helpers=("fused_linear",)),
+    OpDef("linear_add", "linear", list(_LINEAR_ARGS), _linear_add_shape,
+          "other + linear(x) in one kernel on the CPU (the sum as the GEMM's epilogue; the plain ops elsewhere): "
+          "linear_add(x, other, out_features). The deploy form writes a linear read only by a residual sum this "
+          "way; the module is an nn.Linear.",
+          arity=2, params=_linear_params, macs=_linear_macs, stateful=True,
+          key_args=("out_features",), ctor=_linear_ctor, emit=_linear_add_emit, traits=_LINEAR_TRAITS,
+          helpers=("fused_linear",)),
 )

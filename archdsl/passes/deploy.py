@@ -1,4 +1,4 @@
-"""The deploy rewrite of the graph IR (no torch): train form -> inference form, as five named passes.
+"""The deploy rewrite of the graph IR (no torch): train form -> inference form, as six named passes.
 
 - ``fuse_reparam``: every ``reparam add:`` group becomes one conv, or one linear for a group over vectors
   (:mod:`archdsl.passes.reparam` proves it exact), keeping the id of the group's output so consumers need no
@@ -10,7 +10,9 @@
   ``[C, T, H, W]`` it stays a BatchNorm3d);
 - ``fold_scales``: a ``layer_scale`` / ``scale`` folds into the conv or linear whose output it scales (permutes
   in between followed: ConvNeXt's ``linear, permute, layer_scale``);
-- ``fuse_mul_add``: a product only a sum reads becomes ``addcmul`` (one pass over the map, not two).
+- ``fuse_mul_add``: a product only a sum reads becomes ``addcmul`` (one pass over the map, not two);
+- ``fuse_linear_pointwise``: a linear only a GELU/ReLU/SiLU or a residual sum reads becomes ``linear_act`` /
+  ``linear_add`` (one oneDNN kernel on the CPU, the activation or sum as the GEMM's epilogue).
 
 **Exact or not done.** A BatchNorm scales the *channel* axis (dim 0 of ``[C, H, W]`` and ``[C, T, H, W]``,
 the only axis of ``[F]``). It folds into a neighbour only when that neighbour's own channel axis is the same
@@ -82,6 +84,8 @@ class DeployPlan:
     bn_as_conv: int = 0
     folded_scales: int = 0
     fused_mul_add: int = 0
+    fused_linear_act: int = 0
+    fused_linear_add: int = 0
     notes: list[str] = field(default_factory=list)   # what was left unfused, and why
     limits: Limits = field(default_factory=Limits)
     by_id: dict[int, Recipe] = field(default_factory=dict)
@@ -379,16 +383,74 @@ def fuse_mul_add(graph: Graph, plan: DeployPlan) -> Graph:
     return _rebuild(graph, nodes, graph.fused_nodes)
 
 
+def _sole_reader(graph: Graph, nodes: dict[int, Node], nid: int, outputs: set[int]) -> tuple[Node, int] | None:
+    """The one op that reads ``nid``'s value, past identities between them, and the id it reads (``nid`` or
+    the last identity); None where that value or one on the way is a graph output or is read by more than one
+    op (it must not see a fused epilogue)."""
+    while nid not in outputs:
+        readers = graph.consumers(nid)
+        if len(readers) != 1 or nodes[readers[0]].inputs.count(nid) != 1:
+            return None
+        n = nodes[readers[0]]
+        if n.op != "identity":
+            return n, nid
+        nid = n.id
+    return None
+
+
+def fuse_linear_pointwise(graph: Graph, plan: DeployPlan) -> Graph:
+    """A ``linear`` read only by a GELU/ReLU/SiLU becomes ``linear_act``; one read only by a two-term sum whose
+    other term has its shape becomes ``linear_add`` (the sum's other term its second input).
+
+    Both run on the CPU as one oneDNN inner product with the activation or the sum as its epilogue
+    (:mod:`archdsl.ops.fused`): the pass the bias broadcast and the separate activation or sum make over the
+    output is gone (ViT's fc1 + GELU and fc2 + residual, Swin's and ConvNeXt's MLPs, VGG's classifier). The
+    linear keeps its node id and module path (its weights, folds included, are unchanged); the activation or
+    sum becomes an identity of it. The other term must be computed before the linear (it is its input now).
+    """
+    from ..ops.fused import LINEAR_ACTS
+    nodes = {n.id: _copy(n) for n in graph.records()}
+    outputs = {nid for _, nid in graph.outputs}
+    for nid in sorted(nodes):
+        lin = nodes[nid]
+        if lin.op != "linear" or not lin.batched or not lin.module:
+            continue
+        found = _sole_reader(graph, nodes, nid, outputs)
+        if found is None or not found[0].batched:
+            continue
+        reader, via = found
+        if reader.op in LINEAR_ACTS:
+            nodes[nid] = _copy(lin, op="linear_act", args={**lin.args, "act": reader.op,
+                                                            "approximate": reader.args.get("approximate", "none")})
+            plan.fused_linear_act += 1
+        elif reader.op == "add" and len(reader.inputs) == 2:
+            other = nodes[reader.inputs[1 - reader.inputs.index(via)]]
+            while other.op == "identity" and len(other.inputs) == 1:   # a dropout's input, an identity branch's
+                other = nodes[other.inputs[0]]
+            if other.id >= nid or other.shape != lin.shape or not other.batched:
+                continue
+            nodes[nid] = _copy(lin, op="linear_add", inputs=[*lin.inputs, other.id],
+                               in_shapes=[*lin.in_shapes, other.shape])
+            plan.fused_linear_add += 1
+        else:
+            continue
+        # the activation or the sum is now the identity of the value it read (the fused linear's, aliased)
+        nodes[reader.id] = _copy(reader, op="identity", args={}, module=None, params=0, macs=0,
+                                 inputs=[via], in_shapes=[nodes[via].shape])
+    return _rebuild(graph, nodes, graph.fused_nodes)
+
 DEPLOY_PASSES = (
     Pass("fuse_reparam", fuse_reparam, "reparam groups -> one conv each"),
     Pass("drop_eval_identities", drop_eval_identities, "dropout, drop_path -> identity"),
     Pass("fold_bn", fold_bn, "BatchNorm folded into the conv/linear acting on its channels"),
     Pass("fold_scales", fold_scales, "layer_scale/scale folded into the conv/linear whose output it scales"),
     Pass("fuse_mul_add", fuse_mul_add, "a product read only by a sum -> addcmul"),
+    Pass("fuse_linear_pointwise", fuse_linear_pointwise,
+         "a linear read only by gelu/relu/silu or a residual sum -> linear_act / linear_add"),
 )
 
 #: the passes ``fold_bn=False`` leaves out (they fold or fuse layers other than reparam groups)
-_FOLDING = frozenset({"fold_bn", "fold_scales", "fuse_mul_add"})
+_FOLDING = frozenset({"fold_bn", "fold_scales", "fuse_mul_add", "fuse_linear_pointwise"})
 
 
 # ------------------------------------------------------------------------------------------------ drivers
