@@ -146,6 +146,26 @@ def test_again_measures_the_rows_below_the_threshold_and_the_table_keeps_both() 
     assert "| fastvit_sa12, b1, fp32 | 0.91x | 1.02x |" in bdl.render_markdown(results)
 
 
+def test_redo_measures_every_row_of_the_networks_again_and_the_table_keeps_before_and_after() -> None:
+    results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
+    slow = bdl.row_key("fastvit_sa12", 1, "fp32")
+    bdl.measure_again(results, 0.98, ["fastvit_sa12"])
+    results["rows"][slow] = dict(net="fastvit_sa12", batch=1, dtype="fp32", reference="timm.fastvit_sa12",
+                                 ratio=0.97, times_ms={"deploy": 9.0, "ref": 8.7}, best_ref_form="ref")
+    finished = sorted(k for k, r in results["rows"].items() if r["net"] == "fastvit_sa12" and not r.get("error"))
+    assert bdl.measure_anew(results, ["fastvit_sa12"], "fused linears") == finished
+    assert not any(r["net"] == "fastvit_sa12" for r in results["rows"].values() if not r.get("error"))
+    assert results["redone"][slow] == {"before": 0.97, "first": pytest.approx(0.91), "why": "fused linears"}
+    assert slow not in results["first_measure"]                          # its history moved with it
+    assert ("fastvit_sa12", 1, "fp32") in bdl.pending_rows(["fastvit_sa12"], [1], ["fp32"], results, resume=True)
+    results["rows"][slow] = dict(results["rows"].get(slow) or {}, net="fastvit_sa12", batch=1, dtype="fp32",
+                                 reference="timm.fastvit_sa12", ratio=1.05, times_ms={"deploy": 8.0, "ref": 8.4},
+                                 best_ref_form="ref")
+    text = bdl.render_markdown(results)
+    assert "## Rows measured again after a change to the deploy form (`--redo`)" in text
+    assert "| fastvit_sa12, b1, fp32 | fused linears | 0.97x (first 0.91x) | 1.05x |" in text
+    assert bdl.main(["--redo", "x", "--only", "fastvit_sa12"]) == 1      # needs --resume: nothing is dropped
+
 def test_aa_line_names_the_worst_row_and_keeps_the_full_round_rows_apart() -> None:
     rows = [{"net": "resnet18", "batch": 1, "dtype": "fp32", "aa_ratio": 1.02, "rounds": 7},
             {"net": "resnet18", "batch": 8, "dtype": "fp32", "aa_ratio": 0.95, "rounds": 7},
