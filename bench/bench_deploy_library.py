@@ -50,8 +50,8 @@ for _p in (ROOT / "bench", ROOT, ROOT / "tests"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-__all__ = ["library_networks", "row_key", "pending_rows", "measure_again", "measure_anew", "load_results", "save_results",
-           "render_markdown", "summary_lines", "compiled_lines", "aa_line", "main"]
+__all__ = ["library_networks", "row_key", "pending_rows", "measure_again", "measure_anew", "load_results",
+           "save_results", "render_markdown", "summary_lines", "compiled_lines", "aa_line", "main"]
 
 from deploy_library_table import (HEAVY_ROUND_S, aa_line, compiled_lines,  # noqa: E402  (after the path set-up)
                                    render_markdown, summary_lines)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .core import MOD, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall, broadcast, register
+from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall, broadcast,
+                   register)
 from .forms import function_form, method_form
 from .nn import _linear_ctor, _linear_params, _linear_shape
 from .tensor import HELPERS
@@ -94,9 +95,10 @@ def _linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
 def _linear_add(x: torch.Tensor, other: torch.Tensor, weight: torch.Tensor,
                 bias: torch.Tensor | None) -> torch.Tensor:
-    # other + F.linear(x, weight, bias), other of the output's shape
+    # other + F.linear(x, weight, bias); the fused kernel does not broadcast: other must have the output's shape
     if not torch.jit.is_scripting():
-        if _fused_linear_ok(x, weight, bias) and other.dtype == x.dtype and other.device == x.device:
+        if (_fused_linear_ok(x, weight, bias) and other.dtype == x.dtype and other.device == x.device
+                and other.shape[:-1] == x.shape[:-1] and other.shape[-1] == weight.shape[0]):
             return torch.ops.mkldnn._linear_pointwise.binary(x, other, weight, bias, "add")
     return other + F.linear(x, weight, bias)
 

@@ -439,6 +439,7 @@ def fuse_linear_pointwise(graph: Graph, plan: DeployPlan) -> Graph:
                                  inputs=[via], in_shapes=[nodes[via].shape])
     return _rebuild(graph, nodes, graph.fused_nodes)
 
+
 DEPLOY_PASSES = (
     Pass("fuse_reparam", fuse_reparam, "reparam groups -> one conv each"),
     Pass("drop_eval_identities", drop_eval_identities, "dropout, drop_path -> identity"),
