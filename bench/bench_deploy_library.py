@@ -20,13 +20,13 @@ The forms are warmed up together until two consecutive warm-up medians of each a
 interleaved rounds (A B C D, A B C D, ...: load changes on a shared machine hit all alike); figures are medians.
 The same process measures the sgemm bound (``archdsl.sweep.measure.sgemm_gflops``: fp32 GFLOP/s at 1024^3)
 and, on a few networks, the A/A noise (the reference timed twice per round, as two forms). ``ratio`` is the
-best reference form's time over our deploy form's (>= 1: ours is faster); rows below ``--threshold`` carry
-the torch.profiler top ops of both forms.
+best reference form's time over our deploy form's (>= 1: ours is faster); rows below their bar (``--threshold``;
+in bf16 1.00x, the reference's own time) carry the torch.profiler top ops of both forms.
 
 Each network runs in its own worker process with a time limit (``--timeout``): a network that fails or hangs
 is a row with its error, never the end of the run. Rows are saved to ``bench/results/deploy_library_cpu.json``
-as they finish (``--resume`` keeps the finished ones; ``--resume --again`` measures the rows below the
-threshold again, keeping their first ratio; ``--resume --redo WHY --only NETS`` measures every row of NETS
+as they finish (``--resume`` keeps the finished ones; ``--resume --again`` measures the rows below their
+bar again, keeping their first ratio; ``--resume --redo WHY --only NETS`` measures every row of NETS
 again after a change to their deploy form, keeping the ratios from before it and WHY) and the table
 ``bench/results/deploy_library_cpu.md`` is rewritten after every network.
 """
@@ -53,7 +53,7 @@ for _p in (ROOT / "bench", ROOT, ROOT / "tests"):
 __all__ = ["library_networks", "row_key", "pending_rows", "measure_again", "measure_anew", "load_results",
            "save_results", "render_markdown", "summary_lines", "compiled_lines", "aa_line", "main"]
 
-from deploy_library_table import (HEAVY_ROUND_S, aa_line, compiled_lines,  # noqa: E402  (after the path set-up)
+from deploy_library_table import (HEAVY_ROUND_S, aa_line, bar, compiled_lines,  # noqa: E402  (path set-up first)
                                    render_markdown, summary_lines)
 
 RESULTS = ROOT / "bench" / "results" / "deploy_library_cpu.json"
@@ -113,14 +113,15 @@ def pending_rows(nets: Iterable[str], batches: Iterable[int], dtypes: Iterable[s
 
 
 def measure_again(results: dict[str, Any], threshold: float, only: Iterable[str] | None = None) -> list[str]:
-    """``--again``: the finished rows below ``threshold`` (of the networks in ``only``) leave ``rows`` so that
+    """``--again``: the finished rows below their bar (``threshold``; 1.00x in bf16: :func:`bar`) (of the networks in ``only``) leave ``rows`` so that
     the run measures them again; their first ratio is kept in ``results["first_measure"]`` (the table shows
     both: a row that was noise once is not hidden, a row that is slow twice is not excused). Returns their keys."""
     nets = None if only is None else set(only)
     first = results.setdefault("first_measure", {})
     moved = []
     for k, r in list(results.get("rows", {}).items()):
-        if r.get("error") or r.get("ratio") is None or r["ratio"] >= threshold or (nets and r["net"] not in nets):
+        if (r.get("error") or r.get("ratio") is None or r["ratio"] >= bar(r["dtype"], threshold)
+                or (nets and r["net"] not in nets)):
             continue
         first[k] = r["ratio"]
         del results["rows"][k]
@@ -278,7 +279,7 @@ def _run_row(net: dict[str, Any], models: tuple[Any, Any, Any, str | None], batc
     row.update(times_ms=times, best_ref_form=best, ratio=times[best] / times["deploy"], macs=macs,
                bound_ms=2 * macs / (gflops * 1e9) * 1e3, ref_deploy_kind=ref_dep_kind)
     row["x_bound"] = times["deploy"] / row["bound_ms"]
-    if row["ratio"] < cfg["threshold"]:
+    if row["ratio"] < bar(dtype, cfg["threshold"]):
         ours_top, ours_tot = _profile(dep, xd)
         ref_top, ref_tot = _profile(forms[best], xi)
         row["profile"] = {"ours": ours_top, "ref": ref_top, "total_ms": {"ours": ours_tot, "ref": ref_tot}}
@@ -403,7 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep the finished rows of the results file")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per network, all its rows (default 3600: "
                     "RepLKNet-XL's four rows take most of it on 2 cores)")
-    ap.add_argument("--threshold", type=float, default=0.98, help="profile rows below this ratio (default 0.98)")
+    ap.add_argument("--threshold", type=float, default=0.98, help="profile rows below this ratio (default 0.98; "
+                    "bf16 rows below 1.00x too)")
     ap.add_argument("--skip-twins", action="store_true", help="leave out family variants equal to a network")
     ap.add_argument("--again", action="store_true", help="with --resume: measure the rows below --threshold "
                     "again (the first ratio stays in the table)")
@@ -433,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
             print("--again needs --resume (it measures again rows of the results file)", file=sys.stderr)
             return 1
         moved = measure_again(results, args.threshold, [n["id"] for n in nets])
-        print(f"measuring again {len(moved)} rows below {args.threshold:.2f}x: {', '.join(moved) or 'none'}")
+        print(f"measuring again {len(moved)} rows below their bar: {', '.join(moved) or 'none'}")
     if args.redo:
         if not (args.resume and args.only) or args.again:
             print("--redo needs --resume and --only (it measures again every row of those networks), not --again",

@@ -95,7 +95,7 @@ def test_table_from_a_small_results_file() -> None:
     assert "AMD EPYC 9R14" in text and "avx512_bf16" in text and "torch 2.9.0" in text and "2 threads" in text
     assert "median 180.0 GFLOP/s (min 170.0, max 190.0)" in text   # three rows' same-run sgemm bounds
     assert "A/A noise (the reference timed twice per round on resnet18): 3.0%" in text
-    assert "rows: 4 (1 failed); below 0.98x: 1" in text
+    assert "rows: 4 (1 failed); below the bar (0.98x, bf16 1.00x): 1" in text
     # per dtype and batch: the rows at the bar, the median and the lowest (the failed row is not counted)
     assert "- fp32, batch 1: 1/2 at >= 0.98x, 1/2 at >= 1.00x; median 1.25x, lowest 0.91x (fastvit_sa12)" in lines
     assert "- fp32, batch 8: 1/1 at >= 0.98x, 1/1 at >= 1.00x; median 1.30x, lowest 1.30x (resnet18)" in lines
@@ -107,7 +107,7 @@ def test_table_from_a_small_results_file() -> None:
     failed = next(ln for ln in lines if ln.startswith("| swin_t |"))
     assert "failed: timed out after 1800 s" in failed and failed.count("|") == row.count("|")   # 12 columns
     # the row below the threshold has its section, the profile of both forms side by side
-    sec = text.split("## Rows below 0.98x", 1)[1]
+    sec = text.split("## Rows below the bar (0.98x, bf16 1.00x)", 1)[1]
     assert "### fastvit_sa12, batch 1, fp32: 0.91x (deploy 10.0 ms, ref_deploy 9.10 ms; layout channels_last" in sec
     assert "| aten::mkldnn_convolution 6.00 (30) | aten::mkldnn_convolution 5.50 (30) |" in sec
     assert "| aten::add 1.00 (12) |  |" in sec
@@ -201,3 +201,15 @@ def test_compiled_rows_have_their_summary_lines() -> None:
     assert bdl.compiled_lines(rows) == [
         "- compiled, fp32, batch 1 (2 rows): median 2.00x the best reference form (lowest 1.50x), 1.25x our "
         "deploy form (lowest 1.00x, b)"]
+
+
+def test_a_bf16_row_must_reach_the_reference_its_bar_is_one() -> None:
+    """Issue 24's bar: fp32 within the A/A noise (0.98x), bf16 at least the reference's time (1.00x)."""
+    results = json.loads((ROOT / "tests" / "data" / "bench_deploy_library_small.json").read_text())
+    key = bdl.row_key("resnet18", 8, "bf16")
+    results["rows"][key] = dict(net="resnet18", batch=8, dtype="bf16", reference="torchvision.resnet18", ratio=0.99,
+                                times_ms={"deploy": 50.0, "ref": 49.5}, best_ref_form="ref", layout="channels_last")
+    text = bdl.render_markdown(results)
+    assert "below the bar (0.98x, bf16 1.00x): 2" in text
+    assert "### resnet18, batch 8, bf16: 0.99x" in text.split("## Rows below the bar", 1)[1]
+    assert bdl.measure_again(results, 0.98, ["resnet18"]) == [key]          # an fp32 row at 0.99x would stay
