@@ -113,9 +113,10 @@ def pending_rows(nets: Iterable[str], batches: Iterable[int], dtypes: Iterable[s
 
 
 def measure_again(results: dict[str, Any], threshold: float, only: Iterable[str] | None = None) -> list[str]:
-    """``--again``: the finished rows below their bar (``threshold``; 1.00x in bf16: :func:`bar`) (of the networks in ``only``) leave ``rows`` so that
-    the run measures them again; their first ratio is kept in ``results["first_measure"]`` (the table shows
-    both: a row that was noise once is not hidden, a row that is slow twice is not excused). Returns their keys."""
+    """``--again``: the finished rows below their bar (``threshold``, 1.00x in bf16: :func:`bar`) of the networks in
+    ``only`` leave ``rows`` so that the run measures them again; their first ratio is kept in
+    ``results["first_measure"]`` (the table shows both: a row that was noise once is not hidden, a row that is
+    slow twice is not excused). Returns their keys."""
     nets = None if only is None else set(only)
     first = results.setdefault("first_measure", {})
     moved = []
