@@ -57,9 +57,9 @@ register(
 # GELU/ReLU/SiLU into ``linear_act``, and one read only by a two-term sum into ``linear_add``. On the CPU,
 # ``F.linear`` first writes its bias over the whole output (``addmm``), then the activation or the sum makes
 # another pass over it; oneDNN's inner product applies both as the GEMM's epilogue (the kernel inductor picks
-# for these pairs). Measured on 2 AVX-512 cores: ViT-S's fc1 + GELU at batch 8 (1576x384 @ 384x1536) 10.3 ->
-# 9.8 ms, fc2 + residual 10.0 -> 9.0 ms; Swin-T's first-stage MLP at batch 8 (25088x96 @ 96x384) 39.3 -> 26.1 ms
-# (fp32) and 18.7 -> 7.2 ms (bf16). The module stays an ``nn.Linear`` at the same path (same state_dict keys).
+# for these pairs). bench/bench_fused_linear.py times it per layer (bench/results/fused_linear_cpu.md, 2 AVX-512
+# cores: plain / fused median 1.13x; Swin-T's first-stage fc1 + GELU at batch 8, 25088x96 @ 96x384, 1.52x in fp32
+# and 1.79x in bf16). The module stays an ``nn.Linear`` at the same path (same state_dict keys).
 HELPERS["fused_linear"] = '''
 _MKLDNN_LINEAR = torch.backends.mkldnn.is_available()
 _MKLDNN_LINEAR_BF16 = _MKLDNN_LINEAR and torch.ops.mkldnn._is_mkldnn_bf16_supported()
