@@ -225,3 +225,17 @@ def module_from_text(folder: Path, name: str, text: str) -> Any:
     sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def bench_script(name: str) -> Any:
+    """Import ``bench/<name>.py`` as the module ``name`` (the bench scripts are not a package; their tests call
+    their pure parts and their ``main``); imported once per test process."""
+    import importlib.util
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod

@@ -2,21 +2,15 @@
 and that a network that fails or hangs is a row with its error (no timing here: the script's figures are its own)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from helpers import ROOT
+from helpers import ROOT, bench_script
 
-_spec = importlib.util.spec_from_file_location("bench_deploy_library", ROOT / "bench" / "bench_deploy_library.py")
-assert _spec and _spec.loader
-bdl = importlib.util.module_from_spec(_spec)
-sys.modules["bench_deploy_library"] = bdl
-_spec.loader.exec_module(bdl)
+bdl = bench_script("bench_deploy_library")
 
 
 def test_network_list_is_the_library_with_references() -> None:

@@ -2,21 +2,15 @@
 shape, one round: no timing is checked here, the script's figures are its own)."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import ROOT
+from helpers import bench_script
 
-_spec = importlib.util.spec_from_file_location("bench_fused_linear", ROOT / "bench" / "bench_fused_linear.py")
-assert _spec and _spec.loader
-bfl = importlib.util.module_from_spec(_spec)
-sys.modules["bench_fused_linear"] = bfl
-_spec.loader.exec_module(bfl)
+bfl = bench_script("bench_fused_linear")
 
 
 def test_the_helpers_are_the_generated_ones_and_match_the_plain_ops() -> None:

@@ -7,16 +7,13 @@ it, a spec with the wrong activation in that branch would pass.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-from helpers import ROOT
+from helpers import bench_script
 
 from archdsl.importer import STAGES, RoundTrip, randomize_constants, roundtrip
 
@@ -165,22 +162,10 @@ def test_roundtrip_of_a_library_spec_against_its_reference() -> None:
 
 
 # ------------------------------------------------------------------ bench/import_zoo.py: its pure parts
-def _bench(name: str) -> ModuleType:
-    """A bench/ script as a module (bench/ is not a package)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_zoo_is_listed_from_the_real_registries() -> None:
     torchvision = pytest.importorskip("torchvision")
     timm = pytest.importorskip("timm")
-    zoo = _bench("import_zoo")
+    zoo = bench_script("import_zoo")
     tv, tm = zoo.torchvision_zoo(), zoo.timm_zoo()
     builders = torchvision.models.list_models(module=torchvision.models)
     assert [e["model"] for e in tv] == builders and len(builders) > 50
@@ -205,7 +190,7 @@ def test_zoo_is_listed_from_the_real_registries() -> None:
 
 
 def test_failure_classifier_on_real_messages() -> None:
-    table = _bench("import_zoo_table")
+    table = bench_script("import_zoo_table")
 
     class Branchy(nn.Module):
         def forward(self, x: Any) -> Any:
@@ -267,7 +252,7 @@ def _record(id_: str, family: str, **kw: Any) -> dict[str, Any]:
 
 
 def test_table_writer_from_a_results_file(tmp_path: Path) -> None:
-    table = _bench("import_zoo_table")
+    table = bench_script("import_zoo_table")
     results = {r["id"]: r for r in [
         _record("torchvision:resnet18", "torchvision/resnet", stage="outputs", ok=True, imported=True,
                 max_diff=0.0, import_s=1.25, roundtrip_s=0.5, total_s=2.0),
@@ -313,7 +298,7 @@ def test_table_writer_from_a_results_file(tmp_path: Path) -> None:
 def test_zoo_run_without_the_importer_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     import archdsl
-    zoo = _bench("import_zoo")
+    zoo = bench_script("import_zoo")
     monkeypatch.delattr(archdsl, "import_module", raising=False)
     monkeypatch.setattr(zoo, "zoo", lambda: [{"id": "torchvision:alexnet", "source": "torchvision",
                                               "family": "torchvision/alexnet", "model": "alexnet"}])
@@ -325,7 +310,7 @@ def test_zoo_run_without_the_importer_is_a_clear_error(monkeypatch: pytest.Monke
 
 def test_zoo_builds_a_large_fixed_size_timm_model_for_a_small_input() -> None:
     pytest.importorskip("timm")
-    zoo = _bench("import_zoo")
+    zoo = bench_script("import_zoo")
     # SAM's ViT is fixed at 1024 px (its import allocated 1.6 GB per attention map); this one at 512
     name = "vit_pe_spatial_tiny_patch16_512"
     torch.manual_seed(0)
