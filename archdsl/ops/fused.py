@@ -9,13 +9,12 @@ reason). A spec may write it too, and the importer reads ``torch.addcmul(t, a, b
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from .core import (MOD, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall, broadcast,
-                   register)
+from . import nn as _nn  # noqa: F401  (registers linear, whose signature, counts and module the fused forms share)
+from .core import (MOD, OPS, ArgSpec, EmitArgs, Expr, In, Lit, OpDef, Shape, ShapeError, TensorArg, TorchCall,
+                   broadcast, register)
 from .forms import function_form, method_form
-from .nn import _linear_ctor, _linear_params, _linear_shape
 from .tensor import HELPERS
 
 __all__: list[str] = []
@@ -109,6 +108,10 @@ torch.fx.wrap("_linear_add")
 '''
 
 LINEAR_ACTS = ("gelu", "relu", "silu")
+# linear's own entry: the fused forms take its arguments, shape rule, parameter and MAC counts and nn.Linear
+# constructor; of its traits all but "fusable-linear" (the reparam/BN algebra runs before they exist)
+_LINEAR = OPS["linear"]
+_LINEAR_TRAITS = _LINEAR.traits - {"fusable-linear"}
 
 
 def _linear_act_emit(e: EmitArgs) -> Expr:
@@ -120,7 +123,7 @@ def _linear_add_shape(shapes: list[Shape], a: dict[str, Any]) -> Shape:
     if len(shapes) != 2:
         raise ShapeError(f"linear_add takes 2 tensors (x, other), got {len(shapes)}",
                          hint="linear_add(x, other, out_features) is other + linear(x)")
-    out = _linear_shape(shapes[:1], a)
+    out = _LINEAR.shape(shapes[:1], a)
     if tuple(shapes[1]) != tuple(out):
         raise ShapeError(f"linear_add's other term {list(shapes[1])} is not of the output's shape {list(out)}",
                          hint="the sum must not broadcast: give both terms the same shape")
@@ -131,28 +134,21 @@ def _linear_add_emit(e: EmitArgs) -> Expr:
     return ("_linear_add(", In(0), ", ", In(1), ", ", MOD, ".weight, ", MOD, ".bias)")
 
 
-def _linear_macs(s: list[Shape], o: Shape, a: dict[str, Any]) -> int:
-    return math.prod(s[0]) * a["out_features"]
-
-
-_LINEAR_ARGS = [ArgSpec("out_features", "int"), ArgSpec("bias", "bool", True)]
-_LINEAR_TRAITS = {"stateful-module", "inplace-safe-producer", "layout-sensitive"}
-
 register(
     OpDef("linear_act", "linear",
-          [*_LINEAR_ARGS, ArgSpec("act", "str", "gelu", LINEAR_ACTS),
-           ArgSpec("approximate", "str", "none", ("none", "tanh"))], _linear_shape,
+          [*_LINEAR.args, ArgSpec("act", "str", "gelu", LINEAR_ACTS),
+           ArgSpec("approximate", "str", "none", ("none", "tanh"))], _LINEAR.shape,
           "act(linear(x)) in one kernel on the CPU (oneDNN's inner product with the activation as its "
           "epilogue; the plain ops elsewhere, under autograd, tracing and torch.compile): gelu (approximate "
           "none/tanh), relu or silu. The deploy form writes a linear read only by that activation this way; "
           "the module is an nn.Linear.",
-          params=_linear_params, macs=_linear_macs, stateful=True, key_args=("out_features", "act"),
-          ctor=_linear_ctor, emit=_linear_act_emit, traits=_LINEAR_TRAITS, helpers=("fused_linear",)),
-    OpDef("linear_add", "linear", list(_LINEAR_ARGS), _linear_add_shape,
+          params=_LINEAR.params, macs=_LINEAR.macs, stateful=True, key_args=("out_features", "act"),
+          ctor=_LINEAR.ctor, emit=_linear_act_emit, traits=_LINEAR_TRAITS, helpers=("fused_linear",)),
+    OpDef("linear_add", "linear", list(_LINEAR.args), _linear_add_shape,
           "other + linear(x) in one kernel on the CPU (the sum as the GEMM's epilogue; the plain ops elsewhere): "
           "linear_add(x, other, out_features). The deploy form writes a linear read only by a residual sum this "
           "way; the module is an nn.Linear.",
-          arity=2, params=_linear_params, macs=_linear_macs, stateful=True,
-          key_args=("out_features",), ctor=_linear_ctor, emit=_linear_add_emit, traits=_LINEAR_TRAITS,
+          arity=2, params=_LINEAR.params, macs=_LINEAR.macs, stateful=True,
+          key_args=("out_features",), ctor=_LINEAR.ctor, emit=_linear_add_emit, traits=_LINEAR_TRAITS,
           helpers=("fused_linear",)),
 )

@@ -345,6 +345,13 @@ def fold_scales(graph: Graph, plan: DeployPlan) -> Graph:
     return _rebuild(graph, nodes, graph.fused_nodes)
 
 
+def _past_identities(nodes: dict[int, Node], n: Node) -> Node:
+    """The value ``n`` passes on: an identity (an identity branch, a dropout made one) is its input."""
+    while n.op == "identity" and len(n.inputs) == 1:
+        n = nodes[n.inputs[0]]
+    return n
+
+
 def fuse_mul_add(graph: Graph, plan: DeployPlan) -> Graph:
     """A product of two tensors read only by a sum, as its first or second term, becomes ``addcmul``.
 
@@ -364,9 +371,7 @@ def fuse_mul_add(graph: Graph, plan: DeployPlan) -> Graph:
             if (m.op != "mul" or len(m.inputs) != 2 or m.id in outputs or graph.consumers(m.id) != [nid]
                     or add.inputs.count(m.id) != 1):
                 continue
-            t = nodes[add.inputs[1 - pos]]
-            while t.op == "identity" and len(t.inputs) == 1:   # an identity branch (or a dropout) is its input
-                t = nodes[t.inputs[0]]
+            t = _past_identities(nodes, nodes[add.inputs[1 - pos]])
             ins, shapes = [t.id, *m.inputs], [t.shape, *m.in_shapes]
             if len(add.inputs) == 2:      # the sum itself becomes the addcmul
                 nodes[nid] = _copy(add, op="addcmul", args={}, inputs=ins, in_shapes=shapes)
@@ -416,17 +421,17 @@ def fuse_linear_pointwise(graph: Graph, plan: DeployPlan) -> Graph:
         if lin.op != "linear" or not lin.batched or not lin.module:
             continue
         found = _sole_reader(graph, nodes, nid, outputs)
-        if found is None or not found[0].batched:
+        if found is None:
             continue
         reader, via = found
+        if not reader.batched:
+            continue
         if reader.op in LINEAR_ACTS:
             nodes[nid] = _copy(lin, op="linear_act", args={**lin.args, "act": reader.op,
                                                             "approximate": reader.args.get("approximate", "none")})
             plan.fused_linear_act += 1
         elif reader.op == "add" and len(reader.inputs) == 2:
-            other = nodes[reader.inputs[1 - reader.inputs.index(via)]]
-            while other.op == "identity" and len(other.inputs) == 1:   # a dropout's input, an identity branch's
-                other = nodes[other.inputs[0]]
+            other = _past_identities(nodes, nodes[reader.inputs[1 - reader.inputs.index(via)]])
             if other.id >= nid or other.shape != lin.shape or not other.batched:
                 continue
             nodes[nid] = _copy(lin, op="linear_add", inputs=[*lin.inputs, other.id],
