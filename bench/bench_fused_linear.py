@@ -51,10 +51,11 @@ def helpers() -> dict[str, Any]:
     return ns
 
 
-def _forms(kind: str, m: int, k: int, n: int, dtype: Any) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+def _forms(ns: dict[str, Any], kind: str, m: int, k: int, n: int,
+           dtype: Any) -> tuple[Any, Callable[..., Any], Callable[..., Any]]:
+    """The input, the plain form and the fused form (``ns``: :func:`helpers`) of one row."""
     import torch
     import torch.nn.functional as F
-    ns = helpers()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(m, k, generator=g).to(dtype)
     w = (torch.randn(n, k, generator=g) / k ** 0.5).to(dtype)
@@ -81,10 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     dtypes = [torch.float32] + ([torch.bfloat16] if native_bf16("cpu") else [])
     gflops = sgemm_gflops()
+    ns = helpers()
     rows = []
     for net, layer, m, k, n, kind, dtype in track([(*s, d) for s in SHAPES for d in dtypes],
                                                    description="fused linears"):
-        x, plain, fused = _forms(kind, m, k, n, dtype)
+        x, plain, fused = _forms(ns, kind, m, k, n, dtype)
         with torch.inference_mode():
             err = (plain(x).float() - fused(x).float()).abs().max().item()
         runs = [(plain, x), (fused, x)]
